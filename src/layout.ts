@@ -1,0 +1,143 @@
+/**
+ * The byte map of a lock table's SharedArrayBuffer. Every index into shared memory is named here;
+ * no other file computes an offset.
+ *
+ *   offset 0            header: HEADER_WORDS Int32 words, then HEADER_F64 Float64 words
+ *   slotWordsOffset     capacity x SLOT_WORDS Int32 words       (hot: one 32-byte line per slot)
+ *   slotF64Offset       capacity x SLOT_F64 Float64 words       (deadlines)
+ *   recordWordsOffset   records x RECORD_WORDS Int32 words      (who holds a key in shared mode)
+ *   recordF64Offset     records x RECORD_F64 Float64 words      (each shared holder's deadline)
+ *   keysOffset          capacity x maxKeyLength Uint16 code units (the key bound to each slot)
+ *
+ * The header stores the geometry, so `LockTable.attach(buffer)` can rebuild every view from the
+ * buffer alone and refuse a buffer that is not a lock table of this version.
+ */
+
+export const MAGIC = 0x4c4b5442; // 'LKTB'
+export const VERSION = 1;
+
+// ---- header, Int32 words ----
+export const H_MAGIC = 0;
+export const H_VERSION = 1;
+export const H_CAPACITY = 2;
+export const H_MAX_KEY_LENGTH = 3;
+export const H_RECORDS = 4;
+/** Binding mutex: 0 when free, else 1 + the thread id of the thread binding a key to a slot. */
+export const H_BIND_LOCK = 5;
+/** Tokens issued for any key never go below this floor (raised when a slot is unbound). Lo/hi. */
+export const H_TOKEN_FLOOR_LO = 6;
+export const H_TOKEN_FLOOR_HI = 7;
+export const H_BUFFER_BYTES = 8;
+export const HEADER_WORDS = 16;
+
+// ---- header, Float64 words (after the Int32 header) ----
+/** Monotonic time (ms) at which the binding mutex's holder must be done; past it, it may be stolen. */
+export const HF_BIND_LOCK_DEADLINE = 0;
+/** The table's defaults, stored so that every attached thread uses the same ones. */
+export const HF_DEFAULT_HOLD = 1;
+export const HF_DEFAULT_WAIT_TIMEOUT = 2;
+export const HF_DEFAULT_SPIN_DELAY = 3;
+export const HF_DEFAULT_FAIL_TIMEOUT = 4;
+export const HEADER_F64 = 5;
+export const HEADER_BYTES = HEADER_WORDS * 4 + HEADER_F64 * 8;
+
+// ---- per slot, Int32 words ----
+/** The lock word: see slot-state.ts for its bits and its state machine. Waiters sleep on it. */
+export const S_STATE = 0;
+/** How many threads are inside Atomics.wait / waitAsync on S_STATE (the releaser skips notify at 0). */
+export const S_SLEEPERS = 1;
+/** EMPTY, VACANT or BOUND (see directory.ts). Changed only under the binding mutex. */
+export const S_BIND = 2;
+/** Incremented each time the slot is bound to a key: a cached slot index is valid while it is unchanged. */
+export const S_BIND_GEN = 3;
+export const S_HASH = 4;
+export const S_KEY_LENGTH = 5;
+/** The 64-bit fencing token of the latest grant on this slot, lo and hi halves. */
+export const S_TOKEN_LO = 6;
+export const S_TOKEN_HI = 7;
+/** Parity of the grant whose deadline SF_DEADLINE holds (see FINITE / PARITY in slot-state.ts). */
+export const S_STAMP = 8;
+export const SLOT_WORDS = 10; // 40 bytes
+
+// ---- per slot, Float64 words ----
+/**
+ * Deadline (monotonic ms) of the latest exclusive grant with a finite hold. Written only by that
+ * holder (stamp, extend), read by waiters deciding on a reclaim, valid while S_STAMP matches.
+ */
+export const SF_DEADLINE = 0;
+export const SLOT_F64 = 1;
+
+// ---- shared-holder records, Int32 words: one per shared lease (see records.ts) ----
+/** RECORD_FREE, RECORD_CLAIMED (claimed before the grant CAS) or RECORD_ACTIVE. */
+export const R_STATE = 0;
+export const R_SLOT = 1;
+export const R_OWNER = 2;
+export const R_TOKEN_LO = 3;
+export const R_TOKEN_HI = 4;
+export const RECORD_WORDS = 6; // 5 used; even, so that record Float64 area stays aligned
+/** The shared holder's deadline (monotonic ms), written before its grant CAS. */
+export const RF_DEADLINE = 0;
+export const RECORD_F64 = 1;
+
+export const RECORD_FREE = 0;
+export const RECORD_CLAIMED = 1;
+export const RECORD_ACTIVE = 2;
+
+export interface Geometry {
+  capacity: number;
+  maxKeyLength: number;
+  records: number;
+}
+
+export interface Views {
+  readonly geometry: Geometry;
+  readonly header: Int32Array;
+  readonly headerF64: Float64Array;
+  readonly slots: Int32Array;
+  readonly slotsF64: Float64Array;
+  /** The same bytes as `slots`, for 64-bit token updates by concurrent shared grants. */
+  readonly slots64: BigInt64Array;
+  readonly records: Int32Array;
+  readonly recordsF64: Float64Array;
+  readonly keys: Uint16Array;
+}
+
+function align8(n: number): number {
+  return (n + 7) & ~7;
+}
+
+export function offsets(g: Geometry) {
+  const slotWordsOffset = HEADER_BYTES;
+  const slotF64Offset = align8(slotWordsOffset + g.capacity * SLOT_WORDS * 4);
+  const recordWordsOffset = align8(slotF64Offset + g.capacity * SLOT_F64 * 8);
+  const recordF64Offset = align8(recordWordsOffset + g.records * RECORD_WORDS * 4);
+  const keysOffset = align8(recordF64Offset + g.records * RECORD_F64 * 8);
+  const totalBytes = align8(keysOffset + g.capacity * g.maxKeyLength * 2);
+  return {
+    slotWordsOffset,
+    slotF64Offset,
+    recordWordsOffset,
+    recordF64Offset,
+    keysOffset,
+    totalBytes,
+  };
+}
+
+export function bufferBytes(g: Geometry): number {
+  return offsets(g).totalBytes;
+}
+
+export function createViews(buffer: SharedArrayBuffer, g: Geometry): Views {
+  const o = offsets(g);
+  return {
+    geometry: g,
+    header: new Int32Array(buffer, 0, HEADER_WORDS),
+    headerF64: new Float64Array(buffer, HEADER_WORDS * 4, HEADER_F64),
+    slots: new Int32Array(buffer, o.slotWordsOffset, g.capacity * SLOT_WORDS),
+    slotsF64: new Float64Array(buffer, o.slotF64Offset, g.capacity * SLOT_F64),
+    slots64: new BigInt64Array(buffer, o.slotWordsOffset, (g.capacity * SLOT_WORDS) / 2),
+    records: new Int32Array(buffer, o.recordWordsOffset, g.records * RECORD_WORDS),
+    recordsF64: new Float64Array(buffer, o.recordF64Offset, g.records * RECORD_F64),
+    keys: new Uint16Array(buffer, o.keysOffset, g.capacity * g.maxKeyLength),
+  };
+}

@@ -1,0 +1,130 @@
+/**
+ * A Lease is one grant of one key to this thread: the handle to release or extend it, and what
+ * the holder needs to know about it (its mode, fencing token, deadline, whether it was recovered
+ * from a dead holder). `using lease = table.acquireSync(key)` releases it at the end of the block.
+ */
+import { releasedError, staleError } from './errors.js';
+import type { Grants } from './grants.js';
+import type { Mode } from './slot-state.js';
+import { checkMs } from './options.js';
+
+/** What a lease needs from its table (kept out of the public API). */
+export interface LeaseHost {
+  readonly grants: Grants;
+  readonly sharedHere: Map<number, number>;
+}
+
+export class Lease implements Disposable {
+  /** The key this lease holds. */
+  readonly key: string;
+  /** 'exclusive' or 'shared'. */
+  readonly mode: Mode;
+  /** True when this grant reclaimed the lock from a holder whose deadline had passed. */
+  readonly recovered: boolean;
+  readonly #host: LeaseHost;
+  readonly #slot: number;
+  readonly #tokenLo: number;
+  readonly #tokenHi: number;
+  readonly #record: number;
+  #state: number;
+  #deadline: number;
+  #released = false;
+
+  /** @internal Leases are made by LockTable; this constructor is not part of the API. */
+  constructor(
+    host: LeaseHost,
+    key: string,
+    mode: Mode,
+    slot: number,
+    tokenLo: number,
+    tokenHi: number,
+    record: number,
+    state: number,
+    deadline: number,
+    recovered: boolean,
+  ) {
+    this.#host = host;
+    this.key = key;
+    this.mode = mode;
+    this.#slot = slot;
+    this.#tokenLo = tokenLo;
+    this.#tokenHi = tokenHi;
+    this.#record = record;
+    this.#state = state;
+    this.#deadline = deadline;
+    this.recovered = recovered;
+  }
+
+  /**
+   * The fencing token: strictly increasing for this key across every grant, reclaim and slot
+   * reuse. Pass it with every write the lock protects; a store that has seen a larger token
+   * refuses a smaller one, so a holder that lost its lease cannot clobber the next one.
+   */
+  get token(): bigint {
+    return (BigInt(this.#tokenHi) << 32n) | BigInt(this.#tokenLo >>> 0);
+  }
+
+  /** Monotonic deadline (ms, the table's clock: see `LockTable.now()`), or Infinity. */
+  get deadline(): number {
+    return this.#deadline;
+  }
+
+  /** True while this lease still holds its lock (false once released, reclaimed or forced off). */
+  get held(): boolean {
+    if (this.#released) return false;
+    const g = this.#host.grants;
+    return this.mode === 'exclusive'
+      ? g.holdsExclusive(this.#slot, this.#tokenLo, this.#tokenHi)
+      : g.holdsShared(this.#slot, this.#record, this.#tokenLo, this.#tokenHi);
+  }
+
+  /** Releases the lock. Throws ERR_LOCK_RELEASED if already released, ERR_LOCK_STALE if lost. */
+  release(): void {
+    if (this.#released) throw releasedError(this.key, 'release the lease');
+    this.#released = true;
+    const g = this.#host.grants;
+    if (this.mode === 'exclusive') {
+      if (!g.releaseExclusive(this.#slot, this.#tokenLo, this.#tokenHi, this.#state)) {
+        throw staleError(this.key, 'release the lease');
+      }
+      return;
+    }
+    this.#forgetShared();
+    if (!g.releaseShared(this.#slot, this.#record, this.#tokenLo, this.#tokenHi)) {
+      throw staleError(this.key, 'release the lease');
+    }
+  }
+
+  /**
+   * Pushes the deadline out to `ms` from now (Infinity: no deadline). Throws ERR_LOCK_STALE when
+   * the lease already lost its lock: the caller must stop touching what the lock protected.
+   */
+  extend(ms: number): void {
+    const hold = checkMs('ms', ms, false);
+    if (this.#released) throw releasedError(this.key, 'extend the lease');
+    const g = this.#host.grants;
+    if (this.mode === 'exclusive') {
+      const state = g.extendExclusive(this.#slot, this.#tokenLo, this.#tokenHi, hold);
+      if (state < 0) throw staleError(this.key, 'extend the lease');
+      this.#state = state;
+    } else if (!g.extendShared(this.#slot, this.#record, this.#tokenLo, this.#tokenHi, hold)) {
+      throw staleError(this.key, 'extend the lease');
+    }
+    this.#deadline = g.deadline;
+  }
+
+  /**
+   * Releases unless already released (then a no-op). A lease that lost its lock still throws
+   * ERR_LOCK_STALE: the block it guarded ran without the lock for part of its time.
+   */
+  [Symbol.dispose](): void {
+    if (!this.#released) this.release();
+  }
+
+  #forgetShared(): void {
+    const here = this.#host.sharedHere;
+    const n = (here.get(this.#slot) ?? 1) - 1;
+    if (n > 0) here.set(this.#slot, n);
+    else here.delete(this.#slot);
+  }
+}

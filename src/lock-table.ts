@@ -1,0 +1,659 @@
+/**
+ * LockTable: the public face of a lock table in a SharedArrayBuffer. Validates every argument at
+ * the edge, runs the fast path inline (hash, probe, one CAS), and hands everything else to the
+ * waiting loop (waiting.ts) and the state machine (grants.ts, slot-state.ts).
+ */
+import { threadId as currentThreadId, type Worker } from 'node:worker_threads';
+import { monotonicNow } from './clock.js';
+import { Directory } from './directory.js';
+import {
+  AbortError,
+  invalidType,
+  invalidValue,
+  LockError,
+  outOfRange,
+  recursionError,
+  tableFullError,
+  timeoutError,
+} from './errors.js';
+import { GRANTED, Grants } from './grants.js';
+import { hashKey, readKey } from './key.js';
+import {
+  bufferBytes,
+  createViews,
+  type Geometry,
+  H_BUFFER_BYTES,
+  H_CAPACITY,
+  H_MAGIC,
+  H_MAX_KEY_LENGTH,
+  H_RECORDS,
+  H_VERSION,
+  HEADER_BYTES,
+  HF_DEFAULT_FAIL_TIMEOUT,
+  HF_DEFAULT_HOLD,
+  HF_DEFAULT_SPIN_DELAY,
+  HF_DEFAULT_WAIT_TIMEOUT,
+  MAGIC,
+  RECORD_ACTIVE,
+  RECORD_CLAIMED,
+  S_BIND,
+  S_BIND_GEN,
+  S_HASH,
+  S_KEY_LENGTH,
+  S_SLEEPERS,
+  S_STAMP,
+  S_STATE,
+  S_TOKEN_HI,
+  S_TOKEN_LO,
+  SF_DEADLINE,
+  SLOT_F64,
+  SLOT_WORDS,
+  VERSION,
+  type Views,
+} from './layout.js';
+import { Lease, type LeaseHost } from './lease.js';
+import {
+  type AcquireOptions,
+  type AcquireSyncOptions,
+  checkInteger,
+  checkKey,
+  checkMode,
+  checkMs,
+  checkOptionsObject,
+  checkSignal,
+  checkSpinDelay,
+  DEFAULT_CAPACITY,
+  DEFAULT_FAIL_TIMEOUT,
+  DEFAULT_MAX_KEY_LENGTH,
+  DEFAULT_SPIN_DELAY,
+  type LockTableOptions,
+  MAX_CAPACITY,
+  MAX_KEY_LENGTH_LIMIT,
+  type ResolvedDefaults,
+  resolveDefaults,
+  type TableDefaults,
+  type TryAcquireOptions,
+} from './options.js';
+import { Records } from './records.js';
+import { BIND_BOUND } from './directory.js';
+import {
+  EXCLUSIVE,
+  FIELD,
+  FINITE,
+  HANDOFF,
+  MAX_THREAD_ID,
+  type Mode,
+  PARITY,
+  UNBOUND,
+  WAITING,
+} from './slot-state.js';
+import {
+  Request,
+  sleepAsync,
+  sleepSync,
+  spinPause,
+  STEP_FULL,
+  STEP_GRANTED,
+  STEP_NO_RECORD,
+  STEP_RECURSION,
+  STEP_SLEEP,
+  STEP_SPIN,
+  STEP_TIMEOUT,
+  type WaitCore,
+} from './waiting.js';
+
+export interface HolderInfo {
+  threadId: number;
+  token: bigint;
+  /** Monotonic deadline in ms (compare with LockTable.now()), or Infinity. */
+  deadline: number;
+}
+
+export interface LockInfo {
+  key: string;
+  mode: Mode;
+  holders: HolderInfo[];
+  /** Threads asleep waiting for this key right now. */
+  sleepers: number;
+  /** True when some request has announced that it waits (spinning or asleep). */
+  contended: boolean;
+}
+
+interface Resolved {
+  mode: Mode;
+  hold: number;
+  waitTimeout: number;
+  spinDelay: number;
+  signal: AbortSignal | undefined;
+}
+
+export class LockTable implements WaitCore, LeaseHost {
+  readonly #buffer: SharedArrayBuffer;
+  readonly #views: Views;
+  readonly #defaults: ResolvedDefaults;
+  readonly #records: Records;
+  /** @internal */ readonly directory: Directory;
+  /** @internal */ readonly grants: Grants;
+  /** @internal */ readonly slots: Int32Array;
+  /** @internal */ readonly header: Int32Array;
+  /** @internal */ readonly sharedHere = new Map<number, number>();
+
+  /** Creates a new table in a new SharedArrayBuffer. */
+  constructor(options?: LockTableOptions) {
+    let buffer: SharedArrayBuffer;
+    let views: Views;
+    let defaults: ResolvedDefaults;
+    const attaching = pendingAttach;
+    pendingAttach = undefined;
+    if (attaching !== undefined) {
+      ({ buffer, views } = attaching);
+      const f = views.headerF64;
+      defaults = resolveDefaults(attaching.defaults, {
+        waitTimeout: f[HF_DEFAULT_WAIT_TIMEOUT]!,
+        hold: f[HF_DEFAULT_HOLD]!,
+        failTimeout: f[HF_DEFAULT_FAIL_TIMEOUT]!,
+        spinDelay: f[HF_DEFAULT_SPIN_DELAY]!,
+      });
+    } else {
+      ({ buffer, views, defaults } = createTable(options));
+    }
+    this.#buffer = buffer;
+    this.#views = views;
+    this.#defaults = defaults;
+    this.#records = new Records(views);
+    this.slots = views.slots;
+    this.header = views.header;
+    this.grants = new Grants(views, this.#records, checkThreadId());
+    this.directory = new Directory(views, this.grants.threadId);
+  }
+
+  /**
+   * Attaches to a table made in another thread (pass `table.buffer` in workerData or a message).
+   * `defaults` overrides the table's defaults for this handle only.
+   */
+  static attach(buffer: SharedArrayBuffer, defaults?: TableDefaults): LockTable {
+    if (!(buffer instanceof SharedArrayBuffer))
+      throw invalidType('buffer', 'an instance of SharedArrayBuffer', buffer);
+    checkOptionsObject('defaults', defaults);
+    if (buffer.byteLength < HEADER_BYTES) {
+      throw invalidValue(
+        'buffer',
+        `is not a locktable buffer (only ${buffer.byteLength} bytes)`,
+        buffer,
+      );
+    }
+    const h = new Int32Array(buffer, 0, HEADER_BYTES / 4);
+    if (Atomics.load(h, H_MAGIC) !== MAGIC)
+      throw invalidValue('buffer', 'is not a locktable buffer', buffer);
+    if (h[H_VERSION] !== VERSION) {
+      throw invalidValue(
+        'buffer',
+        `is a locktable buffer of version ${h[H_VERSION]}, not ${VERSION}`,
+        buffer,
+      );
+    }
+    const geometry: Geometry = {
+      capacity: h[H_CAPACITY]!,
+      maxKeyLength: h[H_MAX_KEY_LENGTH]!,
+      records: h[H_RECORDS]!,
+    };
+    const bytes = bufferBytes(geometry);
+    if (h[H_BUFFER_BYTES] !== bytes || buffer.byteLength !== bytes) {
+      throw invalidValue(
+        'buffer',
+        `has ${buffer.byteLength} bytes but its header describes ${bytes}`,
+        buffer,
+      );
+    }
+    pendingAttach = { buffer, views: createViews(buffer, geometry), defaults };
+    try {
+      return new LockTable();
+    } finally {
+      pendingAttach = undefined;
+    }
+  }
+
+  /** The table itself: share it with other threads and attach to it there. */
+  get buffer(): SharedArrayBuffer {
+    return this.#buffer;
+  }
+
+  get capacity(): number {
+    return this.#views.geometry.capacity;
+  }
+
+  get maxKeyLength(): number {
+    return this.#views.geometry.maxKeyLength;
+  }
+
+  /** This table's defaults (as seen by this handle). */
+  get defaults(): Readonly<ResolvedDefaults> {
+    return { ...this.#defaults };
+  }
+
+  /** The monotonic clock (ms) that deadlines use, the same in every thread. */
+  static now(): number {
+    return monotonicNow();
+  }
+
+  /** One attempt, never waits: a Lease, or null when the key is held incompatibly. */
+  tryAcquire(key: string, options?: TryAcquireOptions): Lease | null {
+    checkKey('key', key, this.#views.geometry.maxKeyLength);
+    const o = this.#resolve(options, false, false);
+    return this.#fast(key, o.mode, o.hold) ?? this.#slowSync(key, o, 0, false);
+  }
+
+  /** Blocks this thread (Atomics.wait) until granted, or throws ERR_LOCK_TIMEOUT. */
+  acquireSync(key: string, options?: AcquireSyncOptions): Lease {
+    checkKey('key', key, this.#views.geometry.maxKeyLength);
+    const o = this.#resolve(options, true, false);
+    const lease = this.#fast(key, o.mode, o.hold) ?? this.#slowSync(key, o, o.waitTimeout, true);
+    if (lease === null) throw timeoutError(key, o.waitTimeout);
+    return lease;
+  }
+
+  /** Waits without blocking the event loop (Atomics.waitAsync). Rejects on timeout or abort. */
+  async acquire(key: string, options?: AcquireOptions): Promise<Lease> {
+    checkKey('key', key, this.#views.geometry.maxKeyLength);
+    const o = this.#resolve(options, true, true);
+    if (o.signal?.aborted) throw new AbortError(key, o.signal.reason);
+    const lease = this.#fast(key, o.mode, o.hold) ?? (await this.#slowAsync(key, o, o.waitTimeout));
+    if (lease === null) throw timeoutError(key, o.waitTimeout);
+    return lease;
+  }
+
+  /**
+   * All the keys or none, blocking. Keys are taken in one canonical order (by UTF-16 code units),
+   * so overlapping multi-key requests never deadlock; waitTimeout bounds the whole call. On any
+   * failure, whatever was taken is released before the error is thrown.
+   */
+  acquireAllSync(keys: readonly string[], options?: AcquireSyncOptions): Lease[] {
+    const ordered = this.#orderKeys(keys);
+    const o = this.#resolve(options, true, false);
+    const deadline = monotonicNow() + o.waitTimeout;
+    const taken: Lease[] = [];
+    try {
+      for (const key of ordered) {
+        const remaining = Math.max(0, deadline - monotonicNow());
+        const lease =
+          this.#fast(key, o.mode, o.hold) ??
+          this.#slowSync(key, o, Math.min(o.waitTimeout, remaining), true);
+        if (lease === null) throw timeoutError(key, o.waitTimeout);
+        taken.push(lease);
+      }
+      return taken;
+    } catch (error) {
+      releaseAll(taken);
+      throw error;
+    }
+  }
+
+  /** All the keys or none, without blocking the event loop. See acquireAllSync. */
+  async acquireAll(keys: readonly string[], options?: AcquireOptions): Promise<Lease[]> {
+    const ordered = this.#orderKeys(keys);
+    const o = this.#resolve(options, true, true);
+    if (o.signal?.aborted) throw new AbortError(ordered[0], o.signal.reason);
+    const deadline = monotonicNow() + o.waitTimeout;
+    const taken: Lease[] = [];
+    try {
+      for (const key of ordered) {
+        const remaining = Math.max(0, deadline - monotonicNow());
+        const lease =
+          this.#fast(key, o.mode, o.hold) ??
+          (await this.#slowAsync(key, o, Math.min(o.waitTimeout, remaining)));
+        if (lease === null) throw timeoutError(key, o.waitTimeout);
+        taken.push(lease);
+      }
+      return taken;
+    } catch (error) {
+      releaseAll(taken);
+      throw error;
+    }
+  }
+
+  /** Who holds `key` right now (null when nobody does). Reads only; never waits or acquires. */
+  inspect(key: string): LockInfo | null {
+    checkKey('key', key, this.#views.geometry.maxKeyLength);
+    const slot = this.directory.find(key, hashKey(key));
+    if (slot < 0) return null;
+    const info = this.#describe(slot);
+    return info !== null && info.key === key ? info : null;
+  }
+
+  /** Every key held right now, with its holders. A snapshot: it may be stale when it returns. */
+  held(): LockInfo[] {
+    const out: LockInfo[] = [];
+    for (let slot = 0; slot < this.#views.geometry.capacity; slot++) {
+      const info = this.#describe(slot);
+      if (info !== null) out.push(info);
+    }
+    return out;
+  }
+
+  /**
+   * Frees every lock held by the thread `threadId`, which must have exited (its leases become
+   * stale): exclusive holds, shared holds, and the table's binding mutex. Returns how many
+   * leases it released. `watch(worker)` calls this when a worker exits.
+   */
+  releaseAllOwnedBy(threadId: number): number {
+    checkInteger('threadId', threadId, 0, MAX_THREAD_ID);
+    if (threadId === this.grants.threadId) {
+      throw outOfRange(
+        'threadId',
+        'the id of another thread (one that has exited), not the calling thread',
+        threadId,
+      );
+    }
+    let released = 0;
+    const slots = this.slots;
+    for (let slot = 0; slot < this.#views.geometry.capacity; slot++) {
+      const s = Atomics.load(slots, slot * SLOT_WORDS + S_STATE);
+      if (
+        (s & (EXCLUSIVE | FIELD)) === (EXCLUSIVE | threadId) &&
+        this.grants.forceReleaseExclusive(slot, threadId)
+      ) {
+        released++;
+      }
+    }
+    const records = this.#records;
+    for (let r = 0; r < records.count; r++) {
+      if (records.owner(r) !== threadId) continue;
+      const st = records.state(r);
+      if (st === RECORD_ACTIVE && records.owner(r) === threadId) {
+        const slot = records.slot(r);
+        if (records.free(r)) {
+          this.grants.dropShared(slot, 1);
+          released++;
+        }
+      } else if (st === RECORD_CLAIMED) {
+        // Its grant CAS may or may not have happened; if it did, the count it left has no record
+        // behind it, and the next waiter reclaims it (see records.ts).
+        records.freeClaimed(r);
+      }
+    }
+    this.directory.releaseBindLockOf(threadId);
+    return released;
+  }
+
+  /**
+   * Frees every lock `worker` holds as soon as it exits (crash, terminate(), process.exit()).
+   * Returns a function that stops watching.
+   */
+  watch(worker: Worker): () => void {
+    if (
+      worker === null ||
+      typeof worker !== 'object' ||
+      typeof (worker as Worker).once !== 'function'
+    ) {
+      throw invalidType('worker', 'an instance of Worker', worker);
+    }
+    const id = worker.threadId;
+    if (typeof id !== 'number' || id < 0) {
+      throw invalidValue('worker', 'must be a running Worker (it has no threadId)', worker);
+    }
+    const onExit = (): void => {
+      this.releaseAllOwnedBy(id);
+    };
+    worker.once('exit', onExit);
+    return () => {
+      worker.off('exit', onExit);
+    };
+  }
+
+  // ---------------------------------------------------------------------------------------
+
+  /** The fast path: one CAS from FREE for an exclusive request on a bound key. */
+  #fast(key: string, mode: Mode, hold: number): Lease | null {
+    if (mode !== 'exclusive') return null;
+    const slot = this.directory.find(key, hashKey(key));
+    if (slot < 0 || !this.grants.fastExclusive(slot, hold)) return null;
+    // The slot cannot be rebound while we hold it: a key that matches now is the key we hold.
+    if (this.directory.matches(slot, key)) return this.#lease(key, mode, slot, false);
+    this.grants.undoGrant(slot, mode);
+    return null;
+  }
+
+  #lease(key: string, mode: Mode, slot: number, recovered: boolean): Lease {
+    const g = this.grants;
+    if (mode === 'shared') this.sharedHere.set(slot, (this.sharedHere.get(slot) ?? 0) + 1);
+    return new Lease(
+      this,
+      key,
+      mode,
+      slot,
+      g.tokenLo,
+      g.tokenHi,
+      g.record,
+      g.stateWord,
+      g.deadline,
+      recovered,
+    );
+  }
+
+  #request(key: string, o: Resolved, waitTimeout: number, blocking: boolean): Request {
+    return new Request(
+      this,
+      key,
+      o.mode,
+      o.hold,
+      waitTimeout,
+      this.#defaults.failTimeout,
+      o.spinDelay,
+      blocking,
+      -1,
+    );
+  }
+
+  /** The waiting loop, blocking. null = timed out (or, with waitTimeout 0, not free). */
+  #slowSync(key: string, o: Resolved, waitTimeout: number, blocking: boolean): Lease | null {
+    const req = this.#request(key, o, waitTimeout, blocking);
+    for (let spins = 0; ; spins++) {
+      const step = req.step();
+      if (step === STEP_GRANTED) return this.#lease(key, o.mode, req.slot, req.recovered);
+      if (step === STEP_SPIN) spinPause(spins);
+      else if (step === STEP_SLEEP) sleepSync(req);
+      else if (step === STEP_TIMEOUT) return null;
+      else this.#fail(step, key);
+    }
+  }
+
+  async #slowAsync(key: string, o: Resolved, waitTimeout: number): Promise<Lease | null> {
+    const req = this.#request(key, o, waitTimeout, false);
+    const signal = o.signal;
+    let onAbort: (() => void) | undefined;
+    const aborted =
+      signal === undefined
+        ? undefined
+        : new Promise<void>((resolve) => {
+            onAbort = () => resolve();
+            signal.addEventListener('abort', onAbort, { once: true });
+          });
+    try {
+      for (let spins = 0; ; spins++) {
+        if (signal?.aborted) throw new AbortError(key, signal.reason);
+        const step = req.step();
+        if (step === STEP_GRANTED) return this.#lease(key, o.mode, req.slot, req.recovered);
+        if (step === STEP_SPIN) spinPause(spins);
+        else if (step === STEP_SLEEP) await sleepAsync(req, aborted);
+        else if (step === STEP_TIMEOUT) return null;
+        else this.#fail(step, key);
+      }
+    } finally {
+      if (signal !== undefined && onAbort !== undefined)
+        signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  #fail(step: number, key: string): never {
+    if (step === STEP_FULL) throw tableFullError(key, this.#views.geometry.capacity);
+    if (step === STEP_RECURSION) throw recursionError(key);
+    if (step === STEP_NO_RECORD) {
+      throw new LockError(
+        'ERR_LOCK_TABLE_FULL',
+        key,
+        `No free shared-holder record for ${JSON.stringify(key)}: all ${this.#records.count} are in use. ` +
+          'Create the table with a larger maxSharedHolders',
+      );
+    }
+    throw new Error(`locktable: unexpected step ${step}`);
+  }
+
+  #resolve(options: AcquireOptions | undefined, waits: boolean, async: boolean): Resolved {
+    const d = this.#defaults;
+    if (options === undefined) {
+      return {
+        mode: 'exclusive',
+        hold: d.hold,
+        waitTimeout: d.waitTimeout,
+        spinDelay: d.spinDelay,
+        signal: undefined,
+      };
+    }
+    checkOptionsObject('options', options);
+    return {
+      mode: checkMode('options.mode', options.mode),
+      hold: options.hold === undefined ? d.hold : checkMs('options.hold', options.hold, false),
+      waitTimeout:
+        !waits || options.waitTimeout === undefined
+          ? d.waitTimeout
+          : checkMs('options.waitTimeout', options.waitTimeout, true),
+      spinDelay:
+        !waits || options.spinDelay === undefined
+          ? d.spinDelay
+          : checkSpinDelay('options.spinDelay', options.spinDelay),
+      signal: async ? checkSignal('options.signal', options.signal) : undefined,
+    };
+  }
+
+  #orderKeys(keys: readonly string[]): string[] {
+    if (!Array.isArray(keys)) throw invalidType('keys', 'an array of strings', keys);
+    const max = this.#views.geometry.maxKeyLength;
+    keys.forEach((key, i) => checkKey(`keys[${i}]`, key, max));
+    const ordered = [...keys].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    for (let i = 1; i < ordered.length; i++) {
+      if (ordered[i] === ordered[i - 1]) {
+        throw invalidValue(
+          'keys',
+          `must not contain a key twice (${JSON.stringify(ordered[i])} is repeated)`,
+          keys,
+        );
+      }
+    }
+    return ordered;
+  }
+
+  /** A consistent snapshot of one slot's holders, or null when it is free or unbound. */
+  #describe(slot: number): LockInfo | null {
+    const v = this.#views;
+    const base = slot * SLOT_WORDS;
+    for (let tries = 0; tries < 8; tries++) {
+      const gen = Atomics.load(v.slots, base + S_BIND_GEN);
+      const s = Atomics.load(v.slots, base + S_STATE);
+      if (Atomics.load(v.slots, base + S_BIND) !== BIND_BOUND || (s & (UNBOUND | HANDOFF)) !== 0)
+        return null;
+      const exclusive = (s & EXCLUSIVE) !== 0;
+      if (!exclusive && (s & FIELD) === 0) return null;
+      const key = readKey(v.keys, slot * v.geometry.maxKeyLength, v.slots[base + S_KEY_LENGTH]!);
+      const holders: HolderInfo[] = [];
+      if (exclusive) {
+        const stamped =
+          (s & FINITE) !== 0 && Atomics.load(v.slots, base + S_STAMP) === (s & PARITY);
+        holders.push({
+          threadId: s & FIELD,
+          token:
+            (BigInt(v.slots[base + S_TOKEN_HI]!) << 32n) |
+            BigInt(v.slots[base + S_TOKEN_LO]! >>> 0),
+          deadline: stamped ? v.slotsF64[slot * SLOT_F64 + SF_DEADLINE]! : Infinity,
+        });
+      } else {
+        const records = this.#records;
+        for (let r = 0; r < records.count; r++) {
+          if (records.state(r) === RECORD_ACTIVE && records.slot(r) === slot) {
+            holders.push({
+              threadId: records.owner(r),
+              token: (BigInt(records.tokenHi(r)) << 32n) | BigInt(records.tokenLo(r) >>> 0),
+              deadline: records.deadline(r),
+            });
+          }
+        }
+      }
+      if (
+        Atomics.load(v.slots, base + S_BIND_GEN) !== gen ||
+        v.slots[base + S_HASH] !== hashKey(key)
+      )
+        continue;
+      return {
+        key,
+        mode: exclusive ? 'exclusive' : 'shared',
+        holders,
+        sleepers: Atomics.load(v.slots, base + S_SLEEPERS),
+        contended: (s & WAITING) !== 0,
+      };
+    }
+    return null;
+  }
+}
+
+/** Set by attach() for the constructor call it makes (a constructor cannot be overloaded privately). */
+let pendingAttach:
+  { buffer: SharedArrayBuffer; views: Views; defaults: TableDefaults | undefined } | undefined;
+
+function createTable(options: LockTableOptions | undefined) {
+  checkOptionsObject('options', options);
+  const o = options ?? {};
+  const capacity =
+    o.capacity === undefined
+      ? DEFAULT_CAPACITY
+      : checkInteger('options.capacity', o.capacity, 1, MAX_CAPACITY);
+  const maxKeyLength =
+    o.maxKeyLength === undefined
+      ? DEFAULT_MAX_KEY_LENGTH
+      : checkInteger('options.maxKeyLength', o.maxKeyLength, 1, MAX_KEY_LENGTH_LIMIT);
+  const records =
+    o.maxSharedHolders === undefined
+      ? Math.min(2 * capacity, MAX_CAPACITY)
+      : checkInteger('options.maxSharedHolders', o.maxSharedHolders, 1, MAX_CAPACITY);
+  const defaults = resolveDefaults(o, {
+    waitTimeout: Infinity,
+    hold: Infinity,
+    failTimeout: DEFAULT_FAIL_TIMEOUT,
+    spinDelay: DEFAULT_SPIN_DELAY,
+  });
+  const geometry: Geometry = { capacity, maxKeyLength, records };
+  const bytes = bufferBytes(geometry);
+  const buffer = new SharedArrayBuffer(bytes);
+  const views = createViews(buffer, geometry);
+  const h = views.header;
+  h[H_CAPACITY] = capacity;
+  h[H_MAX_KEY_LENGTH] = maxKeyLength;
+  h[H_RECORDS] = records;
+  h[H_BUFFER_BYTES] = bytes;
+  h[H_VERSION] = VERSION;
+  views.headerF64[HF_DEFAULT_WAIT_TIMEOUT] = defaults.waitTimeout;
+  views.headerF64[HF_DEFAULT_HOLD] = defaults.hold;
+  views.headerF64[HF_DEFAULT_FAIL_TIMEOUT] = defaults.failTimeout;
+  views.headerF64[HF_DEFAULT_SPIN_DELAY] = defaults.spinDelay;
+  for (let i = 0; i < capacity; i++) views.slots[i * SLOT_WORDS + S_STATE] = UNBOUND;
+  // ORDER: the magic number is written last; attach() refuses a buffer without it.
+  Atomics.store(h, H_MAGIC, MAGIC);
+  return { buffer, views, defaults };
+}
+
+function releaseAll(leases: Lease[]): void {
+  for (let i = leases.length - 1; i >= 0; i--) {
+    try {
+      leases[i]!.release();
+    } catch {
+      // A lease that lost its lock meanwhile has nothing left to release.
+    }
+  }
+}
+
+function checkThreadId(): number {
+  if (currentThreadId > MAX_THREAD_ID) {
+    throw new RangeError(
+      `locktable supports thread ids up to ${MAX_THREAD_ID}; this thread is ${currentThreadId}`,
+    );
+  }
+  return currentThreadId;
+}

@@ -1,0 +1,135 @@
+/**
+ * Options are validated once, at the public boundary, and turned into plain numbers; the core never
+ * sees `undefined`, NaN or a negative timeout. Every message names the field and the value.
+ */
+import { invalidType, invalidValue, outOfRange } from './errors.js';
+import type { Mode } from './slot-state.js';
+
+export interface TableDefaults {
+  /** ms to wait for a lock; 0 = one attempt; Infinity = forever (the default). */
+  waitTimeout?: number;
+  /** ms a lease is valid; its deadline is stamped in the slot. Default Infinity (no deadline). */
+  hold?: number;
+  /** ms after a holder's deadline before a waiter may reclaim the lock. Default 1000. */
+  failTimeout?: number;
+  /** ms a blocked request spins before it sleeps. Default 0.05 (50 us). */
+  spinDelay?: number;
+}
+
+export interface LockTableOptions extends TableDefaults {
+  /** Number of slots: how many distinct keys can be held (or waited on) at once. Default 1024. */
+  capacity?: number;
+  /** Longest key, in UTF-16 code units. Default 64. */
+  maxKeyLength?: number;
+  /** How many shared-mode leases can exist at once across all keys. Default 2 x capacity. */
+  maxSharedHolders?: number;
+}
+
+export interface TryAcquireOptions {
+  mode?: Mode;
+  hold?: number;
+}
+
+export interface AcquireSyncOptions extends TryAcquireOptions {
+  waitTimeout?: number;
+  spinDelay?: number;
+}
+
+export interface AcquireOptions extends AcquireSyncOptions {
+  signal?: AbortSignal;
+}
+
+export const DEFAULT_CAPACITY = 1024;
+export const DEFAULT_MAX_KEY_LENGTH = 64;
+export const DEFAULT_FAIL_TIMEOUT = 1000;
+export const DEFAULT_SPIN_DELAY = 0.05;
+export const MAX_CAPACITY = 1 << 24;
+export const MAX_KEY_LENGTH_LIMIT = 1 << 16;
+/** Finite holds are capped so that deadlines stay exact in a double of milliseconds. */
+export const MAX_FINITE_MS = 2 ** 40;
+export const MAX_SPIN_DELAY = 1000;
+
+export function checkOptionsObject(name: string, value: unknown): void {
+  if (value !== undefined && (value === null || typeof value !== 'object')) {
+    throw invalidType(name, 'of type object', value);
+  }
+}
+
+export function checkInteger(name: string, value: unknown, min: number, max: number): number {
+  if (typeof value !== 'number') throw invalidType(name, 'of type number', value);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw outOfRange(name, `an integer >= ${min} and <= ${max}`, value);
+  }
+  return value;
+}
+
+/** A timeout: a number >= 0 (or > 0), or Infinity. NaN and negatives are refused. */
+export function checkMs(name: string, value: unknown, allowZero: boolean): number {
+  if (typeof value !== 'number') throw invalidType(name, 'of type number', value);
+  if (value === Infinity) return value;
+  if (Number.isNaN(value) || value < 0 || (!allowZero && value === 0) || value > MAX_FINITE_MS) {
+    throw outOfRange(name, `${allowZero ? '>= 0' : '> 0'} and <= 2^40, or Infinity`, value);
+  }
+  return value;
+}
+
+export function checkSpinDelay(name: string, value: unknown): number {
+  if (typeof value !== 'number') throw invalidType(name, 'of type number', value);
+  if (Number.isNaN(value) || value < 0 || value > MAX_SPIN_DELAY) {
+    throw outOfRange(name, `>= 0 and <= ${MAX_SPIN_DELAY} (milliseconds)`, value);
+  }
+  return value;
+}
+
+export function checkMode(name: string, value: unknown): Mode {
+  if (value === undefined || value === 'exclusive') return 'exclusive';
+  if (value === 'shared') return 'shared';
+  throw invalidValue(name, "must be 'exclusive' or 'shared'", value);
+}
+
+export function checkSignal(name: string, value: unknown): AbortSignal | undefined {
+  if (value === undefined) return undefined;
+  if (!(value instanceof AbortSignal)) throw invalidType(name, 'an instance of AbortSignal', value);
+  return value;
+}
+
+export function checkKey(name: string, key: unknown, maxKeyLength: number): string {
+  if (typeof key !== 'string') throw invalidType(name, 'of type string', key);
+  if (key.length > maxKeyLength) {
+    throw outOfRange(
+      `${name}.length`,
+      `<= maxKeyLength (${maxKeyLength} UTF-16 code units); create the table with a larger maxKeyLength`,
+      key.length,
+    );
+  }
+  return key;
+}
+
+export interface ResolvedDefaults {
+  waitTimeout: number;
+  hold: number;
+  failTimeout: number;
+  spinDelay: number;
+}
+
+export function resolveDefaults(
+  options: TableDefaults | undefined,
+  base: ResolvedDefaults,
+): ResolvedDefaults {
+  if (options === undefined) return base;
+  return {
+    waitTimeout:
+      options.waitTimeout === undefined
+        ? base.waitTimeout
+        : checkMs('options.waitTimeout', options.waitTimeout, true),
+    hold: options.hold === undefined ? base.hold : checkMs('options.hold', options.hold, false),
+    failTimeout:
+      options.failTimeout === undefined
+        ? base.failTimeout
+        : checkMs('options.failTimeout', options.failTimeout, true),
+    spinDelay:
+      options.spinDelay === undefined
+        ? base.spinDelay
+        : checkSpinDelay('options.spinDelay', options.spinDelay),
+  };
+}

@@ -1,0 +1,177 @@
+/**
+ * The slot state machine: the one Int32 word (S_STATE) that decides who holds a key.
+ *
+ *  bit  name            meaning
+ *  30   UNBOUND         the slot holds no usable key (empty, vacant, or being bound); no grant
+ *  29   EXCLUSIVE       held exclusively; FIELD = holder's threadId
+ *  28   HANDOFF         released to the waiters: free, but only a waiting request may take it;
+ *                       FIELD = threadId of the releaser (it may not take it back at once)
+ *  27   WAITING         some request is waiting (spinning or asleep): release must hand off
+ *  26   WRITER_WAITING  an exclusive request is waiting: new shared requests queue behind it
+ *  25   READER_WAITING  a shared request is waiting: the next exclusive release gives readers a turn
+ *  24   READER_PHASE    readers' turn: shared requests that were already waiting may join even
+ *                       though a writer waits (so neither readers nor writers starve)
+ *  23   PARKED          someone may be asleep on this word: the releaser checks S_SLEEPERS and
+ *                       notifies
+ *  22   FINITE          EXCLUSIVE with a finite hold: its deadline is stamped in SF_DEADLINE
+ *  21   PARITY          EXCLUSIVE+FINITE: the stamp parity of this grant. The holder writes the
+ *                       deadline, then S_STAMP = PARITY. A waiter trusts SF_DEADLINE only when
+ *                       S_STAMP equals the state's PARITY; otherwise the holder is between its
+ *                       grant CAS and its stamp (see Grants.reclaimableIn)
+ *  0-20 FIELD           EXCLUSIVE: owner threadId; HANDOFF: releaser threadId; else: number of
+ *                       shared holders
+ *
+ * States (flags aside):     UNBOUND | FREE (0) | EXCLUSIVE(tid) | SHARED(n >= 1) | HANDOFF(tid)
+ *
+ * Transitions, and who makes them (every one is a single compareExchange on S_STATE):
+ *   FREE          -> EXCLUSIVE(me)  any exclusive request (the fast path: CAS 0 -> EXCLUSIVE|me)
+ *   FREE/SHARED(n)-> SHARED(n+1)    a shared request, unless WRITER_WAITING (then only a request that
+ *                                   was already waiting during READER_PHASE)
+ *   HANDOFF(r)    -> EXCLUSIVE(me)  a waiting request that may claim it (see mayClaimHandoff)
+ *   HANDOFF(r)    -> SHARED(1)      ditto, for a shared request
+ *   HANDOFF(r)    -> FREE           the releaser r, when its notify woke nobody and no one spins
+ *   EXCLUSIVE(me) -> FREE|HANDOFF   the holder's release; HANDOFF when anyone waits
+ *   SHARED(n)     -> SHARED(n-1)    a shared holder's release; at n = 1, FREE or HANDOFF
+ *   EXCLUSIVE(x)  -> EXCLUSIVE(me)  reclaim: a waiting request, once x's deadline + failTimeout
+ *                                   has passed (the CAS names the exact stale state it expects)
+ *   SHARED(n)     -> granted to me  reclaim of a whole shared group whose latest deadline passed
+ *   EXCLUSIVE(x)  -> FREE|HANDOFF   forced release of a dead thread's lock (releaseAllOwnedBy)
+ *   FREE          -> UNBOUND        eviction, under the binding mutex (directory.ts)
+ *   UNBOUND       -> FREE           binding a key, under the binding mutex
+ *
+ * Invariants:
+ *  - No double grant: a grant is a CAS from a state in which the requested mode is compatible;
+ *    EXCLUSIVE and SHARED never coexist in one word.
+ *  - No lost wake-up: a sleeper increments S_SLEEPERS, sets PARKED with a CAS, and only then
+ *    sleeps with Atomics.wait(S_STATE, a value that has PARKED). A release that finds PARKED (or
+ *    any flag) takes the slow path, and reads S_SLEEPERS again after its CAS: in the single total
+ *    order of atomics, either that read sees the sleeper (and notifies), or the sleeper's wait
+ *    starts after the CAS and sees a changed word (and does not sleep). A release keeps PARKED
+ *    while sleepers remain; one that clears it while someone sleeps wakes every sleeper, and each
+ *    sets PARKED again before it sleeps again. The fast-path release CAS (EXCLUSIVE|me -> 0) can
+ *    only succeed when PARKED is clear, that is, when no sleeper can be asleep on the word.
+ *  - Flags are hints that heal: a waiter that dies leaves WAITING set until the next grant
+ *    clears it, and a HANDOFF that nobody claims is claimable by anyone after HANDOFF_PATIENCE_MS.
+ *    A stale flag can cost time, never safety.
+ */
+
+export const UNBOUND = 1 << 30;
+export const EXCLUSIVE = 1 << 29;
+export const HANDOFF = 1 << 28;
+export const WAITING = 1 << 27;
+export const WRITER_WAITING = 1 << 26;
+export const READER_WAITING = 1 << 25;
+export const READER_PHASE = 1 << 24;
+export const PARKED = 1 << 23;
+export const FINITE = 1 << 22;
+export const PARITY = 1 << 21;
+export const FIELD = (1 << 21) - 1;
+
+/** Largest thread id that fits in FIELD; a thread above it cannot use the table (checked at attach). */
+export const MAX_THREAD_ID = FIELD;
+/** Most shared holders of one key at once; more shared requests wait. */
+export const MAX_SHARED = FIELD;
+
+/** Flags that waiters set to announce themselves; a grant clears them (the others re-announce). */
+export const ANNOUNCE = WAITING | WRITER_WAITING | READER_WAITING;
+
+/**
+ * How long (ms) a HANDOFF may sit unclaimed before any request may take it regardless of whose
+ * turn it is. It bounds the cost of a stale flag left by a waiter that died or gave up. Two
+ * milliseconds is far above a normal handoff (about 1 us to a spinner, 10-60 us to a sleeper),
+ * so it never fires while the intended waiter is alive.
+ */
+export const HANDOFF_PATIENCE_MS = 2;
+
+export function isHeld(s: number): boolean {
+  return (s & EXCLUSIVE) !== 0 || ((s & (HANDOFF | UNBOUND)) === 0 && (s & FIELD) !== 0);
+}
+
+/** Free with nobody's turn pending and no holder: the slot could be unbound. */
+export function isEvictable(s: number): boolean {
+  return (s & (UNBOUND | EXCLUSIVE | HANDOFF)) === 0 && (s & FIELD) === 0;
+}
+
+export type Mode = 'exclusive' | 'shared';
+
+/** What a waiting request knows about itself when it looks at a HANDOFF. */
+export interface WaiterView {
+  readonly threadId: number;
+  /** This thread's handoff-release count when the request began waiting (see Waiting). */
+  readonly startReleaseSeq: number;
+  /** This thread's handoff-release count now. */
+  readonly releaseSeq: number;
+  /** Milliseconds this request has waited so far. */
+  readonly waitedMs: number;
+}
+
+/**
+ * May this waiting request take a HANDOFF (or join a shared group during READER_PHASE)?
+ * Turn rules: READER_PHASE gives the turn to readers, WRITER_WAITING to writers; the releaser's
+ * own thread may take it back only with a request that was already waiting when it released.
+ * After HANDOFF_PATIENCE_MS of waiting, anybody may take it (stale flags cannot wedge a slot).
+ */
+export function mayClaimHandoff(s: number, mode: Mode, w: WaiterView): boolean {
+  if (w.waitedMs >= HANDOFF_PATIENCE_MS) return true;
+  if ((s & FIELD) === w.threadId && w.startReleaseSeq >= w.releaseSeq) return false;
+  if ((s & READER_PHASE) !== 0) return mode === 'shared';
+  if ((s & WRITER_WAITING) !== 0) return mode === 'exclusive';
+  return true;
+}
+
+/**
+ * The state to CAS to for a grant from `s`, or -1 when the mode is not grantable now.
+ * `waiter` is undefined for a request that is not (yet) waiting: it may not take a HANDOFF.
+ * A grant clears the announcement flags; waiters that still wait set them again.
+ */
+export function grantState(
+  s: number,
+  mode: Mode,
+  threadId: number,
+  waiter: WaiterView | undefined,
+): number {
+  if ((s & (UNBOUND | EXCLUSIVE)) !== 0) return -1;
+  const keep = s & PARKED;
+  if ((s & HANDOFF) !== 0) {
+    if (waiter === undefined || !mayClaimHandoff(s, mode, waiter)) return -1;
+    if (mode === 'exclusive') return EXCLUSIVE | threadId | keep; // FINITE/PARITY: see Grants
+    // A reader that takes a handoff starts a readers' phase if it was the readers' turn.
+    return 1 | keep | (s & READER_PHASE);
+  }
+  const count = s & FIELD;
+  if (mode === 'exclusive')
+    return count === 0 ? EXCLUSIVE | threadId | keep | (s & READER_WAITING) : -1;
+  if (count >= MAX_SHARED) return -1;
+  if ((s & WRITER_WAITING) !== 0) {
+    const joinPhase = (s & READER_PHASE) !== 0 && waiter !== undefined;
+    if (!joinPhase && !(waiter !== undefined && waiter.waitedMs >= HANDOFF_PATIENCE_MS)) return -1;
+  }
+  // Joining readers keep the writer's announcement: the writer is next once the group drains.
+  return (s & ~FIELD & ~WAITING & ~READER_WAITING) | (count + 1);
+}
+
+/**
+ * The state a release moves to from `s` (`s` is held by the releaser in `mode`), given the number
+ * of sleepers read just before the CAS (the caller re-reads both if the CAS fails).
+ * Returns HANDOFF when any request waits, so that a waiting request - not a newcomer, and not the
+ * releaser's next request - gets the lock next.
+ */
+export function releaseState(s: number, mode: Mode, threadId: number, sleepers: number): number {
+  const parked = sleepers > 0 ? PARKED : 0;
+  if (mode === 'shared') {
+    const count = s & FIELD;
+    if (count > 1) return s - 1;
+  }
+  const waiting = (s & ANNOUNCE) !== 0 || sleepers > 0;
+  if (!waiting) return parked;
+  // After a writer, readers that wait get a turn; after readers, the writer's announcement stands.
+  const readersTurn = mode === 'exclusive' && (s & READER_WAITING) !== 0 ? READER_PHASE : 0;
+  return (
+    HANDOFF | threadId | parked | readersTurn | (s & (WRITER_WAITING | READER_WAITING | WAITING))
+  );
+}
+
+/** Announcement bits a waiting request in `mode` wants to see in the state. */
+export function announceBits(mode: Mode): number {
+  return mode === 'exclusive' ? WAITING | WRITER_WAITING : WAITING | READER_WAITING;
+}

@@ -1,0 +1,303 @@
+/**
+ * Waiting: what a request does when its first attempt fails. Both the blocking path
+ * (Atomics.wait) and the async path (Atomics.waitAsync) run the same `step`, which decides what
+ * to do next; they differ only in how they sleep.
+ *
+ * Phases of a waiting request, each step:
+ *   1. find the key's slot (binding it if needed; a busy binding mutex means sleep on it);
+ *   2. attempt a grant, as a waiter (so it may take a HANDOFF whose turn is its own);
+ *   3. if the holder is past its deadline + failTimeout, reclaim (a CAS naming the stale state);
+ *   4. announce itself (WAITING and WRITER_/READER_WAITING), so the next release hands off;
+ *   5. spin for `spinDelay` ms (a handoff to a spinner costs about 1 us), then sleep on S_STATE
+ *      (counted in S_SLEEPERS) until woken, or until the earliest of: its wait deadline, the
+ *      holder's reclaim time, the handoff patience, or SLEEP_SLICE_MS.
+ */
+import { monotonicNow } from './clock.js';
+import { BIND_BUSY, BIND_FULL, type Directory, BIND_LOCK_LEASE_MS } from './directory.js';
+import { BUSY, GRANTED, type Grants, NO_RECORD, UNBOUND_SLOT } from './grants.js';
+import { H_BIND_LOCK, S_SLEEPERS, S_STATE, SLOT_WORDS } from './layout.js';
+import {
+  announceBits,
+  EXCLUSIVE,
+  FIELD,
+  HANDOFF,
+  HANDOFF_PATIENCE_MS,
+  type Mode,
+  PARKED,
+  type WaiterView,
+} from './slot-state.js';
+
+/**
+ * Longest single sleep (ms). Sleeps end early on a notify; this only bounds how stale a sleeper's
+ * view of deadlines can get, and keeps every waitAsync finite (a never-notified waitAsync holds
+ * memory until it settles).
+ */
+export const SLEEP_SLICE_MS = 250;
+
+export const STEP_GRANTED = 0;
+export const STEP_SPIN = 1;
+export const STEP_SLEEP = 2;
+export const STEP_TIMEOUT = 3;
+export const STEP_FULL = 4;
+export const STEP_NO_RECORD = 5;
+export const STEP_RECURSION = 6;
+
+export interface WaitCore {
+  readonly directory: Directory;
+  readonly grants: Grants;
+  readonly slots: Int32Array;
+  readonly header: Int32Array;
+  /** Shared leases this thread holds, by slot (for the recursion check of blocking calls). */
+  readonly sharedHere: Map<number, number>;
+}
+
+export class Request implements WaiterView {
+  readonly key: string;
+  readonly mode: Mode;
+  readonly hold: number;
+  readonly failTimeout: number;
+  readonly spinDelay: number;
+  readonly waitTimeout: number;
+  readonly threadId: number;
+  readonly startReleaseSeq: number;
+  readonly startedAt: number;
+  readonly deadline: number;
+  /** Blocking requests fail at once when this thread holds the key (they would never return). */
+  readonly blocking: boolean;
+  readonly #core: WaitCore;
+  slot = -1;
+  recovered = false;
+  /** What to sleep on after STEP_SLEEP: an Int32Array, an index, a value and a time (ms). */
+  sleepArray: Int32Array;
+  sleepIndex = 0;
+  sleepValue = 0;
+  sleepMs = 0;
+  sleepIsSlot = false;
+  #unstampedState = -1;
+  #unstampedSince = 0;
+  #now = 0;
+
+  constructor(
+    core: WaitCore,
+    key: string,
+    mode: Mode,
+    hold: number,
+    waitTimeout: number,
+    failTimeout: number,
+    spinDelay: number,
+    blocking: boolean,
+    slot: number,
+  ) {
+    this.#core = core;
+    this.key = key;
+    this.mode = mode;
+    this.hold = hold;
+    this.waitTimeout = waitTimeout;
+    this.failTimeout = failTimeout;
+    this.spinDelay = spinDelay;
+    this.blocking = blocking;
+    this.slot = slot;
+    this.threadId = core.grants.threadId;
+    this.startReleaseSeq = core.grants.releaseSeq;
+    this.startedAt = monotonicNow();
+    this.deadline = this.startedAt + waitTimeout;
+    this.sleepArray = core.slots;
+    this.#now = this.startedAt;
+  }
+
+  get releaseSeq(): number {
+    return this.#core.grants.releaseSeq;
+  }
+
+  get waitedMs(): number {
+    return this.#now - this.startedAt;
+  }
+
+  /** One round of the loop described at the top of this file. */
+  step(): number {
+    const core = this.#core;
+    const grants = core.grants;
+    for (;;) {
+      this.#now = monotonicNow();
+      if (this.slot < 0) {
+        const found = core.directory.findOrBind(this.key);
+        if (found === BIND_FULL) return STEP_FULL;
+        if (found === BIND_BUSY) {
+          const word = core.directory.bindLockWord();
+          if (word === 0) continue;
+          if (this.#now >= this.deadline) return STEP_TIMEOUT;
+          return this.#sleepOn(
+            core.header,
+            H_BIND_LOCK,
+            word,
+            Math.min(this.deadline - this.#now, BIND_LOCK_LEASE_MS),
+            false,
+          );
+        }
+        this.slot = found;
+      }
+      const slot = this.slot;
+      const result = grants.attempt(slot, this.mode, this.hold, this);
+      if (result === GRANTED) {
+        if (this.#keyStillOurs()) return STEP_GRANTED;
+        continue;
+      }
+      if (result === UNBOUND_SLOT) {
+        this.slot = -1;
+        continue;
+      }
+      if (result === NO_RECORD) return STEP_NO_RECORD;
+      // BUSY
+      const s = grants.seen;
+      if (this.blocking && this.#heldHere(slot, s)) return STEP_RECURSION;
+      const reclaimIn = this.#reclaimableIn(slot, s);
+      if (reclaimIn <= 0) {
+        const r = grants.reclaim(slot, s, this.mode, this.hold, this.failTimeout);
+        if (r === GRANTED) {
+          if (this.#keyStillOurs()) {
+            this.recovered = true;
+            return STEP_GRANTED;
+          }
+          continue;
+        }
+        if (r === NO_RECORD) return STEP_NO_RECORD;
+      }
+      if (this.#now >= this.deadline) return STEP_TIMEOUT;
+      const announced = this.#announce(slot, s);
+      if (this.#now - this.startedAt < this.spinDelay) return STEP_SPIN;
+      let ms = Math.min(this.deadline - this.#now, reclaimIn, SLEEP_SLICE_MS);
+      if ((announced & HANDOFF) !== 0)
+        ms = Math.min(ms, Math.max(0.05, HANDOFF_PATIENCE_MS - this.waitedMs));
+      return this.#sleepOn(core.slots, slot * SLOT_WORDS + S_STATE, announced, ms, true);
+    }
+  }
+
+  /** After a grant: is the slot still bound to our key? If not, give it back and look again. */
+  #keyStillOurs(): boolean {
+    const core = this.#core;
+    if (core.directory.matches(this.slot, this.key)) return true;
+    core.grants.undoGrant(this.slot, this.mode);
+    this.slot = -1;
+    return false;
+  }
+
+  #heldHere(slot: number, s: number): boolean {
+    if ((s & EXCLUSIVE) !== 0) return (s & FIELD) === this.threadId;
+    return (this.#core.sharedHere.get(slot) ?? 0) > 0;
+  }
+
+  #reclaimableIn(slot: number, s: number): number {
+    if (s !== this.#unstampedState) {
+      this.#unstampedState = s;
+      this.#unstampedSince = this.#now;
+    }
+    return this.#core.grants.reclaimableIn(
+      slot,
+      s,
+      this.#now,
+      this.failTimeout,
+      this.#unstampedSince,
+    );
+  }
+
+  /** Sets this request's announcement bits (a hint; a failed CAS is fine). Returns the word. */
+  #announce(slot: number, s: number): number {
+    const bits = announceBits(this.mode);
+    if ((s & bits) === bits) return s;
+    const want = s | bits;
+    const at = slot * SLOT_WORDS + S_STATE;
+    return Atomics.compareExchange(this.#core.slots, at, s, want) === s
+      ? want
+      : Atomics.load(this.#core.slots, at);
+  }
+
+  #sleepOn(array: Int32Array, index: number, value: number, ms: number, isSlot: boolean): number {
+    this.sleepArray = array;
+    this.sleepIndex = index;
+    this.sleepValue = value;
+    this.sleepMs = Math.max(0, ms);
+    this.sleepIsSlot = isSlot;
+    return STEP_SLEEP;
+  }
+}
+
+/**
+ * Prepares a slot sleep: counts this thread in S_SLEEPERS and makes sure PARKED is set in the
+ * word it will sleep on. Returns the value to wait on, or -1 when the word moved (do not sleep;
+ * the caller must still call endSlotSleep).
+ */
+export function beginSlotSleep(slots: Int32Array, stateIndex: number, seen: number): number {
+  Atomics.add(slots, stateIndex - S_STATE + S_SLEEPERS, 1);
+  const want = seen | PARKED;
+  if (want === seen) return Atomics.load(slots, stateIndex) === seen ? seen : -1;
+  return Atomics.compareExchange(slots, stateIndex, seen, want) === seen ? want : -1;
+}
+
+export function endSlotSleep(slots: Int32Array, stateIndex: number): void {
+  Atomics.sub(slots, stateIndex - S_STATE + S_SLEEPERS, 1);
+}
+
+export function sleepSync(req: Request): void {
+  const { sleepArray, sleepIndex, sleepValue, sleepMs } = req;
+  if (!req.sleepIsSlot) {
+    Atomics.wait(sleepArray, sleepIndex, sleepValue, sleepMs);
+    return;
+  }
+  const value = beginSlotSleep(sleepArray, sleepIndex, sleepValue);
+  try {
+    if (value !== -1) Atomics.wait(sleepArray, sleepIndex, value, sleepMs);
+  } finally {
+    endSlotSleep(sleepArray, sleepIndex);
+  }
+}
+
+/** A brief pause between spin attempts (Atomics.pause on Node >= 24, else a few loads). */
+const pause: (n: number) => void =
+  typeof (Atomics as unknown as { pause?: unknown }).pause === 'function'
+    ? (Atomics as unknown as { pause: (n: number) => void }).pause
+    : () => {};
+
+export function spinPause(i: number): void {
+  pause(i);
+}
+
+/**
+ * Sleeps asynchronously. A ref'd timer keeps the thread alive while the request is pending (a
+ * waitAsync alone does not), and bounds the sleep; `interrupt` settles the sleep early (abort).
+ */
+export async function sleepAsync(
+  req: Request,
+  interrupt: Promise<void> | undefined,
+): Promise<void> {
+  const { sleepArray, sleepIndex, sleepValue, sleepMs } = req;
+  let value = sleepValue;
+  if (req.sleepIsSlot) {
+    value = beginSlotSleep(sleepArray, sleepIndex, sleepValue);
+    if (value === -1) {
+      endSlotSleep(sleepArray, sleepIndex);
+      return;
+    }
+  }
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const waited = Atomics.waitAsync(sleepArray, sleepIndex, value, sleepMs);
+    if (!waited.async) return;
+    let settled = false;
+    const woke = waited.value.then(() => {
+      settled = true;
+    });
+    const timed = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, Math.ceil(sleepMs) + 1);
+    });
+    await Promise.race(interrupt === undefined ? [woke, timed] : [woke, timed, interrupt]);
+    // On an abort, settle our waitAsync now rather than at its timeout: a spurious wake-up for
+    // the other sleepers on this word, who just look again. Nothing of ours is left pending.
+    if (!settled) {
+      Atomics.notify(sleepArray, sleepIndex);
+      await woke;
+    }
+  } finally {
+    if (timer !== undefined) clearTimeout(timer);
+    if (req.sleepIsSlot) endSlotSleep(sleepArray, sleepIndex);
+  }
+}
