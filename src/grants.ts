@@ -117,7 +117,7 @@ export class Grants {
   #stampExclusive(slot: number, state: number, hold: number): void {
     const slots = this.#slots;
     const base = slot * SLOT_WORDS;
-    let lo = (slots[base + S_TOKEN_LO]! + 1) | 0;
+    const lo = (slots[base + S_TOKEN_LO]! + 1) | 0;
     let hi = slots[base + S_TOKEN_HI]!;
     if (lo === 0) hi = (hi + 1) | 0;
     slots[base + S_TOKEN_LO] = lo;

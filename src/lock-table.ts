@@ -16,7 +16,7 @@ import {
   tableFullError,
   timeoutError,
 } from './errors.js';
-import { GRANTED, Grants } from './grants.js';
+import { Grants } from './grants.js';
 import { hashKey, readKey } from './key.js';
 import {
   bufferBytes,

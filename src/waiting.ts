@@ -14,7 +14,7 @@
  */
 import { monotonicNow } from './clock.js';
 import { BIND_BUSY, BIND_FULL, type Directory, BIND_LOCK_LEASE_MS } from './directory.js';
-import { BUSY, GRANTED, type Grants, NO_RECORD, UNBOUND_SLOT } from './grants.js';
+import { GRANTED, type Grants, NO_RECORD, UNBOUND_SLOT } from './grants.js';
 import { H_BIND_LOCK, S_SLEEPERS, S_STATE, SLOT_WORDS } from './layout.js';
 import {
   announceBits,
