@@ -333,7 +333,12 @@ export class Grants {
       return deadline + failTimeout - now;
     }
     if ((s & (HANDOFF | UNBOUND)) !== 0 || (s & FIELD) === 0) return Infinity;
-    return this.#liveSharedUntil(slot) + failTimeout - now;
+    const live = this.#liveSharedUntil(slot);
+    // A count with no live record behind it: holders that died, or one that is between freeing
+    // its record and taking its count off (nanoseconds). Like an unstamped grant, it counts as
+    // dead once this waiter has seen the same word for failTimeout.
+    if (live === -Infinity) return unstampedSince + failTimeout - now;
+    return live + failTimeout - now;
   }
 
   /** Latest deadline of a live-looking (CLAIMED or ACTIVE) record on `slot`; -Infinity if none. */
@@ -380,12 +385,14 @@ export class Grants {
         if (records.free(r)) owned++;
       }
     }
-    if (this.#liveSharedUntil(slot) > -Infinity) {
-      if (owned > 0) this.dropShared(slot, owned);
-      return BUSY;
-    }
     for (;;) {
+      // ORDER: load the word, then look for live records, then CAS from that word. A holder
+      // that joins after our look must CAS the word after our load, so our CAS then fails.
       const cur = Atomics.load(slots, at);
+      if (this.#liveSharedUntil(slot) > -Infinity) {
+        if (owned > 0) this.dropShared(slot, owned);
+        return BUSY;
+      }
       if ((cur & (EXCLUSIVE | HANDOFF | UNBOUND)) !== 0 || (cur & FIELD) === 0) return BUSY;
       const keep = cur & ~(FIELD | WAITING);
       if (mode === 'exclusive') {
@@ -399,7 +406,6 @@ export class Grants {
         const result = this.#reclaimInto(slot, cur, keep | 1, hold);
         if (result !== BUSY) return result;
       }
-      if (this.#liveSharedUntil(slot) > -Infinity) return BUSY;
     }
   }
 

@@ -1,0 +1,85 @@
+/**
+ * Test harness: real worker threads running scenarios from fixtures/scenarios.ts, coordinated
+ * through shared memory (never through sleeps).
+ */
+import { Worker } from 'node:worker_threads';
+
+const BOOT = new URL('./fixtures/boot.mjs', import.meta.url);
+const SCENARIOS = new URL('./fixtures/scenarios.ts', import.meta.url).href;
+
+export interface Spawned<T> {
+  worker: Worker;
+  /** The scenario's result (its one message), or the worker's error. */
+  result: Promise<T>;
+  /** The exit code, once the thread is gone. */
+  exited: Promise<number>;
+}
+
+export function spawn<T = unknown>(scenario: string, data: Record<string, unknown>): Spawned<T> {
+  const worker = new Worker(BOOT, { workerData: { fixture: SCENARIOS, scenario, ...data } });
+  const exited = new Promise<number>((resolve) => worker.once('exit', resolve));
+  const result = new Promise<T>((resolve, reject) => {
+    worker.once('message', resolve);
+    worker.once('error', reject);
+    void exited.then((code) => reject(new Error(`worker exited (${code}) before reporting`)));
+  });
+  result.catch(() => {}); // a test that terminates the worker may never read it
+  return { worker, result, exited };
+}
+
+/** Control-block words shared by tests and scenarios. */
+export const CTRL_READY = 0; // workers add 1 when ready
+export const CTRL_GO = 1; // main sets 1: start
+export const CTRL_STOP = 2; // main sets 1: stop
+export const CTRL_HELD = 3; // a holder sets 1 once it holds its lock
+export const CTRL_A = 4; // scenario-specific outputs
+export const CTRL_B = 5;
+export const CTRL_C = 6;
+export const CTRL_D = 7;
+export const CTRL_WORDS = 16;
+
+export function control(): Int32Array {
+  return new Int32Array(new SharedArrayBuffer(CTRL_WORDS * 4));
+}
+
+/** Waits (without blocking the event loop) until ctrl[index] satisfies `ok`. */
+export async function waitFor(
+  ctrl: Int32Array,
+  index: number,
+  ok: (v: number) => boolean,
+  timeoutMs = 20_000,
+) {
+  const end = performance.now() + timeoutMs;
+  for (;;) {
+    const v = Atomics.load(ctrl, index);
+    if (ok(v)) return v;
+    const left = end - performance.now();
+    if (left <= 0) throw new Error(`timed out waiting for control word ${index} (value ${v})`);
+    const w = Atomics.waitAsync(ctrl, index, v, Math.min(left, 50));
+    if (w.async) await w.value;
+  }
+}
+
+export function signal(ctrl: Int32Array, index: number, value = 1): void {
+  Atomics.store(ctrl, index, value);
+  Atomics.notify(ctrl, index);
+}
+
+/** A seed for a stress test: LOCKTABLE_SEED, or a fresh one. Printed so a failure can be replayed. */
+export function seedFor(name: string): number {
+  const env = process.env.LOCKTABLE_SEED;
+  const seed = env !== undefined ? Number(env) >>> 0 : (Math.random() * 2 ** 32) >>> 0;
+  console.log(`# ${name}: seed ${seed} (replay with LOCKTABLE_SEED=${seed})`);
+  return seed;
+}
+
+/** Small deterministic PRNG (mulberry32). */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
