@@ -119,7 +119,10 @@ export async function contended(impl: Impl, workers: number, windowMs: number) {
   const terminateAll = () => Promise.all(started.map((s) => s.worker.terminate()));
 
   try {
-    const ready = await Promise.race([reached(control, C_READY, workers, READY_TIMEOUT_MS), failed]);
+    const ready = await Promise.race([
+      reached(control, C_READY, workers, READY_TIMEOUT_MS),
+      failed,
+    ]);
     if (!ready) {
       throw new HangError(`${impl} x${workers}: workers not ready after ${READY_TIMEOUT_MS} ms`, {
         ready: Atomics.load(control, C_READY),
@@ -175,7 +178,9 @@ function lockState(impl: Impl, table: LockTable, keys: BaselineKeys): Record<str
   if (impl === 'baseline') return { baselineWord: Atomics.load(keys.words, keys.indexOf(KEY)) };
   const info = table.inspect(KEY);
   // Tokens are bigints, which JSON cannot hold.
-  return { inspect: JSON.parse(JSON.stringify(info, (_, v) => (typeof v === 'bigint' ? `${v}` : v))) };
+  return {
+    inspect: JSON.parse(JSON.stringify(info, (_, v) => (typeof v === 'bigint' ? `${v}` : v))),
+  };
 }
 
 // --- (d) shared memory per slot ----------------------------------------------------------------
@@ -189,19 +194,36 @@ export function bytesPerSlot(capacity: number, maxKeyLength: number): number {
 /** Room for 100,000 held keys and the probe at a load factor of about 0.76. */
 export const HELD_CAPACITY = 131_072;
 
-/** ops/s of acquireSync + release of one more key while `held` other keys are held. */
-export async function acquireWithHeld(held: number, timeMs: number): Promise<number> {
-  const table = new LockTable({ capacity: HELD_CAPACITY });
-  const leases = Array.from({ length: held }, (_, i) => table.acquireSync(`held:${i}`));
+/**
+ * Untimed acquire + release calls on each table before measuring: without them the first table
+ * measured also pays for the JIT warming up, and looks slower for that reason alone.
+ */
+const HELD_WARMUP_OPS = 200_000;
+
+/**
+ * ops/s of acquireSync + release of one more key while each count of other keys is held. Every
+ * table is filled and warmed up before any is measured, and all are measured in one Bench.
+ */
+export async function acquireWithHeld(
+  heldCounts: number[],
+  timeMs: number,
+): Promise<Record<string, number>> {
   const probe = 'probe:key';
-  const ops = await opsPerSecond(
-    {
-      probe: () => {
+  const tables = heldCounts.map((held) => {
+    const table = new LockTable({ capacity: HELD_CAPACITY });
+    for (let i = 0; i < held; i++) table.acquireSync(`held:${i}`); // held until the table is dropped
+    return { name: `${held}`, table };
+  });
+  for (const { table } of tables) {
+    for (let i = 0; i < HELD_WARMUP_OPS; i++) table.acquireSync(probe).release();
+  }
+  const tasks = Object.fromEntries(
+    tables.map(({ name, table }) => [
+      name,
+      () => {
         for (let i = 0; i < BATCH; i++) table.acquireSync(probe).release();
       },
-    },
-    timeMs,
+    ]),
   );
-  for (const lease of leases) lease.release();
-  return ops.probe!;
+  return opsPerSecond(tasks, timeMs);
 }
