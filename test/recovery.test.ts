@@ -1,0 +1,123 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { LockTable } from '../src/index.js';
+import { control, CTRL_HELD, spawn, waitFor } from './harness.js';
+
+/** Starts a worker that takes `key` and then never lets go, and waits until it holds it. */
+async function deadHolder(table: LockTable, key: string, options: Record<string, unknown> = {}) {
+  const ctrl = control();
+  const w = spawn('holdForever', { buffer: table.buffer, ctrl: ctrl.buffer, key, ...options });
+  await waitFor(ctrl, CTRL_HELD, (v) => v === 1);
+  return w;
+}
+
+describe('recovery from holders that die', () => {
+  test('with watch(), a terminated worker frees its locks as soon as it exits', async () => {
+    const table = new LockTable({ capacity: 8 });
+    const w = await deadHolder(table, 'job');
+    const w2 = await deadHolder(table, 'report', { mode: 'shared' });
+    table.watch(w.worker);
+    table.watch(w2.worker);
+    assert.equal(table.tryAcquire('job'), null);
+    await w.worker.terminate();
+    await w2.worker.terminate();
+    const lease = table.tryAcquire('job');
+    assert.ok(lease !== null, 'the dead worker still holds the key');
+    assert.equal(lease.recovered, false);
+    lease.release();
+    const excl = table.tryAcquire('report');
+    assert.ok(excl !== null, 'the dead worker still holds its shared lock');
+    excl.release();
+  });
+
+  test('releaseAllOwnedBy frees a dead worker\'s locks on demand', async () => {
+    const table = new LockTable({ capacity: 8 });
+    const w = await deadHolder(table, 'a');
+    const id = w.worker.threadId;
+    await w.worker.terminate();
+    assert.equal(table.tryAcquire('a'), null);
+    assert.equal(table.releaseAllOwnedBy(id), 1);
+    table.acquireSync('a', { waitTimeout: 0 }).release();
+  });
+
+  test('without watch, a waiter reclaims an exclusive lock failTimeout after the holder\'s deadline', async () => {
+    const table = new LockTable({ capacity: 8, failTimeout: 100 });
+    const w = await deadHolder(table, 'x', { hold: 150 });
+    const deadline = table.inspect('x')!.holders[0]!.deadline;
+    const deadToken = table.inspect('x')!.holders[0]!.token;
+    await w.worker.terminate();
+    const lease = await table.acquire('x', { waitTimeout: 5000 });
+    const late = LockTable.now() - (deadline + 100);
+    assert.equal(lease.recovered, true);
+    assert.ok(lease.token > deadToken);
+    assert.ok(late >= 0, `reclaimed ${-late} ms before deadline + failTimeout`);
+    assert.ok(late < 50, `reclaimed ${late} ms after deadline + failTimeout`);
+    lease.release();
+  });
+
+  test('without watch, a dead shared holder is reclaimed after its deadline too', async () => {
+    const table = new LockTable({ capacity: 8, failTimeout: 50 });
+    const w = await deadHolder(table, 's', { hold: 100, mode: 'shared' });
+    const deadline = table.inspect('s')!.holders[0]!.deadline;
+    await w.worker.terminate();
+    const lease = table.acquireSync('s', { waitTimeout: 5000 });
+    assert.equal(lease.recovered, true);
+    assert.ok(LockTable.now() >= deadline + 50);
+    assert.equal(table.inspect('s')!.mode, 'exclusive');
+    lease.release();
+  });
+
+  test('a live holder within its deadline is never reclaimed', async () => {
+    const table = new LockTable({ capacity: 8, failTimeout: 0 });
+    // The hold outlasts worker start-up plus the waiter's whole wait.
+    const lease = table.acquireSync('live', { hold: 5000 });
+    const ctrl = control();
+    const waiter = spawn<{ ok: boolean; code?: string }>('acquireOnce', {
+      buffer: table.buffer,
+      ctrl: ctrl.buffer,
+      key: 'live',
+      options: { waitTimeout: 300 },
+    });
+    const r = await waiter.result;
+    assert.deepEqual([r.ok, r.code], [false, 'ERR_LOCK_TIMEOUT']);
+    assert.equal(lease.held, true);
+    lease.release();
+  });
+
+  test('a lease that lost its lock knows it, and cannot release or extend the new holder\'s lock', async () => {
+    const table = new LockTable({ capacity: 8, failTimeout: 20 });
+    const lease = table.acquireSync('k', { hold: 30 });
+    const ctrl = control();
+    const thief = spawn<{ ok: boolean; recovered: boolean }>('acquireOnce', {
+      buffer: table.buffer,
+      ctrl: ctrl.buffer,
+      key: 'k',
+      options: { waitTimeout: 5000 },
+      keep: true,
+    });
+    await waitFor(ctrl, CTRL_HELD, (v) => v === 1);
+    assert.equal(lease.held, false);
+    assert.throws(() => lease.extend(1000), { code: 'ERR_LOCK_STALE', key: 'k' });
+    assert.throws(() => lease.release(), { code: 'ERR_LOCK_STALE', key: 'k' });
+    assert.equal(table.inspect('k')!.holders[0]!.threadId, thief.worker.threadId);
+    Atomics.store(ctrl, 2, 1);
+    Atomics.notify(ctrl, 2);
+    assert.equal((await thief.result).recovered, true);
+  });
+
+  test('extend() keeps a lease alive past its first deadline', async () => {
+    const table = new LockTable({ capacity: 8, failTimeout: 0 });
+    const lease = table.acquireSync('e', { hold: 50 });
+    lease.extend(5000);
+    const ctrl = control();
+    const waiter = spawn<{ ok: boolean; code?: string }>('acquireOnce', {
+      buffer: table.buffer,
+      ctrl: ctrl.buffer,
+      key: 'e',
+      options: { waitTimeout: 150 },
+    });
+    assert.equal((await waiter.result).code, 'ERR_LOCK_TIMEOUT');
+    assert.equal(lease.held, true);
+    lease.release();
+  });
+});
