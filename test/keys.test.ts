@@ -57,9 +57,16 @@ describe('key identity', () => {
 
   test('a key longer than maxKeyLength is refused with a RangeError naming the limit', () => {
     const table = new LockTable({ capacity: 4, maxKeyLength: 8 });
-    assert.throws(() => table.acquireSync('123456789'), (e: Error & { code?: string }) => {
-      return e instanceof RangeError && e.code === 'ERR_OUT_OF_RANGE' && /maxKeyLength \(8/.test(e.message);
-    });
+    assert.throws(
+      () => table.acquireSync('123456789'),
+      (e: Error & { code?: string }) => {
+        return (
+          e instanceof RangeError &&
+          e.code === 'ERR_OUT_OF_RANGE' &&
+          /maxKeyLength \(8/.test(e.message)
+        );
+      },
+    );
     table.acquireSync('12345678').release();
   });
 
@@ -73,7 +80,14 @@ describe('key identity', () => {
     const seed = seedFor('churn');
     const per = 25_000;
     const workers = Array.from({ length: 4 }, (_, i) =>
-      spawn('counter', { buffer: table.buffer, ctrl: ctrl.buffer, counters, keys, iterations: per, seed: seed + i }),
+      spawn('counter', {
+        buffer: table.buffer,
+        ctrl: ctrl.buffer,
+        counters,
+        keys,
+        iterations: per,
+        seed: seed + i,
+      }),
     );
     await waitFor(ctrl, CTRL_READY, (v) => v === 4);
     signal(ctrl, CTRL_GO);

@@ -30,7 +30,7 @@ describe('recovery from holders that die', () => {
     excl.release();
   });
 
-  test('releaseAllOwnedBy frees a dead worker\'s locks on demand', async () => {
+  test("releaseAllOwnedBy frees a dead worker's locks on demand", async () => {
     const table = new LockTable({ capacity: 8 });
     const w = await deadHolder(table, 'a');
     const id = w.worker.threadId;
@@ -40,7 +40,7 @@ describe('recovery from holders that die', () => {
     table.acquireSync('a', { waitTimeout: 0 }).release();
   });
 
-  test('without watch, a waiter reclaims an exclusive lock failTimeout after the holder\'s deadline', async () => {
+  test("without watch, a waiter reclaims an exclusive lock failTimeout after the holder's deadline", async () => {
     const table = new LockTable({ capacity: 8, failTimeout: 100 });
     const w = await deadHolder(table, 'x', { hold: 150 });
     const deadline = table.inspect('x')!.holders[0]!.deadline;
@@ -84,7 +84,7 @@ describe('recovery from holders that die', () => {
     lease.release();
   });
 
-  test('a lease that lost its lock knows it, and cannot release or extend the new holder\'s lock', async () => {
+  test("a lease that lost its lock knows it, and cannot release or extend the new holder's lock", async () => {
     const table = new LockTable({ capacity: 8, failTimeout: 20 });
     const lease = table.acquireSync('k', { hold: 30 });
     const ctrl = control();

@@ -14,7 +14,15 @@ describe('fencing tokens', () => {
     const ctrl = control();
     const seed = seedFor('tokens');
     const workers = Array.from({ length: 4 }, (_, i) =>
-      spawn('tokens', { buffer: table.buffer, ctrl: ctrl.buffer, keys, iterations, seed: seed + i, log, length }),
+      spawn('tokens', {
+        buffer: table.buffer,
+        ctrl: ctrl.buffer,
+        keys,
+        iterations,
+        seed: seed + i,
+        log,
+        length,
+      }),
     );
     await waitFor(ctrl, CTRL_READY, (v) => v === 4);
     signal(ctrl, CTRL_GO);
@@ -27,7 +35,8 @@ describe('fencing tokens', () => {
       const key = Number(entries[i * 2]);
       const token = entries[i * 2 + 1]!;
       const before = last.get(key);
-      if (before !== undefined) assert.ok(token > before, `token for t${key} went from ${before} to ${token}`);
+      if (before !== undefined)
+        assert.ok(token > before, `token for t${key} went from ${before} to ${token}`);
       last.set(key, token);
     }
   });
