@@ -32,6 +32,7 @@ import {
   UNBOUND,
   WAITING,
   type WaiterView,
+  wakesAll,
 } from './slot-state.js';
 
 export const GRANTED = 1;
@@ -208,7 +209,10 @@ export class Grants {
     // The token check makes the CAS name this grant: the same thread may hold a later grant of
     // the slot (after a reclaim) with the same state word, but never with the same token.
     if (slots[base + S_TOKEN_LO] !== tokenLo || slots[base + S_TOKEN_HI] !== tokenHi) return false;
-    if (Atomics.compareExchange(slots, base + S_STATE, expected, 0) === expected) return true;
+    // The fast path may only CAS from a word without flags: one with PARKED means sleepers, and
+    // freeing it without a notify would strand them.
+    const bare = expected & (EXCLUSIVE | FIELD | FINITE | PARITY);
+    if (Atomics.compareExchange(slots, base + S_STATE, bare, 0) === bare) return true;
     const mine = EXCLUSIVE | this.threadId;
     for (;;) {
       const s = Atomics.load(slots, base + S_STATE);

@@ -18,7 +18,9 @@
  *                       deadline, then S_STAMP = PARITY. A waiter trusts SF_DEADLINE only when
  *                       S_STAMP equals the state's PARITY; otherwise the holder is between its
  *                       grant CAS and its stamp (see Grants.reclaimableIn)
- *  0-20 FIELD           EXCLUSIVE: owner threadId; HANDOFF: releaser threadId; else: number of
+ *  20   STARVING        a request has waited longer than STARVATION_MS: a HANDOFF now goes only
+ *                       to a request that has waited that long (Go's starvation mode)
+ *  0-19 FIELD           EXCLUSIVE: owner threadId; HANDOFF: releaser threadId; else: number of
  *                       shared holders
  *
  * States (flags aside):     UNBOUND | FREE (0) | EXCLUSIVE(tid) | SHARED(n >= 1) | HANDOFF(tid)
@@ -65,7 +67,8 @@ export const READER_PHASE = 1 << 24;
 export const PARKED = 1 << 23;
 export const FINITE = 1 << 22;
 export const PARITY = 1 << 21;
-export const FIELD = (1 << 21) - 1;
+export const STARVING = 1 << 20;
+export const FIELD = (1 << 20) - 1;
 
 /** Largest thread id that fits in FIELD; a thread above it cannot use the table (checked at attach). */
 export const MAX_THREAD_ID = FIELD;
@@ -73,7 +76,14 @@ export const MAX_THREAD_ID = FIELD;
 export const MAX_SHARED = FIELD;
 
 /** Flags that waiters set to announce themselves; a grant clears them (the others re-announce). */
-export const ANNOUNCE = WAITING | WRITER_WAITING | READER_WAITING;
+export const ANNOUNCE = WAITING | WRITER_WAITING | READER_WAITING | STARVING;
+
+/**
+ * How long (ms) a request waits before it counts as starving. Below it, whoever is quickest among
+ * the waiters (usually a spinner) takes a handoff, which keeps handoffs cheap; above it, only the
+ * starving take it, so a sleeper cannot lose to spinners forever. Go uses the same 1 ms.
+ */
+export const STARVATION_MS = 1;
 
 /**
  * How long (ms) a HANDOFF may sit unclaimed before any request may take it regardless of whose
@@ -113,6 +123,7 @@ export interface WaiterView {
  */
 export function mayClaimHandoff(s: number, mode: Mode, w: WaiterView): boolean {
   if (w.waitedMs >= HANDOFF_PATIENCE_MS) return true;
+  if ((s & STARVING) !== 0 && w.waitedMs < STARVATION_MS) return false;
   if ((s & FIELD) === w.threadId && w.startReleaseSeq >= w.releaseSeq) return false;
   if ((s & READER_PHASE) !== 0) return mode === 'shared';
   if ((s & WRITER_WAITING) !== 0) return mode === 'exclusive';
@@ -172,6 +183,12 @@ export function releaseState(s: number, mode: Mode, threadId: number, sleepers: 
 }
 
 /** Announcement bits a waiting request in `mode` wants to see in the state. */
-export function announceBits(mode: Mode): number {
-  return mode === 'exclusive' ? WAITING | WRITER_WAITING : WAITING | READER_WAITING;
+export function announceBits(mode: Mode, waitedMs: number): number {
+  const starving = waitedMs >= STARVATION_MS ? STARVING : 0;
+  return (mode === 'exclusive' ? WAITING | WRITER_WAITING : WAITING | READER_WAITING) | starving;
+}
+
+/** Wake every sleeper (not one) after this release: the sleeper whose turn it is may not be first. */
+export function wakesAll(next: number): boolean {
+  return (next & (STARVING | READER_PHASE)) !== 0;
 }

@@ -202,7 +202,7 @@ export class Request implements WaiterView {
 
   /** Sets this request's announcement bits (a hint; a failed CAS is fine). Returns the word. */
   #announce(slot: number, s: number): number {
-    const bits = announceBits(this.mode);
+    const bits = announceBits(this.mode, this.waitedMs);
     if ((s & bits) === bits) return s;
     const want = s | bits;
     const at = slot * SLOT_WORDS + S_STATE;
