@@ -259,8 +259,8 @@ export class Grants {
     // old word; so look again after the CAS. If we cleared PARKED while someone sleeps, wake them
     // all (each sets PARKED again before it sleeps again); else one is enough.
     const after = Atomics.load(slots, base + S_SLEEPERS);
-    const woken =
-      after > 0 ? Atomics.notify(slots, base + S_STATE, (next & PARKED) !== 0 ? 1 : Infinity) : 0;
+    const one = (next & PARKED) !== 0 && !wakesAll(next);
+    const woken = after > 0 ? Atomics.notify(slots, base + S_STATE, one ? 1 : Infinity) : 0;
     if ((next & HANDOFF) !== 0) {
       this.releaseSeq++;
       // Nobody asleep woke and nobody spins: the announcement was stale. Free the slot rather

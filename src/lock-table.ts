@@ -137,6 +137,8 @@ export class LockTable implements WaitCore, LeaseHost {
   /** @internal */ readonly slots: Int32Array;
   /** @internal */ readonly header: Int32Array;
   /** @internal */ readonly sharedHere = new Map<number, number>();
+  /** The resolved options of a call without options (shared, so that such a call allocates nothing). */
+  readonly #plain: Resolved;
 
   /** Creates a new table in a new SharedArrayBuffer. */
   constructor(options?: LockTableOptions) {
@@ -160,6 +162,13 @@ export class LockTable implements WaitCore, LeaseHost {
     this.#buffer = buffer;
     this.#views = views;
     this.#defaults = defaults;
+    this.#plain = Object.freeze({
+      mode: 'exclusive',
+      hold: defaults.hold,
+      waitTimeout: defaults.waitTimeout,
+      spinDelay: defaults.spinDelay,
+      signal: undefined,
+    });
     this.#records = new Records(views);
     this.slots = views.slots;
     this.header = views.header;
@@ -500,15 +509,7 @@ export class LockTable implements WaitCore, LeaseHost {
 
   #resolve(options: AcquireOptions | undefined, waits: boolean, async: boolean): Resolved {
     const d = this.#defaults;
-    if (options === undefined) {
-      return {
-        mode: 'exclusive',
-        hold: d.hold,
-        waitTimeout: d.waitTimeout,
-        spinDelay: d.spinDelay,
-        signal: undefined,
-      };
-    }
+    if (options === undefined) return this.#plain;
     checkOptionsObject('options', options);
     return {
       mode: checkMode('options.mode', options.mode),
