@@ -161,8 +161,13 @@ export class Directory {
   }
 
   #unlockBind(): void {
-    Atomics.store(this.#v.header, H_BIND_LOCK, 0);
-    Atomics.notify(this.#v.header, H_BIND_LOCK);
+    // A CAS, not a store: if a thief took the mutex from us, it is the thief's to release.
+    if (
+      Atomics.compareExchange(this.#v.header, H_BIND_LOCK, this.#threadId + 1, 0) ===
+      this.#threadId + 1
+    ) {
+      Atomics.notify(this.#v.header, H_BIND_LOCK);
+    }
   }
 
   /** After a steal: undo binds that the previous holder left half done. */
@@ -220,12 +225,14 @@ export class Directory {
 
   /** Tokens of any key bound later start above every token this slot issued. */
   #raiseTokenFloor(lo: number, hi: number): void {
-    const header = this.#v.header;
-    const floorHi = header[H_TOKEN_FLOOR_HI]!;
-    const floorLo = header[H_TOKEN_FLOOR_LO]!;
-    if (hi > floorHi || (hi === floorHi && lo >>> 0 > floorLo >>> 0)) {
-      header[H_TOKEN_FLOOR_LO] = lo;
-      header[H_TOKEN_FLOOR_HI] = hi;
+    // A 64-bit CAS-max: even two binders at once (one robbed, one thief) never lower the floor.
+    const floor64 = new BigInt64Array(this.#v.header.buffer, H_TOKEN_FLOOR_LO * 4, 1);
+    const token = (BigInt(hi) << 32n) | BigInt(lo >>> 0);
+    let cur = Atomics.load(floor64, 0);
+    while (token > cur) {
+      const seen = Atomics.compareExchange(floor64, 0, cur, token);
+      if (seen === cur) break;
+      cur = seen;
     }
   }
 

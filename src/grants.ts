@@ -57,6 +57,8 @@ export class Grants {
   deadline = Infinity;
   /** The state seen by the last failed attempt: what a sleeper waits on. */
   seen = 0;
+  /** Set by reclaimableIn: the holder was unstamped (exclusive) or unbacked by records (shared). */
+  unknownHolder = false;
 
   constructor(views: Views, records: Records, threadId: number) {
     this.#v = views;
@@ -284,7 +286,10 @@ export class Grants {
       const s = Atomics.load(slots, base + S_STATE);
       if ((s & (EXCLUSIVE | FIELD)) !== (EXCLUSIVE | this.threadId)) return -1;
       if (slots[base + S_TOKEN_LO] !== tokenLo || slots[base + S_TOKEN_HI] !== tokenHi) return -1;
-      const next = ms === Infinity ? s & ~(FINITE | PARITY) : (s | FINITE) ^ PARITY;
+      // The new parity is the opposite of the last stamp (not of this word's bit, which is 0 for an
+      // infinite hold while S_STAMP may hold PARITY from an older grant).
+      const next =
+        ms === Infinity ? s & ~(FINITE | PARITY) : (s & ~PARITY) | FINITE | this.#nextParity(slot);
       if (Atomics.compareExchange(slots, base + S_STATE, s, next) !== s) continue;
       if (ms !== Infinity) {
         this.deadline = monotonicNow() + ms;
@@ -324,11 +329,13 @@ export class Grants {
     failTimeout: number,
     unstampedSince: number,
   ): number {
+    this.unknownHolder = false;
     if (failTimeout === Infinity) return Infinity;
     if ((s & EXCLUSIVE) !== 0) {
       if ((s & FINITE) === 0) return Infinity;
       const base = slot * SLOT_WORDS;
       if (Atomics.load(this.#slots, base + S_STAMP) !== (s & PARITY)) {
+        this.unknownHolder = true;
         return unstampedSince + failTimeout - now;
       }
       const deadline = this.#f64[slot * SLOT_F64 + SF_DEADLINE]!;
@@ -341,7 +348,10 @@ export class Grants {
     // A count with no live record behind it: holders that died, or one that is between freeing
     // its record and taking its count off (nanoseconds). Like an unstamped grant, it counts as
     // dead once this waiter has seen the same word for failTimeout.
-    if (live === -Infinity) return unstampedSince + failTimeout - now;
+    if (live === -Infinity) {
+      this.unknownHolder = true;
+      return unstampedSince + failTimeout - now;
+    }
     return live + failTimeout - now;
   }
 
@@ -446,10 +456,6 @@ export class Grants {
       if (this.#records.free(this.record)) this.dropShared(slot, 1);
       return;
     }
-    const at = slot * SLOT_WORDS + S_STATE;
-    for (;;) {
-      const s = Atomics.load(this.#slots, at);
-      if (this.#releaseFrom(slot, s, 'exclusive')) return;
-    }
+    this.releaseExclusive(slot, this.tokenLo, this.tokenHi, this.stateWord);
   }
 }

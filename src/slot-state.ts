@@ -97,9 +97,11 @@ export function isHeld(s: number): boolean {
   return (s & EXCLUSIVE) !== 0 || ((s & (HANDOFF | UNBOUND)) === 0 && (s & FIELD) !== 0);
 }
 
-/** Free with nobody's turn pending and no holder: the slot could be unbound. */
+/** No holder (free, or handed off to waiters): the slot could be unbound. */
 export function isEvictable(s: number): boolean {
-  return (s & (UNBOUND | EXCLUSIVE | HANDOFF)) === 0 && (s & FIELD) === 0;
+  // A HANDOFF holds nothing: if its waiter left, evicting it (which wakes sleepers, who then look
+  // their key up again) is what stops it from pinning the slot.
+  return (s & (UNBOUND | EXCLUSIVE)) === 0 && ((s & HANDOFF) !== 0 || (s & FIELD) === 0);
 }
 
 export type Mode = 'exclusive' | 'shared';

@@ -74,6 +74,7 @@ export class Request implements WaiterView {
   sleepMs = 0;
   sleepIsSlot = false;
   #unstampedState = -1;
+  #unboundSeen = 0;
   #unstampedSince = 0;
   #now = 0;
 
@@ -144,6 +145,12 @@ export class Request implements WaiterView {
       }
       if (result === UNBOUND_SLOT) {
         this.slot = -1;
+        // A slot seen UNBOUND again and again (an evictor died mid-eviction): do not spin hot.
+        if (++this.#unboundSeen > 2) {
+          if (this.#now >= this.deadline) return STEP_TIMEOUT;
+          const ms = Math.min(1, this.deadline - this.#now);
+          return this.#sleepOn(core.slots, slot * SLOT_WORDS + S_STATE, grants.seen, ms, false);
+        }
         continue;
       }
       if (result === NO_RECORD) return STEP_NO_RECORD;
@@ -165,7 +172,8 @@ export class Request implements WaiterView {
       if (this.#now >= this.deadline) return STEP_TIMEOUT;
       const announced = this.#announce(slot, s);
       if (this.#now - this.startedAt < this.spinDelay) return STEP_SPIN;
-      let ms = Math.min(this.deadline - this.#now, reclaimIn, SLEEP_SLICE_MS);
+      // A reclaim that was due but failed (a holder still looks live) must not spin: sleep >= 1 ms.
+      let ms = Math.min(this.deadline - this.#now, Math.max(reclaimIn, 1), SLEEP_SLICE_MS);
       if ((announced & HANDOFF) !== 0)
         ms = Math.min(ms, Math.max(0.05, HANDOFF_PATIENCE_MS - this.waitedMs));
       return this.#sleepOn(core.slots, slot * SLOT_WORDS + S_STATE, announced, ms, true);
@@ -191,13 +199,12 @@ export class Request implements WaiterView {
       this.#unstampedState = s;
       this.#unstampedSince = this.#now;
     }
-    return this.#core.grants.reclaimableIn(
-      slot,
-      s,
-      this.#now,
-      this.failTimeout,
-      this.#unstampedSince,
-    );
+    const grants = this.#core.grants;
+    const ms = grants.reclaimableIn(slot, s, this.#now, this.failTimeout, this.#unstampedSince);
+    // The observation clock runs only while the holder is seen unstamped / unbacked; a stamped
+    // or backed sighting restarts it, so a holder that just freed its record is not reclaimed.
+    if (!grants.unknownHolder) this.#unstampedState = -1;
+    return ms;
   }
 
   /** Sets this request's announcement bits (a hint; a failed CAS is fine). Returns the word. */
@@ -206,9 +213,9 @@ export class Request implements WaiterView {
     if ((s & bits) === bits) return s;
     const want = s | bits;
     const at = slot * SLOT_WORDS + S_STATE;
-    return Atomics.compareExchange(this.#core.slots, at, s, want) === s
-      ? want
-      : Atomics.load(this.#core.slots, at);
+    // On a failed CAS return the word we checked: the sleep's own CAS then fails and the loop
+    // looks again, rather than sleeping on a word nobody has judged busy.
+    return Atomics.compareExchange(this.#core.slots, at, s, want) === s ? want : s;
   }
 
   #sleepOn(array: Int32Array, index: number, value: number, ms: number, isSlot: boolean): number {
