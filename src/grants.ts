@@ -339,8 +339,10 @@ export class Grants {
         return unstampedSince + failTimeout - now;
       }
       const deadline = this.#f64[slot * SLOT_F64 + SF_DEADLINE]!;
-      // The stamp is for this grant only if the state did not move while we read it.
-      if (Atomics.load(this.#slots, base + S_STATE) !== s) return 0;
+      // The stamp is for this grant only if the state did not move while we read it; if it moved,
+      // we know nothing yet: look again soon (never "reclaimable now": the word may come back to
+      // the same value for a live grant, and the reclaim CAS would then succeed against it).
+      if (Atomics.load(this.#slots, base + S_STATE) !== s) return 1;
       return deadline + failTimeout - now;
     }
     if ((s & (HANDOFF | UNBOUND)) !== 0 || (s & FIELD) === 0) return Infinity;

@@ -121,3 +121,51 @@ describe('recovery from holders that die', () => {
     lease.release();
   });
 });
+
+describe('regressions found in review', () => {
+  test('extending an infinite hold to a finite one never exposes an older, expired stamp', async () => {
+    // failTimeout (200 ms) outlasts the waiter's whole wait (150 ms): the only way the waiter can
+    // reclaim is by trusting the older, expired stamp (the bug this guards against), not through
+    // the unstamped-holder observation (see DESIGN.md, "Known limits").
+    const table = new LockTable({ capacity: 4, failTimeout: 200 });
+    // Leave an expired stamp behind: a 1 ms hold, released, then its deadline + failTimeout passes.
+    const old = table.acquireSync('p', { hold: 1 });
+    const expiredAt = old.deadline + 200;
+    old.release();
+    while (LockTable.now() <= expiredAt)
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+    const lease = table.acquireSync('p');
+    const ctrl = control();
+    const waiter = spawn<{ ok: boolean; code?: string }>('acquireOnce', {
+      buffer: table.buffer,
+      ctrl: ctrl.buffer,
+      key: 'p',
+      options: { waitTimeout: 150 },
+    });
+    // Hammer the window between the extend CAS and its stamp while the waiter watches.
+    let settled = false;
+    void waiter.result.then(() => (settled = true));
+    for (let i = 0; !settled; i++) {
+      lease.extend(i % 2 === 0 ? 60_000 : Infinity);
+      if (i % 1000 === 0) await new Promise((r) => setImmediate(r));
+    }
+    assert.equal((await waiter.result).code, 'ERR_LOCK_TIMEOUT');
+    assert.equal(lease.held, true);
+    lease.release();
+  });
+
+  test('a waiter that timed out does not leave its slot pinned (no false table full)', async () => {
+    const table = new LockTable({ capacity: 1 });
+    const lease = table.acquireSync('x');
+    const ctrl = control();
+    const waiter = spawn<{ code?: string }>('acquireOnce', {
+      buffer: table.buffer,
+      ctrl: ctrl.buffer,
+      key: 'x',
+      options: { waitTimeout: 20 },
+    });
+    assert.equal((await waiter.result).code, 'ERR_LOCK_TIMEOUT');
+    lease.release();
+    table.acquireSync('y', { waitTimeout: 0 }).release();
+  });
+});
