@@ -93,10 +93,6 @@ export const STARVATION_MS = 1;
  */
 export const HANDOFF_PATIENCE_MS = 2;
 
-export function isHeld(s: number): boolean {
-  return (s & EXCLUSIVE) !== 0 || ((s & (HANDOFF | UNBOUND)) === 0 && (s & FIELD) !== 0);
-}
-
 /** No holder (free, or handed off to waiters): the slot could be unbound. */
 export function isEvictable(s: number): boolean {
   // A HANDOFF holds nothing: if its waiter left, evicting it (which wakes sleepers, who then look
