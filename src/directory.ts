@@ -226,7 +226,7 @@ export class Directory {
   /** Tokens of any key bound later start above every token this slot issued. */
   #raiseTokenFloor(lo: number, hi: number): void {
     // A 64-bit CAS-max: even two binders at once (one robbed, one thief) never lower the floor.
-    const floor64 = new BigInt64Array(this.#v.header.buffer, H_TOKEN_FLOOR_LO * 4, 1);
+    const floor64 = this.#v.tokenFloor64;
     const token = (BigInt(hi) << 32n) | BigInt(lo >>> 0);
     let cur = Atomics.load(floor64, 0);
     while (token > cur) {

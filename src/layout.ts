@@ -93,6 +93,8 @@ export interface Views {
   readonly geometry: Geometry;
   readonly header: Int32Array;
   readonly headerF64: Float64Array;
+  /** H_TOKEN_FLOOR_LO/HI as one 64-bit word (8-byte aligned), for the CAS-max in directory.ts. */
+  readonly tokenFloor64: BigInt64Array;
   readonly slots: Int32Array;
   readonly slotsF64: Float64Array;
   /** The same bytes as `slots`, for 64-bit token updates by concurrent shared grants. */
@@ -133,6 +135,7 @@ export function createViews(buffer: SharedArrayBuffer, g: Geometry): Views {
     geometry: g,
     header: new Int32Array(buffer, 0, HEADER_WORDS),
     headerF64: new Float64Array(buffer, HEADER_WORDS * 4, HEADER_F64),
+    tokenFloor64: new BigInt64Array(buffer, H_TOKEN_FLOOR_LO * 4, 1),
     slots: new Int32Array(buffer, o.slotWordsOffset, g.capacity * SLOT_WORDS),
     slotsF64: new Float64Array(buffer, o.slotF64Offset, g.capacity * SLOT_F64),
     slots64: new BigInt64Array(buffer, o.slotWordsOffset, (g.capacity * SLOT_WORDS) / 2),
