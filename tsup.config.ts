@@ -1,12 +1,11 @@
-import { existsSync } from 'node:fs';
 import { defineConfig } from 'tsup';
 
-// src/worker-entry.ts is optional: only build it once it exists.
-const entry = ['src/index.ts', 'src/worker-entry.ts'].filter((file) => existsSync(file));
-
 export default defineConfig({
-  entry,
+  // task-runner is the piscina worker file of withLock: it must sit next to index.js in dist/.
+  entry: ['src/index.ts', 'src/task-runner.ts'],
   format: ['esm', 'cjs'],
+  // import.meta.url (to find task-runner.js) in the CommonJS build.
+  shims: true,
   // tsup 8's DTS step passes `baseUrl` to the compiler, which TypeScript 6 reports as deprecated
   // (TS5101); silence that only for the DTS build.
   dts: { compilerOptions: { ignoreDeprecations: '6.0' } },

@@ -94,6 +94,37 @@ export function tableFullError(key: string, capacity: number): LockError {
   );
 }
 
+export function execTimeoutError(key: string, execTimeout: number): LockError {
+  return new LockError(
+    'ERR_LOCK_EXEC_TIMEOUT',
+    key,
+    `The task under the lock on ${describeKey(key)} ran longer than its execTimeout of ` +
+      `${execTimeout} ms: its worker thread was terminated, and the lock was released once that ` +
+      'thread had exited. Raise options.execTimeout, or make the task finish sooner',
+  );
+}
+
+/** The task's worker thread exited while it ran (process.exit(), a crash, a terminated pool). */
+export class WorkerExitError extends LockError {
+  /** The worker's exit code. */
+  readonly exitCode: number;
+  constructor(key: string, exitCode: number, cause: unknown) {
+    super(
+      'ERR_LOCK_WORKER_EXIT',
+      key,
+      `The worker thread running the task under the lock on ${describeKey(key)} exited with ` +
+        `code ${exitCode} before the task settled; the lock was released after it exited. A task ` +
+        'must not call process.exit(); check the worker for crashes',
+      { cause },
+    );
+    this.exitCode = exitCode;
+  }
+}
+
+export function workerExitError(key: string, exitCode: number, cause: unknown): WorkerExitError {
+  return new WorkerExitError(key, exitCode, cause);
+}
+
 type NodeErrorCode = 'ERR_INVALID_ARG_TYPE' | 'ERR_INVALID_ARG_VALUE' | 'ERR_OUT_OF_RANGE';
 
 function describeValue(value: unknown): string {

@@ -9,3 +9,7 @@ export type {
   AcquireSyncOptions,
   AcquireOptions,
 } from './options.js';
+export { WorkerExitError } from './errors.js';
+export { withLock, type WithLockOptions, type ModuleTask, type TaskFunction } from './with-lock.js';
+export type { TaskLock } from './task.js';
+export type { TaskPool } from './task-pool.js';

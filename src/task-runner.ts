@@ -1,0 +1,81 @@
+/**
+ * The piscina task file of withLock: runs in a pool worker. It claims the control block
+ * (QUEUED -> STARTED, after writing its thread id and start time), so the caller can start the exec
+ * timer and knows which thread to terminate; then it loads and runs the task and returns its
+ * outcome, with errors flattened so that they survive structured clone (see task.ts).
+ *
+ * If the caller cancelled first (QUEUED -> CANCELLED), the task body never runs.
+ */
+import { threadId } from 'node:worker_threads';
+import { monotonicNow } from './clock.js';
+import {
+  CONTROL_BYTES,
+  CTRL_START_TIME_F64,
+  CTRL_STATE,
+  CTRL_THREAD_ID,
+  flattenError,
+  TASK_QUEUED,
+  TASK_STARTED,
+  type TaskLock,
+  type TaskOutcome,
+  type TaskPayload,
+  type TaskSource,
+} from './task.js';
+
+type TaskFunction = (args: unknown, lock: TaskLock) => unknown;
+
+/** Compiled function sources, by source text (a worker serves many calls of the same task). */
+const compiled = new Map<string, TaskFunction>();
+const COMPILED_LIMIT = 256;
+
+const CLOSURE_HINT =
+  ' (withLock runs a task function from its source text in a worker thread, so it cannot see ' +
+  "the caller's variables, imports or closure: pass values through options.args, import " +
+  'modules inside the task with await import(), or use a task { module, name })';
+
+function compile(source: string): TaskFunction {
+  let fn = compiled.get(source);
+  if (fn === undefined) {
+    // The caller already checked that the source parses as an expression (with-lock.ts).
+    fn = new Function(`return (${source}\n);`)() as TaskFunction;
+    if (compiled.size >= COMPILED_LIMIT) compiled.clear();
+    compiled.set(source, fn);
+  }
+  return fn;
+}
+
+async function resolveTask(task: TaskSource): Promise<TaskFunction> {
+  if (task.kind === 'source') return compile(task.source);
+  const mod = (await import(task.url)) as Record<string, unknown>;
+  const fn = mod[task.name];
+  if (typeof fn !== 'function') {
+    throw new TypeError(
+      `The module ${task.url} has no exported function "${task.name}" (found ${typeof fn})`,
+    );
+  }
+  return fn as TaskFunction;
+}
+
+export default async function runTask(payload: TaskPayload): Promise<TaskOutcome> {
+  const control = new Int32Array(payload.control, 0, CONTROL_BYTES / 4);
+  const started = monotonicNow();
+  control[CTRL_THREAD_ID] = threadId;
+  new Float64Array(payload.control, 0, CONTROL_BYTES / 8)[CTRL_START_TIME_F64] = started;
+  // ORDER: the thread id and start time are published by this CAS.
+  if (Atomics.compareExchange(control, CTRL_STATE, TASK_QUEUED, TASK_STARTED) !== TASK_QUEUED) {
+    return { ok: false, cancelled: true };
+  }
+  Atomics.notify(control, CTRL_STATE);
+  const lock: TaskLock = { ...payload.lock, deadline: started + payload.execTimeout };
+  try {
+    const fn = await resolveTask(payload.task);
+    return { ok: true, value: await fn(payload.args, lock) };
+  } catch (error) {
+    const flat = flattenError(error);
+    if (payload.task.kind === 'source' && error instanceof ReferenceError) {
+      flat.message += CLOSURE_HINT;
+      if (flat.stack !== undefined) flat.stack = flat.stack.replace(error.message, flat.message);
+    }
+    return { ok: false, error: flat };
+  }
+}

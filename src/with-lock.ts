@@ -1,0 +1,452 @@
+/**
+ * withLock(table, key, task, options): take the lock in the calling thread (never blocking its
+ * event loop), run the task in a piscina worker while the lock is held, release it when the task
+ * settles. A task that runs longer than execTimeout (or is aborted while running) has its worker
+ * terminated, and the lock is released only after that thread has exited: piscina rejects an
+ * aborted run before the thread is dead (see ../shared/NODE-NOTES.md), so its 'exit' event is
+ * what we wait for.
+ *
+ * The life of one call (a TaskRun):
+ *
+ *   acquire (waitTimeout, signal)            nothing held until it resolves
+ *   QUEUED   lease held, hold = execTimeout, renewed while the task waits for a worker
+ *   STARTED  the worker claimed the control block: deadline = start + execTimeout, exec timer set,
+ *            the worker's 'exit' watched
+ *   settle   value / task error       -> release, resolve / reject
+ *            worker exited            -> release, ERR_LOCK_WORKER_EXIT (exit code)
+ *            exec timeout / abort     -> keep the lease alive, terminate, await 'exit', release,
+ *                                        ERR_LOCK_EXEC_TIMEOUT / AbortError
+ *            abort while QUEUED       -> CAS the control block to CANCELLED (the body will never
+ *                                        run), release, AbortError
+ *
+ * If the calling thread dies, nothing renews or releases the lease: its deadline (start +
+ * execTimeout) stands, and a contender reclaims it failTimeout later (`recovered: true`). The
+ * task's worker belongs to the dead thread's pool and dies with it.
+ */
+import type { Worker } from 'node:worker_threads';
+import {
+  AbortError,
+  execTimeoutError,
+  invalidType,
+  invalidValue,
+  LockError,
+  staleError,
+  workerExitError,
+} from './errors.js';
+import type { Lease } from './lease.js';
+import { LockTable } from './lock-table.js';
+import { checkMode, checkMs, checkOptionsObject, checkSignal, checkSpinDelay } from './options.js';
+import type { Mode } from './slot-state.js';
+import {
+  CONTROL_BYTES,
+  CTRL_START_TIME_F64,
+  CTRL_STATE,
+  CTRL_THREAD_ID,
+  moduleUrl,
+  reviveError,
+  TASK_CANCELLED,
+  TASK_QUEUED,
+  type TaskLock,
+  type TaskOutcome,
+  type TaskPayload,
+  type TaskSource,
+} from './task.js';
+import { checkPool, findWorker, getDefaultPool, RUNNER_URL, type TaskPool } from './task-pool.js';
+
+/** A self-contained function: it runs from its source text in a worker (no closure, no imports). */
+export type TaskFunction<A, R> = (args: A, lock: TaskLock) => R | Promise<R>;
+
+/** An exported function of a module file: `{ module: new URL('./tasks.js', import.meta.url), name }`. */
+export interface ModuleTask {
+  module: string | URL;
+  /** The export to call. Default 'default'. */
+  name?: string;
+}
+
+export interface WithLockOptions<A = unknown> {
+  /** The task's first argument (structured clone; SharedArrayBuffers inside are shared). */
+  args?: A;
+  mode?: Mode;
+  /** ms to wait for the lock. Default 5000; 0 = one attempt; Infinity = forever. */
+  waitTimeout?: number;
+  /** ms the task may run once it has started in its worker. Default 5000; Infinity allowed. */
+  execTimeout?: number;
+  /** ms past a dead holder's deadline before this call may reclaim its lock. Default 1000. */
+  failTimeout?: number;
+  /** ms this call spins before it sleeps while waiting for the lock. Default: the table's (0.05). */
+  spinDelay?: number;
+  /** Cancels the wait, or stops a running task like an exec timeout (rejects with AbortError). */
+  signal?: AbortSignal;
+  /** Your own Piscina; a string task is then the name of one of its file's exports. */
+  pool?: TaskPool;
+}
+
+export const DEFAULT_WAIT_TIMEOUT = 5000;
+export const DEFAULT_EXEC_TIMEOUT = 5000;
+export const DEFAULT_FAIL_TIMEOUT = 1000;
+/** While a stopped task's thread is being torn down, its lease is kept alive this long at a time. */
+const KEEP_ALIVE_MS = 1000;
+
+export async function withLock<R = unknown, A = unknown>(
+  table: LockTable,
+  key: string,
+  task: TaskFunction<A, R> | ModuleTask | string,
+  options?: WithLockOptions<A>,
+): Promise<Awaited<R>> {
+  if (!(table instanceof LockTable)) throw invalidType('table', 'an instance of LockTable', table);
+  if (typeof key !== 'string') throw invalidType('key', 'of type string', key);
+  checkOptionsObject('options', options);
+  const o = options ?? {};
+  const pool = o.pool === undefined ? undefined : checkPool(o.pool);
+  const source = describeTask(task, pool);
+  const mode = checkMode('options.mode', o.mode);
+  const waitTimeout =
+    o.waitTimeout === undefined
+      ? DEFAULT_WAIT_TIMEOUT
+      : checkMs('options.waitTimeout', o.waitTimeout, true);
+  const execTimeout =
+    o.execTimeout === undefined
+      ? DEFAULT_EXEC_TIMEOUT
+      : checkMs('options.execTimeout', o.execTimeout, false);
+  const failTimeout =
+    o.failTimeout === undefined
+      ? DEFAULT_FAIL_TIMEOUT
+      : checkMs('options.failTimeout', o.failTimeout, true);
+  const spinDelay =
+    o.spinDelay === undefined ? undefined : checkSpinDelay('options.spinDelay', o.spinDelay);
+  const signal = checkSignal('options.signal', o.signal);
+  const runPool = pool ?? getDefaultPool();
+
+  const lease = await handleFor(table, failTimeout).acquire(key, {
+    mode,
+    waitTimeout,
+    hold: execTimeout,
+    ...(spinDelay === undefined ? {} : { spinDelay }),
+    ...(signal === undefined ? {} : { signal }),
+  });
+  return (await new TaskRun(runPool, pool !== undefined, lease, table, {
+    task: source,
+    args: o.args,
+    execTimeout,
+    signal,
+  }).outcome) as Awaited<R>;
+}
+
+/** Handles of a table with another failTimeout (the reclaim patience of this call's acquire). */
+const handles = new WeakMap<LockTable, Map<number, LockTable>>();
+
+function handleFor(table: LockTable, failTimeout: number): LockTable {
+  if (table.defaults.failTimeout === failTimeout) return table;
+  let byTimeout = handles.get(table);
+  if (byTimeout === undefined) handles.set(table, (byTimeout = new Map()));
+  let handle = byTimeout.get(failTimeout);
+  if (handle === undefined) {
+    handle = LockTable.attach(table.buffer, { failTimeout });
+    byTimeout.set(failTimeout, handle);
+  }
+  return handle;
+}
+
+/** Checked once per function: its source parses as an expression the worker can evaluate. */
+const checkedSources = new WeakMap<object, string>();
+
+function describeTask(task: unknown, pool: TaskPool | undefined): TaskSource {
+  if (typeof task === 'function') {
+    let source = checkedSources.get(task);
+    if (source === undefined) {
+      source = Function.prototype.toString.call(task);
+      const problem = /\{\s*\[native code\]\s*\}\s*$/.test(source)
+        ? 'is a native or bound function'
+        : /^class\b/.test(source)
+          ? 'is a class'
+          : parses(source)
+            ? undefined
+            : 'is not a self-contained function expression (a method shorthand?)';
+      if (problem !== undefined) {
+        throw invalidValue(
+          'task',
+          `${problem}: withLock runs a task function from its source text in a worker, so it ` +
+            'must be a plain function or arrow function that uses only its arguments; or pass ' +
+            '{ module, name }',
+          task,
+        );
+      }
+      checkedSources.set(task, source);
+    }
+    return { kind: 'source', source };
+  }
+  if (typeof task === 'string') {
+    if (pool === undefined) {
+      throw invalidValue(
+        'task',
+        'is a task name, which needs options.pool (a Piscina whose file exports it); without a ' +
+          'pool, pass a function or { module, name }',
+        task,
+      );
+    }
+    const filename = pool.options.filename;
+    if (typeof filename !== 'string' || filename === '') {
+      throw invalidValue('options.pool', 'has no filename, so it has no named tasks', pool);
+    }
+    return { kind: 'module', url: moduleUrl(filename), name: task };
+  }
+  if (task !== null && typeof task === 'object' && 'module' in task) {
+    const { module, name = 'default' } = task as ModuleTask;
+    if (typeof module !== 'string' && !(module instanceof URL)) {
+      throw invalidType('task.module', 'of type string or an instance of URL', module);
+    }
+    if (typeof name !== 'string') throw invalidType('task.name', 'of type string', name);
+    return { kind: 'module', url: moduleUrl(module), name };
+  }
+  throw invalidType('task', 'a function, { module, name }, or a task name with options.pool', task);
+}
+
+function parses(source: string): boolean {
+  try {
+    // Compiles without running: the worker evaluates the same text.
+    new Function(`return (${source}\n);`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+interface RunSpec {
+  task: TaskSource;
+  args: unknown;
+  execTimeout: number;
+  signal: AbortSignal | undefined;
+}
+
+/** One withLock call from the moment it holds the lock. See the life cycle at the top. */
+class TaskRun {
+  readonly outcome: Promise<unknown>;
+  readonly #lease: Lease;
+  readonly #pool: TaskPool;
+  readonly #execTimeout: number;
+  readonly #signal: AbortSignal | undefined;
+  readonly #control: Int32Array;
+  readonly #startTime: Float64Array;
+  readonly #stopper = new AbortController();
+  #resolve!: (value: unknown) => void;
+  #reject!: (error: unknown) => void;
+  #settled = false;
+  /** Set once the task's run is being stopped (exec timeout or abort): the error to settle with. */
+  #stopping: Error | undefined;
+  #worker: Worker | undefined;
+  #exitCode: number | undefined;
+  #exited: Promise<number> | undefined;
+  #onExit: ((code: number) => void) | undefined;
+  #renewTimer: NodeJS.Timeout | undefined;
+  #execTimer: NodeJS.Timeout | undefined;
+  #onAbort: (() => void) | undefined;
+
+  constructor(
+    pool: TaskPool,
+    ownPool: boolean,
+    lease: Lease,
+    table: LockTable,
+    { task, args, execTimeout, signal }: RunSpec,
+  ) {
+    this.outcome = new Promise((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+    });
+    this.#lease = lease;
+    this.#pool = pool;
+    this.#execTimeout = execTimeout;
+    this.#signal = signal;
+    const control = new SharedArrayBuffer(CONTROL_BYTES);
+    this.#control = new Int32Array(control);
+    this.#startTime = new Float64Array(control);
+
+    const payload: TaskPayload = {
+      task,
+      args,
+      control,
+      execTimeout,
+      lock: {
+        key: lease.key,
+        mode: lease.mode,
+        token: lease.token,
+        deadline: lease.deadline,
+        recovered: lease.recovered,
+        table: table.buffer,
+      },
+    };
+    let running: Promise<unknown>;
+    try {
+      running = pool.run(payload, {
+        // On the caller's pool, run withLock's own worker file; it imports the named task.
+        ...(ownPool ? { filename: RUNNER_URL, name: 'default' } : {}),
+        signal: this.#stopper.signal,
+      });
+    } catch (error) {
+      this.#finish(error);
+      return;
+    }
+    running.then(
+      (outcome) => this.#onOutcome(outcome as TaskOutcome),
+      (error: unknown) => this.#onRunRejected(error),
+    );
+    if (execTimeout !== Infinity) {
+      // While the task waits for a worker, keep its lease from expiring.
+      this.#renewTimer = setInterval(() => this.#renew(), Math.max(1, execTimeout / 3));
+      this.#renewTimer.unref();
+    }
+    if (signal !== undefined) {
+      this.#onAbort = () => this.#abort();
+      signal.addEventListener('abort', this.#onAbort, { once: true });
+      if (signal.aborted) this.#abort();
+    }
+    void this.#watchStart();
+  }
+
+  async #watchStart(): Promise<void> {
+    while (!this.#settled && Atomics.load(this.#control, CTRL_STATE) === TASK_QUEUED) {
+      const wait = Atomics.waitAsync(this.#control, CTRL_STATE, TASK_QUEUED);
+      if (wait.async) await wait.value;
+    }
+    if (!this.#settled && Atomics.load(this.#control, CTRL_STATE) !== TASK_CANCELLED) {
+      this.#onStarted();
+    }
+  }
+
+  /** The worker claimed the task: watch its thread, stamp the deadline, start the exec timer. */
+  #onStarted(): void {
+    if (this.#worker !== undefined || this.#exitCode !== undefined) return;
+    clearInterval(this.#renewTimer);
+    const worker = findWorker(this.#pool, Atomics.load(this.#control, CTRL_THREAD_ID));
+    if (worker === undefined) {
+      // Piscina drops a worker from its list when the worker has exited.
+      this.#exitCode = -1;
+      this.#exited = Promise.resolve(-1);
+    } else {
+      this.#worker = worker;
+      this.#exited = new Promise((resolve) => {
+        this.#onExit = (code: number) => {
+          this.#exitCode = code;
+          resolve(code);
+        };
+        worker.once('exit', this.#onExit);
+      });
+    }
+    if (this.#execTimeout === Infinity || this.#stopping !== undefined) return;
+    const remaining = this.#startTime[CTRL_START_TIME_F64]! + this.#execTimeout - LockTable.now();
+    if (remaining <= 0) {
+      this.#stop(execTimeoutError(this.#lease.key, this.#execTimeout));
+      return;
+    }
+    try {
+      this.#lease.extend(remaining);
+    } catch (error) {
+      this.#stop(error as Error);
+      return;
+    }
+    this.#execTimer = setTimeout(
+      () => this.#stop(execTimeoutError(this.#lease.key, this.#execTimeout)),
+      remaining,
+    );
+    this.#execTimer.unref();
+  }
+
+  #renew(): void {
+    try {
+      this.#lease.extend(this.#execTimeout);
+    } catch (error) {
+      // The lease was lost (this thread's event loop stalled past the deadline + failTimeout).
+      this.#cancelOrStop(error as Error);
+    }
+  }
+
+  #abort(): void {
+    this.#cancelOrStop(new AbortError(this.#lease.key, this.#signal?.reason));
+  }
+
+  /** Before the task starts: make sure it never does. After: stop it. */
+  #cancelOrStop(error: Error): void {
+    if (this.#settled || this.#stopping !== undefined) return;
+    const was = Atomics.compareExchange(this.#control, CTRL_STATE, TASK_QUEUED, TASK_CANCELLED);
+    if (was === TASK_QUEUED) {
+      // The body will never run; piscina drops or skips the queued task.
+      Atomics.notify(this.#control, CTRL_STATE);
+      this.#stopper.abort(error);
+      this.#finish(error);
+      return;
+    }
+    this.#onStarted();
+    this.#stop(error);
+  }
+
+  /** Terminates the task's thread; releases the lock once that thread has exited. */
+  #stop(error: Error): void {
+    if (this.#settled || this.#stopping !== undefined) return;
+    this.#stopping = error;
+    clearTimeout(this.#execTimer);
+    // The stopped thread may outlive its deadline (a native call is not interruptible): keep the
+    // lease alive so that nobody reclaims the lock while that thread can still write.
+    const keepAlive = (): void => {
+      try {
+        this.#lease.extend(KEEP_ALIVE_MS);
+      } catch {
+        // Lost already; nothing more to protect.
+      }
+    };
+    keepAlive();
+    this.#renewTimer = setInterval(keepAlive, KEEP_ALIVE_MS / 4);
+    this.#renewTimer.unref();
+    this.#stopper.abort(error);
+    void this.#exited!.then(() => this.#finish(error));
+  }
+
+  #onOutcome(outcome: TaskOutcome): void {
+    if (this.#settled || this.#stopping !== undefined) return;
+    if (outcome.ok) this.#finish(undefined, outcome.value, true);
+    else if ('error' in outcome) this.#finish(reviveError(outcome.error));
+    else this.#finish(new Error('withLock: the task was cancelled before it started'));
+  }
+
+  #onRunRejected(error: unknown): void {
+    if (this.#settled || this.#stopping !== undefined) return;
+    // Did the body start? If not, make sure it never will: then nothing runs and we can let go.
+    const was = Atomics.compareExchange(this.#control, CTRL_STATE, TASK_QUEUED, TASK_CANCELLED);
+    if (was === TASK_QUEUED) {
+      Atomics.notify(this.#control, CTRL_STATE);
+      this.#finish(this.#rejectionError(error, undefined));
+      return;
+    }
+    this.#onStarted();
+    // The task's thread is gone or going (it exited, or the pool was destroyed): wait for it.
+    void this.#exited!.then((code) => this.#finish(this.#rejectionError(error, code)));
+  }
+
+  #rejectionError(error: unknown, code: number | undefined): Error {
+    const message = error instanceof Error ? error.message : String(error);
+    const match = /worker exited with code: (-?\d+)/.exec(message);
+    if (match !== null || (code !== undefined && code !== -1)) {
+      const exitCode = code !== undefined && code !== -1 ? code : Number(match![1]);
+      return workerExitError(this.#lease.key, exitCode, error);
+    }
+    return error instanceof Error ? error : new Error(message);
+  }
+
+  #finish(error: unknown, value?: unknown, ok = false): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    clearInterval(this.#renewTimer);
+    clearTimeout(this.#execTimer);
+    if (this.#onAbort !== undefined) this.#signal?.removeEventListener('abort', this.#onAbort);
+    if (this.#onExit !== undefined) this.#worker?.off('exit', this.#onExit);
+    // Wakes #watchStart if it still waits (the task never started).
+    Atomics.notify(this.#control, CTRL_STATE);
+    let lost: LockError | undefined;
+    try {
+      this.#lease.release();
+    } catch (releaseError) {
+      lost = releaseError as LockError;
+    }
+    if (ok && lost === undefined) this.#resolve(value);
+    else if (ok) this.#reject(staleError(this.#lease.key, 'finish the task under its lock'));
+    else this.#reject(error);
+  }
+}
