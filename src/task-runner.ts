@@ -44,16 +44,25 @@ function compile(source: string): TaskFunction {
   return fn;
 }
 
+/** Exported task functions, by module URL and export name. */
+const imported = new Map<string, TaskFunction>();
+
 async function resolveTask(task: TaskSource): Promise<TaskFunction> {
   if (task.kind === 'source') return compile(task.source);
-  const mod = (await import(task.url)) as Record<string, unknown>;
-  const fn = mod[task.name];
-  if (typeof fn !== 'function') {
-    throw new TypeError(
-      `The module ${task.url} has no exported function "${task.name}" (found ${typeof fn})`,
-    );
+  const id = `${task.name}@${task.url}`;
+  let fn = imported.get(id);
+  if (fn === undefined) {
+    const mod = (await import(task.url)) as Record<string, unknown>;
+    const found = mod[task.name];
+    if (typeof found !== 'function') {
+      throw new TypeError(
+        `The module ${task.url} has no exported function "${task.name}" (found ${typeof found})`,
+      );
+    }
+    fn = found as TaskFunction;
+    imported.set(id, fn);
   }
-  return fn as TaskFunction;
+  return fn;
 }
 
 export default async function runTask(payload: TaskPayload): Promise<TaskOutcome> {

@@ -10,8 +10,8 @@
  *
  *   acquire (waitTimeout, signal)            nothing held until it resolves
  *   QUEUED   lease held, hold = execTimeout, renewed while the task waits for a worker
- *   STARTED  the worker claimed the control block: deadline = start + execTimeout, exec timer set,
- *            the worker's 'exit' watched
+ *   STARTED  the worker claimed the control block (its thread id, its start time) and notified it:
+ *            deadline = start + execTimeout is stamped, and the exec timer fires at that time
  *   settle   value / task error       -> release, resolve / reject
  *            worker exited            -> release, ERR_LOCK_WORKER_EXIT (exit code)
  *            exec timeout / abort     -> keep the lease alive, terminate, await 'exit', release,
@@ -29,7 +29,6 @@ import {
   execTimeoutError,
   invalidType,
   invalidValue,
-  LockError,
   staleError,
   workerExitError,
 } from './errors.js';
@@ -233,12 +232,11 @@ class TaskRun {
   #settled = false;
   /** Set once the task's run is being stopped (exec timeout or abort): the error to settle with. */
   #stopping: Error | undefined;
+  /** The deadline in the slot is start + execTimeout (set at the first tick after the start). */
+  #deadlineStamped = false;
   #worker: Worker | undefined;
-  #exitCode: number | undefined;
-  #exited: Promise<number> | undefined;
-  #onExit: ((code: number) => void) | undefined;
-  #renewTimer: NodeJS.Timeout | undefined;
-  #execTimer: NodeJS.Timeout | undefined;
+  #onExit: (() => void) | undefined;
+  #timer: NodeJS.Timeout | undefined;
   #onAbort: (() => void) | undefined;
 
   constructor(
@@ -290,113 +288,121 @@ class TaskRun {
       (error: unknown) => this.#onRunRejected(error),
     );
     if (execTimeout !== Infinity) {
-      // While the task waits for a worker, keep its lease from expiring.
-      this.#renewTimer = setInterval(() => this.#renew(), Math.max(1, execTimeout / 3));
-      this.#renewTimer.unref();
+      this.#arm(execTimeout / 3);
+      void this.#watchStart();
     }
     if (signal !== undefined) {
-      this.#onAbort = () => this.#abort();
+      this.#onAbort = () => this.#cancelOrStop(new AbortError(lease.key, signal.reason));
       signal.addEventListener('abort', this.#onAbort, { once: true });
-      if (signal.aborted) this.#abort();
+      if (signal.aborted) this.#onAbort();
     }
-    void this.#watchStart();
   }
 
+  /** Stamps the deadline as soon as the worker starts the task (it notifies the control word). */
   async #watchStart(): Promise<void> {
     while (!this.#settled && Atomics.load(this.#control, CTRL_STATE) === TASK_QUEUED) {
       const wait = Atomics.waitAsync(this.#control, CTRL_STATE, TASK_QUEUED);
       if (wait.async) await wait.value;
     }
     if (!this.#settled && Atomics.load(this.#control, CTRL_STATE) !== TASK_CANCELLED) {
-      this.#onStarted();
+      clearTimeout(this.#timer);
+      this.#tick();
     }
   }
 
-  /** The worker claimed the task: watch its thread, stamp the deadline, start the exec timer. */
-  #onStarted(): void {
-    if (this.#worker !== undefined || this.#exitCode !== undefined) return;
-    clearInterval(this.#renewTimer);
-    const worker = findWorker(this.#pool, Atomics.load(this.#control, CTRL_THREAD_ID));
-    if (worker === undefined) {
-      // Piscina drops a worker from its list when the worker has exited.
-      this.#exitCode = -1;
-      this.#exited = Promise.resolve(-1);
-    } else {
-      this.#worker = worker;
-      this.#exited = new Promise((resolve) => {
-        this.#onExit = (code: number) => {
-          this.#exitCode = code;
-          resolve(code);
-        };
-        worker.once('exit', this.#onExit);
-      });
+  #arm(ms: number): void {
+    this.#timer = setTimeout(() => this.#tick(), Math.max(1, ms));
+    this.#timer.unref();
+  }
+
+  /**
+   * The one timer of a finite execTimeout. While the task is queued it renews the lease; once the
+   * worker has started the task (#watchStart calls it at once) it stamps the deadline
+   * start + execTimeout, and fires again then to stop the task.
+   */
+  #tick(): void {
+    if (this.#settled || this.#stopping !== undefined) return;
+    if (Atomics.load(this.#control, CTRL_STATE) === TASK_QUEUED) {
+      if (this.#extend(this.#execTimeout)) this.#arm(this.#execTimeout / 3);
+      return;
     }
-    if (this.#execTimeout === Infinity || this.#stopping !== undefined) return;
     const remaining = this.#startTime[CTRL_START_TIME_F64]! + this.#execTimeout - LockTable.now();
     if (remaining <= 0) {
       this.#stop(execTimeoutError(this.#lease.key, this.#execTimeout));
       return;
     }
-    try {
-      this.#lease.extend(remaining);
-    } catch (error) {
-      this.#stop(error as Error);
-      return;
+    if (!this.#deadlineStamped) {
+      if (!this.#extend(remaining)) return;
+      this.#deadlineStamped = true;
     }
-    this.#execTimer = setTimeout(
-      () => this.#stop(execTimeoutError(this.#lease.key, this.#execTimeout)),
-      remaining,
-    );
-    this.#execTimer.unref();
+    this.#arm(remaining);
   }
 
-  #renew(): void {
+  #extend(ms: number): boolean {
     try {
-      this.#lease.extend(this.#execTimeout);
+      this.#lease.extend(ms);
+      return true;
     } catch (error) {
-      // The lease was lost (this thread's event loop stalled past the deadline + failTimeout).
+      // The lease was lost: this thread's event loop stalled past its deadline + failTimeout.
       this.#cancelOrStop(error as Error);
+      return false;
     }
-  }
-
-  #abort(): void {
-    this.#cancelOrStop(new AbortError(this.#lease.key, this.#signal?.reason));
   }
 
   /** Before the task starts: make sure it never does. After: stop it. */
   #cancelOrStop(error: Error): void {
     if (this.#settled || this.#stopping !== undefined) return;
-    const was = Atomics.compareExchange(this.#control, CTRL_STATE, TASK_QUEUED, TASK_CANCELLED);
-    if (was === TASK_QUEUED) {
-      // The body will never run; piscina drops or skips the queued task.
-      Atomics.notify(this.#control, CTRL_STATE);
+    if (this.#cancel()) {
+      // The body will never run: piscina drops the queued task, or the worker skips it.
       this.#stopper.abort(error);
       this.#finish(error);
-      return;
+    } else {
+      this.#stop(error);
     }
-    this.#onStarted();
-    this.#stop(error);
+  }
+
+  /** QUEUED -> CANCELLED: true when the task body will never run. */
+  #cancel(): boolean {
+    return (
+      Atomics.compareExchange(this.#control, CTRL_STATE, TASK_QUEUED, TASK_CANCELLED) ===
+      TASK_QUEUED
+    );
   }
 
   /** Terminates the task's thread; releases the lock once that thread has exited. */
   #stop(error: Error): void {
-    if (this.#settled || this.#stopping !== undefined) return;
     this.#stopping = error;
-    clearTimeout(this.#execTimer);
+    clearTimeout(this.#timer);
     // The stopped thread may outlive its deadline (a native call is not interruptible): keep the
     // lease alive so that nobody reclaims the lock while that thread can still write.
     const keepAlive = (): void => {
       try {
         this.#lease.extend(KEEP_ALIVE_MS);
       } catch {
-        // Lost already; nothing more to protect.
+        // Lost already: there is nothing left to protect.
       }
+      this.#timer = setTimeout(keepAlive, KEEP_ALIVE_MS / 4);
+      this.#timer.unref();
     };
     keepAlive();
-    this.#renewTimer = setInterval(keepAlive, KEEP_ALIVE_MS / 4);
-    this.#renewTimer.unref();
+    const exited = this.#watchExit();
     this.#stopper.abort(error);
-    void this.#exited!.then(() => this.#finish(error));
+    void exited.then(() => this.#finish(error));
+  }
+
+  /**
+   * Resolves once the thread that started the task has exited. The pool drops a worker from its
+   * list in its 'exit' handler, so a worker no longer listed has exited, unless someone else
+   * terminated it (e.g. the pool was destroyed): then we cannot wait for it.
+   */
+  #watchExit(): Promise<void> {
+    const worker = findWorker(this.#pool, Atomics.load(this.#control, CTRL_THREAD_ID));
+    if (worker === undefined) return Promise.resolve();
+    this.#worker = worker;
+    return new Promise((resolve) => {
+      this.#onExit = resolve;
+      worker.once('exit', resolve);
+    });
   }
 
   #onOutcome(outcome: TaskOutcome): void {
@@ -408,44 +414,40 @@ class TaskRun {
 
   #onRunRejected(error: unknown): void {
     if (this.#settled || this.#stopping !== undefined) return;
-    // Did the body start? If not, make sure it never will: then nothing runs and we can let go.
-    const was = Atomics.compareExchange(this.#control, CTRL_STATE, TASK_QUEUED, TASK_CANCELLED);
-    if (was === TASK_QUEUED) {
-      Atomics.notify(this.#control, CTRL_STATE);
-      this.#finish(this.#rejectionError(error, undefined));
+    const message = error instanceof Error ? error.message : String(error);
+    const exit = /worker exited with code: (-?\d+)/.exec(message);
+    const failure =
+      exit !== null
+        ? workerExitError(this.#lease.key, Number(exit[1]), error)
+        : error instanceof Error
+          ? error
+          : new Error(message);
+    // Piscina reports "worker exited" from the worker's 'exit' event: that thread is gone. A task
+    // that never started never will (after the CAS). Otherwise the thread may still be running.
+    if (exit !== null || this.#cancel()) {
+      this.#finish(failure);
       return;
     }
-    this.#onStarted();
-    // The task's thread is gone or going (it exited, or the pool was destroyed): wait for it.
-    void this.#exited!.then((code) => this.#finish(this.#rejectionError(error, code)));
-  }
-
-  #rejectionError(error: unknown, code: number | undefined): Error {
-    const message = error instanceof Error ? error.message : String(error);
-    const match = /worker exited with code: (-?\d+)/.exec(message);
-    if (match !== null || (code !== undefined && code !== -1)) {
-      const exitCode = code !== undefined && code !== -1 ? code : Number(match![1]);
-      return workerExitError(this.#lease.key, exitCode, error);
-    }
-    return error instanceof Error ? error : new Error(message);
+    this.#stopping = failure;
+    clearTimeout(this.#timer);
+    void this.#watchExit().then(() => this.#finish(failure));
   }
 
   #finish(error: unknown, value?: unknown, ok = false): void {
     if (this.#settled) return;
     this.#settled = true;
-    clearInterval(this.#renewTimer);
-    clearTimeout(this.#execTimer);
-    if (this.#onAbort !== undefined) this.#signal?.removeEventListener('abort', this.#onAbort);
-    if (this.#onExit !== undefined) this.#worker?.off('exit', this.#onExit);
+    clearTimeout(this.#timer);
     // Wakes #watchStart if it still waits (the task never started).
     Atomics.notify(this.#control, CTRL_STATE);
-    let lost: LockError | undefined;
+    if (this.#onAbort !== undefined) this.#signal?.removeEventListener('abort', this.#onAbort);
+    if (this.#onExit !== undefined) this.#worker?.off('exit', this.#onExit);
+    let lost = false;
     try {
       this.#lease.release();
-    } catch (releaseError) {
-      lost = releaseError as LockError;
+    } catch {
+      lost = true;
     }
-    if (ok && lost === undefined) this.#resolve(value);
+    if (ok && !lost) this.#resolve(value);
     else if (ok) this.#reject(staleError(this.#lease.key, 'finish the task under its lock'));
     else this.#reject(error);
   }

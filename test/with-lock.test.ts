@@ -1,0 +1,467 @@
+/**
+ * withLock across real threads: the task runs in a piscina worker of the BUILT package (pool
+ * workers load dist/task-runner.js; `npm test` builds first). Tasks live in fixtures/tasks.mjs and
+ * talk to the test through a SharedArrayBuffer ("cells"): [0] started, [1] go, [2] a runaway's
+ * counter, Float64 [4] the deadline the task was given.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { describe, test } from 'node:test';
+import { promisify } from 'node:util';
+import { threadId, Worker } from 'node:worker_threads';
+import { Piscina } from 'piscina';
+import { control, CTRL_HELD, CTRL_READY, CTRL_STOP, signal, spawn, waitFor } from './harness.js';
+
+type Api = typeof import('../src/index.js');
+const DIST = new URL('../dist/index.js', import.meta.url).href;
+const { LockTable, LockError, WorkerExitError, withLock } = (await import(DIST)) as Api;
+type Table = InstanceType<Api['LockTable']>;
+
+const TASKS = new URL('./fixtures/tasks.mjs', import.meta.url);
+const task = (name: string) => ({ module: TASKS, name });
+
+const STARTED = 0;
+const GO = 1;
+const COUNTER = 2;
+
+function cells(): { buffer: SharedArrayBuffer; c: Int32Array; deadline: () => number } {
+  const buffer = new SharedArrayBuffer(64);
+  const f = new Float64Array(buffer);
+  return { buffer, c: new Int32Array(buffer), deadline: () => f[4]! };
+}
+
+/** Busy-checks, for `ms`, that the counter does not move; returns true if it moved. */
+function counterMoves(c: Int32Array, ms: number): boolean {
+  const at = Atomics.load(c, COUNTER);
+  const end = performance.now() + ms;
+  while (performance.now() < end) if (Atomics.load(c, COUNTER) !== at) return true;
+  return false;
+}
+
+async function rejection(p: Promise<unknown>): Promise<Error & { code?: string }> {
+  try {
+    await p;
+  } catch (error) {
+    return error as Error & { code?: string };
+  }
+  assert.fail('expected a rejection');
+}
+
+/** A worker that holds `key` until told to stop. */
+async function holder(table: Table, key: string) {
+  const ctrl = control();
+  const w = spawn('acquireOnce', { buffer: table.buffer, ctrl: ctrl.buffer, key, keep: true });
+  await waitFor(ctrl, CTRL_HELD, (v) => v === 1);
+  return {
+    async stop() {
+      signal(ctrl, CTRL_STOP);
+      await w.exited;
+    },
+  };
+}
+
+describe('withLock', () => {
+  test('runs the task in a worker under the lock and returns its value', async () => {
+    const table = new LockTable({ capacity: 16 });
+    const r = (await withLock(table, 'k', task('describeLock'), {
+      args: { x: 1 },
+      execTimeout: 2000,
+    })) as {
+      lock: { key: string; mode: string; token: bigint; deadline: number; table: unknown };
+      holder: number;
+      args: unknown;
+    };
+    assert.deepEqual(r.args, { x: 1 });
+    assert.equal(r.lock.key, 'k');
+    assert.equal(r.lock.mode, 'exclusive');
+    assert.equal(typeof r.lock.token, 'bigint');
+    assert.ok(r.lock.token > 0n);
+    assert.ok(r.lock.table instanceof SharedArrayBuffer);
+    // Inside the task, the table shows the lock held by the calling thread.
+    assert.equal(r.holder, threadId);
+    assert.ok(r.lock.deadline <= LockTable.now() + 2000 && r.lock.deadline > LockTable.now());
+    assert.equal(table.inspect('k'), null, 'released when the task settled');
+    // A self-contained function gets its args; the next grant has a larger token.
+    const token2 = await withLock(table, 'k', (a: { n: number }, lock) => [a.n * 2, lock.token], {
+      args: { n: 21 },
+    });
+    assert.equal(token2[0], 42);
+    assert.ok(token2[1]! > r.lock.token);
+  });
+
+  test('holds the lock while the task runs; SharedArrayBuffers in args are shared', async () => {
+    const table = new LockTable({ capacity: 16 });
+    const { buffer, c } = cells();
+    const done = withLock(table, 'k', task('waitForGo'), { args: { cells: buffer } });
+    await waitFor(c, STARTED, (v) => v === 1);
+    assert.equal(table.tryAcquire('k'), null);
+    assert.equal(table.inspect('k')?.holders[0]?.threadId, threadId);
+    signal(c, GO);
+    assert.equal(await done, 'went');
+    table.tryAcquire('k')!.release();
+  });
+
+  test('shared mode: tasks overlap; an exclusive task waits for them', async () => {
+    const table = new LockTable({ capacity: 16 });
+    const a = cells();
+    const b = cells();
+    const pool = new Piscina({ filename: TASKS.href, minThreads: 3, maxThreads: 3 });
+    try {
+      const opts = { pool, mode: 'shared' as const };
+      const p1 = withLock(table, 's', 'waitForGo', { ...opts, args: { cells: a.buffer } });
+      const p2 = withLock(table, 's', 'waitForGo', { ...opts, args: { cells: b.buffer } });
+      await waitFor(a.c, STARTED, (v) => v === 1);
+      await waitFor(b.c, STARTED, (v) => v === 1);
+      assert.equal(table.inspect('s')?.holders.length, 2);
+      const x = cells();
+      const p3 = withLock(table, 's', 'waitForGo', { pool, args: { cells: x.buffer } });
+      signal(a.c, GO);
+      assert.equal(await p1, 'went');
+      assert.equal(Atomics.load(x.c, STARTED), 0, 'the exclusive task ran beside a shared one');
+      signal(b.c, GO);
+      await p2;
+      await waitFor(x.c, STARTED, (v) => v === 1);
+      signal(x.c, GO);
+      await p3;
+    } finally {
+      await pool.destroy();
+    }
+  });
+
+  test('the exec timer starts when the task starts, not when it is queued', async () => {
+    const table = new LockTable({ capacity: 16 });
+    const pool = new Piscina({ filename: TASKS.href, minThreads: 1, maxThreads: 1 });
+    try {
+      const blocker = cells();
+      const busy = pool.run({ cells: blocker.buffer }, { name: 'waitForGo' });
+      await waitFor(blocker.c, STARTED, (v) => v === 1);
+      // Queued behind the busy worker for longer than its execTimeout.
+      const queued = withLock(table, 'q', 'quick', { pool, args: 'ran', execTimeout: 100 });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.equal(table.inspect('q')?.holders[0]?.threadId, threadId, 'held while queued');
+      signal(blocker.c, GO);
+      await busy;
+      assert.equal(await queued, 'ran');
+    } finally {
+      await pool.destroy();
+    }
+  });
+
+  test('exec timeout: the runaway thread is gone before anyone else holds the lock', async () => {
+    const table = new LockTable({ capacity: 16 });
+    const trials = 20;
+    let movedAfterRelease = 0;
+    for (let i = 0; i < trials; i++) {
+      const { buffer, c } = cells();
+      const error = await rejection(
+        withLock(table, 'run', task('runaway'), { args: { cells: buffer }, execTimeout: 50 }),
+      );
+      assert.ok(error instanceof LockError);
+      assert.equal(error.code, 'ERR_LOCK_EXEC_TIMEOUT');
+      assert.equal(Atomics.load(c, STARTED), 1);
+      const lease = table.tryAcquire('run');
+      assert.ok(lease !== null, 'the lock is free once withLock rejects');
+      if (counterMoves(c, 3)) movedAfterRelease++;
+      lease.release();
+    }
+    assert.equal(movedAfterRelease, 0, `the runaway wrote after release in ${movedAfterRelease}`);
+  });
+
+  test('negative control: releasing on piscina’s AbortError lets the runaway write on', async () => {
+    // The same check as above, for a lock released as soon as piscina rejects the aborted run.
+    const table = new LockTable({ capacity: 16 });
+    const pool = new Piscina({ filename: TASKS.href, minThreads: 1, maxThreads: 1 });
+    try {
+      // It is caught in about 1 trial of 2 to 7 here; stop at the first.
+      let trials = 0;
+      let caught = false;
+      while (!caught && trials < 100) {
+        trials++;
+        const { buffer, c } = cells();
+        const lease = await table.acquire('run');
+        const stop = new AbortController();
+        const run = pool.run({ cells: buffer }, { name: 'runaway', signal: stop.signal });
+        await waitFor(c, STARTED, (v) => v === 1);
+        stop.abort();
+        await rejection(run);
+        lease.release();
+        const next = table.tryAcquire('run')!;
+        caught = counterMoves(c, 3);
+        next.release();
+      }
+      console.log(`# negative control: a write after release caught in trial ${trials}`);
+      assert.ok(caught, 'the broken lock was never caught');
+    } finally {
+      await pool.destroy();
+    }
+  });
+
+  test('exec timeout: a waiting contender gets the key about when the exec time is up', async () => {
+    const table = new LockTable({ capacity: 16 });
+    const { buffer, c, deadline } = cells();
+    const run = withLock(table, 'hot', task('runaway'), {
+      args: { cells: buffer },
+      execTimeout: 1500,
+    });
+    await waitFor(c, STARTED, (v) => v === 1);
+    const ctrl = control();
+    const contender = spawn<{ ok: boolean; at: number; recovered: boolean }>('acquireOnce', {
+      buffer: table.buffer,
+      ctrl: ctrl.buffer,
+      key: 'hot',
+      options: { waitTimeout: 10_000 },
+    });
+    await waitFor(ctrl, CTRL_READY, (v) => v === 1);
+    assert.ok(LockTable.now() < deadline(), 'the contender booted too slowly to wait');
+    assert.equal((await rejection(run)).code, 'ERR_LOCK_EXEC_TIMEOUT');
+    const got = await contender.result;
+    assert.ok(got.ok);
+    assert.equal(got.recovered, false);
+    const late = got.at - deadline();
+    console.log(`# next holder ${late.toFixed(1)} ms after the exec deadline`);
+    assert.ok(late >= 0, `the contender got the key ${-late} ms before the exec deadline`);
+    assert.ok(late < 150, `the contender got the key ${late} ms after the exec deadline`);
+  });
+
+  test("a task's error is the call's error, and the lock is released at once", async () => {
+    const table = new LockTable({ capacity: 16 });
+    const error = (await rejection(withLock(table, 'e', task('rejects')))) as Error & {
+      code?: string;
+      detail?: unknown;
+    };
+    assert.equal(error.name, 'CustomError');
+    assert.equal(error.message, 'the task failed');
+    assert.equal(error.code, 'E_CUSTOM');
+    assert.deepEqual(error.detail, { n: 42 });
+    assert.match(error.stack ?? '', /tasks\.mjs/);
+    assert.ok(error.cause instanceof RangeError);
+    assert.equal(table.inspect('e'), null);
+    const typeError = await rejection(
+      withLock(table, 'e', () => {
+        throw new TypeError('typed');
+      }),
+    );
+    assert.ok(typeError instanceof TypeError);
+    const thrown = await rejection(
+      withLock(table, 'e', () => {
+        throw 42;
+      }),
+    );
+    assert.match(thrown.message, /non-Error value: 42/);
+  });
+
+  test('a task that calls process.exit(): ERR_LOCK_WORKER_EXIT with the exit code', async () => {
+    const table = new LockTable({ capacity: 16 });
+    const { buffer } = cells();
+    const error = await rejection(
+      withLock(table, 'x', task('exitWith'), { args: { cells: buffer, code: 7 } }),
+    );
+    assert.ok(error instanceof WorkerExitError);
+    assert.equal(error.code, 'ERR_LOCK_WORKER_EXIT');
+    assert.equal(error.exitCode, 7);
+    assert.equal(table.inspect('x'), null);
+    assert.equal(await withLock(table, 'x', (a: number) => a + 1, { args: 1 }), 2);
+  });
+
+  test('wait timeout and abort while waiting: the task never runs, nothing is held', async () => {
+    const table = new LockTable({ capacity: 16 });
+    const h = await holder(table, 'busy');
+    try {
+      const { buffer, c } = cells();
+      const t0 = performance.now();
+      const timedOut = await rejection(
+        withLock(table, 'busy', task('waitForGo'), { args: { cells: buffer }, waitTimeout: 50 }),
+      );
+      assert.equal(timedOut.code, 'ERR_LOCK_TIMEOUT');
+      assert.ok(performance.now() - t0 >= 49);
+      const stop = new AbortController();
+      const reason = new Error('changed my mind');
+      const pending = withLock(table, 'busy', task('waitForGo'), {
+        args: { cells: buffer },
+        signal: stop.signal,
+        waitTimeout: Infinity,
+      });
+      setTimeout(() => stop.abort(reason), 20);
+      const aborted = await rejection(pending);
+      assert.equal(aborted.name, 'AbortError');
+      assert.equal(aborted.cause, reason);
+      assert.equal(Atomics.load(c, STARTED), 0, 'the task ran');
+      const holders = table.inspect('busy')?.holders ?? [];
+      assert.ok(holders.every((x) => x.threadId !== threadId));
+    } finally {
+      await h.stop();
+    }
+  });
+
+  test('abort while running stops the task like an exec timeout', async () => {
+    const table = new LockTable({ capacity: 16 });
+    const { buffer, c } = cells();
+    const stop = new AbortController();
+    const reason = new Error('stop now');
+    const run = withLock(table, 'r', task('runaway'), {
+      args: { cells: buffer },
+      signal: stop.signal,
+    });
+    await waitFor(c, STARTED, (v) => v === 1);
+    stop.abort(reason);
+    const error = await rejection(run);
+    assert.equal(error.name, 'AbortError');
+    assert.equal(error.cause, reason);
+    const lease = table.tryAcquire('r');
+    assert.ok(lease !== null);
+    assert.equal(counterMoves(c, 5), false, 'the aborted task still writes');
+    lease.release();
+  });
+
+  test('abort while queued: the lock is released at once and the task never runs', async () => {
+    const table = new LockTable({ capacity: 16 });
+    const pool = new Piscina({ filename: TASKS.href, minThreads: 1, maxThreads: 1 });
+    try {
+      const blocker = cells();
+      const busy = pool.run({ cells: blocker.buffer }, { name: 'waitForGo' });
+      await waitFor(blocker.c, STARTED, (v) => v === 1);
+      const queued = cells();
+      const stop = new AbortController();
+      const run = withLock(table, 'q', 'waitForGo', {
+        pool,
+        args: { cells: queued.buffer },
+        signal: stop.signal,
+      });
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.equal(table.inspect('q')?.holders[0]?.threadId, threadId);
+      stop.abort();
+      assert.equal((await rejection(run)).name, 'AbortError');
+      table.tryAcquire('q')!.release();
+      signal(blocker.c, GO);
+      await busy;
+      // The pool has served its queue: the cancelled task was never run.
+      assert.equal(await pool.run('after', { name: 'quick' }), 'after');
+      assert.equal(Atomics.load(queued.c, STARTED), 0);
+    } finally {
+      await pool.destroy();
+    }
+  });
+
+  test('the calling thread dies while its task runs: reclaimed after start + execTimeout + failTimeout', async () => {
+    const table = new LockTable({ capacity: 16 });
+    const { buffer, c, deadline } = cells();
+    const caller = new Worker(new URL('./fixtures/with-lock-caller.mjs', import.meta.url), {
+      workerData: { buffer: table.buffer, key: 'orphan', cells: buffer, execTimeout: 300 },
+    });
+    await waitFor(c, STARTED, (v) => v === 1);
+    // The caller stamps the deadline the task was given (start + execTimeout) in the slot.
+    const stamped = async () => {
+      for (let i = 0; i < 200; i++) {
+        const d = table.inspect('orphan')?.holders[0]?.deadline ?? NaN;
+        if (Math.abs(d - deadline()) < 1) return d;
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      assert.fail(
+        `slot deadline ${table.inspect('orphan')?.holders[0]?.deadline} != ${deadline()}`,
+      );
+    };
+    const slotDeadline = await stamped();
+    await caller.terminate();
+    const contender = LockTable.attach(table.buffer, { failTimeout: 100 });
+    const lease = await contender.acquire('orphan', { waitTimeout: 5000 });
+    const at = LockTable.now();
+    assert.equal(lease.recovered, true);
+    assert.ok(at >= slotDeadline + 100, `reclaimed ${slotDeadline + 100 - at} ms early`);
+    lease.release();
+  });
+
+  test('the pool keeps serving after 100 exec timeouts, with nothing leaked', async () => {
+    const table = new LockTable({ capacity: 16 });
+    const pool = new Piscina({ filename: TASKS.href, minThreads: 2, maxThreads: 4 });
+    try {
+      await pool.run(0, { name: 'quick' });
+      const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+      const timersBefore = timers();
+      const lanes = 4;
+      let timeouts = 0;
+      await Promise.all(
+        Array.from({ length: lanes }, async (_, lane) => {
+          for (let i = 0; i < 100 / lanes; i++) {
+            const { buffer } = cells();
+            const error = await rejection(
+              withLock(table, `lane${lane}`, 'block', {
+                pool,
+                args: { cells: buffer },
+                execTimeout: 10,
+              }),
+            );
+            assert.equal(error.code, 'ERR_LOCK_EXEC_TIMEOUT');
+            timeouts++;
+          }
+        }),
+      );
+      assert.equal(timeouts, 100);
+      assert.equal(
+        await withLock(table, 'after', 'quick', { pool, args: 'still serving' }),
+        'still serving',
+      );
+      assert.ok(pool.threads.length <= 4, `${pool.threads.length} threads`);
+      for (const worker of pool.threads) {
+        assert.ok(worker.listenerCount('exit') <= 2, `${worker.listenerCount('exit')} listeners`);
+      }
+      assert.ok(timers() <= timersBefore, `${timers() - timersBefore} timers leaked`);
+      assert.deepEqual(table.held(), []);
+    } finally {
+      await pool.destroy();
+    }
+  });
+
+  test('bad arguments are refused before anything is held', async () => {
+    const table = new LockTable({ capacity: 16 });
+    const cases: [unknown[], string][] = [
+      [[{}, 'k', () => 1], 'ERR_INVALID_ARG_TYPE'],
+      [[table, 5, () => 1], 'ERR_INVALID_ARG_TYPE'],
+      [[table, 'k', 42], 'ERR_INVALID_ARG_TYPE'],
+      [[table, 'k', 'named'], 'ERR_INVALID_ARG_VALUE'],
+      [
+        [
+          table,
+          'k',
+          {
+            m(a: unknown) {
+              return a;
+            },
+          }.m,
+        ],
+        'ERR_INVALID_ARG_VALUE',
+      ],
+      [[table, 'k', ((a: unknown) => a).bind(null)], 'ERR_INVALID_ARG_VALUE'],
+      [[table, 'k', class {}], 'ERR_INVALID_ARG_VALUE'],
+      [[table, 'k', { module: 5 }], 'ERR_INVALID_ARG_TYPE'],
+      [[table, 'k', () => 1, { execTimeout: -1 }], 'ERR_OUT_OF_RANGE'],
+      [[table, 'k', () => 1, { execTimeout: 0 }], 'ERR_OUT_OF_RANGE'],
+      [[table, 'k', () => 1, { waitTimeout: NaN }], 'ERR_OUT_OF_RANGE'],
+      [[table, 'k', () => 1, { failTimeout: '1' }], 'ERR_INVALID_ARG_TYPE'],
+      [[table, 'k', () => 1, { mode: 'solo' }], 'ERR_INVALID_ARG_VALUE'],
+      [[table, 'k', () => 1, { pool: {} }], 'ERR_INVALID_ARG_TYPE'],
+      [[table, 'k', () => 1, { signal: 'stop' }], 'ERR_INVALID_ARG_TYPE'],
+      [[table, 'k', () => 1, { spinDelay: -1 }], 'ERR_OUT_OF_RANGE'],
+      [[table, 'k', () => 1, null], 'ERR_INVALID_ARG_TYPE'],
+    ];
+    for (const [args, code] of cases) {
+      const error = await rejection((withLock as (...a: unknown[]) => Promise<unknown>)(...args));
+      assert.equal(error.code, code, `${error.message}`);
+      assert.match(error.message, /"(table|key|task|task\.module|options(\.\w+)?)"/);
+    }
+    assert.deepEqual(table.held(), []);
+  });
+
+  test('a script that calls withLock once exits by itself', async () => {
+    const script = `
+      import { LockTable, withLock } from ${JSON.stringify(DIST)};
+      const table = new LockTable();
+      console.log(await withLock(table, 'once', (a) => a * 2, { args: 21 }));
+    `;
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      ['--input-type=module', '-e', script],
+      { timeout: 20_000 },
+    );
+    assert.equal(stdout.trim(), '42');
+  });
+});
