@@ -9,6 +9,26 @@ export default defineConfig(
   js.configs.recommended,
   tseslint.configs.recommended,
   {
+    // Plain JavaScript (examples, worker fixtures) runs on Node: its globals are defined.
+    files: ['**/*.mjs', '**/*.js'],
+    languageOptions: {
+      globals: Object.fromEntries(
+        [
+          'console',
+          'process',
+          'performance',
+          'setTimeout',
+          'clearTimeout',
+          'setImmediate',
+          'URL',
+          'SharedArrayBuffer',
+          'Atomics',
+          'structuredClone',
+        ].map((name) => [name, 'readonly']),
+      ),
+    },
+  },
+  {
     rules: {
       'no-constant-condition': ['error', { checkLoops: false }],
       '@typescript-eslint/no-unused-vars': [
