@@ -226,7 +226,6 @@ class TaskRun {
   readonly #signal: AbortSignal | undefined;
   readonly #control: Int32Array;
   readonly #startTime: Float64Array;
-  readonly #stopper = new AbortController();
   #resolve!: (value: unknown) => void;
   #reject!: (error: unknown) => void;
   #settled = false;
@@ -277,7 +276,6 @@ class TaskRun {
       running = pool.run(payload, {
         // On the caller's pool, run withLock's own worker file; it imports the named task.
         ...(ownPool ? { filename: RUNNER_URL, name: 'default' } : {}),
-        signal: this.#stopper.signal,
       });
     } catch (error) {
       this.#finish(error);
@@ -353,8 +351,7 @@ class TaskRun {
   #cancelOrStop(error: Error): void {
     if (this.#settled || this.#stopping !== undefined) return;
     if (this.#cancel()) {
-      // The body will never run: piscina drops the queued task, or the worker skips it.
-      this.#stopper.abort(error);
+      // The body will never run: when a worker picks the task up, it returns at once.
       this.#finish(error);
     } else {
       this.#stop(error);
@@ -386,7 +383,10 @@ class TaskRun {
     };
     keepAlive();
     const exited = this.#watchExit();
-    this.#stopper.abort(error);
+    // Piscina sees the exit, rejects the run (ignored: we are stopping) and replaces the thread.
+    // (Its own abort would terminate the same way; a signal per run costs more than the rest of
+    // withLock's overhead, so there is none.)
+    void this.#worker?.terminate();
     void exited.then(() => this.#finish(error));
   }
 
