@@ -47,25 +47,44 @@ function compile(source: string): TaskFunction {
 /** Exported task functions, by module URL and export name. */
 const imported = new Map<string, TaskFunction>();
 
-async function resolveTask(task: TaskSource): Promise<TaskFunction> {
-  if (task.kind === 'source') return compile(task.source);
-  const id = `${task.name}@${task.url}`;
-  let fn = imported.get(id);
-  if (fn === undefined) {
-    const mod = (await import(task.url)) as Record<string, unknown>;
-    const found = mod[task.name];
-    if (typeof found !== 'function') {
-      throw new TypeError(
-        `The module ${task.url} has no exported function "${task.name}" (found ${typeof found})`,
-      );
-    }
-    fn = found as TaskFunction;
-    imported.set(id, fn);
-  }
-  return fn;
+function moduleId(task: { url: string; name: string }): string {
+  return `${task.name}@${task.url}`;
 }
 
-export default async function runTask(payload: TaskPayload): Promise<TaskOutcome> {
+async function importTask(task: { url: string; name: string }): Promise<TaskFunction> {
+  const mod = (await import(task.url)) as Record<string, unknown>;
+  const found = mod[task.name];
+  if (typeof found !== 'function') {
+    throw new TypeError(
+      `The module ${task.url} has no exported function "${task.name}" (found ${typeof found})`,
+    );
+  }
+  imported.set(moduleId(task), found as TaskFunction);
+  return found as TaskFunction;
+}
+
+function failed(error: unknown, task: TaskSource): TaskOutcome {
+  const flat = flattenError(error);
+  if (task.kind === 'source' && error instanceof ReferenceError) {
+    flat.message += CLOSURE_HINT;
+    if (flat.stack !== undefined) flat.stack = flat.stack.replace(error.message, flat.message);
+  }
+  return { ok: false, error: flat };
+}
+
+async function settle(value: PromiseLike<unknown>, task: TaskSource): Promise<TaskOutcome> {
+  try {
+    return { ok: true, value: await value };
+  } catch (error) {
+    return failed(error, task);
+  }
+}
+
+/**
+ * Piscina calls this with the payload. A synchronous task whose function is already compiled or
+ * imported in this worker is answered synchronously (no promise): the common case stays cheap.
+ */
+export default function runTask(payload: TaskPayload): TaskOutcome | Promise<TaskOutcome> {
   const control = new Int32Array(payload.control, 0, CONTROL_BYTES / 4);
   const started = monotonicNow();
   control[CTRL_THREAD_ID] = threadId;
@@ -75,16 +94,25 @@ export default async function runTask(payload: TaskPayload): Promise<TaskOutcome
     return { ok: false, cancelled: true };
   }
   Atomics.notify(control, CTRL_STATE);
-  const lock: TaskLock = { ...payload.lock, deadline: started + payload.execTimeout };
+  const task = payload.task;
+  const lock: TaskLock = payload.lock;
+  lock.deadline = started + payload.execTimeout;
   try {
-    const fn = await resolveTask(payload.task);
-    return { ok: true, value: await fn(payload.args, lock) };
-  } catch (error) {
-    const flat = flattenError(error);
-    if (payload.task.kind === 'source' && error instanceof ReferenceError) {
-      flat.message += CLOSURE_HINT;
-      if (flat.stack !== undefined) flat.stack = flat.stack.replace(error.message, flat.message);
+    const fn = task.kind === 'source' ? compile(task.source) : imported.get(moduleId(task));
+    // The module is imported after the start, so that a module that hangs while loading is
+    // stopped by the exec timeout too.
+    if (fn === undefined && task.kind === 'module') {
+      return settle(
+        importTask(task).then((f) => f(payload.args, lock)),
+        task,
+      );
     }
-    return { ok: false, error: flat };
+    const value = fn!(payload.args, lock);
+    if (value !== null && typeof (value as PromiseLike<unknown>)?.then === 'function') {
+      return settle(value as PromiseLike<unknown>, task);
+    }
+    return { ok: true, value };
+  } catch (error) {
+    return failed(error, task);
   }
 }
