@@ -72,12 +72,40 @@ function failed(error: unknown, task: TaskSource): TaskOutcome {
   return { ok: false, error: flat };
 }
 
+/**
+ * A value that cannot be posted back would crash the worker inside piscina, with an unreadable
+ * error: check objects here (a structured clone; primitives always pass) and say what went wrong.
+ */
+function succeeded(value: unknown, task: TaskSource): TaskOutcome {
+  if (
+    (typeof value === 'object' && value !== null) ||
+    typeof value === 'function' ||
+    typeof value === 'symbol'
+  ) {
+    try {
+      structuredClone(value);
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      return failed(
+        new TypeError(
+          `The task's result cannot be sent back to the calling thread (${reason}): return ` +
+            'structured-cloneable values (no functions or symbols)',
+        ),
+        task,
+      );
+    }
+  }
+  return { ok: true, value };
+}
+
 async function settle(value: PromiseLike<unknown>, task: TaskSource): Promise<TaskOutcome> {
+  let result: unknown;
   try {
-    return { ok: true, value: await value };
+    result = await value;
   } catch (error) {
     return failed(error, task);
   }
+  return succeeded(result, task);
 }
 
 /**
@@ -111,7 +139,7 @@ export default function runTask(payload: TaskPayload): TaskOutcome | Promise<Tas
     if (value !== null && typeof (value as PromiseLike<unknown>)?.then === 'function') {
       return settle(value as PromiseLike<unknown>, task);
     }
-    return { ok: true, value };
+    return succeeded(value, task);
   } catch (error) {
     return failed(error, task);
   }

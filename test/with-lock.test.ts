@@ -250,6 +250,16 @@ describe('withLock', () => {
     assert.match(thrown.message, /non-Error value: 42/);
   });
 
+  test('args and results that cannot be cloned are clear errors; nothing stays held', async () => {
+    const table = new LockTable({ capacity: 16 });
+    const badArgs = await rejection(withLock(table, 'c', () => 1, { args: { f: () => 1 } }));
+    assert.equal(badArgs.name, 'DataCloneError');
+    const badResult = await rejection(withLock(table, 'c', () => ({ f: () => 1 })));
+    assert.ok(badResult instanceof TypeError);
+    assert.match(badResult.message, /result cannot be sent back/);
+    assert.deepEqual(table.held(), []);
+  });
+
   test('a task that calls process.exit(): ERR_LOCK_WORKER_EXIT with the exit code', async () => {
     const table = new LockTable({ capacity: 16 });
     const { buffer } = cells();
