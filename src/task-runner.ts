@@ -33,11 +33,17 @@ const CLOSURE_HINT =
   "the caller's variables, imports or closure: pass values through options.args, import " +
   'modules inside the task with await import(), or use a task { module, name })';
 
+function nameFunction<T>(target: T, value: string): T {
+  return Object.defineProperty(target, 'name', { value, configurable: true });
+}
+
 function compile(source: string): TaskFunction {
   let fn = compiled.get(source);
   if (fn === undefined) {
     // The caller already checked that the source parses as an expression (with-lock.ts).
-    fn = new Function(`return (${source}\n);`)() as TaskFunction;
+    // esbuild (tsx, tsup, vite) with keepNames wraps nested functions in `__name(fn, "name")`,
+    // a helper of the caller's module: give the source its own.
+    fn = new Function('__name', `return (${source}\n);`)(nameFunction) as TaskFunction;
     if (compiled.size >= COMPILED_LIMIT) compiled.clear();
     compiled.set(source, fn);
   }
