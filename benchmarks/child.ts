@@ -1,5 +1,6 @@
 /** Runs one job in a fresh process and reads its one line of output. */
 import { spawn } from 'node:child_process';
+import { PHASE_PREFIX } from './control.js';
 import { OUTPUT_PREFIX, type JobOutput, type JobSpec } from './spec.js';
 
 const JOB_SCRIPT = new URL('./job.js', import.meta.url);
@@ -32,9 +33,17 @@ export function runChild(node: string, spec: JobSpec, timeoutMs: number): Promis
         resolve({ output: JSON.parse(line.slice(OUTPUT_PREFIX.length)) as JobOutput, durationMs });
         return;
       }
-      const tail = stderr.trim().split('\n').slice(-5).join(' | ');
+      const lines = stderr.trim().split('\n');
+      const phases = lines.filter((l) => l.startsWith(PHASE_PREFIX));
+      const last = phases.length
+        ? `; last phase: ${phases[phases.length - 1]!.slice(PHASE_PREFIX.length)}`
+        : '';
+      const tail = lines
+        .filter((l) => !l.startsWith(PHASE_PREFIX))
+        .slice(-5)
+        .join(' | ');
       const message = timedOut
-        ? `no result within ${Math.round(timeoutMs / 1000)} s: the process was killed (a hang?)`
+        ? `no result within ${Math.round(timeoutMs / 1000)} s, killed${last}`
         : `the process exited (${signalName ?? `code ${code}`}) without a result${tail ? `: ${tail}` : ''}`;
       resolve({ output: { kind: 'error', message }, durationMs });
     });

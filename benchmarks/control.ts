@@ -106,3 +106,13 @@ export function pause(ms: number): Promise<void> {
 export function crossThreadMs(): number {
   return Number(process.hrtime.bigint()) / 1e6;
 }
+
+/**
+ * Main side: say which phase a job has reached, on stderr. When a job has to be killed (a peer
+ * hung, or flooded the main thread), the runner reports the last phase it saw.
+ */
+export function phase(name: string): void {
+  process.stderr.write(`${PHASE_PREFIX}${name}\n`);
+}
+
+export const PHASE_PREFIX = 'BENCH-PHASE ';

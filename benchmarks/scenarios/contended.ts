@@ -13,6 +13,7 @@ import {
   counterSum,
   paddedCounters,
   pause,
+  phase,
   reached,
   W_SAMPLES,
   W_SECTIONS,
@@ -28,9 +29,9 @@ export const RANDOM_KEYS_WORKERS = 4;
 /** Wait samples kept per worker (a ring: the latest ones when a worker runs more). */
 const SAMPLE_CAPACITY = 65_536;
 /** Workers get this long to warm up after connecting. */
-const READY_TIMEOUT_MS = 60_000;
+const READY_TIMEOUT_MS = 20_000;
 /** After STOP, every worker must finish its current section and report within this; else: hang. */
-const DONE_GRACE_MS = 15_000;
+const DONE_GRACE_MS = 10_000;
 
 export class HangError extends Error {
   constructor(
@@ -80,12 +81,16 @@ export async function contended(spec: JobSpec): Promise<JobResult> {
         ready: Atomics.load(control, C_READY),
       });
     }
+    phase('warmed up; measuring');
     const t0 = performance.now();
     Atomics.store(control, C_START, 1);
     Atomics.notify(control, C_START);
     await Promise.race([pause(spec.settings.windowMs), fleet.failed]);
     Atomics.store(control, C_STOP, 1);
     const elapsed = performance.now() - t0;
+    phase(
+      `window closed after ${elapsed.toFixed(0)} ms (asked ${spec.settings.windowMs}); waiting for the workers to stop`,
+    );
     const done = await Promise.race([
       reached(control, C_DONE, workers, DONE_GRACE_MS),
       fleet.failed,

@@ -23,8 +23,8 @@ import type { HandoffWorkerData } from './handoff-worker.js';
 import { startPeerWorkers } from './peer-workers.js';
 
 const SAMPLE_CAPACITY = 65_536;
-const READY_TIMEOUT_MS = 60_000;
-const DONE_GRACE_MS = 15_000;
+const READY_TIMEOUT_MS = 20_000;
+const DONE_GRACE_MS = 10_000;
 
 export async function handoff(spec: JobSpec): Promise<JobResult> {
   const key = 'account:42';

@@ -6,11 +6,12 @@
  * shared control block (control.ts).
  */
 import type { HostOptions, PeerHost, PeerName } from '../peers/types.js';
+import { phase } from '../control.js';
 import { loadPeer } from '../peers/load.js';
 import { type Started, startWorker } from '../workers.js';
 
 /** Workers get this long to start and connect; 8 of them share 2 cores. */
-const CONNECT_TIMEOUT_MS = 60_000;
+const CONNECT_TIMEOUT_MS = 20_000;
 
 export interface PeerWorkerData {
   peer: { name: PeerName; shared: unknown };
@@ -64,6 +65,7 @@ export async function startPeerWorkers(
     terminating = true;
     await Promise.all(started.map((s) => s.worker.terminate()));
   };
+  phase(`starting ${data.length} worker(s)`);
   try {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
@@ -73,6 +75,7 @@ export async function startPeerWorkers(
       );
     });
     await Promise.race([Promise.all(hellos), failed, timeout]).finally(() => clearTimeout(timer));
+    phase('workers connected; peer preparing');
     await host.prepare();
     for (const s of started) s.worker.postMessage('go');
   } catch (error) {
