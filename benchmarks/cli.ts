@@ -14,6 +14,8 @@ export interface CliOptions {
   out?: string;
   /** Print the plan and the estimate, run nothing. */
   list: boolean;
+  /** Re-render the tables and charts of an earlier run from its results.json, run nothing. */
+  rerender?: string;
   help: boolean;
   /** true when --only or --peers or --workers narrowed the run. */
   filtered: boolean;
@@ -31,6 +33,7 @@ export const USAGE = `npm run bench -- [options]
   --out DIR            where to write results (default benchmarks/results/latest, or
                        results/quick for --quick, results/partial for a filtered run)
   --list               print the jobs and the time estimate, run nothing
+  --rerender DIR       rewrite DIR/results.md and the charts from DIR/results.json, run nothing
   --help               this text
 `;
 
@@ -112,6 +115,9 @@ export function parseArgs(argv: readonly string[]): CliOptions {
         break;
       case '--out':
         options.out = value();
+        break;
+      case '--rerender':
+        options.rerender = value();
         break;
       case '--list':
         options.list = true;

@@ -172,6 +172,42 @@ export function goalsTable(goalList: readonly Goal[]): string[] {
   ]);
 }
 
+/**
+ * One line per table, one column per peer: each peer's best row there (its faster API, or
+ * locktable's faster recovery), primary metric only. The README shows this.
+ */
+export function overview(rows: readonly Row[]): string[] {
+  const peers = PEERS.filter((p) => rows.some((r) => r.peer === p.name));
+  const table: string[][] = [['scenario', 'metric', ...peers.map((p) => p.name)]];
+  for (const group of groupsInOrder(rows)) {
+    const def = scenarioDef(group[0]!.scenario);
+    const metric = def.metrics.find((m) => m.key === def.primary)!;
+    const cells = peers.map((peer) => {
+      const mine = group.filter((r) => r.peer === peer.name && r.status !== 'skipped');
+      if (mine.length === 0) {
+        const skipped = group.find((r) => r.peer === peer.name);
+        return skipped ? 'skipped' : '-';
+      }
+      const value = (r: Row) => r.metrics[metric.key]?.median ?? null;
+      const best = mine.reduce((a, b) => {
+        const va = value(a);
+        const vb = value(b);
+        if (va === null) return b;
+        if (vb === null) return a;
+        return (metric.better === 'lower' ? vb < va : vb > va) ? b : a;
+      });
+      const v = value(best);
+      const shown =
+        v === null ? (best.scenario === 'recovery' ? 'never' : 'n/a') : formatValue(v, metric.unit);
+      const how =
+        best.variant && best.variant !== 'none' ? `${best.api}, ${best.variant}` : best.api;
+      return `${shown} (${how})${best.status === 'broken' ? ' **BROKEN**' : ''}`;
+    });
+    table.push([group[0]!.group, metric.label, ...cells]);
+  }
+  return mdTable(table);
+}
+
 export function markdown(
   rows: readonly Row[],
   goalList: readonly Goal[],
@@ -197,6 +233,12 @@ export function markdown(
     '## Goals',
     '',
     ...goalsTable(goalList),
+    '',
+    '## Overview',
+    '',
+    "Each peer's best figure per table (its faster API); details and spreads below.",
+    '',
+    ...overview(rows),
     '',
   ];
   for (const group of groupsInOrder(rows)) {
@@ -391,8 +433,16 @@ export function writeResults(
   const peers = Object.fromEntries(
     PEERS.map((p) => [p.name, { ...p, label: peerInfo(p.name).label }]),
   );
-  const json = { ...ctx, peers, goals: goalList, rows, runs: records };
+  const context: ReportContext = {
+    machine: ctx.machine,
+    settings: ctx.settings,
+    command: ctx.command,
+    runtimes: ctx.runtimes,
+    notRun: ctx.notRun,
+    durationMs: ctx.durationMs,
+  };
+  const json = { ...context, peers, goals: goalList, rows, runs: records };
   writeFileSync(new URL('results.json', dir), `${JSON.stringify(json, null, 2)}\n`);
-  writeFileSync(new URL('results.md', dir), markdown(rows, goalList, chartList, ctx));
+  writeFileSync(new URL('results.md', dir), markdown(rows, goalList, chartList, context));
   return chartList;
 }

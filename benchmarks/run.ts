@@ -5,13 +5,20 @@
  * locktable or the baseline lost an update, granted unsafely, hung or crashed (those are bugs
  * here); a peer that does is reported BROKEN, and a missed performance goal is reported, not fatal.
  */
+import { readFileSync } from 'node:fs';
 import { runChild } from './child.js';
 import { parseArgs, USAGE, type CliOptions } from './cli.js';
 import { peerInfo } from './peers/catalogue.js';
 import type { Runtime } from './peers/types.js';
 import { expand, type Job, scenarioDef } from './plan.js';
 import { BENCHMARKS_DIR } from './paths.js';
-import { consoleReport, formatValue, machineInfo, writeResults } from './report.js';
+import {
+  consoleReport,
+  formatValue,
+  machineInfo,
+  type ReportContext,
+  writeResults,
+} from './report.js';
 import { resolveRuntimes } from './runtimes.js';
 import type { JobOutput, Settings } from './spec.js';
 import { goals, type RunRecord, summarize } from './summarize.js';
@@ -37,10 +44,25 @@ if (options.help) {
   process.exit(0);
 }
 
+if (options.rerender !== undefined) {
+  const folder = new URL(`${options.rerender.replace(/\/?$/, '/')}`, `file://${process.cwd()}/`);
+  const saved = JSON.parse(
+    readFileSync(new URL('results.json', folder), 'utf8'),
+  ) as ReportContext & {
+    runs: RunRecord[];
+  };
+  const rows = summarize(saved.runs);
+  const goalList = goals(rows);
+  process.stdout.write(consoleReport(rows, goalList));
+  writeResults(folder, rows, goalList, saved.runs, saved);
+  process.stdout.write(`\nrewrote ${folder.pathname}results.md and charts\n`);
+  process.exit(0);
+}
+
 const settings: Settings = {
   quick: options.quick,
-  windowMs: options.quick ? 300 : 1000,
-  microTimeMs: options.quick ? 150 : 500,
+  windowMs: options.quick ? 300 : 1500,
+  microTimeMs: options.quick ? 150 : 600,
   runs: options.runs ?? (options.quick ? 1 : 3),
   recoveryCapMs: options.quick ? 500 : 2000,
   seed: options.seed ?? Math.floor(Math.random() * 2 ** 31),

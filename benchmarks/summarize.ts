@@ -244,10 +244,10 @@ export function goals(rows: readonly Row[]): Goal[] {
   if (execRow) {
     const v = execRow.metrics.afterExecTimeoutMs?.median ?? null;
     out.push({
-      goal: 'exec timeout -> next holder (issue 3: within execTimeout + about 100 ms)',
-      target: '<= 100 ms',
+      goal: 'exec deadline -> next holder (issue 3: the key within execTimeout + about 100 ms)',
+      target: '0 to 100 ms',
       value: v === null ? 'never' : `${v.toFixed(1)} ms`,
-      met: v === null ? false : v <= 100 && execRow.status === 'ok',
+      met: v === null ? false : v >= -2 && v <= 100 && execRow.status === 'ok',
     });
   }
   return out;
