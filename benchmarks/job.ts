@@ -15,7 +15,8 @@ async function runJob(spec: JobSpec): Promise<JobOutput> {
       return { kind: 'result', result: await singleThread(spec) };
     }
     case 'hot-key':
-    case 'random-keys': {
+    case 'random-keys':
+    case 'exclusion': {
       const { contended } = await import('./scenarios/contended.js');
       return { kind: 'result', result: await contended(spec) };
     }

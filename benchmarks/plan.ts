@@ -110,6 +110,18 @@ export const SCENARIOS: readonly ScenarioDef[] = [
     estimateMs: (s) => windowed(s) + 240,
   },
   {
+    id: 'exclusion',
+    title: 'Exclusion check',
+    description:
+      'a correctness check: 4 workers, 8 keys at random, each section holds its key 5 µs between its read and its write, so that overlapping holders lose updates',
+    apis: ['sync', 'async'],
+    metrics: [{ key: 'opsPerSecond', label: 'sections/s', unit: 'ops/s', better: 'higher' }],
+    primary: 'opsPerSecond',
+    configs: () => [{ workers: 4 }],
+    eligible: multiThread,
+    estimateMs: (s) => windowed(s) + 240,
+  },
+  {
     id: 'handoff',
     title: 'Handoff latency',
     description: 'release by one worker -> acquire by the other, which has waited (asleep) 0.2 ms',
@@ -248,7 +260,10 @@ const STARTUP_MS = 250;
 
 export function groupName(scenario: ScenarioId, config: Config): string {
   if (config.place) return `${scenario} (${config.place === 'main' ? 'main thread' : 'worker'})`;
-  if (config.workers && (scenario === 'hot-key' || scenario === 'random-keys')) {
+  if (
+    config.workers &&
+    (scenario === 'hot-key' || scenario === 'random-keys' || scenario === 'exclusion')
+  ) {
     return `${scenario} x${config.workers}`;
   }
   return scenario;

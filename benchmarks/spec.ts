@@ -10,6 +10,7 @@ export type ScenarioId =
   | 'round-robin'
   | 'hot-key'
   | 'random-keys'
+  | 'exclusion'
   | 'handoff'
   | 'recovery'
   | 'with-lock'

@@ -30,6 +30,12 @@ export interface ContendedWorkerData {
   keys: readonly string[];
   /** 'one': always keys[0]; 'random': a key drawn by xorshift32 from `seed`. */
   pick: 'one' | 'random';
+  /**
+   * 0 for the throughput scenarios. The `exclusion` check holds each section this long (µs)
+   * between its read and its write, so that a lock that lets two holders overlap is caught
+   * losing updates within a short run instead of by luck.
+   */
+  holdUs: number;
   seed: number;
   control: SharedArrayBuffer;
   /** One counter per key, each on its own cache line. */
@@ -67,11 +73,24 @@ function nextKey(): number {
 }
 
 function sectionsFor(counters: Int32Array) {
-  const plain = keys.map((_, k) => () => {
-    const at = k * LINE;
-    const value = counters[at]!;
-    counters[at] = value + 1;
-  });
+  const holdMs = data.holdUs / 1000;
+  const plain = keys.map((_, k) =>
+    holdMs === 0
+      ? () => {
+          const at = k * LINE;
+          const value = counters[at]!;
+          counters[at] = value + 1;
+        }
+      : () => {
+          const at = k * LINE;
+          const value = counters[at]!;
+          const until = performance.now() + holdMs;
+          while (performance.now() < until) {
+            // Holding the section open between the read and the write, on purpose.
+          }
+          counters[at] = value + 1;
+        },
+  );
   const timed = plain.map((section) => () => {
     samples[sampled++ % data.sampleCapacity] = performance.now() - requested;
     section();

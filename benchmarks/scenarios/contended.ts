@@ -1,4 +1,6 @@
 /**
+ * `exclusion`: the same as random-keys with 8 keys, but every section holds its key 5 µs between
+ * the read and the write: a correctness check more than a speed figure.
  * `hot-key`: N workers (1, 2, 4, 8 on a 2-core machine: oversubscription is part of real life) all
  * lock one key. `random-keys`: 4 workers lock one of 64 keys each time, chosen at random.
  * Reports sections/s, fairness (slowest / fastest worker), the sampled wait p50 / p99 / max, and
@@ -26,6 +28,10 @@ import { startPeerWorkers } from './peer-workers.js';
 
 export const RANDOM_KEYS = 64;
 export const RANDOM_KEYS_WORKERS = 4;
+/** `exclusion`: 4 workers, 8 keys at random, each section held 5 µs between read and write. */
+export const EXCLUSION_KEYS = 8;
+export const EXCLUSION_WORKERS = 4;
+export const EXCLUSION_HOLD_US = 5;
 /** Wait samples kept per worker (a ring: the latest ones when a worker runs more). */
 const SAMPLE_CAPACITY = 65_536;
 /** Workers get this long to warm up after connecting. */
@@ -43,11 +49,11 @@ export class HangError extends Error {
 }
 
 export async function contended(spec: JobSpec): Promise<JobResult> {
-  const random = spec.scenario === 'random-keys';
-  const workers = random ? RANDOM_KEYS_WORKERS : spec.workers!;
-  const keys = random
-    ? Array.from({ length: RANDOM_KEYS }, (_, i) => `account:${i}`)
-    : ['account:42'];
+  const exclusion = spec.scenario === 'exclusion';
+  const random = spec.scenario === 'random-keys' || exclusion;
+  const workers = exclusion ? EXCLUSION_WORKERS : random ? RANDOM_KEYS_WORKERS : spec.workers!;
+  const keyCount = exclusion ? EXCLUSION_KEYS : random ? RANDOM_KEYS : 1;
+  const keys = random ? Array.from({ length: keyCount }, (_, i) => `account:${i}`) : ['account:42'];
   const control = controlBlock(workers);
   const counters = paddedCounters(keys.length);
   const samples = new SharedArrayBuffer(workers * SAMPLE_CAPACITY * 8);
@@ -57,6 +63,7 @@ export async function contended(spec: JobSpec): Promise<JobResult> {
     index,
     keys,
     pick: random ? 'random' : 'one',
+    holdUs: exclusion ? EXCLUSION_HOLD_US : 0,
     seed: seed + index * 104_729,
     control: control.buffer as SharedArrayBuffer,
     counters: counters.buffer as SharedArrayBuffer,
