@@ -62,11 +62,13 @@ export function summarize(records: readonly RunRecord[]): Row[] {
     const metrics: Record<string, Spread | null> = {};
     const missing: Record<string, number> = {};
     for (const metric of def.metrics) {
-      const values = results
-        .map((r) => r.metrics[metric.key])
-        .filter((v): v is number => typeof v === 'number' && Number.isFinite(v));
+      // undefined: the metric does not apply to this row; null: it applies, but was not observed.
+      const applicable = results.map((r) => r.metrics[metric.key]).filter((v) => v !== undefined);
+      const values = applicable.filter(
+        (v): v is number => typeof v === 'number' && Number.isFinite(v),
+      );
       metrics[metric.key] = spread(values);
-      missing[metric.key] = results.length - values.length;
+      missing[metric.key] = applicable.length - values.length;
     }
     const notes = [
       ...new Set(
@@ -125,6 +127,9 @@ export interface Goal {
   /** null: could not be judged (a row is missing: filtered out, skipped or failed). */
   met: boolean | null;
 }
+
+/** What "by a wide margin" is taken to mean when a "best of all peers" margin is reported. */
+const WIDE_MARGIN = 2;
 
 const fmt = (n: number | null | undefined, digits = 2) =>
   n === null || n === undefined ? 'n/a' : n.toFixed(digits);
@@ -212,7 +217,7 @@ export function goals(rows: readonly Row[]): Goal[] {
       value:
         `${describe(ourBest)} vs ${describe(theirBest)}: ` +
         (Number.isFinite(margin)
-          ? `${margin.toFixed(1)}x`
+          ? `${margin.toFixed(1)}x${margin > 1 && margin < WIDE_MARGIN ? ' (narrow: under 2x)' : ''}`
           : `the best other peer never got there`) +
         (broken.length ? `; broken, not counted: ${[...new Set(broken)].join(', ')}` : ''),
       met: ourBest.status === 'ok' && better(a, b),
