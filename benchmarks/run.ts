@@ -109,7 +109,7 @@ for (const [i, job] of jobs.entries()) {
   if (!runtime.ok) {
     output = { kind: 'skip', reason: `needs Node 24: ${runtime.reason}` };
   } else {
-    const timeout = Math.max(30_000, job.estimateMs * 5 + 20_000);
+    const timeout = Math.max(settings.quick ? 15_000 : 30_000, job.estimateMs * 5 + 20_000);
     ({ output, durationMs } = await runChild(runtime.path, job.spec, timeout));
   }
   estimatedDone += job.estimateMs;
