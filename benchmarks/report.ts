@@ -198,7 +198,13 @@ export function overview(rows: readonly Row[]): string[] {
       });
       const v = value(best);
       const shown =
-        v === null ? (best.scenario === 'recovery' ? 'never' : 'n/a') : formatValue(v, metric.unit);
+        v !== null
+          ? formatValue(v, metric.unit)
+          : best.scenario === 'recovery'
+            ? 'never'
+            : best.status === 'broken'
+              ? 'no result'
+              : 'n/a';
       const how =
         best.variant && best.variant !== 'none' ? `${best.api}, ${best.variant}` : best.api;
       return `${shown} (${how})${best.status === 'broken' ? ' **BROKEN**' : ''}`;
