@@ -36,7 +36,7 @@ function resolveNode24(log: (line: string) => void): Resolved {
   const binary = `${prefix}/node_modules/${NODE24_PACKAGE}/bin/node`;
   if (!existsSync(binary) || versionOf(binary) !== `v${NODE24_VERSION}`) {
     log(
-      `fetching Node ${NODE24_VERSION} (npm package ${NODE24_PACKAGE}, about 60 MB to download, 190 MB unpacked) into ${prefix}`,
+      `fetching Node ${NODE24_VERSION} (npm package ${NODE24_PACKAGE}, about 50 MB to download, 190 MB unpacked) into ${prefix}`,
     );
     try {
       execFileSync(
