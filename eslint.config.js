@@ -4,7 +4,7 @@ import tseslint from 'typescript-eslint';
 
 export default defineConfig(
   {
-    ignores: ['dist/', 'node_modules/', 'benchmarks/results/'],
+    ignores: ['dist/', 'node_modules/', 'benchmarks/results/', 'benchmarks/.cache/'],
   },
   js.configs.recommended,
   tseslint.configs.recommended,

@@ -1,203 +1,166 @@
 /**
- * `npm run bench [-- --quick]`: every scenario, a table on the console, and
- * benchmarks/results/latest.{json,md}. Exits 1 when any run lost an update, hung or crashed
- * (those are bugs); a missed performance goal is reported, not fatal.
+ * `npm run bench [-- options]` (see cli.ts): every scenario for locktable and each peer, each
+ * configuration in a fresh process, several runs; a table per configuration and the goals on the
+ * console; results.json, results.md and SVG charts under benchmarks/results/. Exits 1 when
+ * locktable or the baseline lost an update, granted unsafely, hung or crashed (those are bugs
+ * here); a peer that does is reported BROKEN, and a missed performance goal is reported, not fatal.
  */
-import { consoleTable, machineInfo, type Row, writeResults } from './report.js';
+import { readFileSync } from 'node:fs';
+import { runChild } from './child.js';
+import { parseArgs, USAGE, type CliOptions } from './cli.js';
+import { peerInfo } from './peers/catalogue.js';
+import type { Runtime } from './peers/types.js';
+import { expand, type Job, scenarioDef } from './plan.js';
+import { BENCHMARKS_DIR } from './paths.js';
 import {
-  acquireWithHeld,
-  bytesPerSlot,
-  contended,
-  type ContendedRun,
-  HangError,
-  HELD_CAPACITY,
-  type Impl,
-  uncontendedAsync,
-  uncontendedInWorker,
-} from './scenarios.js';
+  consoleReport,
+  formatValue,
+  machineInfo,
+  type ReportContext,
+  writeResults,
+} from './report.js';
+import { resolveRuntimes } from './runtimes.js';
+import type { JobOutput, Settings } from './spec.js';
+import { goals, type RunRecord, summarize } from './summarize.js';
 
-const quick = process.argv.includes('--quick');
-
-const settings = quick
-  ? { quick, windowMs: 500, repetitions: 1, microTimeMs: 300 }
-  : { quick, windowMs: 2000, repetitions: 3, microTimeMs: 1000 };
-
-/** Worker counts for the hot-key scenario; only 2 has goals (the machine has 2 cores). */
-const WORKER_COUNTS = [2, 4, 8];
-const GOAL_WORKERS = 2;
-
-const GOAL_UNCONTENDED = 0.5;
-const GOAL_CONTENDED = 0.8;
-const GOAL_FAIRNESS = 0.8;
-/** My reading of "it should not grow": holding 100,000 keys costs at most 20% of the rate. */
-const GOAL_HELD = 0.8;
-
-const SLOT_GEOMETRIES: [capacity: number, maxKeyLength: number][] = [
-  [1024, 16],
-  [1024, 64],
-  [1024, 256],
-  [131_072, 64],
-];
-
-const rows: Row[] = [];
-const details: Record<string, unknown> = {};
-let broken = false;
-
-function progress(message: string): void {
-  process.stderr.write(`${message}\n`);
+function log(line: string): void {
+  process.stderr.write(`${line}\n`);
 }
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+function duration(ms: number): string {
+  const s = Math.max(0, Math.round(ms / 1000));
+  return s >= 60 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s` : `${s}s`;
 }
 
-function ratioRow(name: string, unit: string, lt: number, bl: number, goal?: number): Row {
-  const ratio = lt / bl;
-  return {
-    name,
-    unit,
-    locktable: lt,
-    baseline: bl,
-    ratio,
-    goal: goal === undefined ? '' : `ratio >= ${goal}`,
-    pass: goal === undefined ? null : ratio >= goal,
+let options: CliOptions;
+try {
+  options = parseArgs(process.argv.slice(2));
+} catch (error) {
+  log(error instanceof Error ? error.message : String(error));
+  process.exit(2);
+}
+if (options.help) {
+  process.stdout.write(USAGE);
+  process.exit(0);
+}
+
+if (options.rerender !== undefined) {
+  const folder = new URL(`${options.rerender.replace(/\/?$/, '/')}`, `file://${process.cwd()}/`);
+  const saved = JSON.parse(
+    readFileSync(new URL('results.json', folder), 'utf8'),
+  ) as ReportContext & {
+    runs: RunRecord[];
   };
+  const rows = summarize(saved.runs);
+  const goalList = goals(rows);
+  process.stdout.write(consoleReport(rows, goalList));
+  writeResults(folder, rows, goalList, saved.runs, saved);
+  process.stdout.write(`\nrewrote ${folder.pathname}results.md and charts\n`);
+  process.exit(0);
 }
 
-// (a)
-progress('(a) uncontended acquireSync + release in a worker');
-const a = await uncontendedInWorker(settings.microTimeMs);
-details.uncontendedSync = a;
-rows.push(ratioRow('uncontended sync, worker', 'ops/s', a.locktable, a.baseline, GOAL_UNCONTENDED));
+const settings: Settings = {
+  quick: options.quick,
+  windowMs: options.quick ? 300 : 1500,
+  microTimeMs: options.quick ? 150 : 600,
+  runs: options.runs ?? (options.quick ? 1 : 3),
+  recoveryCapMs: options.quick ? 500 : 2000,
+  seed: options.seed ?? Math.floor(Math.random() * 2 ** 31),
+};
+const { jobs, notRun } = expand(settings, {
+  scenarios: options.scenarios,
+  peers: options.peers,
+  workers: options.workers,
+});
+const estimate = jobs.reduce((sum, job) => sum + job.estimateMs, 0);
+const configurations = new Set(jobs.map((j) => j.id)).size;
+log(
+  `locktable benchmarks: ${configurations} configurations, ${jobs.length} jobs ` +
+    `(${settings.runs} run(s) each, one process per job), seed ${settings.seed}; ` +
+    `estimated ${duration(estimate)}`,
+);
+if (options.list) {
+  for (const job of jobs) log(`  ${job.id}, run ${job.spec.run}  ~${duration(job.estimateMs)}`);
+  for (const n of notRun) log(`  not run: ${n.scenario} / ${n.peer}: ${n.reason}`);
+  process.exit(0);
+}
 
-// (b)
-progress('(b) uncontended await acquire + release on the main thread');
-const b = await uncontendedAsync(settings.microTimeMs);
-details.uncontendedAsync = b;
-rows.push(ratioRow('uncontended async, main', 'ops/s', b.locktable, b.baseline, GOAL_UNCONTENDED));
+const needed = new Set<Runtime>(jobs.map((j) => peerInfo(j.spec.peer).runtime));
+const runtimes = resolveRuntimes(needed, log);
+const runtimeNames: Record<string, string> = {};
+for (const [name, resolved] of runtimes) {
+  runtimeNames[name === 'default' ? 'default' : name] = resolved.ok
+    ? resolved.version
+    : `unavailable (${resolved.reason})`;
+  if (!resolved.ok) log(`${name}: ${resolved.reason}; its peers are skipped`);
+}
 
-// (c)
-const runs: ContendedRun[] = [];
-const failures: { impl: Impl; workers: number; message: string; details?: unknown }[] = [];
-for (const workers of WORKER_COUNTS) {
-  for (let rep = 0; rep < settings.repetitions; rep++) {
-    for (const impl of ['locktable', 'baseline'] as const) {
-      progress(`(c) hot key, ${impl}, ${workers} workers, run ${rep + 1}/${settings.repetitions}`);
-      try {
-        runs.push(await contended(impl, workers, settings.windowMs));
-      } catch (error) {
-        broken = true;
-        const message = error instanceof Error ? error.message : String(error);
-        const extra = error instanceof HangError ? error.details : undefined;
-        failures.push({ impl, workers, message, details: extra });
-        progress(`    FAILED: ${message}${extra ? ` ${JSON.stringify(extra)}` : ''}`);
-      }
-    }
+const records: RunRecord[] = [];
+const started = performance.now();
+let estimatedDone = 0;
+for (const [i, job] of jobs.entries()) {
+  const runtime = runtimes.get(peerInfo(job.spec.peer).runtime)!;
+  const elapsed = performance.now() - started;
+  const pace = estimatedDone > 0 ? elapsed / estimatedDone : 1;
+  const left = (estimate - estimatedDone) * pace;
+  const prefix = `[${String(i + 1).padStart(String(jobs.length).length)}/${jobs.length}, ${duration(left)} left]`;
+  let output: JobOutput;
+  let durationMs = 0;
+  if (!runtime.ok) {
+    output = { kind: 'skip', reason: `needs Node 24: ${runtime.reason}` };
+  } else {
+    const timeout = Math.max(settings.quick ? 15_000 : 30_000, job.estimateMs * 5 + 20_000);
+    ({ output, durationMs } = await runChild(runtime.path, job.spec, timeout));
   }
-  const of = (impl: Impl) => runs.filter((r) => r.impl === impl && r.workers === workers);
-  const [lt, bl] = [of('locktable'), of('baseline')];
-  const withGoal = workers === GOAL_WORKERS;
-  if (lt.length === 0 || bl.length === 0) {
-    rows.push({
-      name: `hot key x${workers}`,
-      unit: '',
-      locktable: null,
-      baseline: null,
-      ratio: null,
-      goal: 'runs complete',
-      pass: false,
-      note: 'a run failed (see failures in latest.json)',
-    });
-    continue;
-  }
-  const rate = (rs: ContendedRun[]) => median(rs.map((r) => r.sectionsPerSecond));
-  const fair = (rs: ContendedRun[]) => median(rs.map((r) => r.fairness));
-  const lost = (rs: ContendedRun[]) => rs.reduce((sum, r) => sum + r.lostUpdates, 0);
-  rows.push(
-    ratioRow(
-      `hot key x${workers}: throughput`,
-      'sections/s',
-      rate(lt),
-      rate(bl),
-      withGoal ? GOAL_CONTENDED : undefined,
-    ),
+  estimatedDone += job.estimateMs;
+  records.push({ job, output, durationMs });
+  log(
+    `${prefix} ${job.id}, run ${job.spec.run}: ${describe(job, output)} (${(durationMs / 1000).toFixed(1)} s)`,
   );
-  rows.push({
-    name: `hot key x${workers}: fairness min/max`,
-    unit: '',
-    locktable: fair(lt),
-    baseline: fair(bl),
-    ratio: null,
-    goal: withGoal ? `locktable >= ${GOAL_FAIRNESS}` : '',
-    pass: withGoal ? fair(lt) >= GOAL_FAIRNESS : null,
-  });
-  const lostLt = lost(lt);
-  const lostBl = lost(bl);
-  if (lostLt !== 0 || lostBl !== 0) broken = true;
-  rows.push({
-    name: `hot key x${workers}: lost updates`,
-    unit: 'count',
-    locktable: lostLt,
-    baseline: lostBl,
-    ratio: null,
-    goal: '= 0 (all runs)',
-    pass: lostLt === 0 && lostBl === 0,
-  });
-}
-details.contendedRuns = runs;
-details.failures = failures;
-
-// (d)
-progress('(d) shared memory per slot');
-for (const [capacity, maxKeyLength] of SLOT_GEOMETRIES) {
-  rows.push({
-    name: `bytes/slot, ${capacity} x ${maxKeyLength}`,
-    unit: 'bytes',
-    locktable: bytesPerSlot(capacity, maxKeyLength),
-    baseline: null,
-    ratio: null,
-    goal: '',
-    pass: null,
-  });
 }
 
-// (e)
-progress(`(e) acquire with 10 vs 100,000 keys held (capacity ${HELD_CAPACITY})`);
-const held = await acquireWithHeld([10, 100_000], settings.microTimeMs);
-const few = held['10']!;
-const many = held['100000']!;
-details.acquireWithHeld = { held10: few, held100000: many };
-rows.push({
-  name: 'acquireSync with 10 held',
-  unit: 'ops/s',
-  locktable: few,
-  baseline: null,
-  ratio: null,
-  goal: '',
-  pass: null,
-});
-rows.push({
-  name: 'acquireSync with 100k held',
-  unit: 'ops/s',
-  locktable: many,
-  baseline: null,
-  ratio: many / few,
-  goal: `ratio >= ${GOAL_HELD}`,
-  pass: many / few >= GOAL_HELD,
-  note: 'ratio = ops/s with 100,000 keys held / ops/s with 10 held',
-});
+function describe(job: Job, output: JobOutput): string {
+  if (output.kind === 'skip') return `skipped: ${output.reason}`;
+  if (output.kind === 'error') return `FAILED: ${output.message}`;
+  const def = scenarioDef(job.spec.scenario);
+  const metric = def.metrics.find((m) => m.key === def.primary)!;
+  const value = output.result.metrics[metric.key];
+  const shown = value === null || value === undefined ? 'never' : formatValue(value, metric.unit);
+  const lost = output.result.lostUpdates;
+  const unsafe = output.result.unsafe ? `, UNSAFE: ${output.result.unsafe}` : '';
+  return `${metric.label} ${shown}${lost ? `, LOST ${lost} UPDATES` : ''}${unsafe}`;
+}
 
+const rows = summarize(records);
+const goalList = goals(rows);
 const machine = machineInfo();
 process.stdout.write(
   `\nlocktable benchmarks - ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, ` +
-    `${machine.date}, commit ${machine.commit}${quick ? ', --quick' : ''}\n\n`,
+    `${machine.date}, commit ${machine.commit}${settings.quick ? ', --quick' : ''}\n`,
 );
-process.stdout.write(consoleTable(rows));
-const dir = writeResults(rows, machine, settings, details);
-process.stdout.write(`\nwrote ${dir}latest.json and latest.md\n`);
-if (broken) {
-  process.stdout.write('\nBROKEN: a run lost updates, hung or crashed (see above)\n');
+process.stdout.write(consoleReport(rows, goalList));
+const folder = options.out
+  ? new URL(`${options.out.replace(/\/?$/, '/')}`, `file://${process.cwd()}/`)
+  : new URL(
+      `results/${options.quick ? 'quick' : options.filtered ? 'partial' : 'latest'}/`,
+      BENCHMARKS_DIR,
+    );
+const args = process.argv.slice(2).join(' ');
+writeResults(folder, rows, goalList, records, {
+  machine,
+  settings,
+  command: `npm run bench${args ? ` -- ${args}` : ''}`,
+  runtimes: runtimeNames,
+  notRun,
+  durationMs: performance.now() - started,
+});
+process.stdout.write(
+  `\nwrote ${folder.pathname}results.{json,md} and charts (${duration(performance.now() - started)})\n`,
+);
+const ours = rows.filter(
+  (r) => (r.peer === 'locktable' || r.peer === 'baseline') && r.status === 'broken',
+);
+if (ours.length > 0) {
+  process.stdout.write(`\nBROKEN: ${ours.map((r) => r.id).join(', ')} (see above)\n`);
   process.exitCode = 1;
 }

@@ -1,7 +1,5 @@
-/** Starting benchmark workers (TypeScript files, through worker-boot.mjs). */
+/** Starting benchmark workers from the compiled JavaScript beside this file. */
 import { Worker } from 'node:worker_threads';
-
-const BOOT = new URL('./worker-boot.mjs', import.meta.url);
 
 export interface Started {
   worker: Worker;
@@ -11,11 +9,9 @@ export interface Started {
   exited: Promise<number>;
 }
 
-/** Starts `script` (a .ts file beside this one) in a worker with `data` as its workerData. */
+/** Starts `script` (a path relative to this file, e.g. './scenarios/x-worker.js') in a worker. */
 export function startWorker(script: string, data: object): Started {
-  const worker = new Worker(BOOT, {
-    workerData: { ...data, script: new URL(script, import.meta.url).href },
-  });
+  const worker = new Worker(new URL(script, import.meta.url), { workerData: data });
   const failed = new Promise<never>((_, reject) => worker.once('error', reject));
   failed.catch(() => undefined);
   const exited = new Promise<number>((resolve) => worker.once('exit', resolve));

@@ -1,0 +1,41 @@
+/** The raw Atomics baseline (raw-mutex.ts) as a peer: one futex word per key, made ahead of time. */
+import { BaselineKeys } from './raw-mutex.js';
+import type { LockClient, PeerAdapter } from './types.js';
+
+interface Shared {
+  keys: readonly string[];
+  words: SharedArrayBuffer;
+}
+
+function client(keys: BaselineKeys): LockClient {
+  return {
+    sync(key, section) {
+      keys.lock(key);
+      try {
+        section();
+      } finally {
+        keys.unlock(key);
+      }
+    },
+    async async(key, section) {
+      await keys.lockAsync(key);
+      try {
+        section();
+      } finally {
+        keys.unlock(key);
+      }
+    },
+  };
+}
+
+export const baseline: PeerAdapter = {
+  async host({ keys }) {
+    const words = new BaselineKeys(keys);
+    const shared: Shared = { keys, words: words.buffer };
+    return { shared, adopt() {}, async prepare() {}, client: client(words) };
+  },
+  async connect(shared) {
+    const { keys, words } = shared as Shared;
+    return client(new BaselineKeys(keys, words));
+  },
+};

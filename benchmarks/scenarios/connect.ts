@@ -1,0 +1,33 @@
+/**
+ * Worker side of startPeerWorkers: load this worker's peer, connect to the host's shared state,
+ * say hello, and wait for "go" (which the main thread posts after the peer's host has prepared).
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { loadPeer } from '../peers/load.js';
+import type { LockClient } from '../peers/types.js';
+import type { PeerWorkerData } from './peer-workers.js';
+
+/**
+ * Some peers' pending requests do not keep a thread alive (worker_threads.locks, like a bare
+ * Atomics.waitAsync: see PEERS.md): a worker whose only pending work is a lock request would exit
+ * mid-run. A real program has other work that keeps it alive; this ref'd timer stands in for it,
+ * the same for every peer. It never fires during a run.
+ */
+const KEEP_ALIVE_MS = 2 ** 30;
+
+export async function connectPeer(): Promise<LockClient> {
+  setInterval(() => undefined, KEEP_ALIVE_MS);
+  const { peer } = workerData as PeerWorkerData;
+  const client = await (await loadPeer(peer.name)).connect(peer.shared);
+  const port = parentPort!;
+  await new Promise<void>((resolve) => {
+    const listener = (message: unknown) => {
+      if (message !== 'go') return;
+      port.off('message', listener);
+      resolve();
+    };
+    port.on('message', listener);
+    port.postMessage('hello');
+  });
+  return client;
+}

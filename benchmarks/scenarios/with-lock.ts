@@ -1,0 +1,155 @@
+/**
+ * Issue 3's withLock, measured only when dist/ exports it (the job is skipped, with the reason,
+ * when it does not):
+ * - `with-lock`: a withLock round trip on an uncontended key against a bare `pool.run` of the same
+ *   task on the same pool, sequential calls, with tinybench. Both forms withLock offers for a
+ *   module task are measured: the pool's task name, and `{ module, name }`.
+ * - `exec-timeout`: a task that never ends runs under withLock with execTimeout; the main thread
+ *   asks for the same key meanwhile. Reports the time from the exec deadline to the next holder,
+ *   checks the call rejects with ERR_LOCK_EXEC_TIMEOUT, and checks that the runaway task wrote
+ *   nothing once the next holder had the key.
+ */
+import { Piscina } from 'piscina';
+import { Bench } from 'tinybench';
+import { crossThreadMs, pause, reached } from '../control.js';
+import { LockTable, withLock } from '../library.js';
+import type { JobOutput, JobSpec } from '../spec.js';
+import { median } from '../stats.js';
+import type { IncrementArgs, RunawayArgs } from '../tasks/pool-tasks.js';
+
+const TASKS = new URL('../tasks/pool-tasks.js', import.meta.url).href;
+export const EXEC_TIMEOUT_MS = 100;
+/** The round trip is measured in this many rounds, each with every form (see below). */
+const ROUNDS = 4;
+/** After the next holder got the key, watch the runaway's counter this long for a late write. */
+const LATE_WRITE_WATCH_MS = 20;
+/** The worker stamps the task's start a little after withLock's runner starts the exec timer. */
+const EARLY_TOLERANCE_MS = 2;
+
+export const NO_WITH_LOCK = 'dist/ does not export withLock yet (issue 3)';
+
+export async function withLockRoundTrip(spec: JobSpec): Promise<JobOutput> {
+  if (withLock === undefined) return { kind: 'skip', reason: NO_WITH_LOCK };
+  const run = withLock;
+  const table = new LockTable();
+  const key = 'account:42';
+  // One thread: every sequential call lands on the same warm worker, for both sides.
+  const pool = new Piscina({ filename: TASKS, minThreads: 1, maxThreads: 1 });
+  const args: IncrementArgs = { counter: new SharedArrayBuffer(4) };
+  let calls = 0;
+  const forms: Record<string, () => Promise<unknown>> = {
+    bareRun: () => pool.run(args, { name: 'increment' }),
+    withLockName: () => run(table, key, 'increment', { pool, args }),
+    withLockModule: () => run(table, key, { module: TASKS, name: 'increment' }, { pool, args }),
+  };
+  const notes: string[] = [];
+  const working: string[] = [];
+  for (const [name, call] of Object.entries(forms)) {
+    try {
+      await call();
+      calls++;
+      working.push(name);
+    } catch (error) {
+      notes.push(`${name} failed: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  }
+  // Rounds, each running every form in a rotated order: the form measured first in a Bench runs
+  // on a colder JIT and heap, and a fixed order would charge that to one side.
+  const periods: Record<string, number[]> = Object.fromEntries(working.map((n) => [n, []]));
+  const timeMs = spec.settings.microTimeMs / ROUNDS;
+  for (let round = 0; round < ROUNDS; round++) {
+    const bench = new Bench({ time: timeMs, warmupTime: timeMs / 4, throws: true });
+    for (let k = 0; k < working.length; k++) {
+      const name = working[(k + round) % working.length]!;
+      const call = forms[name]!;
+      bench.add(name, async () => {
+        await call();
+        calls++;
+      });
+    }
+    await bench.run();
+    for (const name of working) {
+      const result = bench.getTask(name)!.result;
+      if (result.state === 'completed') periods[name]!.push(result.period);
+    }
+  }
+  await pool.destroy();
+  const us: Record<string, number | null> = {};
+  for (const name of Object.keys(forms)) {
+    const list = periods[name] ?? [];
+    us[name] = list.length ? median(list) * 1000 : null;
+  }
+  const ratio = (a: number | null, b: number | null) => (a === null || b === null ? null : a / b);
+  return {
+    kind: 'result',
+    result: {
+      metrics: {
+        bareRunUs: us.bareRun!,
+        withLockNameUs: us.withLockName!,
+        withLockModuleUs: us.withLockModule!,
+        nameOverBare: ratio(us.withLockName!, us.bareRun!),
+        moduleOverBare: ratio(us.withLockModule!, us.bareRun!),
+      },
+      lostUpdates: calls - Atomics.load(new Int32Array(args.counter), 0),
+      notes,
+    },
+  };
+}
+
+export async function execTimeout(_spec: JobSpec): Promise<JobOutput> {
+  if (withLock === undefined) return { kind: 'skip', reason: NO_WITH_LOCK };
+  const table = new LockTable();
+  const key = 'account:42';
+  const pool = new Piscina({ filename: TASKS, minThreads: 1, maxThreads: 2 });
+  const control = new SharedArrayBuffer(16);
+  const words = new Int32Array(control);
+  const stamps = new Float64Array(control);
+  const args: RunawayArgs = { control };
+  // A warm pool: the measured call must not wait for a worker to start.
+  await pool.run({ counter: new SharedArrayBuffer(4) } satisfies IncrementArgs, {
+    name: 'increment',
+  });
+  const call = withLock(
+    table,
+    key,
+    { module: TASKS, name: 'runaway' },
+    { pool, args, execTimeout: EXEC_TIMEOUT_MS },
+  );
+  const outcome = call.then(
+    () => 'resolved',
+    (error: { code?: unknown; name?: unknown }) => String(error?.code ?? error?.name),
+  );
+  try {
+    if (!(await reached(words, 0, 1, 30_000))) throw new Error('the runaway task did not start');
+    const lease = await table.acquire(key, { waitTimeout: 30_000 });
+    const nextAt = crossThreadMs();
+    const seen = Atomics.load(words, 1);
+    await pause(LATE_WRITE_WATCH_MS);
+    const late = Atomics.load(words, 1) !== seen;
+    lease.release();
+    const code = await outcome;
+    const afterDeadline = nextAt - (stamps[1]! + EXEC_TIMEOUT_MS);
+    const notes = [`withLock settled with ${code}`];
+    if (afterDeadline < -EARLY_TOLERANCE_MS) {
+      notes.push(
+        `the next holder got the key ${(-afterDeadline).toFixed(0)} ms before the task had run ` +
+          `${EXEC_TIMEOUT_MS} ms: the exec timer started before the task did (queue time counted)`,
+      );
+    }
+    let unsafe: string | undefined;
+    if (late) unsafe = 'the timed-out task wrote shared memory after the next holder got the key';
+    else if (code !== 'ERR_LOCK_EXEC_TIMEOUT')
+      unsafe = `expected ERR_LOCK_EXEC_TIMEOUT, got ${code}`;
+    return {
+      kind: 'result',
+      result: {
+        metrics: { afterExecTimeoutMs: afterDeadline },
+        lostUpdates: 0,
+        ...(unsafe === undefined ? {} : { unsafe }),
+        notes,
+      },
+    };
+  } finally {
+    await pool.destroy();
+  }
+}

@@ -1,0 +1,19 @@
+/**
+ * Compiles benchmarks/ to plain JavaScript in benchmarks/.cache/build/ (one .js per .ts, nothing
+ * bundled), so that every benchmark process and worker starts from built JavaScript: no loader in
+ * each worker (tsx took 2-3 s to start 8 workers on 2 cores), and the same files run under Node 20
+ * and under the Node 24 binary that some peers need. Peers and locktable stay external imports.
+ */
+import { defineConfig } from 'tsup';
+
+export default defineConfig({
+  entry: ['benchmarks/**/*.ts', '!benchmarks/tsup.config.ts', '!benchmarks/**/*.d.ts'],
+  outDir: 'benchmarks/.cache/build',
+  format: ['esm'],
+  bundle: false,
+  clean: true,
+  dts: false,
+  sourcemap: false,
+  target: 'node20',
+  silent: true,
+});
