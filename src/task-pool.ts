@@ -22,12 +22,14 @@ export interface TaskPool {
 
 /** The worker-side file of withLock, next to this module in dist/. */
 export const RUNNER_URL = new URL('./task-runner.js', import.meta.url).href;
+/** The same as a path: piscina converts a URL to a path on every run. */
+export const RUNNER_FILE = RUNNER_URL.startsWith('file:') ? fileURLToPath(RUNNER_URL) : RUNNER_URL;
 
 let defaultPool: Piscina | undefined;
 
 export function getDefaultPool(): Piscina {
   if (defaultPool === undefined) {
-    if (RUNNER_URL.startsWith('file:') && !existsSync(fileURLToPath(RUNNER_URL))) {
+    if (RUNNER_URL.startsWith('file:') && !existsSync(RUNNER_FILE)) {
       throw new Error(
         `withLock cannot find its worker file ${RUNNER_URL}: import locktable from its built ` +
           'package (dist/), not from its TypeScript sources',
@@ -35,7 +37,7 @@ export function getDefaultPool(): Piscina {
     }
     const threads = availableParallelism();
     defaultPool = new Piscina({
-      filename: RUNNER_URL,
+      filename: RUNNER_FILE,
       // Two warm threads: when a task is stopped, its thread is replaced (about 40 ms) while the
       // other one serves the next task at once. Idle extra threads go away after 10 s.
       minThreads: Math.min(2, threads),

@@ -127,7 +127,6 @@ export default function runTask(payload: TaskPayload): TaskOutcome | Promise<Tas
   if (Atomics.compareExchange(control, CTRL_STATE, TASK_QUEUED, TASK_STARTED) !== TASK_QUEUED) {
     return { ok: false, cancelled: true };
   }
-  Atomics.notify(control, CTRL_STATE);
   const task = payload.task;
   const lock: TaskLock = payload.lock;
   lock.deadline = started + payload.execTimeout;

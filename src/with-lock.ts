@@ -10,8 +10,8 @@
  *
  *   acquire (waitTimeout, signal)            nothing held until it resolves
  *   QUEUED   lease held, hold = execTimeout, renewed while the task waits for a worker
- *   STARTED  the worker claimed the control block (its thread id, its start time) and notified it:
- *            deadline = start + execTimeout is stamped, and the exec timer fires at that time
+ *   STARTED  the worker claimed the control block (its thread id, its start time); the next timer
+ *            tick stamps deadline = start + execTimeout and fires again at that time
  *   settle   value / task error       -> release, resolve / reject
  *            worker exited            -> release, ERR_LOCK_WORKER_EXIT (exit code)
  *            exec timeout / abort     -> keep the lease alive, terminate, await 'exit', release,
@@ -34,7 +34,14 @@ import {
 } from './errors.js';
 import type { Lease } from './lease.js';
 import { LockTable } from './lock-table.js';
-import { checkMode, checkMs, checkOptionsObject, checkSignal, checkSpinDelay } from './options.js';
+import {
+  type AcquireOptions,
+  checkMode,
+  checkMs,
+  checkOptionsObject,
+  checkSignal,
+  checkSpinDelay,
+} from './options.js';
 import type { Mode } from './slot-state.js';
 import {
   CONTROL_BYTES,
@@ -50,7 +57,7 @@ import {
   type TaskPayload,
   type TaskSource,
 } from './task.js';
-import { checkPool, findWorker, getDefaultPool, RUNNER_URL, type TaskPool } from './task-pool.js';
+import { checkPool, findWorker, getDefaultPool, RUNNER_FILE, type TaskPool } from './task-pool.js';
 
 /** A self-contained function: it runs from its source text in a worker (no closure, no imports). */
 export type TaskFunction<A, R> = (args: A, lock: TaskLock) => R | Promise<R>;
@@ -83,6 +90,11 @@ export interface WithLockOptions<A = unknown> {
 export const DEFAULT_WAIT_TIMEOUT = 5000;
 export const DEFAULT_EXEC_TIMEOUT = 5000;
 export const DEFAULT_FAIL_TIMEOUT = 1000;
+/**
+ * While a task is queued, its lease is renewed this many times per execTimeout, so that the slot's
+ * deadline stays within execTimeout / RENEWALS of start + execTimeout until it is stamped exactly.
+ */
+const RENEWALS = 8;
 /** While a stopped task's thread is being torn down, its lease is kept alive this long at a time. */
 const KEEP_ALIVE_MS = 1000;
 
@@ -116,13 +128,9 @@ export async function withLock<R = unknown, A = unknown>(
   const signal = checkSignal('options.signal', o.signal);
   const runPool = pool ?? getDefaultPool();
 
-  const lease = await handleFor(table, failTimeout).acquire(key, {
-    mode,
-    waitTimeout,
-    hold: execTimeout,
-    ...(spinDelay === undefined ? {} : { spinDelay }),
-    ...(signal === undefined ? {} : { signal }),
-  });
+  const acquireOptions: AcquireOptions = { mode, waitTimeout, hold: execTimeout, signal };
+  if (spinDelay !== undefined) acquireOptions.spinDelay = spinDelay;
+  const lease = await handleFor(table, failTimeout).acquire(key, acquireOptions);
   return (await new TaskRun(runPool, pool !== undefined, lease, table, {
     task: source,
     args: o.args,
@@ -187,7 +195,7 @@ function describeTask(task: unknown, pool: TaskPool | undefined): TaskSource {
     if (typeof filename !== 'string' || filename === '') {
       throw invalidValue('options.pool', 'has no filename, so it has no named tasks', pool);
     }
-    return { kind: 'module', url: moduleUrl(filename), name: task };
+    return { kind: 'module', url: poolModuleUrl(filename), name: task };
   }
   if (task !== null && typeof task === 'object' && 'module' in task) {
     const { module, name = 'default' } = task as ModuleTask;
@@ -198,6 +206,19 @@ function describeTask(task: unknown, pool: TaskPool | undefined): TaskSource {
     return { kind: 'module', url: moduleUrl(module), name };
   }
   throw invalidType('task', 'a function, { module, name }, or a task name with options.pool', task);
+}
+
+/** The URL of each pool's file, converted once. */
+const poolModules = new Map<string, string>();
+
+function poolModuleUrl(filename: string): string {
+  let url = poolModules.get(filename);
+  if (url === undefined) {
+    url = moduleUrl(filename);
+    if (poolModules.size >= 64) poolModules.clear();
+    poolModules.set(filename, url);
+  }
+  return url;
 }
 
 function parses(source: string): boolean {
@@ -275,7 +296,7 @@ class TaskRun {
     try {
       running = pool.run(payload, {
         // On the caller's pool, run withLock's own worker file; it imports the named task.
-        ...(ownPool ? { filename: RUNNER_URL, name: 'default' } : {}),
+        ...(ownPool ? { filename: RUNNER_FILE, name: 'default' } : {}),
       });
     } catch (error) {
       this.#finish(error);
@@ -285,26 +306,11 @@ class TaskRun {
       (outcome) => this.#onOutcome(outcome as TaskOutcome),
       (error: unknown) => this.#onRunRejected(error),
     );
-    if (execTimeout !== Infinity) {
-      this.#arm(execTimeout / 3);
-      void this.#watchStart();
-    }
+    if (execTimeout !== Infinity) this.#arm(execTimeout / RENEWALS);
     if (signal !== undefined) {
       this.#onAbort = () => this.#cancelOrStop(new AbortError(lease.key, signal.reason));
       signal.addEventListener('abort', this.#onAbort, { once: true });
       if (signal.aborted) this.#onAbort();
-    }
-  }
-
-  /** Stamps the deadline as soon as the worker starts the task (it notifies the control word). */
-  async #watchStart(): Promise<void> {
-    while (!this.#settled && Atomics.load(this.#control, CTRL_STATE) === TASK_QUEUED) {
-      const wait = Atomics.waitAsync(this.#control, CTRL_STATE, TASK_QUEUED);
-      if (wait.async) await wait.value;
-    }
-    if (!this.#settled && Atomics.load(this.#control, CTRL_STATE) !== TASK_CANCELLED) {
-      clearTimeout(this.#timer);
-      this.#tick();
     }
   }
 
@@ -314,14 +320,16 @@ class TaskRun {
   }
 
   /**
-   * The one timer of a finite execTimeout. While the task is queued it renews the lease; once the
-   * worker has started the task (#watchStart calls it at once) it stamps the deadline
-   * start + execTimeout, and fires again then to stop the task.
+   * The one timer of a finite execTimeout. While the task is queued it renews the lease every
+   * execTimeout / RENEWALS. At the first tick after the worker started the task, it stamps the
+   * deadline start + execTimeout (the start time is in the control block), and it fires again
+   * then to stop the task. No wake-up from the worker is needed (one would cost the calling
+   * thread an event-loop turn per call).
    */
   #tick(): void {
     if (this.#settled || this.#stopping !== undefined) return;
     if (Atomics.load(this.#control, CTRL_STATE) === TASK_QUEUED) {
-      if (this.#extend(this.#execTimeout)) this.#arm(this.#execTimeout / 3);
+      if (this.#extend(this.#execTimeout)) this.#arm(this.#execTimeout / RENEWALS);
       return;
     }
     const remaining = this.#startTime[CTRL_START_TIME_F64]! + this.#execTimeout - LockTable.now();
@@ -437,8 +445,6 @@ class TaskRun {
     if (this.#settled) return;
     this.#settled = true;
     clearTimeout(this.#timer);
-    // Wakes #watchStart if it still waits (the task never started).
-    Atomics.notify(this.#control, CTRL_STATE);
     if (this.#onAbort !== undefined) this.#signal?.removeEventListener('abort', this.#onAbort);
     if (this.#onExit !== undefined) this.#worker?.off('exit', this.#onExit);
     let lost = false;

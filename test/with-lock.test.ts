@@ -367,12 +367,14 @@ describe('withLock', () => {
       workerData: { buffer: table.buffer, key: 'orphan', cells: buffer, execTimeout: 300 },
     });
     await waitFor(c, STARTED, (v) => v === 1);
-    // The caller stamps the deadline the task was given (start + execTimeout) in the slot.
+    // At its first timer tick after the start (within execTimeout / 8), the caller stamps the
+    // deadline the task was given (start + execTimeout) in the slot.
     const stamped = async () => {
-      for (let i = 0; i < 200; i++) {
+      const giveUp = LockTable.now() + 5000;
+      while (LockTable.now() < giveUp) {
         const d = table.inspect('orphan')?.holders[0]?.deadline ?? NaN;
         if (Math.abs(d - deadline()) < 1) return d;
-        await new Promise((resolve) => setImmediate(resolve));
+        await new Promise((resolve) => setTimeout(resolve, 5));
       }
       assert.fail(
         `slot deadline ${table.inspect('orphan')?.holders[0]?.deadline} != ${deadline()}`,
