@@ -109,7 +109,11 @@ for (const [i, job] of jobs.entries()) {
   if (!runtime.ok) {
     output = { kind: 'skip', reason: `needs Node 24: ${runtime.reason}` };
   } else {
-    const timeout = Math.max(settings.quick ? 15_000 : 30_000, job.estimateMs * 5 + 20_000);
+    // A job that takes several times its estimate has hung (or its peer flooded the main thread):
+    // kill it and report its last phase. The smoke run gives up sooner.
+    const timeout = settings.quick
+      ? Math.max(10_000, job.estimateMs * 3 + 5_000)
+      : Math.max(30_000, job.estimateMs * 5 + 20_000);
     ({ output, durationMs } = await runChild(runtime.path, job.spec, timeout));
   }
   estimatedDone += job.estimateMs;
