@@ -85,13 +85,17 @@ if (options.list) {
   process.exit(0);
 }
 
-const needed = new Set<Runtime>(jobs.map((j) => peerInfo(j.spec.peer).runtime));
+const runtimeOf = (job: Job): Runtime =>
+  options.allOnNode24 ? 'node24' : peerInfo(job.spec.peer).runtime;
+const needed = new Set<Runtime>(jobs.map(runtimeOf));
 const runtimes = resolveRuntimes(needed, log);
+// For the report: which Node ran which peers.
 const runtimeNames: Record<string, string> = {};
 for (const [name, resolved] of runtimes) {
-  runtimeNames[name === 'default' ? 'default' : name] = resolved.ok
-    ? resolved.version
-    : `unavailable (${resolved.reason})`;
+  if (!needed.has(name)) continue;
+  const peers = [...new Set(jobs.filter((j) => runtimeOf(j) === name).map((j) => j.spec.peer))];
+  const version = resolved.ok ? resolved.version : `unavailable (${resolved.reason})`;
+  runtimeNames[peers.join(', ')] = version;
   if (!resolved.ok) log(`${name}: ${resolved.reason}; its peers are skipped`);
 }
 
@@ -99,7 +103,7 @@ const records: RunRecord[] = [];
 const started = performance.now();
 let estimatedDone = 0;
 for (const [i, job] of jobs.entries()) {
-  const runtime = runtimes.get(peerInfo(job.spec.peer).runtime)!;
+  const runtime = runtimes.get(runtimeOf(job))!;
   const elapsed = performance.now() - started;
   const pace = estimatedDone > 0 ? elapsed / estimatedDone : 1;
   const left = (estimate - estimatedDone) * pace;
