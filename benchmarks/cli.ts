@@ -29,7 +29,7 @@ export const USAGE = `npm run bench -- [options]
   --only a,b           scenarios to run (default all): ${SCENARIOS.map((s) => s.id).join(', ')}
   --peers a,b          peers to run (default all): ${PEERS.map((p) => p.name).join(', ')}
                        (the raw baseline always runs: every ratio is taken against it)
-  --workers 2,8        hot-key worker counts to keep (default 1,2,4,8; --quick: 1,2,8)
+  --workers 2,16       hot-key worker counts to run (default 1,2,4,8; --quick: 1,2,8)
   --runs N             runs of every configuration (default 3; --quick: 1)
   --seed N             seed of the random key choices (default: printed)
   --out DIR            where to write results (default benchmarks/results/latest, or
