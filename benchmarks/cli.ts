@@ -12,6 +12,8 @@ export interface CliOptions {
   runs?: number;
   seed?: number;
   out?: string;
+  /** Run every peer (locktable and the baseline too) under the Node 24 binary. */
+  allOnNode24: boolean;
   /** Print the plan and the estimate, run nothing. */
   list: boolean;
   /** Re-render the tables and charts of an earlier run from its results.json, run nothing. */
@@ -27,11 +29,13 @@ export const USAGE = `npm run bench -- [options]
   --only a,b           scenarios to run (default all): ${SCENARIOS.map((s) => s.id).join(', ')}
   --peers a,b          peers to run (default all): ${PEERS.map((p) => p.name).join(', ')}
                        (the raw baseline always runs: every ratio is taken against it)
-  --workers 2,8        hot-key worker counts to keep (default 1,2,4,8; --quick: 1,2,8)
+  --workers 2,16       hot-key worker counts to run (default 1,2,4,8; --quick: 1,2,8)
   --runs N             runs of every configuration (default 3; --quick: 1)
   --seed N             seed of the random key choices (default: printed)
   --out DIR            where to write results (default benchmarks/results/latest, or
                        results/quick for --quick, results/partial for a filtered run)
+  --all-on-node24      run every peer under the fetched Node 24 (same runtime as
+                       worker_threads.locks); default: only the peers that need it
   --list               print the jobs and the time estimate, run nothing
   --rerender DIR       rewrite DIR/results.md and the charts from DIR/results.json, run nothing
   --help               this text
@@ -68,6 +72,7 @@ export function parseArgs(argv: readonly string[]): CliOptions {
     scenarios: new Set(SCENARIOS.map((s) => s.id)),
     peers: new Set(PEERS.map((p) => p.name)),
     workers: new Set(),
+    allOnNode24: false,
     list: false,
     help: false,
     filtered: false,
@@ -118,6 +123,9 @@ export function parseArgs(argv: readonly string[]): CliOptions {
         break;
       case '--rerender':
         options.rerender = value();
+        break;
+      case '--all-on-node24':
+        options.allOnNode24 = true;
         break;
       case '--list':
         options.list = true;

@@ -276,7 +276,7 @@ export function rowName(peer: PeerName, api: Api, variant?: RecoveryVariant): st
 export interface Selection {
   scenarios: ReadonlySet<ScenarioId>;
   peers: ReadonlySet<PeerName>;
-  /** hot-key worker counts to keep (empty: all). */
+  /** hot-key worker counts to run instead of the defaults (empty: the defaults). */
   workers: ReadonlySet<number>;
 }
 
@@ -307,14 +307,12 @@ export function expand(
         notRun.push({ scenario: scenario.id, peer: peer.name, reason: eligible });
         continue;
       }
-      for (const config of scenario.configs(settings)) {
-        if (
-          scenario.id === 'hot-key' &&
-          selection.workers.size > 0 &&
-          !selection.workers.has(config.workers!)
-        ) {
-          continue;
-        }
+      // --workers replaces the hot-key worker counts (any count, e.g. 16).
+      const configs =
+        scenario.id === 'hot-key' && selection.workers.size > 0
+          ? [...selection.workers].sort((a, b) => a - b).map((workers) => ({ workers }))
+          : scenario.configs(settings);
+      for (const config of configs) {
         for (const api of scenario.apis) {
           if (!peer.apis.includes(api)) continue;
           for (const variant of scenario.variants?.(peer) ?? [undefined]) {

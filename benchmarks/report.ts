@@ -226,7 +226,7 @@ export function markdown(
     '',
     `- Machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB; ${m.os}`,
     `- Node: ${Object.entries(ctx.runtimes)
-      .map(([k, v]) => `${k} ${v}`)
+      .map(([peers, version]) => `${version} for ${peers}`)
       .join('; ')}`,
     `- Date: ${m.date}, commit ${m.commit}, ${(ctx.durationMs / 60_000).toFixed(1)} min`,
     `- Command: \`${ctx.command}\``,

@@ -85,13 +85,17 @@ if (options.list) {
   process.exit(0);
 }
 
-const needed = new Set<Runtime>(jobs.map((j) => peerInfo(j.spec.peer).runtime));
+const runtimeOf = (job: Job): Runtime =>
+  options.allOnNode24 ? 'node24' : peerInfo(job.spec.peer).runtime;
+const needed = new Set<Runtime>(jobs.map(runtimeOf));
 const runtimes = resolveRuntimes(needed, log);
+// For the report: which Node ran which peers.
 const runtimeNames: Record<string, string> = {};
 for (const [name, resolved] of runtimes) {
-  runtimeNames[name === 'default' ? 'default' : name] = resolved.ok
-    ? resolved.version
-    : `unavailable (${resolved.reason})`;
+  if (!needed.has(name)) continue;
+  const peers = [...new Set(jobs.filter((j) => runtimeOf(j) === name).map((j) => j.spec.peer))];
+  const version = resolved.ok ? resolved.version : `unavailable (${resolved.reason})`;
+  runtimeNames[peers.join(', ')] = version;
   if (!resolved.ok) log(`${name}: ${resolved.reason}; its peers are skipped`);
 }
 
@@ -99,7 +103,7 @@ const records: RunRecord[] = [];
 const started = performance.now();
 let estimatedDone = 0;
 for (const [i, job] of jobs.entries()) {
-  const runtime = runtimes.get(peerInfo(job.spec.peer).runtime)!;
+  const runtime = runtimes.get(runtimeOf(job))!;
   const elapsed = performance.now() - started;
   const pace = estimatedDone > 0 ? elapsed / estimatedDone : 1;
   const left = (estimate - estimatedDone) * pace;
@@ -109,7 +113,11 @@ for (const [i, job] of jobs.entries()) {
   if (!runtime.ok) {
     output = { kind: 'skip', reason: `needs Node 24: ${runtime.reason}` };
   } else {
-    const timeout = Math.max(settings.quick ? 15_000 : 30_000, job.estimateMs * 5 + 20_000);
+    // A job that takes several times its estimate has hung (or its peer flooded the main thread):
+    // kill it and report its last phase. The smoke run gives up sooner.
+    const timeout = settings.quick
+      ? Math.max(10_000, job.estimateMs * 3 + 5_000)
+      : Math.max(30_000, job.estimateMs * 5 + 20_000);
     ({ output, durationMs } = await runChild(runtime.path, job.spec, timeout));
   }
   estimatedDone += job.estimateMs;
