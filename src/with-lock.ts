@@ -95,6 +95,8 @@ export const DEFAULT_FAIL_TIMEOUT = 1000;
  * deadline stays within execTimeout / RENEWALS of start + execTimeout until it is stamped exactly.
  */
 const RENEWALS = 8;
+/** The longest delay setTimeout honours. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 /** While a stopped task's thread is being torn down, its lease is kept alive this long at a time. */
 const KEEP_ALIVE_MS = 1000;
 
@@ -315,7 +317,9 @@ class TaskRun {
   }
 
   #arm(ms: number): void {
-    this.#timer = setTimeout(() => this.#tick(), Math.max(1, ms));
+    // setTimeout fires at once for delays over 2^31 - 1 ms: a long wait is taken in steps (each
+    // tick re-reads the time left).
+    this.#timer = setTimeout(() => this.#tick(), Math.min(Math.max(1, ms), MAX_TIMER_MS));
     this.#timer.unref();
   }
 

@@ -154,6 +154,29 @@ describe('withLock', () => {
     }
   });
 
+  test("an execTimeout beyond setTimeout's range (2^34 ms) neither fires early nor spins", async () => {
+    const table = new LockTable({ capacity: 16 });
+    const { buffer, c } = cells();
+    let overflows = 0;
+    const onWarning = (w: Error) => {
+      if (w.name === 'TimeoutOverflowWarning') overflows++;
+    };
+    process.on('warning', onWarning);
+    try {
+      const run = withLock(table, 'long', task('waitForGo'), {
+        args: { cells: buffer },
+        execTimeout: 2 ** 34,
+      });
+      await waitFor(c, STARTED, (v) => v === 1);
+      await new Promise((resolve) => setTimeout(resolve, 30));
+      signal(c, GO);
+      assert.equal(await run, 'went');
+      assert.equal(overflows, 0);
+    } finally {
+      process.off('warning', onWarning);
+    }
+  });
+
   test('exec timeout: the runaway thread is gone before anyone else holds the lock', async () => {
     const table = new LockTable({ capacity: 16 });
     const trials = 20;
