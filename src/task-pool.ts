@@ -12,6 +12,7 @@ import { invalidType } from './errors.js';
 
 /** What withLock needs from a pool (Piscina 4 and 5 have it). */
 export interface TaskPool {
+  on?(event: 'workerCreate', listener: () => void): unknown;
   run(
     task: unknown,
     options?: { filename?: string | null; name?: string; signal?: AbortSignal },
@@ -61,8 +62,48 @@ export function checkPool(value: unknown): TaskPool {
   return pool as TaskPool;
 }
 
-/** The pool's worker thread with this id, if the pool still has it. */
-export function findWorker(pool: TaskPool, threadId: number): Worker | undefined {
-  for (const worker of pool.threads) if (worker.threadId === threadId) return worker;
-  return undefined;
+/**
+ * The threads of one pool, by thread id, kept until each has exited. Piscina drops a thread from
+ * `pool.threads` when it starts terminating it (an abort, destroy(), close()), before the thread
+ * has exited; withLock must still find that thread to wait for its 'exit'. One 'exit' listener per
+ * thread, removed by the exit itself.
+ */
+class PoolThreads {
+  readonly #pool: TaskPool;
+  readonly #byId = new Map<number, Worker>();
+
+  constructor(pool: TaskPool) {
+    this.#pool = pool;
+    // A thread is announced before piscina gives it a task.
+    pool.on?.('workerCreate', () => this.#refresh());
+    this.#refresh();
+  }
+
+  #refresh(): void {
+    for (const worker of this.#pool.threads) {
+      const id = worker.threadId;
+      if (id < 0 || this.#byId.has(id)) continue;
+      this.#byId.set(id, worker);
+      worker.once('exit', () => this.#byId.delete(id));
+    }
+  }
+
+  /** The live thread with this id; undefined once it has exited. */
+  find(threadId: number): Worker | undefined {
+    let worker = this.#byId.get(threadId);
+    if (worker === undefined) {
+      this.#refresh();
+      worker = this.#byId.get(threadId);
+    }
+    return worker;
+  }
+}
+
+const poolThreads = new WeakMap<TaskPool, PoolThreads>();
+
+/** Starts tracking a pool's threads (call before its first task). */
+export function trackThreads(pool: TaskPool): PoolThreads {
+  let threads = poolThreads.get(pool);
+  if (threads === undefined) poolThreads.set(pool, (threads = new PoolThreads(pool)));
+  return threads;
 }

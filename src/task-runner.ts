@@ -14,6 +14,7 @@ import {
   CTRL_STATE,
   CTRL_THREAD_ID,
   flattenError,
+  TASK_DONE,
   TASK_QUEUED,
   TASK_STARTED,
   type TaskLock,
@@ -104,13 +105,24 @@ function succeeded(value: unknown, task: TaskSource): TaskOutcome {
   return { ok: true, value };
 }
 
-async function settle(value: PromiseLike<unknown>, task: TaskSource): Promise<TaskOutcome> {
+/** STARTED -> DONE: from here on the caller will not terminate this thread for this task. */
+function done(control: Int32Array): void {
+  Atomics.compareExchange(control, CTRL_STATE, TASK_STARTED, TASK_DONE);
+}
+
+async function settle(
+  value: PromiseLike<unknown>,
+  task: TaskSource,
+  control: Int32Array,
+): Promise<TaskOutcome> {
   let result: unknown;
   try {
     result = await value;
   } catch (error) {
+    done(control);
     return failed(error, task);
   }
+  done(control);
   return succeeded(result, task);
 }
 
@@ -138,14 +150,17 @@ export default function runTask(payload: TaskPayload): TaskOutcome | Promise<Tas
       return settle(
         importTask(task).then((f) => f(payload.args, lock)),
         task,
+        control,
       );
     }
     const value = fn!(payload.args, lock);
     if (value !== null && typeof (value as PromiseLike<unknown>)?.then === 'function') {
-      return settle(value as PromiseLike<unknown>, task);
+      return settle(value as PromiseLike<unknown>, task, control);
     }
+    done(control);
     return succeeded(value, task);
   } catch (error) {
+    done(control);
     return failed(error, task);
   }
 }

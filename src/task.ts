@@ -42,11 +42,16 @@ export type TaskOutcome =
 /*
  * The control block: Int32 words, then the start time as a Float64.
  *
- *   QUEUED --(worker, CAS)--> STARTED      the task body is about to run; THREAD_ID is set
- *   QUEUED --(caller, CAS)--> CANCELLED    the body will never run (abort before start)
+ *   QUEUED  --(worker, CAS)--> STARTED     the task body is about to run; THREAD_ID is set
+ *   QUEUED  --(caller, CAS)--> CANCELLED   the body will never run (abort before start)
+ *   STARTED --(worker, CAS)--> DONE        the body has settled; the worker is about to answer
+ *   STARTED --(caller, CAS)--> STOPPING    the caller will terminate the thread (exec timeout,
+ *                                          abort, lost lease, pool failure)
  *
- * The worker writes THREAD_ID and START_TIME before its CAS, so a caller that sees STARTED (or
- * loses its own CAS) can read both.
+ * The worker writes THREAD_ID and START_TIME before its first CAS, so a caller that sees STARTED
+ * (or loses its own CAS) can read both. The caller terminates a thread only after winning
+ * STARTED -> STOPPING, so it never terminates a thread that has finished the task (and may have
+ * moved on to another one).
  */
 export const CTRL_STATE = 0;
 export const CTRL_THREAD_ID = 1;
@@ -57,6 +62,8 @@ export const CONTROL_BYTES = 24;
 export const TASK_QUEUED = 0;
 export const TASK_STARTED = 1;
 export const TASK_CANCELLED = 2;
+export const TASK_DONE = 3;
+export const TASK_STOPPING = 4;
 
 /** An Error flattened for structured clone. */
 export interface FlatError {
@@ -80,7 +87,32 @@ function cloneable(value: unknown): boolean {
   }
 }
 
+/** Flattens whatever a task threw. Never throws itself (getters may; proxies may). */
 export function flattenError(thrown: unknown, depth = 0): FlatError {
+  try {
+    return flattenUnsafe(thrown, depth);
+  } catch (readError) {
+    let name = 'Error';
+    let message = 'the task threw an error that could not be read';
+    try {
+      if (thrown instanceof Error)
+        ({ name, message } = { name: String(thrown.name), message: String(thrown.message) });
+    } catch {
+      // keep the defaults
+    }
+    return {
+      name,
+      message: `${message} (reading it failed: ${describeThrown(readError)})`,
+      stack: undefined,
+      code: undefined,
+      fields: {},
+      cause: undefined,
+      notAnError: !(thrown instanceof Error),
+    };
+  }
+}
+
+function flattenUnsafe(thrown: unknown, depth: number): FlatError {
   if (!(thrown instanceof Error)) {
     return {
       name: 'Error',
@@ -93,9 +125,14 @@ export function flattenError(thrown: unknown, depth = 0): FlatError {
     };
   }
   const fields: Record<string, unknown> = {};
-  for (const [name, value] of Object.entries(thrown)) {
+  for (const name of Object.keys(thrown)) {
     if (name === 'code' || name === 'cause' || name === 'name' || name === 'message') continue;
-    if (cloneable(value)) fields[name] = value;
+    try {
+      const value = (thrown as unknown as Record<string, unknown>)[name];
+      if (cloneable(value)) fields[name] = value;
+    } catch {
+      // A getter that throws: leave the field out.
+    }
   }
   let cause: FlatError['cause'];
   if ('cause' in thrown && thrown.cause !== undefined) {
@@ -104,10 +141,10 @@ export function flattenError(thrown: unknown, depth = 0): FlatError {
   }
   const code = (thrown as { code?: unknown }).code;
   return {
-    name: thrown.name,
-    message: thrown.message,
-    stack: thrown.stack,
-    code: cloneable(code) ? code : String(code),
+    name: String(thrown.name),
+    message: String(thrown.message),
+    stack: typeof thrown.stack === 'string' ? thrown.stack : undefined,
+    code: code === undefined || cloneable(code) ? code : String(code),
     fields,
     cause,
     notAnError: false,
@@ -116,6 +153,7 @@ export function flattenError(thrown: unknown, depth = 0): FlatError {
 
 function describeThrown(value: unknown): string {
   try {
+    if (value instanceof Error) return `${value.name}: ${value.message}`;
     return typeof value === 'string' ? JSON.stringify(value) : String(value);
   } catch {
     return typeof value;

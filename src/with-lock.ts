@@ -52,12 +52,20 @@ import {
   reviveError,
   TASK_CANCELLED,
   TASK_QUEUED,
+  TASK_STARTED,
+  TASK_STOPPING,
   type TaskLock,
   type TaskOutcome,
   type TaskPayload,
   type TaskSource,
 } from './task.js';
-import { checkPool, findWorker, getDefaultPool, RUNNER_FILE, type TaskPool } from './task-pool.js';
+import {
+  checkPool,
+  getDefaultPool,
+  RUNNER_FILE,
+  type TaskPool,
+  trackThreads,
+} from './task-pool.js';
 
 /** A self-contained function: it runs from its source text in a worker (no closure, no imports). */
 export type TaskFunction<A, R> = (args: A, lock: TaskLock) => R | Promise<R>;
@@ -244,7 +252,7 @@ interface RunSpec {
 class TaskRun {
   readonly outcome: Promise<unknown>;
   readonly #lease: Lease;
-  readonly #pool: TaskPool;
+  readonly #threads: ReturnType<typeof trackThreads>;
   readonly #execTimeout: number;
   readonly #signal: AbortSignal | undefined;
   readonly #control: Int32Array;
@@ -273,7 +281,7 @@ class TaskRun {
       this.#reject = reject;
     });
     this.#lease = lease;
-    this.#pool = pool;
+    this.#threads = trackThreads(pool);
     this.#execTimeout = execTimeout;
     this.#signal = signal;
     const control = new SharedArrayBuffer(CONTROL_BYTES);
@@ -338,7 +346,8 @@ class TaskRun {
     }
     const remaining = this.#startTime[CTRL_START_TIME_F64]! + this.#execTimeout - LockTable.now();
     if (remaining <= 0) {
-      this.#stop(execTimeoutError(this.#lease.key, this.#execTimeout));
+      // If the task has just finished (DONE), its answer is on its way: let it through.
+      if (this.#claimStop()) this.#stop(execTimeoutError(this.#lease.key, this.#execTimeout));
       return;
     }
     if (!this.#deadlineStamped) {
@@ -359,15 +368,26 @@ class TaskRun {
     }
   }
 
-  /** Before the task starts: make sure it never does. After: stop it. */
+  /**
+   * Before the task starts: make sure it never does. While it runs: stop it. Once it has finished
+   * (DONE), nothing: its answer is on its way and settles the call.
+   */
   #cancelOrStop(error: Error): void {
     if (this.#settled || this.#stopping !== undefined) return;
     if (this.#cancel()) {
       // The body will never run: when a worker picks the task up, it returns at once.
       this.#finish(error);
-    } else {
+    } else if (this.#claimStop()) {
       this.#stop(error);
     }
+  }
+
+  /** STARTED -> STOPPING: true when the task is still running and this call will stop it. */
+  #claimStop(): boolean {
+    return (
+      Atomics.compareExchange(this.#control, CTRL_STATE, TASK_STARTED, TASK_STOPPING) ===
+      TASK_STARTED
+    );
   }
 
   /** QUEUED -> CANCELLED: true when the task body will never run. */
@@ -378,7 +398,10 @@ class TaskRun {
     );
   }
 
-  /** Terminates the task's thread; releases the lock once that thread has exited. */
+  /**
+   * Terminates the task's thread (after #claimStop won: the thread is still inside this task);
+   * releases the lock once that thread has exited.
+   */
   #stop(error: Error): void {
     this.#stopping = error;
     clearTimeout(this.#timer);
@@ -403,12 +426,11 @@ class TaskRun {
   }
 
   /**
-   * Resolves once the thread that started the task has exited. The pool drops a worker from its
-   * list in its 'exit' handler, so a worker no longer listed has exited, unless someone else
-   * terminated it (e.g. the pool was destroyed): then we cannot wait for it.
+   * Resolves once the thread that started the task has exited (at once if it already has: the
+   * pool's threads are tracked until their exit, see task-pool.ts).
    */
   #watchExit(): Promise<void> {
-    const worker = findWorker(this.#pool, Atomics.load(this.#control, CTRL_THREAD_ID));
+    const worker = this.#threads.find(Atomics.load(this.#control, CTRL_THREAD_ID));
     if (worker === undefined) return Promise.resolve();
     this.#worker = worker;
     return new Promise((resolve) => {
@@ -435,14 +457,13 @@ class TaskRun {
           ? error
           : new Error(message);
     // Piscina reports "worker exited" from the worker's 'exit' event: that thread is gone. A task
-    // that never started never will (after the CAS). Otherwise the thread may still be running.
-    if (exit !== null || this.#cancel()) {
+    // that never started never will (after the CAS); one that is DONE has left its thread. One
+    // that is still running must be stopped before the lock is let go.
+    if (exit !== null || this.#cancel() || !this.#claimStop()) {
       this.#finish(failure);
       return;
     }
-    this.#stopping = failure;
-    clearTimeout(this.#timer);
-    void this.#watchExit().then(() => this.#finish(failure));
+    this.#stop(failure);
   }
 
   #finish(error: unknown, value?: unknown, ok = false): void {

@@ -454,6 +454,71 @@ describe('withLock', () => {
     }
   });
 
+  test('a task that finished before its caller saw the deadline pass is not stopped', async () => {
+    // The caller's event loop is busy past the exec deadline, after the task has returned: the
+    // task counts as finished, and its thread (which piscina gives the next task) is not killed.
+    const table = new LockTable({ capacity: 16 });
+    const pool = new Piscina({ filename: TASKS.href, minThreads: 1, maxThreads: 1 });
+    try {
+      for (let i = 0; i < 5; i++) {
+        const x = cells();
+        const run = withLock(table, 'a', 'waitForGo', {
+          pool,
+          args: { cells: x.buffer },
+          execTimeout: 40,
+        });
+        await waitFor(x.c, STARTED, (v) => v === 1);
+        const next = pool.run('next', { name: 'quick' });
+        await new Promise<void>((resolve) =>
+          setImmediate(() => {
+            signal(x.c, GO);
+            const end = performance.now() + 60;
+            while (performance.now() < end);
+            resolve();
+          }),
+        );
+        assert.equal(await run, 'went');
+        assert.equal(await next, 'next');
+      }
+    } finally {
+      await pool.destroy();
+    }
+  });
+
+  test('an error whose fields cannot be read still rejects at once', async () => {
+    const table = new LockTable({ capacity: 16 });
+    const error = await rejection(
+      withLock(table, 'g', () => {
+        const e = new Error('task failed');
+        Object.defineProperty(e, 'details', {
+          enumerable: true,
+          get() {
+            throw new Error('getter boom');
+          },
+        });
+        throw e;
+      }),
+    );
+    assert.equal(error.message, 'task failed');
+    assert.equal(table.inspect('g'), null);
+  });
+
+  test('destroying the pool under a running task: the lock waits for the thread to exit', async () => {
+    const table = new LockTable({ capacity: 16 });
+    for (let i = 0; i < 5; i++) {
+      const pool = new Piscina({ filename: TASKS.href, minThreads: 1, maxThreads: 1 });
+      const { buffer, c } = cells();
+      const run = withLock(table, 'k', 'runaway', { pool, args: { cells: buffer } });
+      await waitFor(c, STARTED, (v) => v === 1);
+      void pool.destroy();
+      await rejection(run);
+      const lease = table.tryAcquire('k');
+      assert.ok(lease !== null);
+      assert.equal(counterMoves(c, 3), false, 'the task wrote after the lock was released');
+      lease.release();
+    }
+  });
+
   test('bad arguments are refused before anything is held', async () => {
     const table = new LockTable({ capacity: 16 });
     const cases: [unknown[], string][] = [
