@@ -8,17 +8,20 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
-import { invalidType } from './errors.js';
+import { invalidType, invalidValue } from './errors.js';
 
 /** What withLock needs from a pool (Piscina 4 and 5 have it). */
 export interface TaskPool {
-  on?(event: 'workerCreate', listener: () => void): unknown;
+  on(event: 'workerCreate', listener: () => void): unknown;
   run(
     task: unknown,
     options?: { filename?: string | null; name?: string; signal?: AbortSignal },
   ): Promise<unknown>;
   readonly threads: readonly Worker[];
-  readonly options: { readonly filename?: string | null };
+  readonly options: {
+    readonly filename?: string | null;
+    readonly concurrentTasksPerWorker?: number;
+  };
 }
 
 /** The worker-side file of withLock, next to this module in dist/. */
@@ -45,6 +48,9 @@ export function getDefaultPool(): Piscina {
       maxThreads: threads,
       idleTimeout: 10_000,
     });
+    // Piscina emits 'error' when a thread fails outside any task (e.g. while starting); the
+    // withLock calls it affects reject on their own. Without a listener it would crash the process.
+    defaultPool.on('error', () => {});
   }
   return defaultPool;
 }
@@ -55,9 +61,20 @@ export function checkPool(value: unknown): TaskPool {
     pool === null ||
     typeof pool !== 'object' ||
     typeof pool.run !== 'function' ||
+    typeof pool.on !== 'function' ||
     !Array.isArray(pool.threads)
   ) {
     throw invalidType('options.pool', 'an instance of Piscina', value);
+  }
+  const perThread = pool.options?.concurrentTasksPerWorker ?? 1;
+  if (perThread !== 1) {
+    throw invalidValue(
+      'options.pool',
+      `runs ${perThread} tasks per thread (concurrentTasksPerWorker): stopping one task ` +
+        'terminates its thread, which would kill the others; use a pool with ' +
+        'concurrentTasksPerWorker: 1',
+      value,
+    );
   }
   return pool as TaskPool;
 }
@@ -75,7 +92,7 @@ class PoolThreads {
   constructor(pool: TaskPool) {
     this.#pool = pool;
     // A thread is announced before piscina gives it a task.
-    pool.on?.('workerCreate', () => this.#refresh());
+    pool.on('workerCreate', () => this.#refresh());
     this.#refresh();
   }
 

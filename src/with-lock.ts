@@ -158,6 +158,7 @@ function handleFor(table: LockTable, failTimeout: number): LockTable {
   if (byTimeout === undefined) handles.set(table, (byTimeout = new Map()));
   let handle = byTimeout.get(failTimeout);
   if (handle === undefined) {
+    if (byTimeout.size >= 16) byTimeout.clear();
     handle = LockTable.attach(table.buffer, { failTimeout });
     byTimeout.set(failTimeout, handle);
   }
@@ -478,8 +479,16 @@ class TaskRun {
     } catch {
       lost = true;
     }
-    if (ok && !lost) this.#resolve(value);
-    else if (ok) this.#reject(staleError(this.#lease.key, 'finish the task under its lock'));
-    else this.#reject(error);
+    if (!lost) {
+      if (ok) this.#resolve(value);
+      else this.#reject(error);
+      return;
+    }
+    // The lease expired and was reclaimed while the task ran or was being stopped (this thread's
+    // event loop stalled past deadline + failTimeout): say so, whatever else happened.
+    const stale = staleError(this.#lease.key, 'finish the task under its lock');
+    if (!ok)
+      Object.defineProperty(stale, 'cause', { value: error, configurable: true, writable: true });
+    this.#reject(stale);
   }
 }

@@ -10,7 +10,16 @@ import { describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { threadId, Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
-import { control, CTRL_HELD, CTRL_READY, CTRL_STOP, signal, spawn, waitFor } from './harness.js';
+import {
+  control,
+  CTRL_GO,
+  CTRL_HELD,
+  CTRL_READY,
+  CTRL_STOP,
+  signal,
+  spawn,
+  waitFor,
+} from './harness.js';
 
 type Api = typeof import('../src/index.js');
 const DIST = new URL('../dist/index.js', import.meta.url).href;
@@ -230,20 +239,21 @@ describe('withLock', () => {
   test('exec timeout: a waiting contender gets the key about when the exec time is up', async () => {
     const table = new LockTable({ capacity: 16 });
     const { buffer, c, deadline } = cells();
-    const run = withLock(table, 'hot', task('runaway'), {
-      args: { cells: buffer },
-      execTimeout: 1500,
-    });
-    await waitFor(c, STARTED, (v) => v === 1);
     const ctrl = control();
     const contender = spawn<{ ok: boolean; at: number; recovered: boolean }>('acquireOnce', {
       buffer: table.buffer,
       ctrl: ctrl.buffer,
       key: 'hot',
+      waitGo: true,
       options: { waitTimeout: 10_000 },
     });
     await waitFor(ctrl, CTRL_READY, (v) => v === 1);
-    assert.ok(LockTable.now() < deadline(), 'the contender booted too slowly to wait');
+    const run = withLock(table, 'hot', task('runaway'), {
+      args: { cells: buffer },
+      execTimeout: 200,
+    });
+    await waitFor(c, STARTED, (v) => v === 1);
+    signal(ctrl, CTRL_GO);
     assert.equal((await rejection(run)).code, 'ERR_LOCK_EXEC_TIMEOUT');
     const got = await contender.result;
     assert.ok(got.ok);
@@ -485,6 +495,32 @@ describe('withLock', () => {
     }
   });
 
+  test('a caller stalled past its deadline + failTimeout learns that its lease was lost', async () => {
+    // The calling thread's event loop is blocked; a contender (failTimeout 5 ms) reclaims the
+    // lock; when the caller wakes it stops the task, and reports ERR_LOCK_STALE, not a clean stop.
+    const table = new LockTable({ capacity: 16, failTimeout: 5 });
+    const ctrl = control();
+    const contender = spawn<{ ok: boolean; recovered: boolean }>('acquireOnce', {
+      buffer: table.buffer,
+      ctrl: ctrl.buffer,
+      key: 'stall',
+      waitGo: true,
+      options: { waitTimeout: 10_000 },
+    });
+    await waitFor(ctrl, CTRL_READY, (v) => v === 1);
+    const { buffer, c } = cells();
+    const run = withLock(table, 'stall', runaway, { args: { cells: buffer }, execTimeout: 100 });
+    run.catch(() => {});
+    await waitFor(c, STARTED, (v) => v === 1);
+    signal(ctrl, CTRL_GO);
+    const end = performance.now() + 400;
+    while (performance.now() < end); // the caller's event loop stalls
+    const error = await rejection(run);
+    assert.equal(error.code, 'ERR_LOCK_STALE');
+    assert.equal((error.cause as { code?: string }).code, 'ERR_LOCK_EXEC_TIMEOUT');
+    assert.equal((await contender.result).recovered, true);
+  });
+
   test('an error whose fields cannot be read still rejects at once', async () => {
     const table = new LockTable({ capacity: 16 });
     const error = await rejection(
@@ -521,6 +557,8 @@ describe('withLock', () => {
 
   test('bad arguments are refused before anything is held', async () => {
     const table = new LockTable({ capacity: 16 });
+    // Several tasks per thread: stopping one would kill the others.
+    const sharingPool = new Piscina({ filename: TASKS.href, concurrentTasksPerWorker: 2 });
     const cases: [unknown[], string][] = [
       [[{}, 'k', () => 1], 'ERR_INVALID_ARG_TYPE'],
       [[table, 5, () => 1], 'ERR_INVALID_ARG_TYPE'],
@@ -547,6 +585,7 @@ describe('withLock', () => {
       [[table, 'k', () => 1, { failTimeout: '1' }], 'ERR_INVALID_ARG_TYPE'],
       [[table, 'k', () => 1, { mode: 'solo' }], 'ERR_INVALID_ARG_VALUE'],
       [[table, 'k', () => 1, { pool: {} }], 'ERR_INVALID_ARG_TYPE'],
+      [[table, 'k', () => 1, { pool: sharingPool }], 'ERR_INVALID_ARG_VALUE'],
       [[table, 'k', () => 1, { signal: 'stop' }], 'ERR_INVALID_ARG_TYPE'],
       [[table, 'k', () => 1, { spinDelay: -1 }], 'ERR_OUT_OF_RANGE'],
       [[table, 'k', () => 1, null], 'ERR_INVALID_ARG_TYPE'],
@@ -557,6 +596,7 @@ describe('withLock', () => {
       assert.match(error.message, /"(table|key|task|task\.module|options(\.\w+)?)"/);
     }
     assert.deepEqual(table.held(), []);
+    await sharingPool.destroy();
   });
 
   test('a script that calls withLock once exits by itself', async () => {
