@@ -99,10 +99,33 @@ export class Grants {
     return this.#attemptShared(slot, hold, waiter);
   }
 
-  /** The uncontended exclusive grant: one CAS from FREE. The caller stamps. */
+  /**
+   * The uncontended exclusive grant: one CAS from FREE, then the new token. For an infinite hold
+   * (the default) that is all: no clock read, no stamp, no call. The caller checks the key.
+   */
   fastExclusive(slot: number, hold: number): boolean {
-    let next = EXCLUSIVE | this.threadId;
-    if (hold !== Infinity) next |= FINITE | this.#nextParity(slot);
+    if (hold !== Infinity) return this.#fastExclusiveFinite(slot, hold);
+    const slots = this.#slots;
+    const base = slot * SLOT_WORDS;
+    const next = EXCLUSIVE | this.threadId;
+    if (Atomics.compareExchange(slots, base + S_STATE, 0, next) !== 0) return false;
+    // We hold the slot alone, so the token is ours to bump with plain reads and writes; the next
+    // holder's grant CAS orders them before its own.
+    const lo = (slots[base + S_TOKEN_LO]! + 1) | 0;
+    let hi = slots[base + S_TOKEN_HI]!;
+    if (lo === 0) hi = (hi + 1) | 0;
+    slots[base + S_TOKEN_LO] = lo;
+    slots[base + S_TOKEN_HI] = hi;
+    this.tokenLo = lo;
+    this.tokenHi = hi;
+    this.stateWord = next;
+    this.record = -1;
+    this.deadline = Infinity;
+    return true;
+  }
+
+  #fastExclusiveFinite(slot: number, hold: number): boolean {
+    const next = EXCLUSIVE | this.threadId | FINITE | this.#nextParity(slot);
     if (Atomics.compareExchange(this.#slots, slot * SLOT_WORDS + S_STATE, 0, next) !== 0)
       return false;
     this.#stampExclusive(slot, next, hold);
@@ -215,9 +238,16 @@ export class Grants {
     // freeing it without a notify would strand them.
     const bare = expected & (EXCLUSIVE | FIELD | FINITE | PARITY);
     if (Atomics.compareExchange(slots, base + S_STATE, bare, 0) === bare) return true;
+    return this.#releaseExclusiveSlow(slot);
+  }
+
+  /** A release that found flags (waiters, sleepers) in the word, or a word that is not ours. */
+  #releaseExclusiveSlow(slot: number): boolean {
+    const slots = this.#slots;
+    const at = slot * SLOT_WORDS + S_STATE;
     const mine = EXCLUSIVE | this.threadId;
     for (;;) {
-      const s = Atomics.load(slots, base + S_STATE);
+      const s = Atomics.load(slots, at);
       if ((s & (EXCLUSIVE | FIELD)) !== mine) return false;
       if (this.#releaseFrom(slot, s, 'exclusive')) return true;
     }
