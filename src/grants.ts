@@ -107,8 +107,15 @@ export class Grants {
     if (hold !== Infinity) return this.#fastExclusiveFinite(slot, hold);
     const slots = this.#slots;
     const base = slot * SLOT_WORDS;
-    const next = EXCLUSIVE | this.threadId;
-    if (Atomics.compareExchange(slots, base + S_STATE, 0, next) !== 0) return false;
+    let next = EXCLUSIVE | this.threadId;
+    const seen = Atomics.compareExchange(slots, base + S_STATE, 0, next);
+    if (seen !== 0) {
+      // FREE with sleepers (PARKED): a newcomer may still take it (normal mode), keeping PARKED so
+      // that its release wakes them. Any other word: the waiting loop decides.
+      if (seen !== PARKED) return false;
+      next |= PARKED;
+      if (Atomics.compareExchange(slots, base + S_STATE, PARKED, next) !== PARKED) return false;
+    }
     // We hold the slot alone, so the token is ours to bump with plain reads and writes; the next
     // holder's grant CAS orders them before its own.
     const lo = (slots[base + S_TOKEN_LO]! + 1) | 0;

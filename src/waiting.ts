@@ -7,7 +7,8 @@
  *   1. find the key's slot (binding it if needed; a busy binding mutex means sleep on it);
  *   2. attempt a grant, as a waiter (so it may take a HANDOFF whose turn is its own);
  *   3. if the holder is past its deadline + failTimeout, reclaim (a CAS naming the stale state);
- *   4. announce itself (WAITING and WRITER_/READER_WAITING), so the next release hands off;
+ *   4. announce itself when it needs a turn (see `announced`: a reader, a writer facing readers,
+ *      or a writer that has waited STARVATION_MS), so that the next release hands off;
  *   5. spin for `spinDelay` ms (a handoff to a spinner costs about 1 us), then sleep on S_STATE
  *      (counted in S_SLEEPERS) until woken, or until the earliest of: its wait deadline, the
  *      holder's reclaim time, the handoff patience, or SLEEP_SLICE_MS.
@@ -17,13 +18,14 @@ import { BIND_BUSY, BIND_FULL, type Directory, BIND_LOCK_LEASE_MS } from './dire
 import { GRANTED, type Grants, NO_RECORD, UNBOUND_SLOT } from './grants.js';
 import { H_BIND_LOCK, S_SLEEPERS, S_STATE, SLOT_WORDS } from './layout.js';
 import {
-  announceBits,
+  announced,
   EXCLUSIVE,
   FIELD,
   HANDOFF,
   HANDOFF_PATIENCE_MS,
   type Mode,
   PARKED,
+  STARVATION_MS,
   type WaiterView,
 } from './slot-state.js';
 
@@ -76,6 +78,9 @@ export class Request implements WaiterView {
   #unstampedState = -1;
   #unboundSeen = 0;
   #unstampedSince = 0;
+  /** The last HANDOFF word this request failed to claim, and since when it has seen it. */
+  #handoffWord = 0;
+  #handoffSince = 0;
   #now = 0;
 
   constructor(
@@ -112,6 +117,10 @@ export class Request implements WaiterView {
 
   get waitedMs(): number {
     return this.#now - this.startedAt;
+  }
+
+  handoffWatchedMs(s: number): number {
+    return s === this.#handoffWord ? this.#now - this.#handoffSince : 0;
   }
 
   /** One round of the loop described at the top of this file. */
@@ -156,6 +165,10 @@ export class Request implements WaiterView {
       if (result === NO_RECORD) return STEP_NO_RECORD;
       // BUSY
       const s = grants.seen;
+      if ((s & HANDOFF) !== 0 && s !== this.#handoffWord) {
+        this.#handoffWord = s;
+        this.#handoffSince = this.#now;
+      }
       if (this.blocking && this.#heldHere(slot, s)) return STEP_RECURSION;
       const reclaimIn = this.#reclaimableIn(slot, s);
       if (reclaimIn <= 0) {
@@ -175,7 +188,11 @@ export class Request implements WaiterView {
       // A reclaim that was due but failed (a holder still looks live) must not spin: sleep >= 1 ms.
       let ms = Math.min(this.deadline - this.#now, Math.max(reclaimIn, 1), SLEEP_SLICE_MS);
       if ((announced & HANDOFF) !== 0)
-        ms = Math.min(ms, Math.max(0.05, HANDOFF_PATIENCE_MS - this.waitedMs));
+        ms = Math.min(ms, Math.max(0.05, HANDOFF_PATIENCE_MS - this.handoffWatchedMs(announced)));
+      // A writer wakes up in time to announce STARVING, even if no release wakes it before
+      // (readers need not: their turn comes with every writer's release).
+      if (this.mode === 'exclusive' && this.waitedMs < STARVATION_MS)
+        ms = Math.min(ms, Math.max(0.05, STARVATION_MS - this.waitedMs));
       return this.#sleepOn(core.slots, slot * SLOT_WORDS + S_STATE, announced, ms, true);
     }
   }
@@ -209,9 +226,8 @@ export class Request implements WaiterView {
 
   /** Sets this request's announcement bits (a hint; a failed CAS is fine). Returns the word. */
   #announce(slot: number, s: number): number {
-    const bits = announceBits(this.mode, this.waitedMs);
-    if ((s & bits) === bits) return s;
-    const want = s | bits;
+    const want = announced(s, this.mode, this.waitedMs);
+    if (want === s) return s;
     const at = slot * SLOT_WORDS + S_STATE;
     // On a failed CAS return the word we checked: the sleep's own CAS then fails and the loop
     // looks again, rather than sleeping on a word nobody has judged busy.
