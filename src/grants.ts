@@ -35,6 +35,13 @@ import {
   wakesAll,
 } from './slot-state.js';
 
+/**
+ * Loads per spin round on a busy word: about 1-2 us here, the raw futex mutex's spin (100
+ * loads). Enough to catch a release by a holder on another core in a short section; a longer
+ * hold is left to the waiting loop and its sleep.
+ */
+export const SPIN_LOADS = 128;
+
 export const GRANTED = 1;
 export const BUSY = 0;
 export const UNBOUND_SLOT = -1;
@@ -129,6 +136,20 @@ export class Grants {
     this.record = -1;
     this.deadline = Infinity;
     return true;
+  }
+
+  /**
+   * Watches the slot's word with loads (at most SPIN_LOADS) until it looks free to a newcomer
+   * (FREE, perhaps with sleepers). False when it stayed busy (or is in a hand-off).
+   */
+  watchForFree(slot: number): boolean {
+    const slots = this.#slots;
+    const at = slot * SLOT_WORDS + S_STATE;
+    for (let i = 0; i < SPIN_LOADS; i++) {
+      const s = Atomics.load(slots, at);
+      if (s === 0 || s === PARKED) return true;
+    }
+    return false;
   }
 
   #fastExclusiveFinite(slot: number, hold: number): boolean {
@@ -291,15 +312,14 @@ export class Grants {
   #releaseFrom(slot: number, s: number, mode: Mode, actual = s): boolean {
     const slots = this.#slots;
     const base = slot * SLOT_WORDS;
-    const before = Atomics.load(slots, base + S_SLEEPERS);
-    const next = releaseState(s, mode, this.threadId, before);
+    const next = releaseState(s, mode, this.threadId);
     if (Atomics.compareExchange(slots, base + S_STATE, actual, next) !== actual) return false;
-    // RACE: a sleeper may have arrived between our read and our CAS, and may already sleep on the
-    // old word; so look again after the CAS. If we cleared PARKED while someone sleeps, wake them
-    // all (each sets PARKED again before it sleeps again); else one is enough.
+    // RACE: a sleeper may have arrived just before our CAS and may already sleep on the old word;
+    // so read S_SLEEPERS after the CAS. The release clears PARKED; the sleeper it wakes sets it
+    // again if others still sleep (Request.relayWakeUp), like the futex mutex's "2" state.
     const after = Atomics.load(slots, base + S_SLEEPERS);
-    const one = (next & PARKED) !== 0 && !wakesAll(next);
-    const woken = after > 0 ? Atomics.notify(slots, base + S_STATE, one ? 1 : Infinity) : 0;
+    const woken =
+      after > 0 ? Atomics.notify(slots, base + S_STATE, wakesAll(next) ? Infinity : 1) : 0;
     if ((next & HANDOFF) !== 0) {
       this.releaseSeq++;
       // Nobody asleep woke and nobody spins: the announcement was stale. Free the slot rather

@@ -92,7 +92,7 @@ import {
   Request,
   sleepAsync,
   sleepSync,
-  spinPause,
+  spin,
   STEP_FULL,
   STEP_GRANTED,
   STEP_NO_RECORD,
@@ -254,29 +254,31 @@ export class LockTable implements WaitCore, LeaseHost {
   tryAcquire(key: string, options?: TryAcquireOptions): Lease | null {
     if (options === undefined) {
       // A key this thread used before (only validated keys are cached): one CAS.
-      const lease = this.#fastCached(key, this.#plain.hold);
+      const lease = this.#fastCached(key, this.#plain.hold, false);
       if (lease !== undefined) return lease ?? this.#slowSync(key, this.#plain, 0, false);
     }
     checkKey('key', key, this.#maxKeyLength);
     const o = options === undefined ? this.#plain : this.#resolve(options, false, false);
-    return this.#fast(key, o.mode, o.hold) ?? this.#slowSync(key, o, 0, false);
+    return this.#fast(key, o.mode, o.hold, false) ?? this.#slowSync(key, o, 0, false);
   }
 
   /** Blocks this thread (Atomics.wait) until granted, or throws ERR_LOCK_TIMEOUT. */
   acquireSync(key: string, options?: AcquireSyncOptions): Lease {
     if (options === undefined) {
-      const lease = this.#fastCached(key, this.#plain.hold);
-      if (lease !== undefined) return lease ?? this.#waitSync(key, this.#plain);
+      const plain = this.#plain;
+      const lease = this.#fastCached(key, plain.hold, plain.spinDelay > 0);
+      if (lease !== undefined) return lease ?? this.#waitSync(key, plain);
     }
     checkKey('key', key, this.#maxKeyLength);
     const o = options === undefined ? this.#plain : this.#resolve(options, true, false);
-    return this.#fast(key, o.mode, o.hold) ?? this.#waitSync(key, o);
+    return this.#fast(key, o.mode, o.hold, o.spinDelay > 0) ?? this.#waitSync(key, o);
   }
 
   /** Waits without blocking the event loop (Atomics.waitAsync). Rejects on timeout or abort. */
   acquire(key: string, options?: AcquireOptions): Promise<Lease> {
     if (options === undefined) {
-      const lease = this.#fastCached(key, this.#plain.hold);
+      const plain = this.#plain;
+      const lease = this.#fastCached(key, plain.hold, plain.spinDelay > 0);
       if (lease !== undefined && lease !== null) return Promise.resolve(lease);
     }
     return this.#acquire(key, options);
@@ -286,7 +288,9 @@ export class LockTable implements WaitCore, LeaseHost {
     checkKey('key', key, this.#maxKeyLength);
     const o = options === undefined ? this.#plain : this.#resolve(options, true, true);
     if (o.signal?.aborted) throw new AbortError(key, o.signal.reason);
-    const lease = this.#fast(key, o.mode, o.hold) ?? (await this.#slowAsync(key, o, o.waitTimeout));
+    const lease =
+      this.#fast(key, o.mode, o.hold, o.spinDelay > 0) ??
+      (await this.#slowAsync(key, o, o.waitTimeout));
     if (lease === null) throw timeoutError(key, o.waitTimeout);
     return lease;
   }
@@ -305,7 +309,7 @@ export class LockTable implements WaitCore, LeaseHost {
       for (const key of ordered) {
         const remaining = Math.max(0, deadline - monotonicNow());
         const lease =
-          this.#fast(key, o.mode, o.hold) ??
+          this.#fast(key, o.mode, o.hold, o.spinDelay > 0) ??
           this.#slowSync(key, o, Math.min(o.waitTimeout, remaining), true);
         if (lease === null) throw timeoutError(key, o.waitTimeout);
         taken.push(lease);
@@ -328,7 +332,7 @@ export class LockTable implements WaitCore, LeaseHost {
       for (const key of ordered) {
         const remaining = Math.max(0, deadline - monotonicNow());
         const lease =
-          this.#fast(key, o.mode, o.hold) ??
+          this.#fast(key, o.mode, o.hold, o.spinDelay > 0) ??
           (await this.#slowAsync(key, o, Math.min(o.waitTimeout, remaining)));
         if (lease === null) throw timeoutError(key, o.waitTimeout);
         taken.push(lease);
@@ -436,24 +440,27 @@ export class LockTable implements WaitCore, LeaseHost {
    * found through the slot cache (#fastCached); any other key is hashed and probed (#fastProbe).
    * null: not granted now (the waiting loop takes over).
    */
-  #fast(key: string, mode: Mode, hold: number): Lease | null {
+  #fast(key: string, mode: Mode, hold: number, spin: boolean): Lease | null {
     if (mode !== 'exclusive') return null;
-    const lease = this.#fastCached(key, hold);
+    const lease = this.#fastCached(key, hold, spin);
     return lease === undefined ? this.#fastProbe(key, hold) : lease;
   }
 
   /**
-   * The fast path for a key in the slot cache: generation check, CAS, generation check again
-   * (slot-cache.ts says why that is exact). A lease; null when the key's slot is busy; undefined
+   * The fast path for a key in the slot cache: CAS, then generation check (slot-cache.ts says
+   * why that is exact). A lease; null when the key's slot is busy; undefined
    * when the cache does not know the key (or knew it wrong).
    */
-  #fastCached(key: string, hold: number): Lease | null | undefined {
+  #fastCached(key: string, hold: number, spin: boolean): Lease | null | undefined {
     const cache = this.#slotCache;
-    const entry = cache.lookup(key);
+    const entry = cache.get(key);
     if (entry === undefined) return undefined;
     const slot = entry.slot;
     const g = this.grants;
-    if (!g.fastExclusive(slot, hold)) return null;
+    // Busy: a request that may spin watches the word for a moment (a few hundred loads, as the
+    // raw futex mutex does) and tries again when it looks free, before the waiting loop.
+    for (let round = 0; !g.fastExclusive(slot, hold); round++)
+      if (!spin || round === PRE_SPIN_ROUNDS || !g.watchForFree(slot)) return null;
     // Held now, so the binding is frozen: the same generation means the same key.
     if (cache.isCurrent(entry))
       return new Lease(this, key, slot, 0, g.tokenLo, g.tokenHi, g.stateWord, g.deadline);
@@ -511,13 +518,21 @@ export class LockTable implements WaitCore, LeaseHost {
   /** The waiting loop, blocking. null = timed out (or, with waitTimeout 0, not free). */
   #slowSync(key: string, o: Resolved, waitTimeout: number, blocking: boolean): Lease | null {
     const req = this.#request(key, o, waitTimeout, blocking);
-    for (let spins = 0; ; spins++) {
-      const step = req.step();
-      if (step === STEP_GRANTED) return this.#granted(key, o.mode, req.slot, req.recovered);
-      if (step === STEP_SPIN) spinPause(spins);
-      else if (step === STEP_SLEEP) sleepSync(req);
-      else if (step === STEP_TIMEOUT) return null;
-      else this.#fail(step, key);
+    let granted = false;
+    try {
+      for (;;) {
+        const step = req.step();
+        if (step === STEP_GRANTED) {
+          granted = true;
+          return this.#granted(key, o.mode, req.slot, req.recovered);
+        }
+        if (step === STEP_SPIN) spin(req);
+        else if (step === STEP_SLEEP) sleepSync(req);
+        else if (step === STEP_TIMEOUT) return null;
+        else this.#fail(step, key);
+      }
+    } finally {
+      req.relayWakeUp(granted);
     }
   }
 
@@ -532,17 +547,22 @@ export class LockTable implements WaitCore, LeaseHost {
             onAbort = () => resolve();
             signal.addEventListener('abort', onAbort, { once: true });
           });
+    let granted = false;
     try {
-      for (let spins = 0; ; spins++) {
+      for (;;) {
         if (signal?.aborted) throw new AbortError(key, signal.reason);
         const step = req.step();
-        if (step === STEP_GRANTED) return this.#granted(key, o.mode, req.slot, req.recovered);
-        if (step === STEP_SPIN) spinPause(spins);
+        if (step === STEP_GRANTED) {
+          granted = true;
+          return this.#granted(key, o.mode, req.slot, req.recovered);
+        }
+        if (step === STEP_SPIN) spin(req);
         else if (step === STEP_SLEEP) await sleepAsync(req, aborted);
         else if (step === STEP_TIMEOUT) return null;
         else this.#fail(step, key);
       }
     } finally {
+      req.relayWakeUp(granted);
       if (signal !== undefined && onAbort !== undefined)
         signal.removeEventListener('abort', onAbort);
     }
@@ -649,6 +669,9 @@ export class LockTable implements WaitCore, LeaseHost {
     return null;
   }
 }
+
+/** Watch-and-retry rounds of the fast path before a busy key goes to the waiting loop. */
+const PRE_SPIN_ROUNDS = 2;
 
 /** Set by attach() for the constructor call it makes (a constructor cannot be overloaded privately). */
 let pendingAttach:

@@ -10,10 +10,12 @@
  *    key was compared.
  *  - The generation (S_BIND_GEN, 64 bits) is incremented by the binder for every new binding of
  *    the slot, so one (slot, generation) pair never names two bindings: no ABA, ever.
- *  - A hit is used as: generation compare (a hint that skips a stale entry without touching the
- *    lock word), grant CAS, generation compare again. After the CAS this thread holds the slot, so
- *    its binding is frozen, and an equal generation proves it is the binding of this key. A
- *    mismatch gives the grant straight back and forgets the entry.
+ *  - A hit is used as: grant CAS, then generation compare. After the CAS this thread holds the
+ *    slot, so its binding is frozen, and an equal generation proves it is the binding of this
+ *    key. A mismatch gives the grant straight back (the slot was FREE, so that only cost its
+ *    current key a token) and forgets the entry. A busy slot is left to the waiting loop, which
+ *    uses the entry only as a hint, after a generation compare, and checks the key once it
+ *    holds the slot.
  * The plain reads of the generation after the CAS are ordered by it: the binder wrote the
  * generation before the Atomics store of S_STATE that made the slot FREE, which our CAS read from
  * (directly or through later releases).
@@ -42,9 +44,18 @@ export class SlotCache {
   }
 
   /**
-   * The remembered slot of `key` if its binding is still the one remembered (a hint until the
-   * caller holds the slot: then isCurrent is exact). A stale entry is forgotten. Only keys that
-   * passed validation are ever remembered, so a hit also means `key` is a valid key.
+   * The remembered slot of `key`, current or not: the fast path checks it once it holds the slot
+   * (isCurrent is exact then; a check before the CAS would cost a contended key one more
+   * cache-line transfer). Only keys that passed validation are ever remembered, so a hit also
+   * means `key` is a valid key.
+   */
+  get(key: string): CachedSlot | undefined {
+    return this.#entries.get(key);
+  }
+
+  /**
+   * The remembered slot of `key` if its binding is still the one remembered (a hint: the binding
+   * may change at once). A stale entry is forgotten.
    */
   lookup(key: string): CachedSlot | undefined {
     const entry = this.#entries.get(key);

@@ -48,12 +48,18 @@
  *    EXCLUSIVE and SHARED never coexist in one word.
  *  - No lost wake-up: a sleeper increments S_SLEEPERS, sets PARKED with a CAS, and only then
  *    sleeps with Atomics.wait(S_STATE, a value that has PARKED). A release that finds PARKED (or
- *    any flag) takes the slow path, and reads S_SLEEPERS again after its CAS: in the single total
- *    order of atomics, either that read sees the sleeper (and notifies), or the sleeper's wait
- *    starts after the CAS and sees a changed word (and does not sleep). A release keeps PARKED
- *    while sleepers remain; one that clears it while someone sleeps wakes every sleeper, and each
- *    sets PARKED again before it sleeps again. The fast-path release CAS (EXCLUSIVE|me -> 0) can
- *    only succeed when PARKED is clear, that is, when no sleeper can be asleep on the word.
+ *    any flag) takes the slow path, and reads S_SLEEPERS after its CAS: in the single total order
+ *    of atomics, either that read sees the sleeper (and notifies), or the sleeper's wait starts
+ *    after the CAS and sees a changed word (and does not sleep). A release clears PARKED and
+ *    wakes one sleeper (all, on a STARVING or READER_PHASE hand-off). A sleeper woken by a notify
+ *    owes the others: if S_SLEEPERS is still above 0, it sets PARKED again in the word it was
+ *    granted, or, if it leaves without a grant, wakes one more (Request.relayWakeUp); one that
+ *    sleeps again sets PARKED anyway. So while anyone sleeps, either the word has PARKED or a
+ *    woken sleeper is on its way to set it (the futex mutex's "2" state, with the same duty).
+ *    The fast-path release CAS (EXCLUSIVE|me -> 0) can only succeed when PARKED is clear. A
+ *    woken sleeper that is terminated before it relays leaves the others to their sleep slice
+ *    (at most 1 ms for a writer that is not yet starving; a starving writer or a reader has an
+ *    announcement in the word, which sends every release down the slow path anyway).
  *  - Flags are hints that heal: a waiter that dies leaves its announcement until the next grant
  *    clears it, and a HANDOFF that nobody claims is claimable by any request that has watched it
  *    unclaimed for HANDOFF_PATIENCE_MS. A stale flag can cost time, never safety.
@@ -174,8 +180,7 @@ export function grantState(
 }
 
 /**
- * The state a release moves to from `s` (`s` is held by the releaser in `mode`), given the number
- * of sleepers read just before the CAS (the caller re-reads both if the CAS fails).
+ * The state a release moves to from `s` (`s` is held by the releaser in `mode`).
  *
  * Normal mode (eventual fairness, as in parking_lot and Go): the word goes back to FREE even when
  * requests wait, and whoever is first takes it, the releaser's own next request included. That
@@ -185,17 +190,17 @@ export function grantState(
  * (STARVING), or when the other mode waits its turn: readers after a writer (READER_WAITING), a
  * writer after a shared group (WRITER_WAITING).
  */
-export function releaseState(s: number, mode: Mode, threadId: number, sleepers: number): number {
-  const parked = sleepers > 0 ? PARKED : 0;
+export function releaseState(s: number, mode: Mode, threadId: number): number {
   if (mode === 'shared') {
     const count = s & FIELD;
     if (count > 1) return s - 1;
   }
+  // PARKED is cleared: the releaser wakes a sleeper, which sets it again if others still sleep.
   const otherMode = mode === 'exclusive' ? READER_WAITING : WRITER_WAITING | READER_WAITING;
-  if ((s & (STARVING | otherMode)) === 0) return parked;
+  if ((s & (STARVING | otherMode)) === 0) return 0;
   // After a writer, readers that wait get a turn; after readers, the writer's announcement stands.
   const readersTurn = mode === 'exclusive' && (s & READER_WAITING) !== 0 ? READER_PHASE : 0;
-  return HANDOFF | threadId | parked | readersTurn | (s & ANNOUNCE);
+  return HANDOFF | threadId | readersTurn | (s & ANNOUNCE);
 }
 
 /**

@@ -15,7 +15,7 @@
  */
 import { monotonicNow } from './clock.js';
 import { BIND_BUSY, BIND_FULL, type Directory, BIND_LOCK_LEASE_MS } from './directory.js';
-import { GRANTED, type Grants, NO_RECORD, UNBOUND_SLOT } from './grants.js';
+import { GRANTED, type Grants, NO_RECORD, SPIN_LOADS, UNBOUND_SLOT } from './grants.js';
 import { H_BIND_LOCK, S_SLEEPERS, S_STATE, SLOT_WORDS } from './layout.js';
 import {
   announced,
@@ -67,6 +67,8 @@ export class Request implements WaiterView {
   /** Blocking requests fail at once when this thread holds the key (they would never return). */
   readonly blocking: boolean;
   readonly #core: WaitCore;
+  /** The table's slot words (what a spin round watches). */
+  readonly slots: Int32Array;
   slot = -1;
   recovered = false;
   /** What to sleep on after STEP_SLEEP: an Int32Array, an index, a value and a time (ms). */
@@ -75,6 +77,11 @@ export class Request implements WaiterView {
   sleepValue = 0;
   sleepMs = 0;
   sleepIsSlot = false;
+  /**
+   * The state index of the slot word on which a notify woke this request, while it owes the
+   * other sleepers their wake-up (see relayWakeUp and slot-state.ts, "No lost wake-up"); or -1.
+   */
+  owedIndex = -1;
   #unstampedState = -1;
   #unboundSeen = 0;
   #unstampedSince = 0;
@@ -107,6 +114,7 @@ export class Request implements WaiterView {
     this.startReleaseSeq = core.grants.releaseSeq;
     this.startedAt = monotonicNow();
     this.deadline = this.startedAt + waitTimeout;
+    this.slots = core.slots;
     this.sleepArray = core.slots;
     this.#now = this.startedAt;
   }
@@ -197,6 +205,28 @@ export class Request implements WaiterView {
     }
   }
 
+  /**
+   * Called when the request ends (granted or not). A request that a release's notify woke (which
+   * cleared PARKED) sets PARKED again while others still sleep on that word, so that the next
+   * release wakes one of them; if it leaves without that slot, it wakes one of them instead.
+   */
+  relayWakeUp(granted: boolean): void {
+    const at = this.owedIndex;
+    if (at < 0) return;
+    this.owedIndex = -1;
+    const slots = this.slots;
+    if (Atomics.load(slots, at - S_STATE + S_SLEEPERS) === 0) return;
+    if (!granted || at !== this.slot * SLOT_WORDS + S_STATE) {
+      Atomics.notify(slots, at, 1);
+      return;
+    }
+    // The word is ours (or our shared group's): only announcements can change it meanwhile.
+    for (;;) {
+      const s = Atomics.load(slots, at);
+      if ((s & PARKED) !== 0 || Atomics.compareExchange(slots, at, s, s | PARKED) === s) return;
+    }
+  }
+
   /** After a grant: is the slot still bound to our key? If not, give it back and look again. */
   #keyStillOurs(): boolean {
     const core = this.#core;
@@ -268,7 +298,11 @@ export function sleepSync(req: Request): void {
   }
   const value = beginSlotSleep(sleepArray, sleepIndex, sleepValue);
   try {
-    if (value !== -1) Atomics.wait(sleepArray, sleepIndex, value, sleepMs);
+    if (value !== -1) {
+      // PARKED is in the word now: whatever this request owed is paid.
+      req.owedIndex = -1;
+      if (Atomics.wait(sleepArray, sleepIndex, value, sleepMs) === 'ok') req.owedIndex = sleepIndex;
+    }
   } finally {
     endSlotSleep(sleepArray, sleepIndex);
   }
@@ -280,8 +314,16 @@ const pause: (n: number) => void =
     ? (Atomics as unknown as { pause: (n: number) => void }).pause
     : () => {};
 
-export function spinPause(i: number): void {
-  pause(i);
+/**
+ * One spin round of a request that got STEP_SPIN: watch its slot's word (at most SPIN_LOADS
+ * loads) until it changes - a release or a hand-off is worth a full step. Plain loads keep the
+ * spinner off the clock and off the holder's cache line until something happens.
+ */
+export function spin(req: Request): void {
+  const slots = req.slots;
+  const at = req.slot * SLOT_WORDS + S_STATE;
+  const seen = Atomics.load(slots, at);
+  for (let i = 0; i < SPIN_LOADS && Atomics.load(slots, at) === seen; i++) pause(i);
 }
 
 /**
@@ -305,9 +347,11 @@ export async function sleepAsync(
   try {
     const waited = Atomics.waitAsync(sleepArray, sleepIndex, value, sleepMs);
     if (!waited.async) return;
+    if (req.sleepIsSlot) req.owedIndex = -1; // PARKED is in the word now
     let settled = false;
-    const woke = waited.value.then(() => {
+    const woke = waited.value.then((result) => {
       settled = true;
+      if (result === 'ok' && req.sleepIsSlot) req.owedIndex = sleepIndex;
     });
     const timed = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, Math.ceil(sleepMs) + 1);
