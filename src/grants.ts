@@ -140,14 +140,18 @@ export class Grants {
 
   /**
    * Watches the slot's word with loads (at most SPIN_LOADS) until it looks free to a newcomer
-   * (FREE, perhaps with sleepers). False when it stayed busy (or is in a hand-off).
+   * (FREE, perhaps with sleepers). False when it stayed busy (or is in a hand-off, or is held by
+   * this thread).
    */
   watchForFree(slot: number): boolean {
     const slots = this.#slots;
     const at = slot * SLOT_WORDS + S_STATE;
+    const mine = EXCLUSIVE | this.threadId;
     for (let i = 0; i < SPIN_LOADS; i++) {
       const s = Atomics.load(slots, at);
       if (s === 0 || s === PARKED) return true;
+      // Held by this very thread (recursion, reported by the waiting loop): nothing to wait for.
+      if ((s & (EXCLUSIVE | FIELD)) === mine) return false;
     }
     return false;
   }
