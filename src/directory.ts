@@ -30,6 +30,7 @@ import {
   HF_BIND_LOCK_DEADLINE,
   S_BIND,
   S_BIND_GEN,
+  S_BIND_GEN_HI,
   S_HASH,
   S_KEY_LENGTH,
   S_SLEEPERS,
@@ -256,7 +257,9 @@ export class Directory {
     slots[base + S_TOKEN_HI] = header[H_TOKEN_FLOOR_HI]!;
     const f64 = slot * SLOT_F64;
     this.#v.slotsF64[f64 + SF_DEADLINE] = NaN;
-    slots[base + S_BIND_GEN] = (slots[base + S_BIND_GEN]! + 1) | 0;
+    const genLo = (slots[base + S_BIND_GEN]! + 1) | 0;
+    slots[base + S_BIND_GEN] = genLo;
+    if (genLo === 0) slots[base + S_BIND_GEN_HI] = (slots[base + S_BIND_GEN_HI]! + 1) | 0;
     // RACE: a thief that stole the mutex sweeps BINDING slots only after its steal. If it stole
     // before this check, we stop here; if after, its sweep either undoes our BINDING (and the CAS
     // below fails) or comes after our publish, and its own search then finds this binding.

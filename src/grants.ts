@@ -35,6 +35,13 @@ import {
   wakesAll,
 } from './slot-state.js';
 
+/**
+ * Loads per spin round on a busy word: about 1-2 us here, the raw futex mutex's spin (100
+ * loads). Enough to catch a release by a holder on another core in a short section; a longer
+ * hold is left to the waiting loop and its sleep.
+ */
+export const SPIN_LOADS = 128;
+
 export const GRANTED = 1;
 export const BUSY = 0;
 export const UNBOUND_SLOT = -1;
@@ -99,10 +106,58 @@ export class Grants {
     return this.#attemptShared(slot, hold, waiter);
   }
 
-  /** The uncontended exclusive grant: one CAS from FREE. The caller stamps. */
+  /**
+   * The uncontended exclusive grant: one CAS from FREE, then the new token. For an infinite hold
+   * (the default) that is all: no clock read, no stamp, no call. The caller checks the key.
+   */
   fastExclusive(slot: number, hold: number): boolean {
+    if (hold !== Infinity) return this.#fastExclusiveFinite(slot, hold);
+    const slots = this.#slots;
+    const base = slot * SLOT_WORDS;
     let next = EXCLUSIVE | this.threadId;
-    if (hold !== Infinity) next |= FINITE | this.#nextParity(slot);
+    const seen = Atomics.compareExchange(slots, base + S_STATE, 0, next);
+    if (seen !== 0) {
+      // FREE with sleepers (PARKED): a newcomer may still take it (normal mode), keeping PARKED so
+      // that its release wakes them. Any other word: the waiting loop decides.
+      if (seen !== PARKED) return false;
+      next |= PARKED;
+      if (Atomics.compareExchange(slots, base + S_STATE, PARKED, next) !== PARKED) return false;
+    }
+    // We hold the slot alone, so the token is ours to bump with plain reads and writes; the next
+    // holder's grant CAS orders them before its own.
+    const lo = (slots[base + S_TOKEN_LO]! + 1) | 0;
+    let hi = slots[base + S_TOKEN_HI]!;
+    if (lo === 0) hi = (hi + 1) | 0;
+    slots[base + S_TOKEN_LO] = lo;
+    slots[base + S_TOKEN_HI] = hi;
+    this.tokenLo = lo;
+    this.tokenHi = hi;
+    this.stateWord = next;
+    this.record = -1;
+    this.deadline = Infinity;
+    return true;
+  }
+
+  /**
+   * Watches the slot's word with loads (at most SPIN_LOADS) until it looks free to a newcomer
+   * (FREE, perhaps with sleepers). False when it stayed busy (or is in a hand-off, or is held by
+   * this thread).
+   */
+  watchForFree(slot: number): boolean {
+    const slots = this.#slots;
+    const at = slot * SLOT_WORDS + S_STATE;
+    const mine = EXCLUSIVE | this.threadId;
+    for (let i = 0; i < SPIN_LOADS; i++) {
+      const s = Atomics.load(slots, at);
+      if (s === 0 || s === PARKED) return true;
+      // Held by this very thread (recursion, reported by the waiting loop): nothing to wait for.
+      if ((s & (EXCLUSIVE | FIELD)) === mine) return false;
+    }
+    return false;
+  }
+
+  #fastExclusiveFinite(slot: number, hold: number): boolean {
+    const next = EXCLUSIVE | this.threadId | FINITE | this.#nextParity(slot);
     if (Atomics.compareExchange(this.#slots, slot * SLOT_WORDS + S_STATE, 0, next) !== 0)
       return false;
     this.#stampExclusive(slot, next, hold);
@@ -215,9 +270,16 @@ export class Grants {
     // freeing it without a notify would strand them.
     const bare = expected & (EXCLUSIVE | FIELD | FINITE | PARITY);
     if (Atomics.compareExchange(slots, base + S_STATE, bare, 0) === bare) return true;
+    return this.#releaseExclusiveSlow(slot);
+  }
+
+  /** A release that found flags (waiters, sleepers) in the word, or a word that is not ours. */
+  #releaseExclusiveSlow(slot: number): boolean {
+    const slots = this.#slots;
+    const at = slot * SLOT_WORDS + S_STATE;
     const mine = EXCLUSIVE | this.threadId;
     for (;;) {
-      const s = Atomics.load(slots, base + S_STATE);
+      const s = Atomics.load(slots, at);
       if ((s & (EXCLUSIVE | FIELD)) !== mine) return false;
       if (this.#releaseFrom(slot, s, 'exclusive')) return true;
     }
@@ -254,15 +316,14 @@ export class Grants {
   #releaseFrom(slot: number, s: number, mode: Mode, actual = s): boolean {
     const slots = this.#slots;
     const base = slot * SLOT_WORDS;
-    const before = Atomics.load(slots, base + S_SLEEPERS);
-    const next = releaseState(s, mode, this.threadId, before);
+    const next = releaseState(s, mode, this.threadId);
     if (Atomics.compareExchange(slots, base + S_STATE, actual, next) !== actual) return false;
-    // RACE: a sleeper may have arrived between our read and our CAS, and may already sleep on the
-    // old word; so look again after the CAS. If we cleared PARKED while someone sleeps, wake them
-    // all (each sets PARKED again before it sleeps again); else one is enough.
+    // RACE: a sleeper may have arrived just before our CAS and may already sleep on the old word;
+    // so read S_SLEEPERS after the CAS. The release clears PARKED; the sleeper it wakes sets it
+    // again if others still sleep (Request.relayWakeUp), like the futex mutex's "2" state.
     const after = Atomics.load(slots, base + S_SLEEPERS);
-    const one = (next & PARKED) !== 0 && !wakesAll(next);
-    const woken = after > 0 ? Atomics.notify(slots, base + S_STATE, one ? 1 : Infinity) : 0;
+    const woken =
+      after > 0 ? Atomics.notify(slots, base + S_STATE, wakesAll(next) ? Infinity : 1) : 0;
     if ((next & HANDOFF) !== 0) {
       this.releaseSeq++;
       // Nobody asleep woke and nobody spins: the announcement was stale. Free the slot rather

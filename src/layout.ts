@@ -48,7 +48,11 @@ export const S_STATE = 0;
 export const S_SLEEPERS = 1;
 /** EMPTY, VACANT or BOUND (see directory.ts). Changed only under the binding mutex. */
 export const S_BIND = 2;
-/** Incremented each time the slot is bound to a key: a cached slot index is valid while it is unchanged. */
+/**
+ * The slot's bind generation, 64 bits in two words (lo here, hi in S_BIND_GEN_HI): incremented by
+ * the binder each time the slot is bound to a key, so a (slot, generation) pair never names two
+ * bindings. A thread that holds the slot can trust it to name the key it verified (slot-cache.ts).
+ */
 export const S_BIND_GEN = 3;
 export const S_HASH = 4;
 export const S_KEY_LENGTH = 5;
@@ -57,6 +61,8 @@ export const S_TOKEN_LO = 6;
 export const S_TOKEN_HI = 7;
 /** Parity of the grant whose deadline SF_DEADLINE holds (see FINITE / PARITY in slot-state.ts). */
 export const S_STAMP = 8;
+/** High half of the bind generation (see S_BIND_GEN). */
+export const S_BIND_GEN_HI = 9;
 export const SLOT_WORDS = 10; // 40 bytes
 
 // ---- per slot, Float64 words ----

@@ -14,45 +14,57 @@ export interface LeaseHost {
   readonly sharedHere: Map<number, number>;
 }
 
+/** Bits of a lease's flags. */
+export const LEASE_SHARED = 1;
+export const LEASE_RECOVERED = 2;
+const RELEASED = 4;
+const SHARED = LEASE_SHARED;
+const RECOVERED = LEASE_RECOVERED;
+
 export class Lease implements Disposable {
   /** The key this lease holds. */
   readonly key: string;
-  /** 'exclusive' or 'shared'. */
-  readonly mode: Mode;
-  /** True when this grant reclaimed the lock from a holder whose deadline had passed. */
-  readonly recovered: boolean;
+  // Few fields, all numbers but the host and key: a lease is made on every acquire, so its
+  // construction is part of the fast path.
   readonly #host: LeaseHost;
   readonly #slot: number;
   readonly #tokenLo: number;
   readonly #tokenHi: number;
-  readonly #record: number;
-  #state: number;
+  /** Exclusive: the state word this lease last wrote. Shared: its holder record. */
+  #word: number;
   #deadline: number;
-  #released = false;
+  /** SHARED | RECOVERED | RELEASED. */
+  #flags: number;
 
   /** @internal Leases are made by LockTable; this constructor is not part of the API. */
   constructor(
     host: LeaseHost,
     key: string,
-    mode: Mode,
     slot: number,
+    flags: number,
     tokenLo: number,
     tokenHi: number,
-    record: number,
-    state: number,
+    word: number,
     deadline: number,
-    recovered: boolean,
   ) {
     this.#host = host;
     this.key = key;
-    this.mode = mode;
     this.#slot = slot;
+    this.#flags = flags;
     this.#tokenLo = tokenLo;
     this.#tokenHi = tokenHi;
-    this.#record = record;
-    this.#state = state;
+    this.#word = word;
     this.#deadline = deadline;
-    this.recovered = recovered;
+  }
+
+  /** 'exclusive' or 'shared'. */
+  get mode(): Mode {
+    return (this.#flags & SHARED) !== 0 ? 'shared' : 'exclusive';
+  }
+
+  /** True when this grant reclaimed the lock from a holder whose deadline had passed. */
+  get recovered(): boolean {
+    return (this.#flags & RECOVERED) !== 0;
   }
 
   /**
@@ -71,26 +83,39 @@ export class Lease implements Disposable {
 
   /** True while this lease still holds its lock (false once released, reclaimed or forced off). */
   get held(): boolean {
-    if (this.#released) return false;
+    const flags = this.#flags;
+    if ((flags & RELEASED) !== 0) return false;
     const g = this.#host.grants;
-    return this.mode === 'exclusive'
+    return (flags & SHARED) === 0
       ? g.holdsExclusive(this.#slot, this.#tokenLo, this.#tokenHi)
-      : g.holdsShared(this.#slot, this.#record, this.#tokenLo, this.#tokenHi);
+      : g.holdsShared(this.#slot, this.#word, this.#tokenLo, this.#tokenHi);
   }
 
   /** Releases the lock. Throws ERR_LOCK_RELEASED if already released, ERR_LOCK_STALE if lost. */
   release(): void {
-    if (this.#released) throw releasedError(this.key, 'release the lease');
-    this.#released = true;
+    const flags = this.#flags;
+    if (flags !== 0) {
+      this.#releaseOther(flags);
+      return;
+    }
+    // An exclusive lease, not released yet: the common case.
+    this.#flags = RELEASED;
+    if (!this.#host.grants.releaseExclusive(this.#slot, this.#tokenLo, this.#tokenHi, this.#word))
+      throw staleError(this.key, 'release the lease');
+  }
+
+  /** release() of a lease that is shared, recovered or already released. */
+  #releaseOther(flags: number): void {
+    if ((flags & RELEASED) !== 0) throw releasedError(this.key, 'release the lease');
+    this.#flags = flags | RELEASED;
     const g = this.#host.grants;
-    if (this.mode === 'exclusive') {
-      if (!g.releaseExclusive(this.#slot, this.#tokenLo, this.#tokenHi, this.#state)) {
+    if ((flags & SHARED) === 0) {
+      if (!g.releaseExclusive(this.#slot, this.#tokenLo, this.#tokenHi, this.#word))
         throw staleError(this.key, 'release the lease');
-      }
       return;
     }
     this.#forgetShared();
-    if (!g.releaseShared(this.#slot, this.#record, this.#tokenLo, this.#tokenHi)) {
+    if (!g.releaseShared(this.#slot, this.#word, this.#tokenLo, this.#tokenHi)) {
       throw staleError(this.key, 'release the lease');
     }
   }
@@ -101,13 +126,13 @@ export class Lease implements Disposable {
    */
   extend(ms: number): void {
     const hold = checkMs('ms', ms, false);
-    if (this.#released) throw releasedError(this.key, 'extend the lease');
+    if ((this.#flags & RELEASED) !== 0) throw releasedError(this.key, 'extend the lease');
     const g = this.#host.grants;
-    if (this.mode === 'exclusive') {
+    if ((this.#flags & SHARED) === 0) {
       const state = g.extendExclusive(this.#slot, this.#tokenLo, this.#tokenHi, hold);
       if (state < 0) throw staleError(this.key, 'extend the lease');
-      this.#state = state;
-    } else if (!g.extendShared(this.#slot, this.#record, this.#tokenLo, this.#tokenHi, hold)) {
+      this.#word = state;
+    } else if (!g.extendShared(this.#slot, this.#word, this.#tokenLo, this.#tokenHi, hold)) {
       throw staleError(this.key, 'extend the lease');
     }
     this.#deadline = g.deadline;
@@ -118,7 +143,7 @@ export class Lease implements Disposable {
    * ERR_LOCK_STALE: the block it guarded ran without the lock for part of its time.
    */
   [Symbol.dispose](): void {
-    if (!this.#released) this.release();
+    if ((this.#flags & RELEASED) === 0) this.release();
   }
 
   #forgetShared(): void {

@@ -51,7 +51,7 @@ import {
   VERSION,
   type Views,
 } from './layout.js';
-import { Lease, type LeaseHost } from './lease.js';
+import { Lease, LEASE_RECOVERED, LEASE_SHARED, type LeaseHost } from './lease.js';
 import {
   type AcquireOptions,
   type AcquireSyncOptions,
@@ -75,6 +75,7 @@ import {
   type TryAcquireOptions,
 } from './options.js';
 import { Records } from './records.js';
+import { SlotCache } from './slot-cache.js';
 import { BIND_BOUND } from './directory.js';
 import {
   EXCLUSIVE,
@@ -91,7 +92,7 @@ import {
   Request,
   sleepAsync,
   sleepSync,
-  spinPause,
+  spin,
   STEP_FULL,
   STEP_GRANTED,
   STEP_NO_RECORD,
@@ -137,6 +138,8 @@ export class LockTable implements WaitCore, LeaseHost {
   /** @internal */ readonly slots: Int32Array;
   /** @internal */ readonly header: Int32Array;
   /** @internal */ readonly sharedHere = new Map<number, number>();
+  readonly #slotCache: SlotCache;
+  readonly #maxKeyLength: number;
   /** The resolved options of a call without options (shared, so that such a call allocates nothing). */
   readonly #plain: Resolved;
 
@@ -174,6 +177,8 @@ export class LockTable implements WaitCore, LeaseHost {
     this.header = views.header;
     this.grants = new Grants(views, this.#records, checkThreadId());
     this.directory = new Directory(views, this.grants.threadId);
+    this.#slotCache = new SlotCache(views.slots);
+    this.#maxKeyLength = views.geometry.maxKeyLength;
   }
 
   /**
@@ -247,26 +252,45 @@ export class LockTable implements WaitCore, LeaseHost {
 
   /** One attempt, never waits: a Lease, or null when the key is held incompatibly. */
   tryAcquire(key: string, options?: TryAcquireOptions): Lease | null {
-    checkKey('key', key, this.#views.geometry.maxKeyLength);
-    const o = this.#resolve(options, false, false);
-    return this.#fast(key, o.mode, o.hold) ?? this.#slowSync(key, o, 0, false);
+    if (options === undefined) {
+      // A key this thread used before (only validated keys are cached): one CAS.
+      const lease = this.#fastCached(key, this.#plain.hold, false);
+      if (lease !== undefined) return lease ?? this.#slowSync(key, this.#plain, 0, false);
+    }
+    checkKey('key', key, this.#maxKeyLength);
+    const o = options === undefined ? this.#plain : this.#resolve(options, false, false);
+    return this.#fast(key, o.mode, o.hold, false) ?? this.#slowSync(key, o, 0, false);
   }
 
   /** Blocks this thread (Atomics.wait) until granted, or throws ERR_LOCK_TIMEOUT. */
   acquireSync(key: string, options?: AcquireSyncOptions): Lease {
-    checkKey('key', key, this.#views.geometry.maxKeyLength);
-    const o = this.#resolve(options, true, false);
-    const lease = this.#fast(key, o.mode, o.hold) ?? this.#slowSync(key, o, o.waitTimeout, true);
-    if (lease === null) throw timeoutError(key, o.waitTimeout);
-    return lease;
+    if (options === undefined) {
+      const plain = this.#plain;
+      const lease = this.#fastCached(key, plain.hold, plain.spinDelay > 0);
+      if (lease !== undefined) return lease ?? this.#waitSync(key, plain);
+    }
+    checkKey('key', key, this.#maxKeyLength);
+    const o = options === undefined ? this.#plain : this.#resolve(options, true, false);
+    return this.#fast(key, o.mode, o.hold, o.spinDelay > 0) ?? this.#waitSync(key, o);
   }
 
   /** Waits without blocking the event loop (Atomics.waitAsync). Rejects on timeout or abort. */
-  async acquire(key: string, options?: AcquireOptions): Promise<Lease> {
-    checkKey('key', key, this.#views.geometry.maxKeyLength);
-    const o = this.#resolve(options, true, true);
+  acquire(key: string, options?: AcquireOptions): Promise<Lease> {
+    if (options === undefined) {
+      const plain = this.#plain;
+      const lease = this.#fastCached(key, plain.hold, plain.spinDelay > 0);
+      if (lease !== undefined && lease !== null) return Promise.resolve(lease);
+    }
+    return this.#acquire(key, options);
+  }
+
+  async #acquire(key: string, options: AcquireOptions | undefined): Promise<Lease> {
+    checkKey('key', key, this.#maxKeyLength);
+    const o = options === undefined ? this.#plain : this.#resolve(options, true, true);
     if (o.signal?.aborted) throw new AbortError(key, o.signal.reason);
-    const lease = this.#fast(key, o.mode, o.hold) ?? (await this.#slowAsync(key, o, o.waitTimeout));
+    const lease =
+      this.#fast(key, o.mode, o.hold, o.spinDelay > 0) ??
+      (await this.#slowAsync(key, o, o.waitTimeout));
     if (lease === null) throw timeoutError(key, o.waitTimeout);
     return lease;
   }
@@ -285,7 +309,7 @@ export class LockTable implements WaitCore, LeaseHost {
       for (const key of ordered) {
         const remaining = Math.max(0, deadline - monotonicNow());
         const lease =
-          this.#fast(key, o.mode, o.hold) ??
+          this.#fast(key, o.mode, o.hold, o.spinDelay > 0) ??
           this.#slowSync(key, o, Math.min(o.waitTimeout, remaining), true);
         if (lease === null) throw timeoutError(key, o.waitTimeout);
         taken.push(lease);
@@ -308,7 +332,7 @@ export class LockTable implements WaitCore, LeaseHost {
       for (const key of ordered) {
         const remaining = Math.max(0, deadline - monotonicNow());
         const lease =
-          this.#fast(key, o.mode, o.hold) ??
+          this.#fast(key, o.mode, o.hold, o.spinDelay > 0) ??
           (await this.#slowAsync(key, o, Math.min(o.waitTimeout, remaining)));
         if (lease === null) throw timeoutError(key, o.waitTimeout);
         taken.push(lease);
@@ -411,32 +435,68 @@ export class LockTable implements WaitCore, LeaseHost {
 
   // ---------------------------------------------------------------------------------------
 
-  /** The fast path: one CAS from FREE for an exclusive request on a bound key. */
-  #fast(key: string, mode: Mode, hold: number): Lease | null {
+  /**
+   * The fast path: one CAS from FREE for an exclusive request. A key this thread used before is
+   * found through the slot cache (#fastCached); any other key is hashed and probed (#fastProbe).
+   * null: not granted now (the waiting loop takes over).
+   */
+  #fast(key: string, mode: Mode, hold: number, spin: boolean): Lease | null {
     if (mode !== 'exclusive') return null;
+    const lease = this.#fastCached(key, hold, spin);
+    return lease === undefined ? this.#fastProbe(key, hold) : lease;
+  }
+
+  /**
+   * The fast path for a key in the slot cache: CAS, then generation check (slot-cache.ts says
+   * why that is exact). A lease; null when the key's slot is busy; undefined
+   * when the cache does not know the key (or knew it wrong).
+   */
+  #fastCached(key: string, hold: number, spin: boolean): Lease | null | undefined {
+    const cache = this.#slotCache;
+    const entry = cache.get(key);
+    if (entry === undefined) return undefined;
+    const slot = entry.slot;
+    const g = this.grants;
+    // Busy: a request that may spin watches the word for a moment (a few hundred loads, as the
+    // raw futex mutex does) and tries again when it looks free, before the waiting loop.
+    for (let round = 0; !g.fastExclusive(slot, hold); round++)
+      if (!spin || round === PRE_SPIN_ROUNDS || !g.watchForFree(slot)) return null;
+    // Held now, so the binding is frozen: the same generation means the same key.
+    if (cache.isCurrent(entry))
+      return new Lease(this, key, slot, 0, g.tokenLo, g.tokenHi, g.stateWord, g.deadline);
+    g.undoGrant(slot, 'exclusive');
+    cache.forget(key);
+    return undefined;
+  }
+
+  /** The fast path for a key that is not in the slot cache: hash, probe, CAS, key compare. */
+  #fastProbe(key: string, hold: number): Lease | null {
     const slot = this.directory.find(key, hashKey(key));
     if (slot < 0 || !this.grants.fastExclusive(slot, hold)) return null;
     // The slot cannot be rebound while we hold it: a key that matches now is the key we hold.
-    if (this.directory.matches(slot, key)) return this.#lease(key, mode, slot, false);
-    this.grants.undoGrant(slot, mode);
+    if (this.directory.matches(slot, key)) return this.#granted(key, 'exclusive', slot, false);
+    this.grants.undoGrant(slot, 'exclusive');
     return null;
   }
 
-  #lease(key: string, mode: Mode, slot: number, recovered: boolean): Lease {
+  /** A grant whose key was checked by a full compare: remember its slot, then make the lease. */
+  #granted(key: string, mode: Mode, slot: number, recovered: boolean): Lease {
+    this.#slotCache.remember(key, slot);
     const g = this.grants;
-    if (mode === 'shared') this.sharedHere.set(slot, (this.sharedHere.get(slot) ?? 0) + 1);
-    return new Lease(
-      this,
-      key,
-      mode,
-      slot,
-      g.tokenLo,
-      g.tokenHi,
-      g.record,
-      g.stateWord,
-      g.deadline,
-      recovered,
-    );
+    if (mode === 'exclusive') {
+      const flags = recovered ? LEASE_RECOVERED : 0;
+      return new Lease(this, key, slot, flags, g.tokenLo, g.tokenHi, g.stateWord, g.deadline);
+    }
+    this.sharedHere.set(slot, (this.sharedHere.get(slot) ?? 0) + 1);
+    const flags = LEASE_SHARED | (recovered ? LEASE_RECOVERED : 0);
+    return new Lease(this, key, slot, flags, g.tokenLo, g.tokenHi, g.record, g.deadline);
+  }
+
+  /** The waiting loop, blocking, for acquireSync: a lease or ERR_LOCK_TIMEOUT. */
+  #waitSync(key: string, o: Resolved): Lease {
+    const lease = this.#slowSync(key, o, o.waitTimeout, true);
+    if (lease === null) throw timeoutError(key, o.waitTimeout);
+    return lease;
   }
 
   #request(key: string, o: Resolved, waitTimeout: number, blocking: boolean): Request {
@@ -449,20 +509,30 @@ export class LockTable implements WaitCore, LeaseHost {
       this.#defaults.failTimeout,
       o.spinDelay,
       blocking,
-      -1,
+      // Where the key was last time (a hint, like a lookup: the waiting loop checks the key once
+      // it holds the slot).
+      this.#slotCache.lookup(key)?.slot ?? -1,
     );
   }
 
   /** The waiting loop, blocking. null = timed out (or, with waitTimeout 0, not free). */
   #slowSync(key: string, o: Resolved, waitTimeout: number, blocking: boolean): Lease | null {
     const req = this.#request(key, o, waitTimeout, blocking);
-    for (let spins = 0; ; spins++) {
-      const step = req.step();
-      if (step === STEP_GRANTED) return this.#lease(key, o.mode, req.slot, req.recovered);
-      if (step === STEP_SPIN) spinPause(spins);
-      else if (step === STEP_SLEEP) sleepSync(req);
-      else if (step === STEP_TIMEOUT) return null;
-      else this.#fail(step, key);
+    let granted = false;
+    try {
+      for (;;) {
+        const step = req.step();
+        if (step === STEP_GRANTED) {
+          granted = true;
+          return this.#granted(key, o.mode, req.slot, req.recovered);
+        }
+        if (step === STEP_SPIN) spin(req);
+        else if (step === STEP_SLEEP) sleepSync(req);
+        else if (step === STEP_TIMEOUT) return null;
+        else this.#fail(step, key);
+      }
+    } finally {
+      req.relayWakeUp(granted);
     }
   }
 
@@ -477,17 +547,22 @@ export class LockTable implements WaitCore, LeaseHost {
             onAbort = () => resolve();
             signal.addEventListener('abort', onAbort, { once: true });
           });
+    let granted = false;
     try {
-      for (let spins = 0; ; spins++) {
+      for (;;) {
         if (signal?.aborted) throw new AbortError(key, signal.reason);
         const step = req.step();
-        if (step === STEP_GRANTED) return this.#lease(key, o.mode, req.slot, req.recovered);
-        if (step === STEP_SPIN) spinPause(spins);
+        if (step === STEP_GRANTED) {
+          granted = true;
+          return this.#granted(key, o.mode, req.slot, req.recovered);
+        }
+        if (step === STEP_SPIN) spin(req);
         else if (step === STEP_SLEEP) await sleepAsync(req, aborted);
         else if (step === STEP_TIMEOUT) return null;
         else this.#fail(step, key);
       }
     } finally {
+      req.relayWakeUp(granted);
       if (signal !== undefined && onAbort !== undefined)
         signal.removeEventListener('abort', onAbort);
     }
@@ -594,6 +669,9 @@ export class LockTable implements WaitCore, LeaseHost {
     return null;
   }
 }
+
+/** Watch-and-retry rounds of the fast path before a busy key goes to the waiting loop. */
+const PRE_SPIN_ROUNDS = 2;
 
 /** Set by attach() for the constructor call it makes (a constructor cannot be overloaded privately). */
 let pendingAttach:

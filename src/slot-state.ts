@@ -6,7 +6,8 @@
  *  29   EXCLUSIVE       held exclusively; FIELD = holder's threadId
  *  28   HANDOFF         released to the waiters: free, but only a waiting request may take it;
  *                       FIELD = threadId of the releaser (it may not take it back at once)
- *  27   WAITING         some request is waiting (spinning or asleep): release must hand off
+ *  27   WAITING         some request announced that it needs a turn: release must look (set
+ *                       with every announcement below; a plain writer-vs-writer wait sets none)
  *  26   WRITER_WAITING  an exclusive request is waiting: new shared requests queue behind it
  *  25   READER_WAITING  a shared request is waiting: the next exclusive release gives readers a turn
  *  24   READER_PHASE    readers' turn: shared requests that were already waiting may join even
@@ -18,8 +19,8 @@
  *                       deadline, then S_STAMP = PARITY. A waiter trusts SF_DEADLINE only when
  *                       S_STAMP equals the state's PARITY; otherwise the holder is between its
  *                       grant CAS and its stamp (see Grants.reclaimableIn)
- *  20   STARVING        a request has waited longer than STARVATION_MS: a HANDOFF now goes only
- *                       to a request that has waited that long (Go's starvation mode)
+ *  20   STARVING        a writer has waited STARVATION_MS: a release hands off, and only to a
+ *                       writer that has waited that long (Go's starvation mode)
  *  0-19 FIELD           EXCLUSIVE: owner threadId; HANDOFF: releaser threadId; else: number of
  *                       shared holders
  *
@@ -32,7 +33,8 @@
  *   HANDOFF(r)    -> EXCLUSIVE(me)  a waiting request that may claim it (see mayClaimHandoff)
  *   HANDOFF(r)    -> SHARED(1)      ditto, for a shared request
  *   HANDOFF(r)    -> FREE           the releaser r, when its notify woke nobody and no one spins
- *   EXCLUSIVE(me) -> FREE|HANDOFF   the holder's release; HANDOFF when anyone waits
+ *   EXCLUSIVE(me) -> FREE|HANDOFF   the holder's release; HANDOFF when a request starves or
+ *                                   readers wait their turn, else FREE (see releaseState)
  *   SHARED(n)     -> SHARED(n-1)    a shared holder's release; at n = 1, FREE or HANDOFF
  *   EXCLUSIVE(x)  -> EXCLUSIVE(me)  reclaim: a waiting request, once x's deadline + failTimeout
  *                                   has passed (the CAS names the exact stale state it expects)
@@ -46,15 +48,25 @@
  *    EXCLUSIVE and SHARED never coexist in one word.
  *  - No lost wake-up: a sleeper increments S_SLEEPERS, sets PARKED with a CAS, and only then
  *    sleeps with Atomics.wait(S_STATE, a value that has PARKED). A release that finds PARKED (or
- *    any flag) takes the slow path, and reads S_SLEEPERS again after its CAS: in the single total
- *    order of atomics, either that read sees the sleeper (and notifies), or the sleeper's wait
- *    starts after the CAS and sees a changed word (and does not sleep). A release keeps PARKED
- *    while sleepers remain; one that clears it while someone sleeps wakes every sleeper, and each
- *    sets PARKED again before it sleeps again. The fast-path release CAS (EXCLUSIVE|me -> 0) can
- *    only succeed when PARKED is clear, that is, when no sleeper can be asleep on the word.
- *  - Flags are hints that heal: a waiter that dies leaves WAITING set until the next grant
- *    clears it, and a HANDOFF that nobody claims is claimable by anyone after HANDOFF_PATIENCE_MS.
- *    A stale flag can cost time, never safety.
+ *    any flag) takes the slow path, and reads S_SLEEPERS after its CAS: in the single total order
+ *    of atomics, either that read sees the sleeper (and notifies), or the sleeper's wait starts
+ *    after the CAS and sees a changed word (and does not sleep). A release clears PARKED and
+ *    wakes one sleeper (all, on a STARVING or READER_PHASE hand-off). A sleeper woken by a notify
+ *    owes the others: if S_SLEEPERS is still above 0, it sets PARKED again in the word it was
+ *    granted, or, if it leaves without a grant, wakes one more (Request.relayWakeUp); one that
+ *    sleeps again sets PARKED anyway. So while anyone sleeps, either the word has PARKED or a
+ *    woken sleeper is on its way to set it (the futex mutex's "2" state, with the same duty).
+ *    The fast-path release CAS (EXCLUSIVE|me -> 0) can only succeed when PARKED is clear. A
+ *    woken sleeper that is terminated before it relays leaves the others to their sleep slice
+ *    (at most 1 ms for a writer that is not yet starving; a starving writer or a reader has an
+ *    announcement in the word, which sends every release down the slow path anyway).
+ *  - Flags are hints that heal: a waiter that dies leaves its announcement until the next grant
+ *    clears it, and a HANDOFF that nobody claims is claimable by any request that has watched it
+ *    unclaimed for HANDOFF_PATIENCE_MS. A stale flag can cost time, never safety.
+ *
+ * Fairness (DESIGN.md, "Fairness and its bound"): normal mode lets the releaser and newcomers
+ * barge; a writer that has waited STARVATION_MS announces STARVING, and from then on every
+ * release hands off to a writer that has waited that long (readers have turns instead).
  */
 
 export const UNBOUND = 1 << 30;
@@ -79,17 +91,18 @@ export const MAX_SHARED = FIELD;
 export const ANNOUNCE = WAITING | WRITER_WAITING | READER_WAITING | STARVING;
 
 /**
- * How long (ms) a request waits before it counts as starving. Below it, whoever is quickest among
- * the waiters (usually a spinner) takes a handoff, which keeps handoffs cheap; above it, only the
- * starving take it, so a sleeper cannot lose to spinners forever. Go uses the same 1 ms.
+ * How long (ms) a request waits before it counts as starving. Below it, a request competes with
+ * newcomers and with the releaser's next request (normal mode: a hot key stays on one core for a
+ * streak of sections); from it on, every release hands off, and only to a starving request. Go
+ * uses the same 1 ms; parking_lot forces a fair unlock about every 0.5 ms.
  */
 export const STARVATION_MS = 1;
 
 /**
- * How long (ms) a HANDOFF may sit unclaimed before any request may take it regardless of whose
- * turn it is. It bounds the cost of a stale flag left by a waiter that died or gave up. Two
+ * How long (ms) a request may watch a HANDOFF sit unclaimed before it may take it regardless of
+ * whose turn it is. It bounds the cost of a stale flag left by a waiter that died or gave up. Two
  * milliseconds is far above a normal handoff (about 1 us to a spinner, 10-60 us to a sleeper),
- * so it never fires while the intended waiter is alive.
+ * so it fires only when the intended waiter is gone or not scheduled.
  */
 export const HANDOFF_PATIENCE_MS = 2;
 
@@ -111,17 +124,22 @@ export interface WaiterView {
   readonly releaseSeq: number;
   /** Milliseconds this request has waited so far. */
   readonly waitedMs: number;
+  /** Milliseconds this request has seen the word `s` (a HANDOFF) sit unclaimed; 0 if new to it. */
+  handoffWatchedMs(s: number): number;
 }
 
 /**
  * May this waiting request take a HANDOFF (or join a shared group during READER_PHASE)?
- * Turn rules: READER_PHASE gives the turn to readers, WRITER_WAITING to writers; the releaser's
- * own thread may take it back only with a request that was already waiting when it released.
- * After HANDOFF_PATIENCE_MS of waiting, anybody may take it (stale flags cannot wedge a slot).
+ * Turn rules: STARVING admits only writers that have waited STARVATION_MS;
+ * READER_PHASE gives the turn to readers, WRITER_WAITING to writers; the releaser's own thread may
+ * take it back only with a request that was already waiting when it released. A request that has
+ * watched the same HANDOFF sit unclaimed for HANDOFF_PATIENCE_MS may take it regardless (stale
+ * flags cannot wedge a slot).
  */
 export function mayClaimHandoff(s: number, mode: Mode, w: WaiterView): boolean {
-  if (w.waitedMs >= HANDOFF_PATIENCE_MS) return true;
-  if ((s & STARVING) !== 0 && w.waitedMs < STARVATION_MS) return false;
+  if (w.handoffWatchedMs(s) >= HANDOFF_PATIENCE_MS) return true;
+  // Only writers starve (readers have their turns: READER_PHASE).
+  if (mode === 'exclusive' && (s & STARVING) !== 0 && w.waitedMs < STARVATION_MS) return false;
   if ((s & FIELD) === w.threadId && w.startReleaseSeq >= w.releaseSeq) return false;
   if ((s & READER_PHASE) !== 0) return mode === 'shared';
   if ((s & WRITER_WAITING) !== 0) return mode === 'exclusive';
@@ -152,6 +170,8 @@ export function grantState(
     return count === 0 ? EXCLUSIVE | threadId | keep | (s & READER_WAITING) : -1;
   if (count >= MAX_SHARED) return -1;
   if ((s & WRITER_WAITING) !== 0) {
+    // A starving writer is next: no reader joins the group (it drains, then hands off).
+    if ((s & STARVING) !== 0) return -1;
     const joinPhase = (s & READER_PHASE) !== 0 && waiter !== undefined;
     if (!joinPhase && !(waiter !== undefined && waiter.waitedMs >= HANDOFF_PATIENCE_MS)) return -1;
   }
@@ -160,30 +180,44 @@ export function grantState(
 }
 
 /**
- * The state a release moves to from `s` (`s` is held by the releaser in `mode`), given the number
- * of sleepers read just before the CAS (the caller re-reads both if the CAS fails).
- * Returns HANDOFF when any request waits, so that a waiting request - not a newcomer, and not the
- * releaser's next request - gets the lock next.
+ * The state a release moves to from `s` (`s` is held by the releaser in `mode`).
+ *
+ * Normal mode (eventual fairness, as in parking_lot and Go): the word goes back to FREE even when
+ * requests wait, and whoever is first takes it, the releaser's own next request included. That
+ * keeps a hot key's cache line on one core for a streak of sections instead of moving it on every
+ * release. A sleeper, if any, is woken to compete.
+ * A HANDOFF (only a waiting request whose turn it is may take it) when a writer starves
+ * (STARVING), or when the other mode waits its turn: readers after a writer (READER_WAITING), a
+ * writer after a shared group (WRITER_WAITING).
  */
-export function releaseState(s: number, mode: Mode, threadId: number, sleepers: number): number {
-  const parked = sleepers > 0 ? PARKED : 0;
+export function releaseState(s: number, mode: Mode, threadId: number): number {
   if (mode === 'shared') {
     const count = s & FIELD;
     if (count > 1) return s - 1;
   }
-  const waiting = (s & ANNOUNCE) !== 0 || sleepers > 0;
-  if (!waiting) return parked;
+  // PARKED is cleared: the releaser wakes a sleeper, which sets it again if others still sleep.
+  const otherMode = mode === 'exclusive' ? READER_WAITING : WRITER_WAITING | READER_WAITING;
+  if ((s & (STARVING | otherMode)) === 0) return 0;
   // After a writer, readers that wait get a turn; after readers, the writer's announcement stands.
   const readersTurn = mode === 'exclusive' && (s & READER_WAITING) !== 0 ? READER_PHASE : 0;
-  return (
-    HANDOFF | threadId | parked | readersTurn | (s & (WRITER_WAITING | READER_WAITING | WAITING))
-  );
+  return HANDOFF | threadId | readersTurn | (s & ANNOUNCE);
 }
 
-/** Announcement bits a waiting request in `mode` wants to see in the state. */
-export function announceBits(mode: Mode, waitedMs: number): number {
+/**
+ * The word a waiting request in `mode` wants instead of the busy word `s`, once it has waited
+ * `waitedMs` (`s` itself when it has nothing to announce). Below STARVATION_MS a writer facing
+ * another writer announces nothing: in normal mode it just competes (announcing would cost the
+ * holder a cache-line transfer per section and buy nothing). A writer facing readers announces
+ * WRITER_WAITING (new readers queue behind it, so the group drains); a reader announces
+ * READER_WAITING (it gets a turn after the writer: readers are served by turns, not STARVING).
+ * A starving writer announces STARVING: the next release hands off.
+ */
+export function announced(s: number, mode: Mode, waitedMs: number): number {
+  if (mode === 'shared') return s | WAITING | READER_WAITING;
   const starving = waitedMs >= STARVATION_MS ? STARVING : 0;
-  return (mode === 'exclusive' ? WAITING | WRITER_WAITING : WAITING | READER_WAITING) | starving;
+  const facingReaders = (s & (EXCLUSIVE | HANDOFF | UNBOUND)) === 0 && (s & FIELD) !== 0;
+  if (starving === 0 && !facingReaders) return s;
+  return s | WAITING | WRITER_WAITING | starving;
 }
 
 /** Wake every sleeper (not one) after this release: the sleeper whose turn it is may not be first. */

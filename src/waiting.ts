@@ -7,23 +7,25 @@
  *   1. find the key's slot (binding it if needed; a busy binding mutex means sleep on it);
  *   2. attempt a grant, as a waiter (so it may take a HANDOFF whose turn is its own);
  *   3. if the holder is past its deadline + failTimeout, reclaim (a CAS naming the stale state);
- *   4. announce itself (WAITING and WRITER_/READER_WAITING), so the next release hands off;
+ *   4. announce itself when it needs a turn (see `announced`: a reader, a writer facing readers,
+ *      or a writer that has waited STARVATION_MS), so that the next release hands off;
  *   5. spin for `spinDelay` ms (a handoff to a spinner costs about 1 us), then sleep on S_STATE
  *      (counted in S_SLEEPERS) until woken, or until the earliest of: its wait deadline, the
  *      holder's reclaim time, the handoff patience, or SLEEP_SLICE_MS.
  */
 import { monotonicNow } from './clock.js';
 import { BIND_BUSY, BIND_FULL, type Directory, BIND_LOCK_LEASE_MS } from './directory.js';
-import { GRANTED, type Grants, NO_RECORD, UNBOUND_SLOT } from './grants.js';
+import { GRANTED, type Grants, NO_RECORD, SPIN_LOADS, UNBOUND_SLOT } from './grants.js';
 import { H_BIND_LOCK, S_SLEEPERS, S_STATE, SLOT_WORDS } from './layout.js';
 import {
-  announceBits,
+  announced,
   EXCLUSIVE,
   FIELD,
   HANDOFF,
   HANDOFF_PATIENCE_MS,
   type Mode,
   PARKED,
+  STARVATION_MS,
   type WaiterView,
 } from './slot-state.js';
 
@@ -65,6 +67,8 @@ export class Request implements WaiterView {
   /** Blocking requests fail at once when this thread holds the key (they would never return). */
   readonly blocking: boolean;
   readonly #core: WaitCore;
+  /** The table's slot words (what a spin round watches). */
+  readonly slots: Int32Array;
   slot = -1;
   recovered = false;
   /** What to sleep on after STEP_SLEEP: an Int32Array, an index, a value and a time (ms). */
@@ -73,9 +77,17 @@ export class Request implements WaiterView {
   sleepValue = 0;
   sleepMs = 0;
   sleepIsSlot = false;
+  /**
+   * The state index of the slot word on which a notify woke this request, while it owes the
+   * other sleepers their wake-up (see relayWakeUp and slot-state.ts, "No lost wake-up"); or -1.
+   */
+  owedIndex = -1;
   #unstampedState = -1;
   #unboundSeen = 0;
   #unstampedSince = 0;
+  /** The last HANDOFF word this request failed to claim, and since when it has seen it. */
+  #handoffWord = 0;
+  #handoffSince = 0;
   #now = 0;
 
   constructor(
@@ -102,6 +114,7 @@ export class Request implements WaiterView {
     this.startReleaseSeq = core.grants.releaseSeq;
     this.startedAt = monotonicNow();
     this.deadline = this.startedAt + waitTimeout;
+    this.slots = core.slots;
     this.sleepArray = core.slots;
     this.#now = this.startedAt;
   }
@@ -112,6 +125,10 @@ export class Request implements WaiterView {
 
   get waitedMs(): number {
     return this.#now - this.startedAt;
+  }
+
+  handoffWatchedMs(s: number): number {
+    return s === this.#handoffWord ? this.#now - this.#handoffSince : 0;
   }
 
   /** One round of the loop described at the top of this file. */
@@ -156,6 +173,10 @@ export class Request implements WaiterView {
       if (result === NO_RECORD) return STEP_NO_RECORD;
       // BUSY
       const s = grants.seen;
+      if ((s & HANDOFF) !== 0 && s !== this.#handoffWord) {
+        this.#handoffWord = s;
+        this.#handoffSince = this.#now;
+      }
       if (this.blocking && this.#heldHere(slot, s)) return STEP_RECURSION;
       const reclaimIn = this.#reclaimableIn(slot, s);
       if (reclaimIn <= 0) {
@@ -175,8 +196,34 @@ export class Request implements WaiterView {
       // A reclaim that was due but failed (a holder still looks live) must not spin: sleep >= 1 ms.
       let ms = Math.min(this.deadline - this.#now, Math.max(reclaimIn, 1), SLEEP_SLICE_MS);
       if ((announced & HANDOFF) !== 0)
-        ms = Math.min(ms, Math.max(0.05, HANDOFF_PATIENCE_MS - this.waitedMs));
+        ms = Math.min(ms, Math.max(0.05, HANDOFF_PATIENCE_MS - this.handoffWatchedMs(announced)));
+      // A writer wakes up in time to announce STARVING, even if no release wakes it before
+      // (readers need not: their turn comes with every writer's release).
+      if (this.mode === 'exclusive' && this.waitedMs < STARVATION_MS)
+        ms = Math.min(ms, Math.max(0.05, STARVATION_MS - this.waitedMs));
       return this.#sleepOn(core.slots, slot * SLOT_WORDS + S_STATE, announced, ms, true);
+    }
+  }
+
+  /**
+   * Called when the request ends (granted or not). A request that a release's notify woke (which
+   * cleared PARKED) sets PARKED again while others still sleep on that word, so that the next
+   * release wakes one of them; if it leaves without that slot, it wakes one of them instead.
+   */
+  relayWakeUp(granted: boolean): void {
+    const at = this.owedIndex;
+    if (at < 0) return;
+    this.owedIndex = -1;
+    const slots = this.slots;
+    if (Atomics.load(slots, at - S_STATE + S_SLEEPERS) === 0) return;
+    if (!granted || at !== this.slot * SLOT_WORDS + S_STATE) {
+      Atomics.notify(slots, at, 1);
+      return;
+    }
+    // The word is ours (or our shared group's): only announcements can change it meanwhile.
+    for (;;) {
+      const s = Atomics.load(slots, at);
+      if ((s & PARKED) !== 0 || Atomics.compareExchange(slots, at, s, s | PARKED) === s) return;
     }
   }
 
@@ -209,9 +256,8 @@ export class Request implements WaiterView {
 
   /** Sets this request's announcement bits (a hint; a failed CAS is fine). Returns the word. */
   #announce(slot: number, s: number): number {
-    const bits = announceBits(this.mode, this.waitedMs);
-    if ((s & bits) === bits) return s;
-    const want = s | bits;
+    const want = announced(s, this.mode, this.waitedMs);
+    if (want === s) return s;
     const at = slot * SLOT_WORDS + S_STATE;
     // On a failed CAS return the word we checked: the sleep's own CAS then fails and the loop
     // looks again, rather than sleeping on a word nobody has judged busy.
@@ -252,7 +298,11 @@ export function sleepSync(req: Request): void {
   }
   const value = beginSlotSleep(sleepArray, sleepIndex, sleepValue);
   try {
-    if (value !== -1) Atomics.wait(sleepArray, sleepIndex, value, sleepMs);
+    if (value !== -1) {
+      // PARKED is in the word now: whatever this request owed is paid.
+      req.owedIndex = -1;
+      if (Atomics.wait(sleepArray, sleepIndex, value, sleepMs) === 'ok') req.owedIndex = sleepIndex;
+    }
   } finally {
     endSlotSleep(sleepArray, sleepIndex);
   }
@@ -264,8 +314,16 @@ const pause: (n: number) => void =
     ? (Atomics as unknown as { pause: (n: number) => void }).pause
     : () => {};
 
-export function spinPause(i: number): void {
-  pause(i);
+/**
+ * One spin round of a request that got STEP_SPIN: watch its slot's word (at most SPIN_LOADS
+ * loads) until it changes - a release or a hand-off is worth a full step. Plain loads keep the
+ * spinner off the clock and off the holder's cache line until something happens.
+ */
+export function spin(req: Request): void {
+  const slots = req.slots;
+  const at = req.slot * SLOT_WORDS + S_STATE;
+  const seen = Atomics.load(slots, at);
+  for (let i = 0; i < SPIN_LOADS && Atomics.load(slots, at) === seen; i++) pause(i);
 }
 
 /**
@@ -289,9 +347,11 @@ export async function sleepAsync(
   try {
     const waited = Atomics.waitAsync(sleepArray, sleepIndex, value, sleepMs);
     if (!waited.async) return;
+    if (req.sleepIsSlot) req.owedIndex = -1; // PARKED is in the word now
     let settled = false;
-    const woke = waited.value.then(() => {
+    const woke = waited.value.then((result) => {
       settled = true;
+      if (result === 'ok' && req.sleepIsSlot) req.owedIndex = sleepIndex;
     });
     const timed = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, Math.ceil(sleepMs) + 1);

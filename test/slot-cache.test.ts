@@ -1,0 +1,101 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { LockTable } from '../src/index.js';
+import { SLOT_CACHE_LIMIT, SlotCache } from '../src/slot-cache.js';
+import { control, CTRL_GO, CTRL_READY, seedFor, signal, spawn, waitFor } from './harness.js';
+
+/** Runs `fn` with a slot cache that trusts remembered slots blindly (the negative control). */
+function withBrokenCache<T>(fn: () => T): T {
+  const isCurrent = Object.getOwnPropertyDescriptor(SlotCache.prototype, 'isCurrent')!;
+  SlotCache.prototype.isCurrent = () => true;
+  try {
+    return fn();
+  } finally {
+    Object.defineProperty(SlotCache.prototype, 'isCurrent', isCurrent);
+  }
+}
+
+/** In a one-slot table: use 'a', let 'b' take its slot, then acquire 'a' again. */
+function reuseOneSlot(): LockTable {
+  const table = new LockTable({ capacity: 1 });
+  table.acquireSync('a').release(); // 'a' is now in this thread's cache, at slot 0
+  table.acquireSync('b').release(); // 'b' evicts 'a' and is bound to slot 0
+  table.acquireSync('a'); // must evict 'b' and bind 'a', not take 'b''s lock
+  return table;
+}
+
+async function churn(brokenCache: boolean) {
+  const keys = Array.from({ length: 48 }, (_, i) => `cache:${i}`);
+  const table = new LockTable({ capacity: 8 });
+  const counters = new SharedArrayBuffer(keys.length * 4);
+  const inside = new SharedArrayBuffer(keys.length * 4);
+  const ctrl = control();
+  const seed = seedFor(`slot cache churn${brokenCache ? ' (broken cache)' : ''}`);
+  const per = 10_000;
+  const workers = Array.from({ length: 4 }, (_, i) =>
+    spawn<{ overlaps: number; confused: number }>('cacheChurn', {
+      buffer: table.buffer,
+      ctrl: ctrl.buffer,
+      counters,
+      inside,
+      keys,
+      iterations: per,
+      seed: seed + i,
+      brokenCache,
+    }),
+  );
+  await waitFor(ctrl, CTRL_READY, (v) => v === 4);
+  signal(ctrl, CTRL_GO);
+  const results = await Promise.all(workers.map((w) => w.result));
+  const overlaps = results.reduce((sum, r) => sum + r.overlaps, 0);
+  const confused = results.reduce((sum, r) => sum + r.confused, 0);
+  const counted = new Int32Array(counters).reduce((a, b) => a + b, 0);
+  return { overlaps, confused, counted, expected: per * 4, table };
+}
+
+describe('slot cache', () => {
+  test('a key whose slot was rebound to another key is looked up again, not granted that lock', () => {
+    const table = reuseOneSlot();
+    assert.equal(table.inspect('a')?.key, 'a');
+    assert.equal(table.inspect('b'), null);
+    assert.deepEqual(
+      table.held().map((h) => h.key),
+      ['a'],
+    );
+  });
+
+  test('negative control: a cache without the generation check grants the other key’s lock', () => {
+    const table = withBrokenCache(reuseOneSlot);
+    // The lease for 'a' really holds 'b''s slot: 'b' looks held, 'a' does not.
+    assert.equal(table.inspect('a'), null);
+    assert.equal(table.inspect('b')?.key, 'b');
+  });
+
+  test('churn across 4 workers: 48 keys through 8 slots, cached slots rebound under them, never confused', async () => {
+    const { overlaps, confused, counted, expected, table } = await churn(false);
+    assert.equal(confused, 0, `${confused} leases did not hold their own key's lock`);
+    assert.equal(overlaps, 0, `${overlaps} sections overlapped under one key`);
+    assert.equal(counted, expected);
+    assert.deepEqual(table.held(), []);
+  });
+
+  test('negative control: the same churn with a cache that trusts stale slots is caught', async () => {
+    const { overlaps, confused, counted, expected } = await churn(true);
+    console.log(
+      `# broken cache: ${confused} leases on another key's lock, ${overlaps} overlaps, ${expected - counted} lost updates`,
+    );
+    assert.ok(confused > 0, 'the broken cache went unnoticed');
+  });
+
+  test('the cache is bounded: it never holds more than SLOT_CACHE_LIMIT keys', () => {
+    const table = new LockTable({ capacity: 64 });
+    const cache = new SlotCache(new Int32Array(64 * 10));
+    for (let i = 0; i < 3 * SLOT_CACHE_LIMIT; i++) {
+      cache.remember(`k${i}`, i % 64);
+      assert.ok(cache.size <= SLOT_CACHE_LIMIT);
+    }
+    // And a table used with many more keys than that still works (entries are dropped, not wrong).
+    for (let i = 0; i < 3 * SLOT_CACHE_LIMIT; i++) table.acquireSync(`key:${i}`).release();
+    assert.deepEqual(table.held(), []);
+  });
+});
