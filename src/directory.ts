@@ -42,6 +42,7 @@ import {
   type Views,
 } from './layout.js';
 import { isEvictable, UNBOUND } from './slot-state.js';
+import { testHooks } from './test-hooks.js';
 
 export const BIND_EMPTY = 0;
 export const BIND_VACANT = 1;
@@ -146,6 +147,7 @@ export class Directory {
     for (;;) {
       const owner = Atomics.compareExchange(header, H_BIND_LOCK, 0, me);
       if (owner === 0) {
+        testHooks.stall?.('bind:locked');
         this.#v.headerF64[HF_BIND_LOCK_DEADLINE] = monotonicNow() + BIND_LOCK_LEASE_MS;
         return true;
       }
@@ -248,6 +250,7 @@ export class Directory {
     ) {
       return false;
     }
+    testHooks.stall?.('bind:binding');
     slots[base + S_HASH] = hash;
     slots[base + S_KEY_LENGTH] = key.length;
     writeKey(this.#v.keys, slot * this.#maxKeyLength, key);

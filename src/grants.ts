@@ -18,6 +18,7 @@ import {
   type Views,
 } from './layout.js';
 import type { Records } from './records.js';
+import { testHooks } from './test-hooks.js';
 import {
   ANNOUNCE,
   EXCLUSIVE,
@@ -118,6 +119,7 @@ export class Grants {
    * and loop back-edges): a new token, and for a finite hold the deadline, then the stamp parity.
    */
   #stampExclusive(slot: number, state: number, hold: number): void {
+    if (hold !== Infinity) testHooks.stall?.('grant:window');
     const slots = this.#slots;
     const base = slot * SLOT_WORDS;
     const lo = (slots[base + S_TOKEN_LO]! + 1) | 0;
@@ -226,7 +228,9 @@ export class Grants {
   /** Releases a shared grant; false when its record was taken by a reclaim or forced release. */
   releaseShared(slot: number, record: number, tokenLo: number, tokenHi: number): boolean {
     if (!this.#records.isActive(record, slot, this.threadId, tokenLo, tokenHi)) return false;
+    testHooks.stall?.('releaseShared:checked');
     if (!this.#records.free(record)) return false;
+    testHooks.stall?.('releaseShared:releasing');
     this.dropShared(slot, 1);
     return true;
   }
@@ -291,6 +295,7 @@ export class Grants {
       const next =
         ms === Infinity ? s & ~(FINITE | PARITY) : (s & ~PARITY) | FINITE | this.#nextParity(slot);
       if (Atomics.compareExchange(slots, base + S_STATE, s, next) !== s) continue;
+      testHooks.stall?.('extend:published');
       if (ms !== Infinity) {
         this.deadline = monotonicNow() + ms;
         this.#f64[slot * SLOT_F64 + SF_DEADLINE] = this.deadline;
