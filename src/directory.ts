@@ -36,8 +36,6 @@ import {
   S_STATE,
   S_TOKEN_HI,
   S_TOKEN_LO,
-  SF_DEADLINE,
-  SLOT_F64,
   SLOT_WORDS,
   type Views,
 } from './layout.js';
@@ -257,8 +255,6 @@ export class Directory {
     const header = this.#v.header;
     slots[base + S_TOKEN_LO] = header[H_TOKEN_FLOOR_LO]!;
     slots[base + S_TOKEN_HI] = header[H_TOKEN_FLOOR_HI]!;
-    const f64 = slot * SLOT_F64;
-    this.#v.slotsF64[f64 + SF_DEADLINE] = NaN;
     slots[base + S_BIND_GEN] = (slots[base + S_BIND_GEN]! + 1) | 0;
     // RACE: a thief that stole the mutex sweeps BINDING slots only after its steal. If it stole
     // before this check, we stop here; if after, its sweep either undoes our BINDING (and the CAS

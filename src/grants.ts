@@ -5,15 +5,13 @@
  */
 import { monotonicNow } from './clock.js';
 import {
+  CELL_OWNER_BITS,
   RECORD_ACTIVE,
   RECORD_CLAIMED,
   S_SLEEPERS,
-  S_STAMP,
   S_STATE,
   S_TOKEN_HI,
   S_TOKEN_LO,
-  SF_DEADLINE,
-  SLOT_F64,
   SLOT_WORDS,
   type Views,
 } from './layout.js';
@@ -27,9 +25,10 @@ import {
   grantState,
   HANDOFF,
   type Mode,
-  PARITY,
   PARKED,
+  PENDING,
   releaseState,
+  SETTLE_PATIENCE_MS,
   UNBOUND,
   WAITING,
   type WaiterView,
@@ -41,12 +40,29 @@ export const BUSY = 0;
 export const UNBOUND_SLOT = -1;
 export const NO_RECORD = -2;
 
+const OWNER_BITS = BigInt(CELL_OWNER_BITS);
+const OWNER_MASK = (1n << OWNER_BITS) - 1n;
+
+/** The holder named in a deadline cell (-1 for an empty cell). */
+function cellOwner(cell: bigint): number {
+  return Number(cell & OWNER_MASK) - 1;
+}
+
+/** The deadline (whole monotonic ms) in a deadline cell. */
+function cellDeadline(cell: bigint): number {
+  return Number(cell >> OWNER_BITS);
+}
+
 export class Grants {
   readonly #v: Views;
   readonly #slots: Int32Array;
-  readonly #f64: Float64Array;
+  readonly #cells: BigInt64Array;
   readonly #records: Records;
   readonly threadId: number;
+  /** This thread's id as it appears at the bottom of a deadline cell. */
+  readonly #cellOwner: bigint;
+  /** The deadline of the cell the last #cellFor made. */
+  #cellDeadline = Infinity;
   /** Incremented each time this thread releases into HANDOFF (see WaiterView). */
   releaseSeq = 0;
 
@@ -58,15 +74,16 @@ export class Grants {
   deadline = Infinity;
   /** The state seen by the last failed attempt: what a sleeper waits on. */
   seen = 0;
-  /** Set by reclaimableIn: the holder was unstamped (exclusive) or unbacked by records (shared). */
+  /** Set by reclaimableIn: the holder was unbacked by records (shared). */
   unknownHolder = false;
 
   constructor(views: Views, records: Records, threadId: number) {
     this.#v = views;
     this.#slots = views.slots;
-    this.#f64 = views.slotsF64;
+    this.#cells = views.slotCells;
     this.#records = records;
     this.threadId = threadId;
+    this.#cellOwner = BigInt(threadId + 1);
   }
 
   state(slot: number): number {
@@ -79,47 +96,75 @@ export class Grants {
    * UNBOUND_SLOT: the slot is being rebound, look the key up again; NO_RECORD: shared records full.
    */
   attempt(slot: number, mode: Mode, hold: number, waiter: WaiterView | undefined): number {
+    if (mode === 'shared') return this.#attemptShared(slot, hold, waiter);
     const slots = this.#slots;
     const at = slot * SLOT_WORDS + S_STATE;
     const tid = this.threadId;
-    if (mode === 'exclusive') {
-      for (;;) {
-        const s = Atomics.load(slots, at);
-        let next = grantState(s, 'exclusive', tid, waiter);
-        if (next < 0) {
-          this.seen = s;
-          return (s & UNBOUND) !== 0 ? UNBOUND_SLOT : BUSY;
-        }
-        if (hold !== Infinity) next |= FINITE | this.#nextParity(slot);
-        if (Atomics.compareExchange(slots, at, s, next) === s) {
-          this.#stampExclusive(slot, next, hold);
-          return GRANTED;
-        }
+    const cell = hold === Infinity ? 0n : this.#cellFor(hold);
+    for (;;) {
+      const s = Atomics.load(slots, at);
+      const next = grantState(s, 'exclusive', tid, waiter);
+      if (next < 0) {
+        this.seen = s;
+        return (s & UNBOUND) !== 0 ? UNBOUND_SLOT : BUSY;
+      }
+      if (hold !== Infinity) {
+        if (this.#grantFinite(slot, s, next, cell)) return GRANTED;
+      } else if (Atomics.compareExchange(slots, at, s, next) === s) {
+        this.#stampInfinite(slot, next);
+        return GRANTED;
       }
     }
-    return this.#attemptShared(slot, hold, waiter);
   }
 
-  /** The uncontended exclusive grant: one CAS from FREE. The caller stamps. */
+  /** The uncontended exclusive grant: one CAS from FREE. */
   fastExclusive(slot: number, hold: number): boolean {
-    let next = EXCLUSIVE | this.threadId;
-    if (hold !== Infinity) next |= FINITE | this.#nextParity(slot);
+    if (hold !== Infinity)
+      return this.#grantFinite(slot, 0, EXCLUSIVE | this.threadId, this.#cellFor(hold));
+    const next = EXCLUSIVE | this.threadId;
     if (Atomics.compareExchange(this.#slots, slot * SLOT_WORDS + S_STATE, 0, next) !== 0)
       return false;
-    this.#stampExclusive(slot, next, hold);
+    this.#stampInfinite(slot, next);
     return true;
   }
 
-  #nextParity(slot: number): number {
-    return Atomics.load(this.#slots, slot * SLOT_WORDS + S_STAMP) === PARITY ? 0 : PARITY;
+  /** The deadline cell of a hold of `hold` ms from now, by this thread (its deadline: #cellDeadline). */
+  #cellFor(hold: number): bigint {
+    // Whole milliseconds, rounded up: a holder is never reclaimed before the deadline it asked for.
+    const deadline = Math.ceil(monotonicNow() + hold);
+    this.#cellDeadline = deadline;
+    return (BigInt(deadline) << OWNER_BITS) | this.#cellOwner;
   }
 
   /**
-   * Right after the grant CAS, in straight-line code (a terminate() lands only at function entries
-   * and loop back-edges): a new token, and for a finite hold the deadline, then the stamp parity.
+   * A finite exclusive grant: CAS from `s` to `next` (with PENDING), then, in the grant window,
+   * the token and the deadline cell, then FINITE (and PENDING off). Until FINITE is set nobody
+   * reads the cell, and a PENDING word is never reclaimed: see "Grant windows" in slot-state.ts.
    */
-  #stampExclusive(slot: number, state: number, hold: number): void {
-    if (hold !== Infinity) testHooks.stall?.('grant:window');
+  #grantFinite(slot: number, s: number, next: number, cell: bigint): boolean {
+    const slots = this.#slots;
+    const base = slot * SLOT_WORDS;
+    if (Atomics.compareExchange(slots, base + S_STATE, s, next | PENDING) !== s) return false;
+    // WINDOW: straight-line from the CAS; no call but Atomics (the hook is undefined outside tests).
+    testHooks.stall?.('grant:window');
+    const lo = (slots[base + S_TOKEN_LO]! + 1) | 0;
+    let hi = slots[base + S_TOKEN_HI]!;
+    if (lo === 0) hi = (hi + 1) | 0;
+    slots[base + S_TOKEN_LO] = lo;
+    slots[base + S_TOKEN_HI] = hi;
+    Atomics.store(this.#cells, slot, cell);
+    // ORDER: the token and the cell are published by this RMW, which also ends the window.
+    Atomics.xor(slots, base + S_STATE, PENDING | FINITE);
+    this.tokenLo = lo;
+    this.tokenHi = hi;
+    this.stateWord = next | FINITE;
+    this.record = -1;
+    this.deadline = this.#cellDeadline;
+    return true;
+  }
+
+  /** Right after an infinite exclusive grant's CAS: a new token (we hold the slot alone). */
+  #stampInfinite(slot: number, state: number): void {
     const slots = this.#slots;
     const base = slot * SLOT_WORDS;
     const lo = (slots[base + S_TOKEN_LO]! + 1) | 0;
@@ -131,14 +176,25 @@ export class Grants {
     this.tokenHi = hi;
     this.stateWord = state;
     this.record = -1;
-    if (hold === Infinity) {
-      this.deadline = Infinity;
-    } else {
-      const deadline = monotonicNow() + hold;
-      this.#f64[slot * SLOT_F64 + SF_DEADLINE] = deadline;
-      // ORDER: the deadline store is published by this store; waiters read S_STAMP first.
-      Atomics.store(slots, base + S_STAMP, state & PARITY);
-      this.deadline = deadline;
+    this.deadline = Infinity;
+  }
+
+  /**
+   * The state word at `at` once it is not another thread's PENDING word (which may yet be handed
+   * back to us: see reclaim). -1 when it has not settled within SETTLE_PATIENCE_MS.
+   */
+  #settled(at: number): number {
+    const slots = this.#slots;
+    let until = 0;
+    for (let spins = 0; ; spins++) {
+      const s = Atomics.load(slots, at);
+      if ((s & PENDING) === 0 || (s & FIELD) === this.threadId) return s;
+      // A window is a few instructions: spin a little, then sleep in 1 ms steps.
+      if (spins < 200) continue;
+      const now = monotonicNow();
+      if (until === 0) until = now + SETTLE_PATIENCE_MS;
+      else if (now > until) return -1;
+      Atomics.wait(slots, at, s, 1);
     }
   }
 
@@ -170,17 +226,9 @@ export class Grants {
     return GRANTED;
   }
 
-  /** Shared grants run concurrently, so the 64-bit token is incremented with a 64-bit CAS. */
+  /** Shared grants run concurrently, so the 64-bit token is incremented with one 64-bit add. */
   #stampShared(slot: number, record: number, deadline: number): void {
-    const t64 = this.#v.slots64;
-    const at = (slot * SLOT_WORDS + S_TOKEN_LO) / 2;
-    let cur = Atomics.load(t64, at);
-    for (;;) {
-      const seen = Atomics.compareExchange(t64, at, cur, cur + 1n);
-      if (seen === cur) break;
-      cur = seen;
-    }
-    const token = cur + 1n;
+    const token = Atomics.add(this.#v.slots64, (slot * SLOT_WORDS + S_TOKEN_LO) / 2, 1n) + 1n;
     this.tokenLo = Number(BigInt.asIntN(32, token));
     this.tokenHi = Number(BigInt.asIntN(32, token >> 32n));
     this.#records.activate(record, this.tokenLo, this.tokenHi);
@@ -191,7 +239,7 @@ export class Grants {
   /** Is the lease (exclusive: by state and token; shared: by its record) still the holder? */
   holdsExclusive(slot: number, tokenLo: number, tokenHi: number): boolean {
     const base = slot * SLOT_WORDS;
-    const s = Atomics.load(this.#slots, base + S_STATE);
+    const s = this.#settled(base + S_STATE);
     return (
       (s & (EXCLUSIVE | FIELD)) === (EXCLUSIVE | this.threadId) &&
       this.#slots[base + S_TOKEN_LO] === tokenLo &&
@@ -215,11 +263,12 @@ export class Grants {
     if (slots[base + S_TOKEN_LO] !== tokenLo || slots[base + S_TOKEN_HI] !== tokenHi) return false;
     // The fast path may only CAS from a word without flags: one with PARKED means sleepers, and
     // freeing it without a notify would strand them.
-    const bare = expected & (EXCLUSIVE | FIELD | FINITE | PARITY);
+    const bare = expected & (EXCLUSIVE | FIELD | FINITE);
     if (Atomics.compareExchange(slots, base + S_STATE, bare, 0) === bare) return true;
     const mine = EXCLUSIVE | this.threadId;
     for (;;) {
-      const s = Atomics.load(slots, base + S_STATE);
+      // A reclaim that is checking what it took (PENDING) may yet hand our grant back: wait for it.
+      const s = this.#settled(base + S_STATE);
       if ((s & (EXCLUSIVE | FIELD)) !== mine) return false;
       if (this.#releaseFrom(slot, s, 'exclusive')) return true;
     }
@@ -279,32 +328,49 @@ export class Grants {
   }
 
   /**
-   * Pushes an exclusive grant's deadline to now + ms. The CAS flips PARITY, so while the new
-   * deadline is being written no waiter trusts the old one, and a stale lease's CAS fails.
-   * Returns the new state word, or -1 when stale.
+   * Pushes an exclusive grant's deadline to now + ms: a CAS on the deadline cell from the cell this
+   * lease stamped, so a lease that lost the slot cannot write over its successor's deadline, and a
+   * reclaim judged on the old deadline finds the cell changed and hands the grant back (reclaim).
+   * Returns the lease's new state word, or -1 when it is stale.
    */
   extendExclusive(slot: number, tokenLo: number, tokenHi: number, ms: number): number {
     const slots = this.#slots;
     const base = slot * SLOT_WORDS;
+    const at = base + S_STATE;
+    const mine = EXCLUSIVE | this.threadId;
+    const cell = ms === Infinity ? 0n : this.#cellFor(ms);
+    const deadline = this.#cellDeadline;
     for (;;) {
-      const s = Atomics.load(slots, base + S_STATE);
-      if ((s & (EXCLUSIVE | FIELD)) !== (EXCLUSIVE | this.threadId)) return -1;
+      const s = this.#settled(at);
+      if ((s & (EXCLUSIVE | FIELD)) !== mine) return -1;
       if (slots[base + S_TOKEN_LO] !== tokenLo || slots[base + S_TOKEN_HI] !== tokenHi) return -1;
-      // The new parity is the opposite of the last stamp (not of this word's bit, which is 0 for an
-      // infinite hold while S_STAMP may hold PARITY from an older grant).
-      const next =
-        ms === Infinity ? s & ~(FINITE | PARITY) : (s & ~PARITY) | FINITE | this.#nextParity(slot);
-      if (Atomics.compareExchange(slots, base + S_STATE, s, next) !== s) continue;
-      testHooks.stall?.('extend:published');
-      if (ms !== Infinity) {
-        this.deadline = monotonicNow() + ms;
-        this.#f64[slot * SLOT_F64 + SF_DEADLINE] = this.deadline;
-        Atomics.store(slots, base + S_STAMP, next & PARITY);
-      } else {
-        this.deadline = Infinity;
+      if (ms === Infinity) {
+        if ((s & FINITE) === 0) break;
+        if (Atomics.compareExchange(slots, at, s, s & ~FINITE) === s) break;
+        continue;
       }
-      return next;
+      if ((s & FINITE) !== 0) {
+        // Finite already: only the cell changes. It must still be ours: if another thread's cell
+        // is there, a reclaim took the slot and stamped it.
+        const old = Atomics.load(this.#cells, slot);
+        if (cellOwner(old) !== this.threadId) return -1;
+        if (Atomics.compareExchange(this.#cells, slot, old, cell) !== old) continue;
+      } else {
+        // An infinite hold is never reclaimed, so the slot stays ours until FINITE is set; the
+        // cell holds an older grant's deadline, which nobody reads until then.
+        Atomics.store(this.#cells, slot, cell);
+        if (Atomics.compareExchange(slots, at, s, s | FINITE) !== s) continue;
+      }
+      break;
     }
+    testHooks.stall?.('extend:published');
+    // RACE: a reclaim judged on the old deadline may have taken the slot between our check and our
+    // write. If it is still checking (PENDING) it sees our new cell and hands the grant back.
+    const s = this.#settled(at);
+    if ((s & (EXCLUSIVE | FIELD)) !== mine) return -1;
+    if (slots[base + S_TOKEN_LO] !== tokenLo || slots[base + S_TOKEN_HI] !== tokenHi) return -1;
+    this.deadline = deadline;
+    return ms === Infinity ? s & ~FINITE : s | FINITE;
   }
 
   extendShared(
@@ -324,8 +390,8 @@ export class Grants {
 
   /**
    * How long (ms) until the holder of `s` may be reclaimed: <= 0 now, Infinity never.
-   * `unstampedSince` is when this waiter first saw the same finite grant without its stamp (a
-   * holder that died between its grant CAS and its stamp): that grant counts as expiring then.
+   * `unstampedSince` is when this waiter first saw the same shared count with no live record behind
+   * it: that count counts as expiring then.
    */
   reclaimableIn(
     slot: number,
@@ -337,18 +403,15 @@ export class Grants {
     this.unknownHolder = false;
     if (failTimeout === Infinity) return Infinity;
     if ((s & EXCLUSIVE) !== 0) {
+      // A holder inside its grant window is alive (see slot-state.ts): look again soon.
+      if ((s & PENDING) !== 0) return 1;
       if ((s & FINITE) === 0) return Infinity;
-      const base = slot * SLOT_WORDS;
-      if (Atomics.load(this.#slots, base + S_STAMP) !== (s & PARITY)) {
-        this.unknownHolder = true;
-        return unstampedSince + failTimeout - now;
-      }
-      const deadline = this.#f64[slot * SLOT_F64 + SF_DEADLINE]!;
-      // The stamp is for this grant only if the state did not move while we read it; if it moved,
-      // we know nothing yet: look again soon (never "reclaimable now": the word may come back to
-      // the same value for a live grant, and the reclaim CAS would then succeed against it).
-      if (Atomics.load(this.#slots, base + S_STATE) !== s) return 1;
-      return deadline + failTimeout - now;
+      const cell = Atomics.load(this.#cells, slot);
+      // The cell is this grant's only if the state did not move while we read it; if it moved, we
+      // know nothing yet: look again soon.
+      if (Atomics.load(this.#slots, slot * SLOT_WORDS + S_STATE) !== s) return 1;
+      if (cellOwner(cell) !== (s & FIELD)) return 1;
+      return cellDeadline(cell) + failTimeout - now;
     }
     if ((s & (HANDOFF | UNBOUND)) !== 0 || (s & FIELD) === 0) return Infinity;
     const live = this.#liveSharedUntil(slot);
@@ -384,15 +447,7 @@ export class Grants {
   reclaim(slot: number, s: number, mode: Mode, hold: number, failTimeout: number): number {
     const slots = this.#slots;
     const at = slot * SLOT_WORDS + S_STATE;
-    if ((s & EXCLUSIVE) !== 0) {
-      let next = mode === 'exclusive' ? EXCLUSIVE | this.threadId : 1;
-      next |= s & ~(EXCLUSIVE | FIELD | FINITE | PARITY | WAITING);
-      if (mode === 'shared') return this.#reclaimInto(slot, s, next & ~FINITE, hold);
-      if (hold !== Infinity) next |= FINITE | this.#nextParity(slot);
-      if (Atomics.compareExchange(slots, at, s, next) !== s) return BUSY;
-      this.#stampExclusive(slot, next, hold);
-      return GRANTED;
-    }
+    if ((s & EXCLUSIVE) !== 0) return this.#reclaimExclusive(slot, s, mode, hold, failTimeout);
     // A shared group: free the expired records, then take the word if nobody live is left.
     const records = this.#records;
     const now = monotonicNow();
@@ -417,10 +472,11 @@ export class Grants {
       if ((cur & (EXCLUSIVE | HANDOFF | UNBOUND)) !== 0 || (cur & FIELD) === 0) return BUSY;
       const keep = cur & ~(FIELD | WAITING);
       if (mode === 'exclusive') {
-        let next = EXCLUSIVE | this.threadId | keep;
-        if (hold !== Infinity) next |= FINITE | this.#nextParity(slot);
-        if (Atomics.compareExchange(slots, at, cur, next) === cur) {
-          this.#stampExclusive(slot, next, hold);
+        const next = EXCLUSIVE | this.threadId | keep;
+        if (hold !== Infinity) {
+          if (this.#grantFinite(slot, cur, next, this.#cellFor(hold))) return GRANTED;
+        } else if (Atomics.compareExchange(slots, at, cur, next) === cur) {
+          this.#stampInfinite(slot, next);
           return GRANTED;
         }
       } else {
@@ -428,6 +484,85 @@ export class Grants {
         if (result !== BUSY) return result;
       }
     }
+  }
+
+  /**
+   * Reclaims an expired exclusive holder. The CAS takes the slot as PENDING(me); then, inside the
+   * window, it checks that what it took is the grant it judged: same token, same deadline cell. The
+   * word may have come back to the same value for a later grant or extend of the same holder (an
+   * ABA no 32-bit word can rule out); then the slot is handed back, untouched, with one XOR.
+   */
+  #reclaimExclusive(
+    slot: number,
+    s: number,
+    mode: Mode,
+    hold: number,
+    failTimeout: number,
+  ): number {
+    const slots = this.#slots;
+    const base = slot * SLOT_WORDS;
+    const at = base + S_STATE;
+    if ((s & (FINITE | PENDING)) !== FINITE) return BUSY;
+    const holder = s & FIELD;
+    // Judge the grant: its deadline and its token (to know it again after the CAS).
+    const judged = Atomics.load(this.#cells, slot);
+    if (cellOwner(judged) !== holder || cellDeadline(judged) + failTimeout >= monotonicNow())
+      return BUSY;
+    const tokenLo = slots[base + S_TOKEN_LO]!;
+    const tokenHi = slots[base + S_TOKEN_HI]!;
+    if (Atomics.load(slots, at) !== s) return BUSY;
+    testHooks.stall?.('reclaim:judged');
+    // Everything the window needs is made before it.
+    let cell = 0n;
+    let deadline = Infinity;
+    let record = -1;
+    if (mode === 'shared') {
+      deadline = hold === Infinity ? Infinity : monotonicNow() + hold;
+      record = this.#records.claim(slot, this.threadId, deadline);
+      if (record < 0) return NO_RECORD;
+    } else if (hold !== Infinity) {
+      cell = this.#cellFor(hold);
+      deadline = this.#cellDeadline;
+    }
+    const taken =
+      EXCLUSIVE | this.threadId | PENDING | (s & ~(EXCLUSIVE | FIELD | FINITE | WAITING));
+    if (Atomics.compareExchange(slots, at, s, taken) !== s) {
+      if (record >= 0) this.#records.unclaim(record);
+      return BUSY;
+    }
+    // WINDOW: straight-line from the CAS; no call but Atomics (and, for a shared reclaim, the
+    // record's own steps).
+    testHooks.stall?.('reclaim:taken');
+    if (
+      Atomics.load(this.#cells, slot) !== judged ||
+      slots[base + S_TOKEN_LO] !== tokenLo ||
+      slots[base + S_TOKEN_HI] !== tokenHi
+    ) {
+      // Not the grant we judged: give it back as it was (holder, FINITE), flags as they are now.
+      Atomics.xor(slots, at, PENDING | FINITE | ((this.threadId ^ holder) & FIELD));
+      if (record >= 0) this.#records.unclaim(record);
+      return BUSY;
+    }
+    if (mode === 'shared') {
+      this.#stampShared(slot, record, deadline);
+      // EXCLUSIVE|me|PENDING -> SHARED(1): flags as they are now.
+      this.stateWord =
+        Atomics.xor(slots, at, PENDING | EXCLUSIVE | (this.threadId ^ 1)) ^
+        (PENDING | EXCLUSIVE | (this.threadId ^ 1));
+      return GRANTED;
+    }
+    const lo = (tokenLo + 1) | 0;
+    const hi = lo === 0 ? (tokenHi + 1) | 0 : tokenHi;
+    slots[base + S_TOKEN_LO] = lo;
+    slots[base + S_TOKEN_HI] = hi;
+    if (hold !== Infinity) Atomics.store(this.#cells, slot, cell);
+    Atomics.xor(slots, at, hold !== Infinity ? PENDING | FINITE : PENDING);
+    this.tokenLo = lo;
+    this.tokenHi = hi;
+    this.stateWord = (taken & ~PENDING) | (hold !== Infinity ? FINITE : 0);
+    this.record = -1;
+    this.deadline = deadline;
+    return GRANTED;
   }
 
   /** Reclaim by a shared request: claim a record first, like any shared grant. */
@@ -442,6 +577,13 @@ export class Grants {
     this.#stampShared(slot, record, deadline);
     this.stateWord = next;
     return GRANTED;
+  }
+
+  /** The deadline of the exclusive holder of `s` on `slot` (for inspect): Infinity if none. */
+  exclusiveDeadline(slot: number, s: number): number {
+    if ((s & (FINITE | PENDING)) !== FINITE) return Infinity;
+    const cell = Atomics.load(this.#cells, slot);
+    return cellOwner(cell) === (s & FIELD) ? cellDeadline(cell) : Infinity;
   }
 
   /** Forced release of `owner`'s exclusive hold on `slot` (releaseAllOwnedBy). */

@@ -4,7 +4,7 @@
  *
  *   offset 0            header: HEADER_WORDS Int32 words, then HEADER_F64 Float64 words
  *   slotWordsOffset     capacity x SLOT_WORDS Int32 words       (hot: one 32-byte line per slot)
- *   slotF64Offset       capacity x SLOT_F64 Float64 words       (deadlines)
+ *   slotCellsOffset     capacity x SLOT_CELLS BigInt64 words    (exclusive deadlines)
  *   recordWordsOffset   records x RECORD_WORDS Int32 words      (who holds a key in shared mode)
  *   recordF64Offset     records x RECORD_F64 Float64 words      (each shared holder's deadline)
  *   keysOffset          capacity x maxKeyLength Uint16 code units (the key bound to each slot)
@@ -14,7 +14,7 @@
  */
 
 export const MAGIC = 0x4c4b5442; // 'LKTB'
-export const VERSION = 1;
+export const VERSION = 2;
 
 // ---- header, Int32 words ----
 export const H_MAGIC = 0;
@@ -55,17 +55,21 @@ export const S_KEY_LENGTH = 5;
 /** The 64-bit fencing token of the latest grant on this slot, lo and hi halves. */
 export const S_TOKEN_LO = 6;
 export const S_TOKEN_HI = 7;
-/** Parity of the grant whose deadline SF_DEADLINE holds (see FINITE / PARITY in slot-state.ts). */
-export const S_STAMP = 8;
+// 8, 9: spare
 export const SLOT_WORDS = 10; // 40 bytes
 
-// ---- per slot, Float64 words ----
+// ---- per slot, BigInt64 words ----
 /**
- * Deadline (monotonic ms) of the latest exclusive grant with a finite hold. Written only by that
- * holder (stamp, extend), read by waiters deciding on a reclaim, valid while S_STAMP matches.
+ * The deadline cell of the slot's exclusive holder: (deadline in whole monotonic ms, rounded up)
+ * << CELL_OWNER_BITS | (holder threadId + 1). One 64-bit word, so a reader never sees half of a
+ * deadline, and a cell that names the holder is that holder's deadline. Valid while the state word
+ * has FINITE; written by a grant before it sets FINITE, and by its holder's extend (a CAS from the
+ * holder's own cell, so a lease that lost the slot cannot write over its successor's deadline).
  */
-export const SF_DEADLINE = 0;
-export const SLOT_F64 = 1;
+export const SC_DEADLINE = 0;
+export const SLOT_CELLS = 1;
+/** Bits of the owner (threadId + 1) at the bottom of a deadline cell; the deadline is above them. */
+export const CELL_OWNER_BITS = 21;
 
 // ---- shared-holder records, Int32 words: one per shared lease (see records.ts) ----
 /** RECORD_FREE, RECORD_CLAIMED (claimed before the grant CAS) or RECORD_ACTIVE. */
@@ -96,7 +100,8 @@ export interface Views {
   /** H_TOKEN_FLOOR_LO/HI as one 64-bit word (8-byte aligned), for the CAS-max in directory.ts. */
   readonly tokenFloor64: BigInt64Array;
   readonly slots: Int32Array;
-  readonly slotsF64: Float64Array;
+  /** Deadline cells (SC_DEADLINE), one BigInt64 per slot. */
+  readonly slotCells: BigInt64Array;
   /** The same bytes as `slots`, for 64-bit token updates by concurrent shared grants. */
   readonly slots64: BigInt64Array;
   readonly records: Int32Array;
@@ -110,14 +115,14 @@ function align8(n: number): number {
 
 export function offsets(g: Geometry) {
   const slotWordsOffset = HEADER_BYTES;
-  const slotF64Offset = align8(slotWordsOffset + g.capacity * SLOT_WORDS * 4);
-  const recordWordsOffset = align8(slotF64Offset + g.capacity * SLOT_F64 * 8);
+  const slotCellsOffset = align8(slotWordsOffset + g.capacity * SLOT_WORDS * 4);
+  const recordWordsOffset = align8(slotCellsOffset + g.capacity * SLOT_CELLS * 8);
   const recordF64Offset = align8(recordWordsOffset + g.records * RECORD_WORDS * 4);
   const keysOffset = align8(recordF64Offset + g.records * RECORD_F64 * 8);
   const totalBytes = align8(keysOffset + g.capacity * g.maxKeyLength * 2);
   return {
     slotWordsOffset,
-    slotF64Offset,
+    slotCellsOffset,
     recordWordsOffset,
     recordF64Offset,
     keysOffset,
@@ -137,7 +142,7 @@ export function createViews(buffer: SharedArrayBuffer, g: Geometry): Views {
     headerF64: new Float64Array(buffer, HEADER_WORDS * 4, HEADER_F64),
     tokenFloor64: new BigInt64Array(buffer, H_TOKEN_FLOOR_LO * 4, 1),
     slots: new Int32Array(buffer, o.slotWordsOffset, g.capacity * SLOT_WORDS),
-    slotsF64: new Float64Array(buffer, o.slotF64Offset, g.capacity * SLOT_F64),
+    slotCells: new BigInt64Array(buffer, o.slotCellsOffset, g.capacity * SLOT_CELLS),
     slots64: new BigInt64Array(buffer, o.slotWordsOffset, (g.capacity * SLOT_WORDS) / 2),
     records: new Int32Array(buffer, o.recordWordsOffset, g.records * RECORD_WORDS),
     recordsF64: new Float64Array(buffer, o.recordF64Offset, g.records * RECORD_F64),

@@ -41,12 +41,9 @@ import {
   S_HASH,
   S_KEY_LENGTH,
   S_SLEEPERS,
-  S_STAMP,
   S_STATE,
   S_TOKEN_HI,
   S_TOKEN_LO,
-  SF_DEADLINE,
-  SLOT_F64,
   SLOT_WORDS,
   VERSION,
   type Views,
@@ -79,11 +76,9 @@ import { BIND_BOUND } from './directory.js';
 import {
   EXCLUSIVE,
   FIELD,
-  FINITE,
   HANDOFF,
   MAX_THREAD_ID,
   type Mode,
-  PARITY,
   UNBOUND,
   WAITING,
 } from './slot-state.js';
@@ -557,14 +552,12 @@ export class LockTable implements WaitCore, LeaseHost {
       const key = readKey(v.keys, slot * v.geometry.maxKeyLength, v.slots[base + S_KEY_LENGTH]!);
       const holders: HolderInfo[] = [];
       if (exclusive) {
-        const stamped =
-          (s & FINITE) !== 0 && Atomics.load(v.slots, base + S_STAMP) === (s & PARITY);
         holders.push({
           threadId: s & FIELD,
           token:
             (BigInt(v.slots[base + S_TOKEN_HI]!) << 32n) |
             BigInt(v.slots[base + S_TOKEN_LO]! >>> 0),
-          deadline: stamped ? v.slotsF64[slot * SLOT_F64 + SF_DEADLINE]! : Infinity,
+          deadline: this.grants.exclusiveDeadline(slot, s),
         });
       } else {
         const records = this.#records;

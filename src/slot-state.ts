@@ -13,11 +13,13 @@
  *                       though a writer waits (so neither readers nor writers starve)
  *  23   PARKED          someone may be asleep on this word: the releaser checks S_SLEEPERS and
  *                       notifies
- *  22   FINITE          EXCLUSIVE with a finite hold: its deadline is stamped in SF_DEADLINE
- *  21   PARITY          EXCLUSIVE+FINITE: the stamp parity of this grant. The holder writes the
- *                       deadline, then S_STAMP = PARITY. A waiter trusts SF_DEADLINE only when
- *                       S_STAMP equals the state's PARITY; otherwise the holder is between its
- *                       grant CAS and its stamp (see Grants.reclaimableIn)
+ *  31   PENDING         the holder in FIELD is inside a grant window: a finite grant being stamped,
+ *                       or a reclaim being checked (see "Grant windows" below). Its deadline is not
+ *                       settled, so nobody reclaims it; others look again soon. A reclaim's PENDING
+ *                       word may still be handed back to the holder it replaced
+ *  22   FINITE          EXCLUSIVE with a finite hold: its deadline is in the slot's deadline cell
+ *                       (SC_DEADLINE), which the holder stamped before it set FINITE
+ *  21   (unused)
  *  20   STARVING        a request has waited longer than STARVATION_MS: a HANDOFF now goes only
  *                       to a request that has waited that long (Go's starvation mode)
  *  0-19 FIELD           EXCLUSIVE: owner threadId; HANDOFF: releaser threadId; else: number of
@@ -34,8 +36,12 @@
  *   HANDOFF(r)    -> FREE           the releaser r, when its notify woke nobody and no one spins
  *   EXCLUSIVE(me) -> FREE|HANDOFF   the holder's release; HANDOFF when anyone waits
  *   SHARED(n)     -> SHARED(n-1)    a shared holder's release; at n = 1, FREE or HANDOFF
- *   EXCLUSIVE(x)  -> EXCLUSIVE(me)  reclaim: a waiting request, once x's deadline + failTimeout
- *                                   has passed (the CAS names the exact stale state it expects)
+ *   EXCLUSIVE(x)  -> PENDING(me)    reclaim: a waiting request, once x's deadline + failTimeout
+ *                                   has passed (the CAS names the exact stale state it expects);
+ *                                   then PENDING(me) -> EXCLUSIVE(me) or SHARED(1), or back to
+ *                                   EXCLUSIVE(x) when the grant it took is not the one it judged
+ *   FREE..        -> PENDING(me)    a finite exclusive grant; PENDING(me) -> EXCLUSIVE(me)|FINITE
+ *                                   once its token and deadline cell are written
  *   SHARED(n)     -> granted to me  reclaim of a whole shared group whose latest deadline passed
  *   EXCLUSIVE(x)  -> FREE|HANDOFF   forced release of a dead thread's lock (releaseAllOwnedBy)
  *   FREE          -> UNBOUND        eviction, under the binding mutex (directory.ts)
@@ -55,6 +61,16 @@
  *  - Flags are hints that heal: a waiter that dies leaves WAITING set until the next grant
  *    clears it, and a HANDOFF that nobody claims is claimable by anyone after HANDOFF_PATIENCE_MS.
  *    A stale flag can cost time, never safety.
+ *
+ * Grant windows. Some steps must follow a CAS with no chance for the thread to stop half-way: a
+ * finite grant's token and deadline cell, a reclaim's check of what it took (see Grants). They are
+ * written as straight-line code right after the CAS, in the same function, with no call other than
+ * to Atomics and no loop. V8 acts on worker.terminate() only at stack checks (function entries and
+ * loop back-edges), and such code has none, so a thread cannot die inside a window: it can only be
+ * slow there (descheduled). Hence a PENDING word is never reclaimed, and a holder is never reclaimed
+ * while it still has writes to make: no stale holder can write over its successor's token or
+ * deadline. The deadline itself is in one 64-bit cell, (deadline ms << 21) | (holder id + 1), so a
+ * reader never sees half of it, and a cell with the holder's id is that holder's deadline.
  */
 
 export const UNBOUND = 1 << 30;
@@ -65,8 +81,8 @@ export const WRITER_WAITING = 1 << 26;
 export const READER_WAITING = 1 << 25;
 export const READER_PHASE = 1 << 24;
 export const PARKED = 1 << 23;
+export const PENDING = 1 << 31;
 export const FINITE = 1 << 22;
-export const PARITY = 1 << 21;
 export const STARVING = 1 << 20;
 export const FIELD = (1 << 20) - 1;
 
@@ -92,6 +108,14 @@ export const STARVATION_MS = 1;
  * so it never fires while the intended waiter is alive.
  */
 export const HANDOFF_PATIENCE_MS = 2;
+
+/**
+ * How long (ms) a thread whose own grant was replaced by another thread's PENDING word waits for
+ * that word to settle (back to its grant, or for good to the other thread) before it takes its
+ * lease as lost. A window is a few instructions, so only a thread descheduled inside one takes
+ * longer; a second is far beyond that, and bounds a release that would otherwise wait forever.
+ */
+export const SETTLE_PATIENCE_MS = 1000;
 
 /** No holder (free, or handed off to waiters): the slot could be unbound. */
 export function isEvictable(s: number): boolean {
@@ -143,7 +167,7 @@ export function grantState(
   const keep = s & PARKED;
   if ((s & HANDOFF) !== 0) {
     if (waiter === undefined || !mayClaimHandoff(s, mode, waiter)) return -1;
-    if (mode === 'exclusive') return EXCLUSIVE | threadId | keep; // FINITE/PARITY: see Grants
+    if (mode === 'exclusive') return EXCLUSIVE | threadId | keep; // FINITE: see Grants
     // A reader that takes a handoff starts a readers' phase if it was the readers' turn.
     return 1 | keep | (s & READER_PHASE);
   }

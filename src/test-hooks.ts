@@ -12,6 +12,10 @@
 export type StallPoint =
   /** Exclusive finite grant: inside the grant window (after the grant CAS). */
   | 'grant:window'
+  /** Reclaim of an exclusive holder: judged expired, not yet taken. */
+  | 'reclaim:judged'
+  /** Reclaim of an exclusive holder: taken (PENDING), not yet checked. */
+  | 'reclaim:taken'
   /** Exclusive extend: the new deadline is published, the lease has not yet re-checked it holds. */
   | 'extend:published'
   /** Shared release: the lease's record was checked, nothing changed yet. */

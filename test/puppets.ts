@@ -22,6 +22,7 @@ export class Puppet {
   #nextId = 0;
   #stallsSeen = 0;
   #resumes = 0;
+  #reply: Promise<Reply> | undefined;
 
   constructor(buffer: SharedArrayBuffer) {
     this.worker = new Worker(BOOT, {
@@ -48,24 +49,31 @@ export class Puppet {
   }
 
   /**
-   * Sends a command that stops at `point`; resolves once the puppet is stopped there, with the
-   * command's reply still to come (in an object: an async function cannot resolve to a promise).
+   * Sends a command that stops at each of `points` in turn; resolves once the puppet is stopped at
+   * the first, with the command's reply still to come (in an object: an async function cannot
+   * resolve to a promise). After resume(), nextStall() waits for the next point.
    */
   async stallAt(
-    point: StallPoint,
+    points: StallPoint | StallPoint[],
     cmd: Omit<Command, 'id' | 'stallAt'>,
   ): Promise<{ reply: Promise<Reply> }> {
-    const reply = this.do({ ...cmd, stallAt: point });
+    const stallAt = Array.isArray(points) ? points : [points];
+    const reply = this.do({ ...cmd, stallAt });
+    this.#reply = reply;
+    await this.nextStall(stallAt[0]!);
+    return { reply };
+  }
+
+  /** Waits until the puppet stops at its next armed point (it must not finish its command first). */
+  async nextStall(point: StallPoint): Promise<void> {
     const want = ++this.#stallsSeen;
+    const reply = this.#reply;
     await Promise.race([
       waitFor(this.#ctrl, PUPPET_STALLED, (v) => v >= want),
-      reply.then((r) => {
-        throw new Error(
-          `puppet finished ${cmd.op} without reaching ${point}: ${JSON.stringify(r)}`,
-        );
+      reply?.then((r) => {
+        throw new Error(`puppet finished without reaching ${point}: ${JSON.stringify(r)}`);
       }),
     ]);
-    return { reply };
   }
 
   /** Lets the puppet go on from its current stall. */

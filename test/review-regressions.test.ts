@@ -1,0 +1,158 @@
+/**
+ * Regressions for the races found in review (DESIGN.md). Each test stops a real worker thread at a
+ * precise point of the core (src/test-hooks.ts) and interleaves other threads around it, through
+ * shared memory and messages, so the race happens every run rather than once in a while. Each one
+ * failed on the code before its fix (the commit that adds it says how).
+ */
+import assert from 'node:assert/strict';
+import { afterEach, describe, test } from 'node:test';
+import { LockTable } from '../src/index.js';
+import { hashKey } from '../src/key.js';
+import { S_SLEEPERS, S_STATE, SLOT_WORDS } from '../src/layout.js';
+import { PARKED, STARVING, WAITING, WRITER_WAITING } from '../src/slot-state.js';
+import { waitFor } from './harness.js';
+import { Puppet } from './puppets.js';
+
+const puppets: Puppet[] = [];
+function puppet(table: LockTable): Puppet {
+  const p = new Puppet(table.buffer);
+  puppets.push(p);
+  return p;
+}
+afterEach(async () => {
+  await Promise.all(puppets.splice(0).map((p) => p.stop()));
+});
+
+function slotOf(table: LockTable, key: string): number {
+  const slot = table.directory.find(key, hashKey(key));
+  assert.ok(slot >= 0, `${key} is not bound`);
+  return slot;
+}
+
+describe('review regressions: exclusive deadlines and tokens', () => {
+  test('a holder that extends while a waiter watches is never reclaimed (no parity ABA)', async () => {
+    const failTimeout = 300;
+    const table = new LockTable({ capacity: 4, failTimeout });
+    const holder = puppet(table);
+    const waiter = puppet(table);
+    const h = await holder.do({ op: 'acquire', key: 'k', options: { hold: 60_000 } });
+    assert.ok(h.ok);
+    const base = slotOf(table, 'k') * SLOT_WORDS;
+    // The flags a waiter adds (announcement, starvation, parked) are set beforehand, so that the
+    // word the waiter sees does not change when it announces itself or sleeps.
+    Atomics.or(table.slots, base + S_STATE, WAITING | WRITER_WAITING | STARVING | PARKED);
+    // 1. The holder stops inside an extend.
+    let extend = (
+      await holder.stallAt('extend:published', {
+        op: 'extend',
+        lease: h.lease,
+        ms: 60_000,
+      })
+    ).reply;
+    // 2. A waiter looks at the word while it is stopped there, then sleeps.
+    const waited = waiter.do({
+      op: 'acquire',
+      key: 'k',
+      options: { waitTimeout: 1500, spinDelay: 0 },
+    });
+    await waitFor(table.slots, base + S_SLEEPERS, (v) => v > 0);
+    // 3. The holder finishes, extends again, and stops inside a third extend: with a one-bit
+    //    parity, the word is the one the waiter saw in step 2.
+    holder.resume();
+    assert.ok((await extend).ok);
+    assert.ok((await holder.do({ op: 'extend', lease: h.lease, ms: 60_000 })).ok);
+    extend = (
+      await holder.stallAt('extend:published', { op: 'extend', lease: h.lease, ms: 60_000 })
+    ).reply;
+    // 4. The waiter wakes failTimeout after its first look: its holder is 60 s from its deadline.
+    const w = await waited;
+    holder.resume();
+    assert.ok((await extend).ok);
+    assert.equal(
+      w.code,
+      'ERR_LOCK_TIMEOUT',
+      `the waiter reclaimed a live holder: ${JSON.stringify(w)}`,
+    );
+    assert.equal((await holder.do({ op: 'held', lease: h.lease })).held, true);
+  });
+
+  test('a holder stopped inside its grant window is not reclaimed (so its token is not issued twice)', async () => {
+    const table = new LockTable({ capacity: 4, failTimeout: 50 });
+    const holder = puppet(table);
+    const waiter = puppet(table);
+    const granted = (
+      await holder.stallAt('grant:window', {
+        op: 'acquire',
+        key: 't',
+        options: { hold: 60_000 },
+      })
+    ).reply;
+    const w = await waiter.do({ op: 'acquire', key: 't', options: { waitTimeout: 400 } });
+    holder.resume();
+    const h = await granted;
+    assert.ok(h.ok);
+    if (w.ok) assert.notEqual(w.token, h.token, `token ${h.token} was issued twice`);
+    assert.equal(
+      w.code,
+      'ERR_LOCK_TIMEOUT',
+      `the waiter reclaimed a live holder: ${JSON.stringify(w)}`,
+    );
+    assert.equal((await holder.do({ op: 'held', lease: h.lease })).held, true);
+  });
+});
+
+describe('review regressions: a reclaim takes only the grant it judged', () => {
+  test('a reclaim judged on a deadline that was then extended hands the slot back', async () => {
+    const table = new LockTable({ capacity: 4, failTimeout: 20 });
+    const holder = puppet(table);
+    const waiter = puppet(table);
+    const h = await holder.do({ op: 'acquire', key: 'x', options: { hold: 40 } });
+    assert.ok(h.ok);
+    // The waiter finds the deadline passed (plus failTimeout) and stops before its CAS.
+    const waited = (
+      await waiter.stallAt('reclaim:judged', {
+        op: 'acquire',
+        key: 'x',
+        options: { waitTimeout: 400 },
+      })
+    ).reply;
+    // The holder extends twice: the state word is the one the waiter judged.
+    assert.ok((await holder.do({ op: 'extend', lease: h.lease, ms: 60_000 })).ok);
+    assert.ok((await holder.do({ op: 'extend', lease: h.lease, ms: 60_000 })).ok);
+    waiter.resume();
+    const w = await waited;
+    assert.equal(
+      w.code,
+      'ERR_LOCK_TIMEOUT',
+      `the waiter took an extended grant: ${JSON.stringify(w)}`,
+    );
+    assert.equal((await holder.do({ op: 'held', lease: h.lease })).held, true);
+    assert.ok((await holder.do({ op: 'release', lease: h.lease })).ok);
+  });
+
+  test('a holder whose grant is being checked by a reclaim waits for the verdict', async () => {
+    const table = new LockTable({ capacity: 4, failTimeout: 20 });
+    const holder = puppet(table);
+    const waiter = puppet(table);
+    const h = await holder.do({ op: 'acquire', key: 'y', options: { hold: 40 } });
+    // The waiter judges the grant expired and stops before its CAS; the holder extends; the waiter
+    // takes the slot (PENDING) and stops before checking it.
+    const waited = (
+      await waiter.stallAt(['reclaim:judged', 'reclaim:taken'], {
+        op: 'acquire',
+        key: 'y',
+        options: { waitTimeout: 5000 },
+      })
+    ).reply;
+    assert.ok((await holder.do({ op: 'extend', lease: h.lease, ms: 60_000 })).ok);
+    waiter.resume();
+    await waiter.nextStall('reclaim:taken');
+    // The holder releases while its grant is PENDING under the waiter: it must wait, then release.
+    const released = holder.do({ op: 'release', lease: h.lease });
+    waiter.resume();
+    assert.ok((await released).ok, 'the holder lost a grant that was handed back');
+    const w = await waited;
+    assert.ok(w.ok);
+    assert.equal(w.recovered, false, 'the waiter got the lock from the release, not by reclaim');
+  });
+});
