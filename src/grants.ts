@@ -6,8 +6,18 @@
 import { monotonicNow } from './clock.js';
 import {
   CELL_OWNER_BITS,
+  R_STATE,
+  R_TOKEN_HI,
+  R_TOKEN_LO,
   RECORD_ACTIVE,
   RECORD_CLAIMED,
+  RECORD_EXTENDING,
+  RECORD_F64,
+  RECORD_FREE,
+  RECORD_KIND,
+  RECORD_RELEASING,
+  RECORD_WORDS,
+  RF_DEADLINE,
   S_SLEEPERS,
   S_STATE,
   S_TOKEN_HI,
@@ -15,7 +25,7 @@ import {
   SLOT_WORDS,
   type Views,
 } from './layout.js';
-import type { Records } from './records.js';
+import { nextRecordWord, type Records } from './records.js';
 import { testHooks } from './test-hooks.js';
 import {
   ANNOUNCE,
@@ -58,6 +68,9 @@ export class Grants {
   readonly #slots: Int32Array;
   readonly #cells: BigInt64Array;
   readonly #records: Records;
+  /** The records' words: the shared windows write them inline (no call inside a window). */
+  readonly #recs: Int32Array;
+  readonly #tokens64: BigInt64Array;
   readonly threadId: number;
   /** This thread's id as it appears at the bottom of a deadline cell. */
   readonly #cellOwner: bigint;
@@ -74,14 +87,14 @@ export class Grants {
   deadline = Infinity;
   /** The state seen by the last failed attempt: what a sleeper waits on. */
   seen = 0;
-  /** Set by reclaimableIn: the holder was unbacked by records (shared). */
-  unknownHolder = false;
 
   constructor(views: Views, records: Records, threadId: number) {
     this.#v = views;
     this.#slots = views.slots;
     this.#cells = views.slotCells;
     this.#records = records;
+    this.#recs = views.records;
+    this.#tokens64 = views.slots64;
     this.threadId = threadId;
     this.#cellOwner = BigInt(threadId + 1);
   }
@@ -198,42 +211,45 @@ export class Grants {
     }
   }
 
+  /**
+   * A shared grant: claim a record (with its deadline), one grant CAS, then in the window the token
+   * and the record's activation; a failed CAS frees the record and looks again.
+   */
   #attemptShared(slot: number, hold: number, waiter: WaiterView | undefined): number {
     const slots = this.#slots;
     const at = slot * SLOT_WORDS + S_STATE;
-    let s = Atomics.load(slots, at);
-    let next = grantState(s, 'shared', this.threadId, waiter);
-    if (next < 0) {
-      this.seen = s;
-      return (s & UNBOUND) !== 0 ? UNBOUND_SLOT : BUSY;
-    }
+    const recs = this.#recs;
     const deadline = hold === Infinity ? Infinity : monotonicNow() + hold;
-    // The record (with its deadline) exists before the count that it backs: see records.ts.
-    const record = this.#records.claim(slot, this.threadId, deadline);
-    if (record < 0) return NO_RECORD;
     for (;;) {
-      if (Atomics.compareExchange(slots, at, s, next) === s) break;
-      s = Atomics.load(slots, at);
-      next = grantState(s, 'shared', this.threadId, waiter);
+      const s = Atomics.load(slots, at);
+      const next = grantState(s, 'shared', this.threadId, waiter);
       if (next < 0) {
-        this.#records.unclaim(record);
         this.seen = s;
         return (s & UNBOUND) !== 0 ? UNBOUND_SLOT : BUSY;
       }
+      // The record (with its deadline) exists before the count that it backs: see records.ts.
+      const record = this.#records.claim(slot, this.threadId, deadline);
+      if (record < 0) return NO_RECORD;
+      // WINDOW (CLAIMED), from the claim: straight-line, no call but Atomics.
+      const rs = record * RECORD_WORDS + R_STATE;
+      const claimed = this.#records.claimed;
+      if (Atomics.compareExchange(slots, at, s, next) !== s) {
+        Atomics.store(recs, rs, nextRecordWord(claimed, RECORD_FREE));
+        continue;
+      }
+      const token = Atomics.add(this.#tokens64, (slot * SLOT_WORDS + S_TOKEN_LO) / 2, 1n) + 1n;
+      const lo = Number(BigInt.asIntN(32, token));
+      const hi = Number(BigInt.asIntN(32, token >> 32n));
+      recs[rs - R_STATE + R_TOKEN_LO] = lo;
+      recs[rs - R_STATE + R_TOKEN_HI] = hi;
+      Atomics.store(recs, rs, nextRecordWord(claimed, RECORD_ACTIVE));
+      this.tokenLo = lo;
+      this.tokenHi = hi;
+      this.stateWord = next;
+      this.record = record;
+      this.deadline = deadline;
+      return GRANTED;
     }
-    this.#stampShared(slot, record, deadline);
-    this.stateWord = next;
-    return GRANTED;
-  }
-
-  /** Shared grants run concurrently, so the 64-bit token is incremented with one 64-bit add. */
-  #stampShared(slot: number, record: number, deadline: number): void {
-    const token = Atomics.add(this.#v.slots64, (slot * SLOT_WORDS + S_TOKEN_LO) / 2, 1n) + 1n;
-    this.tokenLo = Number(BigInt.asIntN(32, token));
-    this.tokenHi = Number(BigInt.asIntN(32, token >> 32n));
-    this.#records.activate(record, this.tokenLo, this.tokenHi);
-    this.record = record;
-    this.deadline = deadline;
   }
 
   /** Is the lease (exclusive: by state and token; shared: by its record) still the holder? */
@@ -248,7 +264,8 @@ export class Grants {
   }
 
   holdsShared(slot: number, record: number, tokenLo: number, tokenHi: number): boolean {
-    return this.#records.isActive(record, slot, this.threadId, tokenLo, tokenHi);
+    const w = this.#records.word(record);
+    return this.#records.isLease(record, w, slot, this.threadId, tokenLo, tokenHi);
   }
 
   /**
@@ -274,29 +291,53 @@ export class Grants {
     }
   }
 
-  /** Releases a shared grant; false when its record was taken by a reclaim or forced release. */
+  /**
+   * Releases a shared grant: a CAS from the record word the lease checked to RELEASING, then in
+   * the window the count off S_STATE and the record FREE. False when the record is no longer this
+   * lease's (taken by a reclaim or a forced release, and maybe handed to another reader since).
+   */
   releaseShared(slot: number, record: number, tokenLo: number, tokenHi: number): boolean {
-    if (!this.#records.isActive(record, slot, this.threadId, tokenLo, tokenHi)) return false;
+    const w = this.#records.word(record);
+    if (!this.#records.isLease(record, w, slot, this.threadId, tokenLo, tokenHi)) return false;
     testHooks.stall?.('releaseShared:checked');
-    if (!this.#records.free(record)) return false;
+    return this.#releaseRecord(slot, record, w);
+  }
+
+  /**
+   * Moves `record` from `word` (ACTIVE or EXTENDING) to RELEASING, takes its count off `slot`, and
+   * frees it. False when the record's word is no longer `word`. Whoever wins the CAS takes the count
+   * off, once; nobody else may.
+   */
+  #releaseRecord(slot: number, record: number, word: number): boolean {
+    const recs = this.#recs;
+    const rs = record * RECORD_WORDS + R_STATE;
+    const releasing = nextRecordWord(word, RECORD_RELEASING);
+    if (Atomics.compareExchange(recs, rs, word, releasing) !== word) return false;
+    // WINDOW (RELEASING): straight-line, no call but Atomics. While the record is RELEASING the
+    // count is ours to take off, so no reclaim can have absorbed it: one atomic subtraction.
     testHooks.stall?.('releaseShared:releasing');
-    this.dropShared(slot, 1);
+    const before = Atomics.sub(this.#slots, slot * SLOT_WORDS + S_STATE, 1);
+    Atomics.store(recs, rs, nextRecordWord(releasing, RECORD_FREE));
+    if ((before & FIELD) === 1) this.#settleFree(slot, before - 1);
     return true;
   }
 
-  /** Takes `n` shared holds off the slot's count (their records were freed by the caller). */
-  dropShared(slot: number, n: number): void {
+  /**
+   * After the last shared holder took its count off: `s` (count 0, flags kept) is free, but its
+   * waiters were not told. Finish the release as the last holder's: HANDOFF if anyone waits, and a
+   * notify. If someone took the word meanwhile, wake the sleepers anyway (their word changed).
+   */
+  #settleFree(slot: number, s: number): void {
     const slots = this.#slots;
-    const at = slot * SLOT_WORDS + S_STATE;
+    const base = slot * SLOT_WORDS;
     for (;;) {
-      const s = Atomics.load(slots, at);
-      // A reclaim may have absorbed the count already (state no longer a shared group).
-      if ((s & (EXCLUSIVE | HANDOFF | UNBOUND)) !== 0 || (s & FIELD) === 0) return;
-      if ((s & FIELD) > n) {
-        if (Atomics.compareExchange(slots, at, s, s - n) === s) return;
-        continue;
+      if ((s & (EXCLUSIVE | HANDOFF | UNBOUND)) !== 0 || (s & FIELD) !== 0) {
+        if (Atomics.load(slots, base + S_SLEEPERS) > 0) Atomics.notify(slots, base + S_STATE);
+        return;
       }
-      if (this.#releaseFrom(slot, (s & ~FIELD) | 1, 'shared', s)) return;
+      if (s === 0) return; // no flag: nobody waits or sleeps
+      if (this.#releaseFrom(slot, s | 1, 'shared', s)) return;
+      s = Atomics.load(slots, base + S_STATE);
     }
   }
 
@@ -373,6 +414,10 @@ export class Grants {
     return ms === Infinity ? s & ~FINITE : s | FINITE;
   }
 
+  /**
+   * Pushes a shared lease's deadline to now + ms: a CAS from the record word the lease checked to
+   * EXTENDING, the deadline written in that window, then ACTIVE again. False when stale.
+   */
   extendShared(
     slot: number,
     record: number,
@@ -380,27 +425,23 @@ export class Grants {
     tokenHi: number,
     ms: number,
   ): boolean {
-    if (!this.#records.isActive(record, slot, this.threadId, tokenLo, tokenHi)) return false;
-    this.deadline = ms === Infinity ? Infinity : monotonicNow() + ms;
-    this.#records.setDeadline(record, this.deadline);
-    // RACE: a reclaim that read the old deadline between our check and our store could free the
-    // record; re-check so that the caller learns the lease was lost.
-    return this.#records.isActive(record, slot, this.threadId, tokenLo, tokenHi);
+    const deadline = ms === Infinity ? Infinity : monotonicNow() + ms;
+    const recs = this.#recs;
+    const rs = record * RECORD_WORDS + R_STATE;
+    const w = this.#records.word(record);
+    if (!this.#records.isLease(record, w, slot, this.threadId, tokenLo, tokenHi)) return false;
+    testHooks.stall?.('extendShared:checked');
+    const extending = nextRecordWord(w, RECORD_EXTENDING);
+    if (Atomics.compareExchange(recs, rs, w, extending) !== w) return false;
+    // WINDOW (EXTENDING): straight-line, no call but Atomics.
+    this.#v.recordsF64[record * RECORD_F64 + RF_DEADLINE] = deadline;
+    Atomics.store(recs, rs, nextRecordWord(extending, RECORD_ACTIVE));
+    this.deadline = deadline;
+    return true;
   }
 
-  /**
-   * How long (ms) until the holder of `s` may be reclaimed: <= 0 now, Infinity never.
-   * `unstampedSince` is when this waiter first saw the same shared count with no live record behind
-   * it: that count counts as expiring then.
-   */
-  reclaimableIn(
-    slot: number,
-    s: number,
-    now: number,
-    failTimeout: number,
-    unstampedSince: number,
-  ): number {
-    this.unknownHolder = false;
+  /** How long (ms) until the holder of `s` may be reclaimed: <= 0 now, Infinity never. */
+  reclaimableIn(slot: number, s: number, now: number, failTimeout: number): number {
     if (failTimeout === Infinity) return Infinity;
     if ((s & EXCLUSIVE) !== 0) {
       // A holder inside its grant window is alive (see slot-state.ts): look again soon.
@@ -414,29 +455,11 @@ export class Grants {
       return cellDeadline(cell) + failTimeout - now;
     }
     if ((s & (HANDOFF | UNBOUND)) !== 0 || (s & FIELD) === 0) return Infinity;
-    const live = this.#liveSharedUntil(slot);
-    // A count with no live record behind it: holders that died, or one that is between freeing
-    // its record and taking its count off (nanoseconds). Like an unstamped grant, it counts as
-    // dead once this waiter has seen the same word for failTimeout.
-    if (live === -Infinity) {
-      this.unknownHolder = true;
-      return unstampedSince + failTimeout - now;
-    }
-    return live + failTimeout - now;
-  }
-
-  /** Latest deadline of a live-looking (CLAIMED or ACTIVE) record on `slot`; -Infinity if none. */
-  #liveSharedUntil(slot: number): number {
-    const records = this.#records;
-    let latest = -Infinity;
-    for (let r = 0; r < records.count; r++) {
-      const st = records.state(r);
-      if ((st === RECORD_ACTIVE || st === RECORD_CLAIMED) && records.slot(r) === slot) {
-        const d = records.deadline(r);
-        if (d > latest) latest = d;
-      }
-    }
-    return latest;
+    const latest = this.#records.latestDeadline(slot);
+    // A record inside a window, or a count whose record we did not see (its holder left after we
+    // read the word): look again soon. A group is reclaimed only through its records' deadlines.
+    if (this.#records.settling || latest === -Infinity) return 1;
+    return latest + failTimeout - now;
   }
 
   /**
@@ -448,42 +471,40 @@ export class Grants {
     const slots = this.#slots;
     const at = slot * SLOT_WORDS + S_STATE;
     if ((s & EXCLUSIVE) !== 0) return this.#reclaimExclusive(slot, s, mode, hold, failTimeout);
-    // A shared group: free the expired records, then take the word if nobody live is left.
+    // A shared group: release each record past its deadline + failTimeout, as a forced release
+    // would (each CAS names the record word whose deadline we read). When that empties the group,
+    // take it if we can; otherwise finish the release for the waiters.
     const records = this.#records;
     const now = monotonicNow();
-    let owned = 0;
+    let emptied = -1;
     for (let r = 0; r < records.count; r++) {
-      if (
-        records.state(r) === RECORD_ACTIVE &&
-        records.slot(r) === slot &&
-        records.deadline(r) + failTimeout < now
-      ) {
-        if (records.free(r)) owned++;
-      }
+      const w = records.word(r);
+      if ((w & RECORD_KIND) !== RECORD_ACTIVE || records.slot(r) !== slot) continue;
+      const d = records.deadlineOf(r, w);
+      if (!(d + failTimeout < now)) continue;
+      const before = this.#takeRecord(slot, r, w);
+      if (before >= 0 && (before & FIELD) === 1) emptied = before - 1;
     }
-    for (;;) {
-      // ORDER: load the word, then look for live records, then CAS from that word. A holder
-      // that joins after our look must CAS the word after our load, so our CAS then fails.
-      const cur = Atomics.load(slots, at);
-      if (this.#liveSharedUntil(slot) > -Infinity) {
-        if (owned > 0) this.dropShared(slot, owned);
-        return BUSY;
-      }
-      if ((cur & (EXCLUSIVE | HANDOFF | UNBOUND)) !== 0 || (cur & FIELD) === 0) return BUSY;
-      const keep = cur & ~(FIELD | WAITING);
-      if (mode === 'exclusive') {
-        const next = EXCLUSIVE | this.threadId | keep;
-        if (hold !== Infinity) {
-          if (this.#grantFinite(slot, cur, next, this.#cellFor(hold))) return GRANTED;
-        } else if (Atomics.compareExchange(slots, at, cur, next) === cur) {
-          this.#stampInfinite(slot, next);
-          return GRANTED;
-        }
-      } else {
-        const result = this.#reclaimInto(slot, cur, keep | 1, hold);
-        if (result !== BUSY) return result;
-      }
-    }
+    if (emptied < 0) return BUSY;
+    const result = this.attempt(slot, mode, hold, undefined);
+    if (result !== GRANTED) this.#settleFree(slot, Atomics.load(slots, at));
+    return result === GRANTED || result === NO_RECORD ? result : BUSY;
+  }
+
+  /**
+   * Releases the record `r` (word `w`) of another thread, as #releaseRecord does, except that the
+   * last holder's release is left to the caller. Returns the state word before the count came
+   * off, or -1 when the record changed.
+   */
+  #takeRecord(slot: number, r: number, w: number): number {
+    const recs = this.#recs;
+    const rs = r * RECORD_WORDS + R_STATE;
+    const releasing = nextRecordWord(w, RECORD_RELEASING);
+    if (Atomics.compareExchange(recs, rs, w, releasing) !== w) return -1;
+    // WINDOW (RELEASING): as in #releaseRecord.
+    const before = Atomics.sub(this.#slots, slot * SLOT_WORDS + S_STATE, 1);
+    Atomics.store(recs, rs, nextRecordWord(releasing, RECORD_FREE));
+    return before;
   }
 
   /**
@@ -524,14 +545,16 @@ export class Grants {
       cell = this.#cellFor(hold);
       deadline = this.#cellDeadline;
     }
+    // WINDOW (CLAIMED) of a shared reclaim from the claim on; for all, from the CAS on.
+    const rs = record * RECORD_WORDS + R_STATE;
+    const claimed = this.#records.claimed;
     const taken =
       EXCLUSIVE | this.threadId | PENDING | (s & ~(EXCLUSIVE | FIELD | FINITE | WAITING));
     if (Atomics.compareExchange(slots, at, s, taken) !== s) {
-      if (record >= 0) this.#records.unclaim(record);
+      if (record >= 0) Atomics.store(this.#recs, rs, nextRecordWord(claimed, RECORD_FREE));
       return BUSY;
     }
-    // WINDOW: straight-line from the CAS; no call but Atomics (and, for a shared reclaim, the
-    // record's own steps).
+    // Straight-line from here, no call but Atomics.
     testHooks.stall?.('reclaim:taken');
     if (
       Atomics.load(this.#cells, slot) !== judged ||
@@ -540,11 +563,20 @@ export class Grants {
     ) {
       // Not the grant we judged: give it back as it was (holder, FINITE), flags as they are now.
       Atomics.xor(slots, at, PENDING | FINITE | ((this.threadId ^ holder) & FIELD));
-      if (record >= 0) this.#records.unclaim(record);
+      if (record >= 0) Atomics.store(this.#recs, rs, nextRecordWord(claimed, RECORD_FREE));
       return BUSY;
     }
     if (mode === 'shared') {
-      this.#stampShared(slot, record, deadline);
+      const token = Atomics.add(this.#tokens64, (base + S_TOKEN_LO) / 2, 1n) + 1n;
+      const lo = Number(BigInt.asIntN(32, token));
+      const hi = Number(BigInt.asIntN(32, token >> 32n));
+      this.#recs[rs - R_STATE + R_TOKEN_LO] = lo;
+      this.#recs[rs - R_STATE + R_TOKEN_HI] = hi;
+      Atomics.store(this.#recs, rs, nextRecordWord(claimed, RECORD_ACTIVE));
+      this.tokenLo = lo;
+      this.tokenHi = hi;
+      this.record = record;
+      this.deadline = deadline;
       // EXCLUSIVE|me|PENDING -> SHARED(1): flags as they are now.
       this.stateWord =
         Atomics.xor(slots, at, PENDING | EXCLUSIVE | (this.threadId ^ 1)) ^
@@ -562,20 +594,6 @@ export class Grants {
     this.stateWord = (taken & ~PENDING) | (hold !== Infinity ? FINITE : 0);
     this.record = -1;
     this.deadline = deadline;
-    return GRANTED;
-  }
-
-  /** Reclaim by a shared request: claim a record first, like any shared grant. */
-  #reclaimInto(slot: number, s: number, next: number, hold: number): number {
-    const deadline = hold === Infinity ? Infinity : monotonicNow() + hold;
-    const record = this.#records.claim(slot, this.threadId, deadline);
-    if (record < 0) return NO_RECORD;
-    if (Atomics.compareExchange(this.#slots, slot * SLOT_WORDS + S_STATE, s, next) !== s) {
-      this.#records.unclaim(record);
-      return BUSY;
-    }
-    this.#stampShared(slot, record, deadline);
-    this.stateWord = next;
     return GRANTED;
   }
 
@@ -599,10 +617,37 @@ export class Grants {
     }
   }
 
-  /** After an exclusive grant by a thread that looked up the wrong key: give it straight back. */
+  /**
+   * Forced release of every shared hold of `owner`, a thread that has exited (releaseAllOwnedBy).
+   * Returns how many it released. A record left inside a window (CLAIMED, RELEASING) would mean
+   * that thread died there, which V8 does not do (see slot-state.ts); it is freed without touching
+   * the count, which may then stay one too high.
+   */
+  forceReleaseSharedOf(owner: number): number {
+    const records = this.#records;
+    let released = 0;
+    for (let r = 0; r < records.count; r++) {
+      const w = records.word(r);
+      const kind = w & RECORD_KIND;
+      if (kind === RECORD_FREE || records.owner(r) !== owner) continue;
+      if (kind === RECORD_ACTIVE || kind === RECORD_EXTENDING) {
+        if (this.#releaseRecord(records.slot(r), r, w)) released++;
+      } else if (kind === RECORD_CLAIMED || kind === RECORD_RELEASING) {
+        Atomics.compareExchange(
+          this.#recs,
+          r * RECORD_WORDS + R_STATE,
+          w,
+          nextRecordWord(w, RECORD_FREE),
+        );
+      }
+    }
+    return released;
+  }
+
+  /** After a grant by a thread that looked up the wrong key: give it straight back. */
   undoGrant(slot: number, mode: Mode): void {
     if (mode === 'shared') {
-      if (this.#records.free(this.record)) this.dropShared(slot, 1);
+      this.releaseShared(slot, this.record, this.tokenLo, this.tokenHi);
       return;
     }
     this.releaseExclusive(slot, this.tokenLo, this.tokenHi, this.stateWord);

@@ -72,7 +72,7 @@ export const SLOT_CELLS = 1;
 export const CELL_OWNER_BITS = 21;
 
 // ---- shared-holder records, Int32 words: one per shared lease (see records.ts) ----
-/** RECORD_FREE, RECORD_CLAIMED (claimed before the grant CAS) or RECORD_ACTIVE. */
+/** (generation << 3) | kind: RECORD_FREE, _CLAIMED, _ACTIVE, _EXTENDING or _RELEASING. */
 export const R_STATE = 0;
 export const R_SLOT = 1;
 export const R_OWNER = 2;
@@ -83,9 +83,13 @@ export const RECORD_WORDS = 6; // 5 used; even, so that record Float64 area stay
 export const RF_DEADLINE = 0;
 export const RECORD_F64 = 1;
 
+/** The kind bits of R_STATE; the generation is above them. */
+export const RECORD_KIND = 7;
 export const RECORD_FREE = 0;
 export const RECORD_CLAIMED = 1;
 export const RECORD_ACTIVE = 2;
+export const RECORD_EXTENDING = 3;
+export const RECORD_RELEASING = 4;
 
 export interface Geometry {
   capacity: number;

@@ -35,7 +35,6 @@ import {
   HF_DEFAULT_WAIT_TIMEOUT,
   MAGIC,
   RECORD_ACTIVE,
-  RECORD_CLAIMED,
   S_BIND,
   S_BIND_GEN,
   S_HASH,
@@ -359,22 +358,7 @@ export class LockTable implements WaitCore, LeaseHost {
         released++;
       }
     }
-    const records = this.#records;
-    for (let r = 0; r < records.count; r++) {
-      if (records.owner(r) !== threadId) continue;
-      const st = records.state(r);
-      if (st === RECORD_ACTIVE && records.owner(r) === threadId) {
-        const slot = records.slot(r);
-        if (records.free(r)) {
-          this.grants.dropShared(slot, 1);
-          released++;
-        }
-      } else if (st === RECORD_CLAIMED) {
-        // Its grant CAS may or may not have happened; if it did, the count it left has no record
-        // behind it, and the next waiter reclaims it (see records.ts).
-        records.freeClaimed(r);
-      }
-    }
+    released += this.grants.forceReleaseSharedOf(threadId);
     this.directory.releaseBindLockOf(threadId);
     return released;
   }

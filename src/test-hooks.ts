@@ -20,6 +20,8 @@ export type StallPoint =
   | 'extend:published'
   /** Shared release: the lease's record was checked, nothing changed yet. */
   | 'releaseShared:checked'
+  /** Shared extend: the lease's record was checked, nothing changed yet. */
+  | 'extendShared:checked'
   /** Shared release: the record is given up, the count not yet taken off. */
   | 'releaseShared:releasing'
   /** Binding mutex: just taken, its deadline not yet stamped. */

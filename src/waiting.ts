@@ -73,9 +73,7 @@ export class Request implements WaiterView {
   sleepValue = 0;
   sleepMs = 0;
   sleepIsSlot = false;
-  #unstampedState = -1;
   #unboundSeen = 0;
-  #unstampedSince = 0;
   #now = 0;
 
   constructor(
@@ -195,16 +193,7 @@ export class Request implements WaiterView {
   }
 
   #reclaimableIn(slot: number, s: number): number {
-    if (s !== this.#unstampedState) {
-      this.#unstampedState = s;
-      this.#unstampedSince = this.#now;
-    }
-    const grants = this.#core.grants;
-    const ms = grants.reclaimableIn(slot, s, this.#now, this.failTimeout, this.#unstampedSince);
-    // The observation clock runs only while the holder is seen unstamped / unbacked; a stamped
-    // or backed sighting restarts it, so a holder that just freed its record is not reclaimed.
-    if (!grants.unknownHolder) this.#unstampedState = -1;
-    return ms;
+    return this.#core.grants.reclaimableIn(slot, s, this.#now, this.failTimeout);
   }
 
   /** Sets this request's announcement bits (a hint; a failed CAS is fine). Returns the word. */

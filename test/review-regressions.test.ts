@@ -156,3 +156,79 @@ describe('review regressions: a reclaim takes only the grant it judged', () => {
     assert.equal(w.recovered, false, 'the waiter got the lock from the release, not by reclaim');
   });
 });
+
+describe('review regressions: shared holders', () => {
+  test("a stale shared lease's release cannot free a newer reader's record", async () => {
+    const table = new LockTable({ capacity: 4, failTimeout: 20 });
+    const reader = puppet(table);
+    const r = await reader.do({ op: 'acquire', key: 's', options: { mode: 'shared', hold: 30 } });
+    assert.ok(r.ok);
+    // The reader checks its record, then stops before acting on it...
+    const release = (
+      await reader.stallAt('releaseShared:checked', {
+        op: 'release',
+        lease: r.lease,
+      })
+    ).reply;
+    // ...its deadline passes, a waiter reclaims the group and lets go, and a new reader (this
+    // thread) takes the first free record: the stale lease's record.
+    const w = table.acquireSync('s', { waitTimeout: 5000 });
+    assert.equal(w.recovered, true);
+    w.release();
+    const fresh = table.acquireSync('s', { mode: 'shared', hold: 60_000 });
+    reader.resume();
+    assert.equal((await release).code, 'ERR_LOCK_STALE');
+    assert.equal(fresh.held, true, "the stale release freed the new reader's record");
+    assert.equal(table.tryAcquire('s'), null, 'an exclusive grant overlapped a shared holder');
+    fresh.release();
+  });
+
+  test("a stale shared lease's extend cannot change a newer reader's deadline", async () => {
+    const table = new LockTable({ capacity: 4, failTimeout: 20 });
+    const reader = puppet(table);
+    const r = await reader.do({ op: 'acquire', key: 'e', options: { mode: 'shared', hold: 30 } });
+    assert.ok(r.ok);
+    const extend = (
+      await reader.stallAt('extendShared:checked', { op: 'extend', lease: r.lease, ms: 1 })
+    ).reply;
+    const w = table.acquireSync('e', { waitTimeout: 5000 });
+    assert.equal(w.recovered, true);
+    w.release();
+    const fresh = table.acquireSync('e', { mode: 'shared', hold: 60_000 });
+    reader.resume();
+    assert.equal((await extend).code, 'ERR_LOCK_STALE');
+    assert.equal(table.inspect('e')!.holders[0]!.deadline, fresh.deadline);
+    fresh.release();
+  });
+
+  test('a reader stopped between giving up its record and dropping its count is not reclaimed', async () => {
+    const table = new LockTable({ capacity: 4, failTimeout: 20 });
+    const reader = puppet(table);
+    const waiter = puppet(table);
+    const r = await reader.do({
+      op: 'acquire',
+      key: 'g',
+      options: { mode: 'shared', hold: 60_000 },
+    });
+    assert.ok(r.ok);
+    const release = (
+      await reader.stallAt('releaseShared:releasing', {
+        op: 'release',
+        lease: r.lease,
+      })
+    ).reply;
+    const w = await waiter.do({ op: 'acquire', key: 'g', options: { waitTimeout: 300 } });
+    if (w.ok) assert.ok((await waiter.do({ op: 'release', lease: w.lease })).ok);
+    // A new shared group (this thread); then the stopped reader takes its count off.
+    const fresh = table.acquireSync('g', { mode: 'shared', hold: 60_000 });
+    reader.resume();
+    assert.ok((await release).ok);
+    assert.equal(table.tryAcquire('g'), null, 'an exclusive grant overlapped a shared holder');
+    assert.equal(
+      w.code,
+      'ERR_LOCK_TIMEOUT',
+      `the waiter reclaimed a live reader: ${JSON.stringify(w)}`,
+    );
+    fresh.release();
+  });
+});
