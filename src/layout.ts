@@ -28,10 +28,15 @@ export const H_BIND_LOCK = 5;
 export const H_TOKEN_FLOOR_LO = 6;
 export const H_TOKEN_FLOOR_HI = 7;
 export const H_BUFFER_BYTES = 8;
+/** 1 + the thread id of the binding mutex's holder that stamped HF_BIND_LOCK_DEADLINE (0: none). */
+export const H_BIND_DEADLINE_OWNER = 9;
 export const HEADER_WORDS = 16;
 
 // ---- header, Float64 words (after the Int32 header) ----
-/** Monotonic time (ms) at which the binding mutex's holder must be done; past it, it may be stolen. */
+/**
+ * Monotonic time (ms) at which the binding mutex's holder must be done; past it, it may be stolen.
+ * It is that holder's only while H_BIND_DEADLINE_OWNER names it.
+ */
 export const HF_BIND_LOCK_DEADLINE = 0;
 /** The table's defaults, stored so that every attached thread uses the same ones. */
 export const HF_DEFAULT_HOLD = 1;

@@ -359,7 +359,7 @@ export class LockTable implements WaitCore, LeaseHost {
       }
     }
     released += this.grants.forceReleaseSharedOf(threadId);
-    this.directory.releaseBindLockOf(threadId);
+    this.directory.releaseBindingsOf(threadId);
     return released;
   }
 

@@ -26,6 +26,8 @@ export type StallPoint =
   | 'releaseShared:releasing'
   /** Binding mutex: just taken, its deadline not yet stamped. */
   | 'bind:locked'
+  /** Evicting a key: the slot is UNBOUND, the eviction not finished (token floor, VACANT). */
+  | 'evict:unbound'
   /** Binding a key: the slot is marked BINDING, the key not yet written. */
   | 'bind:binding';
 

@@ -74,6 +74,7 @@ export class Request implements WaiterView {
   sleepMs = 0;
   sleepIsSlot = false;
   #unboundSeen = 0;
+  #bindBusySeen = 0;
   #now = 0;
 
   constructor(
@@ -123,13 +124,15 @@ export class Request implements WaiterView {
         if (found === BIND_FULL) return STEP_FULL;
         if (found === BIND_BUSY) {
           const word = core.directory.bindLockWord();
-          if (word === 0) continue;
+          // Free mutex but busy: a slot the key needs is a robbed binder's or an evictor's for a
+          // moment. Look again at once twice, then in 1 ms steps (woken early by the next unlock).
+          if (word === 0 && ++this.#bindBusySeen <= 2) continue;
           if (this.#now >= this.deadline) return STEP_TIMEOUT;
           return this.#sleepOn(
             core.header,
             H_BIND_LOCK,
             word,
-            Math.min(this.deadline - this.#now, BIND_LOCK_LEASE_MS),
+            Math.min(this.deadline - this.#now, word === 0 ? 1 : BIND_LOCK_LEASE_MS),
             false,
           );
         }

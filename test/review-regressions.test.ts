@@ -8,7 +8,17 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, test } from 'node:test';
 import { LockTable } from '../src/index.js';
 import { hashKey } from '../src/key.js';
-import { S_SLEEPERS, S_STATE, SLOT_WORDS } from '../src/layout.js';
+import { bindingOf, revokedOf } from '../src/directory.js';
+import {
+  H_BIND_LOCK,
+  HEADER_F64,
+  HEADER_WORDS,
+  HF_BIND_LOCK_DEADLINE,
+  S_BIND,
+  S_SLEEPERS,
+  S_STATE,
+  SLOT_WORDS,
+} from '../src/layout.js';
 import { PARKED, STARVING, WAITING, WRITER_WAITING } from '../src/slot-state.js';
 import { waitFor } from './harness.js';
 import { Puppet } from './puppets.js';
@@ -230,5 +240,91 @@ describe('review regressions: shared holders', () => {
       `the waiter reclaimed a live reader: ${JSON.stringify(w)}`,
     );
     fresh.release();
+  });
+});
+
+describe('review regressions: binding mutex', () => {
+  test('the binding mutex is not stolen on the previous holder’s deadline', async () => {
+    const table = new LockTable({ capacity: 8 });
+    table.acquireSync('earlier').release();
+    // The earlier binder's deadline is long past (white-box: no need to wait 100 ms).
+    const headerF64 = new Float64Array(table.buffer, HEADER_WORDS * 4, HEADER_F64);
+    headerF64[HF_BIND_LOCK_DEADLINE] = 0;
+    const binder = puppet(table);
+    const bound = (await binder.stallAt('bind:locked', { op: 'acquire', key: 'b' })).reply;
+    assert.equal(Atomics.load(table.header, H_BIND_LOCK), binder.threadId + 1);
+    // The binder has just taken the mutex and has not stamped its own deadline yet.
+    const other = table.tryAcquire('c');
+    binder.resume();
+    assert.ok((await bound).ok);
+    assert.equal(other, null, 'the mutex was stolen from a binder that had just taken it');
+  });
+
+  test('a robbed binder cannot overwrite the slot its thief bound', async () => {
+    const table = new LockTable({ capacity: 1 });
+    const robbed = puppet(table);
+    const thief = puppet(table);
+    const bind = S_BIND; // slot 0
+    // The binder marks the only slot BINDING and stops there, past the mutex's 100 ms lease.
+    const first = (
+      await robbed.stallAt('bind:binding', {
+        op: 'acquire',
+        key: 'K1',
+        options: { waitTimeout: 300 },
+      })
+    ).reply;
+    assert.equal(Atomics.load(table.slots, bind), bindingOf(robbed.threadId));
+    // A thief steals the mutex after the lease and sweeps the slot; then the robbed binder resumes.
+    const second = thief.do({ op: 'acquire', key: 'K2', options: { waitTimeout: 2000 } });
+    await waitFor(table.slots, bind, (v) => v !== bindingOf(robbed.threadId));
+    await Promise.race([
+      second,
+      waitFor(table.slots, bind, (v) => v === revokedOf(robbed.threadId)),
+    ]);
+    robbed.resume();
+    const results = [
+      { key: 'K1', reply: await first, threadId: robbed.threadId },
+      { key: 'K2', reply: await second, threadId: thief.threadId },
+    ];
+    // Whoever holds the slot holds the key it asked for, and the table says so.
+    for (const { key, reply, threadId } of results) {
+      if (!reply.ok) continue;
+      const info = table.inspect(key);
+      assert.ok(info !== null, `${key} is held by thread ${threadId} but the table lost it`);
+      assert.equal(info.holders[0]!.threadId, threadId);
+    }
+    assert.ok(
+      results.some((r) => r.reply.ok),
+      JSON.stringify(results),
+    );
+  });
+
+  test('an evictor that dies half-way does not wedge the key it was evicting', async () => {
+    const table = new LockTable({ capacity: 1 });
+    table.acquireSync('A').release();
+    // Binding B evicts A from the only slot; the binder dies after the state CAS.
+    const evictor = puppet(table);
+    await evictor.stallAt('evict:unbound', { op: 'acquire', key: 'B' });
+    await evictor.stop();
+    // A is no longer bound; binding it again steals the dead binder's mutex after its lease and
+    // finishes the eviction on the way.
+    const a = await table.acquire('A', { waitTimeout: 2000 });
+    assert.equal(table.inspect('A')!.holders[0]!.threadId, table.grants.threadId);
+    a.release();
+  });
+
+  test('a robbed binder that exits before handing its slot back is cleaned up by watch()', async () => {
+    const table = new LockTable({ capacity: 1 });
+    const robbed = puppet(table);
+    table.watch(robbed.worker);
+    const thief = puppet(table);
+    await robbed.stallAt('bind:binding', { op: 'acquire', key: 'K1' });
+    const second = thief.do({ op: 'acquire', key: 'K2', options: { waitTimeout: 5000 } });
+    await waitFor(table.slots, S_BIND, (v) => v === revokedOf(robbed.threadId));
+    // (A thread cannot die inside its bind window: only the test's stall lets it.)
+    await robbed.stop();
+    const r = await second;
+    assert.ok(r.ok, JSON.stringify(r));
+    assert.equal(table.inspect('K2')!.holders[0]!.threadId, thief.threadId);
   });
 });
