@@ -83,6 +83,13 @@ export function evictingOf(threadId: number): number {
  */
 export const BIND_LOCK_LEASE_MS = 100;
 
+/**
+ * How long (ms) a binder must see a slot stuck REVOKED (by the same thread) before it takes it back:
+ * a robbed binder hands its slot back within a few instructions of resuming, so one stuck this long
+ * has died before it could. Ten leases of the mutex.
+ */
+export const REVOKED_STUCK_MS = 10 * BIND_LOCK_LEASE_MS;
+
 /** Result of findOrBind besides a slot index (>= 0). */
 export const BIND_BUSY = -1; // the mutex, or a slot the key needs, is another thread's: wait, retry
 export const BIND_FULL = -2; // every slot the key could use is held
@@ -94,6 +101,8 @@ export class Directory {
   readonly #threadId: number;
   /** The key being bound, copied here before the bind window (which then copies it with one set). */
   readonly #scratch: Uint16Array;
+  /** REVOKED slots this thread has seen, with the value and since when (see REVOKED_STUCK_MS). */
+  readonly #revokedSeen = new Map<number, { bind: number; since: number }>();
 
   constructor(views: Views, threadId: number) {
     this.#v = views;
@@ -163,10 +172,7 @@ export class Directory {
    * (releaseAllOwnedBy): the mutex itself, and its BINDING, REVOKED and EVICTING slots.
    */
   releaseBindingsOf(threadId: number): void {
-    const header = this.#v.header;
-    const me = this.#threadId + 1;
-    if (Atomics.compareExchange(header, H_BIND_LOCK, threadId + 1, me) === threadId + 1) {
-      this.#stampBindLock(monotonicNow() + BIND_LOCK_LEASE_MS);
+    if (this.#takeBindLock(threadId + 1, monotonicNow() + BIND_LOCK_LEASE_MS)) {
       this.#sweepBindings();
       this.#unlockBind();
     }
@@ -177,11 +183,7 @@ export class Directory {
       if (bind === bindingOf(threadId) || bind === revokedOf(threadId)) {
         Atomics.compareExchange(slots, at, bind, BIND_VACANT);
       } else if (bind === evictingOf(threadId)) {
-        // Its state CAS done, finish the eviction; not done (it died inside its window, which V8
-        // does not do), give the key its slot back.
-        if (Atomics.load(slots, i * SLOT_WORDS + S_STATE) === UNBOUND)
-          this.#finishEviction(i, bind);
-        else Atomics.compareExchange(slots, at, bind, BIND_BOUND);
+        this.#finishEviction(i, bind);
       }
     }
   }
@@ -192,10 +194,11 @@ export class Directory {
     const deadline = monotonicNow() + BIND_LOCK_LEASE_MS;
     const owner = Atomics.compareExchange(header, H_BIND_LOCK, 0, me);
     if (owner === 0) {
-      // WINDOW: straight-line to the stamp, so the holder cannot die unstamped (and unstealable).
       testHooks.stall?.('bind:locked');
+      // PLAIN: the stamp follows the CAS with no call between, so no holder is left unstamped
+      // (and so unstealable). Deadline first, then the name (a thief reads them the other way).
       this.#v.headerF64[HF_BIND_LOCK_DEADLINE] = deadline;
-      Atomics.store(header, H_BIND_DEADLINE_OWNER, me);
+      header[H_BIND_DEADLINE_OWNER] = me;
       return true;
     }
     // Steal only on a deadline that the current owner stamped: before its stamp, the deadline is
@@ -207,25 +210,43 @@ export class Directory {
     const until = this.#v.headerF64[HF_BIND_LOCK_DEADLINE]!;
     if (Atomics.load(header, H_BIND_DEADLINE_OWNER) !== owner) return false;
     if (monotonicNow() <= until) return false;
-    if (Atomics.compareExchange(header, H_BIND_LOCK, owner, me) !== owner) return false;
-    this.#stampBindLock(monotonicNow() + BIND_LOCK_LEASE_MS);
+    if (!this.#takeBindLock(owner, deadline)) return false;
     this.#sweepBindings();
     return true;
   }
 
-  #stampBindLock(deadline: number): void {
+  /** CAS the mutex from `owner` to us, then stamp it (as #tryLockBind does). */
+  #takeBindLock(owner: number, deadline: number): boolean {
+    const header = this.#v.header;
+    const me = this.#threadId + 1;
+    if (Atomics.compareExchange(header, H_BIND_LOCK, owner, me) !== owner) return false;
+    // PLAIN, as in #tryLockBind.
     this.#v.headerF64[HF_BIND_LOCK_DEADLINE] = deadline;
-    Atomics.store(this.#v.header, H_BIND_DEADLINE_OWNER, this.#threadId + 1);
+    header[H_BIND_DEADLINE_OWNER] = me;
+    return true;
   }
 
   #unlockBind(): void {
     const header = this.#v.header;
     const me = this.#threadId + 1;
-    // CASes, not stores: if a thief took the mutex from us, it is the thief's to release.
-    Atomics.compareExchange(header, H_BIND_DEADLINE_OWNER, me, 0);
+    // CASes, not stores: if a thief took the mutex from us, it is the thief's to release. The
+    // mutex first: a holder stopped in between leaves a stale name, which the next holder's stamp
+    // replaces (a stale name can only make a thief steal early, which is harmless).
     if (Atomics.compareExchange(header, H_BIND_LOCK, me, 0) === me) {
       Atomics.notify(header, H_BIND_LOCK);
     }
+    Atomics.compareExchange(header, H_BIND_DEADLINE_OWNER, me, 0);
+  }
+
+  /** True once this thread has seen `slot` REVOKED with the same value for REVOKED_STUCK_MS. */
+  #revokedStuck(slot: number, bind: number): boolean {
+    const now = monotonicNow();
+    const seen = this.#revokedSeen.get(slot);
+    if (seen === undefined || seen.bind !== bind) {
+      this.#revokedSeen.set(slot, { bind, since: now });
+      return false;
+    }
+    return now - seen.since >= REVOKED_STUCK_MS;
   }
 
   /** After a steal: revoke the binds that the previous holder may still be writing. */
@@ -257,8 +278,12 @@ export class Directory {
         if (target < 0) target = i;
         if (bind === BIND_EMPTY) break; // the key cannot live past the first EMPTY slot
       } else if (bind >>> MARK_SHIFT === MARK_EVICTING) {
-        // Another thread's eviction: finish it if its state CAS is done, else wait for it.
-        if (Atomics.load(slots, base + S_STATE) === UNBOUND && this.#finishEviction(i, bind)) {
+        // Another thread's eviction (its state CAS is done): finish it, and take the slot.
+        if (this.#finishEviction(i, bind) && target < 0) target = i;
+        else busy = true;
+      } else if (bind >>> MARK_SHIFT === MARK_REVOKED && this.#revokedStuck(i, bind)) {
+        // A robbed binder that has not handed its slot back for REVOKED_STUCK_MS: it is dead.
+        if (Atomics.compareExchange(slots, base + S_BIND, bind, BIND_VACANT) === bind) {
           if (target < 0) target = i;
         } else busy = true;
       } else {
@@ -279,8 +304,10 @@ export class Directory {
   }
 
   /**
-   * FREE -> UNBOUND, then VACANT: the slot is marked EVICTING(me) first, so that a robbed evictor's
-   * later steps (CASes from its mark) cannot touch the slot once someone else has rebound it.
+   * FREE -> UNBOUND by CAS, then the slot marked EVICTING(me) with a plain store (nobody else
+   * writes S_BIND of a BOUND slot whose state is UNBOUND), then the token floor and VACANT. The
+   * rest is CASes from the mark, so a robbed evictor cannot unbind a slot that someone else has
+   * since bound again; and anyone may finish an EVICTING slot (its state is UNBOUND already).
    */
   #evict(slot: number): boolean {
     const slots = this.#v.slots;
@@ -288,14 +315,8 @@ export class Directory {
     const s = Atomics.load(slots, base + S_STATE);
     if (!isEvictable(s)) return false;
     const mark = evictingOf(this.#threadId);
-    if (Atomics.compareExchange(slots, base + S_BIND, BIND_BOUND, mark) !== BIND_BOUND)
-      return false;
-    // WINDOW: straight-line to the state CAS and its outcome, so EVICTING(me) with the state not
-    // yet UNBOUND (which others wait for) never outlives this thread.
-    if (Atomics.compareExchange(slots, base + S_STATE, s, UNBOUND) !== s) {
-      Atomics.compareExchange(slots, base + S_BIND, mark, BIND_BOUND);
-      return false;
-    }
+    if (Atomics.compareExchange(slots, base + S_STATE, s, UNBOUND) !== s) return false;
+    slots[base + S_BIND] = mark; // PLAIN: straight after the CAS
     testHooks.stall?.('evict:unbound');
     return this.#finishEviction(slot, mark);
   }
@@ -337,6 +358,7 @@ export class Directory {
     const base = slot * SLOT_WORDS;
     const me = this.#threadId + 1;
     const binding = bindingOf(this.#threadId);
+    const revoked = revokedOf(this.#threadId);
     // Everything the window writes is made before it: the key's units, and the floor (one 64-bit
     // read, so never half of a floor that a concurrent raise is moving).
     const scratch = this.#scratch;
@@ -348,7 +370,9 @@ export class Directory {
     const prior = Atomics.load(slots, base + S_BIND);
     if (prior !== BIND_EMPTY && prior !== BIND_VACANT) return false;
     if (Atomics.compareExchange(slots, base + S_BIND, prior, binding) !== prior) return false;
-    // WINDOW (BINDING): straight-line to the publish CAS; no call but Atomics and one set().
+    // From here to the publish CAS the slot is ours (BINDING). If we stop, a thief revokes it, and
+    // it comes back once seen stuck (#revokedStuck); if we are only slow, our writes land in a slot
+    // nobody uses until we hand it back.
     testHooks.stall?.('bind:binding');
     slots[base + S_HASH] = hash;
     slots[base + S_KEY_LENGTH] = key.length;
@@ -365,12 +389,13 @@ export class Directory {
       Atomics.load(this.#v.header, H_BIND_LOCK) === me &&
       Atomics.compareExchange(slots, base + S_BIND, binding, BIND_BOUND) === binding
     ) {
-      Atomics.store(slots, base + S_STATE, 0);
+      // PLAIN, straight after the CAS: nobody else writes an UNBOUND state word.
+      slots[base + S_STATE] = 0;
       return true;
     }
     // Robbed: done writing, so hand the slot back, revoked or not.
     if (Atomics.compareExchange(slots, base + S_BIND, binding, BIND_VACANT) !== binding)
-      Atomics.compareExchange(slots, base + S_BIND, revokedOf(this.#threadId), BIND_VACANT);
+      Atomics.compareExchange(slots, base + S_BIND, revoked, BIND_VACANT);
     return false;
   }
 }

@@ -2,10 +2,15 @@
  * Grants: the operations of the slot state machine (slot-state.ts) on shared memory - grant,
  * stamp, release, extend, reclaim and forced release - for one thread. Plain results, no throws:
  * the public table turns results into leases and errors.
+ *
+ * Each operation is a call that changes shared state (a CAS, an add), followed by plain stores
+ * that nothing can cut short (see "Threads that die, and threads that stall" in slot-state.ts).
+ * Comments marked PLAIN point at such stretches: they must stay free of calls, helpers included.
  */
 import { monotonicNow } from './clock.js';
 import {
-  CELL_OWNER_BITS,
+  CELL_DEADLINE_SHIFT,
+  CELL_PARITY_SHIFT,
   R_STATE,
   R_TOKEN_HI,
   R_TOKEN_LO,
@@ -25,7 +30,7 @@ import {
   SLOT_WORDS,
   type Views,
 } from './layout.js';
-import { nextRecordWord, type Records } from './records.js';
+import { nextRecordWord, type Records, stuckMs } from './records.js';
 import { testHooks } from './test-hooks.js';
 import {
   ANNOUNCE,
@@ -35,10 +40,10 @@ import {
   grantState,
   HANDOFF,
   type Mode,
+  PARITY,
   PARKED,
-  PENDING,
+  RECLAIMING,
   releaseState,
-  SETTLE_PATIENCE_MS,
   UNBOUND,
   WAITING,
   type WaiterView,
@@ -50,32 +55,42 @@ export const BUSY = 0;
 export const UNBOUND_SLOT = -1;
 export const NO_RECORD = -2;
 
-const OWNER_BITS = BigInt(CELL_OWNER_BITS);
-const OWNER_MASK = (1n << OWNER_BITS) - 1n;
+const PARITY_SHIFT = BigInt(CELL_PARITY_SHIFT);
+const DEADLINE_SHIFT = BigInt(CELL_DEADLINE_SHIFT);
+const OWNER_MASK = (1n << PARITY_SHIFT) - 1n;
 
 /** The holder named in a deadline cell (-1 for an empty cell). */
 function cellOwner(cell: bigint): number {
   return Number(cell & OWNER_MASK) - 1;
 }
 
+/** The parity in a deadline cell, as the state word's PARITY bit. */
+function cellParity(cell: bigint): number {
+  return ((cell >> PARITY_SHIFT) & 1n) === 1n ? PARITY : 0;
+}
+
 /** The deadline (whole monotonic ms) in a deadline cell. */
 function cellDeadline(cell: bigint): number {
-  return Number(cell >> OWNER_BITS);
+  return Number(cell >> DEADLINE_SHIFT);
 }
+
+/** The identity of an exclusive finite grant in a state word: holder, FINITE, PARITY. */
+const GRANT_ID = EXCLUSIVE | FIELD | FINITE | PARITY;
 
 export class Grants {
   readonly #v: Views;
   readonly #slots: Int32Array;
   readonly #cells: BigInt64Array;
   readonly #records: Records;
-  /** The records' words: the shared windows write them inline (no call inside a window). */
+  /** The records' words: the shared steps write them with plain stores. */
   readonly #recs: Int32Array;
   readonly #tokens64: BigInt64Array;
+  /** A 64-bit token split into its halves with plain reads: store it, read two words. */
+  readonly #split64 = new BigInt64Array(1);
+  readonly #split32 = new Int32Array(this.#split64.buffer);
   readonly threadId: number;
   /** This thread's id as it appears at the bottom of a deadline cell. */
   readonly #cellOwner: bigint;
-  /** The deadline of the cell the last #cellFor made. */
-  #cellDeadline = Infinity;
   /** Incremented each time this thread releases into HANDOFF (see WaiterView). */
   releaseSeq = 0;
 
@@ -88,7 +103,11 @@ export class Grants {
   /** The state seen by the last failed attempt: what a sleeper waits on. */
   seen = 0;
 
-  constructor(views: Views, records: Records, threadId: number) {
+  /** The table's failTimeout as this handle sees it: for collecting what dead threads left. */
+  readonly #failTimeout: number;
+
+  constructor(views: Views, records: Records, threadId: number, failTimeout: number) {
+    this.#failTimeout = failTimeout;
     this.#v = views;
     this.#slots = views.slots;
     this.#cells = views.slotCells;
@@ -99,9 +118,24 @@ export class Grants {
     this.#cellOwner = BigInt(threadId + 1);
   }
 
+  /** @internal For tests: the record count, a record's word and its slot. */
+  get recordCount(): number {
+    return this.#records.count;
+  }
+  /** @internal */
+  recordWord(r: number): number {
+    return this.#records.word(r);
+  }
+  /** @internal */
+  recordSlot(r: number): number {
+    return this.#records.slot(r);
+  }
+
   state(slot: number): number {
     return Atomics.load(this.#slots, slot * SLOT_WORDS + S_STATE);
   }
+
+  // ---- exclusive grants -----------------------------------------------------------------------
 
   /**
    * One attempt to grant `slot` in `mode` (a CAS loop only while flags change under us).
@@ -113,7 +147,7 @@ export class Grants {
     const slots = this.#slots;
     const at = slot * SLOT_WORDS + S_STATE;
     const tid = this.threadId;
-    const cell = hold === Infinity ? 0n : this.#cellFor(hold);
+    const deadline = hold === Infinity ? Infinity : Math.ceil(monotonicNow() + hold);
     for (;;) {
       const s = Atomics.load(slots, at);
       const next = grantState(s, 'exclusive', tid, waiter);
@@ -121,10 +155,12 @@ export class Grants {
         this.seen = s;
         return (s & UNBOUND) !== 0 ? UNBOUND_SLOT : BUSY;
       }
-      if (hold !== Infinity) {
-        if (this.#grantFinite(slot, s, next, cell)) return GRANTED;
-      } else if (Atomics.compareExchange(slots, at, s, next) === s) {
-        this.#stampInfinite(slot, next);
+      if (hold === Infinity) {
+        if (Atomics.compareExchange(slots, at, s, next) === s) {
+          this.#stampInfinite(slot, next);
+          return GRANTED;
+        }
+      } else if (this.#grantFinite(slot, s, next, deadline)) {
         return GRANTED;
       }
     }
@@ -133,7 +169,12 @@ export class Grants {
   /** The uncontended exclusive grant: one CAS from FREE. */
   fastExclusive(slot: number, hold: number): boolean {
     if (hold !== Infinity)
-      return this.#grantFinite(slot, 0, EXCLUSIVE | this.threadId, this.#cellFor(hold));
+      return this.#grantFinite(
+        slot,
+        0,
+        EXCLUSIVE | this.threadId,
+        Math.ceil(monotonicNow() + hold),
+      );
     const next = EXCLUSIVE | this.threadId;
     if (Atomics.compareExchange(this.#slots, slot * SLOT_WORDS + S_STATE, 0, next) !== 0)
       return false;
@@ -141,38 +182,50 @@ export class Grants {
     return true;
   }
 
-  /** The deadline cell of a hold of `hold` ms from now, by this thread (its deadline: #cellDeadline). */
-  #cellFor(hold: number): bigint {
-    // Whole milliseconds, rounded up: a holder is never reclaimed before the deadline it asked for.
-    const deadline = Math.ceil(monotonicNow() + hold);
-    this.#cellDeadline = deadline;
-    return (BigInt(deadline) << OWNER_BITS) | this.#cellOwner;
+  /**
+   * The parity for a new stamp by this thread on `slot`: the other one if the cell is already ours
+   * (from an earlier grant or extend of this thread), so the cell we leave behind cannot pass for
+   * the new grant's. Only this thread writes cells that name it.
+   */
+  #parityFor(slot: number): number {
+    const cell = this.#cells[slot]!;
+    return cellOwner(cell) === this.threadId && cellParity(cell) === 0 ? PARITY : 0;
+  }
+
+  /** The deadline cell of this thread for `deadline` (whole ms) and `parity`. */
+  #cell(deadline: number, parity: number): bigint {
+    return (
+      (BigInt(deadline) << DEADLINE_SHIFT) |
+      (parity !== 0 ? 1n << PARITY_SHIFT : 0n) |
+      this.#cellOwner
+    );
   }
 
   /**
-   * A finite exclusive grant: CAS from `s` to `next` (with PENDING), then, in the grant window,
-   * the token and the deadline cell, then FINITE (and PENDING off). Until FINITE is set nobody
-   * reads the cell, and a PENDING word is never reclaimed: see "Grant windows" in slot-state.ts.
+   * A finite exclusive grant: one CAS from `s` to `next` with FINITE and a fresh parity, then the
+   * token and the deadline cell with plain stores. Until the cell names us with that parity,
+   * waiters see the old cell and look again: we are not reclaimable before our deadline is in it.
    */
-  #grantFinite(slot: number, s: number, next: number, cell: bigint): boolean {
+  #grantFinite(slot: number, s: number, next: number, deadline: number): boolean {
     const slots = this.#slots;
     const base = slot * SLOT_WORDS;
-    if (Atomics.compareExchange(slots, base + S_STATE, s, next | PENDING) !== s) return false;
-    // WINDOW: straight-line from the CAS; no call but Atomics (the hook is undefined outside tests).
+    const parity = this.#parityFor(slot);
+    const cell = this.#cell(deadline, parity);
+    const state = next | FINITE | parity;
+    if (Atomics.compareExchange(slots, base + S_STATE, s, state) !== s) return false;
     testHooks.stall?.('grant:window');
+    // PLAIN from the CAS to the end.
     const lo = (slots[base + S_TOKEN_LO]! + 1) | 0;
     let hi = slots[base + S_TOKEN_HI]!;
     if (lo === 0) hi = (hi + 1) | 0;
     slots[base + S_TOKEN_LO] = lo;
     slots[base + S_TOKEN_HI] = hi;
-    Atomics.store(this.#cells, slot, cell);
-    // ORDER: the token and the cell are published by this RMW, which also ends the window.
-    Atomics.xor(slots, base + S_STATE, PENDING | FINITE);
+    this.#cells[slot] = cell;
     this.tokenLo = lo;
     this.tokenHi = hi;
-    this.stateWord = next | FINITE;
+    this.stateWord = state;
     this.record = -1;
-    this.deadline = this.#cellDeadline;
+    this.deadline = deadline;
     return true;
   }
 
@@ -192,80 +245,15 @@ export class Grants {
     this.deadline = Infinity;
   }
 
-  /**
-   * The state word at `at` once it is not another thread's PENDING word (which may yet be handed
-   * back to us: see reclaim). -1 when it has not settled within SETTLE_PATIENCE_MS.
-   */
-  #settled(at: number): number {
-    const slots = this.#slots;
-    let until = 0;
-    for (let spins = 0; ; spins++) {
-      const s = Atomics.load(slots, at);
-      if ((s & PENDING) === 0 || (s & FIELD) === this.threadId) return s;
-      // A window is a few instructions: spin a little, then sleep in 1 ms steps.
-      if (spins < 200) continue;
-      const now = monotonicNow();
-      if (until === 0) until = now + SETTLE_PATIENCE_MS;
-      else if (now > until) return -1;
-      Atomics.wait(slots, at, s, 1);
-    }
-  }
-
-  /**
-   * A shared grant: claim a record (with its deadline), one grant CAS, then in the window the token
-   * and the record's activation; a failed CAS frees the record and looks again.
-   */
-  #attemptShared(slot: number, hold: number, waiter: WaiterView | undefined): number {
-    const slots = this.#slots;
-    const at = slot * SLOT_WORDS + S_STATE;
-    const recs = this.#recs;
-    const deadline = hold === Infinity ? Infinity : monotonicNow() + hold;
-    for (;;) {
-      const s = Atomics.load(slots, at);
-      const next = grantState(s, 'shared', this.threadId, waiter);
-      if (next < 0) {
-        this.seen = s;
-        return (s & UNBOUND) !== 0 ? UNBOUND_SLOT : BUSY;
-      }
-      // The record (with its deadline) exists before the count that it backs: see records.ts.
-      const record = this.#records.claim(slot, this.threadId, deadline);
-      if (record < 0) return NO_RECORD;
-      // WINDOW (CLAIMED), from the claim: straight-line, no call but Atomics.
-      const rs = record * RECORD_WORDS + R_STATE;
-      const claimed = this.#records.claimed;
-      if (Atomics.compareExchange(slots, at, s, next) !== s) {
-        Atomics.store(recs, rs, nextRecordWord(claimed, RECORD_FREE));
-        continue;
-      }
-      const token = Atomics.add(this.#tokens64, (slot * SLOT_WORDS + S_TOKEN_LO) / 2, 1n) + 1n;
-      const lo = Number(BigInt.asIntN(32, token));
-      const hi = Number(BigInt.asIntN(32, token >> 32n));
-      recs[rs - R_STATE + R_TOKEN_LO] = lo;
-      recs[rs - R_STATE + R_TOKEN_HI] = hi;
-      Atomics.store(recs, rs, nextRecordWord(claimed, RECORD_ACTIVE));
-      this.tokenLo = lo;
-      this.tokenHi = hi;
-      this.stateWord = next;
-      this.record = record;
-      this.deadline = deadline;
-      return GRANTED;
-    }
-  }
-
   /** Is the lease (exclusive: by state and token; shared: by its record) still the holder? */
   holdsExclusive(slot: number, tokenLo: number, tokenHi: number): boolean {
     const base = slot * SLOT_WORDS;
-    const s = this.#settled(base + S_STATE);
+    const s = Atomics.load(this.#slots, base + S_STATE);
     return (
       (s & (EXCLUSIVE | FIELD)) === (EXCLUSIVE | this.threadId) &&
       this.#slots[base + S_TOKEN_LO] === tokenLo &&
       this.#slots[base + S_TOKEN_HI] === tokenHi
     );
-  }
-
-  holdsShared(slot: number, record: number, tokenLo: number, tokenHi: number): boolean {
-    const w = this.#records.word(record);
-    return this.#records.isLease(record, w, slot, this.threadId, tokenLo, tokenHi);
   }
 
   /**
@@ -279,22 +267,173 @@ export class Grants {
     // the slot (after a reclaim) with the same state word, but never with the same token.
     if (slots[base + S_TOKEN_LO] !== tokenLo || slots[base + S_TOKEN_HI] !== tokenHi) return false;
     // The fast path may only CAS from a word without flags: one with PARKED means sleepers, and
-    // freeing it without a notify would strand them.
-    const bare = expected & (EXCLUSIVE | FIELD | FINITE);
+    // freeing it without a notify would strand them. (A RECLAIMING mark is a flag too.)
+    const bare = expected & GRANT_ID;
     if (Atomics.compareExchange(slots, base + S_STATE, bare, 0) === bare) return true;
     const mine = EXCLUSIVE | this.threadId;
     for (;;) {
-      // A reclaim that is checking what it took (PENDING) may yet hand our grant back: wait for it.
-      const s = this.#settled(base + S_STATE);
+      const s = Atomics.load(slots, base + S_STATE);
       if ((s & (EXCLUSIVE | FIELD)) !== mine) return false;
       if (this.#releaseFrom(slot, s, 'exclusive')) return true;
     }
   }
 
   /**
-   * Releases a shared grant: a CAS from the record word the lease checked to RELEASING, then in
-   * the window the count off S_STATE and the record FREE. False when the record is no longer this
-   * lease's (taken by a reclaim or a forced release, and maybe handed to another reader since).
+   * Pushes an exclusive grant's deadline to now + ms. One CAS on the state word (which flips the
+   * parity, sets or clears FINITE, and drops any RECLAIMING mark: a reclaim under way then fails),
+   * then the new cell with a plain store. Returns the lease's new state word, or -1 when stale.
+   */
+  extendExclusive(slot: number, tokenLo: number, tokenHi: number, ms: number): number {
+    const slots = this.#slots;
+    const base = slot * SLOT_WORDS;
+    const at = base + S_STATE;
+    const mine = EXCLUSIVE | this.threadId;
+    const deadline = ms === Infinity ? Infinity : Math.ceil(monotonicNow() + ms);
+    for (;;) {
+      const s = Atomics.load(slots, at);
+      if ((s & (EXCLUSIVE | FIELD)) !== mine) return -1;
+      if (slots[base + S_TOKEN_LO] !== tokenLo || slots[base + S_TOKEN_HI] !== tokenHi) return -1;
+      if (ms === Infinity) {
+        const next = s & ~(FINITE | PARITY | RECLAIMING);
+        if (Atomics.compareExchange(slots, at, s, next) !== s) continue;
+        this.deadline = Infinity;
+        return next;
+      }
+      // A new parity: the other one if finite already, else one our old cell cannot pass for.
+      const parity = (s & FINITE) !== 0 ? (s & PARITY) ^ PARITY : this.#parityFor(slot);
+      const cell = this.#cell(deadline, parity);
+      const next = (s & ~(PARITY | RECLAIMING)) | FINITE | parity;
+      if (Atomics.compareExchange(slots, at, s, next) !== s) continue;
+      testHooks.stall?.('extend:published');
+      // PLAIN: until this store, waiters see the old cell under the new parity, and look again.
+      this.#cells[slot] = cell;
+      this.deadline = deadline;
+      return next;
+    }
+  }
+
+  // ---- shared grants --------------------------------------------------------------------------
+
+  /**
+   * A shared grant: claim a record (with its deadline), one grant CAS, then the record's steps
+   * (see records.ts) with plain stores, the token in between.
+   */
+  #attemptShared(slot: number, hold: number, waiter: WaiterView | undefined): number {
+    const slots = this.#slots;
+    const at = slot * SLOT_WORDS + S_STATE;
+    const records = this.#records;
+    const recs = this.#recs;
+    const deadline = hold === Infinity ? Infinity : monotonicNow() + hold;
+    for (;;) {
+      const s = Atomics.load(slots, at);
+      const next = grantState(s, 'shared', this.threadId, waiter);
+      if (next < 0) {
+        this.seen = s;
+        return (s & UNBOUND) !== 0 ? UNBOUND_SLOT : BUSY;
+      }
+      // The record (with its deadline) exists before the count that it backs: see records.ts.
+      const record = this.#claim(slot, deadline);
+      if (record < 0) {
+        this.seen = s;
+        return record === -1 ? NO_RECORD : BUSY;
+      }
+      const rs = record * RECORD_WORDS + R_STATE;
+      const claimed = records.claimed;
+      if (Atomics.compareExchange(slots, at, s, next) !== s) {
+        if (recs[rs] === claimed) recs[rs] = records.claimedThenFree; // PLAIN
+        continue;
+      }
+      // PLAIN: JOINED straight after the grant CAS, so the record says that the count is there.
+      if (recs[rs] === claimed) {
+        recs[rs] = records.claimedThenJoined;
+        if (this.#activate(slot, record, deadline)) return GRANTED;
+      } else {
+        // Taken over while we were stopped before our CAS: the count we added is unbacked.
+        this.#dropUnbacked(slot);
+      }
+    }
+  }
+
+  /**
+   * Claims a record for a shared grant on `slot`. When none is free, first takes back what dead
+   * threads left: records stuck in a window (records.ts) and leases past their deadline +
+   * failTimeout. -1: every record is held; -2: none free yet, but some may come back soon (records
+   * in a window not yet seen stuck for long enough): wait and try again.
+   */
+  #claim(slot: number, deadline: number): number {
+    const records = this.#records;
+    const record = records.claim(slot, this.threadId, deadline);
+    if (record >= 0) return record;
+    const failTimeout = this.#failTimeout;
+    if (failTimeout === Infinity) return -1;
+    const now = monotonicNow();
+    const stuck = stuckMs(failTimeout);
+    let collected = 0;
+    let pending = false;
+    for (let r = 0; r < records.count; r++) {
+      const w = records.word(r);
+      const kind = w & RECORD_KIND;
+      if (kind === RECORD_FREE) continue;
+      if (kind === RECORD_ACTIVE) {
+        if (!(records.deadlineOf(r, w) + failTimeout < now)) continue;
+      } else if (kind === RECORD_EXTENDING || !records.seenStuck(r, w, now, stuck)) {
+        pending = true;
+        continue;
+      }
+      const other = records.slot(r);
+      const before = this.#takeOver(other, r, w);
+      if (before < 0) continue;
+      collected++;
+      if ((before & FIELD) === 1) this.#settleFree(other, before - 1);
+    }
+    if (collected > 0) {
+      const again = records.claim(slot, this.threadId, deadline);
+      if (again >= 0) return again;
+    }
+    return pending || collected > 0 ? -2 : -1;
+  }
+
+  /**
+   * After a shared grant, `record` JOINED (the last claim's): the token, then ACTIVE. False if the
+   * record was taken over while we were stopped (the taker took our count off).
+   */
+  #activate(slot: number, record: number, deadline: number): boolean {
+    const records = this.#records;
+    const recs = this.#recs;
+    const rs = record * RECORD_WORDS + R_STATE;
+    const joined = records.claimedThenJoined;
+    const active = records.joinedThenActive;
+    this.#split64[0] = Atomics.add(this.#tokens64, (slot * SLOT_WORDS + S_TOKEN_LO) / 2, 1n) + 1n;
+    // PLAIN from here.
+    if (recs[rs] !== joined) return false;
+    const lo = this.#split32[0]!; // little-endian, as the slot words' 64-bit token view
+    const hi = this.#split32[1]!;
+    recs[rs - R_STATE + R_TOKEN_LO] = lo;
+    recs[rs - R_STATE + R_TOKEN_HI] = hi;
+    recs[rs] = active;
+    this.tokenLo = lo;
+    this.tokenHi = hi;
+    this.record = record;
+    this.deadline = deadline;
+    this.stateWord = 0;
+    return true;
+  }
+
+  /** Takes off a count of ours that no record backs (its record was taken over). */
+  #dropUnbacked(slot: number): void {
+    const before = this.#dropCount(slot, -1, 0);
+    if ((before & FIELD) === 1) this.#settleFree(slot, before - 1);
+  }
+
+  holdsShared(slot: number, record: number, tokenLo: number, tokenHi: number): boolean {
+    const w = this.#records.word(record);
+    return this.#records.isLease(record, w, slot, this.threadId, tokenLo, tokenHi);
+  }
+
+  /**
+   * Releases a shared grant: a CAS from the record word the lease checked to RELEASING, then its
+   * count off S_STATE, then FREE. False when the record is no longer this lease's (taken over by a
+   * reclaim or a forced release, and maybe handed to another reader since).
    */
   releaseShared(slot: number, record: number, tokenLo: number, tokenHi: number): boolean {
     const w = this.#records.word(record);
@@ -304,22 +443,39 @@ export class Grants {
   }
 
   /**
-   * Moves `record` from `word` (ACTIVE or EXTENDING) to RELEASING, takes its count off `slot`, and
-   * frees it. False when the record's word is no longer `word`. Whoever wins the CAS takes the count
-   * off, once; nobody else may.
+   * Moves `record` from `word` to RELEASING (a CAS: whoever wins it takes the count off, once),
+   * takes its count off `slot`, and frees it. False when the record's word is no longer `word`.
    */
   #releaseRecord(slot: number, record: number, word: number): boolean {
-    const recs = this.#recs;
     const rs = record * RECORD_WORDS + R_STATE;
     const releasing = nextRecordWord(word, RECORD_RELEASING);
-    if (Atomics.compareExchange(recs, rs, word, releasing) !== word) return false;
-    // WINDOW (RELEASING): straight-line, no call but Atomics. While the record is RELEASING the
-    // count is ours to take off, so no reclaim can have absorbed it: one atomic subtraction.
+    const freed = nextRecordWord(releasing, RECORD_FREE);
+    if (Atomics.compareExchange(this.#recs, rs, word, releasing) !== word) return false;
     testHooks.stall?.('releaseShared:releasing');
-    const before = Atomics.sub(this.#slots, slot * SLOT_WORDS + S_STATE, 1);
-    Atomics.store(recs, rs, nextRecordWord(releasing, RECORD_FREE));
-    if ((before & FIELD) === 1) this.#settleFree(slot, before - 1);
-    return true;
+    const before = this.#dropCount(slot, rs, releasing);
+    // PLAIN: check and store (a RELEASING record is taken over only once seen stuck).
+    if (this.#recs[rs] === releasing) this.#recs[rs] = freed;
+    if (before >= 0 && (before & FIELD) === 1) this.#settleFree(slot, before - 1);
+    return before >= 0;
+  }
+
+  /**
+   * Takes one count off `slot`'s shared group, by CAS, as long as the record word at `rs` is still
+   * `releasing` (rs < 0: an unbacked count of our own, no record to check). Returns the word before
+   * the count came off, or -1 if the record was taken over meanwhile (the taker took it off).
+   */
+  #dropCount(slot: number, rs: number, releasing: number): number {
+    const slots = this.#slots;
+    const at = slot * SLOT_WORDS + S_STATE;
+    for (;;) {
+      const s = Atomics.load(slots, at);
+      // PLAIN: the record check and the CAS's arguments (a stall here is the one case left: see
+      // DESIGN.md, "What a stalled thread can still do").
+      if (rs >= 0 && this.#recs[rs] !== releasing) return -1;
+      // Never below zero: a count is taken off once (records.ts); this only guards the word.
+      if ((s & (EXCLUSIVE | HANDOFF | UNBOUND)) !== 0 || (s & FIELD) === 0) return -1;
+      if (Atomics.compareExchange(slots, at, s, s - 1) === s) return s;
+    }
   }
 
   /**
@@ -340,6 +496,36 @@ export class Grants {
       s = Atomics.load(slots, base + S_STATE);
     }
   }
+
+  /**
+   * Pushes a shared lease's deadline to now + ms: a CAS from the record word the lease checked to
+   * EXTENDING, then the deadline and ACTIVE again with plain stores (no call at all in between, so
+   * nobody needs to take an EXTENDING record over). False when stale.
+   */
+  extendShared(
+    slot: number,
+    record: number,
+    tokenLo: number,
+    tokenHi: number,
+    ms: number,
+  ): boolean {
+    const deadline = ms === Infinity ? Infinity : monotonicNow() + ms;
+    const recs = this.#recs;
+    const rs = record * RECORD_WORDS + R_STATE;
+    const w = this.#records.word(record);
+    if (!this.#records.isLease(record, w, slot, this.threadId, tokenLo, tokenHi)) return false;
+    testHooks.stall?.('extendShared:checked');
+    const extending = nextRecordWord(w, RECORD_EXTENDING);
+    const active = nextRecordWord(extending, RECORD_ACTIVE);
+    if (Atomics.compareExchange(recs, rs, w, extending) !== w) return false;
+    // PLAIN from the CAS to the end.
+    this.#v.recordsF64[record * RECORD_F64 + RF_DEADLINE] = deadline;
+    recs[rs] = active;
+    this.deadline = deadline;
+    return true;
+  }
+
+  // ---- releases -------------------------------------------------------------------------------
 
   /**
    * The last step of every release: CAS from `s` to FREE or HANDOFF, then wake a sleeper.
@@ -368,150 +554,95 @@ export class Grants {
     return true;
   }
 
-  /**
-   * Pushes an exclusive grant's deadline to now + ms: a CAS on the deadline cell from the cell this
-   * lease stamped, so a lease that lost the slot cannot write over its successor's deadline, and a
-   * reclaim judged on the old deadline finds the cell changed and hands the grant back (reclaim).
-   * Returns the lease's new state word, or -1 when it is stale.
-   */
-  extendExclusive(slot: number, tokenLo: number, tokenHi: number, ms: number): number {
-    const slots = this.#slots;
-    const base = slot * SLOT_WORDS;
-    const at = base + S_STATE;
-    const mine = EXCLUSIVE | this.threadId;
-    const cell = ms === Infinity ? 0n : this.#cellFor(ms);
-    const deadline = this.#cellDeadline;
-    for (;;) {
-      const s = this.#settled(at);
-      if ((s & (EXCLUSIVE | FIELD)) !== mine) return -1;
-      if (slots[base + S_TOKEN_LO] !== tokenLo || slots[base + S_TOKEN_HI] !== tokenHi) return -1;
-      if (ms === Infinity) {
-        if ((s & FINITE) === 0) break;
-        if (Atomics.compareExchange(slots, at, s, s & ~FINITE) === s) break;
-        continue;
-      }
-      if ((s & FINITE) !== 0) {
-        // Finite already: only the cell changes. It must still be ours: if another thread's cell
-        // is there, a reclaim took the slot and stamped it.
-        const old = Atomics.load(this.#cells, slot);
-        if (cellOwner(old) !== this.threadId) return -1;
-        if (Atomics.compareExchange(this.#cells, slot, old, cell) !== old) continue;
-      } else {
-        // An infinite hold is never reclaimed, so the slot stays ours until FINITE is set; the
-        // cell holds an older grant's deadline, which nobody reads until then.
-        Atomics.store(this.#cells, slot, cell);
-        if (Atomics.compareExchange(slots, at, s, s | FINITE) !== s) continue;
-      }
-      break;
-    }
-    testHooks.stall?.('extend:published');
-    // RACE: a reclaim judged on the old deadline may have taken the slot between our check and our
-    // write. If it is still checking (PENDING) it sees our new cell and hands the grant back.
-    const s = this.#settled(at);
-    if ((s & (EXCLUSIVE | FIELD)) !== mine) return -1;
-    if (slots[base + S_TOKEN_LO] !== tokenLo || slots[base + S_TOKEN_HI] !== tokenHi) return -1;
-    this.deadline = deadline;
-    return ms === Infinity ? s & ~FINITE : s | FINITE;
-  }
-
-  /**
-   * Pushes a shared lease's deadline to now + ms: a CAS from the record word the lease checked to
-   * EXTENDING, the deadline written in that window, then ACTIVE again. False when stale.
-   */
-  extendShared(
-    slot: number,
-    record: number,
-    tokenLo: number,
-    tokenHi: number,
-    ms: number,
-  ): boolean {
-    const deadline = ms === Infinity ? Infinity : monotonicNow() + ms;
-    const recs = this.#recs;
-    const rs = record * RECORD_WORDS + R_STATE;
-    const w = this.#records.word(record);
-    if (!this.#records.isLease(record, w, slot, this.threadId, tokenLo, tokenHi)) return false;
-    testHooks.stall?.('extendShared:checked');
-    const extending = nextRecordWord(w, RECORD_EXTENDING);
-    if (Atomics.compareExchange(recs, rs, w, extending) !== w) return false;
-    // WINDOW (EXTENDING): straight-line, no call but Atomics.
-    this.#v.recordsF64[record * RECORD_F64 + RF_DEADLINE] = deadline;
-    Atomics.store(recs, rs, nextRecordWord(extending, RECORD_ACTIVE));
-    this.deadline = deadline;
-    return true;
-  }
+  // ---- reclaim --------------------------------------------------------------------------------
 
   /** How long (ms) until the holder of `s` may be reclaimed: <= 0 now, Infinity never. */
   reclaimableIn(slot: number, s: number, now: number, failTimeout: number): number {
     if (failTimeout === Infinity) return Infinity;
     if ((s & EXCLUSIVE) !== 0) {
-      // A holder inside its grant window is alive (see slot-state.ts): look again soon.
-      if ((s & PENDING) !== 0) return 1;
       if ((s & FINITE) === 0) return Infinity;
       const cell = Atomics.load(this.#cells, slot);
-      // The cell is this grant's only if the state did not move while we read it; if it moved, we
-      // know nothing yet: look again soon.
+      // The cell is this grant's only if the state did not move while we read it, and the cell
+      // names the holder with the word's parity; else it is being written: look again soon.
       if (Atomics.load(this.#slots, slot * SLOT_WORDS + S_STATE) !== s) return 1;
-      if (cellOwner(cell) !== (s & FIELD)) return 1;
+      if (cellOwner(cell) !== (s & FIELD) || cellParity(cell) !== (s & PARITY)) return 1;
       return cellDeadline(cell) + failTimeout - now;
     }
     if ((s & (HANDOFF | UNBOUND)) !== 0 || (s & FIELD) === 0) return Infinity;
-    const latest = this.#records.latestDeadline(slot);
-    // A record inside a window, or a count whose record we did not see (its holder left after we
-    // read the word): look again soon. A group is reclaimed only through its records' deadlines.
-    if (this.#records.settling || latest === -Infinity) return 1;
+    const records = this.#records;
+    const latest = records.latestDeadline(slot, now, stuckMs(failTimeout));
+    // A record stuck in a window is as good as expired; one in a window, not yet seen stuck for
+    // long enough, or a count whose record we missed (its holder just left): look again soon.
+    if (records.stuck) return 0;
+    if (records.settling || latest === -Infinity) return 1;
     return latest + failTimeout - now;
   }
 
   /**
-   * Reclaims an expired holder in favour of this waiting request: a CAS that names the exact
-   * stale state `s`. For a shared group, the expired records are freed first (this call then owns
-   * their count); if a live holder turned up meanwhile, their count is taken off and it gives up.
+   * Reclaims an expired holder in favour of this waiting request. Exclusive: see
+   * #reclaimExclusive. Shared group: each record past its deadline + failTimeout, or stuck in a
+   * window (records.ts), is released as a forced release would (a CAS from the record word we
+   * judged, then its count off); when that empties the group, this request takes the word if it
+   * can, and otherwise finishes the release for the waiters.
    */
   reclaim(slot: number, s: number, mode: Mode, hold: number, failTimeout: number): number {
-    const slots = this.#slots;
-    const at = slot * SLOT_WORDS + S_STATE;
     if ((s & EXCLUSIVE) !== 0) return this.#reclaimExclusive(slot, s, mode, hold, failTimeout);
-    // A shared group: release each record past its deadline + failTimeout, as a forced release
-    // would (each CAS names the record word whose deadline we read). When that empties the group,
-    // take it if we can; otherwise finish the release for the waiters.
     const records = this.#records;
     const now = monotonicNow();
-    let emptied = -1;
+    const stuck = stuckMs(failTimeout);
+    let emptied = false;
     for (let r = 0; r < records.count; r++) {
       const w = records.word(r);
-      if ((w & RECORD_KIND) !== RECORD_ACTIVE || records.slot(r) !== slot) continue;
-      const d = records.deadlineOf(r, w);
-      if (!(d + failTimeout < now)) continue;
-      const before = this.#takeRecord(slot, r, w);
-      if (before >= 0 && (before & FIELD) === 1) emptied = before - 1;
+      const kind = w & RECORD_KIND;
+      if (kind === RECORD_FREE || kind === RECORD_EXTENDING || records.slot(r) !== slot) continue;
+      let before = -1;
+      if (kind === RECORD_ACTIVE) {
+        if (!(records.deadlineOf(r, w) + failTimeout < now)) continue;
+        before = this.#takeOver(slot, r, w);
+      } else if (records.seenStuck(r, w, now, stuck)) {
+        before = this.#takeOver(slot, r, w);
+      }
+      if (before >= 0 && (before & FIELD) === 1) emptied = true;
     }
-    if (emptied < 0) return BUSY;
+    if (!emptied) return BUSY;
     const result = this.attempt(slot, mode, hold, undefined);
-    if (result !== GRANTED) this.#settleFree(slot, Atomics.load(slots, at));
+    if (result !== GRANTED)
+      this.#settleFree(slot, Atomics.load(this.#slots, slot * SLOT_WORDS + S_STATE));
     return result === GRANTED || result === NO_RECORD ? result : BUSY;
   }
 
   /**
-   * Releases the record `r` (word `w`) of another thread, as #releaseRecord does, except that the
-   * last holder's release is left to the caller. Returns the state word before the count came
-   * off, or -1 when the record changed.
+   * Takes over the record `r` of another thread, from the word `w` it was judged in: ACTIVE,
+   * JOINED or RELEASING (its count is on S_STATE) become RELEASING by us and their count comes
+   * off; CLAIMED (no count yet) just becomes FREE. Returns the state word before our count came
+   * off (0 when there was none to take off), or -1 if the record moved on meanwhile. The last
+   * holder's release (count 0) is left to the caller.
    */
-  #takeRecord(slot: number, r: number, w: number): number {
-    const recs = this.#recs;
+  #takeOver(slot: number, r: number, w: number): number {
     const rs = r * RECORD_WORDS + R_STATE;
+    if ((w & RECORD_KIND) === RECORD_CLAIMED) {
+      return Atomics.compareExchange(this.#recs, rs, w, nextRecordWord(w, RECORD_FREE)) === w
+        ? 0
+        : -1;
+    }
     const releasing = nextRecordWord(w, RECORD_RELEASING);
-    if (Atomics.compareExchange(recs, rs, w, releasing) !== w) return -1;
-    // WINDOW (RELEASING): as in #releaseRecord.
-    const before = Atomics.sub(this.#slots, slot * SLOT_WORDS + S_STATE, 1);
-    Atomics.store(recs, rs, nextRecordWord(releasing, RECORD_FREE));
+    const freed = nextRecordWord(releasing, RECORD_FREE);
+    if (Atomics.compareExchange(this.#recs, rs, w, releasing) !== w) return -1;
+    const before = this.#dropCount(slot, rs, releasing);
+    // PLAIN: check and store (a RELEASING record is taken over only once seen stuck).
+    if (this.#recs[rs] === releasing) this.#recs[rs] = freed;
     return before;
   }
 
   /**
-   * Reclaims an expired exclusive holder. The CAS takes the slot as PENDING(me); then, inside the
-   * window, it checks that what it took is the grant it judged: same token, same deadline cell. The
-   * word may have come back to the same value for a later grant or extend of the same holder (an
-   * ABA no 32-bit word can rule out); then the slot is handed back, untouched, with one XOR.
+   * Reclaims an expired exclusive holder. Judge the grant (its cell: holder, parity, deadline past
+   * + failTimeout), mark the word RECLAIMING by CAS, check with a plain read that the cell is still
+   * the one judged, then take the word by CAS from the marked word. The word may have come back to
+   * the same value for a later grant or extend of the same holder (an ABA no 32-bit word can rule
+   * out), but never with the same cell: its deadline would be later. Every step leaves a word that
+   * is the holder's, or ours, whole: a thread that stops between two of them leaves nothing half
+   * done (a marked, expired grant that anyone may reclaim, or a mark on a live one that its holder
+   * drops on its next release or extend).
    */
   #reclaimExclusive(
     slot: number,
@@ -523,86 +654,85 @@ export class Grants {
     const slots = this.#slots;
     const base = slot * SLOT_WORDS;
     const at = base + S_STATE;
-    if ((s & (FINITE | PENDING)) !== FINITE) return BUSY;
+    if ((s & (EXCLUSIVE | FINITE)) !== (EXCLUSIVE | FINITE)) return BUSY;
     const holder = s & FIELD;
-    // Judge the grant: its deadline and its token (to know it again after the CAS).
     const judged = Atomics.load(this.#cells, slot);
-    if (cellOwner(judged) !== holder || cellDeadline(judged) + failTimeout >= monotonicNow())
-      return BUSY;
-    const tokenLo = slots[base + S_TOKEN_LO]!;
-    const tokenHi = slots[base + S_TOKEN_HI]!;
+    if (cellOwner(judged) !== holder || cellParity(judged) !== (s & PARITY)) return BUSY;
+    if (cellDeadline(judged) + failTimeout >= monotonicNow()) return BUSY;
     if (Atomics.load(slots, at) !== s) return BUSY;
     testHooks.stall?.('reclaim:judged');
-    // Everything the window needs is made before it.
-    let cell = 0n;
-    let deadline = Infinity;
+    // What the new grant needs, made before it.
+    const deadline =
+      hold === Infinity
+        ? Infinity
+        : mode === 'shared'
+          ? monotonicNow() + hold
+          : Math.ceil(monotonicNow() + hold);
     let record = -1;
     if (mode === 'shared') {
-      deadline = hold === Infinity ? Infinity : monotonicNow() + hold;
-      record = this.#records.claim(slot, this.threadId, deadline);
-      if (record < 0) return NO_RECORD;
-    } else if (hold !== Infinity) {
-      cell = this.#cellFor(hold);
-      deadline = this.#cellDeadline;
+      record = this.#claim(slot, deadline);
+      if (record < 0) return record === -1 ? NO_RECORD : BUSY;
     }
-    // WINDOW (CLAIMED) of a shared reclaim from the claim on; for all, from the CAS on.
+    const marked = s | RECLAIMING;
+    if (marked !== s && Atomics.compareExchange(slots, at, s, marked) !== s) {
+      this.#unclaim(record);
+      return BUSY;
+    }
+    testHooks.stall?.('reclaim:marked');
+    if (this.#cells[slot] !== judged) {
+      // The holder extended, or released and took the slot again: drop our mark.
+      Atomics.compareExchange(slots, at, marked, s & ~RECLAIMING);
+      this.#unclaim(record);
+      return BUSY;
+    }
+    // Take the word from the marked grant, flags as they are now (waiters may add some).
+    for (;;) {
+      const cur = Atomics.load(slots, at);
+      if ((cur & (GRANT_ID | RECLAIMING)) !== (marked & (GRANT_ID | RECLAIMING))) {
+        this.#unclaim(record);
+        return BUSY;
+      }
+      const keep = cur & ~(GRANT_ID | RECLAIMING | WAITING);
+      if (mode === 'shared') {
+        const rs = record * RECORD_WORDS + R_STATE;
+        const claimed = this.#records.claimed;
+        if (Atomics.compareExchange(slots, at, cur, keep | 1) !== cur) continue;
+        // PLAIN: as in #attemptShared.
+        if (this.#recs[rs] !== claimed) {
+          this.#dropUnbacked(slot);
+          return BUSY;
+        }
+        this.#recs[rs] = this.#records.claimedThenJoined;
+        return this.#activate(slot, record, deadline) ? GRANTED : BUSY;
+      }
+      const next = EXCLUSIVE | this.threadId | keep;
+      if (hold === Infinity) {
+        if (Atomics.compareExchange(slots, at, cur, next) !== cur) continue;
+        this.#stampInfinite(slot, next);
+        return GRANTED;
+      }
+      if (this.#grantFinite(slot, cur, next, deadline)) return GRANTED;
+    }
+  }
+
+  /** Frees the record this thread claimed last (if any: -1 is none) and did not use. */
+  #unclaim(record: number): void {
+    if (record < 0) return;
     const rs = record * RECORD_WORDS + R_STATE;
-    const claimed = this.#records.claimed;
-    const taken =
-      EXCLUSIVE | this.threadId | PENDING | (s & ~(EXCLUSIVE | FIELD | FINITE | WAITING));
-    if (Atomics.compareExchange(slots, at, s, taken) !== s) {
-      if (record >= 0) Atomics.store(this.#recs, rs, nextRecordWord(claimed, RECORD_FREE));
-      return BUSY;
-    }
-    // Straight-line from here, no call but Atomics.
-    testHooks.stall?.('reclaim:taken');
-    if (
-      Atomics.load(this.#cells, slot) !== judged ||
-      slots[base + S_TOKEN_LO] !== tokenLo ||
-      slots[base + S_TOKEN_HI] !== tokenHi
-    ) {
-      // Not the grant we judged: give it back as it was (holder, FINITE), flags as they are now.
-      Atomics.xor(slots, at, PENDING | FINITE | ((this.threadId ^ holder) & FIELD));
-      if (record >= 0) Atomics.store(this.#recs, rs, nextRecordWord(claimed, RECORD_FREE));
-      return BUSY;
-    }
-    if (mode === 'shared') {
-      const token = Atomics.add(this.#tokens64, (base + S_TOKEN_LO) / 2, 1n) + 1n;
-      const lo = Number(BigInt.asIntN(32, token));
-      const hi = Number(BigInt.asIntN(32, token >> 32n));
-      this.#recs[rs - R_STATE + R_TOKEN_LO] = lo;
-      this.#recs[rs - R_STATE + R_TOKEN_HI] = hi;
-      Atomics.store(this.#recs, rs, nextRecordWord(claimed, RECORD_ACTIVE));
-      this.tokenLo = lo;
-      this.tokenHi = hi;
-      this.record = record;
-      this.deadline = deadline;
-      // EXCLUSIVE|me|PENDING -> SHARED(1): flags as they are now.
-      this.stateWord =
-        Atomics.xor(slots, at, PENDING | EXCLUSIVE | (this.threadId ^ 1)) ^
-        (PENDING | EXCLUSIVE | (this.threadId ^ 1));
-      return GRANTED;
-    }
-    const lo = (tokenLo + 1) | 0;
-    const hi = lo === 0 ? (tokenHi + 1) | 0 : tokenHi;
-    slots[base + S_TOKEN_LO] = lo;
-    slots[base + S_TOKEN_HI] = hi;
-    if (hold !== Infinity) Atomics.store(this.#cells, slot, cell);
-    Atomics.xor(slots, at, hold !== Infinity ? PENDING | FINITE : PENDING);
-    this.tokenLo = lo;
-    this.tokenHi = hi;
-    this.stateWord = (taken & ~PENDING) | (hold !== Infinity ? FINITE : 0);
-    this.record = -1;
-    this.deadline = deadline;
-    return GRANTED;
+    // PLAIN: check and store (a CLAIMED record is taken over only once seen stuck).
+    if (this.#recs[rs] === this.#records.claimed) this.#recs[rs] = this.#records.claimedThenFree;
   }
 
   /** The deadline of the exclusive holder of `s` on `slot` (for inspect): Infinity if none. */
   exclusiveDeadline(slot: number, s: number): number {
-    if ((s & (FINITE | PENDING)) !== FINITE) return Infinity;
+    if ((s & FINITE) === 0) return Infinity;
     const cell = Atomics.load(this.#cells, slot);
-    return cellOwner(cell) === (s & FIELD) ? cellDeadline(cell) : Infinity;
+    return cellOwner(cell) === (s & FIELD) && cellParity(cell) === (s & PARITY)
+      ? cellDeadline(cell)
+      : Infinity;
   }
+
+  // ---- forced release -------------------------------------------------------------------------
 
   /** Forced release of `owner`'s exclusive hold on `slot` (releaseAllOwnedBy). */
   forceReleaseExclusive(slot: number, owner: number): boolean {
@@ -618,10 +748,9 @@ export class Grants {
   }
 
   /**
-   * Forced release of every shared hold of `owner`, a thread that has exited (releaseAllOwnedBy).
-   * Returns how many it released. A record left inside a window (CLAIMED, RELEASING) would mean
-   * that thread died there, which V8 does not do (see slot-state.ts); it is freed without touching
-   * the count, which may then stay one too high.
+   * Forced release of every shared hold of `owner`, a thread that has exited (releaseAllOwnedBy):
+   * its records say exactly whether their count is on S_STATE (records.ts). Returns how many
+   * leases it released.
    */
   forceReleaseSharedOf(owner: number): number {
     const records = this.#records;
@@ -629,17 +758,12 @@ export class Grants {
     for (let r = 0; r < records.count; r++) {
       const w = records.word(r);
       const kind = w & RECORD_KIND;
-      if (kind === RECORD_FREE || records.owner(r) !== owner) continue;
-      if (kind === RECORD_ACTIVE || kind === RECORD_EXTENDING) {
-        if (this.#releaseRecord(records.slot(r), r, w)) released++;
-      } else if (kind === RECORD_CLAIMED || kind === RECORD_RELEASING) {
-        Atomics.compareExchange(
-          this.#recs,
-          r * RECORD_WORDS + R_STATE,
-          w,
-          nextRecordWord(w, RECORD_FREE),
-        );
-      }
+      // EXTENDING has no call in it, so an exited thread cannot have left one.
+      if (kind === RECORD_FREE || kind === RECORD_EXTENDING || records.owner(r) !== owner) continue;
+      const slot = records.slot(r);
+      const before = this.#takeOver(slot, r, w);
+      if (before > 0 && (before & FIELD) === 1) this.#settleFree(slot, before - 1);
+      if (before > 0 && kind === RECORD_ACTIVE) released++;
     }
     return released;
   }

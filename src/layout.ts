@@ -66,18 +66,18 @@ export const SLOT_WORDS = 10; // 40 bytes
 // ---- per slot, BigInt64 words ----
 /**
  * The deadline cell of the slot's exclusive holder: (deadline in whole monotonic ms, rounded up)
- * << CELL_OWNER_BITS | (holder threadId + 1). One 64-bit word, so a reader never sees half of a
- * deadline, and a cell that names the holder is that holder's deadline. Valid while the state word
- * has FINITE; written by a grant before it sets FINITE, and by its holder's extend (a CAS from the
- * holder's own cell, so a lease that lost the slot cannot write over its successor's deadline).
+ * << CELL_DEADLINE_SHIFT | parity << CELL_PARITY_SHIFT | (holder threadId + 1). One 64-bit word, so
+ * a reader never sees half of a deadline. It is the deadline of the grant in S_STATE when it names
+ * that grant's holder and parity (FINITE, PARITY in slot-state.ts). Written only by the holder, with
+ * a plain store right after the CAS that made the grant or the extend.
  */
 export const SC_DEADLINE = 0;
 export const SLOT_CELLS = 1;
-/** Bits of the owner (threadId + 1) at the bottom of a deadline cell; the deadline is above them. */
-export const CELL_OWNER_BITS = 21;
+export const CELL_PARITY_SHIFT = 21;
+export const CELL_DEADLINE_SHIFT = 22;
 
 // ---- shared-holder records, Int32 words: one per shared lease (see records.ts) ----
-/** (generation << 3) | kind: RECORD_FREE, _CLAIMED, _ACTIVE, _EXTENDING or _RELEASING. */
+/** (generation << 3) | kind: RECORD_FREE, _CLAIMED, _JOINED, _ACTIVE, _EXTENDING or _RELEASING. */
 export const R_STATE = 0;
 export const R_SLOT = 1;
 export const R_OWNER = 2;
@@ -92,9 +92,10 @@ export const RECORD_F64 = 1;
 export const RECORD_KIND = 7;
 export const RECORD_FREE = 0;
 export const RECORD_CLAIMED = 1;
-export const RECORD_ACTIVE = 2;
-export const RECORD_EXTENDING = 3;
-export const RECORD_RELEASING = 4;
+export const RECORD_JOINED = 2;
+export const RECORD_ACTIVE = 3;
+export const RECORD_EXTENDING = 4;
+export const RECORD_RELEASING = 5;
 
 export interface Geometry {
   capacity: number;

@@ -166,7 +166,7 @@ export class LockTable implements WaitCore, LeaseHost {
     this.#records = new Records(views);
     this.slots = views.slots;
     this.header = views.header;
-    this.grants = new Grants(views, this.#records, checkThreadId());
+    this.grants = new Grants(views, this.#records, checkThreadId(), defaults.failTimeout);
     this.directory = new Directory(views, this.grants.threadId);
   }
 

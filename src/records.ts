@@ -3,30 +3,34 @@
  * mode (for inspect, releaseAllOwnedBy and reclaim), not only how many do.
  *
  * R_STATE = (generation << 3) | kind. Every change of a record moves its generation on, and every
- * action on a record is a CAS from the exact word the actor checked (or a store by the owner inside
- * one of its windows), so a lease whose record was taken and handed to another reader can never act
- * on the new reader's record: its CAS names an old generation.
+ * action on a record by a thread other than its owner is a CAS from the exact word it checked, so
+ * a lease whose record was taken over and handed to another reader can never act on the new
+ * reader's record: its CAS names an old generation.
  *
- *   FREE -----claim (CAS, before the grant CAS)-----> CLAIMED
- *   CLAIMED --grant CAS done: token, then store-----> ACTIVE
- *   CLAIMED --grant CAS failed: store---------------> FREE
- *   ACTIVE ---extend (CAS)--------------------------> EXTENDING --deadline written: store--> ACTIVE
- *   ACTIVE ---release (CAS)-------------------------> RELEASING --count off S_STATE: store--> FREE
- *   ACTIVE past deadline + failTimeout (a waiter), or ACTIVE/EXTENDING of a thread that exited
- *   (releaseAllOwnedBy) ---CAS------------------------> RELEASING --count off: store----------> FREE
+ *   FREE ----claim (CAS)-----------------------------------> CLAIMED     (no count on S_STATE yet)
+ *   CLAIMED --grant CAS done (store)-------------------------> JOINED      (count added)
+ *   JOINED ---token taken (store)----------------------------> ACTIVE
+ *   CLAIMED --grant CAS failed (store)-----------------------> FREE
+ *   ACTIVE ---extend (CAS)-----> EXTENDING --deadline written (store)--> ACTIVE
+ *   ACTIVE ---release (CAS)----> RELEASING --count taken off (store)---> FREE
+ *   ACTIVE past its deadline + failTimeout (a waiter), of a thread that exited (releaseAllOwnedBy),
+ *   or JOINED / RELEASING stuck (below) --CAS--> RELEASING(by the taker) --count off (store)--> FREE
+ *   CLAIMED stuck, or of a thread that exited --CAS--> FREE
  *
- * CLAIMED, EXTENDING and RELEASING are windows (see "Grant windows" in slot-state.ts): straight-line
- * code between two steps, run by a thread that cannot die there. So they count as live, never
- * expire, and nobody takes them over; a waiter that sees one looks again soon.
+ * The stores are the owner's own steps, made with plain stores right after the call before them,
+ * so a thread that dies (at a call: see slot-state.ts) leaves a record whose kind says exactly
+ * whether its count is on S_STATE: CLAIMED no, JOINED and RELEASING yes. Nobody else touches those
+ * three, nor EXTENDING (which has no call in it at all), while their owner may still be running.
+ * A waiter takes over a CLAIMED, JOINED or RELEASING record only once it has seen the very same
+ * record word (same generation) for stuckMs(failTimeout): its owner died there, or has been
+ * stopped at one instruction for that long, which counts as dead.
  *
- * Invariant: the shared count in S_STATE is the number of records of the slot that are ACTIVE or
- * EXTENDING, plus those CLAIMED after their grant CAS and RELEASING before their count is off. A
- * count is taken off by whoever moved the record to RELEASING, and only by them, once. So a count
- * is never taken twice, a count never outlives its record, and there is no "count that no record
- * backs" to guess about: a waiter reclaims a shared group only through the deadlines of its records.
- * (The first version freed a record before taking its count off, and let a waiter reclaim a count
- * it saw unbacked for failTimeout; a reader stalled between the two could then take its count off a
- * newer group.)
+ * Invariant: the shared count in S_STATE is the number of the slot's JOINED, ACTIVE, EXTENDING and
+ * RELEASING records. A count is taken off once, by whoever moved the record to RELEASING; nobody
+ * absorbs a group's count wholesale. (The first version did: a waiter that found no live record
+ * took the word from the value it had loaded. A reader leaving and another joining during its scan
+ * gave the same word back with a live reader in it; and a reader stalled between freeing its
+ * record and dropping its count could then take its count off a newer group.)
  */
 import {
   R_OWNER,
@@ -36,8 +40,10 @@ import {
   R_TOKEN_LO,
   RECORD_ACTIVE,
   RECORD_CLAIMED,
+  RECORD_EXTENDING,
   RECORD_F64,
   RECORD_FREE,
+  RECORD_JOINED,
   RECORD_KIND,
   RECORD_WORDS,
   RF_DEADLINE,
@@ -49,15 +55,35 @@ export function nextRecordWord(word: number, kind: number): number {
   return ((word | RECORD_KIND) + 1) | kind;
 }
 
+/**
+ * How long (ms) a waiter must see a record stuck in the same CLAIMED, JOINED or RELEASING word
+ * before it takes it over. Those states last a few instructions, so a thread seen in one for this
+ * long has died there (or is stopped, which counts as dead). A second at least, so that being
+ * descheduled cannot look like dying; failTimeout when that is longer.
+ */
+export function stuckMs(failTimeout: number): number {
+  return Math.max(failTimeout, 1000);
+}
+
 export class Records {
   readonly #v: Views;
   readonly #count: number;
   /** Where this thread looks first for a free record (its last free one). */
   #cursor = 0;
-  /** The CLAIMED word of the record the last claim() took (its owner's next steps start from it). */
+  /** Record words in a window state this thread has seen, and since when (see stuckMs). */
+  readonly #seen = new Map<number, { word: number; since: number }>();
+  /**
+   * The words the last claim() left for its caller's next steps, made before them (those steps
+   * follow calls with plain stores only): the record if its grant fails, and once it is granted.
+   */
   claimed = 0;
-  /** Set by latestDeadline: a record of the slot is inside a window (CLAIMED, EXTENDING, RELEASING). */
+  claimedThenFree = 0;
+  claimedThenJoined = 0;
+  joinedThenActive = 0;
+  /** Set by latestDeadline: a record of the slot is in a window state and not seen stuck yet. */
   settling = false;
+  /** Set by latestDeadline: a record of the slot has been seen stuck (see stuckMs). */
+  stuck = false;
 
   constructor(views: Views) {
     this.#v = views;
@@ -69,8 +95,10 @@ export class Records {
   }
 
   /**
-   * Claims a free record for `owner` on `slot` with `deadline`; -1 if all are in use. The caller's
-   * window starts at the claim: it must end it (ACTIVE or FREE) with no call in between.
+   * Claims a free record for `owner` on `slot` with `deadline`; -1 if all are in use. The caller
+   * then moves it on with plain stores of claimedThenFree, or claimedThenJoined and
+   * joinedThenActive, each checked against the word it replaces (a record stuck for stuckMs may
+   * have been taken over).
    */
   claim(slot: number, owner: number, deadline: number): number {
     const r = this.#v.records;
@@ -81,14 +109,17 @@ export class Records {
       const w = Atomics.load(r, base + R_STATE);
       if ((w & RECORD_KIND) === RECORD_FREE) {
         const claimed = nextRecordWord(w, RECORD_CLAIMED);
+        this.claimed = claimed;
+        this.claimedThenFree = nextRecordWord(claimed, RECORD_FREE);
+        this.claimedThenJoined = nextRecordWord(claimed, RECORD_JOINED);
+        this.joinedThenActive = nextRecordWord(this.claimedThenJoined, RECORD_ACTIVE);
         if (Atomics.compareExchange(r, base + R_STATE, w, claimed) === w) {
-          // WINDOW (CLAIMED): straight-line from here to the caller's grant CAS.
+          // Plain stores straight after the claim: nothing can cut them short.
           r[base + R_SLOT] = slot;
           r[base + R_OWNER] = owner;
           r[base + R_TOKEN_LO] = 0;
           r[base + R_TOKEN_HI] = 0;
           this.#v.recordsF64[i * RECORD_F64 + RF_DEADLINE] = deadline;
-          this.claimed = claimed;
           this.#cursor = i;
           return i;
         }
@@ -161,19 +192,40 @@ export class Records {
   }
 
   /**
-   * Latest deadline of the ACTIVE records on `slot`; -Infinity if none. Sets `settling` when a
-   * record of the slot is inside a window or changed while read (look again soon).
+   * True once this thread has seen `record` in the same window word (`word`) for `ms`: its owner
+   * is dead. The first sighting starts the clock; any other word restarts it.
    */
-  latestDeadline(slot: number): number {
+  seenStuck(record: number, word: number, now: number, ms: number): boolean {
+    const seen = this.#seen.get(record);
+    if (seen === undefined || seen.word !== word) {
+      this.#seen.set(record, { word, since: now });
+      return false;
+    }
+    return now - seen.since >= ms;
+  }
+
+  /**
+   * Latest deadline of the ACTIVE records on `slot`; -Infinity if none. Sets `settling` when a
+   * record of the slot is in a window state (or changed while read), and `stuck` when one has been
+   * seen stuck for `stuck` ms (it counts as expired).
+   */
+  latestDeadline(slot: number, now: number, stuck: number): number {
     let latest = -Infinity;
     this.settling = false;
+    this.stuck = false;
     for (let i = 0; i < this.#count; i++) {
       const w = this.word(i);
       const kind = w & RECORD_KIND;
       if (kind === RECORD_FREE || this.slot(i) !== slot) continue;
-      const d = kind === RECORD_ACTIVE ? this.deadlineOf(i, w) : NaN;
-      if (Number.isNaN(d)) this.settling = true;
-      else if (d > latest) latest = d;
+      if (kind === RECORD_ACTIVE) {
+        const d = this.deadlineOf(i, w);
+        if (Number.isNaN(d)) this.settling = true;
+        else if (d > latest) latest = d;
+      } else if (kind !== RECORD_EXTENDING && this.seenStuck(i, w, now, stuck)) {
+        this.stuck = true;
+      } else {
+        this.settling = true;
+      }
     }
     return latest;
   }

@@ -13,13 +13,15 @@
  *                       though a writer waits (so neither readers nor writers starve)
  *  23   PARKED          someone may be asleep on this word: the releaser checks S_SLEEPERS and
  *                       notifies
- *  31   PENDING         the holder in FIELD is inside a grant window: a finite grant being stamped,
- *                       or a reclaim being checked (see "Grant windows" below). Its deadline is not
- *                       settled, so nobody reclaims it; others look again soon. A reclaim's PENDING
- *                       word may still be handed back to the holder it replaced
+ *  31   RECLAIMING      EXCLUSIVE+FINITE: a waiter found this grant past its deadline + failTimeout
+ *                       and marked it while it checks that the grant is still the one it judged
+ *                       (see Grants.reclaim). The word still names its holder in FIELD, who may
+ *                       release or extend it as usual (either clears the mark, and the reclaim
+ *                       then fails); anyone may complete the reclaim of a marked, expired grant
  *  22   FINITE          EXCLUSIVE with a finite hold: its deadline is in the slot's deadline cell
- *                       (SC_DEADLINE), which the holder stamped before it set FINITE
- *  21   (unused)
+ *  21   PARITY          EXCLUSIVE+FINITE: the cell is this grant's when it names the holder and
+ *                       carries this parity. The holder writes the cell right after its grant or
+ *                       extend CAS; until then a waiter sees the old cell and looks again
  *  20   STARVING        a request has waited longer than STARVATION_MS: a HANDOFF now goes only
  *                       to a request that has waited that long (Go's starvation mode)
  *  0-19 FIELD           EXCLUSIVE: owner threadId; HANDOFF: releaser threadId; else: number of
@@ -36,13 +38,10 @@
  *   HANDOFF(r)    -> FREE           the releaser r, when its notify woke nobody and no one spins
  *   EXCLUSIVE(me) -> FREE|HANDOFF   the holder's release; HANDOFF when anyone waits
  *   SHARED(n)     -> SHARED(n-1)    a shared holder's release; at n = 1, FREE or HANDOFF
- *   EXCLUSIVE(x)  -> PENDING(me)    reclaim: a waiting request, once x's deadline + failTimeout
- *                                   has passed (the CAS names the exact stale state it expects);
- *                                   then PENDING(me) -> EXCLUSIVE(me) or SHARED(1), or back to
- *                                   EXCLUSIVE(x) when the grant it took is not the one it judged
- *   FREE..        -> PENDING(me)    a finite exclusive grant; PENDING(me) -> EXCLUSIVE(me)|FINITE
- *                                   once its token and deadline cell are written
- *   SHARED(n)     -> granted to me  reclaim of a whole shared group whose latest deadline passed
+ *   EXCLUSIVE(x)  -> EXCLUSIVE(x)|RECLAIMING -> EXCLUSIVE(me) or SHARED(1)
+ *                                   reclaim by a waiting request, once x's deadline + failTimeout
+ *                                   has passed: every CAS names the exact word it expects, and the
+ *                                   mark is dropped again if the grant changed meanwhile
  *   EXCLUSIVE(x)  -> FREE|HANDOFF   forced release of a dead thread's lock (releaseAllOwnedBy)
  *   FREE          -> UNBOUND        eviction, under the binding mutex (directory.ts)
  *   UNBOUND       -> FREE           binding a key, under the binding mutex
@@ -62,15 +61,15 @@
  *    clears it, and a HANDOFF that nobody claims is claimable by anyone after HANDOFF_PATIENCE_MS.
  *    A stale flag can cost time, never safety.
  *
- * Grant windows. Some steps must follow a CAS with no chance for the thread to stop half-way: a
- * finite grant's token and deadline cell, a reclaim's check of what it took (see Grants). They are
- * written as straight-line code right after the CAS, in the same function, with no call other than
- * to Atomics and no loop. V8 acts on worker.terminate() only at stack checks (function entries and
- * loop back-edges), and such code has none, so a thread cannot die inside a window: it can only be
- * slow there (descheduled). Hence a PENDING word is never reclaimed, and a holder is never reclaimed
- * while it still has writes to make: no stale holder can write over its successor's token or
- * deadline. The deadline itself is in one 64-bit cell, (deadline ms << 21) | (holder id + 1), so a
- * reader never sees half of it, and a cell with the holder's id is that holder's deadline.
+ * Threads that die, and threads that stall. worker.terminate() (and process.exit() in a worker) stops
+ * a thread at the entry of its next call, builtins and Atomics included, before the call takes
+ * effect; it never stops one between two plain statements (typed-array reads and writes,
+ * arithmetic, field stores). test/terminations.test.ts terminates workers at random moments and
+ * checks the consequence. So the core is written in two kinds of steps: a call (usually one CAS)
+ * that changes shared state, then plain stores that nothing can cut short. Every state a thread
+ * can leave behind at a call is one that the others can recover from; and a thread that is merely
+ * slow (descheduled) between a CAS and its plain stores is never reclaimed there: for a finite
+ * exclusive grant, the cell does not yet name it with its parity, and waiters look again.
  */
 
 export const UNBOUND = 1 << 30;
@@ -81,8 +80,9 @@ export const WRITER_WAITING = 1 << 26;
 export const READER_WAITING = 1 << 25;
 export const READER_PHASE = 1 << 24;
 export const PARKED = 1 << 23;
-export const PENDING = 1 << 31;
+export const RECLAIMING = 1 << 31;
 export const FINITE = 1 << 22;
+export const PARITY = 1 << 21;
 export const STARVING = 1 << 20;
 export const FIELD = (1 << 20) - 1;
 
@@ -108,14 +108,6 @@ export const STARVATION_MS = 1;
  * so it never fires while the intended waiter is alive.
  */
 export const HANDOFF_PATIENCE_MS = 2;
-
-/**
- * How long (ms) a thread whose own grant was replaced by another thread's PENDING word waits for
- * that word to settle (back to its grant, or for good to the other thread) before it takes its
- * lease as lost. A window is a few instructions, so only a thread descheduled inside one takes
- * longer; a second is far beyond that, and bounds a release that would otherwise wait forever.
- */
-export const SETTLE_PATIENCE_MS = 1000;
 
 /** No holder (free, or handed off to waiters): the slot could be unbound. */
 export function isEvictable(s: number): boolean {

@@ -14,8 +14,8 @@ export type StallPoint =
   | 'grant:window'
   /** Reclaim of an exclusive holder: judged expired, not yet taken. */
   | 'reclaim:judged'
-  /** Reclaim of an exclusive holder: taken (PENDING), not yet checked. */
-  | 'reclaim:taken'
+  /** Reclaim of an exclusive holder: the word marked RECLAIMING, the cell not yet checked. */
+  | 'reclaim:marked'
   /** Exclusive extend: the new deadline is published, the lease has not yet re-checked it holds. */
   | 'extend:published'
   /** Shared release: the lease's record was checked, nothing changed yet. */

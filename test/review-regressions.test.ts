@@ -140,30 +140,43 @@ describe('review regressions: a reclaim takes only the grant it judged', () => {
     assert.ok((await holder.do({ op: 'release', lease: h.lease })).ok);
   });
 
-  test('a holder whose grant is being checked by a reclaim waits for the verdict', async () => {
+  test('a holder can release a grant that a reclaim has marked and is still checking', async () => {
     const table = new LockTable({ capacity: 4, failTimeout: 20 });
     const holder = puppet(table);
     const waiter = puppet(table);
     const h = await holder.do({ op: 'acquire', key: 'y', options: { hold: 40 } });
-    // The waiter judges the grant expired and stops before its CAS; the holder extends; the waiter
-    // takes the slot (PENDING) and stops before checking it.
+    // The waiter finds the grant expired, marks it RECLAIMING and stops before checking it.
     const waited = (
-      await waiter.stallAt(['reclaim:judged', 'reclaim:taken'], {
+      await waiter.stallAt('reclaim:marked', {
         op: 'acquire',
         key: 'y',
         options: { waitTimeout: 5000 },
       })
     ).reply;
-    assert.ok((await holder.do({ op: 'extend', lease: h.lease, ms: 60_000 })).ok);
+    // The mark does not stop the holder; its release drops it, and the reclaim then fails.
+    assert.ok((await holder.do({ op: 'release', lease: h.lease })).ok);
     waiter.resume();
-    await waiter.nextStall('reclaim:taken');
-    // The holder releases while its grant is PENDING under the waiter: it must wait, then release.
-    const released = holder.do({ op: 'release', lease: h.lease });
-    waiter.resume();
-    assert.ok((await released).ok, 'the holder lost a grant that was handed back');
     const w = await waited;
     assert.ok(w.ok);
     assert.equal(w.recovered, false, 'the waiter got the lock from the release, not by reclaim');
+  });
+
+  test('a holder that extends a marked grant keeps it', async () => {
+    const table = new LockTable({ capacity: 4, failTimeout: 20 });
+    const holder = puppet(table);
+    const waiter = puppet(table);
+    const h = await holder.do({ op: 'acquire', key: 'z', options: { hold: 40 } });
+    const waited = (
+      await waiter.stallAt('reclaim:marked', {
+        op: 'acquire',
+        key: 'z',
+        options: { waitTimeout: 400 },
+      })
+    ).reply;
+    assert.ok((await holder.do({ op: 'extend', lease: h.lease, ms: 60_000 })).ok);
+    waiter.resume();
+    assert.equal((await waited).code, 'ERR_LOCK_TIMEOUT');
+    assert.equal((await holder.do({ op: 'held', lease: h.lease })).held, true);
   });
 });
 
