@@ -543,13 +543,22 @@ export class Grants {
     const after = Atomics.load(slots, base + S_SLEEPERS);
     const one = (next & PARKED) !== 0 && !wakesAll(next);
     const woken = after > 0 ? Atomics.notify(slots, base + S_STATE, one ? 1 : Infinity) : 0;
-    if ((next & HANDOFF) !== 0) {
-      this.releaseSeq++;
-      // Nobody asleep woke and nobody spins: the announcement was stale. Free the slot rather
-      // than leave it to HANDOFF_PATIENCE_MS.
-      if (woken === 0 && (s & WAITING) === 0) {
-        Atomics.compareExchange(slots, base + S_STATE, next, next & ~(HANDOFF | FIELD | ANNOUNCE));
-      }
+    if ((next & HANDOFF) !== 0) this.releaseSeq++;
+    if (woken !== 0) return true;
+    // Nobody was asleep. A HANDOFF with nobody spinning either had a stale announcement: free the
+    // slot rather than leave it to HANDOFF_PATIENCE_MS. And PARKED with nobody asleep is stale
+    // (S_SLEEPERS counts a sleeper that died asleep): drop it, so the next release is a fast one.
+    let healed = next;
+    if ((next & HANDOFF) !== 0 && (s & WAITING) === 0) healed &= ~(HANDOFF | FIELD | ANNOUNCE);
+    healed &= ~PARKED;
+    if (healed === next) return true;
+    if (
+      Atomics.compareExchange(slots, base + S_STATE, next, healed) === next &&
+      (next & PARKED) !== 0 &&
+      Atomics.load(slots, base + S_SLEEPERS) > 0
+    ) {
+      // Someone may have started to sleep on `next` since our notify: wake them to look again.
+      Atomics.notify(slots, base + S_STATE);
     }
     return true;
   }

@@ -57,6 +57,9 @@
  *    while sleepers remain; one that clears it while someone sleeps wakes every sleeper, and each
  *    sets PARKED again before it sleeps again. The fast-path release CAS (EXCLUSIVE|me -> 0) can
  *    only succeed when PARKED is clear, that is, when no sleeper can be asleep on the word.
+ *  - S_SLEEPERS may be too high for good (a sleeper terminated asleep runs no finally). So it only
+ *    decides whether to notify; a release whose notify woke nobody clears PARKED (and wakes anyone
+ *    who got in since), so the key goes back to the fast path instead of paying for a dead sleeper.
  *  - Flags are hints that heal: a waiter that dies leaves WAITING set until the next grant
  *    clears it, and a HANDOFF that nobody claims is claimable by anyone after HANDOFF_PATIENCE_MS.
  *    A stale flag can cost time, never safety.
@@ -182,7 +185,10 @@ export function grantState(
  * releaser's next request - gets the lock next.
  */
 export function releaseState(s: number, mode: Mode, threadId: number, sleepers: number): number {
-  const parked = sleepers > 0 ? PARKED : 0;
+  // PARKED stays only if it is there: a sleeper sets it before it sleeps (and sets it again on a
+  // word that moved), so a word without it has nobody asleep on it. A sleeper that died asleep
+  // leaves S_SLEEPERS one too high for good; it must not keep PARKED (and the slow path) for good.
+  const parked = sleepers > 0 && (s & PARKED) !== 0 ? PARKED : 0;
   if (mode === 'shared') {
     const count = s & FIELD;
     if (count > 1) return s - 1;

@@ -341,3 +341,22 @@ describe('review regressions: binding mutex', () => {
     assert.equal(table.inspect('K2')!.holders[0]!.threadId, thief.threadId);
   });
 });
+
+describe('review regressions: sleepers that die', () => {
+  test('a sleeper terminated while asleep does not keep its key off the fast path', async () => {
+    const table = new LockTable({ capacity: 4 });
+    const lease = table.acquireSync('s');
+    const at = slotOf(table, 's') * SLOT_WORDS;
+    const sleeper = puppet(table);
+    void sleeper.do({ op: 'acquire', key: 's', options: { spinDelay: 0 } });
+    await waitFor(table.slots, at + S_SLEEPERS, (v) => v === 1);
+    // Terminated asleep: its count in S_SLEEPERS is never taken back (no finally runs).
+    await sleeper.stop();
+    assert.equal(Atomics.load(table.slots, at + S_SLEEPERS), 1);
+    lease.release();
+    // The release woke nobody, so nobody sleeps: the word must come back to plain FREE, and the
+    // next acquire and release must leave it there (the fast path, not a permanent slow one).
+    table.acquireSync('s').release();
+    assert.equal(Atomics.load(table.slots, at + S_STATE), 0);
+  });
+});
