@@ -1,32 +1,42 @@
 /**
  * The directory: which slot holds which key. Open addressing with linear probing over the slots.
  *
- * S_BIND of a slot is EMPTY (never used), VACANT (unbound; a probe goes on past it), BINDING
- * (a binder is writing a key into it) or BOUND. Lookups are lock-free: they read S_BIND, the hash
- * and the key units with plain reads and may see a slot mid-change, so a lookup only proposes a
- * slot. The authority is the caller's compare-exchange on S_STATE followed by a second key
- * compare: while the caller holds the slot, it cannot be evicted (only a FREE slot can), so a key
- * that still matches after the CAS is the key that the caller holds. That check has no ABA: it
- * compares the key itself, not a generation number.
+ * S_BIND of a slot is EMPTY (never used), VACANT (unbound; a probe goes on past it), BOUND, or one
+ * of three marks that name a thread: BINDING(t) (t is writing a key into it), REVOKED(t) (t was
+ * binding it when another thread stole the binding mutex: t may still write into it, so nobody uses
+ * it until t hands it back) and EVICTING(t) (t is unbinding it). Lookups are lock-free: they read
+ * S_BIND, the hash and the key units with plain reads and may see a slot mid-change, so a lookup
+ * only proposes a slot. The authority is the caller's compare-exchange on S_STATE followed by a
+ * second key compare: while the caller holds the slot, it cannot be evicted (only a FREE slot can),
+ * so a key that still matches after the CAS is the key that the caller holds. That check has no
+ * ABA: it compares the key itself, not a generation number.
  *
- * Binding a key (and evicting an idle key to make room) happens under the binding mutex, a word
- * in the header, so that two threads can never bind the same key to two slots. The mutex stamps a
- * deadline; a thread that finds it held past that deadline (its holder died, or stalled) steals
- * it. Stealing is safe because a binder publishes with a CAS BINDING(me) -> BOUND, and a thief
- * first turns every BINDING slot back into VACANT, so a stalled binder's publish fails (see
- * bindLockedKey). Dead holders therefore never wedge the table.
+ * Binding a key (and evicting an idle key to make room) happens under the binding mutex, a word in
+ * the header, so that two threads can never bind the same key to two slots. The mutex has a lease:
+ * its holder stamps a deadline, and names itself in H_BIND_DEADLINE_OWNER; a thread that finds the
+ * mutex held past a deadline stamped by its current holder steals it (never on an earlier holder's
+ * deadline). A robbed binder can still be running, so everything it does to a slot is made harmless:
+ *  - the thief's first act is to mark every BINDING(t) slot REVOKED(t). The robbed binder's publish
+ *    (a CAS BINDING(t) -> BOUND) then fails, it stops writing, and it hands the slot back (VACANT).
+ *    Until then its late key writes land in a slot that nobody reads or uses.
+ *  - an eviction marks the slot EVICTING(t) before it unbinds it, and finishes with CASes from that
+ *    mark, so a robbed evictor cannot unbind a slot that its thief has since bound to another key.
+ *    Anyone may finish an eviction whose state CAS is done (raise the token floor, then VACANT).
+ * So dead binders never wedge the table, and stalled ones never corrupt it. A binder's own window
+ * (from BINDING to its publish) is call-free, so it cannot die there (see slot-state.ts), and a
+ * REVOKED slot always comes back; releaseAllOwnedBy also frees the marks of a thread that exited.
  *
  * Where a key may go: a lookup stops at the first EMPTY slot of its probe sequence, so a key must
  * be bound at or before the first EMPTY slot of its own sequence. The binder takes the first
  * VACANT or EMPTY slot on the way; failing that, it evicts the first idle bound slot (FREE: no
- * holder, no handoff). A table is full only when every slot of the sequence is held.
+ * holder, no handoff). A table is full only when every slot of the sequence is held; a slot that a
+ * robbed binder or an evictor still has makes the binder wait (BIND_BUSY), not fail.
  */
 import { monotonicNow } from './clock.js';
-import { hashKey, homeSlot, keyEquals, writeKey } from './key.js';
+import { hashKey, homeSlot, keyEquals } from './key.js';
 import {
+  H_BIND_DEADLINE_OWNER,
   H_BIND_LOCK,
-  H_TOKEN_FLOOR_HI,
-  H_TOKEN_FLOOR_LO,
   HF_BIND_LOCK_DEADLINE,
   S_BIND,
   S_BIND_GEN,
@@ -37,28 +47,52 @@ import {
   S_STATE,
   S_TOKEN_HI,
   S_TOKEN_LO,
-  SF_DEADLINE,
-  SLOT_F64,
   SLOT_WORDS,
   type Views,
 } from './layout.js';
 import { isEvictable, UNBOUND } from './slot-state.js';
+import { testHooks } from './test-hooks.js';
 
 export const BIND_EMPTY = 0;
 export const BIND_VACANT = 1;
 export const BIND_BOUND = 2;
-/** BINDING is stored as BINDING_BASE + binder threadId, so a thief can tell whose bind it undoes. */
-export const BINDING_BASE = 16;
+/** The marks: kind << MARK_SHIFT | threadId (thread ids fit in 20 bits). */
+const MARK_SHIFT = 21;
+const MARK_BINDING = 1;
+const MARK_REVOKED = 2;
+const MARK_EVICTING = 3;
+
+/** S_BIND of a slot that thread `threadId` is binding. */
+export function bindingOf(threadId: number): number {
+  return (MARK_BINDING << MARK_SHIFT) | threadId;
+}
+
+/** S_BIND of a slot revoked from thread `threadId` (it was binding it when robbed of the mutex). */
+export function revokedOf(threadId: number): number {
+  return (MARK_REVOKED << MARK_SHIFT) | threadId;
+}
+
+/** S_BIND of a slot that thread `threadId` is evicting. */
+export function evictingOf(threadId: number): number {
+  return (MARK_EVICTING << MARK_SHIFT) | threadId;
+}
 
 /**
  * How long (ms) the binding mutex may be held before others may steal it. A binder does a bounded
  * scan of the table and a few stores; 100 ms is thousands of times that, so only a dead or badly
- * stalled binder is ever robbed, and a robbed binder is harmless (its publish CAS fails).
+ * stalled binder is ever robbed, and a robbed binder is harmless (see above).
  */
 export const BIND_LOCK_LEASE_MS = 100;
 
+/**
+ * How long (ms) a binder must see a slot stuck REVOKED (by the same thread) before it takes it back:
+ * a robbed binder hands its slot back within a few instructions of resuming, so one stuck this long
+ * has died before it could. Ten leases of the mutex.
+ */
+export const REVOKED_STUCK_MS = 10 * BIND_LOCK_LEASE_MS;
+
 /** Result of findOrBind besides a slot index (>= 0). */
-export const BIND_BUSY = -1; // the binding mutex is held by another thread: wait and retry
+export const BIND_BUSY = -1; // the mutex, or a slot the key needs, is another thread's: wait, retry
 export const BIND_FULL = -2; // every slot the key could use is held
 
 export class Directory {
@@ -66,12 +100,17 @@ export class Directory {
   readonly #capacity: number;
   readonly #maxKeyLength: number;
   readonly #threadId: number;
+  /** The key being bound, copied here before the bind window (which then copies it with one set). */
+  readonly #scratch: Uint16Array;
+  /** REVOKED slots this thread has seen, with the value and since when (see REVOKED_STUCK_MS). */
+  readonly #revokedSeen = new Map<number, { bind: number; since: number }>();
 
   constructor(views: Views, threadId: number) {
     this.#v = views;
     this.#capacity = views.geometry.capacity;
     this.#maxKeyLength = views.geometry.maxKeyLength;
     this.#threadId = threadId;
+    this.#scratch = new Uint16Array(views.geometry.maxKeyLength);
   }
 
   /** The slot bound to `key`, or -1. Lock-free; a hint until the caller's CAS and re-check. */
@@ -109,8 +148,8 @@ export class Directory {
   }
 
   /**
-   * The slot of `key`, binding it if needed: a slot index, BIND_BUSY (the mutex is held by
-   * another live thread: wait on H_BIND_LOCK and retry) or BIND_FULL. Never blocks.
+   * The slot of `key`, binding it if needed: a slot index, BIND_BUSY (the mutex, or a slot the key
+   * needs, is another thread's for now: wait and retry) or BIND_FULL. Never blocks.
    */
   findOrBind(key: string): number {
     const hash = hashKey(key);
@@ -129,55 +168,97 @@ export class Directory {
     return Atomics.load(this.#v.header, H_BIND_LOCK);
   }
 
-  /** Releases the binding mutex if `threadId` holds it (that thread is dead): see releaseAllOwnedBy. */
-  releaseBindLockOf(threadId: number): void {
-    const header = this.#v.header;
-    if (
-      Atomics.compareExchange(header, H_BIND_LOCK, threadId + 1, this.#threadId + 1) ===
-      threadId + 1
-    ) {
+  /**
+   * Frees what the binding mutex and the slots' marks hold for `threadId`, a thread that has exited
+   * (releaseAllOwnedBy): the mutex itself, and its BINDING, REVOKED and EVICTING slots.
+   */
+  releaseBindingsOf(threadId: number): void {
+    if (this.#takeBindLock(threadId + 1, monotonicNow() + BIND_LOCK_LEASE_MS)) {
       this.#sweepBindings();
       this.#unlockBind();
+    }
+    const slots = this.#v.slots;
+    for (let i = 0; i < this.#capacity; i++) {
+      const at = i * SLOT_WORDS + S_BIND;
+      const bind = Atomics.load(slots, at);
+      if (bind === bindingOf(threadId) || bind === revokedOf(threadId)) {
+        Atomics.compareExchange(slots, at, bind, BIND_VACANT);
+      } else if (bind === evictingOf(threadId)) {
+        this.#finishEviction(i, bind);
+      }
     }
   }
 
   #tryLockBind(): boolean {
     const header = this.#v.header;
     const me = this.#threadId + 1;
-    for (;;) {
-      const owner = Atomics.compareExchange(header, H_BIND_LOCK, 0, me);
-      if (owner === 0) {
-        this.#v.headerF64[HF_BIND_LOCK_DEADLINE] = monotonicNow() + BIND_LOCK_LEASE_MS;
-        return true;
-      }
-      // RACE: the deadline read may belong to an earlier holder; the CAS below names the owner we
-      // saw, and a robbed binder cannot publish (see #sweepBindings), so an early steal is safe.
-      if (monotonicNow() <= this.#v.headerF64[HF_BIND_LOCK_DEADLINE]!) return false;
-      if (Atomics.compareExchange(header, H_BIND_LOCK, owner, me) === owner) {
-        this.#v.headerF64[HF_BIND_LOCK_DEADLINE] = monotonicNow() + BIND_LOCK_LEASE_MS;
-        this.#sweepBindings();
-        return true;
-      }
+    const deadline = monotonicNow() + BIND_LOCK_LEASE_MS;
+    const owner = Atomics.compareExchange(header, H_BIND_LOCK, 0, me);
+    if (owner === 0) {
+      testHooks.stall?.('bind:locked');
+      // PLAIN: the stamp follows the CAS with no call between, so no holder is left unstamped
+      // (and so unstealable). Deadline first, then the name (a thief reads them the other way).
+      this.#v.headerF64[HF_BIND_LOCK_DEADLINE] = deadline;
+      header[H_BIND_DEADLINE_OWNER] = me;
+      return true;
     }
+    // Steal only on a deadline that the current owner stamped: before its stamp, the deadline is
+    // an earlier holder's. The owner names itself after writing the deadline, so a deadline read
+    // between two reads of the same name is that owner's. (The owner may have let go and taken the
+    // mutex again in between: then the steal is early, which costs that binder a retry, no more;
+    // a robbed binder is harmless.)
+    if (Atomics.load(header, H_BIND_DEADLINE_OWNER) !== owner) return false;
+    const until = this.#v.headerF64[HF_BIND_LOCK_DEADLINE]!;
+    if (Atomics.load(header, H_BIND_DEADLINE_OWNER) !== owner) return false;
+    if (monotonicNow() <= until) return false;
+    if (!this.#takeBindLock(owner, deadline)) return false;
+    this.#sweepBindings();
+    return true;
+  }
+
+  /** CAS the mutex from `owner` to us, then stamp it (as #tryLockBind does). */
+  #takeBindLock(owner: number, deadline: number): boolean {
+    const header = this.#v.header;
+    const me = this.#threadId + 1;
+    if (Atomics.compareExchange(header, H_BIND_LOCK, owner, me) !== owner) return false;
+    // PLAIN, as in #tryLockBind.
+    this.#v.headerF64[HF_BIND_LOCK_DEADLINE] = deadline;
+    header[H_BIND_DEADLINE_OWNER] = me;
+    return true;
   }
 
   #unlockBind(): void {
-    // A CAS, not a store: if a thief took the mutex from us, it is the thief's to release.
-    if (
-      Atomics.compareExchange(this.#v.header, H_BIND_LOCK, this.#threadId + 1, 0) ===
-      this.#threadId + 1
-    ) {
-      Atomics.notify(this.#v.header, H_BIND_LOCK);
+    const header = this.#v.header;
+    const me = this.#threadId + 1;
+    // CASes, not stores: if a thief took the mutex from us, it is the thief's to release. The
+    // mutex first: a holder stopped in between leaves a stale name, which the next holder's stamp
+    // replaces (a stale name can only make a thief steal early, which is harmless).
+    if (Atomics.compareExchange(header, H_BIND_LOCK, me, 0) === me) {
+      Atomics.notify(header, H_BIND_LOCK);
     }
+    Atomics.compareExchange(header, H_BIND_DEADLINE_OWNER, me, 0);
   }
 
-  /** After a steal: undo binds that the previous holder left half done. */
+  /** True once this thread has seen `slot` REVOKED with the same value for REVOKED_STUCK_MS. */
+  #revokedStuck(slot: number, bind: number): boolean {
+    const now = monotonicNow();
+    const seen = this.#revokedSeen.get(slot);
+    if (seen === undefined || seen.bind !== bind) {
+      this.#revokedSeen.set(slot, { bind, since: now });
+      return false;
+    }
+    return now - seen.since >= REVOKED_STUCK_MS;
+  }
+
+  /** After a steal: revoke the binds that the previous holder may still be writing. */
   #sweepBindings(): void {
     const slots = this.#v.slots;
     for (let i = 0; i < this.#capacity; i++) {
       const at = i * SLOT_WORDS + S_BIND;
       const bind = Atomics.load(slots, at);
-      if (bind >= BINDING_BASE) Atomics.compareExchange(slots, at, bind, BIND_VACANT);
+      if (bind >>> MARK_SHIFT === MARK_BINDING) {
+        Atomics.compareExchange(slots, at, bind, revokedOf(bind & ((1 << MARK_SHIFT) - 1)));
+      }
     }
   }
 
@@ -186,6 +267,7 @@ export class Directory {
     const cap = this.#capacity;
     let target = -1;
     let evictable = -1;
+    let busy = false;
     let i = homeSlot(hash, cap);
     for (let probe = 0; probe < cap; probe++) {
       const base = i * SLOT_WORDS;
@@ -196,6 +278,17 @@ export class Directory {
       } else if (bind === BIND_EMPTY || bind === BIND_VACANT) {
         if (target < 0) target = i;
         if (bind === BIND_EMPTY) break; // the key cannot live past the first EMPTY slot
+      } else if (bind >>> MARK_SHIFT === MARK_EVICTING) {
+        // Another thread's eviction (its state CAS is done): finish it, and take the slot.
+        if (this.#finishEviction(i, bind) && target < 0) target = i;
+        else busy = true;
+      } else if (bind >>> MARK_SHIFT === MARK_REVOKED && this.#revokedStuck(i, bind)) {
+        // A robbed binder that has not handed its slot back for REVOKED_STUCK_MS: it is dead.
+        if (Atomics.compareExchange(slots, base + S_BIND, bind, BIND_VACANT) === bind) {
+          if (target < 0) target = i;
+        } else busy = true;
+      } else {
+        busy = true; // BINDING or REVOKED: a robbed binder's, back soon
       }
       if (++i === cap) i = 0;
     }
@@ -206,20 +299,40 @@ export class Directory {
         if (Atomics.load(slots, j * SLOT_WORDS + S_BIND) === BIND_BOUND && this.#evict(j))
           target = j;
       }
-      if (target < 0) return BIND_FULL;
+      if (target < 0) return busy ? BIND_BUSY : BIND_FULL;
     }
     return this.#publish(target, key, hash) ? target : BIND_BUSY;
   }
 
-  /** FREE -> UNBOUND, then VACANT. Sleepers on the slot are woken to look the key up again. */
+  /**
+   * FREE -> UNBOUND by CAS, then the slot marked EVICTING(me) with a plain store (nobody else
+   * writes S_BIND of a BOUND slot whose state is UNBOUND), then the token floor and VACANT. The
+   * rest is CASes from the mark, so a robbed evictor cannot unbind a slot that someone else has
+   * since bound again; and anyone may finish an EVICTING slot (its state is UNBOUND already).
+   */
   #evict(slot: number): boolean {
     const slots = this.#v.slots;
     const base = slot * SLOT_WORDS;
     const s = Atomics.load(slots, base + S_STATE);
-    if (!isEvictable(s) || Atomics.compareExchange(slots, base + S_STATE, s, UNBOUND) !== s)
-      return false;
+    if (!isEvictable(s)) return false;
+    const mark = evictingOf(this.#threadId);
+    if (Atomics.compareExchange(slots, base + S_STATE, s, UNBOUND) !== s) return false;
+    slots[base + S_BIND] = mark; // PLAIN: straight after the CAS
+    testHooks.stall?.('evict:unbound');
+    return this.#finishEviction(slot, mark);
+  }
+
+  /**
+   * The rest of an eviction whose state CAS is done (anyone may run it, more than once): the token
+   * floor goes up to the slot's last token, then the mark becomes VACANT and sleepers wake to look
+   * their key up again. True when this call made it VACANT.
+   */
+  #finishEviction(slot: number, mark: number): boolean {
+    const slots = this.#v.slots;
+    const base = slot * SLOT_WORDS;
+    // The slot is UNBOUND, so its token no longer moves.
     this.#raiseTokenFloor(slots[base + S_TOKEN_LO]!, slots[base + S_TOKEN_HI]!);
-    Atomics.store(slots, base + S_BIND, BIND_VACANT);
+    if (Atomics.compareExchange(slots, base + S_BIND, mark, BIND_VACANT) !== mark) return false;
     if (Atomics.load(slots, base + S_SLEEPERS) > 0) Atomics.notify(slots, base + S_STATE);
     return true;
   }
@@ -237,41 +350,56 @@ export class Directory {
     }
   }
 
-  /** Writes the key into an UNBOUND slot and makes it FREE. False if a thief undid our bind. */
+  /**
+   * Writes the key into an EMPTY or VACANT slot and makes it BOUND and FREE. False if the slot was
+   * taken meanwhile or our bind was revoked (the mutex was stolen from us): then we hand it back.
+   */
   #publish(slot: number, key: string, hash: number): boolean {
     const slots = this.#v.slots;
     const base = slot * SLOT_WORDS;
-    const binding = BINDING_BASE + this.#threadId;
+    const me = this.#threadId + 1;
+    const binding = bindingOf(this.#threadId);
+    const revoked = revokedOf(this.#threadId);
+    // Everything the window writes is made before it: the key's units, and the floor (one 64-bit
+    // read, so never half of a floor that a concurrent raise is moving).
+    const scratch = this.#scratch;
+    for (let k = 0; k < key.length; k++) scratch[k] = key.charCodeAt(k);
+    const floor = Atomics.load(this.#v.tokenFloor64, 0);
+    const floorLo = Number(BigInt.asIntN(32, floor));
+    const floorHi = Number(BigInt.asIntN(32, floor >> 32n));
+    const units = scratch.subarray(0, key.length);
     const prior = Atomics.load(slots, base + S_BIND);
-    if (
-      prior >= BINDING_BASE ||
-      Atomics.compareExchange(slots, base + S_BIND, prior, binding) !== prior
-    ) {
-      return false;
-    }
+    if (prior !== BIND_EMPTY && prior !== BIND_VACANT) return false;
+    if (Atomics.compareExchange(slots, base + S_BIND, prior, binding) !== prior) return false;
+    // From here to the publish CAS the slot is ours (BINDING). If we stop, a thief revokes it, and
+    // it comes back once seen stuck (#revokedStuck); if we are only slow, our writes land in a slot
+    // nobody uses until we hand it back.
+    testHooks.stall?.('bind:binding');
     slots[base + S_HASH] = hash;
     slots[base + S_KEY_LENGTH] = key.length;
-    writeKey(this.#v.keys, slot * this.#maxKeyLength, key);
-    const header = this.#v.header;
-    slots[base + S_TOKEN_LO] = header[H_TOKEN_FLOOR_LO]!;
-    slots[base + S_TOKEN_HI] = header[H_TOKEN_FLOOR_HI]!;
-    const f64 = slot * SLOT_F64;
-    this.#v.slotsF64[f64 + SF_DEADLINE] = NaN;
+    this.#v.keys.set(units, slot * this.#maxKeyLength);
+    slots[base + S_TOKEN_LO] = floorLo;
+    slots[base + S_TOKEN_HI] = floorHi;
+    // The 64-bit bind generation (slot-cache.ts): the low half, and its carry into the high half.
     const genLo = (slots[base + S_BIND_GEN]! + 1) | 0;
     slots[base + S_BIND_GEN] = genLo;
     if (genLo === 0) slots[base + S_BIND_GEN_HI] = (slots[base + S_BIND_GEN_HI]! + 1) | 0;
-    // RACE: a thief that stole the mutex sweeps BINDING slots only after its steal. If it stole
-    // before this check, we stop here; if after, its sweep either undoes our BINDING (and the CAS
+    // RACE: a thief that stole the mutex revokes BINDING slots only after its steal. If it stole
+    // before this check, we stop here; if after, its sweep either revokes our BINDING (and the CAS
     // below fails) or comes after our publish, and its own search then finds this binding.
-    if (Atomics.load(header, H_BIND_LOCK) !== this.#threadId + 1) {
-      Atomics.compareExchange(slots, base + S_BIND, binding, BIND_VACANT);
-      return false;
-    }
     // ORDER: the key and token words above are plain stores; this CAS and the store of S_STATE
     // after it publish them to any thread that later wins a CAS on S_STATE.
-    if (Atomics.compareExchange(slots, base + S_BIND, binding, BIND_BOUND) !== binding)
-      return false;
-    Atomics.store(slots, base + S_STATE, 0);
-    return true;
+    if (
+      Atomics.load(this.#v.header, H_BIND_LOCK) === me &&
+      Atomics.compareExchange(slots, base + S_BIND, binding, BIND_BOUND) === binding
+    ) {
+      // PLAIN, straight after the CAS: nobody else writes an UNBOUND state word.
+      slots[base + S_STATE] = 0;
+      return true;
+    }
+    // Robbed: done writing, so hand the slot back, revoked or not.
+    if (Atomics.compareExchange(slots, base + S_BIND, binding, BIND_VACANT) !== binding)
+      Atomics.compareExchange(slots, base + S_BIND, revoked, BIND_VACANT);
+    return false;
   }
 }

@@ -2,22 +2,36 @@
  * Grants: the operations of the slot state machine (slot-state.ts) on shared memory - grant,
  * stamp, release, extend, reclaim and forced release - for one thread. Plain results, no throws:
  * the public table turns results into leases and errors.
+ *
+ * Each operation is a call that changes shared state (a CAS, an add), followed by plain stores
+ * that nothing can cut short (see "Threads that die, and threads that stall" in slot-state.ts).
+ * Comments marked PLAIN point at such stretches: they must stay free of calls, helpers included.
  */
 import { monotonicNow } from './clock.js';
 import {
+  CELL_DEADLINE_SHIFT,
+  CELL_PARITY_SHIFT,
+  R_STATE,
+  R_TOKEN_HI,
+  R_TOKEN_LO,
   RECORD_ACTIVE,
   RECORD_CLAIMED,
+  RECORD_EXTENDING,
+  RECORD_F64,
+  RECORD_FREE,
+  RECORD_KIND,
+  RECORD_RELEASING,
+  RECORD_WORDS,
+  RF_DEADLINE,
   S_SLEEPERS,
-  S_STAMP,
   S_STATE,
   S_TOKEN_HI,
   S_TOKEN_LO,
-  SF_DEADLINE,
-  SLOT_F64,
   SLOT_WORDS,
   type Views,
 } from './layout.js';
-import type { Records } from './records.js';
+import { nextRecordWord, type Records, stuckMs } from './records.js';
+import { testHooks } from './test-hooks.js';
 import {
   ANNOUNCE,
   EXCLUSIVE,
@@ -28,6 +42,7 @@ import {
   type Mode,
   PARITY,
   PARKED,
+  RECLAIMING,
   releaseState,
   UNBOUND,
   WAITING,
@@ -47,12 +62,42 @@ export const BUSY = 0;
 export const UNBOUND_SLOT = -1;
 export const NO_RECORD = -2;
 
+const PARITY_SHIFT = BigInt(CELL_PARITY_SHIFT);
+const DEADLINE_SHIFT = BigInt(CELL_DEADLINE_SHIFT);
+const OWNER_MASK = (1n << PARITY_SHIFT) - 1n;
+
+/** The holder named in a deadline cell (-1 for an empty cell). */
+function cellOwner(cell: bigint): number {
+  return Number(cell & OWNER_MASK) - 1;
+}
+
+/** The parity in a deadline cell, as the state word's PARITY bit. */
+function cellParity(cell: bigint): number {
+  return ((cell >> PARITY_SHIFT) & 1n) === 1n ? PARITY : 0;
+}
+
+/** The deadline (whole monotonic ms) in a deadline cell. */
+function cellDeadline(cell: bigint): number {
+  return Number(cell >> DEADLINE_SHIFT);
+}
+
+/** The identity of an exclusive finite grant in a state word: holder, FINITE, PARITY. */
+const GRANT_ID = EXCLUSIVE | FIELD | FINITE | PARITY;
+
 export class Grants {
   readonly #v: Views;
   readonly #slots: Int32Array;
-  readonly #f64: Float64Array;
+  readonly #cells: BigInt64Array;
   readonly #records: Records;
+  /** The records' words: the shared steps write them with plain stores. */
+  readonly #recs: Int32Array;
+  readonly #tokens64: BigInt64Array;
+  /** A 64-bit token split into its halves with plain reads: store it, read two words. */
+  readonly #split64 = new BigInt64Array(1);
+  readonly #split32 = new Int32Array(this.#split64.buffer);
   readonly threadId: number;
+  /** This thread's id as it appears at the bottom of a deadline cell. */
+  readonly #cellOwner: bigint;
   /** Incremented each time this thread releases into HANDOFF (see WaiterView). */
   releaseSeq = 0;
 
@@ -64,20 +109,40 @@ export class Grants {
   deadline = Infinity;
   /** The state seen by the last failed attempt: what a sleeper waits on. */
   seen = 0;
-  /** Set by reclaimableIn: the holder was unstamped (exclusive) or unbacked by records (shared). */
-  unknownHolder = false;
 
-  constructor(views: Views, records: Records, threadId: number) {
+  /** The table's failTimeout as this handle sees it: for collecting what dead threads left. */
+  readonly #failTimeout: number;
+
+  constructor(views: Views, records: Records, threadId: number, failTimeout: number) {
+    this.#failTimeout = failTimeout;
     this.#v = views;
     this.#slots = views.slots;
-    this.#f64 = views.slotsF64;
+    this.#cells = views.slotCells;
     this.#records = records;
+    this.#recs = views.records;
+    this.#tokens64 = views.slots64;
     this.threadId = threadId;
+    this.#cellOwner = BigInt(threadId + 1);
+  }
+
+  /** @internal For tests: the record count, a record's word and its slot. */
+  get recordCount(): number {
+    return this.#records.count;
+  }
+  /** @internal */
+  recordWord(r: number): number {
+    return this.#records.word(r);
+  }
+  /** @internal */
+  recordSlot(r: number): number {
+    return this.#records.slot(r);
   }
 
   state(slot: number): number {
     return Atomics.load(this.#slots, slot * SLOT_WORDS + S_STATE);
   }
+
+  // ---- exclusive grants -----------------------------------------------------------------------
 
   /**
    * One attempt to grant `slot` in `mode` (a CAS loop only while flags change under us).
@@ -85,25 +150,27 @@ export class Grants {
    * UNBOUND_SLOT: the slot is being rebound, look the key up again; NO_RECORD: shared records full.
    */
   attempt(slot: number, mode: Mode, hold: number, waiter: WaiterView | undefined): number {
+    if (mode === 'shared') return this.#attemptShared(slot, hold, waiter);
     const slots = this.#slots;
     const at = slot * SLOT_WORDS + S_STATE;
     const tid = this.threadId;
-    if (mode === 'exclusive') {
-      for (;;) {
-        const s = Atomics.load(slots, at);
-        let next = grantState(s, 'exclusive', tid, waiter);
-        if (next < 0) {
-          this.seen = s;
-          return (s & UNBOUND) !== 0 ? UNBOUND_SLOT : BUSY;
-        }
-        if (hold !== Infinity) next |= FINITE | this.#nextParity(slot);
+    const deadline = hold === Infinity ? Infinity : Math.ceil(monotonicNow() + hold);
+    for (;;) {
+      const s = Atomics.load(slots, at);
+      const next = grantState(s, 'exclusive', tid, waiter);
+      if (next < 0) {
+        this.seen = s;
+        return (s & UNBOUND) !== 0 ? UNBOUND_SLOT : BUSY;
+      }
+      if (hold === Infinity) {
         if (Atomics.compareExchange(slots, at, s, next) === s) {
-          this.#stampExclusive(slot, next, hold);
+          this.#stampInfinite(slot, next);
           return GRANTED;
         }
+      } else if (this.#grantFinite(slot, s, next, deadline)) {
+        return GRANTED;
       }
     }
-    return this.#attemptShared(slot, hold, waiter);
   }
 
   /**
@@ -156,23 +223,60 @@ export class Grants {
     return false;
   }
 
+  /** A finite hold's uncontended grant, out of line: the clock read, then #grantFinite from FREE. */
   #fastExclusiveFinite(slot: number, hold: number): boolean {
-    const next = EXCLUSIVE | this.threadId | FINITE | this.#nextParity(slot);
-    if (Atomics.compareExchange(this.#slots, slot * SLOT_WORDS + S_STATE, 0, next) !== 0)
-      return false;
-    this.#stampExclusive(slot, next, hold);
-    return true;
-  }
-
-  #nextParity(slot: number): number {
-    return Atomics.load(this.#slots, slot * SLOT_WORDS + S_STAMP) === PARITY ? 0 : PARITY;
+    return this.#grantFinite(slot, 0, EXCLUSIVE | this.threadId, Math.ceil(monotonicNow() + hold));
   }
 
   /**
-   * Right after the grant CAS, in straight-line code (a terminate() lands only at function entries
-   * and loop back-edges): a new token, and for a finite hold the deadline, then the stamp parity.
+   * The parity for a new stamp by this thread on `slot`: the other one if the cell is already ours
+   * (from an earlier grant or extend of this thread), so the cell we leave behind cannot pass for
+   * the new grant's. Only this thread writes cells that name it.
    */
-  #stampExclusive(slot: number, state: number, hold: number): void {
+  #parityFor(slot: number): number {
+    const cell = this.#cells[slot]!;
+    return cellOwner(cell) === this.threadId && cellParity(cell) === 0 ? PARITY : 0;
+  }
+
+  /** The deadline cell of this thread for `deadline` (whole ms) and `parity`. */
+  #cell(deadline: number, parity: number): bigint {
+    return (
+      (BigInt(deadline) << DEADLINE_SHIFT) |
+      (parity !== 0 ? 1n << PARITY_SHIFT : 0n) |
+      this.#cellOwner
+    );
+  }
+
+  /**
+   * A finite exclusive grant: one CAS from `s` to `next` with FINITE and a fresh parity, then the
+   * token and the deadline cell with plain stores. Until the cell names us with that parity,
+   * waiters see the old cell and look again: we are not reclaimable before our deadline is in it.
+   */
+  #grantFinite(slot: number, s: number, next: number, deadline: number): boolean {
+    const slots = this.#slots;
+    const base = slot * SLOT_WORDS;
+    const parity = this.#parityFor(slot);
+    const cell = this.#cell(deadline, parity);
+    const state = next | FINITE | parity;
+    if (Atomics.compareExchange(slots, base + S_STATE, s, state) !== s) return false;
+    testHooks.stall?.('grant:window');
+    // PLAIN from the CAS to the end.
+    const lo = (slots[base + S_TOKEN_LO]! + 1) | 0;
+    let hi = slots[base + S_TOKEN_HI]!;
+    if (lo === 0) hi = (hi + 1) | 0;
+    slots[base + S_TOKEN_LO] = lo;
+    slots[base + S_TOKEN_HI] = hi;
+    this.#cells[slot] = cell;
+    this.tokenLo = lo;
+    this.tokenHi = hi;
+    this.stateWord = state;
+    this.record = -1;
+    this.deadline = deadline;
+    return true;
+  }
+
+  /** Right after an infinite exclusive grant's CAS: a new token (we hold the slot alone). */
+  #stampInfinite(slot: number, state: number): void {
     const slots = this.#slots;
     const base = slot * SLOT_WORDS;
     const lo = (slots[base + S_TOKEN_LO]! + 1) | 0;
@@ -184,61 +288,7 @@ export class Grants {
     this.tokenHi = hi;
     this.stateWord = state;
     this.record = -1;
-    if (hold === Infinity) {
-      this.deadline = Infinity;
-    } else {
-      const deadline = monotonicNow() + hold;
-      this.#f64[slot * SLOT_F64 + SF_DEADLINE] = deadline;
-      // ORDER: the deadline store is published by this store; waiters read S_STAMP first.
-      Atomics.store(slots, base + S_STAMP, state & PARITY);
-      this.deadline = deadline;
-    }
-  }
-
-  #attemptShared(slot: number, hold: number, waiter: WaiterView | undefined): number {
-    const slots = this.#slots;
-    const at = slot * SLOT_WORDS + S_STATE;
-    let s = Atomics.load(slots, at);
-    let next = grantState(s, 'shared', this.threadId, waiter);
-    if (next < 0) {
-      this.seen = s;
-      return (s & UNBOUND) !== 0 ? UNBOUND_SLOT : BUSY;
-    }
-    const deadline = hold === Infinity ? Infinity : monotonicNow() + hold;
-    // The record (with its deadline) exists before the count that it backs: see records.ts.
-    const record = this.#records.claim(slot, this.threadId, deadline);
-    if (record < 0) return NO_RECORD;
-    for (;;) {
-      if (Atomics.compareExchange(slots, at, s, next) === s) break;
-      s = Atomics.load(slots, at);
-      next = grantState(s, 'shared', this.threadId, waiter);
-      if (next < 0) {
-        this.#records.unclaim(record);
-        this.seen = s;
-        return (s & UNBOUND) !== 0 ? UNBOUND_SLOT : BUSY;
-      }
-    }
-    this.#stampShared(slot, record, deadline);
-    this.stateWord = next;
-    return GRANTED;
-  }
-
-  /** Shared grants run concurrently, so the 64-bit token is incremented with a 64-bit CAS. */
-  #stampShared(slot: number, record: number, deadline: number): void {
-    const t64 = this.#v.slots64;
-    const at = (slot * SLOT_WORDS + S_TOKEN_LO) / 2;
-    let cur = Atomics.load(t64, at);
-    for (;;) {
-      const seen = Atomics.compareExchange(t64, at, cur, cur + 1n);
-      if (seen === cur) break;
-      cur = seen;
-    }
-    const token = cur + 1n;
-    this.tokenLo = Number(BigInt.asIntN(32, token));
-    this.tokenHi = Number(BigInt.asIntN(32, token >> 32n));
-    this.#records.activate(record, this.tokenLo, this.tokenHi);
-    this.record = record;
-    this.deadline = deadline;
+    this.deadline = Infinity;
   }
 
   /** Is the lease (exclusive: by state and token; shared: by its record) still the holder? */
@@ -252,10 +302,6 @@ export class Grants {
     );
   }
 
-  holdsShared(slot: number, record: number, tokenLo: number, tokenHi: number): boolean {
-    return this.#records.isActive(record, slot, this.threadId, tokenLo, tokenHi);
-  }
-
   /**
    * Releases an exclusive grant. `expected` is the state the lease last wrote; the fast path is
    * one CAS back to FREE. Returns false when the lease is stale (the lock is someone else's).
@@ -267,8 +313,8 @@ export class Grants {
     // the slot (after a reclaim) with the same state word, but never with the same token.
     if (slots[base + S_TOKEN_LO] !== tokenLo || slots[base + S_TOKEN_HI] !== tokenHi) return false;
     // The fast path may only CAS from a word without flags: one with PARKED means sleepers, and
-    // freeing it without a notify would strand them.
-    const bare = expected & (EXCLUSIVE | FIELD | FINITE | PARITY);
+    // freeing it without a notify would strand them. (A RECLAIMING mark is a flag too.)
+    const bare = expected & GRANT_ID;
     if (Atomics.compareExchange(slots, base + S_STATE, bare, 0) === bare) return true;
     return this.#releaseExclusiveSlow(slot);
   }
@@ -285,29 +331,254 @@ export class Grants {
     }
   }
 
-  /** Releases a shared grant; false when its record was taken by a reclaim or forced release. */
-  releaseShared(slot: number, record: number, tokenLo: number, tokenHi: number): boolean {
-    if (!this.#records.isActive(record, slot, this.threadId, tokenLo, tokenHi)) return false;
-    if (!this.#records.free(record)) return false;
-    this.dropShared(slot, 1);
+  /**
+   * Pushes an exclusive grant's deadline to now + ms. One CAS on the state word (which flips the
+   * parity, sets or clears FINITE, and drops any RECLAIMING mark: a reclaim under way then fails),
+   * then the new cell with a plain store. Returns the lease's new state word, or -1 when stale.
+   */
+  extendExclusive(slot: number, tokenLo: number, tokenHi: number, ms: number): number {
+    const slots = this.#slots;
+    const base = slot * SLOT_WORDS;
+    const at = base + S_STATE;
+    const mine = EXCLUSIVE | this.threadId;
+    const deadline = ms === Infinity ? Infinity : Math.ceil(monotonicNow() + ms);
+    for (;;) {
+      const s = Atomics.load(slots, at);
+      if ((s & (EXCLUSIVE | FIELD)) !== mine) return -1;
+      if (slots[base + S_TOKEN_LO] !== tokenLo || slots[base + S_TOKEN_HI] !== tokenHi) return -1;
+      if (ms === Infinity) {
+        const next = s & ~(FINITE | PARITY | RECLAIMING);
+        if (Atomics.compareExchange(slots, at, s, next) !== s) continue;
+        this.deadline = Infinity;
+        return next;
+      }
+      // A new parity: the other one if finite already, else one our old cell cannot pass for.
+      const parity = (s & FINITE) !== 0 ? (s & PARITY) ^ PARITY : this.#parityFor(slot);
+      const cell = this.#cell(deadline, parity);
+      const next = (s & ~(PARITY | RECLAIMING)) | FINITE | parity;
+      if (Atomics.compareExchange(slots, at, s, next) !== s) continue;
+      testHooks.stall?.('extend:published');
+      // PLAIN: until this store, waiters see the old cell under the new parity, and look again.
+      this.#cells[slot] = cell;
+      this.deadline = deadline;
+      return next;
+    }
+  }
+
+  // ---- shared grants --------------------------------------------------------------------------
+
+  /**
+   * A shared grant: claim a record (with its deadline), one grant CAS, then the record's steps
+   * (see records.ts) with plain stores, the token in between.
+   */
+  #attemptShared(slot: number, hold: number, waiter: WaiterView | undefined): number {
+    const slots = this.#slots;
+    const at = slot * SLOT_WORDS + S_STATE;
+    const records = this.#records;
+    const recs = this.#recs;
+    const deadline = hold === Infinity ? Infinity : monotonicNow() + hold;
+    for (;;) {
+      const s = Atomics.load(slots, at);
+      const next = grantState(s, 'shared', this.threadId, waiter);
+      if (next < 0) {
+        this.seen = s;
+        return (s & UNBOUND) !== 0 ? UNBOUND_SLOT : BUSY;
+      }
+      // The record (with its deadline) exists before the count that it backs: see records.ts.
+      const record = this.#claim(slot, deadline);
+      if (record < 0) {
+        this.seen = s;
+        return record === -1 ? NO_RECORD : BUSY;
+      }
+      const rs = record * RECORD_WORDS + R_STATE;
+      const claimed = records.claimed;
+      if (Atomics.compareExchange(slots, at, s, next) !== s) {
+        if (recs[rs] === claimed) recs[rs] = records.claimedThenFree; // PLAIN
+        continue;
+      }
+      // PLAIN: JOINED straight after the grant CAS, so the record says that the count is there.
+      if (recs[rs] === claimed) {
+        recs[rs] = records.claimedThenJoined;
+        if (this.#activate(slot, record, deadline)) return GRANTED;
+      } else {
+        // Taken over while we were stopped before our CAS: the count we added is unbacked.
+        this.#dropUnbacked(slot);
+      }
+    }
+  }
+
+  /**
+   * Claims a record for a shared grant on `slot`. When none is free, first takes back what dead
+   * threads left: records stuck in a window (records.ts) and leases past their deadline +
+   * failTimeout. -1: every record is held; -2: none free yet, but some may come back soon (records
+   * in a window not yet seen stuck for long enough): wait and try again.
+   */
+  #claim(slot: number, deadline: number): number {
+    const records = this.#records;
+    const record = records.claim(slot, this.threadId, deadline);
+    if (record >= 0) return record;
+    const failTimeout = this.#failTimeout;
+    if (failTimeout === Infinity) return -1;
+    const now = monotonicNow();
+    const stuck = stuckMs(failTimeout);
+    let collected = 0;
+    let pending = false;
+    for (let r = 0; r < records.count; r++) {
+      const w = records.word(r);
+      const kind = w & RECORD_KIND;
+      if (kind === RECORD_FREE) continue;
+      if (kind === RECORD_ACTIVE) {
+        if (!(records.deadlineOf(r, w) + failTimeout < now)) continue;
+      } else if (kind === RECORD_EXTENDING || !records.seenStuck(r, w, now, stuck)) {
+        pending = true;
+        continue;
+      }
+      const other = records.slot(r);
+      const before = this.#takeOver(other, r, w);
+      if (before < 0) continue;
+      collected++;
+      if ((before & FIELD) === 1) this.#settleFree(other, before - 1);
+    }
+    if (collected > 0) {
+      const again = records.claim(slot, this.threadId, deadline);
+      if (again >= 0) return again;
+    }
+    return pending || collected > 0 ? -2 : -1;
+  }
+
+  /**
+   * After a shared grant, `record` JOINED (the last claim's): the token, then ACTIVE. False if the
+   * record was taken over while we were stopped (the taker took our count off).
+   */
+  #activate(slot: number, record: number, deadline: number): boolean {
+    const records = this.#records;
+    const recs = this.#recs;
+    const rs = record * RECORD_WORDS + R_STATE;
+    const joined = records.claimedThenJoined;
+    const active = records.joinedThenActive;
+    this.#split64[0] = Atomics.add(this.#tokens64, (slot * SLOT_WORDS + S_TOKEN_LO) / 2, 1n) + 1n;
+    // PLAIN from here.
+    if (recs[rs] !== joined) return false;
+    const lo = this.#split32[0]!; // little-endian, as the slot words' 64-bit token view
+    const hi = this.#split32[1]!;
+    recs[rs - R_STATE + R_TOKEN_LO] = lo;
+    recs[rs - R_STATE + R_TOKEN_HI] = hi;
+    recs[rs] = active;
+    this.tokenLo = lo;
+    this.tokenHi = hi;
+    this.record = record;
+    this.deadline = deadline;
+    this.stateWord = 0;
     return true;
   }
 
-  /** Takes `n` shared holds off the slot's count (their records were freed by the caller). */
-  dropShared(slot: number, n: number): void {
+  /** Takes off a count of ours that no record backs (its record was taken over). */
+  #dropUnbacked(slot: number): void {
+    const before = this.#dropCount(slot, -1, 0);
+    if ((before & FIELD) === 1) this.#settleFree(slot, before - 1);
+  }
+
+  holdsShared(slot: number, record: number, tokenLo: number, tokenHi: number): boolean {
+    const w = this.#records.word(record);
+    return this.#records.isLease(record, w, slot, this.threadId, tokenLo, tokenHi);
+  }
+
+  /**
+   * Releases a shared grant: a CAS from the record word the lease checked to RELEASING, then its
+   * count off S_STATE, then FREE. False when the record is no longer this lease's (taken over by a
+   * reclaim or a forced release, and maybe handed to another reader since).
+   */
+  releaseShared(slot: number, record: number, tokenLo: number, tokenHi: number): boolean {
+    const w = this.#records.word(record);
+    if (!this.#records.isLease(record, w, slot, this.threadId, tokenLo, tokenHi)) return false;
+    testHooks.stall?.('releaseShared:checked');
+    return this.#releaseRecord(slot, record, w);
+  }
+
+  /**
+   * Moves `record` from `word` to RELEASING (a CAS: whoever wins it takes the count off, once),
+   * takes its count off `slot`, and frees it. False when the record's word is no longer `word`.
+   */
+  #releaseRecord(slot: number, record: number, word: number): boolean {
+    const rs = record * RECORD_WORDS + R_STATE;
+    const releasing = nextRecordWord(word, RECORD_RELEASING);
+    const freed = nextRecordWord(releasing, RECORD_FREE);
+    if (Atomics.compareExchange(this.#recs, rs, word, releasing) !== word) return false;
+    testHooks.stall?.('releaseShared:releasing');
+    const before = this.#dropCount(slot, rs, releasing);
+    // PLAIN: check and store (a RELEASING record is taken over only once seen stuck).
+    if (this.#recs[rs] === releasing) this.#recs[rs] = freed;
+    if (before >= 0 && (before & FIELD) === 1) this.#settleFree(slot, before - 1);
+    return before >= 0;
+  }
+
+  /**
+   * Takes one count off `slot`'s shared group, by CAS, as long as the record word at `rs` is still
+   * `releasing` (rs < 0: an unbacked count of our own, no record to check). Returns the word before
+   * the count came off, or -1 if the record was taken over meanwhile (the taker took it off).
+   */
+  #dropCount(slot: number, rs: number, releasing: number): number {
     const slots = this.#slots;
     const at = slot * SLOT_WORDS + S_STATE;
     for (;;) {
       const s = Atomics.load(slots, at);
-      // A reclaim may have absorbed the count already (state no longer a shared group).
-      if ((s & (EXCLUSIVE | HANDOFF | UNBOUND)) !== 0 || (s & FIELD) === 0) return;
-      if ((s & FIELD) > n) {
-        if (Atomics.compareExchange(slots, at, s, s - n) === s) return;
-        continue;
-      }
-      if (this.#releaseFrom(slot, (s & ~FIELD) | 1, 'shared', s)) return;
+      // PLAIN: the record check and the CAS's arguments (a stall here is the one case left: see
+      // DESIGN.md, "What a stalled thread can still do").
+      if (rs >= 0 && this.#recs[rs] !== releasing) return -1;
+      // Never below zero: a count is taken off once (records.ts); this only guards the word.
+      if ((s & (EXCLUSIVE | HANDOFF | UNBOUND)) !== 0 || (s & FIELD) === 0) return -1;
+      if (Atomics.compareExchange(slots, at, s, s - 1) === s) return s;
     }
   }
+
+  /**
+   * After the last shared holder took its count off: `s` (count 0, flags kept) is free, but its
+   * waiters were not told. Finish the release as the last holder's: HANDOFF if anyone waits, and a
+   * notify. If someone took the word meanwhile, wake the sleepers anyway (their word changed).
+   */
+  #settleFree(slot: number, s: number): void {
+    const slots = this.#slots;
+    const base = slot * SLOT_WORDS;
+    for (;;) {
+      if ((s & (EXCLUSIVE | HANDOFF | UNBOUND)) !== 0 || (s & FIELD) !== 0) {
+        if (Atomics.load(slots, base + S_SLEEPERS) > 0) Atomics.notify(slots, base + S_STATE);
+        return;
+      }
+      if (s === 0) return; // no flag: nobody waits or sleeps
+      if (this.#releaseFrom(slot, s | 1, 'shared', s)) return;
+      s = Atomics.load(slots, base + S_STATE);
+    }
+  }
+
+  /**
+   * Pushes a shared lease's deadline to now + ms: a CAS from the record word the lease checked to
+   * EXTENDING, then the deadline and ACTIVE again with plain stores (no call at all in between, so
+   * nobody needs to take an EXTENDING record over). False when stale.
+   */
+  extendShared(
+    slot: number,
+    record: number,
+    tokenLo: number,
+    tokenHi: number,
+    ms: number,
+  ): boolean {
+    const deadline = ms === Infinity ? Infinity : monotonicNow() + ms;
+    const recs = this.#recs;
+    const rs = record * RECORD_WORDS + R_STATE;
+    const w = this.#records.word(record);
+    if (!this.#records.isLease(record, w, slot, this.threadId, tokenLo, tokenHi)) return false;
+    testHooks.stall?.('extendShared:checked');
+    const extending = nextRecordWord(w, RECORD_EXTENDING);
+    const active = nextRecordWord(extending, RECORD_ACTIVE);
+    if (Atomics.compareExchange(recs, rs, w, extending) !== w) return false;
+    // PLAIN from the CAS to the end.
+    this.#v.recordsF64[record * RECORD_F64 + RF_DEADLINE] = deadline;
+    recs[rs] = active;
+    this.deadline = deadline;
+    return true;
+  }
+
+  // ---- releases -------------------------------------------------------------------------------
 
   /**
    * The last step of every release: CAS from `s` to FREE or HANDOFF, then wake a sleeper.
@@ -324,6 +595,8 @@ export class Grants {
     const after = Atomics.load(slots, base + S_SLEEPERS);
     const woken =
       after > 0 ? Atomics.notify(slots, base + S_STATE, wakesAll(next) ? Infinity : 1) : 0;
+    // HEALS: `next` never has PARKED, so a PARKED that nobody answers (S_SLEEPERS counts a sleeper
+    // that died asleep) is gone after this one slow release: the key is back on the fast path.
     if ((next & HANDOFF) !== 0) {
       this.releaseSeq++;
       // Nobody asleep woke and nobody spins: the announcement was stale. Free the slot rather
@@ -335,170 +608,185 @@ export class Grants {
     return true;
   }
 
-  /**
-   * Pushes an exclusive grant's deadline to now + ms. The CAS flips PARITY, so while the new
-   * deadline is being written no waiter trusts the old one, and a stale lease's CAS fails.
-   * Returns the new state word, or -1 when stale.
-   */
-  extendExclusive(slot: number, tokenLo: number, tokenHi: number, ms: number): number {
-    const slots = this.#slots;
-    const base = slot * SLOT_WORDS;
-    for (;;) {
-      const s = Atomics.load(slots, base + S_STATE);
-      if ((s & (EXCLUSIVE | FIELD)) !== (EXCLUSIVE | this.threadId)) return -1;
-      if (slots[base + S_TOKEN_LO] !== tokenLo || slots[base + S_TOKEN_HI] !== tokenHi) return -1;
-      // The new parity is the opposite of the last stamp (not of this word's bit, which is 0 for an
-      // infinite hold while S_STAMP may hold PARITY from an older grant).
-      const next =
-        ms === Infinity ? s & ~(FINITE | PARITY) : (s & ~PARITY) | FINITE | this.#nextParity(slot);
-      if (Atomics.compareExchange(slots, base + S_STATE, s, next) !== s) continue;
-      if (ms !== Infinity) {
-        this.deadline = monotonicNow() + ms;
-        this.#f64[slot * SLOT_F64 + SF_DEADLINE] = this.deadline;
-        Atomics.store(slots, base + S_STAMP, next & PARITY);
-      } else {
-        this.deadline = Infinity;
-      }
-      return next;
-    }
-  }
+  // ---- reclaim --------------------------------------------------------------------------------
 
-  extendShared(
-    slot: number,
-    record: number,
-    tokenLo: number,
-    tokenHi: number,
-    ms: number,
-  ): boolean {
-    if (!this.#records.isActive(record, slot, this.threadId, tokenLo, tokenHi)) return false;
-    this.deadline = ms === Infinity ? Infinity : monotonicNow() + ms;
-    this.#records.setDeadline(record, this.deadline);
-    // RACE: a reclaim that read the old deadline between our check and our store could free the
-    // record; re-check so that the caller learns the lease was lost.
-    return this.#records.isActive(record, slot, this.threadId, tokenLo, tokenHi);
-  }
-
-  /**
-   * How long (ms) until the holder of `s` may be reclaimed: <= 0 now, Infinity never.
-   * `unstampedSince` is when this waiter first saw the same finite grant without its stamp (a
-   * holder that died between its grant CAS and its stamp): that grant counts as expiring then.
-   */
-  reclaimableIn(
-    slot: number,
-    s: number,
-    now: number,
-    failTimeout: number,
-    unstampedSince: number,
-  ): number {
-    this.unknownHolder = false;
+  /** How long (ms) until the holder of `s` may be reclaimed: <= 0 now, Infinity never. */
+  reclaimableIn(slot: number, s: number, now: number, failTimeout: number): number {
     if (failTimeout === Infinity) return Infinity;
     if ((s & EXCLUSIVE) !== 0) {
       if ((s & FINITE) === 0) return Infinity;
-      const base = slot * SLOT_WORDS;
-      if (Atomics.load(this.#slots, base + S_STAMP) !== (s & PARITY)) {
-        this.unknownHolder = true;
-        return unstampedSince + failTimeout - now;
-      }
-      const deadline = this.#f64[slot * SLOT_F64 + SF_DEADLINE]!;
-      // The stamp is for this grant only if the state did not move while we read it; if it moved,
-      // we know nothing yet: look again soon (never "reclaimable now": the word may come back to
-      // the same value for a live grant, and the reclaim CAS would then succeed against it).
-      if (Atomics.load(this.#slots, base + S_STATE) !== s) return 1;
-      return deadline + failTimeout - now;
+      const cell = Atomics.load(this.#cells, slot);
+      // The cell is this grant's only if the state did not move while we read it, and the cell
+      // names the holder with the word's parity; else it is being written: look again soon.
+      if (Atomics.load(this.#slots, slot * SLOT_WORDS + S_STATE) !== s) return 1;
+      if (cellOwner(cell) !== (s & FIELD) || cellParity(cell) !== (s & PARITY)) return 1;
+      return cellDeadline(cell) + failTimeout - now;
     }
     if ((s & (HANDOFF | UNBOUND)) !== 0 || (s & FIELD) === 0) return Infinity;
-    const live = this.#liveSharedUntil(slot);
-    // A count with no live record behind it: holders that died, or one that is between freeing
-    // its record and taking its count off (nanoseconds). Like an unstamped grant, it counts as
-    // dead once this waiter has seen the same word for failTimeout.
-    if (live === -Infinity) {
-      this.unknownHolder = true;
-      return unstampedSince + failTimeout - now;
-    }
-    return live + failTimeout - now;
-  }
-
-  /** Latest deadline of a live-looking (CLAIMED or ACTIVE) record on `slot`; -Infinity if none. */
-  #liveSharedUntil(slot: number): number {
     const records = this.#records;
-    let latest = -Infinity;
-    for (let r = 0; r < records.count; r++) {
-      const st = records.state(r);
-      if ((st === RECORD_ACTIVE || st === RECORD_CLAIMED) && records.slot(r) === slot) {
-        const d = records.deadline(r);
-        if (d > latest) latest = d;
-      }
-    }
-    return latest;
+    const latest = records.latestDeadline(slot, now, stuckMs(failTimeout));
+    // A record stuck in a window is as good as expired; one in a window, not yet seen stuck for
+    // long enough, or a count whose record we missed (its holder just left): look again soon.
+    if (records.stuck) return 0;
+    if (records.settling || latest === -Infinity) return 1;
+    return latest + failTimeout - now;
   }
 
   /**
-   * Reclaims an expired holder in favour of this waiting request: a CAS that names the exact
-   * stale state `s`. For a shared group, the expired records are freed first (this call then owns
-   * their count); if a live holder turned up meanwhile, their count is taken off and it gives up.
+   * Reclaims an expired holder in favour of this waiting request. Exclusive: see
+   * #reclaimExclusive. Shared group: each record past its deadline + failTimeout, or stuck in a
+   * window (records.ts), is released as a forced release would (a CAS from the record word we
+   * judged, then its count off); when that empties the group, this request takes the word if it
+   * can, and otherwise finishes the release for the waiters.
    */
   reclaim(slot: number, s: number, mode: Mode, hold: number, failTimeout: number): number {
-    const slots = this.#slots;
-    const at = slot * SLOT_WORDS + S_STATE;
-    if ((s & EXCLUSIVE) !== 0) {
-      let next = mode === 'exclusive' ? EXCLUSIVE | this.threadId : 1;
-      next |= s & ~(EXCLUSIVE | FIELD | FINITE | PARITY | WAITING);
-      if (mode === 'shared') return this.#reclaimInto(slot, s, next & ~FINITE, hold);
-      if (hold !== Infinity) next |= FINITE | this.#nextParity(slot);
-      if (Atomics.compareExchange(slots, at, s, next) !== s) return BUSY;
-      this.#stampExclusive(slot, next, hold);
-      return GRANTED;
-    }
-    // A shared group: free the expired records, then take the word if nobody live is left.
+    if ((s & EXCLUSIVE) !== 0) return this.#reclaimExclusive(slot, s, mode, hold, failTimeout);
     const records = this.#records;
     const now = monotonicNow();
-    let owned = 0;
+    const stuck = stuckMs(failTimeout);
+    let emptied = false;
     for (let r = 0; r < records.count; r++) {
-      if (
-        records.state(r) === RECORD_ACTIVE &&
-        records.slot(r) === slot &&
-        records.deadline(r) + failTimeout < now
-      ) {
-        if (records.free(r)) owned++;
+      const w = records.word(r);
+      const kind = w & RECORD_KIND;
+      if (kind === RECORD_FREE || kind === RECORD_EXTENDING || records.slot(r) !== slot) continue;
+      let before = -1;
+      if (kind === RECORD_ACTIVE) {
+        if (!(records.deadlineOf(r, w) + failTimeout < now)) continue;
+        before = this.#takeOver(slot, r, w);
+      } else if (records.seenStuck(r, w, now, stuck)) {
+        before = this.#takeOver(slot, r, w);
       }
+      if (before >= 0 && (before & FIELD) === 1) emptied = true;
     }
+    if (!emptied) return BUSY;
+    const result = this.attempt(slot, mode, hold, undefined);
+    if (result !== GRANTED)
+      this.#settleFree(slot, Atomics.load(this.#slots, slot * SLOT_WORDS + S_STATE));
+    return result === GRANTED || result === NO_RECORD ? result : BUSY;
+  }
+
+  /**
+   * Takes over the record `r` of another thread, from the word `w` it was judged in: ACTIVE,
+   * JOINED or RELEASING (its count is on S_STATE) become RELEASING by us and their count comes
+   * off; CLAIMED (no count yet) just becomes FREE. Returns the state word before our count came
+   * off (0 when there was none to take off), or -1 if the record moved on meanwhile. The last
+   * holder's release (count 0) is left to the caller.
+   */
+  #takeOver(slot: number, r: number, w: number): number {
+    const rs = r * RECORD_WORDS + R_STATE;
+    if ((w & RECORD_KIND) === RECORD_CLAIMED) {
+      return Atomics.compareExchange(this.#recs, rs, w, nextRecordWord(w, RECORD_FREE)) === w
+        ? 0
+        : -1;
+    }
+    const releasing = nextRecordWord(w, RECORD_RELEASING);
+    const freed = nextRecordWord(releasing, RECORD_FREE);
+    if (Atomics.compareExchange(this.#recs, rs, w, releasing) !== w) return -1;
+    const before = this.#dropCount(slot, rs, releasing);
+    // PLAIN: check and store (a RELEASING record is taken over only once seen stuck).
+    if (this.#recs[rs] === releasing) this.#recs[rs] = freed;
+    return before;
+  }
+
+  /**
+   * Reclaims an expired exclusive holder. Judge the grant (its cell: holder, parity, deadline past
+   * + failTimeout), mark the word RECLAIMING by CAS, check with a plain read that the cell is still
+   * the one judged, then take the word by CAS from the marked word. The word may have come back to
+   * the same value for a later grant or extend of the same holder (an ABA no 32-bit word can rule
+   * out), but never with the same cell: its deadline would be later. Every step leaves a word that
+   * is the holder's, or ours, whole: a thread that stops between two of them leaves nothing half
+   * done (a marked, expired grant that anyone may reclaim, or a mark on a live one that its holder
+   * drops on its next release or extend).
+   */
+  #reclaimExclusive(
+    slot: number,
+    s: number,
+    mode: Mode,
+    hold: number,
+    failTimeout: number,
+  ): number {
+    const slots = this.#slots;
+    const base = slot * SLOT_WORDS;
+    const at = base + S_STATE;
+    if ((s & (EXCLUSIVE | FINITE)) !== (EXCLUSIVE | FINITE)) return BUSY;
+    const holder = s & FIELD;
+    const judged = Atomics.load(this.#cells, slot);
+    if (cellOwner(judged) !== holder || cellParity(judged) !== (s & PARITY)) return BUSY;
+    if (cellDeadline(judged) + failTimeout >= monotonicNow()) return BUSY;
+    if (Atomics.load(slots, at) !== s) return BUSY;
+    testHooks.stall?.('reclaim:judged');
+    // What the new grant needs, made before it.
+    const deadline =
+      hold === Infinity
+        ? Infinity
+        : mode === 'shared'
+          ? monotonicNow() + hold
+          : Math.ceil(monotonicNow() + hold);
+    let record = -1;
+    if (mode === 'shared') {
+      record = this.#claim(slot, deadline);
+      if (record < 0) return record === -1 ? NO_RECORD : BUSY;
+    }
+    const marked = s | RECLAIMING;
+    if (marked !== s && Atomics.compareExchange(slots, at, s, marked) !== s) {
+      this.#unclaim(record);
+      return BUSY;
+    }
+    testHooks.stall?.('reclaim:marked');
+    if (this.#cells[slot] !== judged) {
+      // The holder extended, or released and took the slot again: drop our mark.
+      Atomics.compareExchange(slots, at, marked, s & ~RECLAIMING);
+      this.#unclaim(record);
+      return BUSY;
+    }
+    // Take the word from the marked grant, flags as they are now (waiters may add some).
     for (;;) {
-      // ORDER: load the word, then look for live records, then CAS from that word. A holder
-      // that joins after our look must CAS the word after our load, so our CAS then fails.
       const cur = Atomics.load(slots, at);
-      if (this.#liveSharedUntil(slot) > -Infinity) {
-        if (owned > 0) this.dropShared(slot, owned);
+      if ((cur & (GRANT_ID | RECLAIMING)) !== (marked & (GRANT_ID | RECLAIMING))) {
+        this.#unclaim(record);
         return BUSY;
       }
-      if ((cur & (EXCLUSIVE | HANDOFF | UNBOUND)) !== 0 || (cur & FIELD) === 0) return BUSY;
-      const keep = cur & ~(FIELD | WAITING);
-      if (mode === 'exclusive') {
-        let next = EXCLUSIVE | this.threadId | keep;
-        if (hold !== Infinity) next |= FINITE | this.#nextParity(slot);
-        if (Atomics.compareExchange(slots, at, cur, next) === cur) {
-          this.#stampExclusive(slot, next, hold);
-          return GRANTED;
+      const keep = cur & ~(GRANT_ID | RECLAIMING | WAITING);
+      if (mode === 'shared') {
+        const rs = record * RECORD_WORDS + R_STATE;
+        const claimed = this.#records.claimed;
+        if (Atomics.compareExchange(slots, at, cur, keep | 1) !== cur) continue;
+        // PLAIN: as in #attemptShared.
+        if (this.#recs[rs] !== claimed) {
+          this.#dropUnbacked(slot);
+          return BUSY;
         }
-      } else {
-        const result = this.#reclaimInto(slot, cur, keep | 1, hold);
-        if (result !== BUSY) return result;
+        this.#recs[rs] = this.#records.claimedThenJoined;
+        return this.#activate(slot, record, deadline) ? GRANTED : BUSY;
       }
+      const next = EXCLUSIVE | this.threadId | keep;
+      if (hold === Infinity) {
+        if (Atomics.compareExchange(slots, at, cur, next) !== cur) continue;
+        this.#stampInfinite(slot, next);
+        return GRANTED;
+      }
+      if (this.#grantFinite(slot, cur, next, deadline)) return GRANTED;
     }
   }
 
-  /** Reclaim by a shared request: claim a record first, like any shared grant. */
-  #reclaimInto(slot: number, s: number, next: number, hold: number): number {
-    const deadline = hold === Infinity ? Infinity : monotonicNow() + hold;
-    const record = this.#records.claim(slot, this.threadId, deadline);
-    if (record < 0) return NO_RECORD;
-    if (Atomics.compareExchange(this.#slots, slot * SLOT_WORDS + S_STATE, s, next) !== s) {
-      this.#records.unclaim(record);
-      return BUSY;
-    }
-    this.#stampShared(slot, record, deadline);
-    this.stateWord = next;
-    return GRANTED;
+  /** Frees the record this thread claimed last (if any: -1 is none) and did not use. */
+  #unclaim(record: number): void {
+    if (record < 0) return;
+    const rs = record * RECORD_WORDS + R_STATE;
+    // PLAIN: check and store (a CLAIMED record is taken over only once seen stuck).
+    if (this.#recs[rs] === this.#records.claimed) this.#recs[rs] = this.#records.claimedThenFree;
   }
+
+  /** The deadline of the exclusive holder of `s` on `slot` (for inspect): Infinity if none. */
+  exclusiveDeadline(slot: number, s: number): number {
+    if ((s & FINITE) === 0) return Infinity;
+    const cell = Atomics.load(this.#cells, slot);
+    return cellOwner(cell) === (s & FIELD) && cellParity(cell) === (s & PARITY)
+      ? cellDeadline(cell)
+      : Infinity;
+  }
+
+  // ---- forced release -------------------------------------------------------------------------
 
   /** Forced release of `owner`'s exclusive hold on `slot` (releaseAllOwnedBy). */
   forceReleaseExclusive(slot: number, owner: number): boolean {
@@ -513,10 +801,31 @@ export class Grants {
     }
   }
 
-  /** After an exclusive grant by a thread that looked up the wrong key: give it straight back. */
+  /**
+   * Forced release of every shared hold of `owner`, a thread that has exited (releaseAllOwnedBy):
+   * its records say exactly whether their count is on S_STATE (records.ts). Returns how many
+   * leases it released.
+   */
+  forceReleaseSharedOf(owner: number): number {
+    const records = this.#records;
+    let released = 0;
+    for (let r = 0; r < records.count; r++) {
+      const w = records.word(r);
+      const kind = w & RECORD_KIND;
+      // EXTENDING has no call in it, so an exited thread cannot have left one.
+      if (kind === RECORD_FREE || kind === RECORD_EXTENDING || records.owner(r) !== owner) continue;
+      const slot = records.slot(r);
+      const before = this.#takeOver(slot, r, w);
+      if (before > 0 && (before & FIELD) === 1) this.#settleFree(slot, before - 1);
+      if (before > 0 && kind === RECORD_ACTIVE) released++;
+    }
+    return released;
+  }
+
+  /** After a grant by a thread that looked up the wrong key: give it straight back. */
   undoGrant(slot: number, mode: Mode): void {
     if (mode === 'shared') {
-      if (this.#records.free(this.record)) this.dropShared(slot, 1);
+      this.releaseShared(slot, this.record, this.tokenLo, this.tokenHi);
       return;
     }
     this.releaseExclusive(slot, this.tokenLo, this.tokenHi, this.stateWord);

@@ -4,7 +4,7 @@
  *
  *   offset 0            header: HEADER_WORDS Int32 words, then HEADER_F64 Float64 words
  *   slotWordsOffset     capacity x SLOT_WORDS Int32 words       (hot: one 32-byte line per slot)
- *   slotF64Offset       capacity x SLOT_F64 Float64 words       (deadlines)
+ *   slotCellsOffset     capacity x SLOT_CELLS BigInt64 words    (exclusive deadlines)
  *   recordWordsOffset   records x RECORD_WORDS Int32 words      (who holds a key in shared mode)
  *   recordF64Offset     records x RECORD_F64 Float64 words      (each shared holder's deadline)
  *   keysOffset          capacity x maxKeyLength Uint16 code units (the key bound to each slot)
@@ -14,7 +14,7 @@
  */
 
 export const MAGIC = 0x4c4b5442; // 'LKTB'
-export const VERSION = 1;
+export const VERSION = 2;
 
 // ---- header, Int32 words ----
 export const H_MAGIC = 0;
@@ -28,10 +28,15 @@ export const H_BIND_LOCK = 5;
 export const H_TOKEN_FLOOR_LO = 6;
 export const H_TOKEN_FLOOR_HI = 7;
 export const H_BUFFER_BYTES = 8;
+/** 1 + the thread id of the binding mutex's holder that stamped HF_BIND_LOCK_DEADLINE (0: none). */
+export const H_BIND_DEADLINE_OWNER = 9;
 export const HEADER_WORDS = 16;
 
 // ---- header, Float64 words (after the Int32 header) ----
-/** Monotonic time (ms) at which the binding mutex's holder must be done; past it, it may be stolen. */
+/**
+ * Monotonic time (ms) at which the binding mutex's holder must be done; past it, it may be stolen.
+ * It is that holder's only while H_BIND_DEADLINE_OWNER names it.
+ */
 export const HF_BIND_LOCK_DEADLINE = 0;
 /** The table's defaults, stored so that every attached thread uses the same ones. */
 export const HF_DEFAULT_HOLD = 1;
@@ -59,22 +64,26 @@ export const S_KEY_LENGTH = 5;
 /** The 64-bit fencing token of the latest grant on this slot, lo and hi halves. */
 export const S_TOKEN_LO = 6;
 export const S_TOKEN_HI = 7;
-/** Parity of the grant whose deadline SF_DEADLINE holds (see FINITE / PARITY in slot-state.ts). */
-export const S_STAMP = 8;
+// 8: spare
 /** High half of the bind generation (see S_BIND_GEN). */
 export const S_BIND_GEN_HI = 9;
 export const SLOT_WORDS = 10; // 40 bytes
 
-// ---- per slot, Float64 words ----
+// ---- per slot, BigInt64 words ----
 /**
- * Deadline (monotonic ms) of the latest exclusive grant with a finite hold. Written only by that
- * holder (stamp, extend), read by waiters deciding on a reclaim, valid while S_STAMP matches.
+ * The deadline cell of the slot's exclusive holder: (deadline in whole monotonic ms, rounded up)
+ * << CELL_DEADLINE_SHIFT | parity << CELL_PARITY_SHIFT | (holder threadId + 1). One 64-bit word, so
+ * a reader never sees half of a deadline. It is the deadline of the grant in S_STATE when it names
+ * that grant's holder and parity (FINITE, PARITY in slot-state.ts). Written only by the holder, with
+ * a plain store right after the CAS that made the grant or the extend.
  */
-export const SF_DEADLINE = 0;
-export const SLOT_F64 = 1;
+export const SC_DEADLINE = 0;
+export const SLOT_CELLS = 1;
+export const CELL_PARITY_SHIFT = 21;
+export const CELL_DEADLINE_SHIFT = 22;
 
 // ---- shared-holder records, Int32 words: one per shared lease (see records.ts) ----
-/** RECORD_FREE, RECORD_CLAIMED (claimed before the grant CAS) or RECORD_ACTIVE. */
+/** (generation << 3) | kind: RECORD_FREE, _CLAIMED, _JOINED, _ACTIVE, _EXTENDING or _RELEASING. */
 export const R_STATE = 0;
 export const R_SLOT = 1;
 export const R_OWNER = 2;
@@ -85,9 +94,14 @@ export const RECORD_WORDS = 6; // 5 used; even, so that record Float64 area stay
 export const RF_DEADLINE = 0;
 export const RECORD_F64 = 1;
 
+/** The kind bits of R_STATE; the generation is above them. */
+export const RECORD_KIND = 7;
 export const RECORD_FREE = 0;
 export const RECORD_CLAIMED = 1;
-export const RECORD_ACTIVE = 2;
+export const RECORD_JOINED = 2;
+export const RECORD_ACTIVE = 3;
+export const RECORD_EXTENDING = 4;
+export const RECORD_RELEASING = 5;
 
 export interface Geometry {
   capacity: number;
@@ -102,7 +116,8 @@ export interface Views {
   /** H_TOKEN_FLOOR_LO/HI as one 64-bit word (8-byte aligned), for the CAS-max in directory.ts. */
   readonly tokenFloor64: BigInt64Array;
   readonly slots: Int32Array;
-  readonly slotsF64: Float64Array;
+  /** Deadline cells (SC_DEADLINE), one BigInt64 per slot. */
+  readonly slotCells: BigInt64Array;
   /** The same bytes as `slots`, for 64-bit token updates by concurrent shared grants. */
   readonly slots64: BigInt64Array;
   readonly records: Int32Array;
@@ -116,14 +131,14 @@ function align8(n: number): number {
 
 export function offsets(g: Geometry) {
   const slotWordsOffset = HEADER_BYTES;
-  const slotF64Offset = align8(slotWordsOffset + g.capacity * SLOT_WORDS * 4);
-  const recordWordsOffset = align8(slotF64Offset + g.capacity * SLOT_F64 * 8);
+  const slotCellsOffset = align8(slotWordsOffset + g.capacity * SLOT_WORDS * 4);
+  const recordWordsOffset = align8(slotCellsOffset + g.capacity * SLOT_CELLS * 8);
   const recordF64Offset = align8(recordWordsOffset + g.records * RECORD_WORDS * 4);
   const keysOffset = align8(recordF64Offset + g.records * RECORD_F64 * 8);
   const totalBytes = align8(keysOffset + g.capacity * g.maxKeyLength * 2);
   return {
     slotWordsOffset,
-    slotF64Offset,
+    slotCellsOffset,
     recordWordsOffset,
     recordF64Offset,
     keysOffset,
@@ -143,7 +158,7 @@ export function createViews(buffer: SharedArrayBuffer, g: Geometry): Views {
     headerF64: new Float64Array(buffer, HEADER_WORDS * 4, HEADER_F64),
     tokenFloor64: new BigInt64Array(buffer, H_TOKEN_FLOOR_LO * 4, 1),
     slots: new Int32Array(buffer, o.slotWordsOffset, g.capacity * SLOT_WORDS),
-    slotsF64: new Float64Array(buffer, o.slotF64Offset, g.capacity * SLOT_F64),
+    slotCells: new BigInt64Array(buffer, o.slotCellsOffset, g.capacity * SLOT_CELLS),
     slots64: new BigInt64Array(buffer, o.slotWordsOffset, (g.capacity * SLOT_WORDS) / 2),
     records: new Int32Array(buffer, o.recordWordsOffset, g.records * RECORD_WORDS),
     recordsF64: new Float64Array(buffer, o.recordF64Offset, g.records * RECORD_F64),

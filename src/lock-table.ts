@@ -35,18 +35,14 @@ import {
   HF_DEFAULT_WAIT_TIMEOUT,
   MAGIC,
   RECORD_ACTIVE,
-  RECORD_CLAIMED,
   S_BIND,
   S_BIND_GEN,
   S_HASH,
   S_KEY_LENGTH,
   S_SLEEPERS,
-  S_STAMP,
   S_STATE,
   S_TOKEN_HI,
   S_TOKEN_LO,
-  SF_DEADLINE,
-  SLOT_F64,
   SLOT_WORDS,
   VERSION,
   type Views,
@@ -80,11 +76,9 @@ import { BIND_BOUND } from './directory.js';
 import {
   EXCLUSIVE,
   FIELD,
-  FINITE,
   HANDOFF,
   MAX_THREAD_ID,
   type Mode,
-  PARITY,
   UNBOUND,
   WAITING,
 } from './slot-state.js';
@@ -175,7 +169,7 @@ export class LockTable implements WaitCore, LeaseHost {
     this.#records = new Records(views);
     this.slots = views.slots;
     this.header = views.header;
-    this.grants = new Grants(views, this.#records, checkThreadId());
+    this.grants = new Grants(views, this.#records, checkThreadId(), defaults.failTimeout);
     this.directory = new Directory(views, this.grants.threadId);
     this.#slotCache = new SlotCache(views.slots);
     this.#maxKeyLength = views.geometry.maxKeyLength;
@@ -388,23 +382,8 @@ export class LockTable implements WaitCore, LeaseHost {
         released++;
       }
     }
-    const records = this.#records;
-    for (let r = 0; r < records.count; r++) {
-      if (records.owner(r) !== threadId) continue;
-      const st = records.state(r);
-      if (st === RECORD_ACTIVE && records.owner(r) === threadId) {
-        const slot = records.slot(r);
-        if (records.free(r)) {
-          this.grants.dropShared(slot, 1);
-          released++;
-        }
-      } else if (st === RECORD_CLAIMED) {
-        // Its grant CAS may or may not have happened; if it did, the count it left has no record
-        // behind it, and the next waiter reclaims it (see records.ts).
-        records.freeClaimed(r);
-      }
-    }
-    this.directory.releaseBindLockOf(threadId);
+    released += this.grants.forceReleaseSharedOf(threadId);
+    this.directory.releaseBindingsOf(threadId);
     return released;
   }
 
@@ -632,14 +611,12 @@ export class LockTable implements WaitCore, LeaseHost {
       const key = readKey(v.keys, slot * v.geometry.maxKeyLength, v.slots[base + S_KEY_LENGTH]!);
       const holders: HolderInfo[] = [];
       if (exclusive) {
-        const stamped =
-          (s & FINITE) !== 0 && Atomics.load(v.slots, base + S_STAMP) === (s & PARITY);
         holders.push({
           threadId: s & FIELD,
           token:
             (BigInt(v.slots[base + S_TOKEN_HI]!) << 32n) |
             BigInt(v.slots[base + S_TOKEN_LO]! >>> 0),
-          deadline: stamped ? v.slotsF64[slot * SLOT_F64 + SF_DEADLINE]! : Infinity,
+          deadline: this.grants.exclusiveDeadline(slot, s),
         });
       } else {
         const records = this.#records;

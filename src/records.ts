@@ -2,15 +2,35 @@
  * Shared-holder records: one per shared lease, so that the table knows who holds a key in shared
  * mode (for inspect, releaseAllOwnedBy and reclaim), not only how many do.
  *
- *   FREE --claim (CAS, by the acquirer, before its grant CAS)--> CLAIMED
- *   CLAIMED --(grant CAS succeeded)--> ACTIVE          CLAIMED --(grant failed)--> FREE
- *   ACTIVE --(release, or forced release, or group reclaim: a CAS)--> FREE
+ * R_STATE = (generation << 3) | kind. Every change of a record moves its generation on, and every
+ * action on a record by a thread other than its owner is a CAS from the exact word it checked, so
+ * a lease whose record was taken over and handed to another reader can never act on the new
+ * reader's record: its CAS names an old generation.
  *
- * The record, with its deadline, exists before the holder's count is added to S_STATE and is freed
- * before the count is taken off. So at every moment, each shared holder that is alive has a live
- * record: a count that no live record backs belongs to holders that died, and a waiter may reclaim
- * it (see Grants.sharedGroupReclaimable). Whoever frees an ACTIVE record by CAS is the one that
- * takes its count off S_STATE, so a release and a forced release never both decrement.
+ *   FREE ----claim (CAS)-----------------------------------> CLAIMED     (no count on S_STATE yet)
+ *   CLAIMED --grant CAS done (store)-------------------------> JOINED      (count added)
+ *   JOINED ---token taken (store)----------------------------> ACTIVE
+ *   CLAIMED --grant CAS failed (store)-----------------------> FREE
+ *   ACTIVE ---extend (CAS)-----> EXTENDING --deadline written (store)--> ACTIVE
+ *   ACTIVE ---release (CAS)----> RELEASING --count taken off (store)---> FREE
+ *   ACTIVE past its deadline + failTimeout (a waiter), of a thread that exited (releaseAllOwnedBy),
+ *   or JOINED / RELEASING stuck (below) --CAS--> RELEASING(by the taker) --count off (store)--> FREE
+ *   CLAIMED stuck, or of a thread that exited --CAS--> FREE
+ *
+ * The stores are the owner's own steps, made with plain stores right after the call before them,
+ * so a thread that dies (at a call: see slot-state.ts) leaves a record whose kind says exactly
+ * whether its count is on S_STATE: CLAIMED no, JOINED and RELEASING yes. Nobody else touches those
+ * three, nor EXTENDING (which has no call in it at all), while their owner may still be running.
+ * A waiter takes over a CLAIMED, JOINED or RELEASING record only once it has seen the very same
+ * record word (same generation) for stuckMs(failTimeout): its owner died there, or has been
+ * stopped at one instruction for that long, which counts as dead.
+ *
+ * Invariant: the shared count in S_STATE is the number of the slot's JOINED, ACTIVE, EXTENDING and
+ * RELEASING records. A count is taken off once, by whoever moved the record to RELEASING; nobody
+ * absorbs a group's count wholesale. (The first version did: a waiter that found no live record
+ * took the word from the value it had loaded. A reader leaving and another joining during its scan
+ * gave the same word back with a live reader in it; and a reader stalled between freeing its
+ * record and dropping its count could then take its count off a newer group.)
  */
 import {
   R_OWNER,
@@ -20,18 +40,50 @@ import {
   R_TOKEN_LO,
   RECORD_ACTIVE,
   RECORD_CLAIMED,
+  RECORD_EXTENDING,
   RECORD_F64,
   RECORD_FREE,
+  RECORD_JOINED,
+  RECORD_KIND,
   RECORD_WORDS,
   RF_DEADLINE,
   type Views,
 } from './layout.js';
+
+/** The record word after `word`, with kind `kind`: the generation moves on by one. */
+export function nextRecordWord(word: number, kind: number): number {
+  return ((word | RECORD_KIND) + 1) | kind;
+}
+
+/**
+ * How long (ms) a waiter must see a record stuck in the same CLAIMED, JOINED or RELEASING word
+ * before it takes it over. Those states last a few instructions, so a thread seen in one for this
+ * long has died there (or is stopped, which counts as dead). A second at least, so that being
+ * descheduled cannot look like dying; failTimeout when that is longer.
+ */
+export function stuckMs(failTimeout: number): number {
+  return Math.max(failTimeout, 1000);
+}
 
 export class Records {
   readonly #v: Views;
   readonly #count: number;
   /** Where this thread looks first for a free record (its last free one). */
   #cursor = 0;
+  /** Record words in a window state this thread has seen, and since when (see stuckMs). */
+  readonly #seen = new Map<number, { word: number; since: number }>();
+  /**
+   * The words the last claim() left for its caller's next steps, made before them (those steps
+   * follow calls with plain stores only): the record if its grant fails, and once it is granted.
+   */
+  claimed = 0;
+  claimedThenFree = 0;
+  claimedThenJoined = 0;
+  joinedThenActive = 0;
+  /** Set by latestDeadline: a record of the slot is in a window state and not seen stuck yet. */
+  settling = false;
+  /** Set by latestDeadline: a record of the slot has been seen stuck (see stuckMs). */
+  stuck = false;
 
   constructor(views: Views) {
     this.#v = views;
@@ -42,82 +94,72 @@ export class Records {
     return this.#count;
   }
 
-  /** Claims a free record for `owner` on `slot` with `deadline`; -1 if all are in use. */
+  /**
+   * Claims a free record for `owner` on `slot` with `deadline`; -1 if all are in use. The caller
+   * then moves it on with plain stores of claimedThenFree, or claimedThenJoined and
+   * joinedThenActive, each checked against the word it replaces (a record stuck for stuckMs may
+   * have been taken over).
+   */
   claim(slot: number, owner: number, deadline: number): number {
     const r = this.#v.records;
     const n = this.#count;
     let i = this.#cursor;
     for (let k = 0; k < n; k++) {
       const base = i * RECORD_WORDS;
-      if (
-        r[base + R_STATE] === RECORD_FREE &&
-        Atomics.compareExchange(r, base + R_STATE, RECORD_FREE, RECORD_CLAIMED) === RECORD_FREE
-      ) {
-        r[base + R_SLOT] = slot;
-        r[base + R_OWNER] = owner;
-        this.#v.recordsF64[i * RECORD_F64 + RF_DEADLINE] = deadline;
-        // ORDER: the plain stores above are published by this store, before the grant CAS.
-        Atomics.store(r, base + R_TOKEN_LO, 0);
-        this.#cursor = i;
-        return i;
+      const w = Atomics.load(r, base + R_STATE);
+      if ((w & RECORD_KIND) === RECORD_FREE) {
+        const claimed = nextRecordWord(w, RECORD_CLAIMED);
+        this.claimed = claimed;
+        this.claimedThenFree = nextRecordWord(claimed, RECORD_FREE);
+        this.claimedThenJoined = nextRecordWord(claimed, RECORD_JOINED);
+        this.joinedThenActive = nextRecordWord(this.claimedThenJoined, RECORD_ACTIVE);
+        if (Atomics.compareExchange(r, base + R_STATE, w, claimed) === w) {
+          // Plain stores straight after the claim: nothing can cut them short.
+          r[base + R_SLOT] = slot;
+          r[base + R_OWNER] = owner;
+          r[base + R_TOKEN_LO] = 0;
+          r[base + R_TOKEN_HI] = 0;
+          this.#v.recordsF64[i * RECORD_F64 + RF_DEADLINE] = deadline;
+          this.#cursor = i;
+          return i;
+        }
       }
       if (++i === n) i = 0;
     }
     return -1;
   }
 
-  activate(record: number, tokenLo: number, tokenHi: number): void {
-    const r = this.#v.records;
-    const base = record * RECORD_WORDS;
-    r[base + R_TOKEN_LO] = tokenLo;
-    r[base + R_TOKEN_HI] = tokenHi;
-    Atomics.store(r, base + R_STATE, RECORD_ACTIVE);
+  /** The record's word (generation and kind). */
+  word(record: number): number {
+    return Atomics.load(this.#v.records, record * RECORD_WORDS + R_STATE);
   }
 
-  /** CLAIMED -> FREE after a failed grant. */
-  unclaim(record: number): void {
-    Atomics.store(this.#v.records, record * RECORD_WORDS + R_STATE, RECORD_FREE);
+  /** The record's kind (RECORD_FREE, RECORD_CLAIMED, RECORD_ACTIVE, ...). */
+  state(record: number): number {
+    return this.word(record) & RECORD_KIND;
   }
 
-  /** True when `record` is the ACTIVE record of the lease (owner, slot, token). */
-  isActive(record: number, slot: number, owner: number, tokenLo: number, tokenHi: number): boolean {
+  /**
+   * True when `word` is the ACTIVE word of the lease (slot, owner, token) in `record`: the word to
+   * CAS from to act on that lease.
+   */
+  isLease(
+    record: number,
+    word: number,
+    slot: number,
+    owner: number,
+    tokenLo: number,
+    tokenHi: number,
+  ): boolean {
     const r = this.#v.records;
     const base = record * RECORD_WORDS;
     return (
-      Atomics.load(r, base + R_STATE) === RECORD_ACTIVE &&
+      (word & RECORD_KIND) === RECORD_ACTIVE &&
       r[base + R_SLOT] === slot &&
       r[base + R_OWNER] === owner &&
       r[base + R_TOKEN_LO] === tokenLo &&
       r[base + R_TOKEN_HI] === tokenHi
     );
-  }
-
-  /** ACTIVE -> FREE by CAS; true if this call freed it (and so must take its count off). */
-  free(record: number): boolean {
-    return (
-      Atomics.compareExchange(
-        this.#v.records,
-        record * RECORD_WORDS + R_STATE,
-        RECORD_ACTIVE,
-        RECORD_FREE,
-      ) === RECORD_ACTIVE
-    );
-  }
-
-  /** Frees a CLAIMED record whose owner died before activating it (its grant may not have happened). */
-  freeClaimed(record: number): boolean {
-    return (
-      Atomics.compareExchange(
-        this.#v.records,
-        record * RECORD_WORDS + R_STATE,
-        RECORD_CLAIMED,
-        RECORD_FREE,
-      ) === RECORD_CLAIMED
-    );
-  }
-
-  state(record: number): number {
-    return Atomics.load(this.#v.records, record * RECORD_WORDS + R_STATE);
   }
 
   slot(record: number): number {
@@ -140,7 +182,51 @@ export class Records {
     return this.#v.records[record * RECORD_WORDS + R_TOKEN_HI]!;
   }
 
-  setDeadline(record: number, deadline: number): void {
-    this.#v.recordsF64[record * RECORD_F64 + RF_DEADLINE] = deadline;
+  /**
+   * The deadline of the ACTIVE record `record` if its word is still `word` after the read (an
+   * extend writes the deadline only while EXTENDING, under another generation); NaN otherwise.
+   */
+  deadlineOf(record: number, word: number): number {
+    const d = this.deadline(record);
+    return this.word(record) === word ? d : NaN;
+  }
+
+  /**
+   * True once this thread has seen `record` in the same window word (`word`) for `ms`: its owner
+   * is dead. The first sighting starts the clock; any other word restarts it.
+   */
+  seenStuck(record: number, word: number, now: number, ms: number): boolean {
+    const seen = this.#seen.get(record);
+    if (seen === undefined || seen.word !== word) {
+      this.#seen.set(record, { word, since: now });
+      return false;
+    }
+    return now - seen.since >= ms;
+  }
+
+  /**
+   * Latest deadline of the ACTIVE records on `slot`; -Infinity if none. Sets `settling` when a
+   * record of the slot is in a window state (or changed while read), and `stuck` when one has been
+   * seen stuck for `stuck` ms (it counts as expired).
+   */
+  latestDeadline(slot: number, now: number, stuck: number): number {
+    let latest = -Infinity;
+    this.settling = false;
+    this.stuck = false;
+    for (let i = 0; i < this.#count; i++) {
+      const w = this.word(i);
+      const kind = w & RECORD_KIND;
+      if (kind === RECORD_FREE || this.slot(i) !== slot) continue;
+      if (kind === RECORD_ACTIVE) {
+        const d = this.deadlineOf(i, w);
+        if (Number.isNaN(d)) this.settling = true;
+        else if (d > latest) latest = d;
+      } else if (kind !== RECORD_EXTENDING && this.seenStuck(i, w, now, stuck)) {
+        this.stuck = true;
+      } else {
+        this.settling = true;
+      }
+    }
+    return latest;
   }
 }

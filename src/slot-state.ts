@@ -14,11 +14,15 @@
  *                       though a writer waits (so neither readers nor writers starve)
  *  23   PARKED          someone may be asleep on this word: the releaser checks S_SLEEPERS and
  *                       notifies
- *  22   FINITE          EXCLUSIVE with a finite hold: its deadline is stamped in SF_DEADLINE
- *  21   PARITY          EXCLUSIVE+FINITE: the stamp parity of this grant. The holder writes the
- *                       deadline, then S_STAMP = PARITY. A waiter trusts SF_DEADLINE only when
- *                       S_STAMP equals the state's PARITY; otherwise the holder is between its
- *                       grant CAS and its stamp (see Grants.reclaimableIn)
+ *  31   RECLAIMING      EXCLUSIVE+FINITE: a waiter found this grant past its deadline + failTimeout
+ *                       and marked it while it checks that the grant is still the one it judged
+ *                       (see Grants.reclaim). The word still names its holder in FIELD, who may
+ *                       release or extend it as usual (either clears the mark, and the reclaim
+ *                       then fails); anyone may complete the reclaim of a marked, expired grant
+ *  22   FINITE          EXCLUSIVE with a finite hold: its deadline is in the slot's deadline cell
+ *  21   PARITY          EXCLUSIVE+FINITE: the cell is this grant's when it names the holder and
+ *                       carries this parity. The holder writes the cell right after its grant or
+ *                       extend CAS; until then a waiter sees the old cell and looks again
  *  20   STARVING        a writer has waited STARVATION_MS: a release hands off, and only to a
  *                       writer that has waited that long (Go's starvation mode)
  *  0-19 FIELD           EXCLUSIVE: owner threadId; HANDOFF: releaser threadId; else: number of
@@ -36,9 +40,10 @@
  *   EXCLUSIVE(me) -> FREE|HANDOFF   the holder's release; HANDOFF when a request starves or
  *                                   readers wait their turn, else FREE (see releaseState)
  *   SHARED(n)     -> SHARED(n-1)    a shared holder's release; at n = 1, FREE or HANDOFF
- *   EXCLUSIVE(x)  -> EXCLUSIVE(me)  reclaim: a waiting request, once x's deadline + failTimeout
- *                                   has passed (the CAS names the exact stale state it expects)
- *   SHARED(n)     -> granted to me  reclaim of a whole shared group whose latest deadline passed
+ *   EXCLUSIVE(x)  -> EXCLUSIVE(x)|RECLAIMING -> EXCLUSIVE(me) or SHARED(1)
+ *                                   reclaim by a waiting request, once x's deadline + failTimeout
+ *                                   has passed: every CAS names the exact word it expects, and the
+ *                                   mark is dropped again if the grant changed meanwhile
  *   EXCLUSIVE(x)  -> FREE|HANDOFF   forced release of a dead thread's lock (releaseAllOwnedBy)
  *   FREE          -> UNBOUND        eviction, under the binding mutex (directory.ts)
  *   UNBOUND       -> FREE           binding a key, under the binding mutex
@@ -60,6 +65,10 @@
  *    woken sleeper that is terminated before it relays leaves the others to their sleep slice
  *    (at most 1 ms for a writer that is not yet starving; a starving writer or a reader has an
  *    announcement in the word, which sends every release down the slow path anyway).
+ *  - S_SLEEPERS may be too high for good (a sleeper terminated asleep runs no finally). So it only
+ *    decides whether to notify and whether a woken sleeper relays; it never keeps PARKED in a
+ *    word. A PARKED that nobody answers heals by itself: the release clears it, its notify wakes
+ *    nobody, so nobody sets it again, and the key is back on the fast path after one slow release.
  *  - Flags are hints that heal: a waiter that dies leaves its announcement until the next grant
  *    clears it, and a HANDOFF that nobody claims is claimable by any request that has watched it
  *    unclaimed for HANDOFF_PATIENCE_MS. A stale flag can cost time, never safety.
@@ -67,6 +76,16 @@
  * Fairness (DESIGN.md, "Fairness and its bound"): normal mode lets the releaser and newcomers
  * barge; a writer that has waited STARVATION_MS announces STARVING, and from then on every
  * release hands off to a writer that has waited that long (readers have turns instead).
+ *
+ * Threads that die, and threads that stall. worker.terminate() (and process.exit() in a worker) stops
+ * a thread at the entry of its next call, builtins and Atomics included, before the call takes
+ * effect; it never stops one between two plain statements (typed-array reads and writes,
+ * arithmetic, field stores). test/terminations.test.ts terminates workers at random moments and
+ * checks the consequence. So the core is written in two kinds of steps: a call (usually one CAS)
+ * that changes shared state, then plain stores that nothing can cut short. Every state a thread
+ * can leave behind at a call is one that the others can recover from; and a thread that is merely
+ * slow (descheduled) between a CAS and its plain stores is never reclaimed there: for a finite
+ * exclusive grant, the cell does not yet name it with its parity, and waiters look again.
  */
 
 export const UNBOUND = 1 << 30;
@@ -77,6 +96,7 @@ export const WRITER_WAITING = 1 << 26;
 export const READER_WAITING = 1 << 25;
 export const READER_PHASE = 1 << 24;
 export const PARKED = 1 << 23;
+export const RECLAIMING = 1 << 31;
 export const FINITE = 1 << 22;
 export const PARITY = 1 << 21;
 export const STARVING = 1 << 20;
@@ -161,7 +181,7 @@ export function grantState(
   const keep = s & PARKED;
   if ((s & HANDOFF) !== 0) {
     if (waiter === undefined || !mayClaimHandoff(s, mode, waiter)) return -1;
-    if (mode === 'exclusive') return EXCLUSIVE | threadId | keep; // FINITE/PARITY: see Grants
+    if (mode === 'exclusive') return EXCLUSIVE | threadId | keep; // FINITE: see Grants
     // A reader that takes a handoff starts a readers' phase if it was the readers' turn.
     return 1 | keep | (s & READER_PHASE);
   }

@@ -82,9 +82,8 @@ export class Request implements WaiterView {
    * other sleepers their wake-up (see relayWakeUp and slot-state.ts, "No lost wake-up"); or -1.
    */
   owedIndex = -1;
-  #unstampedState = -1;
   #unboundSeen = 0;
-  #unstampedSince = 0;
+  #bindBusySeen = 0;
   /** The last HANDOFF word this request failed to claim, and since when it has seen it. */
   #handoffWord = 0;
   #handoffSince = 0;
@@ -142,13 +141,15 @@ export class Request implements WaiterView {
         if (found === BIND_FULL) return STEP_FULL;
         if (found === BIND_BUSY) {
           const word = core.directory.bindLockWord();
-          if (word === 0) continue;
+          // Free mutex but busy: a slot the key needs is a robbed binder's or an evictor's for a
+          // moment. Look again at once twice, then in 1 ms steps (woken early by the next unlock).
+          if (word === 0 && ++this.#bindBusySeen <= 2) continue;
           if (this.#now >= this.deadline) return STEP_TIMEOUT;
           return this.#sleepOn(
             core.header,
             H_BIND_LOCK,
             word,
-            Math.min(this.deadline - this.#now, BIND_LOCK_LEASE_MS),
+            Math.min(this.deadline - this.#now, word === 0 ? 1 : BIND_LOCK_LEASE_MS),
             false,
           );
         }
@@ -242,16 +243,7 @@ export class Request implements WaiterView {
   }
 
   #reclaimableIn(slot: number, s: number): number {
-    if (s !== this.#unstampedState) {
-      this.#unstampedState = s;
-      this.#unstampedSince = this.#now;
-    }
-    const grants = this.#core.grants;
-    const ms = grants.reclaimableIn(slot, s, this.#now, this.failTimeout, this.#unstampedSince);
-    // The observation clock runs only while the holder is seen unstamped / unbacked; a stamped
-    // or backed sighting restarts it, so a holder that just freed its record is not reclaimed.
-    if (!grants.unknownHolder) this.#unstampedState = -1;
-    return ms;
+    return this.#core.grants.reclaimableIn(slot, s, this.#now, this.failTimeout);
   }
 
   /** Sets this request's announcement bits (a hint; a failed CAS is fine). Returns the word. */

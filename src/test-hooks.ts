@@ -1,0 +1,36 @@
+/**
+ * Test-only stall points. Not exported from index.ts and not part of the API: tests import this
+ * module directly and install `testHooks.stall` in a worker, so that the worker stops at one named
+ * point of the core (for example between a grant CAS and the end of its window) until the test
+ * lets it go through shared memory. That turns a race that needs a lucky interleaving into a
+ * deterministic sequence of steps.
+ *
+ * In production `testHooks.stall` is undefined and each point costs a property load and a branch.
+ * No point sits on the uncontended infinite-hold path (acquire + release without a deadline).
+ */
+
+export type StallPoint =
+  /** Exclusive finite grant: inside the grant window (after the grant CAS). */
+  | 'grant:window'
+  /** Reclaim of an exclusive holder: judged expired, not yet taken. */
+  | 'reclaim:judged'
+  /** Reclaim of an exclusive holder: the word marked RECLAIMING, the cell not yet checked. */
+  | 'reclaim:marked'
+  /** Exclusive extend: the new deadline is published, the lease has not yet re-checked it holds. */
+  | 'extend:published'
+  /** Shared release: the lease's record was checked, nothing changed yet. */
+  | 'releaseShared:checked'
+  /** Shared extend: the lease's record was checked, nothing changed yet. */
+  | 'extendShared:checked'
+  /** Shared release: the record is given up, the count not yet taken off. */
+  | 'releaseShared:releasing'
+  /** Binding mutex: just taken, its deadline not yet stamped. */
+  | 'bind:locked'
+  /** Evicting a key: the slot is UNBOUND, the eviction not finished (token floor, VACANT). */
+  | 'evict:unbound'
+  /** Binding a key: the slot is marked BINDING, the key not yet written. */
+  | 'bind:binding';
+
+export const testHooks: { stall: ((point: StallPoint) => void) | undefined } = {
+  stall: undefined,
+};

@@ -1,0 +1,362 @@
+/**
+ * Regressions for the races found in review (DESIGN.md). Each test stops a real worker thread at a
+ * precise point of the core (src/test-hooks.ts) and interleaves other threads around it, through
+ * shared memory and messages, so the race happens every run rather than once in a while. Each one
+ * failed on the code before its fix (the commit that adds it says how).
+ */
+import assert from 'node:assert/strict';
+import { afterEach, describe, test } from 'node:test';
+import { LockTable } from '../src/index.js';
+import { hashKey } from '../src/key.js';
+import { bindingOf, revokedOf } from '../src/directory.js';
+import {
+  H_BIND_LOCK,
+  HEADER_F64,
+  HEADER_WORDS,
+  HF_BIND_LOCK_DEADLINE,
+  S_BIND,
+  S_SLEEPERS,
+  S_STATE,
+  SLOT_WORDS,
+} from '../src/layout.js';
+import { PARKED, STARVING, WAITING, WRITER_WAITING } from '../src/slot-state.js';
+import { waitFor } from './harness.js';
+import { Puppet } from './puppets.js';
+
+const puppets: Puppet[] = [];
+function puppet(table: LockTable): Puppet {
+  const p = new Puppet(table.buffer);
+  puppets.push(p);
+  return p;
+}
+afterEach(async () => {
+  await Promise.all(puppets.splice(0).map((p) => p.stop()));
+});
+
+function slotOf(table: LockTable, key: string): number {
+  const slot = table.directory.find(key, hashKey(key));
+  assert.ok(slot >= 0, `${key} is not bound`);
+  return slot;
+}
+
+describe('review regressions: exclusive deadlines and tokens', () => {
+  test('a holder that extends while a waiter watches is never reclaimed (no parity ABA)', async () => {
+    const failTimeout = 300;
+    const table = new LockTable({ capacity: 4, failTimeout });
+    const holder = puppet(table);
+    const waiter = puppet(table);
+    const h = await holder.do({ op: 'acquire', key: 'k', options: { hold: 60_000 } });
+    assert.ok(h.ok);
+    const base = slotOf(table, 'k') * SLOT_WORDS;
+    // The flags a waiter adds (announcement, starvation, parked) are set beforehand, so that the
+    // word the waiter sees does not change when it announces itself or sleeps.
+    Atomics.or(table.slots, base + S_STATE, WAITING | WRITER_WAITING | STARVING | PARKED);
+    // 1. The holder stops inside an extend.
+    let extend = (
+      await holder.stallAt('extend:published', {
+        op: 'extend',
+        lease: h.lease,
+        ms: 60_000,
+      })
+    ).reply;
+    // 2. A waiter looks at the word while it is stopped there, then sleeps.
+    const waited = waiter.do({
+      op: 'acquire',
+      key: 'k',
+      options: { waitTimeout: 1500, spinDelay: 0 },
+    });
+    await waitFor(table.slots, base + S_SLEEPERS, (v) => v > 0);
+    // 3. The holder finishes, extends again, and stops inside a third extend: with a one-bit
+    //    parity, the word is the one the waiter saw in step 2.
+    holder.resume();
+    assert.ok((await extend).ok);
+    assert.ok((await holder.do({ op: 'extend', lease: h.lease, ms: 60_000 })).ok);
+    extend = (
+      await holder.stallAt('extend:published', { op: 'extend', lease: h.lease, ms: 60_000 })
+    ).reply;
+    // 4. The waiter wakes failTimeout after its first look: its holder is 60 s from its deadline.
+    const w = await waited;
+    holder.resume();
+    assert.ok((await extend).ok);
+    assert.equal(
+      w.code,
+      'ERR_LOCK_TIMEOUT',
+      `the waiter reclaimed a live holder: ${JSON.stringify(w)}`,
+    );
+    assert.equal((await holder.do({ op: 'held', lease: h.lease })).held, true);
+  });
+
+  test('a holder stopped inside its grant window is not reclaimed (so its token is not issued twice)', async () => {
+    const table = new LockTable({ capacity: 4, failTimeout: 50 });
+    const holder = puppet(table);
+    const waiter = puppet(table);
+    const granted = (
+      await holder.stallAt('grant:window', {
+        op: 'acquire',
+        key: 't',
+        options: { hold: 60_000 },
+      })
+    ).reply;
+    const w = await waiter.do({ op: 'acquire', key: 't', options: { waitTimeout: 400 } });
+    holder.resume();
+    const h = await granted;
+    assert.ok(h.ok);
+    if (w.ok) assert.notEqual(w.token, h.token, `token ${h.token} was issued twice`);
+    assert.equal(
+      w.code,
+      'ERR_LOCK_TIMEOUT',
+      `the waiter reclaimed a live holder: ${JSON.stringify(w)}`,
+    );
+    assert.equal((await holder.do({ op: 'held', lease: h.lease })).held, true);
+  });
+});
+
+describe('review regressions: a reclaim takes only the grant it judged', () => {
+  test('a reclaim judged on a deadline that was then extended hands the slot back', async () => {
+    const table = new LockTable({ capacity: 4, failTimeout: 20 });
+    const holder = puppet(table);
+    const waiter = puppet(table);
+    const h = await holder.do({ op: 'acquire', key: 'x', options: { hold: 40 } });
+    assert.ok(h.ok);
+    // The waiter finds the deadline passed (plus failTimeout) and stops before its CAS.
+    const waited = (
+      await waiter.stallAt('reclaim:judged', {
+        op: 'acquire',
+        key: 'x',
+        options: { waitTimeout: 400 },
+      })
+    ).reply;
+    // The holder extends twice: the state word is the one the waiter judged.
+    assert.ok((await holder.do({ op: 'extend', lease: h.lease, ms: 60_000 })).ok);
+    assert.ok((await holder.do({ op: 'extend', lease: h.lease, ms: 60_000 })).ok);
+    waiter.resume();
+    const w = await waited;
+    assert.equal(
+      w.code,
+      'ERR_LOCK_TIMEOUT',
+      `the waiter took an extended grant: ${JSON.stringify(w)}`,
+    );
+    assert.equal((await holder.do({ op: 'held', lease: h.lease })).held, true);
+    assert.ok((await holder.do({ op: 'release', lease: h.lease })).ok);
+  });
+
+  test('a holder can release a grant that a reclaim has marked and is still checking', async () => {
+    const table = new LockTable({ capacity: 4, failTimeout: 20 });
+    const holder = puppet(table);
+    const waiter = puppet(table);
+    const h = await holder.do({ op: 'acquire', key: 'y', options: { hold: 40 } });
+    // The waiter finds the grant expired, marks it RECLAIMING and stops before checking it.
+    const waited = (
+      await waiter.stallAt('reclaim:marked', {
+        op: 'acquire',
+        key: 'y',
+        options: { waitTimeout: 5000 },
+      })
+    ).reply;
+    // The mark does not stop the holder; its release drops it, and the reclaim then fails.
+    assert.ok((await holder.do({ op: 'release', lease: h.lease })).ok);
+    waiter.resume();
+    const w = await waited;
+    assert.ok(w.ok);
+    assert.equal(w.recovered, false, 'the waiter got the lock from the release, not by reclaim');
+  });
+
+  test('a holder that extends a marked grant keeps it', async () => {
+    const table = new LockTable({ capacity: 4, failTimeout: 20 });
+    const holder = puppet(table);
+    const waiter = puppet(table);
+    const h = await holder.do({ op: 'acquire', key: 'z', options: { hold: 40 } });
+    const waited = (
+      await waiter.stallAt('reclaim:marked', {
+        op: 'acquire',
+        key: 'z',
+        options: { waitTimeout: 400 },
+      })
+    ).reply;
+    assert.ok((await holder.do({ op: 'extend', lease: h.lease, ms: 60_000 })).ok);
+    waiter.resume();
+    assert.equal((await waited).code, 'ERR_LOCK_TIMEOUT');
+    assert.equal((await holder.do({ op: 'held', lease: h.lease })).held, true);
+  });
+});
+
+describe('review regressions: shared holders', () => {
+  test("a stale shared lease's release cannot free a newer reader's record", async () => {
+    const table = new LockTable({ capacity: 4, failTimeout: 20 });
+    const reader = puppet(table);
+    const r = await reader.do({ op: 'acquire', key: 's', options: { mode: 'shared', hold: 30 } });
+    assert.ok(r.ok);
+    // The reader checks its record, then stops before acting on it...
+    const release = (
+      await reader.stallAt('releaseShared:checked', {
+        op: 'release',
+        lease: r.lease,
+      })
+    ).reply;
+    // ...its deadline passes, a waiter reclaims the group and lets go, and a new reader (this
+    // thread) takes the first free record: the stale lease's record.
+    const w = table.acquireSync('s', { waitTimeout: 5000 });
+    assert.equal(w.recovered, true);
+    w.release();
+    const fresh = table.acquireSync('s', { mode: 'shared', hold: 60_000 });
+    reader.resume();
+    assert.equal((await release).code, 'ERR_LOCK_STALE');
+    assert.equal(fresh.held, true, "the stale release freed the new reader's record");
+    assert.equal(table.tryAcquire('s'), null, 'an exclusive grant overlapped a shared holder');
+    fresh.release();
+  });
+
+  test("a stale shared lease's extend cannot change a newer reader's deadline", async () => {
+    const table = new LockTable({ capacity: 4, failTimeout: 20 });
+    const reader = puppet(table);
+    const r = await reader.do({ op: 'acquire', key: 'e', options: { mode: 'shared', hold: 30 } });
+    assert.ok(r.ok);
+    const extend = (
+      await reader.stallAt('extendShared:checked', { op: 'extend', lease: r.lease, ms: 1 })
+    ).reply;
+    const w = table.acquireSync('e', { waitTimeout: 5000 });
+    assert.equal(w.recovered, true);
+    w.release();
+    const fresh = table.acquireSync('e', { mode: 'shared', hold: 60_000 });
+    reader.resume();
+    assert.equal((await extend).code, 'ERR_LOCK_STALE');
+    assert.equal(table.inspect('e')!.holders[0]!.deadline, fresh.deadline);
+    fresh.release();
+  });
+
+  test('a reader stopped between giving up its record and dropping its count is not reclaimed', async () => {
+    const table = new LockTable({ capacity: 4, failTimeout: 20 });
+    const reader = puppet(table);
+    const waiter = puppet(table);
+    const r = await reader.do({
+      op: 'acquire',
+      key: 'g',
+      options: { mode: 'shared', hold: 60_000 },
+    });
+    assert.ok(r.ok);
+    const release = (
+      await reader.stallAt('releaseShared:releasing', {
+        op: 'release',
+        lease: r.lease,
+      })
+    ).reply;
+    const w = await waiter.do({ op: 'acquire', key: 'g', options: { waitTimeout: 300 } });
+    if (w.ok) assert.ok((await waiter.do({ op: 'release', lease: w.lease })).ok);
+    // A new shared group (this thread); then the stopped reader takes its count off.
+    const fresh = table.acquireSync('g', { mode: 'shared', hold: 60_000 });
+    reader.resume();
+    assert.ok((await release).ok);
+    assert.equal(table.tryAcquire('g'), null, 'an exclusive grant overlapped a shared holder');
+    assert.equal(
+      w.code,
+      'ERR_LOCK_TIMEOUT',
+      `the waiter reclaimed a live reader: ${JSON.stringify(w)}`,
+    );
+    fresh.release();
+  });
+});
+
+describe('review regressions: binding mutex', () => {
+  test('the binding mutex is not stolen on the previous holder’s deadline', async () => {
+    const table = new LockTable({ capacity: 8 });
+    table.acquireSync('earlier').release();
+    // The earlier binder's deadline is long past (white-box: no need to wait 100 ms).
+    const headerF64 = new Float64Array(table.buffer, HEADER_WORDS * 4, HEADER_F64);
+    headerF64[HF_BIND_LOCK_DEADLINE] = 0;
+    const binder = puppet(table);
+    const bound = (await binder.stallAt('bind:locked', { op: 'acquire', key: 'b' })).reply;
+    assert.equal(Atomics.load(table.header, H_BIND_LOCK), binder.threadId + 1);
+    // The binder has just taken the mutex and has not stamped its own deadline yet.
+    const other = table.tryAcquire('c');
+    binder.resume();
+    assert.ok((await bound).ok);
+    assert.equal(other, null, 'the mutex was stolen from a binder that had just taken it');
+  });
+
+  test('a robbed binder cannot overwrite the slot its thief bound', async () => {
+    const table = new LockTable({ capacity: 1 });
+    const robbed = puppet(table);
+    const thief = puppet(table);
+    const bind = S_BIND; // slot 0
+    // The binder marks the only slot BINDING and stops there, past the mutex's 100 ms lease.
+    const first = (
+      await robbed.stallAt('bind:binding', {
+        op: 'acquire',
+        key: 'K1',
+        options: { waitTimeout: 300 },
+      })
+    ).reply;
+    assert.equal(Atomics.load(table.slots, bind), bindingOf(robbed.threadId));
+    // A thief steals the mutex after the lease and sweeps the slot; then the robbed binder resumes.
+    const second = thief.do({ op: 'acquire', key: 'K2', options: { waitTimeout: 2000 } });
+    await waitFor(table.slots, bind, (v) => v !== bindingOf(robbed.threadId));
+    await Promise.race([
+      second,
+      waitFor(table.slots, bind, (v) => v === revokedOf(robbed.threadId)),
+    ]);
+    robbed.resume();
+    const results = [
+      { key: 'K1', reply: await first, threadId: robbed.threadId },
+      { key: 'K2', reply: await second, threadId: thief.threadId },
+    ];
+    // Whoever holds the slot holds the key it asked for, and the table says so.
+    for (const { key, reply, threadId } of results) {
+      if (!reply.ok) continue;
+      const info = table.inspect(key);
+      assert.ok(info !== null, `${key} is held by thread ${threadId} but the table lost it`);
+      assert.equal(info.holders[0]!.threadId, threadId);
+    }
+    assert.ok(
+      results.some((r) => r.reply.ok),
+      JSON.stringify(results),
+    );
+  });
+
+  test('an evictor that dies half-way does not wedge the key it was evicting', async () => {
+    const table = new LockTable({ capacity: 1 });
+    table.acquireSync('A').release();
+    // Binding B evicts A from the only slot; the binder dies after the state CAS.
+    const evictor = puppet(table);
+    await evictor.stallAt('evict:unbound', { op: 'acquire', key: 'B' });
+    await evictor.stop();
+    // A is no longer bound; binding it again steals the dead binder's mutex after its lease and
+    // finishes the eviction on the way.
+    const a = await table.acquire('A', { waitTimeout: 2000 });
+    assert.equal(table.inspect('A')!.holders[0]!.threadId, table.grants.threadId);
+    a.release();
+  });
+
+  test('a robbed binder that exits before handing its slot back is cleaned up by watch()', async () => {
+    const table = new LockTable({ capacity: 1 });
+    const robbed = puppet(table);
+    table.watch(robbed.worker);
+    const thief = puppet(table);
+    await robbed.stallAt('bind:binding', { op: 'acquire', key: 'K1' });
+    const second = thief.do({ op: 'acquire', key: 'K2', options: { waitTimeout: 5000 } });
+    await waitFor(table.slots, S_BIND, (v) => v === revokedOf(robbed.threadId));
+    // (A thread cannot die inside its bind window: only the test's stall lets it.)
+    await robbed.stop();
+    const r = await second;
+    assert.ok(r.ok, JSON.stringify(r));
+    assert.equal(table.inspect('K2')!.holders[0]!.threadId, thief.threadId);
+  });
+});
+
+describe('review regressions: sleepers that die', () => {
+  test('a sleeper terminated while asleep does not keep its key off the fast path', async () => {
+    const table = new LockTable({ capacity: 4 });
+    const lease = table.acquireSync('s');
+    const at = slotOf(table, 's') * SLOT_WORDS;
+    const sleeper = puppet(table);
+    void sleeper.do({ op: 'acquire', key: 's', options: { spinDelay: 0 } });
+    await waitFor(table.slots, at + S_SLEEPERS, (v) => v === 1);
+    // Terminated asleep: its count in S_SLEEPERS is never taken back (no finally runs).
+    await sleeper.stop();
+    assert.equal(Atomics.load(table.slots, at + S_SLEEPERS), 1);
+    lease.release();
+    // The release woke nobody, so nobody sleeps: the word must come back to plain FREE, and the
+    // next acquire and release must leave it there (the fast path, not a permanent slow one).
+    table.acquireSync('s').release();
+    assert.equal(Atomics.load(table.slots, at + S_STATE), 0);
+  });
+});
