@@ -160,7 +160,7 @@ export class Request implements WaiterView {
       if (this.blocking && this.#heldHere(slot, s)) return STEP_RECURSION;
       const reclaimIn = this.#reclaimableIn(slot, s);
       if (reclaimIn <= 0) {
-        const r = grants.reclaim(slot, s, this.mode, this.hold, this.failTimeout);
+        const r = grants.reclaim(slot, s, this.mode, this.hold, this.failTimeout, this);
         if (r === GRANTED) {
           if (this.#keyStillOurs()) {
             this.recovered = true;
