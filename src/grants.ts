@@ -437,7 +437,6 @@ export class Grants {
       const before = this.#takeOver(other, r, w);
       if (before < 0) continue;
       collected++;
-      if ((before & FIELD) === 1) this.#settleFree(other, before - 1);
     }
     if (collected > 0) {
       const again = records.claim(slot, this.threadId, deadline);
@@ -474,8 +473,7 @@ export class Grants {
 
   /** Takes off a count of ours that no record backs (its record was taken over). */
   #dropUnbacked(slot: number): void {
-    const before = this.#dropCount(slot, -1, 0);
-    if ((before & FIELD) === 1) this.#settleFree(slot, before - 1);
+    this.#dropCount(slot, -1, 0);
   }
 
   holdsShared(slot: number, record: number, tokenLo: number, tokenHi: number): boolean {
@@ -508,14 +506,15 @@ export class Grants {
     const before = this.#dropCount(slot, rs, releasing);
     // PLAIN: check and store (a RELEASING record is taken over only once seen stuck).
     if (this.#recs[rs] === releasing) this.#recs[rs] = freed;
-    if (before >= 0 && (before & FIELD) === 1) this.#settleFree(slot, before - 1);
     return before >= 0;
   }
 
   /**
    * Takes one count off `slot`'s shared group, by CAS, as long as the record word at `rs` is still
-   * `releasing` (rs < 0: an unbacked count of our own, no record to check). Returns the word before
-   * the count came off, or -1 if the record was taken over meanwhile (the taker took it off).
+   * `releasing` (rs < 0: an unbacked count of our own, no record to check). The last count comes
+   * off with the release itself (HANDOFF to the waiters, or FREE, and a notify), in one CAS as any
+   * release. Returns the word before, or -1 if the record was taken over meanwhile (the taker took
+   * the count off) or the count is not there.
    */
   #dropCount(slot: number, rs: number, releasing: number): number {
     const slots = this.#slots;
@@ -527,26 +526,11 @@ export class Grants {
       if (rs >= 0 && this.#recs[rs] !== releasing) return -1;
       // Never below zero: a count is taken off once (records.ts); this only guards the word.
       if ((s & (EXCLUSIVE | HANDOFF | UNBOUND)) !== 0 || (s & FIELD) === 0) return -1;
-      if (Atomics.compareExchange(slots, at, s, s - 1) === s) return s;
-    }
-  }
-
-  /**
-   * After the last shared holder took its count off: `s` (count 0, flags kept) is free, but its
-   * waiters were not told. Finish the release as the last holder's: HANDOFF if anyone waits, and a
-   * notify. If someone took the word meanwhile, wake the sleepers anyway (their word changed).
-   */
-  #settleFree(slot: number, s: number): void {
-    const slots = this.#slots;
-    const base = slot * SLOT_WORDS;
-    for (;;) {
-      if ((s & (EXCLUSIVE | HANDOFF | UNBOUND)) !== 0 || (s & FIELD) !== 0) {
-        if (Atomics.load(slots, base + S_SLEEPERS) > 0) Atomics.notify(slots, base + S_STATE);
-        return;
+      if ((s & FIELD) === 1) {
+        if (this.#releaseFrom(slot, s, 'shared')) return s;
+      } else if (Atomics.compareExchange(slots, at, s, s - 1) === s) {
+        return s;
       }
-      if (s === 0) return; // no flag: nobody waits or sleeps
-      if (this.#releaseFrom(slot, s | 1, 'shared', s)) return;
-      s = Atomics.load(slots, base + S_STATE);
     }
   }
 
@@ -632,14 +616,14 @@ export class Grants {
     return latest + failTimeout - now;
   }
 
-  /**
-   * Reclaims an expired holder in favour of this waiting request. Exclusive: see
-   * #reclaimExclusive. Shared group: each record past its deadline + failTimeout, or stuck in a
-   * window (records.ts), is released as a forced release would (a CAS from the record word we
-   * judged, then its count off); when that empties the group, this request takes the word if it
-   * can, and otherwise finishes the release for the waiters.
-   */
-  reclaim(slot: number, s: number, mode: Mode, hold: number, failTimeout: number): number {
+  reclaim(
+    slot: number,
+    s: number,
+    mode: Mode,
+    hold: number,
+    failTimeout: number,
+    waiter: WaiterView | undefined,
+  ): number {
     if ((s & EXCLUSIVE) !== 0) return this.#reclaimExclusive(slot, s, mode, hold, failTimeout);
     const records = this.#records;
     const now = monotonicNow();
@@ -656,12 +640,12 @@ export class Grants {
       } else if (records.seenStuck(r, w, now, stuck)) {
         before = this.#takeOver(slot, r, w);
       }
-      if (before >= 0 && (before & FIELD) === 1) emptied = true;
+      if (before > 0 && (before & FIELD) === 1) emptied = true;
     }
     if (!emptied) return BUSY;
-    const result = this.attempt(slot, mode, hold, undefined);
-    if (result !== GRANTED)
-      this.#settleFree(slot, Atomics.load(this.#slots, slot * SLOT_WORDS + S_STATE));
+    // The last count came off as a release by us (HANDOFF to the waiters, ourselves included, or
+    // FREE): take it as the waiter we are.
+    const result = this.attempt(slot, mode, hold, waiter);
     return result === GRANTED || result === NO_RECORD ? result : BUSY;
   }
 
@@ -816,7 +800,6 @@ export class Grants {
       if (kind === RECORD_FREE || kind === RECORD_EXTENDING || records.owner(r) !== owner) continue;
       const slot = records.slot(r);
       const before = this.#takeOver(slot, r, w);
-      if (before > 0 && (before & FIELD) === 1) this.#settleFree(slot, before - 1);
       if (before > 0 && kind === RECORD_ACTIVE) released++;
     }
     return released;

@@ -138,6 +138,12 @@ export type Mode = 'exclusive' | 'shared';
 /** What a waiting request knows about itself when it looks at a HANDOFF. */
 export interface WaiterView {
   readonly threadId: number;
+  /**
+   * True once the request has waited on a held word, announcing itself there when it had anything
+   * to announce (see `announced`): it was waiting when that word's release handed off. A request's
+   * first attempt, a tryAcquire, and a request that arrived at a HANDOFF have not.
+   */
+  readonly announced: boolean;
   /** This thread's handoff-release count when the request began waiting (see Waiting). */
   readonly startReleaseSeq: number;
   /** This thread's handoff-release count now. */
@@ -150,14 +156,16 @@ export interface WaiterView {
 
 /**
  * May this waiting request take a HANDOFF (or join a shared group during READER_PHASE)?
- * Turn rules: STARVING admits only writers that have waited STARVATION_MS;
+ * Only a request that was waiting (it announced itself, or found nothing to announce, on a held
+ * word) may; then turn rules: STARVING admits only writers that have waited STARVATION_MS;
  * READER_PHASE gives the turn to readers, WRITER_WAITING to writers; the releaser's own thread may
  * take it back only with a request that was already waiting when it released. A request that has
  * watched the same HANDOFF sit unclaimed for HANDOFF_PATIENCE_MS may take it regardless (stale
- * flags cannot wedge a slot).
+ * flags cannot wedge a slot); a tryAcquire, which never waits, never takes a HANDOFF.
  */
 export function mayClaimHandoff(s: number, mode: Mode, w: WaiterView): boolean {
   if (w.handoffWatchedMs(s) >= HANDOFF_PATIENCE_MS) return true;
+  if (!w.announced) return false;
   // Only writers starve (readers have their turns: READER_PHASE).
   if (mode === 'exclusive' && (s & STARVING) !== 0 && w.waitedMs < STARVATION_MS) return false;
   if ((s & FIELD) === w.threadId && w.startReleaseSeq >= w.releaseSeq) return false;
@@ -192,7 +200,7 @@ export function grantState(
   if ((s & WRITER_WAITING) !== 0) {
     // A starving writer is next: no reader joins the group (it drains, then hands off).
     if ((s & STARVING) !== 0) return -1;
-    const joinPhase = (s & READER_PHASE) !== 0 && waiter !== undefined;
+    const joinPhase = (s & READER_PHASE) !== 0 && waiter !== undefined && waiter.announced;
     if (!joinPhase && !(waiter !== undefined && waiter.waitedMs >= HANDOFF_PATIENCE_MS)) return -1;
   }
   // Joining readers keep the writer's announcement: the writer is next once the group drains.

@@ -71,6 +71,8 @@ export class Request implements WaiterView {
   readonly slots: Int32Array;
   slot = -1;
   recovered = false;
+  /** See WaiterView.announced: set by #announce on a held word. */
+  announced = false;
   /** What to sleep on after STEP_SLEEP: an Int32Array, an index, a value and a time (ms). */
   sleepArray: Int32Array;
   sleepIndex = 0;
@@ -181,7 +183,10 @@ export class Request implements WaiterView {
       if (this.blocking && this.#heldHere(slot, s)) return STEP_RECURSION;
       const reclaimIn = this.#reclaimableIn(slot, s);
       if (reclaimIn <= 0) {
-        const r = grants.reclaim(slot, s, this.mode, this.hold, this.failTimeout);
+        // A reclaimer found the key held and takes over from its holder: it counts as waiting
+        // (the release its reclaim makes may hand off to it).
+        this.announced = true;
+        const r = grants.reclaim(slot, s, this.mode, this.hold, this.failTimeout, this);
         if (r === GRANTED) {
           if (this.#keyStillOurs()) {
             this.recovered = true;
@@ -249,11 +254,19 @@ export class Request implements WaiterView {
   /** Sets this request's announcement bits (a hint; a failed CAS is fine). Returns the word. */
   #announce(slot: number, s: number): number {
     const want = announced(s, this.mode, this.waitedMs);
-    if (want === s) return s;
+    // Waiting on a held word: a HANDOFF its release makes is for the waiters, this request included
+    // (a writer facing a writer in normal mode has nothing to announce, but waits all the same).
+    const held = (s & EXCLUSIVE) !== 0 || ((s & HANDOFF) === 0 && (s & FIELD) !== 0);
+    if (want === s) {
+      if (held) this.announced = true;
+      return s;
+    }
     const at = slot * SLOT_WORDS + S_STATE;
     // On a failed CAS return the word we checked: the sleep's own CAS then fails and the loop
     // looks again, rather than sleeping on a word nobody has judged busy.
-    return Atomics.compareExchange(this.#core.slots, at, s, want) === s ? want : s;
+    if (Atomics.compareExchange(this.#core.slots, at, s, want) !== s) return s;
+    if (held) this.announced = true;
+    return want;
   }
 
   #sleepOn(array: Int32Array, index: number, value: number, ms: number, isSlot: boolean): number {
