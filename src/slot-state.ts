@@ -150,8 +150,8 @@ export interface WaiterView {
   readonly releaseSeq: number;
   /** Milliseconds this request has waited so far. */
   readonly waitedMs: number;
-  /** Milliseconds this request has seen the word `s` (a HANDOFF) sit unclaimed; 0 if new to it. */
-  handoffWatchedMs(s: number): number;
+  /** Milliseconds this request has seen the busy word `s` unchanged; 0 if new to it. */
+  watchedMs(s: number): number;
 }
 
 /**
@@ -164,7 +164,7 @@ export interface WaiterView {
  * flags cannot wedge a slot); a tryAcquire, which never waits, never takes a HANDOFF.
  */
 export function mayClaimHandoff(s: number, mode: Mode, w: WaiterView): boolean {
-  if (w.handoffWatchedMs(s) >= HANDOFF_PATIENCE_MS) return true;
+  if (w.watchedMs(s) >= HANDOFF_PATIENCE_MS) return true;
   if (!w.announced) return false;
   // Only writers starve (readers have their turns: READER_PHASE).
   if (mode === 'exclusive' && (s & STARVING) !== 0 && w.waitedMs < STARVATION_MS) return false;
@@ -198,8 +198,14 @@ export function grantState(
     return count === 0 ? EXCLUSIVE | threadId | keep | (s & READER_WAITING) : -1;
   if (count >= MAX_SHARED) return -1;
   if ((s & WRITER_WAITING) !== 0) {
-    // A starving writer is next: no reader joins the group (it drains, then hands off).
-    if ((s & STARVING) !== 0) return -1;
+    // A starving writer is next: no reader joins the group (it drains, then hands off). Unless the
+    // word has not moved for HANDOFF_PATIENCE_MS: a group that does not drain gains the writer
+    // nothing from the block, and the writer may be gone (a stale flag must not wedge readers).
+    if (
+      (s & STARVING) !== 0 &&
+      !(waiter !== undefined && waiter.watchedMs(s) >= HANDOFF_PATIENCE_MS)
+    )
+      return -1;
     const joinPhase = (s & READER_PHASE) !== 0 && waiter !== undefined && waiter.announced;
     if (!joinPhase && !(waiter !== undefined && waiter.waitedMs >= HANDOFF_PATIENCE_MS)) return -1;
   }

@@ -26,6 +26,7 @@ import {
   type Mode,
   PARKED,
   STARVATION_MS,
+  STARVING,
   type WaiterView,
 } from './slot-state.js';
 
@@ -86,9 +87,9 @@ export class Request implements WaiterView {
   owedIndex = -1;
   #unboundSeen = 0;
   #bindBusySeen = 0;
-  /** The last HANDOFF word this request failed to claim, and since when it has seen it. */
-  #handoffWord = 0;
-  #handoffSince = 0;
+  /** The last busy word this request failed to take, and since when it has seen it unchanged. */
+  #watchedWord = 0;
+  #watchedSince = 0;
   #now = 0;
 
   constructor(
@@ -128,8 +129,8 @@ export class Request implements WaiterView {
     return this.#now - this.startedAt;
   }
 
-  handoffWatchedMs(s: number): number {
-    return s === this.#handoffWord ? this.#now - this.#handoffSince : 0;
+  watchedMs(s: number): number {
+    return s === this.#watchedWord ? this.#now - this.#watchedSince : 0;
   }
 
   /** One round of the loop described at the top of this file. */
@@ -176,9 +177,9 @@ export class Request implements WaiterView {
       if (result === NO_RECORD) return STEP_NO_RECORD;
       // BUSY
       const s = grants.seen;
-      if ((s & HANDOFF) !== 0 && s !== this.#handoffWord) {
-        this.#handoffWord = s;
-        this.#handoffSince = this.#now;
+      if (s !== this.#watchedWord) {
+        this.#watchedWord = s;
+        this.#watchedSince = this.#now;
       }
       if (this.blocking && this.#heldHere(slot, s)) return STEP_RECURSION;
       const reclaimIn = this.#reclaimableIn(slot, s);
@@ -201,8 +202,10 @@ export class Request implements WaiterView {
       if (this.#now - this.startedAt < this.spinDelay) return STEP_SPIN;
       // A reclaim that was due but failed (a holder still looks live) must not spin: sleep >= 1 ms.
       let ms = Math.min(this.deadline - this.#now, Math.max(reclaimIn, 1), SLEEP_SLICE_MS);
-      if ((announced & HANDOFF) !== 0)
-        ms = Math.min(ms, Math.max(0.05, HANDOFF_PATIENCE_MS - this.handoffWatchedMs(announced)));
+      // A HANDOFF, or (for a reader) a starving writer's announcement, that stays unchanged for
+      // HANDOFF_PATIENCE_MS may be stale: wake up in time to look (see mayClaimHandoff, grantState).
+      if ((announced & HANDOFF) !== 0 || (this.mode === 'shared' && (announced & STARVING) !== 0))
+        ms = Math.min(ms, Math.max(0.05, HANDOFF_PATIENCE_MS - this.watchedMs(announced)));
       // A writer wakes up in time to announce STARVING, even if no release wakes it before
       // (readers need not: their turn comes with every writer's release).
       if (this.mode === 'exclusive' && this.waitedMs < STARVATION_MS)
