@@ -124,6 +124,11 @@ export type Mode = 'exclusive' | 'shared';
 /** What a waiting request knows about itself when it looks at a HANDOFF. */
 export interface WaiterView {
   readonly threadId: number;
+  /**
+   * True once the request has announced itself (its bits are in the word): it is waiting. A
+   * request's first attempt and a tryAcquire (which never announces) have not.
+   */
+  readonly announced: boolean;
   /** This thread's handoff-release count when the request began waiting (see Waiting). */
   readonly startReleaseSeq: number;
   /** This thread's handoff-release count now. */
@@ -134,12 +139,15 @@ export interface WaiterView {
 
 /**
  * May this waiting request take a HANDOFF (or join a shared group during READER_PHASE)?
- * Turn rules: READER_PHASE gives the turn to readers, WRITER_WAITING to writers; the releaser's
- * own thread may take it back only with a request that was already waiting when it released.
- * After HANDOFF_PATIENCE_MS of waiting, anybody may take it (stale flags cannot wedge a slot).
+ * Only a request that is waiting (has announced itself) may; then turn rules: READER_PHASE
+ * gives the turn to readers, WRITER_WAITING to writers; the releaser's own thread may take it
+ * back only with a request that was already waiting when it released. A request that has waited
+ * HANDOFF_PATIENCE_MS may take it regardless (stale flags cannot wedge a slot); a tryAcquire,
+ * which never waits, never takes a HANDOFF.
  */
 export function mayClaimHandoff(s: number, mode: Mode, w: WaiterView): boolean {
   if (w.waitedMs >= HANDOFF_PATIENCE_MS) return true;
+  if (!w.announced) return false;
   if ((s & STARVING) !== 0 && w.waitedMs < STARVATION_MS) return false;
   if ((s & FIELD) === w.threadId && w.startReleaseSeq >= w.releaseSeq) return false;
   if ((s & READER_PHASE) !== 0) return mode === 'shared';
@@ -171,7 +179,7 @@ export function grantState(
     return count === 0 ? EXCLUSIVE | threadId | keep | (s & READER_WAITING) : -1;
   if (count >= MAX_SHARED) return -1;
   if ((s & WRITER_WAITING) !== 0) {
-    const joinPhase = (s & READER_PHASE) !== 0 && waiter !== undefined;
+    const joinPhase = (s & READER_PHASE) !== 0 && waiter !== undefined && waiter.announced;
     if (!joinPhase && !(waiter !== undefined && waiter.waitedMs >= HANDOFF_PATIENCE_MS)) return -1;
   }
   // Joining readers keep the writer's announcement: the writer is next once the group drains.

@@ -19,7 +19,7 @@ import {
   S_STATE,
   SLOT_WORDS,
 } from '../src/layout.js';
-import { PARKED, STARVING, WAITING, WRITER_WAITING } from '../src/slot-state.js';
+import { HANDOFF, PARKED, STARVING, WAITING, WRITER_WAITING } from '../src/slot-state.js';
 import { waitFor } from './harness.js';
 import { Puppet } from './puppets.js';
 
@@ -358,5 +358,24 @@ describe('review regressions: sleepers that die', () => {
     // next acquire and release must leave it there (the fast path, not a permanent slow one).
     table.acquireSync('s').release();
     assert.equal(Atomics.load(table.slots, at + S_STATE), 0);
+  });
+});
+
+describe('review regressions: handoffs', () => {
+  test('a HANDOFF goes to a request that was waiting, not to tryAcquire or a newcomer', async () => {
+    const table = new LockTable({ capacity: 4 });
+    const holder = puppet(table);
+    const h = await holder.do({ op: 'acquire', key: 'h' });
+    // A writer announced itself while the key was held (white-box: its bits, without the thread).
+    const at = slotOf(table, 'h') * SLOT_WORDS + S_STATE;
+    Atomics.or(table.slots, at, WAITING | WRITER_WAITING);
+    assert.ok((await holder.do({ op: 'release', lease: h.lease })).ok);
+    assert.notEqual(Atomics.load(table.slots, at) & HANDOFF, 0, 'the release did not hand off');
+    // This thread never waited: neither its tryAcquire nor the first attempt of its acquire may
+    // take the handoff. A request that waits takes it once it has waited HANDOFF_PATIENCE_MS.
+    assert.equal(table.tryAcquire('h'), null, 'tryAcquire took a handoff meant for a waiter');
+    const lease = table.acquireSync('h', { waitTimeout: 1000 });
+    assert.ok(lease.held);
+    lease.release();
   });
 });
