@@ -139,9 +139,9 @@ export type Mode = 'exclusive' | 'shared';
 export interface WaiterView {
   readonly threadId: number;
   /**
-   * True once the request has waited on a held word, announcing itself there when it had anything
-   * to announce (see `announced`): it was waiting when that word's release handed off. A request's
-   * first attempt, a tryAcquire, and a request that arrived at a HANDOFF have not.
+   * True once the request is waiting: it has reached the announce step of the waiting loop (its
+   * bits are in the word, or it had nothing to announce: a writer facing a writer in normal mode).
+   * A request's first attempt and a tryAcquire (which never waits) have not.
    */
   readonly announced: boolean;
   /** This thread's handoff-release count when the request began waiting (see Waiting). */
@@ -156,12 +156,12 @@ export interface WaiterView {
 
 /**
  * May this waiting request take a HANDOFF (or join a shared group during READER_PHASE)?
- * Only a request that was waiting (it announced itself, or found nothing to announce, on a held
- * word) may; then turn rules: STARVING admits only writers that have waited STARVATION_MS;
- * READER_PHASE gives the turn to readers, WRITER_WAITING to writers; the releaser's own thread may
- * take it back only with a request that was already waiting when it released. A request that has
- * watched the same HANDOFF sit unclaimed for HANDOFF_PATIENCE_MS may take it regardless (stale
- * flags cannot wedge a slot); a tryAcquire, which never waits, never takes a HANDOFF.
+ * Only a request that is waiting (see WaiterView.announced) may; then turn rules: STARVING admits
+ * only writers that have waited STARVATION_MS; READER_PHASE gives the turn to readers,
+ * WRITER_WAITING to writers; the releaser's own thread may take it back only with a request that
+ * was already waiting when it released. A request that has watched the same HANDOFF sit unclaimed
+ * for HANDOFF_PATIENCE_MS may take it regardless (stale flags cannot wedge a slot); a tryAcquire,
+ * which never waits, never takes a HANDOFF.
  */
 export function mayClaimHandoff(s: number, mode: Mode, w: WaiterView): boolean {
   if (w.watchedMs(s) >= HANDOFF_PATIENCE_MS) return true;

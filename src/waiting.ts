@@ -72,7 +72,7 @@ export class Request implements WaiterView {
   readonly slots: Int32Array;
   slot = -1;
   recovered = false;
-  /** See WaiterView.announced: set by #announce on a held word. */
+  /** See WaiterView.announced: set once #announce has put this request's bits in the word. */
   announced = false;
   /** What to sleep on after STEP_SLEEP: an Int32Array, an index, a value and a time (ms). */
   sleepArray: Int32Array;
@@ -257,18 +257,17 @@ export class Request implements WaiterView {
   /** Sets this request's announcement bits (a hint; a failed CAS is fine). Returns the word. */
   #announce(slot: number, s: number): number {
     const want = announced(s, this.mode, this.waitedMs);
-    // Waiting on a held word: a HANDOFF its release makes is for the waiters, this request included
-    // (a writer facing a writer in normal mode has nothing to announce, but waits all the same).
-    const held = (s & EXCLUSIVE) !== 0 || ((s & HANDOFF) === 0 && (s & FIELD) !== 0);
     if (want === s) {
-      if (held) this.announced = true;
+      // Our bits are there already, or there is nothing to announce (a writer facing a writer in
+      // normal mode): either way this request is waiting now.
+      this.announced = true;
       return s;
     }
     const at = slot * SLOT_WORDS + S_STATE;
     // On a failed CAS return the word we checked: the sleep's own CAS then fails and the loop
     // looks again, rather than sleeping on a word nobody has judged busy.
     if (Atomics.compareExchange(this.#core.slots, at, s, want) !== s) return s;
-    if (held) this.announced = true;
+    this.announced = true;
     return want;
   }
 
