@@ -5,10 +5,13 @@
  *
  * Phases of a waiting request, each step:
  *   1. find the key's slot (binding it if needed; a busy binding mutex means sleep on it);
- *   2. attempt a grant, as a waiter (so it may take a HANDOFF whose turn is its own);
- *   3. if the holder is past its deadline + failTimeout, reclaim (a CAS naming the stale state);
+ *   2. attempt a grant, as a waiter (once it is waiting - step 4 - it may take a HANDOFF whose
+ *      turn is its own);
+ *   3. if the holder is past its deadline + failTimeout, reclaim (Grants.reclaim: CASes that
+ *      name the exact words judged);
  *   4. announce itself when it needs a turn (see `announced`: a reader, a writer facing readers,
- *      or a writer that has waited STARVATION_MS), so that the next release hands off;
+ *      or a writer that has waited STARVATION_MS), so that the next release hands off; from
+ *      here on it counts as waiting (Request.announced);
  *   5. spin for `spinDelay` ms (a handoff to a spinner costs about 1 us), then sleep on S_STATE
  *      (counted in S_SLEEPERS) until woken, or until the earliest of: its wait deadline, the
  *      holder's reclaim time, the handoff patience, or SLEEP_SLICE_MS.
