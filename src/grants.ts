@@ -65,6 +65,7 @@ export const NO_RECORD = -2;
 const PARITY_SHIFT = BigInt(CELL_PARITY_SHIFT);
 const DEADLINE_SHIFT = BigInt(CELL_DEADLINE_SHIFT);
 const OWNER_MASK = (1n << PARITY_SHIFT) - 1n;
+const PARITY_BIT = 1n << PARITY_SHIFT;
 
 /** The holder named in a deadline cell (-1 for an empty cell). */
 function cellOwner(cell: bigint): number {
@@ -96,8 +97,9 @@ export class Grants {
   readonly #split64 = new BigInt64Array(1);
   readonly #split32 = new Int32Array(this.#split64.buffer);
   readonly threadId: number;
-  /** This thread's id as it appears at the bottom of a deadline cell. */
+  /** This thread's id as it appears at the bottom of a deadline cell, without and with parity. */
   readonly #cellOwner: bigint;
+  readonly #cellOwnerParity: bigint;
   /** Incremented each time this thread releases into HANDOFF (see WaiterView). */
   releaseSeq = 0;
 
@@ -123,6 +125,7 @@ export class Grants {
     this.#tokens64 = views.slots64;
     this.threadId = threadId;
     this.#cellOwner = BigInt(threadId + 1);
+    this.#cellOwnerParity = this.#cellOwner | PARITY_BIT;
   }
 
   /** @internal For tests: the record count, a record's word and its slot. */
@@ -234,16 +237,14 @@ export class Grants {
    * the new grant's. Only this thread writes cells that name it.
    */
   #parityFor(slot: number): number {
-    const cell = this.#cells[slot]!;
-    return cellOwner(cell) === this.threadId && cellParity(cell) === 0 ? PARITY : 0;
+    return (this.#cells[slot]! & (OWNER_MASK | PARITY_BIT)) === this.#cellOwner ? PARITY : 0;
   }
 
   /** The deadline cell of this thread for `deadline` (whole ms) and `parity`. */
   #cell(deadline: number, parity: number): bigint {
     return (
       (BigInt(deadline) << DEADLINE_SHIFT) |
-      (parity !== 0 ? 1n << PARITY_SHIFT : 0n) |
-      this.#cellOwner
+      (parity !== 0 ? this.#cellOwnerParity : this.#cellOwner)
     );
   }
 
