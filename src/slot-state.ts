@@ -125,10 +125,10 @@ export type Mode = 'exclusive' | 'shared';
 export interface WaiterView {
   readonly threadId: number;
   /**
-   * True once the request has announced itself (its bits are in the word): it is waiting. A
-   * request's first attempt and a tryAcquire (which never announces) have not.
+   * False for a request that makes one attempt and never waits (tryAcquire, waitTimeout 0): it
+   * may not take a HANDOFF, which is for the requests that wait.
    */
-  readonly announced: boolean;
+  readonly waits: boolean;
   /** This thread's handoff-release count when the request began waiting (see Waiting). */
   readonly startReleaseSeq: number;
   /** This thread's handoff-release count now. */
@@ -139,15 +139,14 @@ export interface WaiterView {
 
 /**
  * May this waiting request take a HANDOFF (or join a shared group during READER_PHASE)?
- * Only a request that is waiting (has announced itself) may; then turn rules: READER_PHASE
- * gives the turn to readers, WRITER_WAITING to writers; the releaser's own thread may take it
- * back only with a request that was already waiting when it released. A request that has waited
- * HANDOFF_PATIENCE_MS may take it regardless (stale flags cannot wedge a slot); a tryAcquire,
- * which never waits, never takes a HANDOFF.
+ * Only a request that waits may (a tryAcquire never takes a HANDOFF); then turn rules:
+ * READER_PHASE gives the turn to readers, WRITER_WAITING to writers; the releaser's own thread may
+ * take it back only with a request that was already waiting when it released. A request that has
+ * waited HANDOFF_PATIENCE_MS may take it regardless (stale flags cannot wedge a slot).
  */
 export function mayClaimHandoff(s: number, mode: Mode, w: WaiterView): boolean {
+  if (!w.waits) return false;
   if (w.waitedMs >= HANDOFF_PATIENCE_MS) return true;
-  if (!w.announced) return false;
   if ((s & STARVING) !== 0 && w.waitedMs < STARVATION_MS) return false;
   if ((s & FIELD) === w.threadId && w.startReleaseSeq >= w.releaseSeq) return false;
   if ((s & READER_PHASE) !== 0) return mode === 'shared';
@@ -179,7 +178,7 @@ export function grantState(
     return count === 0 ? EXCLUSIVE | threadId | keep | (s & READER_WAITING) : -1;
   if (count >= MAX_SHARED) return -1;
   if ((s & WRITER_WAITING) !== 0) {
-    const joinPhase = (s & READER_PHASE) !== 0 && waiter !== undefined && waiter.announced;
+    const joinPhase = (s & READER_PHASE) !== 0 && waiter !== undefined && waiter.waits;
     if (!joinPhase && !(waiter !== undefined && waiter.waitedMs >= HANDOFF_PATIENCE_MS)) return -1;
   }
   // Joining readers keep the writer's announcement: the writer is next once the group drains.

@@ -67,8 +67,8 @@ export class Request implements WaiterView {
   readonly #core: WaitCore;
   slot = -1;
   recovered = false;
-  /** See WaiterView.announced: set once #announce has put this request's bits in the word. */
-  announced = false;
+  /** See WaiterView.waits: false for one attempt (tryAcquire, waitTimeout 0). */
+  readonly waits: boolean;
   /** What to sleep on after STEP_SLEEP: an Int32Array, an index, a value and a time (ms). */
   sleepArray: Int32Array;
   sleepIndex = 0;
@@ -95,6 +95,7 @@ export class Request implements WaiterView {
     this.mode = mode;
     this.hold = hold;
     this.waitTimeout = waitTimeout;
+    this.waits = waitTimeout > 0;
     this.failTimeout = failTimeout;
     this.spinDelay = spinDelay;
     this.blocking = blocking;
@@ -162,9 +163,6 @@ export class Request implements WaiterView {
       if (this.blocking && this.#heldHere(slot, s)) return STEP_RECURSION;
       const reclaimIn = this.#reclaimableIn(slot, s);
       if (reclaimIn <= 0) {
-        // A reclaimer found the key held and takes over from its holder: it counts as waiting
-        // (the release its reclaim makes may hand off to it).
-        this.announced = true;
         const r = grants.reclaim(slot, s, this.mode, this.hold, this.failTimeout, this);
         if (r === GRANTED) {
           if (this.#keyStillOurs()) {
@@ -207,17 +205,12 @@ export class Request implements WaiterView {
   /** Sets this request's announcement bits (a hint; a failed CAS is fine). Returns the word. */
   #announce(slot: number, s: number): number {
     const bits = announceBits(this.mode, this.waitedMs);
-    if ((s & bits) === bits) {
-      this.announced = true;
-      return s;
-    }
+    if ((s & bits) === bits) return s;
     const want = s | bits;
     const at = slot * SLOT_WORDS + S_STATE;
     // On a failed CAS return the word we checked: the sleep's own CAS then fails and the loop
     // looks again, rather than sleeping on a word nobody has judged busy.
-    if (Atomics.compareExchange(this.#core.slots, at, s, want) !== s) return s;
-    this.announced = true;
-    return want;
+    return Atomics.compareExchange(this.#core.slots, at, s, want) === s ? want : s;
   }
 
   #sleepOn(array: Int32Array, index: number, value: number, ms: number, isSlot: boolean): number {
