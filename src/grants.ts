@@ -474,7 +474,7 @@ export class Grants {
 
   /** Takes off a count of ours that no record backs (its record was taken over). */
   #dropUnbacked(slot: number): void {
-    this.#dropCount(slot, -1, 0);
+    this.#dropCount(slot, -1, 0, 0);
   }
 
   holdsShared(slot: number, record: number, tokenLo: number, tokenHi: number): boolean {
@@ -504,34 +504,35 @@ export class Grants {
     const freed = nextRecordWord(releasing, RECORD_FREE);
     if (Atomics.compareExchange(this.#recs, rs, word, releasing) !== word) return false;
     testHooks.stall?.('releaseShared:releasing');
-    const before = this.#dropCount(slot, rs, releasing);
-    // PLAIN: check and store (a RELEASING record is taken over only once seen stuck).
-    if (this.#recs[rs] === releasing) this.#recs[rs] = freed;
-    return before >= 0;
+    return this.#dropCount(slot, rs, releasing, freed) >= 0;
   }
 
   /**
    * Takes one count off `slot`'s shared group, by CAS, as long as the record word at `rs` is still
-   * `releasing` (rs < 0: an unbacked count of our own, no record to check). The last count comes
-   * off with the release itself (HANDOFF to the waiters, or FREE, and a notify), in one CAS as any
-   * release. Returns the word before, or -1 if the record was taken over meanwhile (the taker took
-   * the count off) or the count is not there.
+   * `releasing` (rs < 0: an unbacked count of our own, no record to check), and marks the record
+   * `freed` with a plain store straight after that CAS: a RELEASING record always still has its
+   * count on the word. The last count comes off with the release itself (HANDOFF to the waiters,
+   * or FREE) in the same CAS, and its notify follows. Returns the word before, or -1 if the record
+   * was taken over meanwhile (the taker took the count off) or the count is not there.
    */
-  #dropCount(slot: number, rs: number, releasing: number): number {
+  #dropCount(slot: number, rs: number, releasing: number, freed: number): number {
     const slots = this.#slots;
-    const at = slot * SLOT_WORDS + S_STATE;
+    const base = slot * SLOT_WORDS;
+    const recs = this.#recs;
     for (;;) {
-      const s = Atomics.load(slots, at);
+      const s = Atomics.load(slots, base + S_STATE);
+      const last = (s & FIELD) === 1;
+      const next = last ? releaseState(s, 'shared', this.threadId) : s - 1;
       // PLAIN: the record check and the CAS's arguments (a stall here is the one case left: see
       // DESIGN.md, "What a stalled thread can still do").
-      if (rs >= 0 && this.#recs[rs] !== releasing) return -1;
+      if (rs >= 0 && recs[rs] !== releasing) return -1;
       // Never below zero: a count is taken off once (records.ts); this only guards the word.
       if ((s & (EXCLUSIVE | HANDOFF | UNBOUND)) !== 0 || (s & FIELD) === 0) return -1;
-      if ((s & FIELD) === 1) {
-        if (this.#releaseFrom(slot, s, 'shared')) return s;
-      } else if (Atomics.compareExchange(slots, at, s, s - 1) === s) {
-        return s;
-      }
+      if (Atomics.compareExchange(slots, base + S_STATE, s, next) !== s) continue;
+      // PLAIN, straight after the CAS: the count is off, so the record must say so.
+      if (rs >= 0 && recs[rs] === releasing) recs[rs] = freed;
+      if (last) this.#afterRelease(slot, s, next);
+      return s;
     }
   }
 
@@ -574,6 +575,14 @@ export class Grants {
     const base = slot * SLOT_WORDS;
     const next = releaseState(s, mode, this.threadId);
     if (Atomics.compareExchange(slots, base + S_STATE, actual, next) !== actual) return false;
+    this.#afterRelease(slot, s, next);
+    return true;
+  }
+
+  /** After a release's CAS from `s` to `next`: the notify (the PARKED relay), and stale HANDOFFs. */
+  #afterRelease(slot: number, s: number, next: number): void {
+    const slots = this.#slots;
+    const base = slot * SLOT_WORDS;
     // RACE: a sleeper may have arrived just before our CAS and may already sleep on the old word;
     // so read S_SLEEPERS after the CAS. The release clears PARKED; the sleeper it wakes sets it
     // again if others still sleep (Request.relayWakeUp), like the futex mutex's "2" state.
@@ -590,7 +599,6 @@ export class Grants {
         Atomics.compareExchange(slots, base + S_STATE, next, next & ~(HANDOFF | FIELD | ANNOUNCE));
       }
     }
-    return true;
   }
 
   // ---- reclaim --------------------------------------------------------------------------------
@@ -667,10 +675,7 @@ export class Grants {
     const releasing = nextRecordWord(w, RECORD_RELEASING);
     const freed = nextRecordWord(releasing, RECORD_FREE);
     if (Atomics.compareExchange(this.#recs, rs, w, releasing) !== w) return -1;
-    const before = this.#dropCount(slot, rs, releasing);
-    // PLAIN: check and store (a RELEASING record is taken over only once seen stuck).
-    if (this.#recs[rs] === releasing) this.#recs[rs] = freed;
-    return before;
+    return this.#dropCount(slot, rs, releasing, freed);
   }
 
   /**

@@ -139,11 +139,10 @@ export type Mode = 'exclusive' | 'shared';
 export interface WaiterView {
   readonly threadId: number;
   /**
-   * True once the request is waiting: it has reached the announce step of the waiting loop (its
-   * bits are in the word, or it had nothing to announce: a writer facing a writer in normal mode).
-   * A request's first attempt and a tryAcquire (which never waits) have not.
+   * False for a request that makes one attempt and never waits (tryAcquire, waitTimeout 0): it
+   * may not take a HANDOFF, which is for the requests that wait.
    */
-  readonly announced: boolean;
+  readonly waits: boolean;
   /** This thread's handoff-release count when the request began waiting (see Waiting). */
   readonly startReleaseSeq: number;
   /** This thread's handoff-release count now. */
@@ -156,16 +155,16 @@ export interface WaiterView {
 
 /**
  * May this waiting request take a HANDOFF (or join a shared group during READER_PHASE)?
- * Only a request that is waiting (see WaiterView.announced) may; then turn rules: STARVING admits
- * only writers that have waited STARVATION_MS; READER_PHASE gives the turn to readers,
- * WRITER_WAITING to writers; the releaser's own thread may take it back only with a request that
- * was already waiting when it released. A request that has watched the same HANDOFF sit unclaimed
- * for HANDOFF_PATIENCE_MS may take it regardless (stale flags cannot wedge a slot); a tryAcquire,
- * which never waits, never takes a HANDOFF.
+ * Only a request that waits may (see WaiterView.waits: a tryAcquire or a waitTimeout 0 request
+ * never takes a HANDOFF); then turn rules: STARVING admits only writers that have waited
+ * STARVATION_MS; READER_PHASE gives the turn to readers, WRITER_WAITING to writers; the releaser's
+ * own thread may take it back only with a request that was already waiting when it released. A
+ * waiting request that has watched the same HANDOFF sit unclaimed for HANDOFF_PATIENCE_MS may take
+ * it regardless (stale flags cannot wedge a slot).
  */
 export function mayClaimHandoff(s: number, mode: Mode, w: WaiterView): boolean {
+  if (!w.waits) return false;
   if (w.watchedMs(s) >= HANDOFF_PATIENCE_MS) return true;
-  if (!w.announced) return false;
   // Only writers starve (readers have their turns: READER_PHASE).
   if (mode === 'exclusive' && (s & STARVING) !== 0 && w.waitedMs < STARVATION_MS) return false;
   if ((s & FIELD) === w.threadId && w.startReleaseSeq >= w.releaseSeq) return false;
@@ -176,7 +175,8 @@ export function mayClaimHandoff(s: number, mode: Mode, w: WaiterView): boolean {
 
 /**
  * The state to CAS to for a grant from `s`, or -1 when the mode is not grantable now.
- * `waiter` is undefined for a request that is not (yet) waiting: it may not take a HANDOFF.
+ * `waiter` is undefined for a tryAcquire: like a request that does not wait (WaiterView.waits),
+ * it may not take a HANDOFF.
  * A grant clears the announcement flags; waiters that still wait set them again.
  */
 export function grantState(
@@ -206,7 +206,7 @@ export function grantState(
       !(waiter !== undefined && waiter.watchedMs(s) >= HANDOFF_PATIENCE_MS)
     )
       return -1;
-    const joinPhase = (s & READER_PHASE) !== 0 && waiter !== undefined && waiter.announced;
+    const joinPhase = (s & READER_PHASE) !== 0 && waiter !== undefined && waiter.waits;
     if (!joinPhase && !(waiter !== undefined && waiter.waitedMs >= HANDOFF_PATIENCE_MS)) return -1;
   }
   // Joining readers keep the writer's announcement: the writer is next once the group drains.

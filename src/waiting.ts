@@ -5,13 +5,13 @@
  *
  * Phases of a waiting request, each step:
  *   1. find the key's slot (binding it if needed; a busy binding mutex means sleep on it);
- *   2. attempt a grant, as a waiter (once it is waiting - step 4 - it may take a HANDOFF whose
- *      turn is its own);
+ *   2. attempt a grant, as a waiter (a request with waitTimeout > 0 may take a HANDOFF whose
+ *      turn is its own, from its first attempt on; a one-shot request never takes one: see
+ *      WaiterView.waits);
  *   3. if the holder is past its deadline + failTimeout, reclaim (Grants.reclaim: CASes that
  *      name the exact words judged);
  *   4. announce itself when it needs a turn (see `announced`: a reader, a writer facing readers,
- *      or a writer that has waited STARVATION_MS), so that the next release hands off; from
- *      here on it counts as waiting (Request.announced);
+ *      or a writer that has waited STARVATION_MS), so that the next release hands off;
  *   5. spin for `spinDelay` ms (a handoff to a spinner costs about 1 us), then sleep on S_STATE
  *      (counted in S_SLEEPERS) until woken, or until the earliest of: its wait deadline, the
  *      holder's reclaim time, the handoff patience, or SLEEP_SLICE_MS.
@@ -75,8 +75,8 @@ export class Request implements WaiterView {
   readonly slots: Int32Array;
   slot = -1;
   recovered = false;
-  /** See WaiterView.announced: set once #announce has put this request's bits in the word. */
-  announced = false;
+  /** See WaiterView.waits: false for one attempt (tryAcquire, waitTimeout 0). */
+  readonly waits: boolean;
   /** What to sleep on after STEP_SLEEP: an Int32Array, an index, a value and a time (ms). */
   sleepArray: Int32Array;
   sleepIndex = 0;
@@ -111,6 +111,7 @@ export class Request implements WaiterView {
     this.mode = mode;
     this.hold = hold;
     this.waitTimeout = waitTimeout;
+    this.waits = waitTimeout > 0;
     this.failTimeout = failTimeout;
     this.spinDelay = spinDelay;
     this.blocking = blocking;
@@ -187,9 +188,6 @@ export class Request implements WaiterView {
       if (this.blocking && this.#heldHere(slot, s)) return STEP_RECURSION;
       const reclaimIn = this.#reclaimableIn(slot, s);
       if (reclaimIn <= 0) {
-        // A reclaimer found the key held and takes over from its holder: it counts as waiting
-        // (the release its reclaim makes may hand off to it).
-        this.announced = true;
         const r = grants.reclaim(slot, s, this.mode, this.hold, this.failTimeout, this);
         if (r === GRANTED) {
           if (this.#keyStillOurs()) {
@@ -260,18 +258,13 @@ export class Request implements WaiterView {
   /** Sets this request's announcement bits (a hint; a failed CAS is fine). Returns the word. */
   #announce(slot: number, s: number): number {
     const want = announced(s, this.mode, this.waitedMs);
-    if (want === s) {
-      // Our bits are there already, or there is nothing to announce (a writer facing a writer in
-      // normal mode): either way this request is waiting now.
-      this.announced = true;
-      return s;
-    }
+    // Our bits are there already, or there is nothing to announce (a writer facing a writer in
+    // normal mode).
+    if (want === s) return s;
     const at = slot * SLOT_WORDS + S_STATE;
     // On a failed CAS return the word we checked: the sleep's own CAS then fails and the loop
     // looks again, rather than sleeping on a word nobody has judged busy.
-    if (Atomics.compareExchange(this.#core.slots, at, s, want) !== s) return s;
-    this.announced = true;
-    return want;
+    return Atomics.compareExchange(this.#core.slots, at, s, want) === s ? want : s;
   }
 
   #sleepOn(array: Int32Array, index: number, value: number, ms: number, isSlot: boolean): number {

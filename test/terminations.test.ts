@@ -83,6 +83,8 @@ describe('threads terminated at random moments', () => {
       workers[index] = start(index);
     }
     await Promise.all(workers.map((w) => w.terminate()));
+    // From here every lease the workers took is past its deadline + failTimeout once this passes.
+    const allExpired = LockTable.now() + hold + failTimeout + 1;
 
     // Every key comes back (by deadline, or free already), exclusively.
     // A record or slot left inside a few-instruction window comes back after a second (stuckMs).
@@ -102,7 +104,11 @@ describe('threads terminated at random moments', () => {
     for (let i = 0; i < capacity; i++) held.push(await fresh(i));
     assert.equal(table.held().length, capacity);
     for (const lease of held) lease.release();
-    // Every record can be claimed at once: none is stuck CLAIMED, EXTENDING or RELEASING.
+    // Every record can be claimed at once: none is stuck CLAIMED, JOINED or RELEASING. (Records of
+    // leases not yet expired are in use: a claim then fails at once, as a full table does; so
+    // first let the dead workers' leases expire. Waiting for a deadline is the point here.)
+    const idle = new Int32Array(new SharedArrayBuffer(4));
+    while (LockTable.now() < allExpired) Atomics.wait(idle, 0, 0, allExpired - LockTable.now());
     const shared: Lease[] = [];
     // (acquire, not acquireSync: one thread takes them all, and some may have to wait for records
     // that dead threads left to be seen stuck.)
