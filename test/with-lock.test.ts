@@ -397,8 +397,10 @@ describe('withLock', () => {
     const table = new LockTable({ capacity: 16 });
     const { buffer, c, deadline } = cells();
     const caller = new Worker(new URL('./fixtures/with-lock-caller.mjs', import.meta.url), {
-      workerData: { buffer: table.buffer, key: 'orphan', cells: buffer, execTimeout: 300 },
+      // Long enough that the caller is terminated well before its own exec timer would fire.
+      workerData: { buffer: table.buffer, key: 'orphan', cells: buffer, execTimeout: 2000 },
     });
+    caller.on('error', () => {}); // a caller that outlived its exec timeout would throw here
     await waitFor(c, STARTED, (v) => v === 1);
     // At its first timer tick after the start (within execTimeout / 8), the caller stamps the
     // deadline the task was given (start + execTimeout) in the slot.
