@@ -178,7 +178,7 @@ export class Grants {
 
   /**
    * The uncontended exclusive grant: one CAS from FREE, then the new token. For an infinite hold
-   * (the default) that is all: no clock read, no stamp, no call. The caller checks the key.
+   * (the default) that is all: no clock read, no deadline cell. The caller checks the key.
    */
   fastExclusive(slot: number, hold: number): boolean {
     if (hold !== Infinity) return this.#fastExclusiveFinite(slot, hold);
@@ -193,18 +193,7 @@ export class Grants {
       next |= PARKED;
       if (Atomics.compareExchange(slots, base + S_STATE, PARKED, next) !== PARKED) return false;
     }
-    // We hold the slot alone, so the token is ours to bump with plain reads and writes; the next
-    // holder's grant CAS orders them before its own.
-    const lo = (slots[base + S_TOKEN_LO]! + 1) | 0;
-    let hi = slots[base + S_TOKEN_HI]!;
-    if (lo === 0) hi = (hi + 1) | 0;
-    slots[base + S_TOKEN_LO] = lo;
-    slots[base + S_TOKEN_HI] = hi;
-    this.tokenLo = lo;
-    this.tokenHi = hi;
-    this.stateWord = next;
-    this.record = -1;
-    this.deadline = Infinity;
+    this.#stampInfinite(slot, next);
     return true;
   }
 
@@ -276,7 +265,11 @@ export class Grants {
     return true;
   }
 
-  /** Right after an infinite exclusive grant's CAS: a new token (we hold the slot alone). */
+  /**
+   * Right after an infinite exclusive grant's CAS: a new token. We hold the slot alone, so the
+   * token is ours to bump with plain reads and writes; the next holder's grant CAS orders them
+   * before its own.
+   */
   #stampInfinite(slot: number, state: number): void {
     const slots = this.#slots;
     const base = slot * SLOT_WORDS;

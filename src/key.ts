@@ -31,10 +31,6 @@ export function keyEquals(units: Uint16Array, offset: number, key: string): bool
   return true;
 }
 
-export function writeKey(units: Uint16Array, offset: number, key: string): void {
-  for (let i = 0; i < key.length; i++) units[offset + i] = key.charCodeAt(i);
-}
-
 export function readKey(units: Uint16Array, offset: number, length: number): string {
   // Chunked so that very long keys do not overflow the argument limit of fromCharCode.
   let out = '';
