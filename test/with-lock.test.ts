@@ -39,6 +39,16 @@ function cells(): { buffer: SharedArrayBuffer; c: Int32Array; deadline: () => nu
   return { buffer, c: new Int32Array(buffer), deadline: () => f[4]! };
 }
 
+/** Runs `fn` with a pool of fixtures/tasks.mjs of min..max threads, destroyed afterwards. */
+async function withPool(min: number, max: number, fn: (pool: Piscina) => Promise<void>) {
+  const pool = new Piscina({ filename: TASKS.href, minThreads: min, maxThreads: max });
+  try {
+    await fn(pool);
+  } finally {
+    await pool.destroy();
+  }
+}
+
 /** The runaway of fixtures/tasks.mjs as a self-contained function. */
 const runaway = ({ cells }: { cells: SharedArrayBuffer }) => {
   const c = new Int32Array(cells);
@@ -121,8 +131,7 @@ describe('withLock', () => {
     const table = new LockTable({ capacity: 16 });
     const a = cells();
     const b = cells();
-    const pool = new Piscina({ filename: TASKS.href, minThreads: 3, maxThreads: 3 });
-    try {
+    await withPool(3, 3, async (pool) => {
       const opts = { pool, mode: 'shared' as const };
       const p1 = withLock(table, 's', 'waitForGo', { ...opts, args: { cells: a.buffer } });
       const p2 = withLock(table, 's', 'waitForGo', { ...opts, args: { cells: b.buffer } });
@@ -139,15 +148,12 @@ describe('withLock', () => {
       await waitFor(x.c, STARTED, (v) => v === 1);
       signal(x.c, GO);
       await p3;
-    } finally {
-      await pool.destroy();
-    }
+    });
   });
 
   test('the exec timer starts when the task starts, not when it is queued', async () => {
     const table = new LockTable({ capacity: 16 });
-    const pool = new Piscina({ filename: TASKS.href, minThreads: 1, maxThreads: 1 });
-    try {
+    await withPool(1, 1, async (pool) => {
       const blocker = cells();
       const busy = pool.run({ cells: blocker.buffer }, { name: 'waitForGo' });
       await waitFor(blocker.c, STARTED, (v) => v === 1);
@@ -158,9 +164,7 @@ describe('withLock', () => {
       signal(blocker.c, GO);
       await busy;
       assert.equal(await queued, 'ran');
-    } finally {
-      await pool.destroy();
-    }
+    });
   });
 
   test("an execTimeout beyond setTimeout's range (2^34 ms) neither fires early nor spins", async () => {
@@ -210,8 +214,7 @@ describe('withLock', () => {
   test('negative control: releasing on piscina’s AbortError lets the runaway write on', async () => {
     // The same check as above, for a lock released as soon as piscina rejects the aborted run.
     const table = new LockTable({ capacity: 16 });
-    const pool = new Piscina({ filename: TASKS.href, minThreads: 1, maxThreads: 1 });
-    try {
+    await withPool(1, 1, async (pool) => {
       // It is caught in about 1 trial of 2 to 7 here; stop at the first.
       let trials = 0;
       let caught = false;
@@ -231,9 +234,7 @@ describe('withLock', () => {
       }
       console.log(`# negative control: a write after release caught in trial ${trials}`);
       assert.ok(caught, 'the broken lock was never caught');
-    } finally {
-      await pool.destroy();
-    }
+    });
   });
 
   test('exec timeout: a waiting contender gets the key about when the exec time is up', async () => {
@@ -366,8 +367,7 @@ describe('withLock', () => {
 
   test('abort while queued: the lock is released at once and the task never runs', async () => {
     const table = new LockTable({ capacity: 16 });
-    const pool = new Piscina({ filename: TASKS.href, minThreads: 1, maxThreads: 1 });
-    try {
+    await withPool(1, 1, async (pool) => {
       const blocker = cells();
       const busy = pool.run({ cells: blocker.buffer }, { name: 'waitForGo' });
       await waitFor(blocker.c, STARTED, (v) => v === 1);
@@ -388,9 +388,7 @@ describe('withLock', () => {
       // The pool has served its queue: the cancelled task was never run.
       assert.equal(await pool.run('after', { name: 'quick' }), 'after');
       assert.equal(Atomics.load(queued.c, STARTED), 0);
-    } finally {
-      await pool.destroy();
-    }
+    });
   });
 
   test('the calling thread dies while its task runs: reclaimed after start + execTimeout + failTimeout', async () => {
@@ -427,8 +425,7 @@ describe('withLock', () => {
 
   test('the pool keeps serving after 100 exec timeouts, with nothing leaked', async () => {
     const table = new LockTable({ capacity: 16 });
-    const pool = new Piscina({ filename: TASKS.href, minThreads: 2, maxThreads: 4 });
-    try {
+    await withPool(2, 4, async (pool) => {
       await pool.run(0, { name: 'quick' });
       const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
       const timersBefore = timers();
@@ -461,17 +458,14 @@ describe('withLock', () => {
       }
       assert.ok(timers() <= timersBefore, `${timers() - timersBefore} timers leaked`);
       assert.deepEqual(table.held(), []);
-    } finally {
-      await pool.destroy();
-    }
+    });
   });
 
   test('a task that finished before its caller saw the deadline pass is not stopped', async () => {
     // The caller's event loop is busy past the exec deadline, after the task has returned: the
     // task counts as finished, and its thread (which piscina gives the next task) is not killed.
     const table = new LockTable({ capacity: 16 });
-    const pool = new Piscina({ filename: TASKS.href, minThreads: 1, maxThreads: 1 });
-    try {
+    await withPool(1, 1, async (pool) => {
       for (let i = 0; i < 5; i++) {
         const x = cells();
         const run = withLock(table, 'a', 'waitForGo', {
@@ -492,9 +486,7 @@ describe('withLock', () => {
         assert.equal(await run, 'went');
         assert.equal(await next, 'next');
       }
-    } finally {
-      await pool.destroy();
-    }
+    });
   });
 
   test('a caller stalled past its deadline + failTimeout learns that its lease was lost', async () => {
