@@ -1,0 +1,63 @@
+/**
+ * What one primitive operation costs on this machine, in ns: the figures of DESIGN.md's "Cost of
+ * the fast path" table. One thread, best of 5 runs of N iterations each, the empty loop's cost
+ * subtracted. The cache-line transfer between cores is measured by the handoff scenario of
+ * `npm run bench`, not here.
+ *
+ *   npm run bench:primitives
+ */
+import { hashKey, keyEquals } from '../src/key.js';
+
+const N = 20_000_000;
+const RUNS = 5;
+const i32 = new Int32Array(new SharedArrayBuffer(64));
+const units = new Uint16Array(new SharedArrayBuffer(64));
+const key = 'account:42';
+for (let i = 0; i < key.length; i++) units[i] = key.charCodeAt(i);
+const map = new Map([[key, 1]]);
+let sink = 0;
+
+function best(body: (n: number) => void): number {
+  let min = Infinity;
+  for (let r = 0; r < RUNS; r++) {
+    const t = performance.now();
+    body(N);
+    min = Math.min(min, ((performance.now() - t) * 1e6) / N);
+  }
+  return min;
+}
+
+const empty = best((n) => {
+  for (let i = 0; i < n; i++) sink += i;
+});
+const ops: Record<string, (n: number) => void> = {
+  'Atomics.compareExchange': (n) => {
+    for (let i = 0; i < n; i++) sink += Atomics.compareExchange(i32, 0, i & 1, (i + 1) & 1);
+  },
+  'CAS then Atomics.exchange': (n) => {
+    for (let i = 0; i < n; i++) {
+      sink += Atomics.compareExchange(i32, 0, 0, 1);
+      sink += Atomics.exchange(i32, 0, 0);
+    }
+  },
+  'Atomics.load': (n) => {
+    for (let i = 0; i < n; i++) sink += Atomics.load(i32, i & 7);
+  },
+  'Map.get (string key)': (n) => {
+    for (let i = 0; i < n; i++) sink += map.get(key)!;
+  },
+  [`hashKey (${key.length} units)`]: (n) => {
+    for (let i = 0; i < n; i++) sink += hashKey(key);
+  },
+  [`keyEquals (${key.length} units)`]: (n) => {
+    for (let i = 0; i < n; i++) sink += keyEquals(units, 0, key) ? 1 : 0;
+  },
+  'performance.now()': (n) => {
+    for (let i = 0; i < n; i++) sink += performance.now();
+  },
+};
+console.log(`ns per operation (best of ${RUNS} x ${N}, empty loop ${empty.toFixed(1)} ns removed)`);
+for (const [name, body] of Object.entries(ops)) {
+  console.log(`${name.padEnd(30)} ${(best(body) - empty).toFixed(1)}`);
+}
+if (sink === 0.5) console.log(sink); // keeps the loops from being optimised away
