@@ -44,6 +44,7 @@ import {
   PARKED,
   RECLAIMING,
   releaseState,
+  STARVING,
   UNBOUND,
   WAITING,
   type WaiterView,
@@ -102,6 +103,11 @@ export class Grants {
   readonly #cellOwnerParity: bigint;
   /** Incremented each time this thread releases into HANDOFF (see WaiterView). */
   releaseSeq = 0;
+  /**
+   * The slot this thread last handed off to a starving writer (-1: none, or already used): its
+   * next blocking request for that key waits its turn instead of barging (LockTable.acquireSync).
+   */
+  yieldSlot = -1;
 
   // Outputs of the last successful grant (read right after the call; no allocation).
   tokenLo = 0;
@@ -586,6 +592,7 @@ export class Grants {
     // that died asleep) is gone after this one slow release: the key is back on the fast path.
     if ((next & HANDOFF) !== 0) {
       this.releaseSeq++;
+      if ((s & STARVING) !== 0) this.yieldSlot = slot;
       // Nobody asleep woke and nobody spins: the announcement was stale. Free the slot rather
       // than leave it to HANDOFF_PATIENCE_MS.
       if (woken === 0 && (s & WAITING) === 0) {

@@ -133,6 +133,11 @@ export class LockTable implements WaitCore, LeaseHost {
   /** @internal */ readonly header: Int32Array;
   /** @internal */ readonly sharedHere = new Map<number, number>();
   readonly #slotCache: SlotCache;
+  /**
+   * Set when this thread's fast path saw a busy key look free and lost it (or when it just handed
+   * the key off); the next waiting request starts as one that has lost a race (Request.hasLostRace).
+   */
+  #lostRace = false;
   readonly #maxKeyLength: number;
   /** The resolved options of a call without options (shared, so that such a call allocates nothing). */
   readonly #plain: Resolved;
@@ -258,6 +263,8 @@ export class LockTable implements WaitCore, LeaseHost {
 
   /** Blocks this thread (Atomics.wait) until granted, or throws ERR_LOCK_TIMEOUT. */
   acquireSync(key: string, options?: AcquireSyncOptions): Lease {
+    // This thread just handed a key off to a starving writer: see #yieldsTurn.
+    if (this.grants.yieldSlot >= 0) return this.#acquireSyncAfterHandoff(key, options);
     if (options === undefined) {
       const plain = this.#plain;
       const lease = this.#fastCached(key, plain.hold, plain.spinDelay > 0);
@@ -268,9 +275,33 @@ export class LockTable implements WaitCore, LeaseHost {
     return this.#fast(key, o.mode, o.hold, o.spinDelay > 0) ?? this.#waitSync(key, o);
   }
 
+  /** acquireSync when this thread has just handed a key off (see #yieldsTurn). */
+  #acquireSyncAfterHandoff(key: string, options: AcquireSyncOptions | undefined): Lease {
+    checkKey('key', key, this.#maxKeyLength);
+    const o = options === undefined ? this.#plain : this.#resolve(options, true, false);
+    if (this.#yieldsTurn(key, o.mode)) return this.#waitSync(key, o);
+    return this.#fast(key, o.mode, o.hold, o.spinDelay > 0) ?? this.#waitSync(key, o);
+  }
+
+  /**
+   * The first request after this thread handed a key off to a starving writer (Grants.yieldSlot):
+   * true when it is an exclusive request for that same key. It then skips the fast path and waits
+   * as a request that has already lost a race (#lostRace): otherwise it would take the key back
+   * in the first gap between the new holder's sections, and the starving writer's turn would last
+   * one section. Either way the courtesy is used up.
+   */
+  #yieldsTurn(key: string, mode: Mode): boolean {
+    const g = this.grants;
+    const yielded = g.yieldSlot;
+    g.yieldSlot = -1;
+    if (mode !== 'exclusive' || this.#slotCache.lookup(key)?.slot !== yielded) return false;
+    this.#lostRace = true;
+    return true;
+  }
+
   /** Waits without blocking the event loop (Atomics.waitAsync). Rejects on timeout or abort. */
   acquire(key: string, options?: AcquireOptions): Promise<Lease> {
-    if (options === undefined) {
+    if (options === undefined && this.grants.yieldSlot < 0) {
       const plain = this.#plain;
       const lease = this.#fastCached(key, plain.hold, plain.spinDelay > 0);
       if (lease !== undefined && lease !== null) return Promise.resolve(lease);
@@ -282,8 +313,9 @@ export class LockTable implements WaitCore, LeaseHost {
     checkKey('key', key, this.#maxKeyLength);
     const o = options === undefined ? this.#plain : this.#resolve(options, true, true);
     if (o.signal?.aborted) throw new AbortError(key, o.signal.reason);
+    const yields = this.grants.yieldSlot >= 0 && this.#yieldsTurn(key, o.mode);
     const lease =
-      this.#fast(key, o.mode, o.hold, o.spinDelay > 0) ??
+      (yields ? null : this.#fast(key, o.mode, o.hold, o.spinDelay > 0)) ??
       (await this.#slowAsync(key, o, o.waitTimeout));
     if (lease === null) throw timeoutError(key, o.waitTimeout);
     return lease;
@@ -436,10 +468,17 @@ export class LockTable implements WaitCore, LeaseHost {
     if (entry === undefined) return undefined;
     const slot = entry.slot;
     const g = this.grants;
-    // Busy: a request that may spin watches the word for a moment (a few hundred loads, as the
-    // raw futex mutex does) and tries again when it looks free, before the waiting loop.
-    for (let round = 0; !g.fastExclusive(slot, hold); round++)
-      if (!spin || round === PRE_SPIN_ROUNDS || !g.watchForFree(slot)) return null;
+    // Busy: a request that may spin watches the word for a moment (a hundred-odd loads, as the
+    // raw futex mutex does) and tries again when it looks free, before the waiting loop. A CAS
+    // that fails right after the word looked free lost the key to another request: the waiting
+    // loop hears of it (#lostRace), so that it does not spin for a key that is taken back at once.
+    for (let round = 0; !g.fastExclusive(slot, hold); round++) {
+      if (round > 0) {
+        this.#lostRace = true;
+        return null;
+      }
+      if (!spin || !g.watchForFree(slot)) return null;
+    }
     // Held now, so the binding is frozen: the same generation means the same key.
     if (cache.isCurrent(entry))
       return new Lease(this, key, slot, 0, g.tokenLo, g.tokenHi, g.stateWord, g.deadline);
@@ -479,7 +518,7 @@ export class LockTable implements WaitCore, LeaseHost {
   }
 
   #request(key: string, o: Resolved, waitTimeout: number, blocking: boolean): Request {
-    return new Request(
+    const req = new Request(
       this,
       key,
       o.mode,
@@ -492,6 +531,11 @@ export class LockTable implements WaitCore, LeaseHost {
       // it holds the slot).
       this.#slotCache.lookup(key)?.slot ?? -1,
     );
+    if (this.#lostRace) {
+      this.#lostRace = false;
+      req.hasLostRace();
+    }
+    return req;
   }
 
   /** The waiting loop, blocking. null = timed out (or, with waitTimeout 0, not free). */
@@ -646,9 +690,6 @@ export class LockTable implements WaitCore, LeaseHost {
     return null;
   }
 }
-
-/** Watch-and-retry rounds of the fast path before a busy key goes to the waiting loop. */
-const PRE_SPIN_ROUNDS = 2;
 
 /** Set by attach() for the constructor call it makes (a constructor cannot be overloaded privately). */
 let pendingAttach:

@@ -14,12 +14,15 @@
  *      or a writer that has waited STARVATION_MS), so that the next release hands off;
  *   5. spin for `spinDelay` ms (a handoff to a spinner costs about 1 us), then sleep on S_STATE
  *      (counted in S_SLEEPERS) until woken, or until the earliest of: its wait deadline, the
- *      holder's reclaim time, the handoff patience, or SLEEP_SLICE_MS.
+ *      holder's reclaim time, the handoff patience, or SLEEP_SLICE_MS. A writer that
+ *      has lost a race (it saw the key move, or was woken, and found it taken again) stops
+ *      spinning and, until it starves, backs off instead of sleeping on S_STATE: a timed sleep of
+ *      BACK_OFF_SLICE_MS on a word of its own, that no release pays a notify for (#backsOff).
  */
 import { monotonicNow } from './clock.js';
 import { BIND_BUSY, BIND_FULL, type Directory, BIND_LOCK_LEASE_MS } from './directory.js';
 import { GRANTED, type Grants, NO_RECORD, SPIN_LOADS, UNBOUND_SLOT } from './grants.js';
-import { H_BIND_LOCK, S_SLEEPERS, S_STATE, SLOT_WORDS } from './layout.js';
+import { H_BIND_LOCK, S_SLEEPERS, S_STATE, S_TOKEN_LO, SLOT_WORDS } from './layout.js';
 import {
   announced,
   EXCLUSIVE,
@@ -39,6 +42,19 @@ import {
  * memory until it settles).
  */
 export const SLEEP_SLICE_MS = 250;
+
+/**
+ * Longest back-off sleep (ms) of a writer that lost the key to a barging holder after a wake-up
+ * (see step). Short enough that a key left free is seen soon; such a sleeper costs the holder
+ * nothing but one cache-line transfer per slice.
+ */
+export const BACK_OFF_SLICE_MS = 0.1;
+
+/** No back-off slice under way (a token is an Int32, so it is never this value). */
+const NOT_BACKING_OFF = 2 ** 32;
+
+/** The word a back-off sleep waits on: this thread's own, never notified (a timed sleep). */
+const backOffWord = new Int32Array(new SharedArrayBuffer(4));
 
 export const STEP_GRANTED = 0;
 export const STEP_SPIN = 1;
@@ -94,6 +110,15 @@ export class Request implements WaiterView {
   #watchedWord = 0;
   #watchedSince = 0;
   #now = 0;
+  /** Set by noteWordMoved; read (and cleared) by the next step that finds the key busy. */
+  #lookedAfterMove = false;
+  /**
+   * This writer has lost a race: it saw the key move and found it taken again (or its
+   * thread just handed the key off: hasLostRace). It no longer spins, and backs off (#backsOff).
+   */
+  #barged = false;
+  /** During a back-off slice: the key's token when it began; else NOT_BACKING_OFF. */
+  #backOffToken = NOT_BACKING_OFF;
 
   constructor(
     core: WaitCore,
@@ -163,6 +188,15 @@ export class Request implements WaiterView {
         this.slot = found;
       }
       const slot = this.slot;
+      // Back from a back-off slice: a key that is still in use (its token moved) is not ours to
+      // snatch between two of its holder's sections; our turn comes when we starve (#backsOff).
+      if (this.#backOffToken !== NOT_BACKING_OFF) {
+        const token = Atomics.load(core.slots, slot * SLOT_WORDS + S_TOKEN_LO);
+        const moved = token !== this.#backOffToken;
+        this.#backOffToken = NOT_BACKING_OFF;
+        if (moved && this.waitedMs < STARVATION_MS && this.#now < this.deadline)
+          return this.#backOff(slot, token);
+      }
       const result = grants.attempt(slot, this.mode, this.hold, this);
       if (result === GRANTED) {
         if (this.#keyStillOurs()) return STEP_GRANTED;
@@ -200,7 +234,13 @@ export class Request implements WaiterView {
       }
       if (this.#now >= this.deadline) return STEP_TIMEOUT;
       const announced = this.#announce(slot, s);
-      if (this.#now - this.startedAt < this.spinDelay) return STEP_SPIN;
+      // It looked because the word moved (a spin saw it, or a release woke it) and found the key
+      // taken again: another request got there first (see #barged).
+      if (this.#lookedAfterMove) {
+        this.#lookedAfterMove = false;
+        if (this.mode === 'exclusive') this.#barged = true;
+      }
+      if (this.#now - this.startedAt < this.spinDelay && !this.#barged) return STEP_SPIN;
       // A reclaim that was due but failed (a holder still looks live) must not spin: sleep >= 1 ms.
       let ms = Math.min(this.deadline - this.#now, Math.max(reclaimIn, 1), SLEEP_SLICE_MS);
       // A HANDOFF, or (for a reader) a starving writer's announcement, that stays unchanged for
@@ -211,8 +251,85 @@ export class Request implements WaiterView {
       // (readers need not: their turn comes with every writer's release).
       if (this.mode === 'exclusive' && this.waitedMs < STARVATION_MS)
         ms = Math.min(ms, Math.max(0.05, STARVATION_MS - this.waitedMs));
+      if (this.#backsOff(s, announced)) {
+        if (!this.#payWakeUpDebt(slot, s)) continue;
+        return this.#backOff(slot, Atomics.load(core.slots, slot * SLOT_WORDS + S_TOKEN_LO));
+      }
       return this.#sleepOn(core.slots, slot * SLOT_WORDS + S_STATE, announced, ms, true);
     }
+  }
+
+  /**
+   * Does this request back off (sleep unparked, phase 5 above) rather than park on the word `s`?
+   * Only a writer that has lost a race (#barged), before its STARVATION_MS, facing a
+   * writer or a hand-off with nothing to announce. Parking would ask the barging holder to notify
+   * it at every release that follows a wake-up: a system call made while the key lies free, which
+   * is just when the two threads swap the key, so that they end up swapping it (and its cache
+   * line) every few sections. Backing off leaves the holder a streak of sections at full speed;
+   * the back-off ends at STARVATION_MS, when this writer's announcement gets it the next release.
+   * The cost: a key freed for good is seen up to BACK_OFF_SLICE_MS late.
+   */
+  #backsOff(s: number, announced: number): boolean {
+    return (
+      this.#barged &&
+      this.waitedMs < STARVATION_MS &&
+      announced === s &&
+      (s & (EXCLUSIVE | HANDOFF)) !== 0
+    );
+  }
+
+  /**
+   * A back-off slice: a timed sleep on a word of this thread's own, until the next slice, its
+   * starvation or its deadline, whichever is first. `token` is the key's token now: the next step
+   * compares it with the token then (see step).
+   */
+  #backOff(slot: number, token: number): number {
+    this.#backOffToken = token;
+    const ms = Math.min(
+      BACK_OFF_SLICE_MS,
+      STARVATION_MS - this.waitedMs,
+      this.deadline - this.#now,
+    );
+    return this.#sleepOn(backOffWord, 0, 0, ms, false);
+  }
+
+  /**
+   * Starts this request as one that has lost a race (#barged): the fast path saw the key free and
+   * lost it, or this thread just handed the key off to a starving writer (see LockTable's
+   * #yieldsTurn). It matters only to writers (the ones that back off).
+   */
+  hasLostRace(): void {
+    if (this.mode === 'exclusive') this.#barged = true;
+  }
+
+  /**
+   * A spin round ended because the word moved, or a release's notify woke this request: the next
+   * step that finds the key busy has lost a race for it.
+   */
+  noteWordMoved(): void {
+    this.#lookedAfterMove = true;
+  }
+
+  /**
+   * Before a sleep that does not park: a request that a notify woke owes the other sleepers
+   * their wake-up (see relayWakeUp). It pays by setting PARKED in the busy word `s` (its
+   * holder's release then notifies). False when the word moved: look again instead of sleeping.
+   */
+  #payWakeUpDebt(slot: number, s: number): boolean {
+    const at = this.owedIndex;
+    if (at < 0) return true;
+    const slots = this.slots;
+    if (at !== slot * SLOT_WORDS + S_STATE) {
+      this.relayWakeUp(false);
+      return true;
+    }
+    if ((s & PARKED) !== 0 || Atomics.load(slots, at - S_STATE + S_SLEEPERS) === 0) {
+      this.owedIndex = -1;
+      return true;
+    }
+    if (Atomics.compareExchange(slots, at, s, s | PARKED) !== s) return false;
+    this.owedIndex = -1;
+    return true;
   }
 
   /**
@@ -304,7 +421,10 @@ export function sleepSync(req: Request): void {
     if (value !== -1) {
       // PARKED is in the word now: whatever this request owed is paid.
       req.owedIndex = -1;
-      if (Atomics.wait(sleepArray, sleepIndex, value, sleepMs) === 'ok') req.owedIndex = sleepIndex;
+      if (Atomics.wait(sleepArray, sleepIndex, value, sleepMs) === 'ok') {
+        req.owedIndex = sleepIndex;
+        req.noteWordMoved();
+      }
     }
   } finally {
     endSlotSleep(sleepArray, sleepIndex);
@@ -326,7 +446,13 @@ export function spin(req: Request): void {
   const slots = req.slots;
   const at = req.slot * SLOT_WORDS + S_STATE;
   const seen = Atomics.load(slots, at);
-  for (let i = 0; i < SPIN_LOADS && Atomics.load(slots, at) === seen; i++) pause(i);
+  for (let i = 0; i < SPIN_LOADS; i++) {
+    if (Atomics.load(slots, at) !== seen) {
+      req.noteWordMoved();
+      return;
+    }
+    pause(i);
+  }
 }
 
 /**
@@ -346,18 +472,25 @@ export async function sleepAsync(
       return;
     }
   }
+  // waitAsync's timeout runs on the event loop's millisecond timers, rounded to the nearest
+  // millisecond: a 0.1 ms sleep would end at once, and a waiter would go round the event loop
+  // without pause. Whole milliseconds, rounded up (a sleep never ends before its time).
+  const ms = Math.ceil(sleepMs);
   let timer: NodeJS.Timeout | undefined;
   try {
-    const waited = Atomics.waitAsync(sleepArray, sleepIndex, value, sleepMs);
+    const waited = Atomics.waitAsync(sleepArray, sleepIndex, value, ms);
     if (!waited.async) return;
     if (req.sleepIsSlot) req.owedIndex = -1; // PARKED is in the word now
     let settled = false;
     const woke = waited.value.then((result) => {
       settled = true;
-      if (result === 'ok' && req.sleepIsSlot) req.owedIndex = sleepIndex;
+      if (result === 'ok' && req.sleepIsSlot) {
+        req.owedIndex = sleepIndex;
+        req.noteWordMoved();
+      }
     });
     const timed = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, Math.ceil(sleepMs) + 1);
+      timer = setTimeout(resolve, ms + 1);
     });
     await Promise.race(interrupt === undefined ? [woke, timed] : [woke, timed, interrupt]);
     // On an abort, settle our waitAsync now rather than at its timeout: a spurious wake-up for

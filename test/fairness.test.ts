@@ -26,10 +26,17 @@ const WINDOW_MS = 1500;
 interface HotResult {
   sections: number;
   maxWait: number;
+  /** Sections this worker began by taking the key from another thread. */
+  swaps: number;
 }
 
 /** Workers loop on one hot key; stops once `total` sections are done (counted in shared memory). */
-async function hotKey(modes: ('exclusive' | 'shared')[], windowMs: number, holdLoops = 0) {
+async function hotKey(
+  modes: ('exclusive' | 'shared')[],
+  windowMs: number,
+  holdLoops = 0,
+  tight = false,
+) {
   const table = new LockTable({ capacity: 8 });
   const ctrl = control();
   const workers = modes.map((mode) =>
@@ -39,6 +46,7 @@ async function hotKey(modes: ('exclusive' | 'shared')[], windowMs: number, holdL
       key: 'hot',
       mode,
       holdLoops,
+      tight,
     }),
   );
   await waitFor(ctrl, CTRL_READY, (v) => v === modes.length);
@@ -90,6 +98,20 @@ describe('fairness', () => {
     );
     assert.ok(Math.min(...counts) >= 0.5 * Math.max(...counts), `unfair: ${counts}`);
     assert.ok(maxWait < MAX_WAIT_MS, `a worker waited ${maxWait} ms`);
+  });
+
+  test('two writers in a tight loop on one key take it in turns, not section by section', async () => {
+    // A writer that loses a race backs off until it starves, and a thread that hands the key off
+    // waits its own turn: so the key changes hands about once per STARVATION_MS, thousands of
+    // sections apart. Before the back-off (commit 7bb5aa8), the two workers swapped it every 2-15
+    // sections in this loop; with gaps between sections, spinners win and swaps are natural.
+    const results = await hotKey(['exclusive', 'exclusive'], WINDOW_MS, 0, true);
+    const sections = results.reduce((sum, r) => sum + r.sections, 0);
+    const swaps = results.reduce((sum, r) => sum + r.swaps, 0);
+    const counts = results.map((r) => r.sections);
+    console.log(`# ${sections} sections, ${swaps} swaps; per worker ${counts.join(', ')}`);
+    assert.ok(sections >= 100 * swaps, `the key changed hands every ${sections / swaps} sections`);
+    assert.ok(Math.min(...counts) >= 0.5 * Math.max(...counts), `unfair: ${counts}`);
   });
 
   test('no thread starves on a hot key: 4 workers on 2 cores all progress, bounded wait', async () => {
