@@ -109,7 +109,9 @@ export class Grants {
    */
   yieldSlot = -1;
 
-  // Outputs of the last successful grant (read right after the call; no allocation).
+  // Outputs of the last successful grant (read right after the call; no allocation). `record` and
+  // `deadline` are written by shared and finite grants only: an exclusive grant with an infinite
+  // hold, the fast path's, leaves them (two stores fewer), and its caller knows its deadline.
   tokenLo = 0;
   tokenHi = 0;
   stateWord = 0;
@@ -188,18 +190,21 @@ export class Grants {
    */
   fastExclusive(slot: number, hold: number): boolean {
     if (hold !== Infinity) return this.#fastExclusiveFinite(slot, hold);
-    const slots = this.#slots;
-    const base = slot * SLOT_WORDS;
-    let next = EXCLUSIVE | this.threadId;
-    const seen = Atomics.compareExchange(slots, base + S_STATE, 0, next);
-    if (seen !== 0) {
-      // FREE with sleepers (PARKED): a newcomer may still take it (normal mode), keeping PARKED so
-      // that its release wakes them. Any other word: the waiting loop decides.
-      if (seen !== PARKED) return false;
-      next |= PARKED;
-      if (Atomics.compareExchange(slots, base + S_STATE, PARKED, next) !== PARKED) return false;
-    }
+    const next = EXCLUSIVE | this.threadId;
+    const seen = Atomics.compareExchange(this.#slots, slot * SLOT_WORDS + S_STATE, 0, next);
+    if (seen !== 0) return seen === PARKED && this.#fastExclusiveParked(slot, next);
     this.#stampInfinite(slot, next);
+    return true;
+  }
+
+  /**
+   * FREE with sleepers (PARKED): a newcomer may still take it (normal mode), keeping PARKED so that
+   * its release wakes them. (Any other busy word: the waiting loop decides.)
+   */
+  #fastExclusiveParked(slot: number, next: number): boolean {
+    const at = slot * SLOT_WORDS + S_STATE;
+    if (Atomics.compareExchange(this.#slots, at, PARKED, next | PARKED) !== PARKED) return false;
+    this.#stampInfinite(slot, next | PARKED);
     return true;
   }
 
@@ -287,8 +292,6 @@ export class Grants {
     this.tokenLo = lo;
     this.tokenHi = hi;
     this.stateWord = state;
-    this.record = -1;
-    this.deadline = Infinity;
   }
 
   /** Is the lease (exclusive: by state and token; shared: by its record) still the holder? */

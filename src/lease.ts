@@ -3,6 +3,7 @@
  * the holder needs to know about it (its mode, fencing token, deadline, whether it was recovered
  * from a dead holder). `using lease = table.acquireSync(key)` releases it at the end of the block.
  */
+import { inspect, type InspectOptions } from 'node:util';
 import { releasedError, staleError } from './errors.js';
 import type { Grants } from './grants.js';
 import type { Mode } from './slot-state.js';
@@ -23,18 +24,21 @@ const RECOVERED = LEASE_RECOVERED;
 
 export class Lease implements Disposable {
   /** The key this lease holds. */
-  readonly key: string;
+  declare readonly key: string;
   // Few fields, all numbers but the host and key: a lease is made on every acquire, so its
-  // construction is part of the fast path.
-  readonly #host: LeaseHost;
-  readonly #slot: number;
-  readonly #tokenLo: number;
-  readonly #tokenHi: number;
+  // construction is part of the fast path. They are declared, not defined (no `#`): a class with
+  // defined fields runs an initializer before its constructor, which costs the fast path its
+  // inlining into the caller (DESIGN.md, "The cost of the fast path"). TypeScript keeps them
+  // private; [inspect.custom] keeps them out of console.log.
+  declare private readonly host: LeaseHost;
+  declare private readonly slot: number;
+  declare private readonly tokenLo: number;
+  declare private readonly tokenHi: number;
   /** Exclusive: the state word this lease last wrote. Shared: its holder record. */
-  #word: number;
-  #deadline: number;
+  declare private word: number;
+  declare private deadlineMs: number;
   /** SHARED | RECOVERED | RELEASED. */
-  #flags: number;
+  declare private flags: number;
 
   /** @internal Leases are made by LockTable; this constructor is not part of the API. */
   constructor(
@@ -47,24 +51,30 @@ export class Lease implements Disposable {
     word: number,
     deadline: number,
   ) {
-    this.#host = host;
+    this.host = host;
     this.key = key;
-    this.#slot = slot;
-    this.#flags = flags;
-    this.#tokenLo = tokenLo;
-    this.#tokenHi = tokenHi;
-    this.#word = word;
-    this.#deadline = deadline;
+    this.slot = slot;
+    this.flags = flags;
+    this.tokenLo = tokenLo;
+    this.tokenHi = tokenHi;
+    this.word = word;
+    this.deadlineMs = deadline;
+  }
+
+  /** What console.log and util.inspect show: the lease as its holder sees it. */
+  [inspect.custom](_depth: number, options: InspectOptions): string {
+    const { key, mode, token, deadline, recovered, held } = this;
+    return `Lease ${inspect({ key, mode, token, deadline, recovered, held }, options)}`;
   }
 
   /** 'exclusive' or 'shared'. */
   get mode(): Mode {
-    return (this.#flags & SHARED) !== 0 ? 'shared' : 'exclusive';
+    return (this.flags & SHARED) !== 0 ? 'shared' : 'exclusive';
   }
 
   /** True when this grant reclaimed the lock from a holder whose deadline had passed. */
   get recovered(): boolean {
-    return (this.#flags & RECOVERED) !== 0;
+    return (this.flags & RECOVERED) !== 0;
   }
 
   /**
@@ -73,49 +83,49 @@ export class Lease implements Disposable {
    * refuses a smaller one, so a holder that lost its lease cannot clobber the next one.
    */
   get token(): bigint {
-    return (BigInt(this.#tokenHi) << 32n) | BigInt(this.#tokenLo >>> 0);
+    return (BigInt(this.tokenHi) << 32n) | BigInt(this.tokenLo >>> 0);
   }
 
   /** Monotonic deadline (ms, the table's clock: see `LockTable.now()`), or Infinity. */
   get deadline(): number {
-    return this.#deadline;
+    return this.deadlineMs;
   }
 
   /** True while this lease still holds its lock (false once released, reclaimed or forced off). */
   get held(): boolean {
-    const flags = this.#flags;
+    const flags = this.flags;
     if ((flags & RELEASED) !== 0) return false;
-    const g = this.#host.grants;
+    const g = this.host.grants;
     return (flags & SHARED) === 0
-      ? g.holdsExclusive(this.#slot, this.#tokenLo, this.#tokenHi)
-      : g.holdsShared(this.#slot, this.#word, this.#tokenLo, this.#tokenHi);
+      ? g.holdsExclusive(this.slot, this.tokenLo, this.tokenHi)
+      : g.holdsShared(this.slot, this.word, this.tokenLo, this.tokenHi);
   }
 
   /** Releases the lock. Throws ERR_LOCK_RELEASED if already released, ERR_LOCK_STALE if lost. */
   release(): void {
-    const flags = this.#flags;
+    const flags = this.flags;
     if (flags !== 0) {
-      this.#releaseOther(flags);
+      this.releaseOther(flags);
       return;
     }
     // An exclusive lease, not released yet: the common case.
-    this.#flags = RELEASED;
-    if (!this.#host.grants.releaseExclusive(this.#slot, this.#tokenLo, this.#tokenHi, this.#word))
+    this.flags = RELEASED;
+    if (!this.host.grants.releaseExclusive(this.slot, this.tokenLo, this.tokenHi, this.word))
       throw staleError(this.key, 'release the lease');
   }
 
   /** release() of a lease that is shared, recovered or already released. */
-  #releaseOther(flags: number): void {
+  private releaseOther(flags: number): void {
     if ((flags & RELEASED) !== 0) throw releasedError(this.key, 'release the lease');
-    this.#flags = flags | RELEASED;
-    const g = this.#host.grants;
+    this.flags = flags | RELEASED;
+    const g = this.host.grants;
     if ((flags & SHARED) === 0) {
-      if (!g.releaseExclusive(this.#slot, this.#tokenLo, this.#tokenHi, this.#word))
+      if (!g.releaseExclusive(this.slot, this.tokenLo, this.tokenHi, this.word))
         throw staleError(this.key, 'release the lease');
       return;
     }
-    this.#forgetShared();
-    if (!g.releaseShared(this.#slot, this.#word, this.#tokenLo, this.#tokenHi)) {
+    this.forgetShared();
+    if (!g.releaseShared(this.slot, this.word, this.tokenLo, this.tokenHi)) {
       throw staleError(this.key, 'release the lease');
     }
   }
@@ -126,16 +136,16 @@ export class Lease implements Disposable {
    */
   extend(ms: number): void {
     const hold = checkMs('ms', ms, false);
-    if ((this.#flags & RELEASED) !== 0) throw releasedError(this.key, 'extend the lease');
-    const g = this.#host.grants;
-    if ((this.#flags & SHARED) === 0) {
-      const state = g.extendExclusive(this.#slot, this.#tokenLo, this.#tokenHi, hold);
+    if ((this.flags & RELEASED) !== 0) throw releasedError(this.key, 'extend the lease');
+    const g = this.host.grants;
+    if ((this.flags & SHARED) === 0) {
+      const state = g.extendExclusive(this.slot, this.tokenLo, this.tokenHi, hold);
       if (state < 0) throw staleError(this.key, 'extend the lease');
-      this.#word = state;
-    } else if (!g.extendShared(this.#slot, this.#word, this.#tokenLo, this.#tokenHi, hold)) {
+      this.word = state;
+    } else if (!g.extendShared(this.slot, this.word, this.tokenLo, this.tokenHi, hold)) {
       throw staleError(this.key, 'extend the lease');
     }
-    this.#deadline = g.deadline;
+    this.deadlineMs = g.deadline;
   }
 
   /**
@@ -143,13 +153,13 @@ export class Lease implements Disposable {
    * ERR_LOCK_STALE: the block it guarded ran without the lock for part of its time.
    */
   [Symbol.dispose](): void {
-    if ((this.#flags & RELEASED) === 0) this.release();
+    if ((this.flags & RELEASED) === 0) this.release();
   }
 
-  #forgetShared(): void {
-    const here = this.#host.sharedHere;
-    const n = (here.get(this.#slot) ?? 1) - 1;
-    if (n > 0) here.set(this.#slot, n);
-    else here.delete(this.#slot);
+  private forgetShared(): void {
+    const here = this.host.sharedHere;
+    const n = (here.get(this.slot) ?? 1) - 1;
+    if (n > 0) here.set(this.slot, n);
+    else here.delete(this.slot);
   }
 }

@@ -263,23 +263,21 @@ export class LockTable implements WaitCore, LeaseHost {
 
   /** Blocks this thread (Atomics.wait) until granted, or throws ERR_LOCK_TIMEOUT. */
   acquireSync(key: string, options?: AcquireSyncOptions): Lease {
-    // This thread just handed a key off to a starving writer: see #yieldsTurn.
-    if (this.grants.yieldSlot >= 0) return this.#acquireSyncAfterHandoff(key, options);
-    if (options === undefined) {
+    // The fast path is kept small enough for the JIT to inline into the caller, lease included
+    // (DESIGN.md, "The cost of the fast path"): anything else is #acquireSync.
+    if (options === undefined && this.grants.yieldSlot < 0) {
       const plain = this.#plain;
       const lease = this.#fastCached(key, plain.hold, plain.spinDelay > 0);
       if (lease !== undefined) return lease ?? this.#waitSync(key, plain);
     }
-    checkKey('key', key, this.#maxKeyLength);
-    const o = options === undefined ? this.#plain : this.#resolve(options, true, false);
-    return this.#fast(key, o.mode, o.hold, o.spinDelay > 0) ?? this.#waitSync(key, o);
+    return this.#acquireSync(key, options);
   }
 
-  /** acquireSync when this thread has just handed a key off (see #yieldsTurn). */
-  #acquireSyncAfterHandoff(key: string, options: AcquireSyncOptions | undefined): Lease {
+  #acquireSync(key: string, options: AcquireSyncOptions | undefined): Lease {
     checkKey('key', key, this.#maxKeyLength);
     const o = options === undefined ? this.#plain : this.#resolve(options, true, false);
-    if (this.#yieldsTurn(key, o.mode)) return this.#waitSync(key, o);
+    // This thread just handed a key off to a starving writer: see #yieldsTurn.
+    if (this.grants.yieldSlot >= 0 && this.#yieldsTurn(key, o.mode)) return this.#waitSync(key, o);
     return this.#fast(key, o.mode, o.hold, o.spinDelay > 0) ?? this.#waitSync(key, o);
   }
 
@@ -468,23 +466,29 @@ export class LockTable implements WaitCore, LeaseHost {
     if (entry === undefined) return undefined;
     const slot = entry.slot;
     const g = this.grants;
-    // Busy: a request that may spin watches the word for a moment (a hundred-odd loads, as the
-    // raw futex mutex does) and tries again when it looks free, before the waiting loop. A CAS
-    // that fails right after the word looked free lost the key to another request: the waiting
-    // loop hears of it (#lostRace), so that it does not spin for a key that is taken back at once.
-    for (let round = 0; !g.fastExclusive(slot, hold); round++) {
-      if (round > 0) {
-        this.#lostRace = true;
-        return null;
-      }
-      if (!spin || !g.watchForFree(slot)) return null;
-    }
+    if (!g.fastExclusive(slot, hold) && !(spin && this.#fastSpin(slot, hold))) return null;
     // Held now, so the binding is frozen: the same generation means the same key.
-    if (cache.isCurrent(entry))
-      return new Lease(this, key, slot, 0, g.tokenLo, g.tokenHi, g.stateWord, g.deadline);
+    if (cache.isCurrent(entry)) {
+      const deadline = hold === Infinity ? Infinity : g.deadline;
+      return new Lease(this, key, slot, 0, g.tokenLo, g.tokenHi, g.stateWord, deadline);
+    }
     g.undoGrant(slot, 'exclusive');
     cache.forget(key);
     return undefined;
+  }
+
+  /**
+   * The fast path's spin, on a busy key: watch the word for a moment (a hundred-odd loads, as the
+   * raw futex mutex does) and try again when it looks free. A CAS that fails right after the word
+   * looked free lost the key to another request: the waiting loop hears of it (#lostRace), so
+   * that it does not spin for a key that is taken back at once. True: granted.
+   */
+  #fastSpin(slot: number, hold: number): boolean {
+    const g = this.grants;
+    if (!g.watchForFree(slot)) return false;
+    if (g.fastExclusive(slot, hold)) return true;
+    this.#lostRace = true;
+    return false;
   }
 
   /** The fast path for a key that is not in the slot cache: hash, probe, CAS, key compare. */
@@ -492,18 +496,23 @@ export class LockTable implements WaitCore, LeaseHost {
     const slot = this.directory.find(key, hashKey(key));
     if (slot < 0 || !this.grants.fastExclusive(slot, hold)) return null;
     // The slot cannot be rebound while we hold it: a key that matches now is the key we hold.
-    if (this.directory.matches(slot, key)) return this.#granted(key, 'exclusive', slot, false);
+    if (this.directory.matches(slot, key))
+      return this.#granted(key, 'exclusive', hold, slot, false);
     this.grants.undoGrant(slot, 'exclusive');
     return null;
   }
 
-  /** A grant whose key was checked by a full compare: remember its slot, then make the lease. */
-  #granted(key: string, mode: Mode, slot: number, recovered: boolean): Lease {
+  /**
+   * A grant whose key was checked by a full compare: remember its slot, then make the lease. An
+   * exclusive grant with an infinite hold does not write Grants.deadline: its deadline is Infinity.
+   */
+  #granted(key: string, mode: Mode, hold: number, slot: number, recovered: boolean): Lease {
     this.#slotCache.remember(key, slot);
     const g = this.grants;
     if (mode === 'exclusive') {
       const flags = recovered ? LEASE_RECOVERED : 0;
-      return new Lease(this, key, slot, flags, g.tokenLo, g.tokenHi, g.stateWord, g.deadline);
+      const deadline = hold === Infinity ? Infinity : g.deadline;
+      return new Lease(this, key, slot, flags, g.tokenLo, g.tokenHi, g.stateWord, deadline);
     }
     this.sharedHere.set(slot, (this.sharedHere.get(slot) ?? 0) + 1);
     const flags = LEASE_SHARED | (recovered ? LEASE_RECOVERED : 0);
@@ -547,7 +556,7 @@ export class LockTable implements WaitCore, LeaseHost {
         const step = req.step();
         if (step === STEP_GRANTED) {
           granted = true;
-          return this.#granted(key, o.mode, req.slot, req.recovered);
+          return this.#granted(key, o.mode, o.hold, req.slot, req.recovered);
         }
         if (step === STEP_SPIN) spin(req);
         else if (step === STEP_SLEEP) sleepSync(req);
@@ -577,7 +586,7 @@ export class LockTable implements WaitCore, LeaseHost {
         const step = req.step();
         if (step === STEP_GRANTED) {
           granted = true;
-          return this.#granted(key, o.mode, req.slot, req.recovered);
+          return this.#granted(key, o.mode, o.hold, req.slot, req.recovered);
         }
         if (step === STEP_SPIN) spin(req);
         else if (step === STEP_SLEEP) await sleepAsync(req, aborted);
