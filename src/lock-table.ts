@@ -72,6 +72,7 @@ import {
 } from './options.js';
 import { Records } from './records.js';
 import { SlotCache } from './slot-cache.js';
+import { testHooks } from './test-hooks.js';
 import { BIND_BOUND } from './directory.js';
 import {
   EXCLUSIVE,
@@ -302,7 +303,10 @@ export class LockTable implements WaitCore, LeaseHost {
     if (options === undefined && this.grants.yieldSlot < 0) {
       const plain = this.#plain;
       const lease = this.#fastCached(key, plain.hold, plain.spinDelay > 0);
-      if (lease !== undefined && lease !== null) return Promise.resolve(lease);
+      // Busy: straight to the waiting loop. A second fast attempt could win after this one lost a
+      // race, and leave #lostRace set for whatever request of this thread waits next.
+      if (lease === null) return this.#waitAsync(key, plain);
+      if (lease !== undefined) return Promise.resolve(lease);
     }
     return this.#acquire(key, options);
   }
@@ -312,9 +316,14 @@ export class LockTable implements WaitCore, LeaseHost {
     const o = options === undefined ? this.#plain : this.#resolve(options, true, true);
     if (o.signal?.aborted) throw new AbortError(key, o.signal.reason);
     const yields = this.grants.yieldSlot >= 0 && this.#yieldsTurn(key, o.mode);
-    const lease =
-      (yields ? null : this.#fast(key, o.mode, o.hold, o.spinDelay > 0)) ??
-      (await this.#slowAsync(key, o, o.waitTimeout));
+    return (
+      (yields ? null : this.#fast(key, o.mode, o.hold, o.spinDelay > 0)) ?? this.#waitAsync(key, o)
+    );
+  }
+
+  /** The waiting loop, async, for acquire: a lease or ERR_LOCK_TIMEOUT. */
+  async #waitAsync(key: string, o: Resolved): Promise<Lease> {
+    const lease = await this.#slowAsync(key, o, o.waitTimeout);
     if (lease === null) throw timeoutError(key, o.waitTimeout);
     return lease;
   }
@@ -485,7 +494,9 @@ export class LockTable implements WaitCore, LeaseHost {
    */
   #fastSpin(slot: number, hold: number): boolean {
     const g = this.grants;
+    testHooks.stall?.('fast:watching');
     if (!g.watchForFree(slot)) return false;
+    testHooks.stall?.('fast:sawFree');
     if (g.fastExclusive(slot, hold)) return true;
     this.#lostRace = true;
     return false;

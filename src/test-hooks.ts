@@ -10,6 +10,10 @@
  */
 
 export type StallPoint =
+  /** Fast path of a cached key: its CAS found the key busy; the watch for it to look free not begun. */
+  | 'fast:watching'
+  /** Fast path of a cached key: the watch saw the key free; the CAS not yet tried again. */
+  | 'fast:sawFree'
   /** Exclusive finite grant: inside the grant window (after the grant CAS). */
   | 'grant:window'
   /** Reclaim of an exclusive holder: judged expired, not yet taken. */

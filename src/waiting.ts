@@ -280,7 +280,9 @@ export class Request implements WaiterView {
    * is just when the two threads swap the key, so that they end up swapping it (and its cache
    * line) every few sections. Backing off leaves the holder a streak of sections at full speed;
    * the back-off ends at STARVATION_MS, when this writer's announcement gets it the next release.
-   * The cost: a key freed for good is seen up to BACK_OFF_SLICE_MS late.
+   * The cost: a key freed for good is seen up to two slices late (the slice in which its token
+   * last moved, then one in which it did not), or at starvation when that comes first (an async
+   * waiter's slices last a whole millisecond: see sleepAsync).
    */
   #backsOff(s: number, announced: number): boolean {
     return (

@@ -19,7 +19,15 @@ import {
   S_STATE,
   SLOT_WORDS,
 } from '../src/layout.js';
-import { HANDOFF, PARKED, STARVING, WAITING, WRITER_WAITING } from '../src/slot-state.js';
+import {
+  EXCLUSIVE,
+  HANDOFF,
+  PARKED,
+  STARVING,
+  WAITING,
+  WRITER_WAITING,
+} from '../src/slot-state.js';
+import { testHooks } from '../src/test-hooks.js';
 import { waitFor } from './harness.js';
 import { Puppet } from './puppets.js';
 
@@ -378,5 +386,64 @@ describe('review regressions: handoffs', () => {
     const lease = table.acquireSync('h', { waitTimeout: 1000 });
     assert.ok(lease.held);
     lease.release();
+  });
+});
+
+/**
+ * Blocks this thread (the hook of a stall point runs synchronously) until `ok(slots[at])`. The
+ * words it watches change by CAS without a notify, so it looks again every millisecond.
+ */
+function blockUntil(slots: Int32Array, at: number, ok: (v: number) => boolean): void {
+  const end = performance.now() + 20_000;
+  for (;;) {
+    const v = Atomics.load(slots, at);
+    if (ok(v)) return;
+    if (performance.now() > end) throw new Error(`word ${at} stayed ${v}`);
+    Atomics.wait(slots, at, v, 1);
+  }
+}
+
+describe('review regressions: hot-key back-off', () => {
+  afterEach(() => {
+    testHooks.stall = undefined;
+  });
+
+  test("an async acquire that loses a race in its fast path and then wins does not make this thread's next wait back off", async () => {
+    const table = new LockTable({ capacity: 4 });
+    const other = puppet(table);
+    table.acquireSync('a').release(); // 'a' is in this thread's slot cache: acquire() spins for it
+    const atA = slotOf(table, 'a') * SLOT_WORDS + S_STATE;
+    let held = (await other.do({ op: 'acquire', key: 'a' })).lease!;
+    let holding = true;
+    let lost = false;
+    // This thread's fast path (the hooks run in it, synchronously): the other thread lets go as it
+    // starts to watch, and the first time it sees the key free, the other thread takes it back.
+    testHooks.stall = (point) => {
+      if (point === 'fast:watching' && holding) {
+        void other.do({ op: 'release', lease: held });
+        holding = false;
+        blockUntil(table.slots, atA, (v) => v === 0);
+      } else if (point === 'fast:sawFree' && !lost) {
+        lost = true;
+        void other.do({ op: 'tryAcquire', key: 'a' });
+        held++; // the puppet numbers its leases in order
+        holding = true;
+        blockUntil(table.slots, atA, (v) => v === (EXCLUSIVE | other.threadId));
+      }
+    };
+    const pending = table.acquire('a');
+    testHooks.stall = undefined;
+    assert.ok(lost, 'the fast path did not lose the race');
+    if (holding) assert.ok((await other.do({ op: 'release', lease: held })).ok);
+    (await pending).release();
+    // A plain wait now, on another key: with spinDelay 0 it parks at once (counted in S_SLEEPERS,
+    // synchronously inside acquire()). A wait that inherited the lost race would back off instead.
+    const b = await other.do({ op: 'acquire', key: 'b' });
+    const atB = slotOf(table, 'b') * SLOT_WORDS;
+    const waiting = table.acquire('b', { spinDelay: 0 });
+    const parked = Atomics.load(table.slots, atB + S_SLEEPERS);
+    assert.ok((await other.do({ op: 'release', lease: b.lease })).ok);
+    (await waiting).release();
+    assert.equal(parked, 1, 'the lost race of an earlier, granted request leaked into this one');
   });
 });
