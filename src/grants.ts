@@ -595,7 +595,10 @@ export class Grants {
     // that died asleep) is gone after this one slow release: the key is back on the fast path.
     if ((next & HANDOFF) !== 0) {
       this.releaseSeq++;
-      if ((s & STARVING) !== 0) this.yieldSlot = slot;
+      // Our own exclusive grant, handed to a starving writer: our next request waits its turn.
+      // (Not a forced release of a dead thread's grant, nor a reader's last release.)
+      if ((s & STARVING) !== 0 && (s & (EXCLUSIVE | FIELD)) === (EXCLUSIVE | this.threadId))
+        this.yieldSlot = slot;
       // Nobody asleep woke and nobody spins: the announcement was stale. Free the slot rather
       // than leave it to HANDOFF_PATIENCE_MS.
       if (woken === 0 && (s & WAITING) === 0) {
