@@ -15,10 +15,14 @@ const CONNECT_TIMEOUT_MS = 20_000;
 
 export interface PeerWorkerData {
   peer: { name: PeerName; shared: unknown };
+  /** More peers this worker connects to, each with its own host (the paired measurement). */
+  companions?: { name: PeerName; shared: unknown }[];
 }
 
 export interface PeerWorkers {
   host: PeerHost;
+  /** The companions' hosts, in the order given. */
+  companionHosts: PeerHost[];
   started: Started[];
   /** Rejects as soon as any worker throws, or exits before terminate(). Already marked handled. */
   failed: Promise<never>;
@@ -30,14 +34,24 @@ export async function startPeerWorkers(
   options: HostOptions,
   script: string,
   data: readonly object[],
+  companions: readonly PeerName[] = [],
 ): Promise<PeerWorkers> {
   const host = await (await loadPeer(peer)).host(options);
+  const companionHosts: PeerHost[] = [];
+  for (const name of companions) companionHosts.push(await (await loadPeer(name)).host(options));
+  const hosts = [host, ...companionHosts];
   const started: Started[] = [];
   const hellos: Promise<void>[] = [];
   for (const item of data) {
-    const workerData: PeerWorkerData = { ...item, peer: { name: peer, shared: host.shared } };
+    const workerData: PeerWorkerData = {
+      ...item,
+      peer: { name: peer, shared: host.shared },
+      ...(companions.length > 0
+        ? { companions: companions.map((name, i) => ({ name, shared: companionHosts[i]!.shared })) }
+        : {}),
+    };
     const one = startWorker(script, workerData);
-    host.adopt(one.worker);
+    for (const h of hosts) h.adopt(one.worker);
     hellos.push(
       new Promise((resolve) => {
         const listener = (message: unknown) => {
@@ -76,11 +90,11 @@ export async function startPeerWorkers(
     });
     await Promise.race([Promise.all(hellos), failed, timeout]).finally(() => clearTimeout(timer));
     phase('workers connected; peer preparing');
-    await host.prepare();
+    for (const h of hosts) await h.prepare();
     for (const s of started) s.worker.postMessage('go');
   } catch (error) {
     await terminate();
     throw error;
   }
-  return { host, started, failed, terminate };
+  return { host, companionHosts, started, failed, terminate };
 }
