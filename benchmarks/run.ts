@@ -64,7 +64,7 @@ const settings: Settings = {
   windowMs: options.quick ? 300 : 1500,
   microTimeMs: options.quick ? 150 : 600,
   uncontendedTimeMs: options.quick ? 100 : 300,
-  pairedChunks: options.quick ? 10 : 30,
+  pairedChunks: options.quick ? 10 : 20,
   pairedChunkMs: 30,
   runs: options.runs ?? (options.quick ? 1 : 3),
   recoveryCapMs: options.quick ? 500 : 2000,

@@ -4,12 +4,17 @@
  * unpaired rows), in alternating chunks of equal time. Each pair of adjacent chunks gives one
  * ratio, peer / baseline; the result is the median of those ratios, with their lowest and highest.
  *
- * Why: on this 2-core VM every process lands in one of two speed modes at random (the raw futex
- * ran at 23 M or 38 M ops/s depending on the process, locktable likewise and independently), so
- * a ratio of medians over separate processes swung from 0.34 to 0.56 between runs of the whole
- * benchmark while the ratio within one process stayed near 0.5. Two loops in one thread share the
- * process's mode, and two adjacent chunks share the machine's load of that moment (other jobs run
- * on the same 2 cores), so the median ratio moves by a few percent from process to process.
+ * Why: on this 2-core VM every process lands in a faster or a slower mode at random (the raw
+ * futex ran at 23 M or 38 M ops/s depending on the process, locktable likewise and
+ * independently), so a ratio of medians over separate processes swung from 0.34 to 0.56 between
+ * runs of the whole benchmark. Two loops in one thread share the process's mode, and two adjacent
+ * chunks share the machine's load of that moment (other jobs run on the same 2 cores): in a
+ * worker, the paired ratio moved by about +-3% from process to process.
+ *
+ * What pairing cannot remove is a mode of one loop alone: on the main thread, sync, locktable
+ * sometimes ran at half its usual rate for a whole process while the baseline beside it did not
+ * (its optimized code differs from process to process), and that process's ratio shows it (0.31
+ * and 0.47 against 0.58-0.64 in 6 processes). The goal takes the median over runs.
  */
 import type { Api, LockClient } from '../peers/types.js';
 import { median } from '../stats.js';
