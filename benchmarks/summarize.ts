@@ -166,7 +166,7 @@ export function goals(rows: readonly Row[]): Goal[] {
       const row = pairedRatio ? paired! : find(group, 'locktable', api);
       if (!row) continue;
       const how = pairedRatio
-        ? ` (paired, same thread; ${row.runs} run(s)` +
+        ? ` (paired, same thread; ${row.runs} run${row.runs === 1 ? '' : 's'}` +
           (row.runs > 1 ? `: ${fmt(pairedRatio.min)}-${fmt(pairedRatio.max)})` : ')')
         : row.ratio === null
           ? ''
