@@ -11,10 +11,11 @@
  * chunks share the machine's load of that moment (other jobs run on the same 2 cores): in a
  * worker, the paired ratio moved by about +-3% from process to process.
  *
- * What pairing cannot remove is a mode of one loop alone: on the main thread, sync, locktable
- * sometimes ran at half its usual rate for a whole process while the baseline beside it did not
- * (its optimized code differs from process to process), and that process's ratio shows it (0.31
- * and 0.47 against 0.58-0.64 in 6 processes). The goal takes the median over runs.
+ * What pairing cannot remove is a mode of one loop alone: with the sync API, now and then a
+ * process ran locktable at half to two thirds of its usual rate while the baseline beside it ran
+ * as usual (its optimized code differs from process to process), and that process's ratio shows
+ * it (3 of 30 processes, two of them on the main thread: 0.46-0.47 against 0.56-0.65). The goal
+ * takes the median over runs.
  */
 import type { Api, LockClient } from '../peers/types.js';
 import { median } from '../stats.js';
