@@ -1,5 +1,6 @@
 /**
- * Main side of every multi-worker scenario: make the peer's host, start the workers with the
+ * Main side of every multi-worker scenario: make the peer's host (and its companions' hosts, for a
+ * worker that runs two peers: the paired uncontended measurement), start the workers with the
  * host's shared state, let the host adopt each worker, wait until every worker has connected
  * (loaded its peer and said hello), let the host prepare (web-locks creates its names here), then
  * tell the workers to go. The workers' own phases (warm-up, window, stop) then run through the
@@ -21,8 +22,6 @@ export interface PeerWorkerData {
 
 export interface PeerWorkers {
   host: PeerHost;
-  /** The companions' hosts, in the order given. */
-  companionHosts: PeerHost[];
   started: Started[];
   /** Rejects as soon as any worker throws, or exits before terminate(). Already marked handled. */
   failed: Promise<never>;
@@ -96,5 +95,5 @@ export async function startPeerWorkers(
     await terminate();
     throw error;
   }
-  return { host, companionHosts, started, failed, terminate };
+  return { host, started, failed, terminate };
 }
