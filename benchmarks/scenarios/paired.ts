@@ -8,14 +8,15 @@
  * futex ran at 23 M or 38 M ops/s depending on the process, locktable likewise and
  * independently), so a ratio of medians over separate processes swung from 0.34 to 0.56 between
  * runs of the whole benchmark. Two loops in one thread share the process's mode, and two adjacent
- * chunks share the machine's load of that moment (other jobs run on the same 2 cores): in a
- * worker, the paired ratio moved by about +-3% from process to process.
+ * chunks share the machine's load of that moment (other jobs run on the same 2 cores). Measured
+ * (sync, in a worker, 24 processes): the paired ratio read 0.57-0.65 but for one process (below),
+ * and its median over 3 runs 0.57-0.64, where the ratio of two processes' medians read 0.35-0.71.
  *
  * What pairing cannot remove is a mode of one loop alone: with the sync API, now and then a
  * process ran locktable at half to two thirds of its usual rate while the baseline beside it ran
  * as usual (its optimized code differs from process to process), and that process's ratio shows
- * it (3 of 30 processes, two of them on the main thread: 0.46-0.47 against 0.56-0.65). The goal
- * takes the median over runs.
+ * it (3 of 48 sync processes, two of them on the main thread: 0.46-0.47 against 0.55-0.65). The
+ * goal takes the median over runs.
  */
 import type { Api, LockClient } from '../peers/types.js';
 import { median } from '../stats.js';
