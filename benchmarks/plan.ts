@@ -6,7 +6,7 @@
  */
 import { PEERS, type PeerInfo } from './peers/catalogue.js';
 import type { Api, PeerName } from './peers/types.js';
-import type { JobSpec, Place, RecoveryVariant, ScenarioId, Settings } from './spec.js';
+import type { JobSpec, Place, ScenarioId, Settings, Variant } from './spec.js';
 
 export type Unit = 'ops/s' | 'us' | 'ms' | 'x' | 'bytes' | 'ratio';
 
@@ -22,7 +22,7 @@ export interface MetricDef {
 export interface Config {
   place?: Place;
   workers?: number;
-  variant?: RecoveryVariant;
+  variant?: Variant;
 }
 
 export interface ScenarioDef {
@@ -35,14 +35,17 @@ export interface ScenarioDef {
   /** The metric the ratios, the "best peer" goal and the charts use. */
   primary: string;
   configs(settings: Settings): Config[];
-  /** Variants of a config for one peer (recovery: locktable has two ways to recover). */
-  variants?(peer: PeerInfo): RecoveryVariant[];
+  /**
+   * Variants of a config for one peer (recovery: locktable has two ways to recover; uncontended:
+   * locktable is also measured paired with the baseline).
+   */
+  variants?(peer: PeerInfo): Variant[];
   /** true, or why this peer does not run it. */
   eligible(peer: PeerInfo): true | string;
   /** One run is enough (deterministic figures). */
   once?: boolean;
   /** Rough duration of one job (ms), for the estimate; process start-up is added. */
-  estimateMs(settings: Settings, config: Config, peer: PeerInfo): number;
+  estimateMs(settings: Settings, config: Config, peer: PeerInfo, variant?: Variant): number;
 }
 
 const SINGLE_THREAD_ONLY =
@@ -69,11 +72,33 @@ export const SCENARIOS: readonly ScenarioDef[] = [
     description:
       'one thread, one key, nothing else competing; each operation is acquire, a non-atomic increment, release',
     apis: ['sync', 'async'],
-    metrics: [{ key: 'opsPerSecond', label: 'ops/s', unit: 'ops/s', better: 'higher' }],
+    // The paired row (locktable only) fills the last four; the other rows only ops/s.
+    metrics: [
+      { key: 'opsPerSecond', label: 'ops/s', unit: 'ops/s', better: 'higher' },
+      {
+        key: 'baselineOpsPerSecond',
+        label: 'paired: baseline ops/s',
+        unit: 'ops/s',
+        better: null,
+      },
+      {
+        key: 'pairedRatio',
+        label: 'paired: locktable / baseline',
+        unit: 'ratio',
+        better: 'higher',
+      },
+      { key: 'pairedRatioLowest', label: 'paired: lowest chunk', unit: 'ratio', better: null },
+      { key: 'pairedRatioHighest', label: 'paired: highest chunk', unit: 'ratio', better: null },
+    ],
     primary: 'opsPerSecond',
     configs: () => [{ place: 'worker' }, { place: 'main' }],
+    variants: (peer) => (peer.name === 'locktable' ? ['none', 'paired'] : ['none']),
     eligible: () => true,
-    estimateMs: micro,
+    // Paired: calibration (4 x 30 ms), 5 warm-up pairs, the measured pairs, a worker's start.
+    estimateMs: (s, c, _peer, variant) =>
+      variant === 'paired'
+        ? 120 + (5 + s.pairedChunks) * 2 * s.pairedChunkMs + (c.place === 'worker' ? 150 : 0)
+        : s.uncontendedTimeMs * 1.3 + 150,
   },
   {
     id: 'round-robin',
@@ -269,7 +294,7 @@ export function groupName(scenario: ScenarioId, config: Config): string {
   return scenario;
 }
 
-export function rowName(peer: PeerName, api: Api, variant?: RecoveryVariant): string {
+export function rowName(peer: PeerName, api: Api, variant?: Variant): string {
   return `${peer} ${api}${variant && variant !== 'none' ? ` ${variant}` : ''}`;
 }
 
@@ -327,7 +352,7 @@ export function expand(
             items.push({
               id: `${groupName(scenario.id, config)} / ${rowName(peer.name, api, variant)}`,
               group: groupName(scenario.id, config),
-              estimateMs: STARTUP_MS + scenario.estimateMs(settings, config, peer),
+              estimateMs: STARTUP_MS + scenario.estimateMs(settings, config, peer, variant),
               base,
               once: scenario.once === true,
             });

@@ -10,7 +10,7 @@ import { barChart, compact, lineChart, PEER_COLORS, type BarRow } from './charts
 import { peerInfo, PEERS } from './peers/catalogue.js';
 import { type MetricDef, type NotRun, SCENARIOS, scenarioDef } from './plan.js';
 import type { Settings } from './spec.js';
-import type { Goal, Row, RunRecord } from './summarize.js';
+import { type Goal, isPaired, type Row, type RunRecord } from './summarize.js';
 import type { Spread } from './stats.js';
 
 export interface Machine {
@@ -76,6 +76,7 @@ function cell(row: Row, metric: MetricDef): string {
 }
 
 function label(row: Row): string {
+  if (isPaired(row)) return `${row.peer} ${row.api}, paired with baseline (same thread)`;
   return `${row.peer} ${row.api}${row.variant && row.variant !== 'none' ? ` ${row.variant}` : ''}`;
 }
 
@@ -183,7 +184,9 @@ export function overview(rows: readonly Row[]): string[] {
     const def = scenarioDef(group[0]!.scenario);
     const metric = def.metrics.find((m) => m.key === def.primary)!;
     const cells = peers.map((peer) => {
-      const mine = group.filter((r) => r.peer === peer.name && r.status !== 'skipped');
+      const mine = group.filter(
+        (r) => r.peer === peer.name && r.status !== 'skipped' && !isPaired(r),
+      );
       if (mine.length === 0) {
         const skipped = group.find((r) => r.peer === peer.name);
         return skipped ? 'skipped' : '-';
@@ -214,6 +217,35 @@ export function overview(rows: readonly Row[]): string[] {
   return mdTable(table);
 }
 
+function settingsLine(s: Settings): string {
+  const parts = [
+    `${s.runs} run(s) of every configuration, each in a fresh process`,
+    `window ${s.windowMs} ms`,
+    `tinybench time ${s.microTimeMs} ms`,
+  ];
+  // Results written before the paired measurement have neither field.
+  if (s.uncontendedTimeMs !== undefined) {
+    parts.push(`${s.uncontendedTimeMs} ms for the unpaired uncontended rows`);
+  }
+  if (s.pairedChunks !== undefined) {
+    parts.push(`paired: ${s.pairedChunks} chunk pairs of ${s.pairedChunkMs} ms`);
+  }
+  parts.push(`seed ${s.seed}`);
+  return parts.join('; ');
+}
+
+/** How the uncontended goals are measured, for results.md. */
+const PAIRED_METHOD = [
+  'The uncontended goals (locktable / baseline) are read from the rows "paired with baseline',
+  '(same thread)": one process per run and per API and place, in which one thread runs both the',
+  'raw baseline and locktable, same key and same critical section, in alternating chunks of equal',
+  'time after a warm-up. Each pair of adjacent chunks gives a ratio; a run reports the median of',
+  'those ratios ("paired: locktable / baseline", its lowest and highest chunk pair beside it), and',
+  'the goal takes the median over runs. Separate processes on this machine land in faster or',
+  'slower modes at random, so the ratio of two rows measured in separate processes ("vs baseline"',
+  'of the unpaired rows) moves by much more than the paired ratio does.',
+];
+
 export function markdown(
   rows: readonly Row[],
   goalList: readonly Goal[],
@@ -230,12 +262,13 @@ export function markdown(
       .join('; ')}`,
     `- Date: ${m.date}, commit ${m.commit}, ${(ctx.durationMs / 60_000).toFixed(1)} min`,
     `- Command: \`${ctx.command}\``,
-    `- Settings: ${ctx.settings.runs} run(s) of every configuration, each in a fresh process; window ${ctx.settings.windowMs} ms; tinybench time ${ctx.settings.microTimeMs} ms; seed ${ctx.settings.seed}`,
+    `- Settings: ${settingsLine(ctx.settings)}`,
     '',
     'Figures are medians over runs, with the min-max spread in parentheses. "vs baseline" is the',
     'peer against the raw Atomics baseline of the same API in the same run set (higher = faster).',
     'A peer that lost any update, granted unsafely, hung or crashed is marked BROKEN.',
     '',
+    ...(rows.some(isPaired) ? [...PAIRED_METHOD, ''] : []),
     '## Goals',
     '',
     ...goalsTable(goalList),
@@ -357,7 +390,7 @@ export function charts(rows: readonly Row[], settings: Settings): Chart[] {
     file: string,
     title: string,
   ) => {
-    const list = ran.filter((r) => r.scenario === scenario);
+    const list = ran.filter((r) => r.scenario === scenario && !isPaired(r));
     if (!list.length) return;
     const rowsOut: BarRow[] = list.map((r) => ({
       label: `${label(r)}${r.place ? (r.place === 'main' ? ' (main)' : ' (worker)') : ''}`,

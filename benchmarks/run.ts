@@ -63,6 +63,9 @@ const settings: Settings = {
   quick: options.quick,
   windowMs: options.quick ? 300 : 1500,
   microTimeMs: options.quick ? 150 : 600,
+  uncontendedTimeMs: options.quick ? 100 : 300,
+  pairedChunks: options.quick ? 10 : 20,
+  pairedChunkMs: 30,
   runs: options.runs ?? (options.quick ? 1 : 3),
   recoveryCapMs: options.quick ? 500 : 2000,
   seed: options.seed ?? Math.floor(Math.random() * 2 ** 31),
@@ -136,7 +139,14 @@ function describe(job: Job, output: JobOutput): string {
   const shown = value === null || value === undefined ? 'never' : formatValue(value, metric.unit);
   const lost = output.result.lostUpdates;
   const unsafe = output.result.unsafe ? `, UNSAFE: ${output.result.unsafe}` : '';
-  return `${metric.label} ${shown}${lost ? `, LOST ${lost} UPDATES` : ''}${unsafe}`;
+  const { pairedRatio, baselineOpsPerSecond, pairedRatioLowest, pairedRatioHighest } =
+    output.result.metrics;
+  const paired =
+    typeof pairedRatio === 'number'
+      ? `, baseline ${formatValue(baselineOpsPerSecond!, 'ops/s')}, paired ratio ` +
+        `${pairedRatio.toFixed(3)} (chunks ${pairedRatioLowest!.toFixed(2)}-${pairedRatioHighest!.toFixed(2)})`
+      : '';
+  return `${metric.label} ${shown}${paired}${lost ? `, LOST ${lost} UPDATES` : ''}${unsafe}`;
 }
 
 const rows = summarize(records);

@@ -24,12 +24,26 @@ export type Place = 'worker' | 'main';
 /** How the recovery scenario frees a dead holder's lock. */
 export type RecoveryVariant = 'watch' | 'deadline' | 'none';
 
+/**
+ * A variant of a configuration for one peer. `paired` (uncontended, locktable only): locktable and
+ * the raw baseline measured in the same thread, in alternating chunks (scenarios/paired.ts).
+ */
+export type Variant = RecoveryVariant | 'paired';
+
 export interface Settings {
   quick: boolean;
   /** Measured window of the multi-worker scenarios (ms). */
   windowMs: number;
   /** tinybench time per task in the single-thread scenarios (ms). */
   microTimeMs: number;
+  /**
+   * tinybench time of the unpaired uncontended rows (ms): shorter than microTimeMs, to pay for the
+   * paired jobs, which carry the uncontended goals.
+   */
+  uncontendedTimeMs: number;
+  /** Paired uncontended jobs: chunk pairs measured, and the length of one chunk (ms). */
+  pairedChunks: number;
+  pairedChunkMs: number;
   /** Runs of every configuration. */
   runs: number;
   /** How long the recovery scenario waits for the next holder before it says "never" (ms). */
@@ -44,7 +58,7 @@ export interface JobSpec {
   api: Api;
   place?: Place;
   workers?: number;
-  variant?: RecoveryVariant;
+  variant?: Variant;
   settings: Settings;
   /** Which run of this configuration (1-based); seeds differ per run. */
   run: number;

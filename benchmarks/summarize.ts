@@ -6,7 +6,7 @@
 import { peerInfo } from './peers/catalogue.js';
 import type { Api, PeerName } from './peers/types.js';
 import { type Job, scenarioDef } from './plan.js';
-import type { JobOutput, Place, RecoveryVariant, ScenarioId } from './spec.js';
+import type { JobOutput, Place, ScenarioId, Variant } from './spec.js';
 import { type Spread, spread } from './stats.js';
 
 export interface RunRecord {
@@ -21,7 +21,7 @@ export interface Row {
   scenario: ScenarioId;
   peer: PeerName;
   api: Api;
-  variant?: RecoveryVariant;
+  variant?: Variant;
   place?: Place;
   workers?: number;
   /** Runs that produced a result. */
@@ -34,7 +34,10 @@ export interface Row {
   /** Why the row is broken: lost updates, an unsafe grant, a hang or a crash. */
   problems: string[];
   skipReason?: string;
-  /** Primary metric against the baseline's row of the same group and API: > 1 = faster. */
+  /**
+   * Primary metric against the baseline's row of the same group and API: > 1 = faster. A paired
+   * row's ratio is its own: the median over runs of the paired ratio (same thread).
+   */
   ratio: number | null;
   notes: string[];
 }
@@ -105,8 +108,14 @@ function primaryOf(row: Row): number | null {
   return row.metrics[scenarioDef(row.scenario).primary]?.median ?? null;
 }
 
+/** A row measured together with the baseline, in one thread (uncontended, locktable). */
+export function isPaired(row: Row): boolean {
+  return row.variant === 'paired';
+}
+
 function ratioToBaseline(row: Row, rows: readonly Row[]): number | null {
   if (row.peer === 'baseline') return null;
+  if (isPaired(row)) return row.metrics.pairedRatio?.median ?? null;
   const base = rows.find(
     (r) => r.group === row.group && r.peer === 'baseline' && r.api === row.api,
   );
@@ -136,23 +145,36 @@ const fmt = (n: number | null | undefined, digits = 2) =>
 
 export function goals(rows: readonly Row[]): Goal[] {
   const out: Goal[] = [];
-  const find = (group: string, peer: PeerName, api: Api) =>
+  const find = (group: string, peer: PeerName, api: Api, paired = false) =>
     rows.find(
-      (r) => r.group === group && r.peer === peer && r.api === api && r.status !== 'skipped',
+      (r) =>
+        r.group === group &&
+        r.peer === peer &&
+        r.api === api &&
+        isPaired(r) === paired &&
+        r.status !== 'skipped',
     );
 
+  // Read from the paired row when it ran (locktable and the baseline in one thread: the ratio
+  // does not depend on which speed mode each process landed in); else the ratio of the two
+  // rows' medians, measured in separate processes.
   for (const place of ['worker', 'main'] as const) {
     for (const api of ['sync', 'async'] as const) {
-      const row = find(
-        `uncontended (${place === 'main' ? 'main thread' : 'worker'})`,
-        'locktable',
-        api,
-      );
+      const group = `uncontended (${place === 'main' ? 'main thread' : 'worker'})`;
+      const paired = find(group, 'locktable', api, true);
+      const pairedRatio = paired?.metrics.pairedRatio ?? null;
+      const row = pairedRatio ? paired! : find(group, 'locktable', api);
       if (!row) continue;
+      const how = pairedRatio
+        ? ` (paired, same thread; ${row.runs} run${row.runs === 1 ? '' : 's'}` +
+          (row.runs > 1 ? `: ${fmt(pairedRatio.min)}-${fmt(pairedRatio.max)})` : ')')
+        : row.ratio === null
+          ? ''
+          : ' (separate processes: ratio of medians)';
       out.push({
         goal: `uncontended ${api}, ${place === 'main' ? 'main thread' : 'in a worker'}: locktable / baseline`,
         target: '>= 0.5',
-        value: fmt(row.ratio),
+        value: `${fmt(row.ratio)}${how}`,
         met: row.ratio === null ? null : row.ratio >= 0.5,
       });
     }
@@ -178,7 +200,8 @@ export function goals(rows: readonly Row[]): Goal[] {
   // Best of all peers, in every table where another peer ran.
   const groups = [...new Set(rows.map((r) => r.group))];
   for (const group of groups) {
-    const inGroup = rows.filter((r) => r.group === group && r.status !== 'skipped');
+    // Paired rows are left out: they measure locktable again, in another harness.
+    const inGroup = rows.filter((r) => r.group === group && r.status !== 'skipped' && !isPaired(r));
     const ours = inGroup.filter((r) => r.peer === 'locktable');
     const others = inGroup.filter((r) => r.peer !== 'locktable' && !peerInfo(r.peer).isBaseline);
     if (ours.length === 0 || others.length === 0) continue;

@@ -1,6 +1,7 @@
 /**
- * Worker side of startPeerWorkers: load this worker's peer, connect to the host's shared state,
- * say hello, and wait for "go" (which the main thread posts after the peer's host has prepared).
+ * Worker side of startPeerWorkers: load this worker's peer (and its companions, if any), connect
+ * to each host's shared state, say hello, and wait for "go" (which the main thread posts after
+ * every host has prepared).
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { loadPeer } from '../peers/load.js';
@@ -16,9 +17,17 @@ import type { PeerWorkerData } from './peer-workers.js';
 const KEEP_ALIVE_MS = 2 ** 30;
 
 export async function connectPeer(): Promise<LockClient> {
+  return (await connectPeers())[0]!;
+}
+
+/** The clients of this worker's peer and of its companions, in that order. */
+export async function connectPeers(): Promise<LockClient[]> {
   setInterval(() => undefined, KEEP_ALIVE_MS);
-  const { peer } = workerData as PeerWorkerData;
-  const client = await (await loadPeer(peer.name)).connect(peer.shared);
+  const { peer, companions = [] } = workerData as PeerWorkerData;
+  const clients: LockClient[] = [];
+  for (const { name, shared } of [peer, ...companions]) {
+    clients.push(await (await loadPeer(name)).connect(shared));
+  }
   const port = parentPort!;
   await new Promise<void>((resolve) => {
     const listener = (message: unknown) => {
@@ -29,5 +38,5 @@ export async function connectPeer(): Promise<LockClient> {
     port.on('message', listener);
     port.postMessage('hello');
   });
-  return client;
+  return clients;
 }

@@ -1,5 +1,6 @@
 /**
- * Main side of every multi-worker scenario: make the peer's host, start the workers with the
+ * Main side of every multi-worker scenario: make the peer's host (and its companions' hosts, for a
+ * worker that runs two peers: the paired uncontended measurement), start the workers with the
  * host's shared state, let the host adopt each worker, wait until every worker has connected
  * (loaded its peer and said hello), let the host prepare (web-locks creates its names here), then
  * tell the workers to go. The workers' own phases (warm-up, window, stop) then run through the
@@ -15,6 +16,8 @@ const CONNECT_TIMEOUT_MS = 20_000;
 
 export interface PeerWorkerData {
   peer: { name: PeerName; shared: unknown };
+  /** More peers this worker connects to, each with its own host (the paired measurement). */
+  companions?: { name: PeerName; shared: unknown }[];
 }
 
 export interface PeerWorkers {
@@ -30,14 +33,24 @@ export async function startPeerWorkers(
   options: HostOptions,
   script: string,
   data: readonly object[],
+  companions: readonly PeerName[] = [],
 ): Promise<PeerWorkers> {
   const host = await (await loadPeer(peer)).host(options);
+  const companionHosts: PeerHost[] = [];
+  for (const name of companions) companionHosts.push(await (await loadPeer(name)).host(options));
+  const hosts = [host, ...companionHosts];
   const started: Started[] = [];
   const hellos: Promise<void>[] = [];
   for (const item of data) {
-    const workerData: PeerWorkerData = { ...item, peer: { name: peer, shared: host.shared } };
+    const workerData: PeerWorkerData = {
+      ...item,
+      peer: { name: peer, shared: host.shared },
+      ...(companions.length > 0
+        ? { companions: companions.map((name, i) => ({ name, shared: companionHosts[i]!.shared })) }
+        : {}),
+    };
     const one = startWorker(script, workerData);
-    host.adopt(one.worker);
+    for (const h of hosts) h.adopt(one.worker);
     hellos.push(
       new Promise((resolve) => {
         const listener = (message: unknown) => {
@@ -76,7 +89,7 @@ export async function startPeerWorkers(
     });
     await Promise.race([Promise.all(hellos), failed, timeout]).finally(() => clearTimeout(timer));
     phase('workers connected; peer preparing');
-    await host.prepare();
+    for (const h of hosts) await h.prepare();
     for (const s of started) s.worker.postMessage('go');
   } catch (error) {
     await terminate();

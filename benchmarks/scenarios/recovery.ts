@@ -5,7 +5,7 @@
  * lease has a finite hold; a waiter reclaims it failTimeout after the deadline). The other peers
  * are terminated the same way, with whatever recovery they have.
  */
-import { type RecoveryVariant, type JobResult, type JobSpec } from '../spec.js';
+import { type JobResult, type JobSpec, type Variant } from '../spec.js';
 import {
   controlBlock,
   crossThreadMs,
@@ -30,7 +30,7 @@ export const RECOVERY_FAIL_TIMEOUT_MS = 100;
 const SETTLE_MS = 20;
 const START_TIMEOUT_MS = 30_000;
 
-export function hostOptionsFor(variant: RecoveryVariant | undefined): Omit<HostOptions, 'keys'> {
+export function hostOptionsFor(variant: Variant | undefined): Omit<HostOptions, 'keys'> {
   if (variant === 'watch') return { watch: true };
   if (variant === 'deadline')
     return { hold: RECOVERY_HOLD_MS, failTimeout: RECOVERY_FAIL_TIMEOUT_MS };
