@@ -401,12 +401,14 @@ describe('withLock', () => {
     caller.on('error', () => {}); // a caller that outlived its exec timeout would throw here
     await waitFor(c, STARTED, (v) => v === 1);
     // At its first timer tick after the start (within execTimeout / 8), the caller stamps the
-    // deadline the task was given (start + execTimeout) in the slot.
+    // deadline the task was given (start + execTimeout) in the slot: rounded up to the whole ms
+    // that a deadline cell holds, from a "now + remaining" computed a few µs before the stamp (so
+    // up to 1 ms and those µs later, never earlier).
     const stamped = async () => {
       const giveUp = LockTable.now() + 5000;
       while (LockTable.now() < giveUp) {
         const d = table.inspect('orphan')?.holders[0]?.deadline ?? NaN;
-        if (Math.abs(d - deadline()) < 1) return d;
+        if (d >= deadline() && d < deadline() + 1.5) return d;
         await new Promise((resolve) => setTimeout(resolve, 5));
       }
       assert.fail(
