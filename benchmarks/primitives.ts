@@ -1,8 +1,8 @@
 /**
  * What one primitive operation costs on this machine, in ns: the figures of DESIGN.md's "Cost of
  * the fast path" table. One thread, best of 5 runs of N iterations each, the empty loop's cost
- * subtracted. The cache-line transfer between cores is measured by the handoff scenario of
- * `npm run bench`, not here.
+ * subtracted; then how long timed sleeps last. The cache-line transfer between cores is measured
+ * by the handoff scenario of `npm run bench`, not here.
  *
  *   npm run bench:primitives
  */
@@ -61,3 +61,28 @@ for (const [name, body] of Object.entries(ops)) {
   console.log(`${name.padEnd(30)} ${(best(body) - empty).toFixed(1)}`);
 }
 if (sink === 0.5) console.log(sink); // keeps the loops from being optimised away
+
+/**
+ * How long a timed sleep really lasts (median of 20, ms): the figures of DESIGN.md's "Waiting".
+ * Atomics.wait's timeout is honoured to within the OS's timer slack; waitAsync's runs on the event
+ * loop's millisecond timers and is rounded to the nearest millisecond.
+ */
+async function sleepMs(sleep: () => unknown): Promise<number> {
+  const times: number[] = [];
+  for (let i = 0; i < 20; i++) {
+    const t = performance.now();
+    await sleep();
+    times.push(performance.now() - t);
+  }
+  return times.sort((a, b) => a - b)[10]!;
+}
+const keepAlive = setInterval(() => {}, 1000); // a pending waitAsync alone lets the thread exit
+console.log('\ntimed sleeps, median of 20 (ms)');
+for (const ms of [0.1, 0.5, 1]) {
+  const sync = await sleepMs(() => Atomics.wait(i32, 8, 0, ms));
+  const async = await sleepMs(() => Atomics.waitAsync(i32, 8, 0, ms).value);
+  console.log(
+    `${`Atomics.wait(${ms})`.padEnd(30)} ${sync.toFixed(3)}\n${`Atomics.waitAsync(${ms})`.padEnd(30)} ${async.toFixed(3)}`,
+  );
+}
+clearInterval(keepAlive);
