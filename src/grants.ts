@@ -27,18 +27,21 @@ import {
   S_STATE,
   S_TOKEN_HI,
   S_TOKEN_LO,
+  SF_HANDOFF_UNTIL,
+  SLOT_F64,
   SLOT_WORDS,
   type Views,
 } from './layout.js';
 import { nextRecordWord, type Records, stuckMs } from './records.js';
 import { testHooks } from './test-hooks.js';
 import {
-  ANNOUNCE,
   EXCLUSIVE,
   FIELD,
   FINITE,
   grantState,
   HANDOFF,
+  HANDOFF_PATIENCE_MS,
+  lapsedGrantState,
   type Mode,
   PARITY,
   PARKED,
@@ -49,6 +52,7 @@ import {
   WAITING,
   type WaiterView,
   wakesAll,
+  withdrawn,
 } from './slot-state.js';
 
 /**
@@ -168,8 +172,8 @@ export class Grants {
     const deadline = hold === Infinity ? Infinity : Math.ceil(monotonicNow() + hold);
     for (;;) {
       const s = Atomics.load(slots, at);
-      const next = grantState(s, 'exclusive', tid, waiter);
-      if (next < 0) {
+      let next = grantState(s, 'exclusive', tid, waiter);
+      if (next < 0 && (next = this.#lapsed(slot, s, 'exclusive')) < 0) {
         this.seen = s;
         return (s & UNBOUND) !== 0 ? UNBOUND_SLOT : BUSY;
       }
@@ -182,6 +186,22 @@ export class Grants {
         return GRANTED;
       }
     }
+  }
+
+  /**
+   * The grant of a HANDOFF whose reservation has lapsed (its intended waiter is gone: see
+   * HANDOFF_PATIENCE_MS), to any request, a one-shot included; -1 if `s` is no such HANDOFF.
+   */
+  #lapsed(slot: number, s: number, mode: Mode): number {
+    if ((s & HANDOFF) === 0) return -1;
+    // ORDER: the reservation is written before the CAS that made the HANDOFF we loaded.
+    if (monotonicNow() < this.#v.slotF64[slot * SLOT_F64 + SF_HANDOFF_UNTIL]!) return -1;
+    return lapsedGrantState(s, mode, this.threadId);
+  }
+
+  /** Before a release's CAS to a HANDOFF: reserve it for the waiters whose turn it is. */
+  #reserve(slot: number): void {
+    this.#v.slotF64[slot * SLOT_F64 + SF_HANDOFF_UNTIL] = monotonicNow() + HANDOFF_PATIENCE_MS;
   }
 
   /**
@@ -382,8 +402,8 @@ export class Grants {
     const deadline = hold === Infinity ? Infinity : monotonicNow() + hold;
     for (;;) {
       const s = Atomics.load(slots, at);
-      const next = grantState(s, 'shared', this.threadId, waiter);
-      if (next < 0) {
+      let next = grantState(s, 'shared', this.threadId, waiter);
+      if (next < 0 && (next = this.#lapsed(slot, s, 'shared')) < 0) {
         this.seen = s;
         return (s & UNBOUND) !== 0 ? UNBOUND_SLOT : BUSY;
       }
@@ -479,6 +499,20 @@ export class Grants {
     this.#dropCount(slot, -1, 0, 0);
   }
 
+  /** Does thread `owner` hold `slot` in shared mode (through any handle)? A scan of the records. */
+  holdsSharedAny(slot: number, owner: number): boolean {
+    const records = this.#records;
+    for (let r = 0; r < records.count; r++) {
+      if (
+        records.state(r) === RECORD_ACTIVE &&
+        records.slot(r) === slot &&
+        records.owner(r) === owner
+      )
+        return true;
+    }
+    return false;
+  }
+
   holdsShared(slot: number, record: number, tokenLo: number, tokenHi: number): boolean {
     const w = this.#records.word(record);
     return this.#records.isLease(record, w, slot, this.threadId, tokenLo, tokenHi);
@@ -525,6 +559,7 @@ export class Grants {
       const s = Atomics.load(slots, base + S_STATE);
       const last = (s & FIELD) === 1;
       const next = last ? releaseState(s, 'shared', this.threadId) : s - 1;
+      if ((next & HANDOFF) !== 0) this.#reserve(slot);
       // PLAIN: the record check and the CAS's arguments (a stall here is the one case left: see
       // DESIGN.md, "What a stalled thread can still do").
       if (rs >= 0 && recs[rs] !== releasing) return -1;
@@ -576,6 +611,7 @@ export class Grants {
     const slots = this.#slots;
     const base = slot * SLOT_WORDS;
     const next = releaseState(s, mode, this.threadId);
+    if ((next & HANDOFF) !== 0) this.#reserve(slot);
     if (Atomics.compareExchange(slots, base + S_STATE, actual, next) !== actual) return false;
     this.#afterRelease(slot, s, next);
     return true;
@@ -587,7 +623,7 @@ export class Grants {
     const base = slot * SLOT_WORDS;
     // RACE: a sleeper may have arrived just before our CAS and may already sleep on the old word;
     // so read S_SLEEPERS after the CAS. The release clears PARKED; the sleeper it wakes sets it
-    // again if others still sleep (Request.relayWakeUp), like the futex mutex's "2" state.
+    // again if others still sleep (Request.leave), like the futex mutex's "2" state.
     const after = Atomics.load(slots, base + S_SLEEPERS);
     const woken =
       after > 0 ? Atomics.notify(slots, base + S_STATE, wakesAll(next) ? Infinity : 1) : 0;
@@ -599,10 +635,10 @@ export class Grants {
       // (Not a forced release of a dead thread's grant, nor a reader's last release.)
       if ((s & STARVING) !== 0 && (s & (EXCLUSIVE | FIELD)) === (EXCLUSIVE | this.threadId))
         this.yieldSlot = slot;
-      // Nobody asleep woke and nobody spins: the announcement was stale. Free the slot rather
-      // than leave it to HANDOFF_PATIENCE_MS.
+      // Nobody asleep woke and nobody is running (WAITING): no waiter will come for it (those
+      // that announced it left or died). Free the key rather than reserve it for nobody.
       if (woken === 0 && (s & WAITING) === 0) {
-        Atomics.compareExchange(slots, base + S_STATE, next, next & ~(HANDOFF | FIELD | ANNOUNCE));
+        Atomics.compareExchange(slots, base + S_STATE, next, withdrawn(next));
       }
     }
   }
@@ -815,6 +851,28 @@ export class Grants {
       if (before > 0 && kind === RECORD_ACTIVE) released++;
     }
     return released;
+  }
+
+  /**
+   * After a thread exited (releaseAllOwnedBy): clears every slot's announcements (a HANDOFF
+   * becomes FREE) and wakes the slots' sleepers. The dead thread's announcements go with them;
+   * the live waiters' come back at their next look (slot-state.ts, "Every way out").
+   */
+  withdrawAll(): void {
+    const slots = this.#slots;
+    for (let at = S_STATE; at < slots.length; at += SLOT_WORDS) {
+      let s = Atomics.load(slots, at);
+      let next = withdrawn(s);
+      while (next !== s) {
+        const seen = Atomics.compareExchange(slots, at, s, next);
+        if (seen === s) {
+          if (Atomics.load(slots, at - S_STATE + S_SLEEPERS) > 0) Atomics.notify(slots, at);
+          break;
+        }
+        s = seen;
+        next = withdrawn(s);
+      }
+    }
   }
 
   /** After a grant by a thread that looked up the wrong key: give it straight back. */

@@ -5,6 +5,7 @@
  *   offset 0            header: HEADER_WORDS Int32 words, then HEADER_F64 Float64 words
  *   slotWordsOffset     capacity x SLOT_WORDS Int32 words       (hot: one 32-byte line per slot)
  *   slotCellsOffset     capacity x SLOT_CELLS BigInt64 words    (exclusive deadlines)
+ *   slotF64Offset       capacity x SLOT_F64 Float64 words       (hand-off reservations)
  *   recordWordsOffset   records x RECORD_WORDS Int32 words      (who holds a key in shared mode)
  *   recordF64Offset     records x RECORD_F64 Float64 words      (each shared holder's deadline)
  *   keysOffset          capacity x maxKeyLength Uint16 code units (the key bound to each slot)
@@ -14,7 +15,7 @@
  */
 
 export const MAGIC = 0x4c4b5442; // 'LKTB'
-export const VERSION = 2;
+export const VERSION = 3;
 
 // ---- header, Int32 words ----
 export const H_MAGIC = 0;
@@ -82,6 +83,15 @@ export const SLOT_CELLS = 1;
 export const CELL_PARITY_SHIFT = 21;
 export const CELL_DEADLINE_SHIFT = 22;
 
+// ---- per slot, Float64 words ----
+/**
+ * Monotonic time (ms) until which the slot's HANDOFF is reserved for the waiters whose turn it is
+ * (see HANDOFF_PATIENCE_MS in slot-state.ts). Written by the releaser before the CAS that makes
+ * the HANDOFF, so a request that sees the HANDOFF reads this reservation or a later one.
+ */
+export const SF_HANDOFF_UNTIL = 0;
+export const SLOT_F64 = 1;
+
 // ---- shared-holder records, Int32 words: one per shared lease (see records.ts) ----
 /** (generation << 3) | kind: RECORD_FREE, _CLAIMED, _JOINED, _ACTIVE, _EXTENDING or _RELEASING. */
 export const R_STATE = 0;
@@ -118,6 +128,8 @@ export interface Views {
   readonly slots: Int32Array;
   /** Deadline cells (SC_DEADLINE), one BigInt64 per slot. */
   readonly slotCells: BigInt64Array;
+  /** Hand-off reservations (SF_HANDOFF_UNTIL), one Float64 per slot. */
+  readonly slotF64: Float64Array;
   /** The same bytes as `slots`, for 64-bit token updates by concurrent shared grants. */
   readonly slots64: BigInt64Array;
   readonly records: Int32Array;
@@ -132,13 +144,15 @@ function align8(n: number): number {
 export function offsets(g: Geometry) {
   const slotWordsOffset = HEADER_BYTES;
   const slotCellsOffset = align8(slotWordsOffset + g.capacity * SLOT_WORDS * 4);
-  const recordWordsOffset = align8(slotCellsOffset + g.capacity * SLOT_CELLS * 8);
+  const slotF64Offset = align8(slotCellsOffset + g.capacity * SLOT_CELLS * 8);
+  const recordWordsOffset = align8(slotF64Offset + g.capacity * SLOT_F64 * 8);
   const recordF64Offset = align8(recordWordsOffset + g.records * RECORD_WORDS * 4);
   const keysOffset = align8(recordF64Offset + g.records * RECORD_F64 * 8);
   const totalBytes = align8(keysOffset + g.capacity * g.maxKeyLength * 2);
   return {
     slotWordsOffset,
     slotCellsOffset,
+    slotF64Offset,
     recordWordsOffset,
     recordF64Offset,
     keysOffset,
@@ -159,6 +173,7 @@ export function createViews(buffer: SharedArrayBuffer, g: Geometry): Views {
     tokenFloor64: new BigInt64Array(buffer, H_TOKEN_FLOOR_LO * 4, 1),
     slots: new Int32Array(buffer, o.slotWordsOffset, g.capacity * SLOT_WORDS),
     slotCells: new BigInt64Array(buffer, o.slotCellsOffset, g.capacity * SLOT_CELLS),
+    slotF64: new Float64Array(buffer, o.slotF64Offset, g.capacity * SLOT_F64),
     slots64: new BigInt64Array(buffer, o.slotWordsOffset, (g.capacity * SLOT_WORDS) / 2),
     records: new Int32Array(buffer, o.recordWordsOffset, g.records * RECORD_WORDS),
     recordsF64: new Float64Array(buffer, o.recordF64Offset, g.records * RECORD_F64),

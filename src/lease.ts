@@ -12,7 +12,6 @@ import { checkMs } from './options.js';
 /** What a lease needs from its table (kept out of the public API). */
 export interface LeaseHost {
   readonly grants: Grants;
-  readonly sharedHere: Map<number, number>;
 }
 
 /** Bits of a lease's flags. */
@@ -124,7 +123,6 @@ export class Lease implements Disposable {
         throw staleError(this.key, 'release the lease');
       return;
     }
-    this.forgetShared();
     if (!g.releaseShared(this.slot, this.word, this.tokenLo, this.tokenHi)) {
       throw staleError(this.key, 'release the lease');
     }
@@ -154,12 +152,5 @@ export class Lease implements Disposable {
    */
   [Symbol.dispose](): void {
     if ((this.flags & RELEASED) === 0) this.release();
-  }
-
-  private forgetShared(): void {
-    const here = this.host.sharedHere;
-    const n = (here.get(this.slot) ?? 1) - 1;
-    if (n > 0) here.set(this.slot, n);
-    else here.delete(this.slot);
   }
 }

@@ -75,13 +75,14 @@ import { SlotCache } from './slot-cache.js';
 import { testHooks } from './test-hooks.js';
 import { BIND_BOUND } from './directory.js';
 import {
+  ANNOUNCE,
   EXCLUSIVE,
   FIELD,
   HANDOFF,
   MAX_THREAD_ID,
   type Mode,
+  PARKED,
   UNBOUND,
-  WAITING,
 } from './slot-state.js';
 import {
   Request,
@@ -111,7 +112,7 @@ export interface LockInfo {
   holders: HolderInfo[];
   /** Threads asleep waiting for this key right now. */
   sleepers: number;
-  /** True when some request has announced that it waits (spinning or asleep). */
+  /** True when some request waiting for the key has announced itself or sleeps (PARKED). */
   contended: boolean;
 }
 
@@ -132,7 +133,6 @@ export class LockTable implements WaitCore, LeaseHost {
   /** @internal */ readonly grants: Grants;
   /** @internal */ readonly slots: Int32Array;
   /** @internal */ readonly header: Int32Array;
-  /** @internal */ readonly sharedHere = new Map<number, number>();
   readonly #slotCache: SlotCache;
   /**
    * Set when this thread's fast path saw a busy key look free and lost it (or when it just handed
@@ -398,7 +398,8 @@ export class LockTable implements WaitCore, LeaseHost {
 
   /**
    * Frees every lock held by the thread `threadId`, which must have exited (its leases become
-   * stale): exclusive holds, shared holds, and the table's binding mutex. Returns how many
+   * stale): exclusive holds, shared holds, the table's binding mutex, and what it announced while
+   * it waited (every slot's announcements are cleared; live waiters announce again). Returns how many
    * leases it released. `watch(worker)` calls this when a worker exits.
    */
   releaseAllOwnedBy(threadId: number): number {
@@ -422,6 +423,8 @@ export class LockTable implements WaitCore, LeaseHost {
       }
     }
     released += this.grants.forceReleaseSharedOf(threadId);
+    // What it announced while waiting goes too (the live waiters announce again).
+    this.grants.withdrawAll();
     this.directory.releaseBindingsOf(threadId);
     return released;
   }
@@ -525,7 +528,6 @@ export class LockTable implements WaitCore, LeaseHost {
       const deadline = hold === Infinity ? Infinity : g.deadline;
       return new Lease(this, key, slot, flags, g.tokenLo, g.tokenHi, g.stateWord, deadline);
     }
-    this.sharedHere.set(slot, (this.sharedHere.get(slot) ?? 0) + 1);
     const flags = LEASE_SHARED | (recovered ? LEASE_RECOVERED : 0);
     return new Lease(this, key, slot, flags, g.tokenLo, g.tokenHi, g.record, g.deadline);
   }
@@ -538,6 +540,9 @@ export class LockTable implements WaitCore, LeaseHost {
   }
 
   #request(key: string, o: Resolved, waitTimeout: number, blocking: boolean): Request {
+    // Where the key was last time (a hint, like a lookup: the waiting loop checks the key once it
+    // holds the slot, and looks again if the slot's binding moves on).
+    const hint = this.#slotCache.lookup(key);
     const req = new Request(
       this,
       key,
@@ -547,9 +552,9 @@ export class LockTable implements WaitCore, LeaseHost {
       this.#defaults.failTimeout,
       o.spinDelay,
       blocking,
-      // Where the key was last time (a hint, like a lookup: the waiting loop checks the key once
-      // it holds the slot).
-      this.#slotCache.lookup(key)?.slot ?? -1,
+      hint?.slot ?? -1,
+      hint?.genLo ?? 0,
+      hint?.genHi ?? 0,
     );
     if (this.#lostRace) {
       this.#lostRace = false;
@@ -575,7 +580,7 @@ export class LockTable implements WaitCore, LeaseHost {
         else this.#fail(step, key);
       }
     } finally {
-      req.relayWakeUp(granted);
+      req.leave(granted);
     }
   }
 
@@ -605,7 +610,7 @@ export class LockTable implements WaitCore, LeaseHost {
         else this.#fail(step, key);
       }
     } finally {
-      req.relayWakeUp(granted);
+      req.leave(granted);
       if (signal !== undefined && onAbort !== undefined)
         signal.removeEventListener('abort', onAbort);
     }
@@ -704,7 +709,7 @@ export class LockTable implements WaitCore, LeaseHost {
         mode: exclusive ? 'exclusive' : 'shared',
         holders,
         sleepers: Atomics.load(v.slots, base + S_SLEEPERS),
-        contended: (s & WAITING) !== 0,
+        contended: (s & (ANNOUNCE | PARKED)) !== 0,
       };
     }
     return null;

@@ -6,8 +6,11 @@
  *  29   EXCLUSIVE       held exclusively; FIELD = holder's threadId
  *  28   HANDOFF         released to the waiters: free, but only a waiting request may take it;
  *                       FIELD = threadId of the releaser (it may not take it back at once)
- *  27   WAITING         some request announced that it needs a turn: release must look (set
- *                       with every announcement below; a plain writer-vs-writer wait sets none)
+ *  27   WAITING         a request that announced itself is running (spinning, or between two
+ *                       looks) and will look at this word again within microseconds: a release
+ *                       that woke nobody keeps its HANDOFF for it. Set with every announcement
+ *                       below (a plain writer-vs-writer wait sets none); cleared by the request
+ *                       when it goes to sleep (asleep, it is counted by the release's notify)
  *  26   WRITER_WAITING  an exclusive request is waiting: new shared requests queue behind it
  *  25   READER_WAITING  a shared request is waiting: the next exclusive release gives readers a turn
  *  24   READER_PHASE    readers' turn: shared requests that were already waiting may join even
@@ -36,7 +39,12 @@
  *                                   was already waiting during READER_PHASE)
  *   HANDOFF(r)    -> EXCLUSIVE(me)  a waiting request that may claim it (see mayClaimHandoff)
  *   HANDOFF(r)    -> SHARED(1)      ditto, for a shared request
- *   HANDOFF(r)    -> FREE           the releaser r, when its notify woke nobody and no one spins
+ *   HANDOFF(r)    -> FREE           the releaser r, when its notify woke nobody and no one spins;
+ *                                   or a request that leaves without a grant (withdraw, below)
+ *   HANDOFF(r)    -> EXCLUSIVE(me)/SHARED(1)  any request, a one-shot included, once the hand-off
+ *                                   has been unclaimed past its reservation (HANDOFF_PATIENCE_MS
+ *                                   after it was made: its intended waiter is gone)
+ *   any           -> the same without ANNOUNCE   a request that leaves without a grant (withdraw)
  *   EXCLUSIVE(me) -> FREE|HANDOFF   the holder's release; HANDOFF when a request starves or
  *                                   readers wait their turn, else FREE (see releaseState)
  *   SHARED(n)     -> SHARED(n-1)    a shared holder's release; at n = 1, FREE or HANDOFF
@@ -58,7 +66,7 @@
  *    after the CAS and sees a changed word (and does not sleep). A release clears PARKED and
  *    wakes one sleeper (all, on a STARVING or READER_PHASE hand-off). A sleeper woken by a notify
  *    owes the others: if S_SLEEPERS is still above 0, it sets PARKED again in the word it was
- *    granted, or, if it leaves without a grant, wakes one more (Request.relayWakeUp); one that
+ *    granted, or, if it leaves without a grant, wakes them (Request.leave); one that
  *    sleeps again sets PARKED anyway. So while anyone sleeps, either the word has PARKED or a
  *    woken sleeper is on its way to set it (the futex mutex's "2" state, with the same duty).
  *    The fast-path release CAS (EXCLUSIVE|me -> 0) can only succeed when PARKED is clear. A
@@ -69,9 +77,17 @@
  *    decides whether to notify and whether a woken sleeper relays; it never keeps PARKED in a
  *    word. A PARKED that nobody answers heals by itself: the release clears it, its notify wakes
  *    nobody, so nobody sets it again, and the key is back on the fast path after one slow release.
- *  - Flags are hints that heal: a waiter that dies leaves its announcement until the next grant
- *    clears it, and a HANDOFF that nobody claims is claimable by any request that has watched it
- *    unclaimed for HANDOFF_PATIENCE_MS. A stale flag can cost time, never safety.
+ *  - Every way out of a request leaves nothing behind (DESIGN.md, "Every way out of a request").
+ *    A request that leaves without a grant (timed out, aborted, refused) withdraws: it clears every
+ *    announcement from the word (a HANDOFF becomes FREE) and wakes the sleepers, and those that
+ *    still wait announce again. Announcements are not counted, they are re-asserted: a live waiter
+ *    sets its bits again at its next look, so clearing another waiter's bits costs it at most one
+ *    turn, never the key. A HANDOFF exists only for a waiter that will come for it: one that the
+ *    release's notify woke, or one that was running (WAITING); otherwise the release frees the key.
+ *  - Flags of a thread that dies heal: one that dies asleep is not counted by the next release's
+ *    notify, so that release frees the key; one that dies running leaves WAITING, and the HANDOFF
+ *    it causes is anyone's (one-shot requests included) once its reservation lapses
+ *    (HANDOFF_PATIENCE_MS); any grant clears the rest. A stale flag can cost time, never safety.
  *
  * Fairness (DESIGN.md, "Fairness and its bound"): normal mode lets the releaser and newcomers
  * barge; a writer that has waited STARVATION_MS announces STARVING, and from then on every
@@ -119,8 +135,10 @@ export const ANNOUNCE = WAITING | WRITER_WAITING | READER_WAITING | STARVING;
 export const STARVATION_MS = 1;
 
 /**
- * How long (ms) a request may watch a HANDOFF sit unclaimed before it may take it regardless of
- * whose turn it is. It bounds the cost of a stale flag left by a waiter that died or gave up. Two
+ * How long (ms) a HANDOFF is reserved for the waiters whose turn it is: from the release that
+ * made it (its reservation, stamped in the slot), and for a waiting request, from when it first
+ * saw the word. Past it, anyone may take it regardless of whose turn it is (a one-shot request
+ * only past the reservation). It bounds the cost of a stale flag left by a waiter that died. Two
  * milliseconds is far above a normal handoff (about 1 us to a spinner, 10-60 us to a sleeper),
  * so it fires only when the intended waiter is gone or not scheduled.
  */
@@ -247,11 +265,36 @@ export function releaseState(s: number, mode: Mode, threadId: number): number {
  * A starving writer announces STARVING: the next release hands off.
  */
 export function announced(s: number, mode: Mode, waitedMs: number): number {
-  if (mode === 'shared') return s | WAITING | READER_WAITING;
+  return s | announcement(s, mode, waitedMs);
+}
+
+/** The announcement bits a waiting request in `mode` needs in the busy word `s` (0: none). */
+export function announcement(s: number, mode: Mode, waitedMs: number): number {
+  if (mode === 'shared') return WAITING | READER_WAITING;
   const starving = waitedMs >= STARVATION_MS ? STARVING : 0;
   const facingReaders = (s & (EXCLUSIVE | HANDOFF | UNBOUND)) === 0 && (s & FIELD) !== 0;
-  if (starving === 0 && !facingReaders) return s;
-  return s | WAITING | WRITER_WAITING | starving;
+  if (starving === 0 && !facingReaders) return 0;
+  return WAITING | WRITER_WAITING | starving;
+}
+
+/**
+ * The word a request that leaves without a grant leaves behind instead of `s`: no announcement,
+ * and a HANDOFF turned FREE (its waiters, if any, are woken and compete; those that still wait
+ * announce again). `s` itself when there is nothing to withdraw.
+ */
+export function withdrawn(s: number): number {
+  if ((s & UNBOUND) !== 0) return s;
+  if ((s & HANDOFF) !== 0) return 0;
+  return s & ~ANNOUNCE;
+}
+
+/**
+ * The grant of a HANDOFF whose reservation has lapsed (its waiter is gone), to any request: as
+ * from FREE, every announcement dropped (the waiters still there announce again).
+ */
+export function lapsedGrantState(s: number, mode: Mode, threadId: number): number {
+  if ((s & (UNBOUND | EXCLUSIVE | HANDOFF)) !== HANDOFF) return -1;
+  return (mode === 'exclusive' ? EXCLUSIVE | threadId : 1) | (s & PARKED);
 }
 
 /** Wake every sleeper (not one) after this release: the sleeper whose turn it is may not be first. */

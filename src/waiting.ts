@@ -22,9 +22,17 @@
 import { monotonicNow } from './clock.js';
 import { BIND_BUSY, BIND_FULL, type Directory, BIND_LOCK_LEASE_MS } from './directory.js';
 import { GRANTED, type Grants, NO_RECORD, SPIN_LOADS, UNBOUND_SLOT } from './grants.js';
-import { H_BIND_LOCK, S_SLEEPERS, S_STATE, S_TOKEN_LO, SLOT_WORDS } from './layout.js';
 import {
-  announced,
+  H_BIND_LOCK,
+  S_BIND_GEN,
+  S_BIND_GEN_HI,
+  S_SLEEPERS,
+  S_STATE,
+  S_TOKEN_LO,
+  SLOT_WORDS,
+} from './layout.js';
+import {
+  announcement,
   EXCLUSIVE,
   FIELD,
   HANDOFF,
@@ -33,7 +41,10 @@ import {
   PARKED,
   STARVATION_MS,
   STARVING,
+  UNBOUND,
+  WAITING,
   type WaiterView,
+  withdrawn,
 } from './slot-state.js';
 
 /**
@@ -69,8 +80,6 @@ export interface WaitCore {
   readonly grants: Grants;
   readonly slots: Int32Array;
   readonly header: Int32Array;
-  /** Shared leases this thread holds, by slot (for the recursion check of blocking calls). */
-  readonly sharedHere: Map<number, number>;
 }
 
 export class Request implements WaiterView {
@@ -90,6 +99,21 @@ export class Request implements WaiterView {
   /** The table's slot words (what a spin round watches). */
   readonly slots: Int32Array;
   slot = -1;
+  /**
+   * The bind generation of `slot` when this request found its key there (slot-cache.ts): a slot
+   * whose generation moved was unbound, and maybe bound to another key, since. The request then
+   * looks its key up again; it never waits for another key's holder.
+   */
+  #genLo = 0;
+  #genHi = 0;
+  /**
+   * This request has announced itself in its slot's word (or relies on bits already there): if it
+   * leaves without a grant, it withdraws them (see leave).
+   */
+  #marked = false;
+  /** The slot whose shared holders were checked for this thread (recursion), and the answer. */
+  #sharedCheckedSlot = -1;
+  #sharedHeld = false;
   recovered = false;
   /** See WaiterView.waits: false for one attempt (tryAcquire, waitTimeout 0). */
   readonly waits: boolean;
@@ -101,7 +125,7 @@ export class Request implements WaiterView {
   sleepIsSlot = false;
   /**
    * The state index of the slot word on which a notify woke this request, while it owes the
-   * other sleepers their wake-up (see relayWakeUp and slot-state.ts, "No lost wake-up"); or -1.
+   * other sleepers their wake-up (see leave and slot-state.ts, "No lost wake-up"); or -1.
    */
   owedIndex = -1;
   #unboundSeen = 0;
@@ -132,6 +156,8 @@ export class Request implements WaiterView {
     spinDelay: number,
     blocking: boolean,
     slot: number,
+    genLo: number,
+    genHi: number,
   ) {
     this.#core = core;
     this.key = key;
@@ -143,6 +169,8 @@ export class Request implements WaiterView {
     this.spinDelay = spinDelay;
     this.blocking = blocking;
     this.slot = slot;
+    this.#genLo = genLo;
+    this.#genHi = genHi;
     this.threadId = core.grants.threadId;
     this.startReleaseSeq = core.grants.releaseSeq;
     this.startedAt = monotonicNow();
@@ -170,6 +198,8 @@ export class Request implements WaiterView {
     const grants = core.grants;
     for (;;) {
       this.#now = monotonicNow();
+      // The slot was unbound since we found our key there (and maybe bound to another key).
+      if (this.slot >= 0 && !this.#stillBound(this.slot)) this.slot = -1;
       if (this.slot < 0) {
         const found = core.directory.findOrBind(this.key);
         if (found === BIND_FULL) return STEP_FULL;
@@ -186,6 +216,16 @@ export class Request implements WaiterView {
             Math.min(this.deadline - this.#now, word === 0 ? 1 : BIND_LOCK_LEASE_MS),
             false,
           );
+        }
+        if (!this.#pin(found)) {
+          // Rebound under us as we looked: look again (a few times at once, then in 1 ms steps).
+          if (++this.#unboundSeen > 2) {
+            if (this.#now >= this.deadline) return STEP_TIMEOUT;
+            const at = found * SLOT_WORDS + S_STATE;
+            const ms = Math.min(1, this.deadline - this.#now);
+            return this.#sleepOn(core.slots, at, Atomics.load(core.slots, at), ms, false);
+          }
+          continue;
         }
         this.slot = found;
       }
@@ -327,7 +367,7 @@ export class Request implements WaiterView {
 
   /**
    * Before a sleep that does not park: a request that a notify woke owes the other sleepers
-   * their wake-up (see relayWakeUp). It pays by setting PARKED in the busy word `s` (its
+   * their wake-up (see leave). It pays by setting PARKED in the busy word `s` (its
    * holder's release then notifies). False when the word moved: look again instead of sleeping.
    */
   #payWakeUpDebt(slot: number, s: number): boolean {
@@ -335,7 +375,9 @@ export class Request implements WaiterView {
     if (at < 0) return true;
     const slots = this.slots;
     if (at !== slot * SLOT_WORDS + S_STATE) {
-      this.relayWakeUp(false);
+      // Woken on a slot that is no longer ours (it was rebound): pass the wake-up on there.
+      this.owedIndex = -1;
+      if (Atomics.load(slots, at - S_STATE + S_SLEEPERS) > 0) Atomics.notify(slots, at, 1);
       return true;
     }
     if ((s & PARKED) !== 0 || Atomics.load(slots, at - S_STATE + S_SLEEPERS) === 0) {
@@ -348,17 +390,26 @@ export class Request implements WaiterView {
   }
 
   /**
-   * Called when the request ends (granted or not). A request that a release's notify woke (which
-   * cleared PARKED) sets PARKED again while others still sleep on that word, so that the next
-   * release wakes one of them; if it leaves without that slot, it wakes one of them instead.
+   * Called when the request ends, whatever the way out: granted, timed out, aborted, refused
+   * (recursion, table full) or failed. It leaves nothing behind in shared memory:
+   *  - granted: a request that a release's notify woke (which cleared PARKED) sets PARKED again
+   *    while others still sleep on that word, so that the next release wakes one of them;
+   *  - not granted: it withdraws (slot-state.ts, withdrawn) if it announced itself or was woken
+   *    for a hand-off: no announcement is left in the word, a HANDOFF becomes FREE, and the
+   *    sleepers are woken to announce again; else, if it owes a wake-up, it wakes one sleeper.
+   * Its sleeps are over (S_SLEEPERS was given back when each ended), and a back-off sleep is on a
+   * word of this thread's own.
    */
-  relayWakeUp(granted: boolean): void {
+  leave(granted: boolean): void {
     const at = this.owedIndex;
-    if (at < 0) return;
     this.owedIndex = -1;
     const slots = this.slots;
-    if (Atomics.load(slots, at - S_STATE + S_SLEEPERS) === 0) return;
-    if (!granted || at !== this.slot * SLOT_WORDS + S_STATE) {
+    const mine = this.slot >= 0 ? this.slot * SLOT_WORDS + S_STATE : -1;
+    if (!granted && mine >= 0 && (this.#marked || at === mine) && this.#withdraw(mine)) {
+      if (at < 0 || at === mine) return; // the withdraw woke every sleeper there
+    }
+    if (at < 0 || Atomics.load(slots, at - S_STATE + S_SLEEPERS) === 0) return;
+    if (!granted || at !== mine) {
       Atomics.notify(slots, at, 1);
       return;
     }
@@ -367,6 +418,52 @@ export class Request implements WaiterView {
       const s = Atomics.load(slots, at);
       if ((s & PARKED) !== 0 || Atomics.compareExchange(slots, at, s, s | PARKED) === s) return;
     }
+  }
+
+  /**
+   * Clears every announcement from the word at `at` (a HANDOFF becomes FREE), then wakes all its
+   * sleepers: those that still wait announce again at their next look. False when there was
+   * nothing to clear.
+   */
+  #withdraw(at: number): boolean {
+    const slots = this.slots;
+    for (;;) {
+      const s = Atomics.load(slots, at);
+      const next = withdrawn(s);
+      if (next === s) return false;
+      if (Atomics.compareExchange(slots, at, s, next) === s) break;
+    }
+    // RACE: read after the CAS, as a release does (slot-state.ts, "No lost wake-up").
+    if (Atomics.load(slots, at - S_STATE + S_SLEEPERS) > 0) Atomics.notify(slots, at);
+    return true;
+  }
+
+  /**
+   * Takes `slot` as the one bound to our key if it is, with its bind generation: read before and
+   * after the key compare, so the generation is that of a binding whose key was ours.
+   */
+  #pin(slot: number): boolean {
+    const slots = this.slots;
+    const base = slot * SLOT_WORDS;
+    const lo = Atomics.load(slots, base + S_BIND_GEN);
+    const hi = Atomics.load(slots, base + S_BIND_GEN_HI);
+    if (!this.#core.directory.matches(slot, this.key)) return false;
+    if (Atomics.load(slots, base + S_BIND_GEN) !== lo) return false;
+    if (Atomics.load(slots, base + S_BIND_GEN_HI) !== hi) return false;
+    this.#genLo = lo;
+    this.#genHi = hi;
+    this.#marked = false; // marks on a slot we used before went with its binding
+    return true;
+  }
+
+  /** Is `slot` still in the binding this request found its key in? */
+  #stillBound(slot: number): boolean {
+    const slots = this.slots;
+    const base = slot * SLOT_WORDS;
+    return (
+      Atomics.load(slots, base + S_BIND_GEN) === this.#genLo &&
+      Atomics.load(slots, base + S_BIND_GEN_HI) === this.#genHi
+    );
   }
 
   /** After a grant: is the slot still bound to our key? If not, give it back and look again. */
@@ -378,9 +475,18 @@ export class Request implements WaiterView {
     return false;
   }
 
+  /**
+   * Does this thread (through any handle) hold the key of `slot`, busy in the word `s`? A shared
+   * hold is looked up in the records once per slot: a blocked thread cannot take a new one.
+   */
   #heldHere(slot: number, s: number): boolean {
     if ((s & EXCLUSIVE) !== 0) return (s & FIELD) === this.threadId;
-    return (this.#core.sharedHere.get(slot) ?? 0) > 0;
+    if ((s & (HANDOFF | UNBOUND)) !== 0 || (s & FIELD) === 0) return false;
+    if (this.#sharedCheckedSlot !== slot) {
+      this.#sharedCheckedSlot = slot;
+      this.#sharedHeld = this.#core.grants.holdsSharedAny(slot, this.threadId);
+    }
+    return this.#sharedHeld;
   }
 
   #reclaimableIn(slot: number, s: number): number {
@@ -389,7 +495,9 @@ export class Request implements WaiterView {
 
   /** Sets this request's announcement bits (a hint; a failed CAS is fine). Returns the word. */
   #announce(slot: number, s: number): number {
-    const want = announced(s, this.mode, this.waitedMs);
+    const bits = announcement(s, this.mode, this.waitedMs);
+    if (bits !== 0) this.#marked = true;
+    const want = s | bits;
     // Our bits are there already, or there is nothing to announce (a writer facing a writer in
     // normal mode).
     if (want === s) return s;
@@ -411,12 +519,13 @@ export class Request implements WaiterView {
 
 /**
  * Prepares a slot sleep: counts this thread in S_SLEEPERS and makes sure PARKED is set in the
- * word it will sleep on. Returns the value to wait on, or -1 when the word moved (do not sleep;
- * the caller must still call endSlotSleep).
+ * word it will sleep on, and WAITING clear (asleep, a waiter is counted by a release's notify, not
+ * by WAITING; another waiter still running sets it again at its next look). Returns the value to
+ * wait on, or -1 when the word moved (do not sleep; the caller must still call endSlotSleep).
  */
 export function beginSlotSleep(slots: Int32Array, stateIndex: number, seen: number): number {
   Atomics.add(slots, stateIndex - S_STATE + S_SLEEPERS, 1);
-  const want = seen | PARKED;
+  const want = (seen | PARKED) & ~WAITING;
   if (want === seen) return Atomics.load(slots, stateIndex) === seen ? seen : -1;
   return Atomics.compareExchange(slots, stateIndex, seen, want) === seen ? want : -1;
 }

@@ -6,8 +6,10 @@ import { Worker } from 'node:worker_threads';
 import type { StallPoint } from '../src/test-hooks.js';
 import {
   type Command,
+  PUPPET_BLOCKED,
   PUPPET_RESUME,
   PUPPET_STALLED,
+  PUPPET_UNBLOCK,
   type Reply,
 } from './fixtures/puppet-protocol.js';
 import { waitFor } from './harness.js';
@@ -80,6 +82,22 @@ export class Puppet {
   resume(): void {
     Atomics.store(this.#ctrl, PUPPET_RESUME, ++this.#resumes);
     Atomics.notify(this.#ctrl, PUPPET_RESUME);
+  }
+
+  /**
+   * Blocks the puppet's event loop (its async requests cannot run) until unblock(); resolves once
+   * it is blocked. The 'block' command's reply comes after unblock().
+   */
+  async block(): Promise<{ reply: Promise<Reply> }> {
+    const want = Atomics.load(this.#ctrl, PUPPET_BLOCKED) + 1;
+    const reply = this.do({ op: 'block' });
+    await waitFor(this.#ctrl, PUPPET_BLOCKED, (v) => v >= want);
+    return { reply };
+  }
+
+  unblock(): void {
+    Atomics.add(this.#ctrl, PUPPET_UNBLOCK, 1);
+    Atomics.notify(this.#ctrl, PUPPET_UNBLOCK);
   }
 
   async stop(): Promise<void> {
