@@ -854,23 +854,23 @@ export class Grants {
   }
 
   /**
-   * After a thread exited (releaseAllOwnedBy): clears every slot's announcements (a HANDOFF
-   * becomes FREE) and wakes the slots' sleepers. The dead thread's announcements go with them;
-   * the live waiters' come back at their next look (slot-state.ts, "Every way out").
+   * After a thread exited (releaseAllOwnedBy): what it announced while it waited goes. On every
+   * slot with announcements, as a waiter that leaves does (Request.leave): one sleeper is woken
+   * to check the word afresh; if nobody is asleep there, the announcements are withdrawn (a
+   * HANDOFF becomes FREE) and running waiters announce again.
    */
   withdrawAll(): void {
     const slots = this.#slots;
     for (let at = S_STATE; at < slots.length; at += SLOT_WORDS) {
       let s = Atomics.load(slots, at);
-      let next = withdrawn(s);
-      while (next !== s) {
-        const seen = Atomics.compareExchange(slots, at, s, next);
-        if (seen === s) {
-          if (Atomics.load(slots, at - S_STATE + S_SLEEPERS) > 0) Atomics.notify(slots, at);
-          break;
-        }
+      if (withdrawn(s) === s) continue;
+      if (Atomics.load(slots, at - S_STATE + S_SLEEPERS) > 0 && Atomics.notify(slots, at, 1) > 0)
+        continue;
+      for (;;) {
+        const next = withdrawn(s);
+        const seen = next === s ? s : Atomics.compareExchange(slots, at, s, next);
+        if (seen === s) break;
         s = seen;
-        next = withdrawn(s);
       }
     }
   }

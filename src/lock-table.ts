@@ -81,7 +81,6 @@ import {
   HANDOFF,
   MAX_THREAD_ID,
   type Mode,
-  PARKED,
   UNBOUND,
 } from './slot-state.js';
 import {
@@ -112,7 +111,7 @@ export interface LockInfo {
   holders: HolderInfo[];
   /** Threads asleep waiting for this key right now. */
   sleepers: number;
-  /** True when some request waiting for the key has announced itself or sleeps (PARKED). */
+  /** True when some request has announced that it waits its turn (a reader, a writer facing readers, or a starving writer). */
   contended: boolean;
 }
 
@@ -709,7 +708,7 @@ export class LockTable implements WaitCore, LeaseHost {
         mode: exclusive ? 'exclusive' : 'shared',
         holders,
         sleepers: Atomics.load(v.slots, base + S_SLEEPERS),
-        contended: (s & (ANNOUNCE | PARKED)) !== 0,
+        contended: (s & ANNOUNCE) !== 0,
       };
     }
     return null;

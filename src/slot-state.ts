@@ -66,24 +66,28 @@
  *    after the CAS and sees a changed word (and does not sleep). A release clears PARKED and
  *    wakes one sleeper (all, on a STARVING or READER_PHASE hand-off). A sleeper woken by a notify
  *    owes the others: if S_SLEEPERS is still above 0, it sets PARKED again in the word it was
- *    granted, or, if it leaves without a grant, wakes them (Request.leave); one that
+ *    granted, or, if it leaves without a grant, wakes one more (Request.leave); one that
  *    sleeps again sets PARKED anyway. So while anyone sleeps, either the word has PARKED or a
  *    woken sleeper is on its way to set it (the futex mutex's "2" state, with the same duty).
  *    The fast-path release CAS (EXCLUSIVE|me -> 0) can only succeed when PARKED is clear. A
  *    woken sleeper that is terminated before it relays leaves the others to their sleep slice
- *    (at most 1 ms for a writer that is not yet starving; a starving writer or a reader has an
- *    announcement in the word, which sends every release down the slow path anyway).
+ *    (at most 1 ms for a writer that is not yet starving; a starving writer or a reader wakes at
+ *    least every SLEEP_SLICE_MS, and its announcement, if still in the word, sends every release
+ *    down the slow path).
  *  - S_SLEEPERS may be too high for good (a sleeper terminated asleep runs no finally). So it only
  *    decides whether to notify and whether a woken sleeper relays; it never keeps PARKED in a
  *    word. A PARKED that nobody answers heals by itself: the release clears it, its notify wakes
  *    nobody, so nobody sets it again, and the key is back on the fast path after one slow release.
  *  - Every way out of a request leaves nothing behind (DESIGN.md, "Every way out of a request").
- *    A request that leaves without a grant (timed out, aborted, refused) withdraws: it clears every
- *    announcement from the word (a HANDOFF becomes FREE) and wakes the sleepers, and those that
- *    still wait announce again. Announcements are not counted, they are re-asserted: a live waiter
- *    sets its bits again at its next look, so clearing another waiter's bits costs it at most one
- *    turn, never the key. A HANDOFF exists only for a waiter that will come for it: one that the
- *    release's notify woke, or one that was running (WAITING); otherwise the release frees the key.
+ *    A request that leaves without a grant (timed out, aborted, refused) after it announced itself
+ *    or was woken passes one wake-up on to the word's sleepers; when none is there to take it
+ *    (the notify wakes nobody), it was the last waiter, and it withdraws: it clears every
+ *    announcement from the word (a HANDOFF becomes FREE). Running waiters (WAITING) announce again
+ *    at their next look. Announcements are not counted, they are re-asserted, so no count can be
+ *    left too high by a thread that dies; a bit left by a waiter that gave up while others sleep
+ *    costs those at most HANDOFF_PATIENCE_MS at a hand-off. A HANDOFF exists only for a waiter
+ *    that will come for it: one that the release's notify woke, or one that was running (WAITING);
+ *    otherwise the release frees the key.
  *  - Flags of a thread that dies heal: one that dies asleep is not counted by the next release's
  *    notify, so that release frees the key; one that dies running leaves WAITING, and the HANDOFF
  *    it causes is anyone's (one-shot requests included) once its reservation lapses
@@ -158,7 +162,8 @@ export interface WaiterView {
   readonly threadId: number;
   /**
    * False for a request that makes one attempt and never waits (tryAcquire, waitTimeout 0): it
-   * may not take a HANDOFF, which is for the requests that wait.
+   * may not take a HANDOFF by the turn rules, which are for the requests that wait; only one
+   * whose reservation has lapsed (Grants, lapsedGrantState).
    */
   readonly waits: boolean;
   /** This thread's handoff-release count when the request began waiting (see Waiting). */
@@ -172,9 +177,9 @@ export interface WaiterView {
 }
 
 /**
- * May this waiting request take a HANDOFF (or join a shared group during READER_PHASE)?
- * Only a request that waits may (see WaiterView.waits: a tryAcquire or a waitTimeout 0 request
- * never takes a HANDOFF); then turn rules: STARVING admits only writers that have waited
+ * May this waiting request take a HANDOFF (or join a shared group during READER_PHASE) by the
+ * turn rules? Only a request that waits may (see WaiterView.waits: a tryAcquire or a waitTimeout
+ * 0 request takes a HANDOFF only once its reservation has lapsed, lapsedGrantState); then: STARVING admits only writers that have waited
  * STARVATION_MS; READER_PHASE gives the turn to readers, WRITER_WAITING to writers; the releaser's
  * own thread may take it back only with a request that was already waiting when it released. A
  * waiting request that has watched the same HANDOFF sit unclaimed for HANDOFF_PATIENCE_MS may take
@@ -192,9 +197,9 @@ export function mayClaimHandoff(s: number, mode: Mode, w: WaiterView): boolean {
 }
 
 /**
- * The state to CAS to for a grant from `s`, or -1 when the mode is not grantable now.
- * `waiter` is undefined for a tryAcquire: like a request that does not wait (WaiterView.waits),
- * it may not take a HANDOFF.
+ * The state to CAS to for a grant from `s`, or -1 when the mode is not grantable now by the turn
+ * rules (a HANDOFF past its reservation is another matter: lapsedGrantState). `waiter` undefined
+ * is treated as a request that does not wait (WaiterView.waits).
  * A grant clears the announcement flags; waiters that still wait set them again.
  */
 export function grantState(
@@ -278,13 +283,14 @@ export function announcement(s: number, mode: Mode, waitedMs: number): number {
 }
 
 /**
- * The word a request that leaves without a grant leaves behind instead of `s`: no announcement,
- * and a HANDOFF turned FREE (its waiters, if any, are woken and compete; those that still wait
- * announce again). `s` itself when there is nothing to withdraw.
+ * The word left behind instead of `s` by a withdraw (the last waiter leaving, or a release that
+ * no waiter will come for): no announcement, and a HANDOFF turned FREE. PARKED stays: a sleeper
+ * not yet woken must still be woken by the next release (the withdrawer wakes one, but may be
+ * terminated before it does). `s` itself when there is nothing to withdraw.
  */
 export function withdrawn(s: number): number {
   if ((s & UNBOUND) !== 0) return s;
-  if ((s & HANDOFF) !== 0) return 0;
+  if ((s & HANDOFF) !== 0) return s & PARKED;
   return s & ~ANNOUNCE;
 }
 

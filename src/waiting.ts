@@ -6,8 +6,8 @@
  * Phases of a waiting request, each step:
  *   1. find the key's slot (binding it if needed; a busy binding mutex means sleep on it);
  *   2. attempt a grant, as a waiter (a request with waitTimeout > 0 may take a HANDOFF whose
- *      turn is its own, from its first attempt on; a one-shot request never takes one: see
- *      WaiterView.waits);
+ *      turn is its own, from its first attempt on; a one-shot request only one whose reservation
+ *      has lapsed: see WaiterView.waits);
  *   3. if the holder is past its deadline + failTimeout, reclaim (Grants.reclaim: CASes that
  *      name the exact words judged);
  *   4. announce itself when it needs a turn (see `announced`: a reader, a writer facing readers,
@@ -221,9 +221,9 @@ export class Request implements WaiterView {
           // Rebound under us as we looked: look again (a few times at once, then in 1 ms steps).
           if (++this.#unboundSeen > 2) {
             if (this.#now >= this.deadline) return STEP_TIMEOUT;
-            const at = found * SLOT_WORDS + S_STATE;
-            const ms = Math.min(1, this.deadline - this.#now);
-            return this.#sleepOn(core.slots, at, Atomics.load(core.slots, at), ms, false);
+            // A timed sleep on our own word: one on the slot's word, uncounted in S_SLEEPERS,
+            // could swallow a release's wake-up meant for a counted sleeper.
+            return this.#sleepOn(backOffWord, 0, 0, Math.min(1, this.deadline - this.#now), false);
           }
           continue;
         }
@@ -249,8 +249,8 @@ export class Request implements WaiterView {
         // A slot seen UNBOUND again and again (an evictor died mid-eviction): do not spin hot.
         if (++this.#unboundSeen > 2) {
           if (this.#now >= this.deadline) return STEP_TIMEOUT;
-          const ms = Math.min(1, this.deadline - this.#now);
-          return this.#sleepOn(core.slots, slot * SLOT_WORDS + S_STATE, grants.seen, ms, false);
+          // On our own word, as above.
+          return this.#sleepOn(backOffWord, 0, 0, Math.min(1, this.deadline - this.#now), false);
         }
         continue;
       }
@@ -260,6 +260,11 @@ export class Request implements WaiterView {
       if (s !== this.#watchedWord) {
         this.#watchedWord = s;
         this.#watchedSince = this.#now;
+      }
+      // The word we judged busy may be another key's: our slot was rebound since our last look.
+      if (!this.#stillBound(slot)) {
+        this.slot = -1;
+        continue;
       }
       if (this.blocking && this.#heldHere(slot, s)) return STEP_RECURSION;
       const reclaimIn = this.#reclaimableIn(slot, s);
@@ -276,6 +281,13 @@ export class Request implements WaiterView {
       }
       if (this.#now >= this.deadline) return STEP_TIMEOUT;
       const announced = this.#announce(slot, s);
+      // RACE: rebound between the check above and our CAS (with a word equal to the one we judged,
+      // say the same thread holding the new key): what we announced there is not ours to leave.
+      if (announced !== s && !this.#stillBound(slot)) {
+        this.#leaveWord(slot * SLOT_WORDS + S_STATE);
+        this.slot = -1;
+        continue;
+      }
       // It looked because the word moved (a spin saw it, or a release woke it) and found the key
       // taken again: another request got there first (see #barged).
       if (this.#lookedAfterMove) {
@@ -299,7 +311,7 @@ export class Request implements WaiterView {
       // A HANDOFF, or (for a reader) a starving writer's announcement, that stays unchanged for
       // HANDOFF_PATIENCE_MS may be stale: wake up in time to look (see mayClaimHandoff, grantState).
       if ((announced & HANDOFF) !== 0 || (this.mode === 'shared' && (announced & STARVING) !== 0))
-        ms = Math.min(ms, Math.max(0.05, HANDOFF_PATIENCE_MS - this.watchedMs(announced)));
+        ms = Math.min(ms, Math.max(0.05, HANDOFF_PATIENCE_MS - this.watchedMs(s)));
       // A writer wakes up in time to announce STARVING, even if no release wakes it before
       // (readers need not: their turn comes with every writer's release).
       if (this.mode === 'exclusive' && this.waitedMs < STARVATION_MS)
@@ -394,19 +406,20 @@ export class Request implements WaiterView {
    * (recursion, table full) or failed. It leaves nothing behind in shared memory:
    *  - granted: a request that a release's notify woke (which cleared PARKED) sets PARKED again
    *    while others still sleep on that word, so that the next release wakes one of them;
-   *  - not granted: it withdraws (slot-state.ts, withdrawn) if it announced itself or was woken
-   *    for a hand-off: no announcement is left in the word, a HANDOFF becomes FREE, and the
-   *    sleepers are woken to announce again; else, if it owes a wake-up, it wakes one sleeper.
-   * Its sleeps are over (S_SLEEPERS was given back when each ended), and a back-off sleep is on a
-   * word of this thread's own.
+   *  - not granted, after it announced itself or was woken for a hand-off: #leaveWord.
+   *  - a wake-up owed on a slot that is no longer ours (rebound) is passed on there.
+   * Its sleeps are over (S_SLEEPERS was given back when each ended), and its back-off sleeps were
+   * on a word of this thread's own.
    */
   leave(granted: boolean): void {
     const at = this.owedIndex;
     this.owedIndex = -1;
     const slots = this.slots;
-    const mine = this.slot >= 0 ? this.slot * SLOT_WORDS + S_STATE : -1;
-    if (!granted && mine >= 0 && (this.#marked || at === mine) && this.#withdraw(mine)) {
-      if (at < 0 || at === mine) return; // the withdraw woke every sleeper there
+    const mine =
+      this.slot >= 0 && this.#stillBound(this.slot) ? this.slot * SLOT_WORDS + S_STATE : -1;
+    if (!granted && mine >= 0 && (this.#marked || at === mine)) {
+      this.#leaveWord(mine);
+      if (at === mine) return;
     }
     if (at < 0 || Atomics.load(slots, at - S_STATE + S_SLEEPERS) === 0) return;
     if (!granted || at !== mine) {
@@ -421,21 +434,24 @@ export class Request implements WaiterView {
   }
 
   /**
-   * Clears every announcement from the word at `at` (a HANDOFF becomes FREE), then wakes all its
-   * sleepers: those that still wait announce again at their next look. False when there was
-   * nothing to clear.
+   * A waiter leaves the word at `at` without a grant. It wakes one sleeper, if any (it may owe
+   * one; else the one woken checks the word afresh and re-announces). If nobody was
+   * woken, no sleeper is left (a terminated one is not counted by a notify): it withdraws, so
+   * that no announcement of a request that left outlives it (a HANDOFF becomes FREE; running
+   * waiters announce again). If somebody was woken, the bits stay for the waiters still there:
+   * a bit of ours among them costs them at most HANDOFF_PATIENCE_MS at a hand-off, and the last
+   * waiter to leave withdraws.
    */
-  #withdraw(at: number): boolean {
+  #leaveWord(at: number): void {
     const slots = this.slots;
+    // RACE: read after the request's last CAS on the word, as a release does ("No lost wake-up").
+    if (Atomics.load(slots, at - S_STATE + S_SLEEPERS) > 0 && Atomics.notify(slots, at, 1) > 0)
+      return;
     for (;;) {
       const s = Atomics.load(slots, at);
       const next = withdrawn(s);
-      if (next === s) return false;
-      if (Atomics.compareExchange(slots, at, s, next) === s) break;
+      if (next === s || Atomics.compareExchange(slots, at, s, next) === s) return;
     }
-    // RACE: read after the CAS, as a release does (slot-state.ts, "No lost wake-up").
-    if (Atomics.load(slots, at - S_STATE + S_SLEEPERS) > 0) Atomics.notify(slots, at);
-    return true;
   }
 
   /**
@@ -454,6 +470,11 @@ export class Request implements WaiterView {
     this.#genHi = hi;
     this.#marked = false; // marks on a slot we used before went with its binding
     return true;
+  }
+
+  /** Is this request's slot still bound to its key (a sleep checks it once PARKED is set)? */
+  bound(): boolean {
+    return this.slot >= 0 && this.#stillBound(this.slot);
   }
 
   /** Is `slot` still in the binding this request found its key in? */
@@ -542,7 +563,8 @@ export function sleepSync(req: Request): void {
   }
   const value = beginSlotSleep(sleepArray, sleepIndex, sleepValue);
   try {
-    if (value !== -1) {
+    // RACE: the slot rebound since the step judged the word (with an equal word): look again.
+    if (value !== -1 && req.bound()) {
       // PARKED is in the word now: whatever this request owed is paid.
       req.owedIndex = -1;
       if (Atomics.wait(sleepArray, sleepIndex, value, sleepMs) === 'ok') {
@@ -591,7 +613,8 @@ export async function sleepAsync(
   let value = sleepValue;
   if (req.sleepIsSlot) {
     value = beginSlotSleep(sleepArray, sleepIndex, sleepValue);
-    if (value === -1) {
+    // RACE: as in sleepSync.
+    if (value === -1 || !req.bound()) {
       endSlotSleep(sleepArray, sleepIndex);
       return;
     }
