@@ -86,6 +86,64 @@ async function holder(table: Table, key: string) {
   };
 }
 
+/** A worker that took `key` with a short hold and died unwatched; returns once its hold is past. */
+async function deadHolder(table: Table, key: string): Promise<void> {
+  const ctrl = control();
+  const w = spawn('holdForever', { buffer: table.buffer, ctrl: ctrl.buffer, key, hold: 20 });
+  await waitFor(ctrl, CTRL_HELD, (v) => v === 1);
+  await w.worker.terminate();
+  const deadline = table.inspect(key)!.holders[0]!.deadline;
+  while (LockTable.now() <= deadline) {
+    await new Promise((resolve) => setTimeout(resolve, deadline - LockTable.now() + 1));
+  }
+}
+
+describe("withLock: defaults (call, then attach, then new LockTable, then withLock's own)", () => {
+  test('waitTimeout: the table default, then the handle default, then the call option', async () => {
+    const table = new LockTable({ capacity: 16, waitTimeout: 100 });
+    const handle = LockTable.attach(table.buffer, { waitTimeout: 30 });
+    const h = await holder(table, 'busy');
+    try {
+      const cases: [string, Table, { waitTimeout?: number }, number][] = [
+        ['table default', table, {}, 100],
+        ['attach default over the table default', handle, {}, 30],
+        ['call option over both', handle, { waitTimeout: 10 }, 10],
+        ['call option over the table default', table, { waitTimeout: 10 }, 10],
+      ];
+      for (const [row, t, options, ms] of cases) {
+        const t0 = performance.now();
+        const error = await rejection(withLock(t, 'busy', () => 1, options));
+        assert.equal(error.code, 'ERR_LOCK_TIMEOUT', row);
+        assert.match(error.message, new RegExp(`after ${ms} ms`), row);
+        assert.ok(performance.now() - t0 >= ms - 1, `${row}: gave up early`);
+      }
+      // The table API resolves the same layers (with its own library default).
+      assert.match((await rejection(table.acquire('busy'))).message, /after 100 ms/);
+    } finally {
+      await h.stop();
+    }
+  });
+
+  test('failTimeout: the table default, then the handle default, then the call option', async () => {
+    // Each key's holder died unwatched and its hold is past: one attempt (waitTimeout 0) reclaims
+    // it exactly when the call's failTimeout is 0.
+    const table = new LockTable({ capacity: 16, failTimeout: 0 });
+    const patient = LockTable.attach(table.buffer, { failTimeout: 3_600_000 });
+    await deadHolder(table, 'dead1');
+    await deadHolder(table, 'dead2');
+    const recovered = (_args: unknown, lock: { recovered: boolean }) => lock.recovered;
+    const once = { waitTimeout: 0 };
+    assert.equal(await withLock(table, 'dead1', recovered, once), true, 'table default');
+    const error = await rejection(withLock(patient, 'dead2', recovered, once));
+    assert.equal(error.code, 'ERR_LOCK_TIMEOUT', 'attach default over the table default');
+    assert.equal(
+      await withLock(patient, 'dead2', recovered, { ...once, failTimeout: 0 }),
+      true,
+      'call option over both',
+    );
+  });
+});
+
 describe('withLock', () => {
   test('runs the task in a worker under the lock and returns its value', async () => {
     const table = new LockTable({ capacity: 16 });
