@@ -5,6 +5,7 @@
  */
 import { threadId as currentThreadId, type Worker } from 'node:worker_threads';
 import { monotonicNow } from './clock.js';
+import { brand } from './cross-build.js';
 import { Directory } from './directory.js';
 import {
   AbortError,
@@ -222,7 +223,7 @@ export class LockTable implements WaitCore, LeaseHost {
     }
     pendingAttach = { buffer, views: createViews(buffer, geometry), defaults: handleDefaults };
     try {
-      return new LockTable();
+      return attachedHandle();
     } finally {
       pendingAttach = undefined;
     }
@@ -722,6 +723,16 @@ export class LockTable implements WaitCore, LeaseHost {
     }
     return null;
   }
+}
+
+brand(LockTable, 'LockTable');
+
+/**
+ * attach()'s constructor call, outside the class: a class body that names its own class makes
+ * esbuild rename it (`class _LockTable`), a name that messages and util.inspect would show.
+ */
+function attachedHandle(): LockTable {
+  return new LockTable();
 }
 
 /** Set by attach() for the constructor call it makes (a constructor cannot be overloaded privately). */
