@@ -156,9 +156,12 @@ export function invalidType(name: string, expected: string, value: unknown) {
   );
 }
 
-export function invalidValue(name: string, expected: string, value: unknown) {
+export function invalidValue(name: string, expected: string, value: unknown, cause?: unknown) {
   return withCode(
-    new TypeError(`The "${name}" argument ${expected}. Received ${describeValue(value)}`),
+    new TypeError(
+      `The "${name}" argument ${expected}. Received ${describeValue(value)}`,
+      cause === undefined ? undefined : { cause },
+    ),
     'ERR_INVALID_ARG_VALUE',
   );
 }

@@ -79,7 +79,10 @@ export interface ModuleTask {
 }
 
 export interface WithLockOptions<A = unknown> {
-  /** The task's first argument (structured clone; SharedArrayBuffers inside are shared). */
+  /**
+   * The task's first argument (structured clone; SharedArrayBuffers inside are shared). Args that
+   * cannot be cloned are refused before the lock is taken.
+   */
   args?: A;
   mode?: Mode;
   /**
@@ -134,6 +137,7 @@ export async function withLock<R = unknown, A = unknown>(
     table,
     o,
   );
+  checkArgs(o.args);
   const runPool = pool ?? getDefaultPool();
 
   const lease = await handleFor(table, failTimeout).acquire(key, {
@@ -182,6 +186,30 @@ export function withLockSettings(table: LockTable, o: WithLockOptions): WithLock
     spinDelay: set.spinDelay ?? WITH_LOCK_DEFAULTS.spinDelay,
     signal: checkSignal('options.signal', o.signal),
   };
+}
+
+/**
+ * Refuses args that structured clone cannot send (a function, a symbol, a class with private
+ * state...) before the lock is taken: piscina would fail only once the lock is held. The clone is
+ * only the check and is dropped: the task is sent the caller's own args, so SharedArrayBuffers in
+ * them are still shared. (It costs a copy of any ArrayBuffer in args.)
+ */
+function checkArgs(args: unknown): void {
+  const type = typeof args;
+  // Every primitive but a symbol clones.
+  if (args === null || (type !== 'object' && type !== 'function' && type !== 'symbol')) return;
+  try {
+    structuredClone(args);
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw invalidValue(
+      'options.args',
+      `cannot be sent to the task's worker by structured clone (${reason}); pass plain data, and ` +
+        'share memory through SharedArrayBuffers in it',
+      args,
+      error,
+    );
+  }
 }
 
 /** Handles of a table with another failTimeout (the reclaim patience of this call's acquire). */

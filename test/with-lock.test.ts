@@ -350,10 +350,28 @@ describe('withLock', () => {
     assert.match(thrown.message, /non-Error value: 42/);
   });
 
-  test('args and results that cannot be cloned are clear errors; nothing stays held', async () => {
+  test('args that cannot be cloned are refused before the lock is taken', async () => {
     const table = new LockTable({ capacity: 16 });
-    const badArgs = await rejection(withLock(table, 'c', () => 1, { args: { f: () => 1 } }));
-    assert.equal(badArgs.name, 'DataCloneError');
+    // The key is held (by this thread): a call that waited for it first would time out instead.
+    const held = table.tryAcquire('c')!;
+    for (const args of [() => 1, { f: () => 1 }, Symbol('s'), { nested: [new WeakMap()] }]) {
+      const error = await rejection(withLock(table, 'c', () => 1, { args, waitTimeout: 0 }));
+      assert.ok(error instanceof TypeError, `${error.name}: ${error.message}`);
+      assert.equal(error.code, 'ERR_INVALID_ARG_VALUE');
+      assert.match(error.message, /"options\.args".*structured clone/);
+      assert.equal((error.cause as Error).name, 'DataCloneError');
+    }
+    held.release();
+    const error = await rejection(withLock(table, 'c', () => 1, { args: () => 1 }));
+    assert.equal(error.code, 'ERR_INVALID_ARG_VALUE');
+    assert.equal(table.inspect('c'), null);
+    const lease = table.tryAcquire('c');
+    assert.ok(lease !== null, 'the key is free after the refusal');
+    lease.release();
+  });
+
+  test('results that cannot be cloned are clear errors; nothing stays held', async () => {
+    const table = new LockTable({ capacity: 16 });
     const badResult = await rejection(withLock(table, 'c', () => ({ f: () => 1 })));
     assert.ok(badResult instanceof TypeError);
     assert.match(badResult.message, /result cannot be sent back/);
@@ -642,6 +660,7 @@ describe('withLock', () => {
       [[table, 'k', () => 1, { pool: sharingPool }], 'ERR_INVALID_ARG_VALUE'],
       [[table, 'k', () => 1, { signal: 'stop' }], 'ERR_INVALID_ARG_TYPE'],
       [[table, 'k', () => 1, { spinDelay: -1 }], 'ERR_OUT_OF_RANGE'],
+      [[table, 'k', () => 1, { args: () => 1 }], 'ERR_INVALID_ARG_VALUE'],
       [[table, 'k', () => 1, null], 'ERR_INVALID_ARG_TYPE'],
     ];
     for (const [args, code] of cases) {
