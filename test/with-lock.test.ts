@@ -686,3 +686,107 @@ describe('withLock', () => {
     assert.equal(stdout.trim(), '42');
   });
 });
+
+/** Asserts that `key` is free: nobody holds it, and one attempt takes it at once. */
+function assertFree(table: Table, key: string): void {
+  assert.equal(table.inspect(key), null, `${key} is still held`);
+  const lease = table.tryAcquire(key);
+  assert.ok(lease !== null, `one attempt could not take ${key}`);
+  lease.release();
+}
+
+describe('withLock: every way out leaves the key free (no other holder or waiter)', () => {
+  test('the task returns', async () => {
+    const table = new LockTable({ capacity: 16 });
+    assert.equal(await withLock(table, 'k', () => 1), 1);
+    assertFree(table, 'k');
+  });
+
+  test('the task throws', async () => {
+    const table = new LockTable({ capacity: 16 });
+    const error = await rejection(
+      withLock(table, 'k', () => {
+        throw new Error('thrown');
+      }),
+    );
+    assert.equal(error.message, 'thrown');
+    assertFree(table, 'k');
+  });
+
+  test("the task's worker exits", async () => {
+    const table = new LockTable({ capacity: 16 });
+    const { buffer } = cells();
+    const error = await rejection(
+      withLock(table, 'k', task('exitWith'), { args: { cells: buffer, code: 3 } }),
+    );
+    assert.equal(error.code, 'ERR_LOCK_WORKER_EXIT');
+    assertFree(table, 'k');
+  });
+
+  test('the exec timeout passes', async () => {
+    const table = new LockTable({ capacity: 16 });
+    const { buffer } = cells();
+    const error = await rejection(
+      withLock(table, 'k', runaway, { args: { cells: buffer }, execTimeout: 50 }),
+    );
+    assert.equal(error.code, 'ERR_LOCK_EXEC_TIMEOUT');
+    assertFree(table, 'k');
+  });
+
+  test('the signal aborts while the task is queued', async () => {
+    const table = new LockTable({ capacity: 16 });
+    await withPool(1, 1, async (pool) => {
+      const blocker = cells();
+      const busy = pool.run({ cells: blocker.buffer }, { name: 'waitForGo' });
+      await waitFor(blocker.c, STARTED, (v) => v === 1);
+      const stop = new AbortController();
+      const run = withLock(table, 'k', 'quick', { pool, signal: stop.signal });
+      while (table.inspect('k') === null) await new Promise((resolve) => setImmediate(resolve));
+      stop.abort();
+      assert.equal((await rejection(run)).name, 'AbortError');
+      assertFree(table, 'k');
+      signal(blocker.c, GO);
+      await busy;
+    });
+  });
+
+  // A request that gave up (timed out, or aborted after it had announced itself) leaves marks in
+  // the slot that make the next one attempt fail: the same with table.acquire. The lock core is
+  // being fixed on main; these stay as they are until then.
+  test('the wait timeout passes', { todo: 'core fix on main' }, async () => {
+    const table = new LockTable({ capacity: 16 });
+    const h = await holder(table, 'k');
+    const error = await rejection(withLock(table, 'k', () => 1, { waitTimeout: 30 }));
+    assert.equal(error.code, 'ERR_LOCK_TIMEOUT');
+    await h.stop();
+    assertFree(table, 'k');
+  });
+
+  /** withLock waits for `k`, held by a worker, and is aborted once `ready` holds for the key. */
+  async function abortWhileWaiting(
+    ready: (info: { sleepers: number; contended: boolean }) => boolean,
+  ) {
+    const table = new LockTable({ capacity: 16 });
+    const h = await holder(table, 'k');
+    const stop = new AbortController();
+    const run = withLock(table, 'k', () => 1, { signal: stop.signal, waitTimeout: Infinity });
+    // Seen in shared memory, so the abort finds the request in the state the test means.
+    while (!ready(table.inspect('k')!)) await new Promise((resolve) => setTimeout(resolve, 1));
+    stop.abort();
+    assert.equal((await rejection(run)).name, 'AbortError');
+    await h.stop();
+    assertFree(table, 'k');
+  }
+
+  test('the signal aborts while waiting for the lock (asleep)', async () => {
+    await abortWhileWaiting((info) => info.sleepers > 0);
+  });
+
+  test(
+    'the signal aborts while waiting for the lock (announced as a waiter)',
+    { todo: 'core fix on main' },
+    async () => {
+      await abortWhileWaiting((info) => info.contended);
+    },
+  );
+});
