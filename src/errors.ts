@@ -4,6 +4,7 @@
  * RangeError with `code` ERR_INVALID_ARG_TYPE / ERR_INVALID_ARG_VALUE / ERR_OUT_OF_RANGE, before
  * anything touches shared memory.
  */
+import { brand } from './cross-build.js';
 
 export type LockErrorCode =
   | 'ERR_LOCK_TIMEOUT'
@@ -31,6 +32,7 @@ export class LockError extends Error {
     this.key = key;
   }
 }
+brand(LockError, 'LockError');
 
 /** The rejection of an aborted acquire; `cause` is the signal's reason, as with fetch() and piscina. */
 export class AbortError extends Error {
@@ -42,6 +44,7 @@ export class AbortError extends Error {
     this.key = key;
   }
 }
+brand(AbortError, 'AbortError');
 
 export function describeKey(key: string | undefined): string {
   if (key === undefined) return 'the lock table';
@@ -120,6 +123,7 @@ export class WorkerExitError extends LockError {
     this.exitCode = exitCode;
   }
 }
+brand(WorkerExitError, 'WorkerExitError');
 
 export function workerExitError(key: string, exitCode: number, cause: unknown): WorkerExitError {
   return new WorkerExitError(key, exitCode, cause);
@@ -152,9 +156,12 @@ export function invalidType(name: string, expected: string, value: unknown) {
   );
 }
 
-export function invalidValue(name: string, expected: string, value: unknown) {
+export function invalidValue(name: string, expected: string, value: unknown, cause?: unknown) {
   return withCode(
-    new TypeError(`The "${name}" argument ${expected}. Received ${describeValue(value)}`),
+    new TypeError(
+      `The "${name}" argument ${expected}. Received ${describeValue(value)}`,
+      cause === undefined ? undefined : { cause },
+    ),
     'ERR_INVALID_ARG_VALUE',
   );
 }

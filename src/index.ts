@@ -5,6 +5,7 @@ export type { Mode } from './slot-state.js';
 export type {
   LockTableOptions,
   TableDefaults,
+  ResolvedDefaults,
   TryAcquireOptions,
   AcquireSyncOptions,
   AcquireOptions,

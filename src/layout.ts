@@ -15,6 +15,10 @@
  */
 
 export const MAGIC = 0x4c4b5442; // 'LKTB'
+/**
+ * 3: a table default that was not set is NaN in the header (defaults.ts), and each slot has a
+ * hand-off reservation (SF_HANDOFF_UNTIL); 2 stored the library's defaults and had none.
+ */
 export const VERSION = 3;
 
 // ---- header, Int32 words ----
@@ -39,7 +43,10 @@ export const HEADER_WORDS = 16;
  * It is that holder's only while H_BIND_DEADLINE_OWNER names it.
  */
 export const HF_BIND_LOCK_DEADLINE = 0;
-/** The table's defaults, stored so that every attached thread uses the same ones. */
+/**
+ * The table's defaults, stored so that every attached thread uses the same ones; NaN for a default
+ * that was not set (each entry point then uses its own library default: see defaults.ts).
+ */
 export const HF_DEFAULT_HOLD = 1;
 export const HF_DEFAULT_WAIT_TIMEOUT = 2;
 export const HF_DEFAULT_SPIN_DELAY = 3;

@@ -4,6 +4,7 @@
  * from a dead holder). `using lease = table.acquireSync(key)` releases it at the end of the block.
  */
 import { inspect, type InspectOptions } from 'node:util';
+import { brand } from './cross-build.js';
 import { releasedError, staleError } from './errors.js';
 import type { Grants } from './grants.js';
 import type { Mode } from './slot-state.js';
@@ -154,3 +155,4 @@ export class Lease implements Disposable {
     if ((this.flags & RELEASED) === 0) this.release();
   }
 }
+brand(Lease, 'Lease');

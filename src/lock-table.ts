@@ -5,6 +5,7 @@
  */
 import { threadId as currentThreadId, type Worker } from 'node:worker_threads';
 import { monotonicNow } from './clock.js';
+import { brand } from './cross-build.js';
 import { Directory } from './directory.js';
 import {
   AbortError,
@@ -29,10 +30,6 @@ import {
   H_RECORDS,
   H_VERSION,
   HEADER_BYTES,
-  HF_DEFAULT_FAIL_TIMEOUT,
-  HF_DEFAULT_HOLD,
-  HF_DEFAULT_SPIN_DELAY,
-  HF_DEFAULT_WAIT_TIMEOUT,
   MAGIC,
   RECORD_ACTIVE,
   S_BIND,
@@ -51,6 +48,7 @@ import { Lease, LEASE_RECOVERED, LEASE_SHARED, type LeaseHost } from './lease.js
 import {
   type AcquireOptions,
   type AcquireSyncOptions,
+  checkDefaults,
   checkInteger,
   checkKey,
   checkMode,
@@ -59,17 +57,21 @@ import {
   checkSignal,
   checkSpinDelay,
   DEFAULT_CAPACITY,
-  DEFAULT_FAIL_TIMEOUT,
   DEFAULT_MAX_KEY_LENGTH,
-  DEFAULT_SPIN_DELAY,
   type LockTableOptions,
   MAX_CAPACITY,
   MAX_KEY_LENGTH_LIMIT,
   type ResolvedDefaults,
-  resolveDefaults,
   type TableDefaults,
   type TryAcquireOptions,
 } from './options.js';
+import {
+  layerDefaults,
+  loadDefaults,
+  resolveDefaults,
+  storeDefaults,
+  TABLE_API_DEFAULTS,
+} from './defaults.js';
 import { Records } from './records.js';
 import { SlotCache } from './slot-cache.js';
 import { testHooks } from './test-hooks.js';
@@ -127,6 +129,8 @@ export class LockTable implements WaitCore, LeaseHost {
   readonly #buffer: SharedArrayBuffer;
   readonly #views: Views;
   readonly #defaults: ResolvedDefaults;
+  /** The defaults set on this handle or its table, without the library's (see defaults.ts). */
+  readonly #explicitDefaults: Readonly<TableDefaults>;
   readonly #records: Records;
   /** @internal */ readonly directory: Directory;
   /** @internal */ readonly grants: Grants;
@@ -146,24 +150,21 @@ export class LockTable implements WaitCore, LeaseHost {
   constructor(options?: LockTableOptions) {
     let buffer: SharedArrayBuffer;
     let views: Views;
-    let defaults: ResolvedDefaults;
+    let explicit: TableDefaults;
     const attaching = pendingAttach;
     pendingAttach = undefined;
     if (attaching !== undefined) {
       ({ buffer, views } = attaching);
-      const f = views.headerF64;
-      defaults = resolveDefaults(attaching.defaults, {
-        waitTimeout: f[HF_DEFAULT_WAIT_TIMEOUT]!,
-        hold: f[HF_DEFAULT_HOLD]!,
-        failTimeout: f[HF_DEFAULT_FAIL_TIMEOUT]!,
-        spinDelay: f[HF_DEFAULT_SPIN_DELAY]!,
-      });
+      // This handle's defaults over the table's (from the header, as any thread sees them).
+      explicit = layerDefaults(attaching.defaults, loadDefaults(views.headerF64));
     } else {
-      ({ buffer, views, defaults } = createTable(options));
+      ({ buffer, views, explicit } = createTable(options));
     }
+    const defaults = resolveDefaults(explicit, TABLE_API_DEFAULTS);
     this.#buffer = buffer;
     this.#views = views;
     this.#defaults = defaults;
+    this.#explicitDefaults = Object.freeze(explicit);
     this.#plain = Object.freeze({
       mode: 'exclusive',
       hold: defaults.hold,
@@ -188,6 +189,7 @@ export class LockTable implements WaitCore, LeaseHost {
     if (!(buffer instanceof SharedArrayBuffer))
       throw invalidType('buffer', 'an instance of SharedArrayBuffer', buffer);
     checkOptionsObject('defaults', defaults);
+    const handleDefaults = checkDefaults('defaults', defaults);
     if (buffer.byteLength < HEADER_BYTES) {
       throw invalidValue(
         'buffer',
@@ -218,9 +220,9 @@ export class LockTable implements WaitCore, LeaseHost {
         buffer,
       );
     }
-    pendingAttach = { buffer, views: createViews(buffer, geometry), defaults };
+    pendingAttach = { buffer, views: createViews(buffer, geometry), defaults: handleDefaults };
     try {
-      return new LockTable();
+      return attachedHandle();
     } finally {
       pendingAttach = undefined;
     }
@@ -239,9 +241,21 @@ export class LockTable implements WaitCore, LeaseHost {
     return this.#views.geometry.maxKeyLength;
   }
 
-  /** This table's defaults (as seen by this handle). */
+  /**
+   * The defaults of this table's own API, as this handle resolves them: the handle's (attach),
+   * else the table's, else the library's. withLock resolves its own (see defaults.ts).
+   */
   get defaults(): Readonly<ResolvedDefaults> {
     return { ...this.#defaults };
+  }
+
+  /**
+   * @internal The defaults set on this handle (attach) or its table (new LockTable); a setting that
+   * neither set is undefined. withLock puts its call's options over them and its own library
+   * defaults under them.
+   */
+  get explicitDefaults(): Readonly<TableDefaults> {
+    return this.#explicitDefaults;
   }
 
   /** The monotonic clock (ms) that deadlines use, the same in every thread. */
@@ -715,9 +729,18 @@ export class LockTable implements WaitCore, LeaseHost {
   }
 }
 
+brand(LockTable, 'LockTable');
+
+/**
+ * attach()'s constructor call, outside the class: a class body that names its own class makes
+ * esbuild rename it (`class _LockTable`), a name that messages and util.inspect would show.
+ */
+function attachedHandle(): LockTable {
+  return new LockTable();
+}
+
 /** Set by attach() for the constructor call it makes (a constructor cannot be overloaded privately). */
-let pendingAttach:
-  { buffer: SharedArrayBuffer; views: Views; defaults: TableDefaults | undefined } | undefined;
+let pendingAttach: { buffer: SharedArrayBuffer; views: Views; defaults: TableDefaults } | undefined;
 
 function createTable(options: LockTableOptions | undefined) {
   checkOptionsObject('options', options);
@@ -734,12 +757,7 @@ function createTable(options: LockTableOptions | undefined) {
     o.maxSharedHolders === undefined
       ? Math.min(2 * capacity, MAX_CAPACITY)
       : checkInteger('options.maxSharedHolders', o.maxSharedHolders, 1, MAX_CAPACITY);
-  const defaults = resolveDefaults(o, {
-    waitTimeout: Infinity,
-    hold: Infinity,
-    failTimeout: DEFAULT_FAIL_TIMEOUT,
-    spinDelay: DEFAULT_SPIN_DELAY,
-  });
+  const explicit = checkDefaults('options', o);
   const geometry: Geometry = { capacity, maxKeyLength, records };
   const bytes = bufferBytes(geometry);
   const buffer = new SharedArrayBuffer(bytes);
@@ -750,14 +768,11 @@ function createTable(options: LockTableOptions | undefined) {
   h[H_RECORDS] = records;
   h[H_BUFFER_BYTES] = bytes;
   h[H_VERSION] = VERSION;
-  views.headerF64[HF_DEFAULT_WAIT_TIMEOUT] = defaults.waitTimeout;
-  views.headerF64[HF_DEFAULT_HOLD] = defaults.hold;
-  views.headerF64[HF_DEFAULT_FAIL_TIMEOUT] = defaults.failTimeout;
-  views.headerF64[HF_DEFAULT_SPIN_DELAY] = defaults.spinDelay;
+  storeDefaults(views.headerF64, explicit);
   for (let i = 0; i < capacity; i++) views.slots[i * SLOT_WORDS + S_STATE] = UNBOUND;
   // ORDER: the magic number is written last; attach() refuses a buffer without it.
   Atomics.store(h, H_MAGIC, MAGIC);
-  return { buffer, views, defaults };
+  return { buffer, views, explicit };
 }
 
 function releaseAll(leases: Lease[]): void {

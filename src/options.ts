@@ -105,6 +105,7 @@ export function checkKey(name: string, key: unknown, maxKeyLength: number): stri
   return key;
 }
 
+/** Every default of a table handle, resolved (what `table.defaults` returns). */
 export interface ResolvedDefaults {
   waitTimeout: number;
   hold: number;
@@ -112,24 +113,20 @@ export interface ResolvedDefaults {
   spinDelay: number;
 }
 
-export function resolveDefaults(
-  options: TableDefaults | undefined,
-  base: ResolvedDefaults,
-): ResolvedDefaults {
-  if (options === undefined) return base;
-  return {
-    waitTimeout:
-      options.waitTimeout === undefined
-        ? base.waitTimeout
-        : checkMs('options.waitTimeout', options.waitTimeout, true),
-    hold: options.hold === undefined ? base.hold : checkMs('options.hold', options.hold, false),
-    failTimeout:
-      options.failTimeout === undefined
-        ? base.failTimeout
-        : checkMs('options.failTimeout', options.failTimeout, true),
-    spinDelay:
-      options.spinDelay === undefined
-        ? base.spinDelay
-        : checkSpinDelay('options.spinDelay', options.spinDelay),
-  };
+/**
+ * Validates defaults given as `name` (the options of `new LockTable`, the defaults of `attach`, the
+ * options of a withLock call). Keeps only the fields that are set: a field left out falls through
+ * to the next layer of defaults.ts.
+ */
+export function checkDefaults(name: string, options: TableDefaults | undefined): TableDefaults {
+  const set: TableDefaults = {};
+  if (options === undefined) return set;
+  if (options.waitTimeout !== undefined)
+    set.waitTimeout = checkMs(`${name}.waitTimeout`, options.waitTimeout, true);
+  if (options.hold !== undefined) set.hold = checkMs(`${name}.hold`, options.hold, false);
+  if (options.failTimeout !== undefined)
+    set.failTimeout = checkMs(`${name}.failTimeout`, options.failTimeout, true);
+  if (options.spinDelay !== undefined)
+    set.spinDelay = checkSpinDelay(`${name}.spinDelay`, options.spinDelay);
+  return set;
 }

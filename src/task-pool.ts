@@ -1,13 +1,14 @@
 /**
  * The pools withLock runs tasks on: the caller's own Piscina, or one default pool per thread,
- * created on first use, sized to the machine. Idle piscina workers are unref'd, so the default pool
- * never keeps a finished program alive.
+ * created on first use, sized to the machine, and shared by both builds (cross-build.ts). Idle
+ * piscina workers are unref'd, so the default pool never keeps a finished program alive.
  */
 import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
+import { perThread } from './cross-build.js';
 import { invalidType, invalidValue } from './errors.js';
 
 /** What withLock needs from a pool (Piscina 4 and 5 have it). */
@@ -32,6 +33,12 @@ export const RUNNER_FILE = RUNNER_URL.startsWith('file:') ? fileURLToPath(RUNNER
 let defaultPool: Piscina | undefined;
 
 export function getDefaultPool(): Piscina {
+  if (defaultPool !== undefined) return defaultPool;
+  // This thread's default pools, by worker file. Both builds of one package run the same worker
+  // file (index.cjs finds task-runner.js too), so they share one pool; another copy of the package
+  // has its own file, and its own pool.
+  const defaultPools = perThread('defaultPools', () => new Map<string, Piscina>());
+  defaultPool = defaultPools.get(RUNNER_FILE);
   if (defaultPool === undefined) {
     if (RUNNER_URL.startsWith('file:') && !existsSync(RUNNER_FILE)) {
       throw new Error(
@@ -51,6 +58,7 @@ export function getDefaultPool(): Piscina {
     // Piscina emits 'error' when a thread fails outside any task (e.g. while starting); the
     // withLock calls it affects reject on their own. Without a listener it would crash the process.
     defaultPool.on('error', () => {});
+    defaultPools.set(RUNNER_FILE, defaultPool);
   }
   return defaultPool;
 }
@@ -116,10 +124,13 @@ class PoolThreads {
   }
 }
 
-const poolThreads = new WeakMap<TaskPool, PoolThreads>();
+let poolThreads: WeakMap<TaskPool, PoolThreads> | undefined;
 
 /** Starts tracking a pool's threads (call before its first task). */
 export function trackThreads(pool: TaskPool): PoolThreads {
+  // Per thread, shared by both builds: a pool that both use is tracked once (one 'exit' listener
+  // per thread).
+  poolThreads ??= perThread('poolThreads', () => new WeakMap<TaskPool, PoolThreads>());
   let threads = poolThreads.get(pool);
   if (threads === undefined) poolThreads.set(pool, (threads = new PoolThreads(pool)));
   return threads;

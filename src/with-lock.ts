@@ -33,14 +33,15 @@ import {
   workerExitError,
 } from './errors.js';
 import type { Lease } from './lease.js';
+import { layerDefaults, WITH_LOCK_DEFAULTS } from './defaults.js';
 import { LockTable } from './lock-table.js';
 import {
-  type AcquireOptions,
+  checkDefaults,
   checkMode,
   checkMs,
   checkOptionsObject,
   checkSignal,
-  checkSpinDelay,
+  type TableDefaults,
 } from './options.js';
 import type { Mode } from './slot-state.js';
 import {
@@ -78,16 +79,31 @@ export interface ModuleTask {
 }
 
 export interface WithLockOptions<A = unknown> {
-  /** The task's first argument (structured clone; SharedArrayBuffers inside are shared). */
+  /**
+   * The task's first argument (structured clone; SharedArrayBuffers inside are shared). Args that
+   * cannot be cloned are refused before the lock is taken.
+   */
   args?: A;
   mode?: Mode;
-  /** ms to wait for the lock. Default 5000; 0 = one attempt; Infinity = forever. */
+  /**
+   * ms to wait for the lock; 0 = one attempt; Infinity = forever. Default: the handle's, else the
+   * table's, else 5000.
+   */
   waitTimeout?: number;
-  /** ms the task may run once it has started in its worker. Default 5000; Infinity allowed. */
+  /**
+   * ms the task may run once it has started in its worker; Infinity allowed. Default 5000 (a
+   * table's `hold` does not apply: the lease is held for execTimeout).
+   */
   execTimeout?: number;
-  /** ms past a dead holder's deadline before this call may reclaim its lock. Default 1000. */
+  /**
+   * ms past a dead holder's deadline before this call may reclaim its lock. Default: the handle's,
+   * else the table's, else 1000.
+   */
   failTimeout?: number;
-  /** ms this call spins before it sleeps while waiting for the lock. Default: the table's (0.05). */
+  /**
+   * ms this call spins before it sleeps while waiting for the lock. Default: the handle's, else the
+   * table's, else 0.05.
+   */
   spinDelay?: number;
   /** Cancels the wait, or stops a running task like an exec timeout (rejects with AbortError). */
   signal?: AbortSignal;
@@ -95,9 +111,6 @@ export interface WithLockOptions<A = unknown> {
   pool?: TaskPool;
 }
 
-export const DEFAULT_WAIT_TIMEOUT = 5000;
-export const DEFAULT_EXEC_TIMEOUT = 5000;
-export const DEFAULT_FAIL_TIMEOUT = 1000;
 /**
  * While a task is queued, its lease is renewed this many times per execTimeout, so that the slot's
  * deadline stays within execTimeout / RENEWALS of start + execTimeout until it is stamped exactly.
@@ -120,27 +133,20 @@ export async function withLock<R = unknown, A = unknown>(
   const o = options ?? {};
   const pool = o.pool === undefined ? undefined : checkPool(o.pool);
   const source = describeTask(task, pool);
-  const mode = checkMode('options.mode', o.mode);
-  const waitTimeout =
-    o.waitTimeout === undefined
-      ? DEFAULT_WAIT_TIMEOUT
-      : checkMs('options.waitTimeout', o.waitTimeout, true);
-  const execTimeout =
-    o.execTimeout === undefined
-      ? DEFAULT_EXEC_TIMEOUT
-      : checkMs('options.execTimeout', o.execTimeout, false);
-  const failTimeout =
-    o.failTimeout === undefined
-      ? DEFAULT_FAIL_TIMEOUT
-      : checkMs('options.failTimeout', o.failTimeout, true);
-  const spinDelay =
-    o.spinDelay === undefined ? undefined : checkSpinDelay('options.spinDelay', o.spinDelay);
-  const signal = checkSignal('options.signal', o.signal);
+  const { mode, waitTimeout, execTimeout, failTimeout, spinDelay, signal } = withLockSettings(
+    table,
+    o,
+  );
+  checkArgs(o.args);
   const runPool = pool ?? getDefaultPool();
 
-  const acquireOptions: AcquireOptions = { mode, waitTimeout, hold: execTimeout, signal };
-  if (spinDelay !== undefined) acquireOptions.spinDelay = spinDelay;
-  const lease = await handleFor(table, failTimeout).acquire(key, acquireOptions);
+  const lease = await handleFor(table, failTimeout).acquire(key, {
+    mode,
+    waitTimeout,
+    hold: execTimeout,
+    spinDelay,
+    signal,
+  });
   return (await new TaskRun(runPool, pool !== undefined, lease, table, {
     task: source,
     args: o.args,
@@ -149,17 +155,80 @@ export async function withLock<R = unknown, A = unknown>(
   }).outcome) as Awaited<R>;
 }
 
+export interface WithLockSettings {
+  mode: Mode;
+  waitTimeout: number;
+  execTimeout: number;
+  failTimeout: number;
+  spinDelay: number;
+  signal: AbortSignal | undefined;
+}
+
+/**
+ * The validated settings of one call: each is the call's option, else the table handle's default
+ * (attach, then new LockTable), else withLock's own (defaults.ts says why in that order).
+ */
+export function withLockSettings(table: LockTable, o: WithLockOptions): WithLockSettings {
+  const call = checkDefaults('options', {
+    waitTimeout: o.waitTimeout,
+    failTimeout: o.failTimeout,
+    spinDelay: o.spinDelay,
+  });
+  const set = layerDefaults(call, table.explicitDefaults);
+  return {
+    mode: checkMode('options.mode', o.mode),
+    waitTimeout: set.waitTimeout ?? WITH_LOCK_DEFAULTS.waitTimeout,
+    execTimeout:
+      o.execTimeout === undefined
+        ? WITH_LOCK_DEFAULTS.execTimeout
+        : checkMs('options.execTimeout', o.execTimeout, false),
+    failTimeout: set.failTimeout ?? WITH_LOCK_DEFAULTS.failTimeout,
+    spinDelay: set.spinDelay ?? WITH_LOCK_DEFAULTS.spinDelay,
+    signal: checkSignal('options.signal', o.signal),
+  };
+}
+
+/**
+ * Refuses args that structured clone cannot send (a function, a symbol, a class with private
+ * state...) before the lock is taken: piscina would fail only once the lock is held. The clone is
+ * only the check and is dropped: the task is sent the caller's own args, so SharedArrayBuffers in
+ * them are still shared. (It costs a copy of any ArrayBuffer in args.)
+ */
+function checkArgs(args: unknown): void {
+  const type = typeof args;
+  // Every primitive but a symbol clones.
+  if (args === null || (type !== 'object' && type !== 'function' && type !== 'symbol')) return;
+  try {
+    structuredClone(args);
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw invalidValue(
+      'options.args',
+      `cannot be sent to the task's worker by structured clone (${reason}); pass plain data, and ` +
+        'share memory through SharedArrayBuffers in it',
+      args,
+      error,
+    );
+  }
+}
+
 /** Handles of a table with another failTimeout (the reclaim patience of this call's acquire). */
 const handles = new WeakMap<LockTable, Map<number, LockTable>>();
 
-function handleFor(table: LockTable, failTimeout: number): LockTable {
+/**
+ * A handle of `table` whose failTimeout is this call's: failTimeout is a handle's setting, not a
+ * call option of acquire. Another handle carries the caller handle's other defaults, so that it
+ * differs from the caller's in failTimeout only.
+ */
+export function handleFor(table: LockTable, failTimeout: number): LockTable {
   if (table.defaults.failTimeout === failTimeout) return table;
   let byTimeout = handles.get(table);
   if (byTimeout === undefined) handles.set(table, (byTimeout = new Map()));
   let handle = byTimeout.get(failTimeout);
   if (handle === undefined) {
     if (byTimeout.size >= 16) byTimeout.clear();
-    handle = LockTable.attach(table.buffer, { failTimeout });
+    const defaults: TableDefaults = { ...table.explicitDefaults, failTimeout };
+    handle = LockTable.attach(table.buffer, defaults);
     byTimeout.set(failTimeout, handle);
   }
   return handle;

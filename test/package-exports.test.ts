@@ -33,7 +33,7 @@ function withConsumerDir(fn: (dir: string) => void): void {
   }
 }
 
-function runNode(dir: string, file: string, source: string): ExportShape {
+function runNode<T = ExportShape>(dir: string, file: string, source: string): T {
   writeFileSync(join(dir, file), source);
   // Run without the parent's --import tsx so only plain Node resolution is involved.
   const out = execFileSync(process.execPath, [file], {
@@ -42,7 +42,7 @@ function runNode(dir: string, file: string, source: string): ExportShape {
     env: { ...process.env, NODE_OPTIONS: '' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  return JSON.parse(out.trim()) as ExportShape;
+  return JSON.parse(out.trim()) as T;
 }
 
 function assertShape(shape: ExportShape): void {
@@ -76,5 +76,100 @@ test('built package loads as CommonJS via require()', () => {
       `const m = require('locktable');\nconsole.log(${report});\n`,
     );
     assertShape(shape);
+  });
+});
+
+// Both builds in one process (an ES module imports locktable, a CommonJS dependency requires it):
+// each has its own copy of every class, and they must still recognise each other's objects, share
+// one default withLock pool, and call their classes by their own names.
+const bothBuilds = `
+import { createRequire } from 'node:module';
+import { inspect } from 'node:util';
+import * as esm from 'locktable';
+const cjs = createRequire(import.meta.url)('locktable');
+const caught = (f) => { try { f(); } catch (e) { return e; } };
+const out = { distinct: esm.LockTable !== cjs.LockTable && esm.LockError !== cjs.LockError };
+
+const esmTable = new esm.LockTable({ capacity: 8 });
+const cjsTable = new cjs.LockTable({ capacity: 8 });
+out.tables = [
+  cjsTable instanceof esm.LockTable,
+  esmTable instanceof cjs.LockTable,
+  cjs.LockTable.attach(esmTable.buffer) instanceof esm.LockTable,
+  {} instanceof esm.LockTable,
+  esmTable.buffer instanceof esm.LockTable,
+];
+const lease = cjsTable.tryAcquire('lease');
+out.leases = [lease instanceof esm.Lease, lease instanceof cjs.Lease, cjsTable instanceof esm.Lease];
+lease.release();
+
+// withLock of one build with a table of the other (with the table's failTimeout, and another).
+const task = (a, lock) => [a + 1, lock.key];
+out.withLock = [
+  await esm.withLock(cjsTable, 'k', task, { args: 1 }),
+  await cjs.withLock(esmTable, 'k', task, { args: 2 }),
+  await esm.withLock(cjsTable, 'k', task, { args: 3, failTimeout: 5 }),
+];
+const pools = globalThis[Symbol.for('locktable.defaultPools')];
+out.defaultPools = pools instanceof Map ? pools.size : -1;
+
+const released = caught(() => lease.release());
+const exit = new cjs.WorkerExitError('k', 3, null);
+const aborted = await cjsTable.acquire('a', { signal: AbortSignal.abort() }).catch((e) => e);
+class OwnError extends esm.LockError {}
+out.errors = {
+  released: [released instanceof esm.LockError, released.code],
+  exit: [exit instanceof esm.WorkerExitError, exit instanceof esm.LockError, exit instanceof Error],
+  plainIsNotExit: new cjs.LockError('ERR_LOCK_TIMEOUT', 'k', 'm') instanceof esm.WorkerExitError,
+  aborted: [aborted instanceof esm.AbortError, aborted instanceof esm.LockError],
+  ownSubclass: [
+    new OwnError('ERR_LOCK_TIMEOUT', 'k', 'm') instanceof OwnError,
+    new esm.LockError('ERR_LOCK_TIMEOUT', 'k', 'm') instanceof OwnError,
+    new OwnError('ERR_LOCK_TIMEOUT', 'k', 'm') instanceof cjs.LockError,
+  ],
+};
+
+const classes = ['LockTable', 'Lease', 'LockError', 'AbortError', 'WorkerExitError'];
+out.names = [esm, cjs].map((m) => classes.map((name) => m[name].name));
+out.inspected = [inspect(esmTable).split(' ')[0], inspect(cjsTable).split(' ')[0]];
+out.received = caught(() => esm.LockTable.attach(cjsTable)).message.replace(/^.*Received /, '');
+console.log(JSON.stringify(out));
+`;
+
+interface BothBuilds {
+  distinct: boolean;
+  tables: boolean[];
+  leases: boolean[];
+  withLock: [number, string][];
+  defaultPools: number;
+  errors: Record<string, unknown>;
+  names: string[][];
+  inspected: string[];
+  received: string;
+}
+
+test('the ESM and CommonJS builds in one process recognise each other and share one pool', () => {
+  withConsumerDir((dir) => {
+    const out = runNode<BothBuilds>(dir, 'both.mjs', bothBuilds);
+    assert.equal(out.distinct, true, 'both builds were loaded');
+    assert.deepEqual(out.tables, [true, true, true, false, false]);
+    assert.deepEqual(out.leases, [true, true, false]);
+    assert.deepEqual(out.withLock, [
+      [2, 'k'],
+      [3, 'k'],
+      [4, 'k'],
+    ]);
+    assert.equal(out.defaultPools, 1, 'one default withLock pool for both builds');
+    assert.deepEqual(out.errors, {
+      released: [true, 'ERR_LOCK_RELEASED'],
+      exit: [true, true, true],
+      plainIsNotExit: false,
+      aborted: [true, false],
+      ownSubclass: [true, false, true],
+    });
+    const classes = ['LockTable', 'Lease', 'LockError', 'AbortError', 'WorkerExitError'];
+    assert.deepEqual(out.names, [classes, classes]);
+    assert.deepEqual(out.inspected, ['LockTable', 'LockTable']);
+    assert.equal(out.received, 'an instance of LockTable');
   });
 });

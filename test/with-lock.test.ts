@@ -86,6 +86,64 @@ async function holder(table: Table, key: string) {
   };
 }
 
+/** A worker that took `key` with a short hold and died unwatched; returns once its hold is past. */
+async function deadHolder(table: Table, key: string): Promise<void> {
+  const ctrl = control();
+  const w = spawn('holdForever', { buffer: table.buffer, ctrl: ctrl.buffer, key, hold: 20 });
+  await waitFor(ctrl, CTRL_HELD, (v) => v === 1);
+  await w.worker.terminate();
+  const deadline = table.inspect(key)!.holders[0]!.deadline;
+  while (LockTable.now() <= deadline) {
+    await new Promise((resolve) => setTimeout(resolve, deadline - LockTable.now() + 1));
+  }
+}
+
+describe("withLock: defaults (call, then attach, then new LockTable, then withLock's own)", () => {
+  test('waitTimeout: the table default, then the handle default, then the call option', async () => {
+    const table = new LockTable({ capacity: 16, waitTimeout: 100 });
+    const handle = LockTable.attach(table.buffer, { waitTimeout: 30 });
+    const h = await holder(table, 'busy');
+    try {
+      const cases: [string, Table, { waitTimeout?: number }, number][] = [
+        ['table default', table, {}, 100],
+        ['attach default over the table default', handle, {}, 30],
+        ['call option over both', handle, { waitTimeout: 10 }, 10],
+        ['call option over the table default', table, { waitTimeout: 10 }, 10],
+      ];
+      for (const [row, t, options, ms] of cases) {
+        const t0 = performance.now();
+        const error = await rejection(withLock(t, 'busy', () => 1, options));
+        assert.equal(error.code, 'ERR_LOCK_TIMEOUT', row);
+        assert.match(error.message, new RegExp(`after ${ms} ms`), row);
+        assert.ok(performance.now() - t0 >= ms - 1, `${row}: gave up early`);
+      }
+      // The table API resolves the same layers (with its own library default).
+      assert.match((await rejection(table.acquire('busy'))).message, /after 100 ms/);
+    } finally {
+      await h.stop();
+    }
+  });
+
+  test('failTimeout: the table default, then the handle default, then the call option', async () => {
+    // Each key's holder died unwatched and its hold is past: one attempt (waitTimeout 0) reclaims
+    // it exactly when the call's failTimeout is 0.
+    const table = new LockTable({ capacity: 16, failTimeout: 0 });
+    const patient = LockTable.attach(table.buffer, { failTimeout: 3_600_000 });
+    await deadHolder(table, 'dead1');
+    await deadHolder(table, 'dead2');
+    const recovered = (_args: unknown, lock: { recovered: boolean }) => lock.recovered;
+    const once = { waitTimeout: 0 };
+    assert.equal(await withLock(table, 'dead1', recovered, once), true, 'table default');
+    const error = await rejection(withLock(patient, 'dead2', recovered, once));
+    assert.equal(error.code, 'ERR_LOCK_TIMEOUT', 'attach default over the table default');
+    assert.equal(
+      await withLock(patient, 'dead2', recovered, { ...once, failTimeout: 0 }),
+      true,
+      'call option over both',
+    );
+  });
+});
+
 describe('withLock', () => {
   test('runs the task in a worker under the lock and returns its value', async () => {
     const table = new LockTable({ capacity: 16 });
@@ -292,10 +350,28 @@ describe('withLock', () => {
     assert.match(thrown.message, /non-Error value: 42/);
   });
 
-  test('args and results that cannot be cloned are clear errors; nothing stays held', async () => {
+  test('args that cannot be cloned are refused before the lock is taken', async () => {
     const table = new LockTable({ capacity: 16 });
-    const badArgs = await rejection(withLock(table, 'c', () => 1, { args: { f: () => 1 } }));
-    assert.equal(badArgs.name, 'DataCloneError');
+    // The key is held (by this thread): a call that waited for it first would time out instead.
+    const held = table.tryAcquire('c')!;
+    for (const args of [() => 1, { f: () => 1 }, Symbol('s'), { nested: [new WeakMap()] }]) {
+      const error = await rejection(withLock(table, 'c', () => 1, { args, waitTimeout: 0 }));
+      assert.ok(error instanceof TypeError, `${error.name}: ${error.message}`);
+      assert.equal(error.code, 'ERR_INVALID_ARG_VALUE');
+      assert.match(error.message, /"options\.args".*structured clone/);
+      assert.equal((error.cause as Error).name, 'DataCloneError');
+    }
+    held.release();
+    const error = await rejection(withLock(table, 'c', () => 1, { args: () => 1 }));
+    assert.equal(error.code, 'ERR_INVALID_ARG_VALUE');
+    assert.equal(table.inspect('c'), null);
+    const lease = table.tryAcquire('c');
+    assert.ok(lease !== null, 'the key is free after the refusal');
+    lease.release();
+  });
+
+  test('results that cannot be cloned are clear errors; nothing stays held', async () => {
+    const table = new LockTable({ capacity: 16 });
     const badResult = await rejection(withLock(table, 'c', () => ({ f: () => 1 })));
     assert.ok(badResult instanceof TypeError);
     assert.match(badResult.message, /result cannot be sent back/);
@@ -584,6 +660,7 @@ describe('withLock', () => {
       [[table, 'k', () => 1, { pool: sharingPool }], 'ERR_INVALID_ARG_VALUE'],
       [[table, 'k', () => 1, { signal: 'stop' }], 'ERR_INVALID_ARG_TYPE'],
       [[table, 'k', () => 1, { spinDelay: -1 }], 'ERR_OUT_OF_RANGE'],
+      [[table, 'k', () => 1, { args: () => 1 }], 'ERR_INVALID_ARG_VALUE'],
       [[table, 'k', () => 1, null], 'ERR_INVALID_ARG_TYPE'],
     ];
     for (const [args, code] of cases) {
@@ -607,5 +684,104 @@ describe('withLock', () => {
       { timeout: 20_000 },
     );
     assert.equal(stdout.trim(), '42');
+  });
+});
+
+/** Asserts that `key` is free: nobody holds it, and one attempt takes it at once. */
+function assertFree(table: Table, key: string): void {
+  assert.equal(table.inspect(key), null, `${key} is still held`);
+  const lease = table.tryAcquire(key);
+  assert.ok(lease !== null, `one attempt could not take ${key}`);
+  lease.release();
+}
+
+describe('withLock: every way out leaves the key free (no other holder or waiter)', () => {
+  test('the task returns', async () => {
+    const table = new LockTable({ capacity: 16 });
+    assert.equal(await withLock(table, 'k', () => 1), 1);
+    assertFree(table, 'k');
+  });
+
+  test('the task throws', async () => {
+    const table = new LockTable({ capacity: 16 });
+    const error = await rejection(
+      withLock(table, 'k', () => {
+        throw new Error('thrown');
+      }),
+    );
+    assert.equal(error.message, 'thrown');
+    assertFree(table, 'k');
+  });
+
+  test("the task's worker exits", async () => {
+    const table = new LockTable({ capacity: 16 });
+    const { buffer } = cells();
+    const error = await rejection(
+      withLock(table, 'k', task('exitWith'), { args: { cells: buffer, code: 3 } }),
+    );
+    assert.equal(error.code, 'ERR_LOCK_WORKER_EXIT');
+    assertFree(table, 'k');
+  });
+
+  test('the exec timeout passes', async () => {
+    const table = new LockTable({ capacity: 16 });
+    const { buffer } = cells();
+    const error = await rejection(
+      withLock(table, 'k', runaway, { args: { cells: buffer }, execTimeout: 50 }),
+    );
+    assert.equal(error.code, 'ERR_LOCK_EXEC_TIMEOUT');
+    assertFree(table, 'k');
+  });
+
+  test('the signal aborts while the task is queued', async () => {
+    const table = new LockTable({ capacity: 16 });
+    await withPool(1, 1, async (pool) => {
+      const blocker = cells();
+      const busy = pool.run({ cells: blocker.buffer }, { name: 'waitForGo' });
+      await waitFor(blocker.c, STARTED, (v) => v === 1);
+      const stop = new AbortController();
+      const run = withLock(table, 'k', 'quick', { pool, signal: stop.signal });
+      while (table.inspect('k') === null) await new Promise((resolve) => setImmediate(resolve));
+      stop.abort();
+      assert.equal((await rejection(run)).name, 'AbortError');
+      assertFree(table, 'k');
+      signal(blocker.c, GO);
+      await busy;
+    });
+  });
+
+  // A request that gave up (timed out, or aborted after it had announced itself) takes its marks
+  // with it (test/exits.test.ts has the same for table.acquire).
+  test('the wait timeout passes', async () => {
+    const table = new LockTable({ capacity: 16 });
+    const h = await holder(table, 'k');
+    const error = await rejection(withLock(table, 'k', () => 1, { waitTimeout: 30 }));
+    assert.equal(error.code, 'ERR_LOCK_TIMEOUT');
+    await h.stop();
+    assertFree(table, 'k');
+  });
+
+  /** withLock waits for `k`, held by a worker, and is aborted once `ready` holds for the key. */
+  async function abortWhileWaiting(
+    ready: (info: { sleepers: number; contended: boolean }) => boolean,
+  ) {
+    const table = new LockTable({ capacity: 16 });
+    const h = await holder(table, 'k');
+    const stop = new AbortController();
+    const run = withLock(table, 'k', () => 1, { signal: stop.signal, waitTimeout: Infinity });
+    // Seen in shared memory, so the abort finds the request in the state the test means.
+    while (!ready(table.inspect('k')!)) await new Promise((resolve) => setTimeout(resolve, 1));
+    stop.abort();
+    assert.equal((await rejection(run)).name, 'AbortError');
+    await h.stop();
+    assertFree(table, 'k');
+  }
+
+  test('the signal aborts while waiting for the lock (asleep)', async () => {
+    await abortWhileWaiting((info) => info.sleepers > 0);
+  });
+
+  test('the signal aborts while waiting for the lock (announced as a waiter)', async () => {
+    await abortWhileWaiting((info) => info.contended);
   });
 });
