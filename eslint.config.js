@@ -20,6 +20,8 @@ export default defineConfig(
           'setTimeout',
           'clearTimeout',
           'setImmediate',
+          'setInterval',
+          'clearInterval',
           'URL',
           'SharedArrayBuffer',
           'Atomics',

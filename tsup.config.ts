@@ -2,7 +2,7 @@ import { defineConfig } from 'tsup';
 
 export default defineConfig({
   // task-runner is the piscina worker file of withLock: it must sit next to index.js in dist/.
-  entry: ['src/index.ts', 'src/task-runner.ts'],
+  entry: { index: 'src/index.ts', 'task-runner': 'src/with-lock/task-runner.ts' },
   format: ['esm', 'cjs'],
   // import.meta.url (to find task-runner.js) in the CommonJS build.
   shims: true,

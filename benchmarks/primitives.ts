@@ -6,7 +6,7 @@
  *
  *   npm run bench:primitives
  */
-import { hashKey, keyEquals } from '../src/key.js';
+import { hashKey, keyEquals } from '../src/table/key.js';
 
 const N = 20_000_000;
 const RUNS = 5;

@@ -1,7 +1,7 @@
-export { LockTable, type LockInfo, type HolderInfo } from './lock-table.js';
-export { Lease } from './lease.js';
-export { LockError, AbortError, type LockErrorCode } from './errors.js';
-export type { Mode } from './slot-state.js';
+export { LockTable, type LockInfo, type HolderInfo } from './table/lock-table.js';
+export { Lease } from './table/lease.js';
+export { LockError, AbortError, type LockErrorCode } from './api/errors.js';
+export type { Mode } from './table/slot-state.js';
 export type {
   LockTableOptions,
   TableDefaults,
@@ -9,8 +9,13 @@ export type {
   TryAcquireOptions,
   AcquireSyncOptions,
   AcquireOptions,
-} from './options.js';
-export { WorkerExitError } from './errors.js';
-export { withLock, type WithLockOptions, type ModuleTask, type TaskFunction } from './with-lock.js';
-export type { TaskLock } from './task.js';
-export type { TaskPool } from './task-pool.js';
+} from './api/options.js';
+export { WorkerExitError } from './api/errors.js';
+export {
+  withLock,
+  type WithLockOptions,
+  type ModuleTask,
+  type TaskFunction,
+} from './with-lock/with-lock.js';
+export type { TaskLock } from './with-lock/task.js';
+export type { TaskPool } from './with-lock/task-pool.js';

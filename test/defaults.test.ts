@@ -1,5 +1,5 @@
 /**
- * The precedence of defaults (src/defaults.ts, README "Defaults"): the call's option, then the
+ * The precedence of defaults (src/table/defaults.ts, README "Defaults"): the call's option, then the
  * handle's (attach), then the table's (new LockTable, from the buffer's header), then the library's
  * for that entry point. Each row of the README table, resolved without waiting; with-lock.test.ts
  * checks the same rows through real waits and reclaims.
@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { LockTable } from '../src/index.js';
-import { handleFor, withLockSettings } from '../src/with-lock.js';
+import { handleFor, withLockSettings } from '../src/with-lock/with-lock.js';
 
 const settings = (table: LockTable, options = {}) => {
   const { waitTimeout, execTimeout, failTimeout, spinDelay } = withLockSettings(table, options);

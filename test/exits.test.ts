@@ -10,7 +10,7 @@ import { after, describe, test } from 'node:test';
 import { type Lease, LockError, LockTable } from '../src/index.js';
 // withLock runs its tasks from the built package (its worker file is JavaScript).
 import * as built from '../dist/index.js';
-import { hashKey } from '../src/key.js';
+import { hashKey } from '../src/table/key.js';
 import {
   offsets,
   S_SLEEPERS,
@@ -18,8 +18,14 @@ import {
   SF_HANDOFF_UNTIL,
   SLOT_F64,
   SLOT_WORDS,
-} from '../src/layout.js';
-import { HANDOFF, READER_WAITING, STARVING, WAITING, WRITER_WAITING } from '../src/slot-state.js';
+} from '../src/table/layout.js';
+import {
+  HANDOFF,
+  READER_WAITING,
+  STARVING,
+  WAITING,
+  WRITER_WAITING,
+} from '../src/table/slot-state.js';
 import { Puppet } from './puppets.js';
 
 const puppets: Puppet[] = [];

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { LockTable } from '../src/index.js';
-import { STARVATION_MS } from '../src/slot-state.js';
+import { STARVATION_MS } from '../src/table/slot-state.js';
 import {
   control,
   CTRL_GO,

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { LockTable } from '../src/index.js';
-import { hashKey } from '../src/key.js';
+import { hashKey } from '../src/table/key.js';
 import { control, CTRL_GO, CTRL_READY, seedFor, signal, spawn, waitFor } from './harness.js';
 
 /** Two distinct keys with the same 32-bit hash, found by brute force (birthday bound). */

@@ -3,7 +3,7 @@
  * point and let it go, all through shared memory and messages (never by sleeping).
  */
 import { Worker } from 'node:worker_threads';
-import type { StallPoint } from '../src/test-hooks.js';
+import type { StallPoint } from '../src/table/test-hooks.js';
 import {
   type Command,
   PUPPET_BLOCKED,

@@ -1,14 +1,14 @@
 /**
  * Regressions for the races found in review (DESIGN.md). Each test stops a real worker thread at a
- * precise point of the core (src/test-hooks.ts) and interleaves other threads around it, through
+ * precise point of the core (src/table/test-hooks.ts) and interleaves other threads around it, through
  * shared memory and messages, so the race happens every run rather than once in a while. Each one
  * failed on the code before its fix (the commit that adds it says how).
  */
 import assert from 'node:assert/strict';
 import { afterEach, describe, test } from 'node:test';
 import { type LockError, LockTable } from '../src/index.js';
-import { hashKey } from '../src/key.js';
-import { bindingOf, revokedOf } from '../src/directory.js';
+import { hashKey } from '../src/table/key.js';
+import { bindingOf, revokedOf } from '../src/table/directory.js';
 import {
   H_BIND_LOCK,
   HEADER_F64,
@@ -18,7 +18,7 @@ import {
   S_SLEEPERS,
   S_STATE,
   SLOT_WORDS,
-} from '../src/layout.js';
+} from '../src/table/layout.js';
 import {
   EXCLUSIVE,
   HANDOFF,
@@ -27,8 +27,8 @@ import {
   STARVING,
   WAITING,
   WRITER_WAITING,
-} from '../src/slot-state.js';
-import { testHooks } from '../src/test-hooks.js';
+} from '../src/table/slot-state.js';
+import { testHooks } from '../src/table/test-hooks.js';
 import { waitFor } from './harness.js';
 import { Puppet } from './puppets.js';
 

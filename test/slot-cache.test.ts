@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { LockTable } from '../src/index.js';
-import { SLOT_CACHE_LIMIT, SlotCache } from '../src/slot-cache.js';
+import { SLOT_CACHE_LIMIT, SlotCache } from '../src/table/slot-cache.js';
 import { control, CTRL_GO, CTRL_READY, seedFor, signal, spawn, waitFor } from './harness.js';
 
 /** Runs `fn` with a slot cache that trusts remembered slots blindly (the negative control). */

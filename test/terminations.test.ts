@@ -1,6 +1,6 @@
 /**
  * Threads die at any moment: worker.terminate() stops a worker at the entry of its next call (see
- * "Threads that die, and threads that stall" in src/slot-state.ts). Every state a thread can leave
+ * "Threads that die, and threads that stall" in src/table/slot-state.ts). Every state a thread can leave
  * there must be one the others recover from. This test terminates churning workers at random
  * moments, many times, then checks
  * without watch() that everything they held comes back through deadlines alone: every key can be
@@ -12,8 +12,8 @@ import assert from 'node:assert/strict';
 import { Worker } from 'node:worker_threads';
 import { describe, test } from 'node:test';
 import { type Lease, LockTable } from '../src/index.js';
-import { hashKey } from '../src/key.js';
-import { S_BIND, S_SLEEPERS, S_STATE, SLOT_WORDS } from '../src/layout.js';
+import { hashKey } from '../src/table/key.js';
+import { S_BIND, S_SLEEPERS, S_STATE, SLOT_WORDS } from '../src/table/layout.js';
 import { prng, seedFor, waitFor } from './harness.js';
 
 /** What the table holds for `key`: its state word and the records of its slot (for a failure). */

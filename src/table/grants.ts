@@ -7,7 +7,7 @@
  * that nothing can cut short (see "Threads that die, and threads that stall" in slot-state.ts).
  * Comments marked PLAIN point at such stretches: they must stay free of calls, helpers included.
  */
-import { monotonicNow } from './clock.js';
+import { monotonicNow } from '../api/clock.js';
 import {
   CELL_DEADLINE_SHIFT,
   CELL_PARITY_SHIFT,

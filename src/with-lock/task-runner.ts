@@ -7,7 +7,7 @@
  * If the caller cancelled first (QUEUED -> CANCELLED), the task body never runs.
  */
 import { threadId } from 'node:worker_threads';
-import { monotonicNow } from './clock.js';
+import { monotonicNow } from '../api/clock.js';
 import {
   CONTROL_BYTES,
   CTRL_START_TIME_F64,

@@ -108,6 +108,10 @@
  * exclusive grant, the cell does not yet name it with its parity, and waiters look again.
  */
 
+import type { Mode } from '../api/options.js';
+
+export type { Mode };
+
 export const UNBOUND = 1 << 30;
 export const EXCLUSIVE = 1 << 29;
 export const HANDOFF = 1 << 28;
@@ -154,8 +158,6 @@ export function isEvictable(s: number): boolean {
   // their key up again) is what stops it from pinning the slot.
   return (s & (UNBOUND | EXCLUSIVE)) === 0 && ((s & HANDOFF) !== 0 || (s & FIELD) === 0);
 }
-
-export type Mode = 'exclusive' | 'shared';
 
 /** What a waiting request knows about itself when it looks at a HANDOFF. */
 export interface WaiterView {

@@ -31,10 +31,10 @@ import {
   invalidValue,
   staleError,
   workerExitError,
-} from './errors.js';
-import type { Lease } from './lease.js';
-import { layerDefaults, WITH_LOCK_DEFAULTS } from './defaults.js';
-import { LockTable } from './lock-table.js';
+} from '../api/errors.js';
+import type { Lease } from '../table/lease.js';
+import { layerDefaults, WITH_LOCK_DEFAULTS } from '../table/defaults.js';
+import { LockTable } from '../table/lock-table.js';
 import {
   checkDefaults,
   checkMode,
@@ -42,8 +42,8 @@ import {
   checkOptionsObject,
   checkSignal,
   type TableDefaults,
-} from './options.js';
-import type { Mode } from './slot-state.js';
+} from '../api/options.js';
+import type { Mode } from '../api/options.js';
 import {
   CONTROL_BYTES,
   CTRL_START_TIME_F64,

@@ -32,7 +32,7 @@
  * holder, no handoff). A table is full only when every slot of the sequence is held; a slot that a
  * robbed binder or an evictor still has makes the binder wait (BIND_BUSY), not fail.
  */
-import { monotonicNow } from './clock.js';
+import { monotonicNow } from '../api/clock.js';
 import { hashKey, homeSlot, keyEquals } from './key.js';
 import {
   H_BIND_DEADLINE_OWNER,

@@ -27,7 +27,7 @@ import {
   DEFAULT_SPIN_DELAY,
   type ResolvedDefaults,
   type TableDefaults,
-} from './options.js';
+} from '../api/options.js';
 
 /** The library's defaults for tryAcquire, acquire, acquireSync, acquireAll and acquireAllSync. */
 export const TABLE_API_DEFAULTS: Readonly<ResolvedDefaults> = Object.freeze({

@@ -3,7 +3,9 @@
  * sees `undefined`, NaN or a negative timeout. Every message names the field and the value.
  */
 import { invalidType, invalidValue, outOfRange } from './errors.js';
-import type { Mode } from './slot-state.js';
+
+/** A lock's mode: one holder at a time, or any number of holders that only read. */
+export type Mode = 'exclusive' | 'shared';
 
 export interface TableDefaults {
   /** ms to wait for a lock; 0 = one attempt; Infinity = forever (the default). */

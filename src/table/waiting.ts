@@ -19,7 +19,7 @@
  *      spinning and, until it starves, backs off instead of sleeping on S_STATE: a timed sleep of
  *      BACK_OFF_SLICE_MS on a word of its own, that no release pays a notify for (#backsOff).
  */
-import { monotonicNow } from './clock.js';
+import { monotonicNow } from '../api/clock.js';
 import { BIND_BUSY, BIND_FULL, type Directory, BIND_LOCK_LEASE_MS } from './directory.js';
 import { GRANTED, type Grants, NO_RECORD, SPIN_LOADS, UNBOUND_SLOT } from './grants.js';
 import {

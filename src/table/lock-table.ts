@@ -4,8 +4,8 @@
  * waiting loop (waiting.ts) and the state machine (grants.ts, slot-state.ts).
  */
 import { threadId as currentThreadId, type Worker } from 'node:worker_threads';
-import { monotonicNow } from './clock.js';
-import { brand } from './cross-build.js';
+import { monotonicNow } from '../api/clock.js';
+import { brand } from '../api/cross-build.js';
 import { Directory } from './directory.js';
 import {
   AbortError,
@@ -16,7 +16,7 @@ import {
   recursionError,
   tableFullError,
   timeoutError,
-} from './errors.js';
+} from '../api/errors.js';
 import { Grants } from './grants.js';
 import { hashKey, readKey } from './key.js';
 import {
@@ -64,7 +64,7 @@ import {
   type ResolvedDefaults,
   type TableDefaults,
   type TryAcquireOptions,
-} from './options.js';
+} from '../api/options.js';
 import {
   layerDefaults,
   loadDefaults,

@@ -4,11 +4,11 @@
  * from a dead holder). `using lease = table.acquireSync(key)` releases it at the end of the block.
  */
 import { inspect, type InspectOptions } from 'node:util';
-import { brand } from './cross-build.js';
-import { releasedError, staleError } from './errors.js';
+import { brand } from '../api/cross-build.js';
+import { releasedError, staleError } from '../api/errors.js';
 import type { Grants } from './grants.js';
 import type { Mode } from './slot-state.js';
-import { checkMs } from './options.js';
+import { checkMs } from '../api/options.js';
 
 /** What a lease needs from its table (kept out of the public API). */
 export interface LeaseHost {

@@ -8,8 +8,8 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
-import { perThread } from './cross-build.js';
-import { invalidType, invalidValue } from './errors.js';
+import { perThread } from '../api/cross-build.js';
+import { invalidType, invalidValue } from '../api/errors.js';
 
 /** What withLock needs from a pool (Piscina 4 and 5 have it). */
 export interface TaskPool {
