@@ -12,6 +12,14 @@ export type {
 } from './api/options.js';
 export { WorkerExitError } from './api/errors.js';
 export {
+  compareKeys,
+  type Locks,
+  type LockLease,
+  type LockDescription,
+  type LockTryOptions,
+  type LockWaitOptions,
+} from './api/locks.js';
+export {
   withLock,
   type WithLockOptions,
   type ModuleTask,

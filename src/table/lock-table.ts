@@ -44,6 +44,7 @@ import {
   VERSION,
   type Views,
 } from './layout.js';
+import { checkFunction, runHolding } from '../api/locks.js';
 import { Lease, LEASE_RECOVERED, LEASE_SHARED, type LeaseHost } from './lease.js';
 import {
   type AcquireOptions,
@@ -388,6 +389,22 @@ export class LockTable implements WaitCore, LeaseHost {
       releaseAll(taken);
       throw error;
     }
+  }
+
+  /**
+   * Acquires `key` (as acquire() does), runs `fn(lease)`, and releases when `fn` settles: it
+   * returned, threw, or its promise settled. Resolves with `fn`'s value or rejects with its error.
+   * Holds until then: `options.signal` cancels only the wait; aborted while `fn` runs, it does not
+   * release early. A lease lost while `fn` ran rejects with ERR_LOCK_STALE (`cause`: `fn`'s
+   * outcome).
+   */
+  async run<T>(
+    key: string,
+    fn: (lease: Lease) => T | Promise<T>,
+    options?: AcquireOptions,
+  ): Promise<T> {
+    checkFunction('fn', fn);
+    return runHolding(await this.acquire(key, options), fn);
   }
 
   /** Who holds `key` right now (null when nobody does). Reads only; never waits or acquires. */
