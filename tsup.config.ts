@@ -2,7 +2,13 @@ import { defineConfig } from 'tsup';
 
 export default defineConfig({
   // task-runner is the piscina worker file of withLock: it must sit next to index.js in dist/.
-  entry: { index: 'src/index.ts', 'task-runner': 'src/with-lock/task-runner.ts' },
+  // postgres is the PostgreSQL backend, the only entry that imports `pg` (an optional peer).
+  entry: {
+    index: 'src/index.ts',
+    'task-runner': 'src/with-lock/task-runner.ts',
+    postgres: 'src/postgres/index.ts',
+  },
+  external: ['pg'],
   format: ['esm', 'cjs'],
   // import.meta.url (to find task-runner.js) in the CommonJS build.
   shims: true,

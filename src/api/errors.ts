@@ -13,7 +13,12 @@ export type LockErrorCode =
   | 'ERR_LOCK_RELEASED'
   | 'ERR_LOCK_TABLE_FULL'
   | 'ERR_LOCK_EXEC_TIMEOUT'
-  | 'ERR_LOCK_WORKER_EXIT';
+  | 'ERR_LOCK_WORKER_EXIT'
+  // The PostgreSQL backend (src/postgres/errors.ts):
+  | 'ERR_LOCK_CLOSED'
+  | 'ERR_LOCK_CONNECTION'
+  | 'ERR_LOCK_POOLER'
+  | 'ERR_LOCK_SCHEMA';
 
 export class LockError extends Error {
   readonly code: LockErrorCode;

@@ -1,0 +1,208 @@
+/**
+ * PgLease: one grant of one key, held by one of the backend's sessions. A Holding is what a
+ * session holds for one request: one lease (acquire, tryAcquire, run) or the leases of one
+ * acquireAll. The session stays with its Holding until every lease of it is released, then goes
+ * back to the backend's set; while it holds, it sends heartbeats (see Session.startHeartbeat).
+ *
+ * A lease whose session ends (the server ended it: its lease timeout, pg_terminate_backend, a
+ * restart, the network) has lost its lock: `held` is false, `signal` aborts, and release()
+ * throws ERR_LOCK_STALE. It never reconnects and carries on.
+ */
+import { inspect, type InspectOptions } from 'node:util';
+import { describeKey, LockError, releasedError } from '../api/errors.js';
+import type { LockLease } from '../api/locks.js';
+import type { Mode } from '../api/options.js';
+import { closedLeaseError, sqlState } from './errors.js';
+import type { Session } from './session.js';
+import { RELEASE } from './sql.js';
+
+const HELD = 0;
+const RELEASED = 1;
+const LOST = 2;
+const CLOSED = 3;
+
+export function pgStaleError(key: string, what: string, cause?: unknown): LockError {
+  return new LockError(
+    'ERR_LOCK_STALE',
+    key,
+    `Cannot ${what}: this lease on ${describeKey(key)} lost its lock when its PostgreSQL session ` +
+      'ended (the server ended it: the lease timeout passed without a heartbeat, ' +
+      'pg_terminate_backend, a restart, or the network). Whatever it protected may have been ' +
+      "changed by the next holder: check the fencing token. Use a longer 'lease' if this process " +
+      'stalls',
+    cause === undefined ? undefined : { cause },
+  );
+}
+
+/** What a Holding needs from its table. */
+export interface HoldingHost {
+  readonly namespace: number;
+  /** The session holds nothing any more: give it back (or forget it, if it ended). */
+  finished(holding: Holding): void;
+  /** The session's state is unknown (a failed release): end it. */
+  discard(holding: Holding): void;
+}
+
+export class Holding {
+  readonly session: Session;
+  readonly leases: PgLease[] = [];
+  #live = 0;
+  readonly #host: HoldingHost;
+  readonly #unsubscribe: () => void;
+
+  constructor(host: HoldingHost, session: Session, heartbeatMs: number) {
+    this.#host = host;
+    this.session = session;
+    this.#unsubscribe = session.onEnd((reason) => {
+      for (const lease of this.leases) lease.lose(reason);
+    });
+    session.startHeartbeat(heartbeatMs);
+  }
+
+  get namespace(): number {
+    return this.#host.namespace;
+  }
+
+  add(key: string, mode: Mode, lockId: number, token: bigint): PgLease {
+    const lease = new PgLease(this, key, mode, lockId, token);
+    this.leases.push(lease);
+    this.#live++;
+    return lease;
+  }
+
+  /** One lease is being released: true when it is the session's last. */
+  releasing(): boolean {
+    return --this.#live === 0;
+  }
+
+  /** Every lease released (its last release answered, or the session ended). */
+  finish(): void {
+    this.#unsubscribe();
+    this.session.stopHeartbeat();
+    this.#host.finished(this);
+  }
+
+  discard(): void {
+    this.#unsubscribe();
+    for (const lease of this.leases) lease.lose(undefined);
+    this.#host.discard(this);
+  }
+
+  /** close(): the table ends the session, which releases everything. */
+  close(reason: LockError): void {
+    this.#unsubscribe();
+    for (const lease of this.leases) lease.closeByTable(reason);
+  }
+}
+
+export class PgLease implements LockLease, AsyncDisposable {
+  /** The key this lease holds. */
+  readonly key: string;
+  /** 'exclusive' or 'shared'. */
+  readonly mode: Mode;
+  /**
+   * The fencing token: strictly increasing for this key (in this namespace and database) across
+   * every grant, process, reconnect and server crash, committed durably before the grant returns.
+   */
+  readonly token: bigint;
+  /** @internal The key's id in locktable.keys: the lock is (namespace, lockId). */
+  readonly lockId: number;
+  readonly #holding: Holding;
+  #state = HELD;
+  readonly #lost = new AbortController();
+
+  /** @internal Leases are made by PgLockTable. */
+  constructor(holding: Holding, key: string, mode: Mode, lockId: number, token: bigint) {
+    this.#holding = holding;
+    this.key = key;
+    this.mode = mode;
+    this.lockId = lockId;
+    this.token = token;
+  }
+
+  [inspect.custom](_depth: number, options: InspectOptions): string {
+    const { key, mode, token, held, pid } = this;
+    return `PgLease ${inspect({ key, mode, token, held, pid }, options)}`;
+  }
+
+  /** True while this lease holds its lock: false once released, lost or closed. */
+  get held(): boolean {
+    return this.#state === HELD && this.#holding.session.alive;
+  }
+
+  /**
+   * Aborts when the lease loses its lock (its session ended), with an ERR_LOCK_STALE as reason;
+   * also when close() releases it. Not aborted by a release. Pass it to the work the lock guards.
+   */
+  get signal(): AbortSignal {
+    return this.#lost.signal;
+  }
+
+  /** The PostgreSQL server process that holds the lock (as inspect() shows it). */
+  get pid(): number {
+    return this.#holding.session.pid;
+  }
+
+  /**
+   * Releases the lock, through the session that took it (one round trip). Rejects with
+   * ERR_LOCK_RELEASED when already released, ERR_LOCK_STALE when the lock was lost (its session
+   * ended, now or before), ERR_LOCK_CLOSED when close() released it.
+   */
+  async release(): Promise<void> {
+    const state = this.#state;
+    if (state === RELEASED) throw releasedError(this.key, 'release the lease');
+    if (state === CLOSED) throw closedLeaseError(this.key, 'release the lease');
+    this.#state = RELEASED;
+    const holding = this.#holding;
+    const session = holding.session;
+    const last = holding.releasing();
+    if (state === LOST || !session.alive) {
+      if (last) holding.finish();
+      throw pgStaleError(this.key, 'release the lease', session.endReason);
+    }
+    let released: boolean;
+    try {
+      const { rows } = await session.query(RELEASE, [
+        holding.namespace,
+        this.lockId,
+        this.mode === 'exclusive',
+        last ? session.idleTimeout : null,
+      ]);
+      released = rows[0].released === true;
+    } catch (error) {
+      if (!session.alive || sqlState(error) === undefined) {
+        if (last) holding.finish();
+        throw pgStaleError(this.key, 'release the lease', error);
+      }
+      // A server error on an unlock: the session's state is unknown, so it is ended, which
+      // releases whatever it held.
+      holding.discard();
+      throw error;
+    }
+    if (!released) {
+      // The session did not hold the lock: it is not the session that took it (a pooler).
+      holding.discard();
+      throw pgStaleError(this.key, 'release the lease');
+    }
+    if (last) holding.finish();
+  }
+
+  /** Releases unless already released or closed. A lost lease throws ERR_LOCK_STALE. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (this.#state === HELD || this.#state === LOST) await this.release();
+  }
+
+  /** @internal The session ended. */
+  lose(reason: unknown): void {
+    if (this.#state !== HELD) return;
+    this.#state = LOST;
+    this.#lost.abort(pgStaleError(this.key, 'hold the lock', reason));
+  }
+
+  /** @internal close() released it. */
+  closeByTable(reason: LockError): void {
+    if (this.#state !== HELD) return;
+    this.#state = CLOSED;
+    this.#lost.abort(reason);
+  }
+}

@@ -1,0 +1,97 @@
+/**
+ * The options of PgLockTable, validated once at the boundary (with src/api/options.ts's
+ * validators): locktable's own are taken out, and everything else is pg's connection config.
+ */
+import type pg from 'pg';
+import { invalidValue, outOfRange } from '../api/errors.js';
+import { checkInteger, checkKey, checkMs, checkOptionsObject } from '../api/options.js';
+import { DEFAULT_NAMESPACE } from './sql.js';
+
+export interface PgLockTableOptions extends pg.ClientConfig {
+  /**
+   * The first int4 of every lock (pg_advisory_lock(namespace, id)): programs that must not
+   * share locks use different namespaces. Default 0x6c6f636b ('lock').
+   */
+  namespace?: number;
+  /** How many sessions (connections) the backend opens at most. Default 10. */
+  poolSize?: number;
+  /**
+   * ms a holder may go without talking to the server before the server ends its session and
+   * frees its locks (idle_session_timeout; a heartbeat runs every lease / 4 while leases are
+   * held). Infinity: never. Default 5000.
+   */
+  lease?: number;
+  /** Default ms to wait for a lock (0 = one attempt, Infinity = forever). Default Infinity. */
+  waitTimeout?: number;
+}
+
+export interface ResolvedPgOptions {
+  namespace: number;
+  poolSize: number;
+  lease: number;
+  waitTimeout: number;
+  client: pg.ClientConfig;
+}
+
+export const DEFAULT_POOL_SIZE = 10;
+export const DEFAULT_LEASE = 5000;
+export const MIN_LEASE = 100;
+/** The largest value PostgreSQL takes for a timeout in ms (an int4). */
+export const MAX_SERVER_MS = 2 ** 31 - 1;
+/**
+ * Longest key, in UTF-16 code units: at most 3 bytes each in UTF-8, so a key stays below
+ * PostgreSQL's limit for a btree index entry (about 2,700 bytes).
+ */
+export const MAX_PG_KEY_LENGTH = 512;
+
+export function resolvePgOptions(options: PgLockTableOptions | undefined): ResolvedPgOptions {
+  checkOptionsObject('options', options);
+  const { namespace, poolSize, lease, waitTimeout, ...client } = options ?? {};
+  const resolvedLease =
+    lease === undefined ? DEFAULT_LEASE : checkMs('options.lease', lease, false);
+  if (resolvedLease !== Infinity && (resolvedLease < MIN_LEASE || resolvedLease > MAX_SERVER_MS)) {
+    throw invalidValue(
+      'options.lease',
+      `must be >= ${MIN_LEASE} and <= ${MAX_SERVER_MS} (ms), or Infinity`,
+      lease,
+    );
+  }
+  return {
+    namespace:
+      namespace === undefined
+        ? DEFAULT_NAMESPACE
+        : checkInteger('options.namespace', namespace, -(2 ** 31), 2 ** 31 - 1),
+    poolSize:
+      poolSize === undefined
+        ? DEFAULT_POOL_SIZE
+        : checkInteger('options.poolSize', poolSize, 1, 10_000),
+    lease: resolvedLease,
+    waitTimeout:
+      waitTimeout === undefined ? Infinity : checkMs('options.waitTimeout', waitTimeout, true),
+    client,
+  };
+}
+
+/** A lone surrogate: UTF-8 cannot carry it (pg would send U+FFFD, merging distinct keys). */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/**
+ * A key as PostgreSQL can store it exactly: a string of at most MAX_PG_KEY_LENGTH code units,
+ * well-formed UTF-16 (no lone surrogate) and without U+0000 (which text cannot hold).
+ */
+export function checkPgKey(name: string, key: unknown): string {
+  const k = checkKey(name, key, Infinity);
+  if (k.length > MAX_PG_KEY_LENGTH) {
+    throw outOfRange(`${name}.length`, `<= ${MAX_PG_KEY_LENGTH} (UTF-16 code units)`, k.length);
+  }
+  if (k.includes('\0'))
+    throw invalidValue(name, 'must not contain U+0000 (PostgreSQL text cannot)', k);
+  if (LONE_SURROGATE.test(k)) {
+    throw invalidValue(
+      name,
+      'must be well-formed UTF-16: a lone surrogate has no UTF-8 form, so two different keys would be stored as one',
+      k,
+    );
+  }
+  return k;
+}

@@ -1,0 +1,487 @@
+/**
+ * PgLockTable: locks by key across processes and machines, through PostgreSQL's session advisory
+ * locks, with exact keys (a keys table maps each key to its own id), durable fencing tokens
+ * issued in the grant's round trip, sessions of its own (never pooled), server-side waits that
+ * time out and cancel on the server, and holders that lose their locks when they die, hang or are
+ * cut off. The same contract as LockTable (src/api/locks.ts); the SQL is in sql.ts.
+ */
+import { monotonicNow } from '../api/clock.js';
+import { AbortError, invalidType, invalidValue, timeoutError } from '../api/errors.js';
+import {
+  checkFunction,
+  compareKeys,
+  type LockTryOptions,
+  type LockWaitOptions,
+  type Locks,
+  runHolding,
+} from '../api/locks.js';
+import { checkMode, checkMs, checkOptionsObject, checkSignal, type Mode } from '../api/options.js';
+import { closedError, connectionError, poolerError, schemaError, sqlState } from './errors.js';
+import { Holding, type HoldingHost, PgLease } from './lease.js';
+import {
+  checkPgKey,
+  MAX_SERVER_MS,
+  type PgLockTableOptions,
+  type ResolvedPgOptions,
+  resolvePgOptions,
+} from './options.js';
+import { Session } from './session.js';
+import { Sessions } from './sessions.js';
+import {
+  ACQUIRE,
+  CANCEL,
+  INSPECT,
+  installStatement,
+  READ_VERSION,
+  RESET_SESSION,
+  SCHEMA_VERSION,
+  TERMINATE,
+} from './sql.js';
+
+export interface PgHolderInfo {
+  /** The PostgreSQL server process (pg_backend_pid()) of the holder's session. */
+  pid: number;
+  mode: Mode;
+}
+
+export interface PgLockInfo {
+  key: string;
+  mode: Mode;
+  holders: PgHolderInfo[];
+  /** Sessions waiting for the key right now (any process). */
+  waiters: number;
+  /** The last fencing token handed out for the key (the exclusive holder's, if there is one). */
+  lastToken: bigint;
+}
+
+interface Request {
+  mode: Mode;
+  waitTimeout: number;
+  signal: AbortSignal | undefined;
+}
+
+interface Grant {
+  lockId: number;
+  token: bigint;
+}
+
+/** Control-session retries of a cancel that found the statement not yet started (ms). */
+const CANCEL_RETRY_MS = 10;
+
+export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
+  readonly #options: ResolvedPgOptions;
+  readonly #sessions: Sessions;
+  readonly #holdings = new Set<Holding>();
+  /** A session of its own for cancels, terminations and inspect(): never holds a lock. */
+  #control: Promise<Session> | undefined;
+  #installed: Promise<void> | undefined;
+  #closed = false;
+  #closing: Promise<void> | undefined;
+
+  constructor(options?: PgLockTableOptions) {
+    this.#options = resolvePgOptions(options);
+    this.#sessions = new Sessions(this.#options.client, this.#options.poolSize);
+  }
+
+  /** The namespace: the first int4 of every lock this table takes. */
+  get namespace(): number {
+    return this.#options.namespace;
+  }
+
+  get poolSize(): number {
+    return this.#options.poolSize;
+  }
+
+  /** ms a holder may be silent before the server ends its session (Infinity: never). */
+  get lease(): number {
+    return this.#options.lease;
+  }
+
+  /** One attempt, never waits for the key: a lease, or null when the key is held incompatibly. */
+  async tryAcquire(key: string, options?: LockTryOptions): Promise<PgLease | null> {
+    const k = checkPgKey('key', key);
+    const r = this.#resolve(options, false);
+    const [lease] = (await this.#acquire([k], r, true)) ?? [];
+    return lease ?? null;
+  }
+
+  /**
+   * Waits for the key on the server (pg_advisory_lock), within options.waitTimeout (the server's
+   * lock_timeout) and options.signal (cancels the wait on the server).
+   */
+  async acquire(key: string, options?: LockWaitOptions): Promise<PgLease> {
+    const k = checkPgKey('key', key);
+    const r = this.#resolve(options, true);
+    const leases = await this.#acquire([k], r, false);
+    return leases![0]!;
+  }
+
+  /**
+   * All the keys or none, on one session, in the canonical order (compareKeys). waitTimeout
+   * bounds the whole call; on any failure everything taken is released.
+   */
+  async acquireAll(keys: readonly string[], options?: LockWaitOptions): Promise<PgLease[]> {
+    if (!Array.isArray(keys)) throw invalidType('keys', 'an array of strings', keys);
+    keys.forEach((key, i) => checkPgKey(`keys[${i}]`, key));
+    const ordered = [...keys].sort(compareKeys);
+    for (let i = 1; i < ordered.length; i++) {
+      if (ordered[i] === ordered[i - 1]) {
+        throw invalidValue(
+          'keys',
+          `must not contain a key twice (${JSON.stringify(ordered[i])} is repeated)`,
+          keys,
+        );
+      }
+    }
+    const r = this.#resolve(options, true);
+    if (ordered.length === 0) {
+      if (r.signal?.aborted) throw new AbortError(undefined, r.signal.reason);
+      return [];
+    }
+    return (await this.#acquire(ordered, r, false))!;
+  }
+
+  /**
+   * Acquires `key`, runs `fn(lease)`, and releases when `fn` settles. Holds until then:
+   * options.signal cancels only the wait. Pass `lease.signal` to `fn`'s work to stop it if the
+   * lock is lost; a lease lost while `fn` ran rejects with ERR_LOCK_STALE (`cause`: `fn`'s
+   * outcome).
+   */
+  async run<T>(
+    key: string,
+    fn: (lease: PgLease) => T | Promise<T>,
+    options?: LockWaitOptions,
+  ): Promise<T> {
+    checkFunction('fn', fn);
+    return runHolding(await this.acquire(key, options), fn);
+  }
+
+  /** Who holds `key` right now (pg_locks), or null. One round trip on the control session. */
+  async inspect(key: string): Promise<PgLockInfo | null> {
+    const k = checkPgKey('key', key);
+    return (await this.#describe(k))[0] ?? null;
+  }
+
+  /** Every key of this namespace held right now, in the canonical order. */
+  async held(): Promise<PgLockInfo[]> {
+    return this.#describe(null);
+  }
+
+  /**
+   * Releases every lock (by ending every session: the server frees their locks), cancels every
+   * request (they reject with ERR_LOCK_CLOSED), and makes every later call fail with
+   * ERR_LOCK_CLOSED. Leases it released report held false and abort their signal; their
+   * release() rejects with ERR_LOCK_CLOSED.
+   */
+  close(): Promise<void> {
+    if (this.#closing !== undefined) return this.#closing;
+    this.#closed = true;
+    this.#closing = this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    this.#sessions.close();
+    for (const holding of this.#holdings) holding.close(closedError(undefined));
+    this.#holdings.clear();
+    const sessions = this.#sessions.all;
+    const waiting = sessions.filter((s) => s.alive && s.busy).map((s) => s.pid);
+    await Promise.all(sessions.map((s) => s.end()));
+    // A session cut while its statement waited for a lock: its server process would wait on (a
+    // server notices a gone client only when it next writes), so end it from the control session.
+    if (waiting.length > 0 && this.#control !== undefined) {
+      try {
+        await (await this.#control).query(TERMINATE, [waiting]);
+      } catch {
+        // No control session: those processes leave when their wait ends.
+      }
+    }
+    const control = this.#control;
+    this.#control = undefined;
+    if (control !== undefined) await control.then((s) => s.end()).catch(() => {});
+  }
+
+  /** @internal HoldingHost: every lease of `holding` was released. */
+  finished(holding: Holding): void {
+    this.#holdings.delete(holding);
+    this.#sessions.checkin(holding.session);
+  }
+
+  /** @internal HoldingHost: `holding`'s session is in an unknown state. */
+  discard(holding: Holding): void {
+    this.#holdings.delete(holding);
+    this.#sessions.discard(holding.session);
+  }
+
+  #resolve(options: LockWaitOptions | undefined, waits: boolean): Request {
+    checkOptionsObject('options', options);
+    const mode = checkMode('options.mode', options?.mode);
+    if (options?.hold !== undefined && checkMs('options.hold', options.hold, false) !== Infinity) {
+      throw invalidValue(
+        'options.hold',
+        "must be Infinity or left out: PgLockTable has no lease deadlines (its 'lease' option " +
+          'bounds how long a silent holder keeps its locks)',
+        options.hold,
+      );
+    }
+    if (!waits) return { mode, waitTimeout: 0, signal: undefined };
+    return {
+      mode,
+      waitTimeout:
+        options?.waitTimeout === undefined
+          ? this.#options.waitTimeout
+          : checkMs('options.waitTimeout', options.waitTimeout, true),
+      signal: checkSignal('options.signal', options?.signal),
+    };
+  }
+
+  /**
+   * Takes `keys` (in order) on one session. Resolves with the leases, or with null for a try that
+   * found a key held. Whatever fails, nothing is left held: the session is reset (RESET_SESSION)
+   * or ended.
+   */
+  async #acquire(keys: string[], r: Request, isTry: boolean): Promise<PgLease[] | null> {
+    const first = keys[0]!;
+    if (this.#closed) throw closedError(first);
+    if (r.signal?.aborted) throw new AbortError(first, r.signal.reason);
+    const start = monotonicNow();
+    await this.#install(first);
+    const session = await this.#sessions.checkout(first, r.waitTimeout, r.signal);
+    const grants: Grant[] = [];
+    // True while the session provably holds nothing: no grant, and no statement that failed
+    // (one may fail after it took the lock).
+    let clean = true;
+    try {
+      for (const key of keys) {
+        if (this.#closed) throw closedError(key);
+        if (r.signal?.aborted) throw new AbortError(key, r.signal.reason);
+        let grant: Grant | null;
+        try {
+          grant = await this.#grant(session, key, r, waitMs(r.waitTimeout, start), r.signal);
+        } catch (error) {
+          clean = false;
+          throw error;
+        }
+        if (grant === null) {
+          if (isTry && grants.length === 0) {
+            this.#sessions.checkin(session);
+            return null;
+          }
+          throw timeoutError(key, r.waitTimeout);
+        }
+        grants.push(grant);
+      }
+      if (this.#closed) throw closedError(first);
+    } catch (error) {
+      if (clean && grants.length === 0) this.#sessions.checkin(session);
+      else await this.#abandon(session, (error as { code?: unknown }).code === 'ERR_LOCK_POOLER');
+      throw error;
+    }
+    const lease = this.#options.lease;
+    const holding = new Holding(this, session, lease === Infinity ? Infinity : lease / 4);
+    this.#holdings.add(holding);
+    return grants.map((g, i) => holding.add(keys[i]!, r.mode, g.lockId, g.token));
+  }
+
+  /**
+   * One ACQUIRE statement: a grant, or null (not granted: a try that found the key held, or the
+   * server's lock_timeout). Aborted while it runs, it is cancelled on the server from the control
+   * session; this returns only after every cancel has answered, so the caller's next statement on
+   * the session cannot be hit by one. Throws AbortError, ERR_LOCK_CONNECTION, ERR_LOCK_POOLER, or
+   * the server's error. After a throw the session may hold the lock (a session lock survives the
+   * rollback of a statement that failed after taking it): the caller resets it.
+   */
+  async #grant(
+    session: Session,
+    key: string,
+    r: Request,
+    waitMs: number,
+    signal: AbortSignal | undefined,
+  ): Promise<Grant | null> {
+    const lease = this.#options.lease;
+    const pending = session.query(ACQUIRE, [
+      this.#options.namespace,
+      key,
+      r.mode === 'exclusive',
+      waitMs,
+      lease === Infinity ? 0 : Math.ceil(lease),
+    ]);
+    let settled = false;
+    let cancelling: Promise<void> | undefined;
+    const onAbort = () => {
+      cancelling = this.#cancel(session, pending, () => settled);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    let result: Awaited<typeof pending> | undefined;
+    let failure: unknown;
+    try {
+      result = await pending;
+    } catch (error) {
+      failure = error;
+    } finally {
+      settled = true;
+      signal?.removeEventListener('abort', onAbort);
+    }
+    if (cancelling !== undefined) await cancelling;
+    if (signal?.aborted) throw new AbortError(key, signal.reason);
+    if (result === undefined) {
+      if (this.#closed) throw closedError(key);
+      if (!session.alive || sqlState(failure) === undefined) throw connectionError(key, failure);
+      throw failure;
+    }
+    const row = result.rows[0];
+    if (row === undefined) return null;
+    if (Number(row.backend_pid) !== session.pid) {
+      throw poolerError(key, session.pid, Number(row.backend_pid));
+    }
+    return { lockId: Number(row.lock_id), token: BigInt(row.token) };
+  }
+
+  /**
+   * Cancels `session`'s statement from the control session, again every CANCEL_RETRY_MS until it
+   * settles: a cancel that reaches the server before the statement has started is ignored. Without
+   * a control session, ends `session` (the server then drops its wait, or its lock).
+   */
+  async #cancel(session: Session, pending: Promise<unknown>, settled: () => boolean) {
+    const done = pending.then(
+      () => {},
+      () => {},
+    );
+    while (!settled() && session.alive) {
+      try {
+        await (await this.#controlSession()).query(CANCEL, [session.pid]);
+      } catch {
+        await session.end();
+        return;
+      }
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        done,
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, CANCEL_RETRY_MS))),
+      ]);
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * After a failed request: releases whatever the session may hold (RESET_SESSION) and gives it
+   * back; with `discard` (a pooler), or when the reset fails, ends it instead.
+   */
+  async #abandon(session: Session, discard: boolean): Promise<void> {
+    if (discard || !session.alive) {
+      this.#sessions.discard(session);
+      return;
+    }
+    try {
+      await session.query(RESET_SESSION, [session.idleTimeout]);
+      this.#sessions.checkin(session);
+    } catch {
+      this.#sessions.discard(session);
+    }
+  }
+
+  #controlSession(): Promise<Session> {
+    if (this.#control === undefined) {
+      const opening = Session.open(this.#options.client);
+      this.#control = opening;
+      opening.then(
+        (s) =>
+          s.onEnd(() => {
+            if (this.#control === opening) this.#control = undefined;
+          }),
+        () => {
+          if (this.#control === opening) this.#control = undefined;
+        },
+      );
+    }
+    return this.#control;
+  }
+
+  /** Installs (or checks) the schema once per table: see sql.ts. */
+  #install(key: string): Promise<void> {
+    if (this.#installed === undefined) {
+      const installing = this.#installSchema().catch((error: unknown) => {
+        this.#installed = undefined;
+        throw error instanceof Error && 'code' in error && String(error.code).startsWith('ERR_')
+          ? error
+          : connectionError(key, error);
+      });
+      this.#installed = installing;
+    }
+    return this.#installed;
+  }
+
+  async #installSchema(): Promise<void> {
+    const control = await this.#controlSession();
+    const version = async () => {
+      try {
+        const { rows } = await control.query({ name: '', text: READ_VERSION }, []);
+        return Number(rows[0]?.version ?? 0);
+      } catch (error) {
+        const state = sqlState(error);
+        if (state === '42P01' || state === '3F000') return 0;
+        throw error;
+      }
+    };
+    let found = await version();
+    if (found < SCHEMA_VERSION) {
+      await control.query({ name: '', text: installStatement() }, []);
+      found = await version();
+    }
+    if (found > SCHEMA_VERSION) throw schemaError(found, SCHEMA_VERSION);
+  }
+
+  async #describe(key: string | null): Promise<PgLockInfo[]> {
+    if (this.#closed) throw closedError(key ?? undefined);
+    await this.#install(key ?? '');
+    let rows: Array<{
+      key: string;
+      last_token: string;
+      pid: number;
+      mode: string;
+      granted: boolean;
+    }>;
+    try {
+      ({ rows } = await (
+        await this.#controlSession()
+      ).query(INSPECT, [this.#options.namespace, key]));
+    } catch (error) {
+      throw connectionError(key ?? undefined, error);
+    }
+    const byKey = new Map<string, PgLockInfo>();
+    for (const row of rows) {
+      let info = byKey.get(row.key);
+      if (info === undefined) {
+        info = {
+          key: row.key,
+          mode: 'shared',
+          holders: [],
+          waiters: 0,
+          lastToken: BigInt(row.last_token),
+        };
+        byKey.set(row.key, info);
+      }
+      if (!row.granted) {
+        info.waiters++;
+        continue;
+      }
+      const mode: Mode = row.mode === 'ExclusiveLock' ? 'exclusive' : 'shared';
+      if (mode === 'exclusive') info.mode = 'exclusive';
+      info.holders.push({ pid: Number(row.pid), mode });
+    }
+    return [...byKey.values()]
+      .filter((info) => info.holders.length > 0)
+      .sort((a, b) => compareKeys(a.key, b.key));
+  }
+}
+
+/**
+ * The wait, in the server's terms, for what is left of `waitTimeout` since `start`: -1 = one try
+ * (waitTimeout 0, or none left), 0 = forever, else whole ms (rounded up: never early).
+ */
+function waitMs(waitTimeout: number, start: number): number {
+  if (waitTimeout === Infinity) return 0;
+  const left = waitTimeout - (monotonicNow() - start);
+  if (left <= 0) return -1;
+  return Math.min(Math.ceil(left), MAX_SERVER_MS);
+}

@@ -1,0 +1,142 @@
+/**
+ * One session: a `pg.Client` the backend opened itself and never shares with a pool. Session
+ * advisory locks belong to the server process behind it, so every statement about a lease goes
+ * through the lease's own session, and a release never queues behind another request's lock wait.
+ *
+ * Its lifecycle: open (connect + SESSION_START) -> idle in the backend's set <-> holding leases
+ * (with a heartbeat) -> ended (by close(), or lost: the server or the network ended it). An
+ * 'error' listener is always attached, so a session the server ends never crashes the process.
+ */
+import pg from 'pg';
+import { HEARTBEAT, SESSION_START } from './sql.js';
+
+export type QueryConfig = { name: string; text: string };
+
+export class Session {
+  readonly client: pg.Client;
+  /** The server process id seen when the session opened. */
+  pid = 0;
+  /** The session's own idle_session_timeout, restored when it stops holding leases. */
+  idleTimeout = '0';
+  /** Set once the connection is gone, for whatever reason. */
+  #ended = false;
+  /** Why it ended: undefined while alive; the error the connection reported, if any. */
+  endReason: unknown;
+  /** Set by end(): the backend ended it on purpose (close(), a discarded session). */
+  endedOnPurpose = false;
+  readonly #onEnd = new Set<(reason: unknown) => void>();
+  /** Statements sent and not answered yet. */
+  #inflight = 0;
+  #heartbeat: NodeJS.Timeout | undefined;
+
+  private constructor(client: pg.Client) {
+    this.client = client;
+    // A server-ended session makes pg emit 'error' (when idle) and then 'end'. Both only mark the
+    // session ended: whoever uses it learns it from `alive`, onEnd and its failed statements.
+    client.on('error', (error) => this.#markEnded(error));
+    client.on('end', () => this.#markEnded(undefined));
+    // A NOTICE or WARNING (pg_advisory_unlock of a lock not held) is not an error of ours.
+    client.on('notice', () => {});
+  }
+
+  /** Connects and runs SESSION_START. Rejects (with the connection closed) on any failure. */
+  static async open(config: pg.ClientConfig): Promise<Session> {
+    const session = new Session(new pg.Client(config));
+    try {
+      await session.client.connect();
+      const { rows } = await session.query(SESSION_START, []);
+      session.pid = Number(rows[0].pid);
+      session.idleTimeout = String(rows[0].idle_timeout);
+      return session;
+    } catch (error) {
+      await session.end();
+      throw error;
+    }
+  }
+
+  get alive(): boolean {
+    return !this.#ended;
+  }
+
+  /** True while a statement is on the wire (a lock wait, say). */
+  get busy(): boolean {
+    return this.#inflight > 0;
+  }
+
+  /** Calls `fn` once when the session ends (at once if it has). Returns an unsubscribe function. */
+  onEnd(fn: (reason: unknown) => void): () => void {
+    if (this.#ended) {
+      fn(this.endReason);
+      return () => {};
+    }
+    this.#onEnd.add(fn);
+    return () => this.#onEnd.delete(fn);
+  }
+
+  // pg's row type is `any`: each caller reads its own columns.
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  async query(statement: QueryConfig, values: unknown[]): Promise<pg.QueryResult<any>> {
+    this.#inflight++;
+    try {
+      return await this.client.query({ name: statement.name, text: statement.text, values });
+    } finally {
+      this.#inflight--;
+    }
+  }
+
+  /**
+   * While the session holds leases: a HEARTBEAT every `intervalMs` when no statement is in flight,
+   * so the server's idle_session_timeout (the lease) ends the session only if this process stops
+   * talking. A heartbeat that finds another server process (a pooler) ends the session: its locks
+   * are not where the leases think they are.
+   */
+  startHeartbeat(intervalMs: number): void {
+    if (this.#heartbeat !== undefined || !Number.isFinite(intervalMs)) return;
+    this.#heartbeat = setInterval(() => {
+      if (this.#inflight > 0 || this.#ended) return;
+      this.query(HEARTBEAT, []).then(
+        ({ rows }) => {
+          if (Number(rows[0].pid) !== this.pid) void this.end();
+        },
+        () => {
+          // A failed heartbeat means the connection is gone: 'end' reports it.
+        },
+      );
+    }, intervalMs);
+    this.#heartbeat.unref();
+  }
+
+  stopHeartbeat(): void {
+    clearInterval(this.#heartbeat);
+    this.#heartbeat = undefined;
+  }
+
+  /**
+   * Ends the connection. An idle session sends Terminate (the server releases its locks at once);
+   * one with a statement in flight is cut (pg destroys the socket), so the caller should also end
+   * the server process (TERMINATE) if it may be waiting for a lock.
+   */
+  async end(): Promise<void> {
+    this.endedOnPurpose = true;
+    this.stopHeartbeat();
+    try {
+      await this.client.end();
+    } catch {
+      // Already gone.
+    }
+    this.#markEnded(undefined);
+  }
+
+  #markEnded(reason: unknown): void {
+    if (this.#ended) {
+      if (this.endReason === undefined && reason !== undefined) this.endReason = reason;
+      return;
+    }
+    this.#ended = true;
+    this.endReason = reason;
+    this.stopHeartbeat();
+    const callbacks = [...this.#onEnd];
+    this.#onEnd.clear();
+    for (const fn of callbacks) fn(reason);
+  }
+}

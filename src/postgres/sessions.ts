@@ -1,0 +1,155 @@
+/**
+ * The backend's own sessions: opened lazily, up to poolSize, each lent to one request at a time
+ * and kept by the lease (or acquireAll group) it produced until that is released. This is not a
+ * connection pool in pg.Pool's sense: a session is never lent while it holds a lock, so no other
+ * request's statement (or lock wait) can run on it, and a release always goes through the session
+ * that took the lock.
+ *
+ * A request that finds all poolSize sessions lent waits here, in FIFO order, within its
+ * waitTimeout and signal; with waitTimeout 0 it fails at once (ERR_LOCK_TABLE_FULL).
+ */
+import type pg from 'pg';
+import { AbortError } from '../api/errors.js';
+import { closedError, connectionError, poolFullError, sessionWaitTimeoutError } from './errors.js';
+import { Session } from './session.js';
+
+interface Waiter {
+  key: string;
+  resolve: (session: Session) => void;
+  reject: (error: unknown) => void;
+}
+
+export class Sessions {
+  readonly #config: pg.ClientConfig;
+  readonly size: number;
+  readonly #idle: Session[] = [];
+  /** Every session open or opening, lent or idle. */
+  readonly #all = new Set<Session>();
+  #opening = 0;
+  readonly #waiters: Waiter[] = [];
+  #closed = false;
+
+  constructor(config: pg.ClientConfig, size: number) {
+    this.#config = config;
+    this.size = size;
+  }
+
+  /** Sessions open or opening. */
+  get count(): number {
+    return this.#all.size + this.#opening;
+  }
+
+  /** Every open session (for close()). */
+  get all(): Session[] {
+    return [...this.#all];
+  }
+
+  /**
+   * A session for one request: an idle one, a new one (up to size), or the next one checked in.
+   * `waitTimeout` bounds only the wait for a session lent to others (0: do not wait); opening a
+   * connection is bounded by pg's connectionTimeoutMillis.
+   */
+  async checkout(key: string, waitTimeout: number, signal: AbortSignal | undefined) {
+    if (this.#closed) throw closedError(key);
+    while (this.#idle.length > 0) {
+      const session = this.#idle.pop()!;
+      if (session.alive) return session;
+    }
+    if (this.count < this.size) return this.#open(key);
+    if (waitTimeout === 0) throw poolFullError(key, this.size);
+    return new Promise<Session>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const done = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        const i = this.#waiters.indexOf(waiter);
+        if (i >= 0) this.#waiters.splice(i, 1);
+      };
+      let settled = false;
+      const waiter: Waiter = {
+        key,
+        resolve: (session) => {
+          // Timed out or aborted while a session was being opened for it: pass the session on.
+          if (settled) return this.checkin(session);
+          settled = true;
+          done();
+          resolve(session);
+        },
+        reject: (error) => {
+          if (settled) return;
+          settled = true;
+          done();
+          reject(error);
+        },
+      };
+      const onAbort = () => waiter.reject(new AbortError(key, signal!.reason));
+      if (Number.isFinite(waitTimeout)) {
+        timer = setTimeout(
+          () => waiter.reject(sessionWaitTimeoutError(key, waitTimeout, this.size)),
+          Math.min(waitTimeout, 2 ** 31 - 1),
+        );
+      }
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.#waiters.push(waiter);
+    });
+  }
+
+  /** Gives back a session that holds nothing: to the first waiter, or to the idle list. */
+  checkin(session: Session): void {
+    if (!session.alive || this.#closed) {
+      this.#forget(session);
+      return;
+    }
+    const waiter = this.#waiters.shift();
+    if (waiter !== undefined) waiter.resolve(session);
+    else this.#idle.push(session);
+  }
+
+  /** Ends a session whose state is unknown (a failed reset, a pooler) and frees its place. */
+  discard(session: Session): void {
+    void session.end();
+    this.#forget(session);
+  }
+
+  /** Refuses every later checkout and every waiter; the caller ends the sessions. */
+  close(): void {
+    this.#closed = true;
+    for (const waiter of this.#waiters.splice(0)) waiter.reject(closedError(waiter.key));
+    this.#idle.length = 0;
+  }
+
+  async #open(key: string): Promise<Session> {
+    this.#opening++;
+    let session: Session;
+    try {
+      session = await Session.open(this.#config);
+    } catch (error) {
+      this.#opening--;
+      this.#serveWaiterWithNewSession();
+      throw this.#closed ? closedError(key) : connectionError(key, error);
+    }
+    this.#opening--;
+    if (this.#closed) {
+      await session.end();
+      throw closedError(key);
+    }
+    this.#all.add(session);
+    // A session that ends while idle (the server restarted, an admin ended it) leaves the set.
+    session.onEnd(() => this.#forget(session));
+    return session;
+  }
+
+  #forget(session: Session): void {
+    const i = this.#idle.indexOf(session);
+    if (i >= 0) this.#idle.splice(i, 1);
+    if (this.#all.delete(session)) this.#serveWaiterWithNewSession();
+  }
+
+  /** A place came free while requests wait for a session: open one for the first of them. */
+  #serveWaiterWithNewSession(): void {
+    if (this.#closed || this.count >= this.size) return;
+    const waiter = this.#waiters.shift();
+    if (waiter === undefined) return;
+    this.#open(waiter.key).then(waiter.resolve, waiter.reject);
+  }
+}

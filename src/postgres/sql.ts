@@ -1,0 +1,235 @@
+/**
+ * Every SQL statement of the PostgreSQL backend, in one place, with the round trips each costs.
+ *
+ * The schema is versioned like a migration: `locktable.schema_version` holds the version
+ * installed, MIGRATIONS[i] takes a database from version i to i + 1, and install() applies what
+ * is missing once per database, under a transaction advisory lock, so that concurrent first users
+ * do not race (CREATE ... IF NOT EXISTS alone is not safe against a concurrent CREATE).
+ *
+ * Locks are session advisory locks in the two-int4 form, (namespace, key id): pg_locks shows them
+ * with objsubid 2, where the one-bigint form that applications use (`pg_advisory_lock(1)`) has
+ * objsubid 1, so the two never collide whatever the numbers.
+ */
+
+/** The schema version this build installs and understands. */
+export const SCHEMA_VERSION = 1;
+
+/** The default namespace: 'lock' in ASCII, as an int4. */
+export const DEFAULT_NAMESPACE = 0x6c6f636b;
+
+/**
+ * The install lock: (DEFAULT_NAMESPACE, 0), as a transaction lock. Key ids start at 1, so it is
+ * never the lock of a key.
+ */
+const INSTALL_LOCK = `${DEFAULT_NAMESPACE}, 0`;
+
+/**
+ * Version 1: the keys table and the acquire function.
+ *
+ * locktable.keys has one row per (namespace, key), never deleted: the row carries the key's
+ * fencing counter, and a deleted row would let the tokens of its key start again at 1. `key` is
+ * compared byte for byte (COLLATE "C"), so two keys are one lock only when they are equal.
+ *
+ * locktable.acquire(namespace, key, exclusive, wait_ms, lease_ms) does a whole grant in ONE
+ * statement (one round trip, one transaction):
+ *   1. finds the key's id, or creates its row (INSERT ... ON CONFLICT DO NOTHING, then a re-read
+ *      for the loser of a race: a new statement, so it sees the winner's commit);
+ *   2. takes the session lock (ns, id), shared or exclusive: wait_ms < 0 = one try
+ *      (pg_try_advisory_lock); wait_ms = 0 = wait forever; wait_ms > 0 = wait with a
+ *      transaction-local lock_timeout of wait_ms, catching lock_not_available (55P03). Not granted:
+ *      it returns no row;
+ *   3. bumps the key's fence (UPDATE ... RETURNING) with synchronous_commit on for this transaction,
+ *      so the commit, and the reply, waits for the WAL flush: a token handed out survives a server
+ *      crash. (set_config(..., true) = SET LOCAL, in force at commit. A `SET synchronous_commit`
+ *      clause on the function would NOT be: a function's SET clause is undone when it returns,
+ *      before the commit);
+ *   4. sets idle_session_timeout to lease_ms for the session (lease_ms > 0), so that a holder that
+ *      stops talking to the server (hung, frozen, cut off) loses its session and its locks;
+ *   5. returns (lock_id, token, backend_pid): the pid lets the client see a transaction-mode pooler.
+ *
+ * A session lock is not transactional: it survives the rollback of the statement that took it.
+ * So a statement that fails AFTER step 2 (cancelled during the UPDATE, say) leaves the lock held;
+ * the client sends RESET_SESSION after every failed acquire, and this function never swallows an
+ * error after step 2.
+ */
+const V1 = `
+CREATE TABLE IF NOT EXISTS locktable.keys (
+  namespace int4 NOT NULL,
+  key text COLLATE "C" NOT NULL,
+  id int4 GENERATED ALWAYS AS IDENTITY UNIQUE,
+  fence int8 NOT NULL DEFAULT 0,
+  PRIMARY KEY (namespace, key)
+);
+
+CREATE OR REPLACE FUNCTION locktable.acquire(
+  p_namespace int4, p_key text, p_exclusive boolean, p_wait_ms int4, p_lease_ms int4
+) RETURNS TABLE (lock_id int4, token int8, backend_pid int4)
+LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+  v_id int4;
+  v_lock_timeout text;
+BEGIN
+  SELECT k.id INTO v_id FROM locktable.keys k WHERE k.namespace = p_namespace AND k.key = p_key;
+  IF v_id IS NULL THEN
+    INSERT INTO locktable.keys AS k (namespace, key) VALUES (p_namespace, p_key)
+      ON CONFLICT (namespace, key) DO NOTHING RETURNING k.id INTO v_id;
+    IF v_id IS NULL THEN
+      SELECT k.id INTO v_id FROM locktable.keys k
+        WHERE k.namespace = p_namespace AND k.key = p_key;
+    END IF;
+  END IF;
+
+  IF p_wait_ms < 0 THEN
+    IF p_exclusive THEN
+      IF NOT pg_try_advisory_lock(p_namespace, v_id) THEN RETURN; END IF;
+    ELSE
+      IF NOT pg_try_advisory_lock_shared(p_namespace, v_id) THEN RETURN; END IF;
+    END IF;
+  ELSE
+    v_lock_timeout := current_setting('lock_timeout');
+    PERFORM set_config('lock_timeout', p_wait_ms::text, true);
+    BEGIN
+      IF p_exclusive THEN
+        PERFORM pg_advisory_lock(p_namespace, v_id);
+      ELSE
+        PERFORM pg_advisory_lock_shared(p_namespace, v_id);
+      END IF;
+    EXCEPTION WHEN lock_not_available THEN
+      RETURN;
+    END;
+    PERFORM set_config('lock_timeout', v_lock_timeout, true);
+  END IF;
+
+  PERFORM set_config('synchronous_commit', 'on', true);
+  IF p_lease_ms > 0 THEN
+    PERFORM set_config('idle_session_timeout', p_lease_ms::text, false);
+  END IF;
+  UPDATE locktable.keys k SET fence = k.fence + 1 WHERE k.id = v_id RETURNING k.fence INTO token;
+  lock_id := v_id;
+  backend_pid := pg_backend_pid();
+  RETURN NEXT;
+END
+$fn$;
+`;
+
+/** MIGRATIONS[i] takes the schema from version i to i + 1. */
+const MIGRATIONS: readonly string[] = [V1];
+
+/**
+ * Reads the installed version. 1 round trip. Fails with 42P01 / 3F000 when nothing is installed.
+ */
+export const READ_VERSION = 'SELECT max(version) AS version FROM locktable.schema_version';
+
+/**
+ * Installs or upgrades the schema: one DO block, so one round trip and one transaction, which
+ * holds the install lock until it commits; a concurrent installer waits for it, then finds the
+ * version current and does nothing.
+ */
+export function installStatement(): string {
+  const steps = MIGRATIONS.map(
+    (sql, i) => `
+  IF v_version < ${i + 1} THEN
+    EXECUTE ${dollarQuote(sql)};
+    INSERT INTO locktable.schema_version (version) VALUES (${i + 1});
+    v_version := ${i + 1};
+  END IF;`,
+  ).join('');
+  return `DO $install$
+DECLARE
+  v_version int4;
+BEGIN
+  PERFORM pg_advisory_xact_lock(${INSTALL_LOCK});
+  CREATE SCHEMA IF NOT EXISTS locktable;
+  CREATE TABLE IF NOT EXISTS locktable.schema_version (
+    version int4 PRIMARY KEY,
+    installed_at timestamptz NOT NULL DEFAULT now()
+  );
+  SELECT coalesce(max(version), 0) INTO v_version FROM locktable.schema_version;${steps}
+END
+$install$`;
+}
+
+function dollarQuote(sql: string): string {
+  if (sql.includes('$migration$')) throw new Error('locktable: a migration contains $migration$');
+  return `$migration$${sql}$migration$`;
+}
+
+/**
+ * Run once per new session: its server process id (to detect a pooler) and its own
+ * idle_session_timeout, which a release restores. 1 round trip (per connection, on top of the
+ * connection's own handshake).
+ */
+export const SESSION_START = {
+  name: 'locktable_session_start',
+  text: "SELECT pg_backend_pid() AS pid, current_setting('idle_session_timeout') AS idle_timeout",
+};
+
+/**
+ * A grant: see locktable.acquire above. 1 round trip; waits on the server (not in the client)
+ * while the key is held. $1 namespace, $2 key, $3 exclusive, $4 wait ms (-1 try, 0 forever),
+ * $5 lease ms (0: none).
+ */
+export const ACQUIRE = {
+  name: 'locktable_acquire',
+  text: 'SELECT lock_id, token::text AS token, backend_pid FROM locktable.acquire($1, $2, $3, $4, $5)',
+};
+
+/**
+ * A release: unlocks one key on the lease's own session, and, for the session's last lease,
+ * restores its idle_session_timeout ($4; null for a lease that is not the last). 1 round trip.
+ * `released` is false when the session did not hold the lock.
+ */
+export const RELEASE = {
+  name: 'locktable_release',
+  text:
+    'SELECT CASE WHEN $3::boolean THEN pg_advisory_unlock($1::int4, $2::int4) ' +
+    'ELSE pg_advisory_unlock_shared($1::int4, $2::int4) END AS released, ' +
+    "CASE WHEN $4::text IS NULL THEN NULL ELSE set_config('idle_session_timeout', $4::text, false) END AS idle",
+};
+
+/**
+ * After a failed or abandoned acquire (an error, an abort, a grant that raced a cancel, a failed
+ * acquireAll): releases every session lock of the session and restores its idle_session_timeout.
+ * 1 round trip. The session is one of the backend's own and holds nothing else when this runs.
+ */
+export const RESET_SESSION = {
+  name: 'locktable_reset',
+  text: "SELECT pg_advisory_unlock_all(), set_config('idle_session_timeout', $1::text, false)",
+};
+
+/**
+ * The heartbeat of a session that holds leases: resets the server's idle_session_timeout clock,
+ * and returns the server process id (a changed pid means a pooler). 1 round trip per beat.
+ */
+export const HEARTBEAT = { name: 'locktable_heartbeat', text: 'SELECT pg_backend_pid() AS pid' };
+
+/**
+ * Cancels a waiting acquire, sent from the control session: SIGINT to the waiting server process.
+ * 1 round trip on the control session. It returns once the signal is sent, so the waiting session
+ * may send its next statement only after this has answered (a cancel that arrives while the
+ * target session is idle is ignored by the server; one that arrives during the next statement
+ * would cancel that).
+ */
+export const CANCEL = { name: 'locktable_cancel', text: 'SELECT pg_cancel_backend($1)' };
+
+/** Ends the given server processes (close(): sessions still waiting). 1 round trip. */
+export const TERMINATE = {
+  name: 'locktable_terminate',
+  text: 'SELECT pg_terminate_backend(pid) FROM unnest($1::int4[]) AS pid',
+};
+
+/**
+ * Who holds and waits for keys of a namespace: pg_locks joined with locktable.keys on
+ * (classid, objid, objsubid) = (namespace, id, 2). $2 = one key, or null for all keys.
+ * 1 round trip; reads only.
+ */
+export const INSPECT = {
+  name: 'locktable_inspect',
+  text: `SELECT k.key, k.fence::text AS last_token, l.pid, l.mode, l.granted
+FROM locktable.keys k
+JOIN pg_locks l ON l.locktype = 'advisory'
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.classid = k.namespace::oid AND l.objid = k.id::oid AND l.objsubid = 2
+WHERE k.namespace = $1 AND ($2::text IS NULL OR k.key = $2::text)
+ORDER BY k.key, l.granted DESC, l.pid`,
+};
