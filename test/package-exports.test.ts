@@ -1,7 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -172,4 +180,51 @@ test('the ESM and CommonJS builds in one process recognise each other and share 
     assert.deepEqual(out.inspected, ['LockTable', 'LockTable']);
     assert.equal(out.received, 'an instance of LockTable');
   });
+});
+
+test('locktable/postgres loads through import and require; the main entry never loads pg', () => {
+  withConsumerDir((dir) => {
+    const esm = runNode<{ PgLockTable: string }>(
+      dir,
+      'pg-consumer.mjs',
+      `const m = await import('locktable/postgres');\nconsole.log(JSON.stringify({ PgLockTable: typeof m.PgLockTable }));\n`,
+    );
+    assert.equal(esm.PgLockTable, 'function');
+    const cjs = runNode<{ PgLockTable: string }>(
+      dir,
+      'pg-consumer.cjs',
+      `const m = require('locktable/postgres');\nconsole.log(JSON.stringify({ PgLockTable: typeof m.PgLockTable }));\n`,
+    );
+    assert.equal(cjs.PgLockTable, 'function');
+    // The main entry, in both builds: pg is never in the module cache after loading it.
+    const main = runNode<{ loaded: boolean }>(
+      dir,
+      'main-consumer.mjs',
+      `import { createRequire } from 'node:module';
+const require = createRequire(import.meta.url);
+await import('locktable');
+require('locktable');
+const loaded = Object.keys(require.cache).some((p) => p.includes('/node_modules/pg/'));
+console.log(JSON.stringify({ loaded }));\n`,
+    );
+    assert.deepEqual(main, { loaded: false });
+  });
+});
+
+test('dist/index.js and the chunks it imports never import pg', () => {
+  const seen = new Set<string>();
+  const visit = (file: string) => {
+    if (seen.has(file)) return;
+    seen.add(file);
+    const source = readFileSync(join(repoRoot, 'dist', file), 'utf8');
+    assert.doesNotMatch(
+      source,
+      /from\s*["']pg["']|require\(["']pg["']\)|import\(["']pg["']\)/,
+      file,
+    );
+    for (const [, dep] of source.matchAll(/from\s*["']\.\/([^"']+)["']/g)) visit(dep!);
+  };
+  visit('index.js');
+  visit('index.cjs');
+  assert.ok(seen.size > 1);
 });

@@ -46,6 +46,8 @@ const INSTALL_LOCK = `${DEFAULT_NAMESPACE}, 0`;
  *   4. sets idle_session_timeout to lease_ms for the session (lease_ms > 0), so that a holder that
  *      stops talking to the server (hung, frozen, cut off) loses its session and its locks;
  *   5. returns (lock_id, token, backend_pid): the pid lets the client see a transaction-mode pooler.
+ * Its search_path is pinned (pg_catalog first), so a caller's search_path cannot replace the
+ * functions it calls.
  *
  * A session lock is not transactional: it survives the rollback of the statement that took it.
  * So a statement that fails AFTER step 2 (cancelled during the UPDATE, say) leaves the lock held;
@@ -64,7 +66,7 @@ CREATE TABLE IF NOT EXISTS locktable.keys (
 CREATE OR REPLACE FUNCTION locktable.acquire(
   p_namespace int4, p_key text, p_exclusive boolean, p_wait_ms int4, p_lease_ms int4
 ) RETURNS TABLE (lock_id int4, token int8, backend_pid int4)
-LANGUAGE plpgsql VOLATILE AS $fn$
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
   v_id int4;
   v_lock_timeout text;

@@ -1,0 +1,343 @@
+// What only the PostgreSQL backend does: exact keys in a namespace, tokens across instances and
+// reconnects, lost sessions, server-side cancels and timeouts, hung holders, close(), install.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type pg from 'pg';
+import { PgLockTable } from '../../src/postgres/index.js';
+import { databaseUrl, eventually, freshNamespace, rawClient, skipWithoutPostgres } from './db.js';
+
+describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
+  let admin: pg.Client;
+  const tables: PgLockTable[] = [];
+  const open = (options: Record<string, unknown> = {}) => {
+    const table = new PgLockTable({
+      connectionString: databaseUrl,
+      namespace: freshNamespace(),
+      ...options,
+    });
+    tables.push(table);
+    return table;
+  };
+  /** Advisory locks (granted or waited for) of `namespace` on the server. */
+  const serverLocks = async (namespace: number) =>
+    (
+      await admin.query(
+        `SELECT pid, objid::int4 AS id, mode, granted FROM pg_locks
+         WHERE locktype = 'advisory' AND objsubid = 2 AND classid = $1::int4::oid`,
+        [namespace],
+      )
+    ).rows as Array<{ pid: number; id: number; mode: string; granted: boolean }>;
+
+  before(async () => {
+    admin = await rawClient();
+  });
+  after(async () => {
+    await Promise.all(tables.map((t) => t.close()));
+    await admin.end();
+  });
+
+  test('exact keys: keys whose hashtext collides are independent locks', async () => {
+    const { rows } = await admin.query(
+      "SELECT hashtext('order:14534') = hashtext('order:124147') AS same",
+    );
+    assert.equal(rows[0].same, true, 'the two keys collide in a 32-bit hash');
+    const table = open();
+    const a = await table.acquire('order:14534');
+    const b = await table.acquire('order:124147', { waitTimeout: 0 });
+    assert.notEqual(a.lockId, b.lockId);
+    assert.equal(await table.tryAcquire('order:14534'), null);
+    await a.release();
+    await b.release();
+  });
+
+  test("namespace: never collides with an application's bigint locks of the same numbers", async () => {
+    const table = open();
+    const lease = await table.acquire('ns-key');
+    const ns = BigInt(table.namespace);
+    const id = BigInt(lease.lockId);
+    // The application locks 1, the key's id, and the bigint that packs (namespace, id).
+    const app = await rawClient();
+    const { rows } = await app.query(
+      'SELECT pg_try_advisory_lock(1) AS a, pg_try_advisory_lock($1::int8) AS b, pg_try_advisory_lock($2::int8) AS c',
+      [id, (ns << 32n) | id],
+    );
+    assert.deepEqual(rows[0], { a: true, b: true, c: true });
+    // The application's hold on those does not block locktable either.
+    const other = await table.acquire('ns-key-2', { waitTimeout: 0 });
+    await other.release();
+    const locks = await serverLocks(table.namespace);
+    assert.deepEqual(
+      locks.map((l) => [l.id, l.pid]),
+      [[lease.lockId, lease.pid]],
+    );
+    // Another namespace, same key: an independent lock.
+    const elsewhere = open();
+    const same = await elsewhere.acquire('ns-key', { waitTimeout: 0 });
+    await same.release();
+    await lease.release();
+    await app.end();
+  });
+
+  test('tokens strictly increase across instances and reconnects', async () => {
+    const namespace = freshNamespace();
+    let last = 0n;
+    const take = async (table: PgLockTable) => {
+      const lease = await table.acquire('tokens');
+      assert.ok(lease.token > last, `${lease.token} after ${last}`);
+      last = lease.token;
+      return lease;
+    };
+    const first = open({ namespace });
+    for (let i = 0; i < 3; i++) await (await take(first)).release();
+    const second = open({ namespace });
+    await (await take(second)).release();
+    // Reconnects: end every session of the first table from the server.
+    const lease = await take(first);
+    await admin.query('SELECT pg_terminate_backend($1)', [lease.pid]);
+    await eventually(() => !lease.held);
+    await assert.rejects(lease.release(), { code: 'ERR_LOCK_STALE' });
+    await (await take(first)).release();
+    await first.close();
+    await (await take(open({ namespace }))).release();
+  });
+
+  test('a terminated session: lease lost (held, signal, ERR_LOCK_STALE), no crash, key free', async () => {
+    const table = open();
+    const lease = await table.acquire('terminated');
+    let aborted: unknown;
+    lease.signal.addEventListener('abort', () => (aborted = lease.signal.reason));
+    const t0 = performance.now();
+    await admin.query('SELECT pg_terminate_backend($1)', [lease.pid]);
+    await eventually(() => !lease.held, 2000, 'the loss');
+    const noticed = performance.now() - t0;
+    assert.ok(lease.signal.aborted);
+    assert.equal((aborted as { code?: string }).code, 'ERR_LOCK_STALE');
+    await assert.rejects(lease.release(), { code: 'ERR_LOCK_STALE', key: 'terminated' });
+    const next = await open({ namespace: table.namespace }).acquire('terminated', {
+      waitTimeout: 1000,
+    });
+    assert.ok(next.token > lease.token);
+    await next.release();
+    // The table itself carries on with new sessions.
+    await (await table.acquire('terminated', { waitTimeout: 1000 })).release();
+    assert.ok(noticed < 1000, `noticed after ${noticed} ms`);
+  });
+
+  test('abort cancels the wait on the server: no waiting backend is left', async () => {
+    const table = open();
+    const holder = await table.acquire('abort');
+    const controller = new AbortController();
+    const waiting = table.acquire('abort', { signal: controller.signal });
+    await eventually(
+      async () => (await serverLocks(table.namespace)).some((l) => !l.granted),
+      2000,
+      'the server-side wait',
+    );
+    const t0 = performance.now();
+    controller.abort();
+    await assert.rejects(waiting, { name: 'AbortError' });
+    const took = performance.now() - t0;
+    const locks = await serverLocks(table.namespace);
+    assert.deepEqual(
+      locks.map((l) => [l.pid, l.granted]),
+      [[holder.pid, true]],
+    );
+    assert.ok(took < 100, `the abort took ${took} ms`);
+    await holder.release();
+  });
+
+  test('waitTimeout is the server lock_timeout: a 50 ms wait fails after 50 to ~60 ms', async () => {
+    const table = open();
+    const holder = await table.acquire('accuracy');
+    await (await table.tryAcquire('warm-up'))!.release(); // a second session, connected
+    const waits: number[] = [];
+    for (let i = 0; i < 7; i++) {
+      const t0 = performance.now();
+      await assert.rejects(table.acquire('accuracy', { waitTimeout: 50 }), {
+        code: 'ERR_LOCK_TIMEOUT',
+      });
+      waits.push(performance.now() - t0);
+    }
+    waits.sort((a, b) => a - b);
+    const median = waits[3]!;
+    assert.ok(waits[0]! >= 50, `fired early: ${waits.join(', ')}`);
+    assert.ok(median < 60, `median ${median} ms: ${waits.join(', ')}`);
+    await holder.release();
+  });
+
+  test('a grant that races a cancel leaves nothing held', async (t) => {
+    const table = open();
+    const other = open({ namespace: table.namespace });
+    let granted = 0;
+    let aborted = 0;
+    for (let i = 0; i < 30; i++) {
+      const holder = await other.acquire('race');
+      const controller = new AbortController();
+      const waiting = table.acquire('race', { signal: controller.signal });
+      await eventually(async () => (await serverLocks(table.namespace)).some((l) => !l.granted));
+      // Release and abort together, at varying offsets: the grant and the cancel cross.
+      const release = holder.release();
+      if (i % 3 === 1) await sleep(0);
+      if (i % 3 === 2) await release;
+      controller.abort();
+      await release;
+      try {
+        const lease = await waiting;
+        granted++;
+        await lease.release();
+      } catch (error) {
+        assert.equal((error as Error).name, 'AbortError');
+        aborted++;
+      }
+      await eventually(
+        async () => (await serverLocks(table.namespace)).length === 0,
+        2000,
+        'no lock left',
+      );
+    }
+    assert.equal(granted + aborted, 30);
+    t.diagnostic(`granted ${granted}, aborted ${aborted}`);
+  });
+
+  test('a statement that fails after it took the lock leaves nothing held', async () => {
+    const table = open();
+    // Make a first grant, so the key's row exists; then lock the row from outside so that the
+    // next grant takes the advisory lock and then blocks in its UPDATE of the fence.
+    await (await table.acquire('late-failure')).release();
+    const blocker = await rawClient();
+    await blocker.query('BEGIN');
+    await blocker.query(
+      'SELECT 1 FROM locktable.keys WHERE namespace = $1 AND key = $2 FOR UPDATE',
+      [table.namespace, 'late-failure'],
+    );
+    // Without the backend's reset, the lock stays held: a raw session shows it.
+    const raw = await rawClient();
+    const rawPid = (await raw.query('SELECT pg_backend_pid() AS pid')).rows[0].pid as number;
+    const rawCall = raw
+      .query('SELECT * FROM locktable.acquire($1, $2, true, 0, 0)', [
+        table.namespace,
+        'late-failure',
+      ])
+      .catch((error: unknown) => error);
+    await eventually(async () =>
+      (await serverLocks(table.namespace)).some((l) => l.pid === rawPid && l.granted),
+    );
+    await admin.query('SELECT pg_cancel_backend($1)', [rawPid]);
+    assert.equal(((await rawCall) as { code?: string }).code, '57014');
+    assert.ok(
+      (await serverLocks(table.namespace)).some((l) => l.pid === rawPid && l.granted),
+      'a cancelled statement keeps the session lock it took',
+    );
+    await raw.end();
+    await eventually(async () => (await serverLocks(table.namespace)).length === 0);
+    // Through the backend: the same failure, then nothing held.
+    const controller = new AbortController();
+    const waiting = table.acquire('late-failure', { signal: controller.signal });
+    await eventually(async () => (await serverLocks(table.namespace)).some((l) => l.granted));
+    controller.abort();
+    await assert.rejects(waiting, { name: 'AbortError' });
+    assert.deepEqual(await serverLocks(table.namespace), []);
+    await blocker.query('ROLLBACK');
+    await blocker.end();
+    await (await table.acquire('late-failure', { waitTimeout: 1000 })).release();
+  });
+
+  test('a hung holder loses its locks within its lease; a live one keeps them', async () => {
+    const table = open({ lease: 200 });
+    const alive = await table.acquire('live');
+    await sleep(700); // heartbeats keep it
+    assert.equal(alive.held, true);
+    await alive.release();
+    const lease = await table.acquire('hung');
+    // Another session waits for the key on the server while this process freezes.
+    const contender = await rawClient();
+    const waited = contender.query('SELECT pg_advisory_lock($1, $2)', [
+      table.namespace,
+      lease.lockId,
+    ]);
+    const t0 = performance.now();
+    while (performance.now() - t0 < 600); // the event loop is frozen: no heartbeat
+    await waited; // granted while this process was frozen
+    await eventually(() => !lease.held, 1000, 'the hung lease to be lost');
+    assert.ok(lease.signal.aborted);
+    await assert.rejects(lease.release(), { code: 'ERR_LOCK_STALE' });
+    await contender.end();
+  });
+
+  test('close(): releases everything, ends sessions, later calls fail typed', async () => {
+    const table = open({ application_name: 'locktable-close-test' });
+    const leases = await table.acquireAll(['c1', 'c2']);
+    const shared = await table.acquire('c3', { mode: 'shared' });
+    const waiting = table.acquire('c1');
+    await eventually(async () => (await serverLocks(table.namespace)).some((l) => !l.granted));
+    const refused = assert.rejects(waiting, { code: 'ERR_LOCK_CLOSED' });
+    await table.close();
+    await refused;
+    for (const lease of [...leases, shared]) {
+      assert.equal(lease.held, false);
+      assert.ok(lease.signal.aborted);
+      await assert.rejects(lease.release(), { code: 'ERR_LOCK_CLOSED' });
+    }
+    await eventually(async () => (await serverLocks(table.namespace)).length === 0);
+    await eventually(
+      async () =>
+        (
+          await admin.query(
+            "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'locktable-close-test'",
+          )
+        ).rows[0].n === 0,
+    );
+    await assert.rejects(table.acquire('c1'), { code: 'ERR_LOCK_CLOSED' });
+    await assert.rejects(table.tryAcquire('c1'), { code: 'ERR_LOCK_CLOSED' });
+    await assert.rejects(table.inspect('c1'), { code: 'ERR_LOCK_CLOSED' });
+    await table.close(); // twice: fine
+  });
+
+  test('poolSize: requests beyond it wait for a session within waitTimeout; try fails at once', async () => {
+    const table = open({ poolSize: 2 });
+    const a = await table.acquire('p1');
+    const b = await table.acquire('p2');
+    await assert.rejects(table.tryAcquire('p3'), { code: 'ERR_LOCK_TABLE_FULL' });
+    await assert.rejects(table.acquire('p3', { waitTimeout: 30 }), { code: 'ERR_LOCK_TIMEOUT' });
+    const c = table.acquire('p3', { waitTimeout: 2000 });
+    await sleep(20);
+    await a.release();
+    await (await c).release();
+    await b.release();
+  });
+
+  test('keys PostgreSQL cannot store exactly are refused; a finite hold is refused', async () => {
+    const table = open();
+    await assert.rejects(table.acquire('a\0b'), { code: 'ERR_INVALID_ARG_VALUE' });
+    await assert.rejects(table.acquire('a\uD800'), { code: 'ERR_INVALID_ARG_VALUE' });
+    await assert.rejects(table.acquire('x'.repeat(513)), { code: 'ERR_OUT_OF_RANGE' });
+    await assert.rejects(table.acquire('k', { hold: 1000 }), { code: 'ERR_INVALID_ARG_VALUE' });
+    (await table.acquire('\u{1F512}', { hold: Infinity })).release();
+    assert.throws(() => new PgLockTable({ namespace: 2 ** 31 }), { code: 'ERR_OUT_OF_RANGE' });
+    assert.throws(() => new PgLockTable({ poolSize: 0 }), { code: 'ERR_OUT_OF_RANGE' });
+    assert.throws(() => new PgLockTable({ lease: 10 }), { code: 'ERR_INVALID_ARG_VALUE' });
+  });
+
+  test('the schema installs once when several first users start at once', async () => {
+    const name = `locktable_install_${process.pid}_${Date.now()}`;
+    await admin.query(`CREATE DATABASE ${name}`);
+    try {
+      const url = new URL(databaseUrl!);
+      url.pathname = `/${name}`;
+      const fresh = Array.from({ length: 4 }, () =>
+        open({ connectionString: url.toString(), namespace: 1 }),
+      );
+      const leases = await Promise.all(fresh.map((t, i) => t.acquire(`first-${i}`)));
+      for (const lease of leases) await lease.release();
+      await Promise.all(fresh.map((t) => t.close()));
+      const db = new (await import('pg')).default.Client({ connectionString: url.toString() });
+      await db.connect();
+      const { rows } = await db.query('SELECT version FROM locktable.schema_version');
+      await db.end();
+      assert.deepEqual(rows, [{ version: 1 }]);
+    } finally {
+      await admin.query(`DROP DATABASE ${name} WITH (FORCE)`);
+    }
+  });
+});
