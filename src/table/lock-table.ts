@@ -32,6 +32,9 @@ import {
   HEADER_BYTES,
   MAGIC,
   RECORD_ACTIVE,
+  RECORD_EXTENDING,
+  RECORD_JOINED,
+  RECORD_RELEASING,
   S_BIND,
   S_BIND_GEN,
   S_HASH,
@@ -103,6 +106,7 @@ import {
 
 export interface HolderInfo {
   threadId: number;
+  /** The holder's fencing token (0n for a shared grant still under way: its token is not out yet). */
   token: bigint;
   /** Monotonic deadline in ms (compare with LockTable.now()), or Infinity. */
   deadline: number;
@@ -720,7 +724,10 @@ export class LockTable implements WaitCore, LeaseHost {
       } else {
         const records = this.#records;
         for (let r = 0; r < records.count; r++) {
-          if (records.state(r) === RECORD_ACTIVE && records.slot(r) === slot) {
+          // Every record whose count is on the word: ACTIVE and EXTENDING, and JOINED or RELEASING
+          // (a grant or a release under way, or a thread that died in one: it holds the key until
+          // its record is taken over). So inspect() lists exactly the holders that keep a try out.
+          if (countsOnWord(records.state(r)) && records.slot(r) === slot) {
             holders.push({
               threadId: records.owner(r),
               token: (BigInt(records.tokenHi(r)) << 32n) | BigInt(records.tokenLo(r) >>> 0),
@@ -754,6 +761,16 @@ brand(LockTable, 'LockTable');
  */
 function attachedHandle(): LockTable {
   return new LockTable();
+}
+
+/** Does a record of this kind have its count on the slot's word (records.ts, "Invariant")? */
+function countsOnWord(kind: number): boolean {
+  return (
+    kind === RECORD_ACTIVE ||
+    kind === RECORD_EXTENDING ||
+    kind === RECORD_JOINED ||
+    kind === RECORD_RELEASING
+  );
 }
 
 /** Set by attach() for the constructor call it makes (a constructor cannot be overloaded privately). */
