@@ -8,8 +8,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import { type Lease, LockError, LockTable } from '../src/index.js';
-// withLock runs its tasks from the built package (its worker file is JavaScript).
-import * as built from '../dist/index.js';
+
 import { hashKey } from '../src/table/key.js';
 import {
   offsets,
@@ -27,6 +26,11 @@ import {
   WRITER_WAITING,
 } from '../src/table/slot-state.js';
 import { Puppet } from './puppets.js';
+
+// withLock runs its tasks from the built package (its worker file is JavaScript): `npm test`
+// builds it first.
+type Api = typeof import('../src/index.js');
+const built = (await import(new URL('../dist/index.js', import.meta.url).href)) as Api;
 
 const puppets: Puppet[] = [];
 after(async () => {

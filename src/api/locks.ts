@@ -4,7 +4,7 @@
  * take either. A backend whose operation completes at once returns a value, one that needs a
  * round trip returns a promise: `await` works on both.
  */
-import { invalidType } from './errors.js';
+import { invalidType, invalidValue } from './errors.js';
 import type { Mode } from './options.js';
 
 /** Options of a request that never waits. */
@@ -81,6 +81,29 @@ export interface Locks<
  */
 export function compareKeys(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/**
+ * The keys of an acquireAll call in the canonical order (compareKeys), each checked by `checkKey`
+ * (named `keys[i]`); a repeated key is refused (it would wait for itself).
+ */
+export function orderKeys(
+  keys: readonly string[],
+  checkKey: (name: string, key: unknown) => void,
+): string[] {
+  if (!Array.isArray(keys)) throw invalidType('keys', 'an array of strings', keys);
+  keys.forEach((key, i) => checkKey(`keys[${i}]`, key));
+  const ordered = [...keys].sort(compareKeys);
+  for (let i = 1; i < ordered.length; i++) {
+    if (ordered[i] === ordered[i - 1]) {
+      throw invalidValue(
+        'keys',
+        `must not contain a key twice (${JSON.stringify(ordered[i])} is repeated)`,
+        keys,
+      );
+    }
+  }
+  return ordered;
 }
 
 /** Refuses a `fn` that is not a function, before anything is acquired. */

@@ -6,10 +6,11 @@
  * cut off. The same contract as LockTable (src/api/locks.ts); the SQL is in sql.ts.
  */
 import { monotonicNow } from '../api/clock.js';
-import { AbortError, invalidType, invalidValue, timeoutError } from '../api/errors.js';
+import { AbortError, invalidValue, timeoutError } from '../api/errors.js';
 import {
   checkFunction,
   compareKeys,
+  orderKeys,
   type LockTryOptions,
   type LockWaitOptions,
   type Locks,
@@ -121,18 +122,7 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
    * bounds the whole call; on any failure everything taken is released.
    */
   async acquireAll(keys: readonly string[], options?: LockWaitOptions): Promise<PgLease[]> {
-    if (!Array.isArray(keys)) throw invalidType('keys', 'an array of strings', keys);
-    keys.forEach((key, i) => checkPgKey(`keys[${i}]`, key));
-    const ordered = [...keys].sort(compareKeys);
-    for (let i = 1; i < ordered.length; i++) {
-      if (ordered[i] === ordered[i - 1]) {
-        throw invalidValue(
-          'keys',
-          `must not contain a key twice (${JSON.stringify(ordered[i])} is repeated)`,
-          keys,
-        );
-      }
-    }
+    const ordered = orderKeys(keys, checkPgKey);
     const r = this.#resolve(options, true);
     if (ordered.length === 0) {
       if (r.signal?.aborted) throw new AbortError(undefined, r.signal.reason);

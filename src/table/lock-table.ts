@@ -47,7 +47,7 @@ import {
   VERSION,
   type Views,
 } from './layout.js';
-import { checkFunction, runHolding } from '../api/locks.js';
+import { checkFunction, orderKeys, runHolding } from '../api/locks.js';
 import { Lease, LEASE_RECOVERED, LEASE_SHARED, type LeaseHost } from './lease.js';
 import {
   type AcquireOptions,
@@ -684,20 +684,8 @@ export class LockTable implements WaitCore, LeaseHost {
   }
 
   #orderKeys(keys: readonly string[]): string[] {
-    if (!Array.isArray(keys)) throw invalidType('keys', 'an array of strings', keys);
     const max = this.#views.geometry.maxKeyLength;
-    keys.forEach((key, i) => checkKey(`keys[${i}]`, key, max));
-    const ordered = [...keys].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-    for (let i = 1; i < ordered.length; i++) {
-      if (ordered[i] === ordered[i - 1]) {
-        throw invalidValue(
-          'keys',
-          `must not contain a key twice (${JSON.stringify(ordered[i])} is repeated)`,
-          keys,
-        );
-      }
-    }
-    return ordered;
+    return orderKeys(keys, (name, key) => checkKey(name, key, max));
   }
 
   /** A consistent snapshot of one slot's holders, or null when it is free or unbound. */
