@@ -3,10 +3,13 @@ import { defineConfig } from 'tsup';
 export default defineConfig({
   // task-runner is the piscina worker file of withLock: it must sit next to index.js in dist/.
   // postgres is the PostgreSQL backend, the only entry that imports `pg` (an optional peer).
+  // withlock is the `withlock` command (package.json "bin"): its source starts with a
+  // `#!/usr/bin/env node` line, which esbuild keeps and which makes tsup mark the file executable.
   entry: {
     index: 'src/index.ts',
     'task-runner': 'src/with-lock/task-runner.ts',
     postgres: 'src/postgres/index.ts',
+    withlock: 'src/cli/withlock.ts',
   },
   external: ['pg'],
   format: ['esm', 'cjs'],
