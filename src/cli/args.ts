@@ -101,14 +101,29 @@ function ms(name: string, value: string, min: number, max: number): number {
   return n;
 }
 
+const STRING_OPTIONS = new Set([
+  '--db',
+  '--wait-timeout',
+  '--lease',
+  '--namespace',
+  '--kill-after',
+]);
+
 export function parse(argv: readonly string[], env: NodeJS.ProcessEnv): Parsed {
   const dashes = argv.indexOf('--');
   const own = dashes === -1 ? argv : argv.slice(0, dashes);
   const command = dashes === -1 ? [] : argv.slice(dashes + 1);
+  // `--namespace -5`: a value that starts with a dash is still the option's value.
+  const joined: string[] = [];
+  for (let i = 0; i < own.length; i++) {
+    const arg = own[i]!;
+    if (STRING_OPTIONS.has(arg) && i + 1 < own.length) joined.push(`${arg}=${own[++i]}`);
+    else joined.push(arg);
+  }
   let parsed;
   try {
     parsed = parseArgs({
-      args: [...own],
+      args: joined,
       allowPositionals: true,
       strict: true,
       options: {
@@ -125,7 +140,9 @@ export function parse(argv: readonly string[], env: NodeJS.ProcessEnv): Parsed {
     });
   } catch (error) {
     // parseArgs names the option; keep its first sentence.
-    throw new UsageError((error as Error).message.replace(/\. To specify a positional.*$/s, ''));
+    throw new UsageError(
+      (error as Error).message.replace(/\. To specify a positional.*$/s, '').replace(/\n/g, ' '),
+    );
   }
   const { values, positionals } = parsed;
   if (values.help) return { kind: 'help' };
