@@ -8,7 +8,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
-import { LockError, PgLockTable, type PgLease } from '../postgres/index.js';
+import { PgLockTable, type PgLease } from '../postgres/index.js';
 import { EXIT, HELP, parse, UsageError, type Args } from './args.js';
 
 const FORWARDED = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'] as const;
@@ -79,6 +79,16 @@ async function closeQuietly(table: PgLockTable): Promise<void> {
   clearTimeout(timer);
 }
 
+/** The running command, stopped if withlock itself fails (it would run on without the lock). */
+let running: ChildProcess | undefined;
+
+function internalError(error: unknown): never {
+  say(`internal error: ${oneLine(error)}`);
+  if (running !== undefined && running.exitCode === null && running.signalCode === null)
+    running.kill('SIGTERM');
+  process.exit(EXIT.SOFTWARE);
+}
+
 async function run(args: Args): Promise<number> {
   // Signals: installed first, so that none has its default effect (SIGUSR1 would start the
   // inspector, the others would kill withlock and leave the command running).
@@ -131,7 +141,7 @@ async function run(args: Args): Promise<number> {
     return signalCode(stoppedBy);
   }
 
-  const result = await runHolding(args, lease, (c) => (child = c));
+  const result = await runHolding(args, lease, (c) => (child = running = c));
   if (result.lost) {
     await closeQuietly(table);
     return EXIT.LOCK_LOST;
@@ -224,24 +234,12 @@ async function main(): Promise<number> {
   return run(parsed.args);
 }
 
-process.on('uncaughtException', (error) => {
-  say(`internal error: ${oneLine(error)}`);
-  process.exit(EXIT.SOFTWARE);
-});
-process.on('unhandledRejection', (error) => {
-  say(`internal error: ${oneLine(error)}`);
-  process.exit(EXIT.SOFTWARE);
-});
+process.on('uncaughtException', internalError);
+process.on('unhandledRejection', internalError);
 
-main().then(
-  (code) => {
-    process.exitCode = code;
-    // Handles a closed table might leave behind must not keep withlock alive.
-    setTimeout(() => process.exit(code), 100).unref();
-    for (const signal of FORWARDED) process.removeAllListeners(signal);
-  },
-  (error: unknown) => {
-    say(`internal error: ${error instanceof LockError ? error.message : oneLine(error)}`);
-    process.exit(EXIT.SOFTWARE);
-  },
-);
+main().then((code) => {
+  process.exitCode = code;
+  // Handles a closed table might leave behind must not keep withlock alive.
+  setTimeout(() => process.exit(code), 100).unref();
+  for (const signal of FORWARDED) process.removeAllListeners(signal);
+}, internalError);

@@ -234,10 +234,14 @@ describe('withlock', { skip: skipWithoutPostgres }, () => {
     assert.deepEqual(lines(marks), []);
   });
 
-  test('a command that cannot be found exits 127', async () => {
-    const r = withlock([newKey(), '--namespace', String(namespace), '--', 'no-such-command-xyz']);
+  test('a command that cannot be found exits 127, one that is not executable 126', async () => {
+    const key = newKey();
+    const r = withlock([key, '--namespace', String(namespace), '--', 'no-such-command-xyz']);
     assert.equal((await r.done).code, 127);
     assert.match(r.stderr(), /cannot run "no-such-command-xyz"/);
+    const dirAsCommand = withlock([key, '--namespace', String(namespace), '--', dir]);
+    assert.equal((await dirAsCommand.done).code, 126);
+    assert.equal(await table.inspect(key), null, 'released');
   });
 
   test('forwards SIGUSR1 and SIGTERM to the command', async () => {
