@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Worker } from 'node:worker_threads';
 import type pg from 'pg';
 import { LockTable } from '../../src/index.js';
 import { type PgLease, PgLockTable } from '../../src/postgres/index.js';
@@ -174,6 +175,75 @@ describe('PgLockTable: the shared table in front', { skip: skipWithoutPostgres }
     assertIncreasing([...ra.tokens, ...rb.tokens].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0)));
     assert.equal(new Set([...ra.tokens, ...rb.tokens]).size, 120);
     await assertFree(a);
+  });
+
+  test('two worker threads, a PgLockTable each, one LockTable: one session of the process per key at a time', async () => {
+    // The workers load the built package (npm run build comes first); dist's LockTable.attach
+    // takes the buffer of src's table (the builds recognise each other's tables).
+    const shared = new LockTable({ maxKeyLength: 128 });
+    const namespace = freshNamespace();
+    const counter = new SharedArrayBuffer(4);
+    const code = `
+      const { workerData, parentPort } = require('node:worker_threads');
+      (async () => {
+        const { LockTable } = await import(workerData.index);
+        const { PgLockTable } = await import(workerData.postgres);
+        const table = LockTable.attach(workerData.buffer);
+        const locks = new PgLockTable({ connectionString: workerData.url, namespace: workerData.namespace, table });
+        const count = new Int32Array(workerData.counter);
+        const tokens = [];
+        await Promise.all(Array.from({ length: 4 }, async () => {
+          for (let i = 0; i < 15; i++) {
+            const lease = await locks.acquire('w');
+            tokens.push(lease.token);
+            const seen = Atomics.load(count, 0);
+            await new Promise((r) => setImmediate(r));
+            Atomics.store(count, 0, seen + 1);
+            await lease.release();
+          }
+        }));
+        parentPort.postMessage({ tokens: tokens.map(String), stats: locks.stats });
+        await locks.close();
+      })().catch((e) => { parentPort.postMessage({ error: String(e && e.stack || e) }); });
+    `;
+    const workerData = {
+      index: new URL('../../dist/index.js', import.meta.url).href,
+      postgres: new URL('../../dist/postgres.js', import.meta.url).href,
+      buffer: shared.buffer,
+      url: databaseUrl,
+      namespace,
+      counter,
+    };
+    let stop = false;
+    let most = 0;
+    const watching = (async () => {
+      while (!stop) {
+        most = Math.max(most, (await serverLocks(namespace)).length);
+        await sleep(1);
+      }
+    })();
+    const results = await Promise.all(
+      [0, 1].map(
+        () =>
+          new Promise<{ tokens: string[]; stats: { serverGrants: number }; error?: string }>(
+            (resolve, reject) => {
+              const worker = new Worker(code, { eval: true, workerData });
+              worker.once('message', resolve);
+              worker.once('error', reject);
+            },
+          ),
+      ),
+    );
+    stop = true;
+    await watching;
+    for (const r of results) assert.equal(r.error, undefined, r.error);
+    assert.equal(new Int32Array(counter)[0], 120, 'no lost update');
+    assert.equal(most, 1, 'one session of the process holds or waits for the key at a time');
+    const tokens = results.flatMap((r) => r.tokens.map(BigInt));
+    assert.equal(new Set(tokens).size, 120);
+    for (const r of results) assertIncreasing(r.tokens.map(BigInt));
+    await eventually(async () => (await serverLocks(namespace)).length === 0, 2000, 'server');
+    assert.deepEqual(shared.held(), []);
   });
 
   test('a key too long for the front table is refused, naming maxKeyLength', async () => {
