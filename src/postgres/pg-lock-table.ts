@@ -55,7 +55,10 @@ export interface PgLockInfo {
   holders: PgHolderInfo[];
   /** Sessions waiting for the key right now (any process). */
   waiters: number;
-  /** The last fencing token handed out for the key (the exclusive holder's, if there is one). */
+  /**
+   * The token of the key's last server grant ((fence << 20n), see front.ts): hand-overs within a
+   * process after it have larger tokens, which the server does not see.
+   */
   lastToken: bigint;
 }
 

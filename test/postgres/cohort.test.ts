@@ -288,6 +288,32 @@ describe('PgLockTable: the shared table in front', { skip: skipWithoutPostgres }
     await assertFree(closing);
   });
 
+  test('ways out of a wait on the front table: timeout and abort name the key, leave nothing', async () => {
+    const shared = new LockTable({ maxKeyLength: 128 });
+    const namespace = freshNamespace();
+    const a = open({ namespace, table: shared });
+    const b = open({ namespace, table: shared });
+    const holder = await a.acquire('front-wait');
+    await assert.rejects(b.acquire('front-wait', { waitTimeout: 30 }), (error: Error) => {
+      assert.equal((error as { code?: string }).code, 'ERR_LOCK_TIMEOUT');
+      assert.equal((error as { key?: string }).key, 'front-wait');
+      return true;
+    });
+    const controller = new AbortController();
+    const aborted = b.acquire('front-wait', { signal: controller.signal });
+    const behind = b.acquire('front-wait');
+    await sleep(10);
+    assert.equal((await serverLocks(namespace)).length, 1, 'only the holder is on the server');
+    controller.abort();
+    await assert.rejects(aborted, { name: 'AbortError' });
+    await holder.release();
+    const next = await behind;
+    assert.ok(next.token > holder.token);
+    await next.release();
+    await assertFree(a);
+    assert.deepEqual(b.stats, { serverGrants: 1, handoffs: 0 });
+  });
+
   test('a session lost during a streak: its lease is stale, the table lease goes, waiters go on', async () => {
     const table = open();
     const holder = await table.acquire('lost');
