@@ -190,9 +190,11 @@ export class Front {
     isTry: boolean,
   ): Promise<Lease[] | null> {
     try {
-      if (isTry) {
+      if (isTry || fks.length === 1) {
+        // One attempt first: the uncontended path makes no combined signal.
         const lease = this.table.tryAcquire(fks[0]!, { mode, hold: Infinity });
-        return lease === null ? null : [lease];
+        if (lease !== null) return [lease];
+        if (isTry) return null;
       }
       const left = Math.max(0, waitTimeout - (monotonicNow() - start));
       const signals = [this.#closing.signal];

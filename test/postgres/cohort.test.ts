@@ -70,13 +70,14 @@ describe('PgLockTable: the shared table in front', { skip: skipWithoutPostgres }
     await admin.end();
   });
 
-  test('8 callers, one hot key: far fewer server grants than sections, tokens increase, 0 lost', async () => {
+  test('8 callers, one hot key: far fewer server grants than sections, tokens increase, 0 lost', async (t) => {
     const table = open({ cohortMs: Infinity });
     const { value, tokens } = await hammer(table, 'hot', 8, 25);
     assert.equal(value, 200, 'no lost update');
     assertIncreasing(tokens);
     const { serverGrants, handoffs } = table.stats;
     assert.equal(serverGrants + handoffs, 200);
+    t.diagnostic(`200 sections: ${serverGrants} server grants, ${handoffs} hand-overs`);
     // At most cohortLimit (32) sections per server grant.
     assert.ok(serverGrants <= 20, `${serverGrants} server grants for 200 sections`);
     assert.ok(tokens.every((t) => (t & 0xfffffn) < 32n));
@@ -97,7 +98,7 @@ describe('PgLockTable: the shared table in front', { skip: skipWithoutPostgres }
     await assertFree(table);
   });
 
-  test('another process (its own front) gets the key within the bound while one hammers it', async () => {
+  test('another process (its own front) gets the key within the bound while one hammers it', async (t) => {
     const first = open(); // cohortLimit 32, cohortMs 2
     const second = open({ namespace: first.namespace });
     let stop = false;
@@ -110,6 +111,7 @@ describe('PgLockTable: the shared table in front', { skip: skipWithoutPostgres }
         }
       }),
     );
+    await (await second.acquire('warm-up')).release(); // its sessions open, the schema checked
     await sleep(50);
     const waits: number[] = [];
     for (let i = 0; i < 10; i++) {
@@ -125,7 +127,8 @@ describe('PgLockTable: the shared table in front', { skip: skipWithoutPostgres }
     // The bound: 2 ms of streak plus one section and the server's hand-over (< 1 ms here); the
     // check leaves room for a loaded 2-core machine.
     const worst = Math.max(...waits);
-    assert.ok(worst < 200, `waits ${waits.map((w) => w.toFixed(1)).join(', ')} ms`);
+    t.diagnostic(`waits of the second table: ${waits.map((w) => w.toFixed(1)).join(', ')} ms`);
+    assert.ok(worst < 100, `waits ${waits.map((w) => w.toFixed(1)).join(', ')} ms`);
     await assertFree(first);
   });
 
