@@ -17,7 +17,7 @@
  * server grant has a larger F.
  */
 import { monotonicNow } from '../api/clock.js';
-import { AbortError, LockError, outOfRange, timeoutError } from '../api/errors.js';
+import { AbortError, describeKey, LockError, outOfRange, timeoutError } from '../api/errors.js';
 import type { Mode } from '../api/options.js';
 import type { Lease } from '../table/lease.js';
 import { LockTable } from '../table/lock-table.js';
@@ -212,6 +212,16 @@ export class Front {
       if (signal?.aborted) throw new AbortError(key, signal.reason);
       if (error instanceof LockError && error.code === 'ERR_LOCK_TIMEOUT') {
         throw timeoutError(key, waitTimeout);
+      }
+      if (error instanceof LockError && error.code === 'ERR_LOCK_TABLE_FULL') {
+        throw new LockError(
+          'ERR_LOCK_TABLE_FULL',
+          key,
+          `Cannot lock ${describeKey(key)}: the LockTable in front of the server (options.table) ` +
+            `has no free slot (capacity ${this.table.capacity}, shared with the application's ` +
+            'own keys). Create it with a larger capacity',
+          { cause: error },
+        );
       }
       throw error;
     }

@@ -249,7 +249,7 @@ describe('PgLockTable: the shared table in front', { skip: skipWithoutPostgres }
     assert.deepEqual(shared.held(), []);
   });
 
-  test('a key too long for the front table is refused, naming maxKeyLength', async () => {
+  test('a key too long for the front table is refused, naming maxKeyLength; a full one names the key', async () => {
     const table = open({ table: new LockTable({ maxKeyLength: 32 }) });
     assert.ok(table.maxKeyLength < 32);
     await assert.rejects(table.acquire('x'.repeat(table.maxKeyLength + 1)), (error: Error) => {
@@ -259,6 +259,16 @@ describe('PgLockTable: the shared table in front', { skip: skipWithoutPostgres }
     });
     await (await table.acquire('x'.repeat(table.maxKeyLength))).release();
     await assertFree(table);
+    // A full front table: the error names the application's key.
+    const small = open({ table: new LockTable({ capacity: 1 }) });
+    const one = await small.acquire('one');
+    await assert.rejects(small.acquire('two', { waitTimeout: 0 }), (error: Error) => {
+      assert.equal((error as { code?: string }).code, 'ERR_LOCK_TABLE_FULL');
+      assert.equal((error as { key?: string }).key, 'two');
+      return true;
+    });
+    await one.release();
+    await assertFree(small);
   });
 
   test('ways out of a queued waiter: timeout, abort, close(); nothing left behind', async () => {
