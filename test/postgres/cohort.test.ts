@@ -327,6 +327,23 @@ describe('PgLockTable: the shared table in front', { skip: skipWithoutPostgres }
     assert.deepEqual(b.stats, { serverGrants: 1, handoffs: 0 });
   });
 
+  test('a way out by error: a head whose server request fails lets its queue go, leaves the table free', async () => {
+    const shared = new LockTable({ maxKeyLength: 128 });
+    const url = new URL(databaseUrl!);
+    url.port = '1'; // nobody listens there
+    const broken = open({ connectionString: url.toString(), table: shared });
+    const results = await Promise.allSettled([
+      broken.acquire('err'),
+      broken.acquire('err'),
+      broken.acquire('err', { mode: 'shared' }),
+    ]);
+    for (const r of results) {
+      assert.equal(r.status, 'rejected');
+      assert.equal((r.reason as { code?: string }).code, 'ERR_LOCK_CONNECTION');
+    }
+    assert.deepEqual(shared.held(), []);
+  });
+
   test('a session lost during a streak: its lease is stale, the table lease goes, waiters go on', async () => {
     const table = open();
     const holder = await table.acquire('lost');
