@@ -34,6 +34,23 @@ export function pgStaleError(key: string, what: string, cause?: unknown): LockEr
   );
 }
 
+/**
+ * The shared-table side of a Holding (front.ts): the table leases it holds in front of the server
+ * locks, and, for a single exclusive key, the cohort that may hand the holding on.
+ */
+export interface FrontPart {
+  /**
+   * The holding's last lease is being released with its session alive: true when the holding
+   * was handed to a waiter of this process (a new lease added to it), so nothing is unlocked.
+   */
+  passOn(holding: Holding): boolean;
+  /**
+   * The server locks are gone (unlocked, or the session ended): release the table leases and let
+   * the next local waiter go. Idempotent.
+   */
+  leave(): void;
+}
+
 /** What a Holding needs from its table. */
 export interface HoldingHost {
   readonly namespace: number;
@@ -49,12 +66,17 @@ export class Holding {
   #live = 0;
   readonly #host: HoldingHost;
   readonly #unsubscribe: () => void;
+  /** The shared-table leases in front of this holding's server locks. */
+  readonly front: FrontPart | undefined;
 
-  constructor(host: HoldingHost, session: Session, heartbeatMs: number) {
+  constructor(host: HoldingHost, session: Session, heartbeatMs: number, front?: FrontPart) {
     this.#host = host;
     this.session = session;
+    this.front = front;
     this.#unsubscribe = session.onEnd((reason) => {
       for (const lease of this.leases) lease.lose(reason);
+      // The server freed the locks with the session: the table leases go too.
+      this.front?.leave();
     });
     session.startHeartbeat(heartbeatMs);
   }
@@ -80,18 +102,21 @@ export class Holding {
     this.#unsubscribe();
     this.session.stopHeartbeat();
     this.#host.finished(this);
+    this.front?.leave();
   }
 
   discard(): void {
     this.#unsubscribe();
     for (const lease of this.leases) lease.lose(undefined);
     this.#host.discard(this);
+    this.front?.leave();
   }
 
   /** close(): the table ends the session, which releases everything. */
   close(reason: LockError): void {
     this.#unsubscribe();
     for (const lease of this.leases) lease.closeByTable(reason);
+    this.front?.leave();
   }
 }
 
@@ -155,6 +180,11 @@ export class PgLease implements LockLease, AsyncDisposable {
     this.#state = RELEASED;
     const holding = this.#holding;
     const session = holding.session;
+    if (state === HELD && session.alive && holding.front?.passOn(holding) === true) {
+      // Handed to a waiter of this process (lock cohorting): the locks stay, nothing to send.
+      holding.releasing();
+      return;
+    }
     const last = holding.releasing();
     if (state === LOST || !session.alive) {
       if (last) holding.finish();

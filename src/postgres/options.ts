@@ -5,6 +5,7 @@
 import type pg from 'pg';
 import { invalidValue, outOfRange } from '../api/errors.js';
 import { checkInteger, checkKey, checkMs, checkOptionsObject } from '../api/options.js';
+import { LockTable } from '../table/lock-table.js';
 import { DEFAULT_NAMESPACE } from './sql.js';
 
 export interface PgLockTableOptions extends pg.ClientConfig {
@@ -23,6 +24,21 @@ export interface PgLockTableOptions extends pg.ClientConfig {
   lease?: number;
   /** Default ms to wait for a lock (0 = one attempt, Infinity = forever). Default Infinity. */
   waitTimeout?: number;
+  /**
+   * The process's shared-memory table, in front of the server: requests of this process for one
+   * key queue there, and only one of them talks to the server (the main thread creates it, each
+   * worker passes `LockTable.attach(buffer)`). Default: a private table, which covers this
+   * PgLockTable only. Keys must then fit its maxKeyLength less the front's prefix (frontKeyLength).
+   */
+  table?: LockTable;
+  /**
+   * Lock cohorting: most exclusive grants in a row handed among this PgLockTable's own waiters
+   * for a key on one server grant, before the server lock is given back. 1 = never hand over.
+   * Default 32, at most 2^20.
+   */
+  cohortLimit?: number;
+  /** ms after the server grant after which no more hand-overs start (0 = never hand over). Default 2. */
+  cohortMs?: number;
 }
 
 export interface ResolvedPgOptions {
@@ -30,8 +46,17 @@ export interface ResolvedPgOptions {
   poolSize: number;
   lease: number;
   waitTimeout: number;
+  table: LockTable | undefined;
+  cohortLimit: number;
+  cohortMs: number;
   client: pg.ClientConfig;
 }
+
+export const DEFAULT_COHORT_LIMIT = 32;
+export const DEFAULT_COHORT_MS = 2;
+/** Cohort grants live in the token's low bits: token = (server fence << COHORT_BITS) | i. */
+export const COHORT_BITS = 20n;
+export const MAX_COHORT_LIMIT = 2 ** 20;
 
 export const DEFAULT_POOL_SIZE = 10;
 export const DEFAULT_LEASE = 5000;
@@ -46,7 +71,11 @@ export const MAX_PG_KEY_LENGTH = 512;
 
 export function resolvePgOptions(options: PgLockTableOptions | undefined): ResolvedPgOptions {
   checkOptionsObject('options', options);
-  const { namespace, poolSize, lease, waitTimeout, ...client } = options ?? {};
+  const { namespace, poolSize, lease, waitTimeout, table, cohortLimit, cohortMs, ...client } =
+    options ?? {};
+  if (table !== undefined && !(table instanceof LockTable)) {
+    throw invalidValue('options.table', 'must be a LockTable (or left out)', table);
+  }
   const resolvedLease =
     lease === undefined ? DEFAULT_LEASE : checkMs('options.lease', lease, false);
   if (resolvedLease !== Infinity && (resolvedLease < MIN_LEASE || resolvedLease > MAX_SERVER_MS)) {
@@ -68,6 +97,13 @@ export function resolvePgOptions(options: PgLockTableOptions | undefined): Resol
     lease: resolvedLease,
     waitTimeout:
       waitTimeout === undefined ? Infinity : checkMs('options.waitTimeout', waitTimeout, true),
+    table,
+    cohortLimit:
+      cohortLimit === undefined
+        ? DEFAULT_COHORT_LIMIT
+        : checkInteger('options.cohortLimit', cohortLimit, 1, MAX_COHORT_LIMIT),
+    cohortMs:
+      cohortMs === undefined ? DEFAULT_COHORT_MS : checkMs('options.cohortMs', cohortMs, true),
     client,
   };
 }

@@ -18,9 +18,11 @@ import {
 } from '../api/locks.js';
 import { checkMode, checkMs, checkOptionsObject, checkSignal, type Mode } from '../api/options.js';
 import { closedError, connectionError, poolerError, schemaError, sqlState } from './errors.js';
+import { Front, FrontHold, type FrontStats, releaseAll } from './front.js';
 import { Holding, type HoldingHost, PgLease } from './lease.js';
 import {
   checkPgKey,
+  COHORT_BITS,
   MAX_SERVER_MS,
   type PgLockTableOptions,
   type ResolvedPgOptions,
@@ -28,6 +30,8 @@ import {
 } from './options.js';
 import { Session } from './session.js';
 import { Sessions } from './sessions.js';
+import type { Lease } from '../table/lease.js';
+import type { LockTable } from '../table/lock-table.js';
 import {
   ACQUIRE,
   CANCEL,
@@ -51,7 +55,10 @@ export interface PgLockInfo {
   holders: PgHolderInfo[];
   /** Sessions waiting for the key right now (any process). */
   waiters: number;
-  /** The last fencing token handed out for the key (the exclusive holder's, if there is one). */
+  /**
+   * The token of the key's last server grant ((fence << 20n), see front.ts): hand-overs within a
+   * process after it have larger tokens, which the server does not see.
+   */
   lastToken: bigint;
 }
 
@@ -78,10 +85,38 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
   #installed: Promise<void> | undefined;
   #closed = false;
   #closing: Promise<void> | undefined;
+  readonly #front: Front;
 
   constructor(options?: PgLockTableOptions) {
     this.#options = resolvePgOptions(options);
     this.#sessions = new Sessions(this.#options.client, this.#options.poolSize);
+    const o = this.#options;
+    this.#front = new Front(o.table, o.namespace, o.cohortLimit, o.cohortMs);
+  }
+
+  /** The shared-memory table in front of the server (options.table, or a private one). */
+  get table(): LockTable {
+    return this.#front.table;
+  }
+
+  /** The longest key this table takes: 512, or less when the front table's maxKeyLength is short. */
+  get maxKeyLength(): number {
+    return this.#front.maxKeyLength;
+  }
+
+  /** Most exclusive grants handed among this table's own waiters on one server grant. */
+  get cohortLimit(): number {
+    return this.#options.cohortLimit;
+  }
+
+  /** ms after a server grant after which no hand-over starts. */
+  get cohortMs(): number {
+    return this.#options.cohortMs;
+  }
+
+  /** Counts of grants since creation: made by the server, and handed over locally (a copy). */
+  get stats(): FrontStats {
+    return { ...this.#front.stats };
   }
 
   /** The namespace: the first int4 of every lock this table takes. */
@@ -102,7 +137,7 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
   async tryAcquire(key: string, options?: LockTryOptions): Promise<PgLease | null> {
     const k = checkPgKey('key', key);
     const r = this.#resolve(options, false);
-    const [lease] = (await this.#acquire([k], r, true)) ?? [];
+    const [lease] = (await this.#acquireFront([k], r, true)) ?? [];
     return lease ?? null;
   }
 
@@ -113,7 +148,7 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
   async acquire(key: string, options?: LockWaitOptions): Promise<PgLease> {
     const k = checkPgKey('key', key);
     const r = this.#resolve(options, true);
-    const leases = await this.#acquire([k], r, false);
+    const leases = await this.#acquireFront([k], r, false);
     return leases![0]!;
   }
 
@@ -128,7 +163,7 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
       if (r.signal?.aborted) throw new AbortError(undefined, r.signal.reason);
       return [];
     }
-    return (await this.#acquire(ordered, r, false))!;
+    return (await this.#acquireFront(ordered, r, false))!;
   }
 
   /**
@@ -166,6 +201,7 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
   close(): Promise<void> {
     if (this.#closing !== undefined) return this.#closing;
     this.#closed = true;
+    this.#front.close();
     this.#closing = this.#close();
     return this.#closing;
   }
@@ -226,15 +262,60 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
   }
 
   /**
-   * Takes `keys` (in order) on one session. Resolves with the leases, or with null for a try that
-   * found a key held. Whatever fails, nothing is left held: the session is reset (RESET_SESSION)
-   * or ended.
+   * Takes `keys` in the front table, then on the server (#acquire). A single exclusive key first
+   * waits its turn in this table's FIFO for the key, and may be handed a holding there. Whatever
+   * fails, the table leases are released and the next waiter of the FIFO goes on.
    */
-  async #acquire(keys: string[], r: Request, isTry: boolean): Promise<PgLease[] | null> {
+  async #acquireFront(keys: string[], r: Request, isTry: boolean): Promise<PgLease[] | null> {
     const first = keys[0]!;
     if (this.#closed) throw closedError(first);
     if (r.signal?.aborted) throw new AbortError(first, r.signal.reason);
     const start = monotonicNow();
+    const front = this.#front;
+    const fks = keys.map((k) => front.frontKey(k));
+    const fk = fks[0]!;
+    const cohort = keys.length === 1 && r.mode === 'exclusive';
+    if (cohort) {
+      if (isTry) {
+        if (!front.tryEnter(fk)) return null;
+      } else {
+        const handed = await front.enter(fk, first, r.waitTimeout, start, r.signal);
+        if (handed !== null) return [handed];
+      }
+    }
+    let tableLeases: readonly Lease[] = [];
+    let done = false;
+    try {
+      const taken = await front.take(fks, first, r.mode, r.waitTimeout, start, r.signal, isTry);
+      if (taken === null) return null;
+      tableLeases = taken;
+      const hold = new FrontHold(front, fk, taken, cohort);
+      const leases = await this.#acquire(keys, r, isTry, start, hold);
+      done = leases !== null;
+      return leases;
+    } finally {
+      if (!done) {
+        releaseAll(tableLeases);
+        if (cohort) front.next(fk);
+      }
+    }
+  }
+
+  /**
+   * Takes `keys` (in order) on one session. Resolves with the leases, or with null for a try that
+   * found a key held. Whatever fails, nothing is left held: the session is reset (RESET_SESSION)
+   * or ended.
+   */
+  async #acquire(
+    keys: string[],
+    r: Request,
+    isTry: boolean,
+    start: number,
+    front: FrontHold,
+  ): Promise<PgLease[] | null> {
+    const first = keys[0]!;
+    if (this.#closed) throw closedError(first);
+    if (r.signal?.aborted) throw new AbortError(first, r.signal.reason);
     await this.#install(first);
     const session = await this.#sessions.checkout(first, r.waitTimeout, r.signal);
     const grants: Grant[] = [];
@@ -268,9 +349,12 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
       throw error;
     }
     const lease = this.#options.lease;
-    const holding = new Holding(this, session, lease === Infinity ? Infinity : lease / 4);
+    const holding = new Holding(this, session, lease === Infinity ? Infinity : lease / 4, front);
     this.#holdings.add(holding);
-    return grants.map((g, i) => holding.add(keys[i]!, r.mode, g.lockId, g.token));
+    const token = front.granted(first, grants[0]!.lockId, grants[0]!.token);
+    return grants.map((g, i) =>
+      holding.add(keys[i]!, r.mode, g.lockId, i === 0 ? token : g.token << COHORT_BITS),
+    );
   }
 
   /**
@@ -447,7 +531,7 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
           mode: 'shared',
           holders: [],
           waiters: 0,
-          lastToken: BigInt(row.last_token),
+          lastToken: BigInt(row.last_token) << COHORT_BITS,
         };
         byKey.set(row.key, info);
       }

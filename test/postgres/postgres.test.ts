@@ -125,8 +125,10 @@ describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
   });
 
   test('abort cancels the wait on the server: no waiting backend is left', async () => {
-    const table = open();
-    const holder = await table.acquire('abort');
+    // Two tables, two fronts: the waiter waits on the server, not in the holder's front.
+    const holderTable = open();
+    const table = open({ namespace: holderTable.namespace });
+    const holder = await holderTable.acquire('abort');
     const controller = new AbortController();
     const waiting = table.acquire('abort', { signal: controller.signal });
     await eventually(
@@ -148,9 +150,10 @@ describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
   });
 
   test('waitTimeout is the server lock_timeout: a 50 ms wait fails after 50 to ~60 ms', async () => {
-    const table = open();
-    const holder = await table.acquire('accuracy');
-    await (await table.tryAcquire('warm-up'))!.release(); // a second session, connected
+    const holderTable = open();
+    const table = open({ namespace: holderTable.namespace });
+    const holder = await holderTable.acquire('accuracy');
+    await (await table.tryAcquire('warm-up'))!.release(); // a session, connected
     const waits: number[] = [];
     for (let i = 0; i < 7; i++) {
       const t0 = performance.now();
@@ -175,6 +178,7 @@ describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
       const holder = await other.acquire('race');
       const controller = new AbortController();
       const waiting = table.acquire('race', { signal: controller.signal });
+      waiting.catch(() => {}); // it may reject while the release is awaited; checked below
       await eventually(async () => (await serverLocks(table.namespace)).some((l) => !l.granted));
       // Release and abort together, at varying offsets: the grant and the cancel cross.
       const release = holder.release();
@@ -269,11 +273,14 @@ describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
     const table = open({ application_name: 'locktable-close-test' });
     const leases = await table.acquireAll(['c1', 'c2']);
     const shared = await table.acquire('c3', { mode: 'shared' });
-    const waiting = table.acquire('c1');
+    const blocker = open({ namespace: table.namespace });
+    const blocking = await blocker.acquire('c4');
+    const waiting = table.acquire('c4');
     await eventually(async () => (await serverLocks(table.namespace)).some((l) => !l.granted));
     const refused = assert.rejects(waiting, { code: 'ERR_LOCK_CLOSED' });
     await table.close();
     await refused;
+    await blocking.release();
     for (const lease of [...leases, shared]) {
       assert.equal(lease.held, false);
       assert.ok(lease.signal.aborted);
