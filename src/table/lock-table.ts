@@ -118,7 +118,10 @@ export interface LockInfo {
   holders: HolderInfo[];
   /** Threads asleep waiting for this key right now. */
   sleepers: number;
-  /** True when some request has announced that it waits its turn (a reader, a writer facing readers, or a starving writer). */
+  /**
+   * True when some request has announced that it waits its turn (a reader, a writer facing
+   * readers, or a starving writer).
+   */
   contended: boolean;
 }
 
