@@ -1,0 +1,71 @@
+// Review regressions for the PostgreSQL backend (branch pgreview).
+import assert from 'node:assert/strict';
+import { after, describe, test } from 'node:test';
+import pg from 'pg';
+import { PgLockTable } from '../../src/postgres/index.js';
+import { databaseUrl, freshNamespace, skipWithoutPostgres } from './db.js';
+
+describe('PgLockTable review', { skip: skipWithoutPostgres }, () => {
+  const tables: PgLockTable[] = [];
+  const open = (options: Record<string, unknown> = {}) => {
+    const table = new PgLockTable({
+      connectionString: databaseUrl,
+      namespace: freshNamespace(),
+      ...options,
+    });
+    tables.push(table);
+    return table;
+  };
+  after(async () => {
+    await Promise.all(tables.map((t) => t.close()));
+  });
+
+  test('a session that ends in the same read as its grant: no lease whose signal never aborts', async () => {
+    const table = open();
+    await (await table.acquire('warm')).release();
+    // The grant's reply and the server's FATAL (idle_session_timeout, pg_terminate_backend)
+    // arrive in one read: pg resolves the query (a microtask) and emits 'error' synchronously,
+    // so the session is ended before the backend's code after `await pending` runs.
+    const proto = pg.Client.prototype as unknown as { query: (...a: unknown[]) => unknown };
+    const original = proto.query;
+    let armed = true;
+    proto.query = function (this: pg.Client, ...args: unknown[]) {
+      const config = args[0] as { text?: string } | undefined;
+      const result = original.apply(this, args);
+      if (armed && typeof config?.text === 'string' && config.text.includes('locktable.acquire(')) {
+        armed = false;
+        return (result as Promise<unknown>).then((value) => {
+          this.emit(
+            'error',
+            new Error('simulated: terminating connection (same read as the reply)'),
+          );
+          (
+            this as unknown as { connection: { stream: { destroy(): void } } }
+          ).connection.stream.destroy();
+          return value;
+        });
+      }
+      return result;
+    };
+    let lease;
+    try {
+      lease = await table.acquire('same-read').catch((error: unknown) => error);
+    } finally {
+      proto.query = original;
+    }
+    if (lease instanceof Error) {
+      assert.equal((lease as { code?: string }).code, 'ERR_LOCK_CONNECTION');
+    } else {
+      const l = lease as Awaited<ReturnType<PgLockTable['acquire']>>;
+      assert.equal(l.held, false);
+      assert.equal(
+        l.signal.aborted,
+        true,
+        'a lease that does not hold its lock must have its signal aborted',
+      );
+      await assert.rejects(l.release(), { code: 'ERR_LOCK_STALE' });
+    }
+    // The key is free again, in this process and on the server.
+    await (await table.acquire('same-read', { waitTimeout: 2000 })).release();
+  });
+});
