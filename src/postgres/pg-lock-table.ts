@@ -343,6 +343,9 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
         grants.push(grant);
       }
       if (this.#closed) throw closedError(first);
+      // The session may have ended after its last reply was read and before this ran (the
+      // server's FATAL in the same read as the grant): its locks are gone, so nothing is held.
+      if (!session.alive) throw connectionError(first, session.endReason);
     } catch (error) {
       if (clean && grants.length === 0) this.#sessions.checkin(session);
       else await this.#abandon(session, (error as { code?: unknown }).code === 'ERR_LOCK_POOLER');
