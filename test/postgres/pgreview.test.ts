@@ -68,4 +68,30 @@ describe('PgLockTable review', { skip: skipWithoutPostgres }, () => {
     // The key is free again, in this process and on the server.
     await (await table.acquire('same-read', { waitTimeout: 2000 })).release();
   });
+
+  test('default_transaction_isolation repeatable read (a role or database setting): contended and concurrent first grants do not fail with 40001', async () => {
+    const namespace = freshNamespace();
+    const options = { namespace, options: '-c default_transaction_isolation=repeatable\\ read' };
+    const many = [open(options), open(options), open(options)];
+    await (await many[0]!.acquire('hot')).release();
+    const errors: unknown[] = [];
+    await Promise.all(
+      many.map(async (table, t) => {
+        for (let i = 0; i < 8; i++) {
+          try {
+            // Exclusive on one hot key (separate tables: every grant goes through the server),
+            // then shared on a new key that all create at once.
+            const lease = await table.acquire('hot', { waitTimeout: 5000 });
+            await new Promise((resolve) => setTimeout(resolve, 1));
+            await lease.release();
+            const shared = await table.acquire(`new-${i}`, { mode: 'shared', waitTimeout: 5000 });
+            await shared.release();
+          } catch (error) {
+            errors.push(`${t}: ${(error as { code?: string }).code} ${(error as Error).message}`);
+          }
+        }
+      }),
+    );
+    assert.deepEqual(errors, []);
+  });
 });
