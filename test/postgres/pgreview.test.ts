@@ -94,4 +94,16 @@ describe('PgLockTable review', { skip: skipWithoutPostgres }, () => {
     );
     assert.deepEqual(errors, []);
   });
+
+  test("lease Infinity ('never') holds under a server-wide idle_session_timeout", async () => {
+    // A role, database or server idle_session_timeout (managed services set one) must not end a
+    // holder's session when the table's lease is Infinity: no heartbeat runs then.
+    const table = open({ lease: Infinity, options: '-c idle_session_timeout=300' });
+    const lease = await table.acquire('forever');
+    await new Promise((resolve) => setTimeout(resolve, 900));
+    assert.equal(lease.held, true, 'the server ended the session of a lease: Infinity holder');
+    await lease.release();
+    // Released, the session is back to the server's own idle_session_timeout.
+    await (await table.acquire('forever', { waitTimeout: 0 })).release();
+  });
 });
