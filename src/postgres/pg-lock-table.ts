@@ -381,7 +381,10 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
       key,
       r.mode === 'exclusive',
       waitMs,
-      lease === Infinity ? 0 : Math.ceil(lease),
+      // lease Infinity: the longest timeout the server takes (~24.8 days), so that a role's,
+      // database's or server's own idle_session_timeout cannot end a holder that sends no
+      // heartbeat (lease_ms 0 would leave that setting in force while the lock is held).
+      lease === Infinity ? MAX_SERVER_MS : Math.ceil(lease),
     ]);
     let settled = false;
     let cancelling: Promise<void> | undefined;
