@@ -106,4 +106,19 @@ describe('PgLockTable review', { skip: skipWithoutPostgres }, () => {
     // Released, the session is back to the server's own idle_session_timeout.
     await (await table.acquire('forever', { waitTimeout: 0 })).release();
   });
+
+  test('a role or server statement_timeout does not cut a wait within waitTimeout', async () => {
+    const holder = open();
+    const table = open({ namespace: holder.namespace, options: '-c statement_timeout=150' });
+    const lease = await holder.acquire('long-wait');
+    const start = performance.now();
+    await assert.rejects(table.acquire('long-wait', { waitTimeout: 600 }), {
+      code: 'ERR_LOCK_TIMEOUT',
+    });
+    assert.ok(performance.now() - start >= 590, 'the wait ended before its waitTimeout');
+    const waiting = table.acquire('long-wait');
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    await lease.release();
+    await (await waiting).release();
+  });
 });
