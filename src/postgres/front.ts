@@ -189,6 +189,10 @@ export class Front {
     signal: AbortSignal | undefined,
     isTry: boolean,
   ): Promise<Lease[] | null> {
+    // The wait's signal: close() or the caller's. Not AbortSignal.any: on Node 20 every signal it
+    // makes stays registered on its long-lived input (#closing) until that aborts, a leak per wait.
+    const closing = this.#closing.signal;
+    let onAbort: (() => void) | undefined;
     try {
       if (isTry || fks.length === 1) {
         // One attempt first: the uncontended path makes no combined signal.
@@ -197,14 +201,12 @@ export class Front {
         if (isTry) return null;
       }
       const left = Math.max(0, waitTimeout - (monotonicNow() - start));
-      const signals = [this.#closing.signal];
-      if (signal !== undefined) signals.push(signal);
-      const options = {
-        mode,
-        hold: Infinity,
-        waitTimeout: left,
-        signal: AbortSignal.any(signals),
-      };
+      const either = new AbortController();
+      onAbort = () => either.abort();
+      closing.addEventListener('abort', onAbort, { once: true });
+      signal?.addEventListener('abort', onAbort, { once: true });
+      if (closing.aborted || signal?.aborted === true) either.abort();
+      const options = { mode, hold: Infinity, waitTimeout: left, signal: either.signal };
       if (fks.length === 1) return [await this.table.acquire(fks[0]!, options)];
       return await this.table.acquireAll(fks, options);
     } catch (error) {
@@ -224,6 +226,11 @@ export class Front {
         );
       }
       throw error;
+    } finally {
+      if (onAbort !== undefined) {
+        closing.removeEventListener('abort', onAbort);
+        signal?.removeEventListener('abort', onAbort);
+      }
     }
   }
 

@@ -343,6 +343,9 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
         grants.push(grant);
       }
       if (this.#closed) throw closedError(first);
+      // The session may have ended after its last reply was read and before this ran (the
+      // server's FATAL in the same read as the grant): its locks are gone, so nothing is held.
+      if (!session.alive) throw connectionError(first, session.endReason);
     } catch (error) {
       if (clean && grants.length === 0) this.#sessions.checkin(session);
       else await this.#abandon(session, (error as { code?: unknown }).code === 'ERR_LOCK_POOLER');
@@ -378,7 +381,10 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
       key,
       r.mode === 'exclusive',
       waitMs,
-      lease === Infinity ? 0 : Math.ceil(lease),
+      // lease Infinity: the longest timeout the server takes (~24.8 days), so that a role's,
+      // database's or server's own idle_session_timeout cannot end a holder that sends no
+      // heartbeat (lease_ms 0 would leave that setting in force while the lock is held).
+      lease === Infinity ? MAX_SERVER_MS : Math.ceil(lease),
     ]);
     let settled = false;
     let cancelling: Promise<void> | undefined;

@@ -159,11 +159,20 @@ function dollarQuote(sql: string): string {
 /**
  * Run once per new session: its server process id (to detect a pooler) and its own
  * idle_session_timeout, which a release restores. 1 round trip (per connection, on top of the
- * connection's own handshake).
+ * connection's own handshake). It also pins the session's default_transaction_isolation to read
+ * committed (the session is the backend's own): locktable.acquire needs a new snapshot per
+ * statement, both for the re-read of a key row another session just created and for the fence
+ * UPDATE after a lock wait, which under a role's or database's repeatable read or serializable
+ * default fails with 40001 whenever the previous holder bumped the fence after the statement began.
+ * And it turns statement_timeout off: a lock wait is bounded by waitTimeout (lock_timeout), and a
+ * role's or server's statement_timeout would cut it short with a bare 57014.
  */
 export const SESSION_START = {
   name: 'locktable_session_start',
-  text: "SELECT pg_backend_pid() AS pid, current_setting('idle_session_timeout') AS idle_timeout",
+  text:
+    "SELECT pg_backend_pid() AS pid, current_setting('idle_session_timeout') AS idle_timeout, " +
+    "set_config('default_transaction_isolation', 'read committed', false) AS isolation, " +
+    "set_config('statement_timeout', '0', false) AS statement_timeout",
 };
 
 /**

@@ -1,0 +1,124 @@
+// Review regressions for the PostgreSQL backend (branch pgreview).
+import assert from 'node:assert/strict';
+import { after, describe, test } from 'node:test';
+import pg from 'pg';
+import { PgLockTable } from '../../src/postgres/index.js';
+import { databaseUrl, freshNamespace, skipWithoutPostgres } from './db.js';
+
+describe('PgLockTable review', { skip: skipWithoutPostgres }, () => {
+  const tables: PgLockTable[] = [];
+  const open = (options: Record<string, unknown> = {}) => {
+    const table = new PgLockTable({
+      connectionString: databaseUrl,
+      namespace: freshNamespace(),
+      ...options,
+    });
+    tables.push(table);
+    return table;
+  };
+  after(async () => {
+    await Promise.all(tables.map((t) => t.close()));
+  });
+
+  test('a session that ends in the same read as its grant: no lease whose signal never aborts', async () => {
+    const table = open();
+    await (await table.acquire('warm')).release();
+    // The grant's reply and the server's FATAL (idle_session_timeout, pg_terminate_backend)
+    // arrive in one read: pg resolves the query (a microtask) and emits 'error' synchronously,
+    // so the session is ended before the backend's code after `await pending` runs.
+    const proto = pg.Client.prototype as unknown as { query: (...a: unknown[]) => unknown };
+    const original = proto.query;
+    let armed = true;
+    proto.query = function (this: pg.Client, ...args: unknown[]) {
+      const config = args[0] as { text?: string } | undefined;
+      const result = original.apply(this, args);
+      if (armed && typeof config?.text === 'string' && config.text.includes('locktable.acquire(')) {
+        armed = false;
+        return (result as Promise<unknown>).then((value) => {
+          this.emit(
+            'error',
+            new Error('simulated: terminating connection (same read as the reply)'),
+          );
+          (
+            this as unknown as { connection: { stream: { destroy(): void } } }
+          ).connection.stream.destroy();
+          return value;
+        });
+      }
+      return result;
+    };
+    let lease;
+    try {
+      lease = await table.acquire('same-read').catch((error: unknown) => error);
+    } finally {
+      proto.query = original;
+    }
+    if (lease instanceof Error) {
+      assert.equal((lease as { code?: string }).code, 'ERR_LOCK_CONNECTION');
+    } else {
+      const l = lease as Awaited<ReturnType<PgLockTable['acquire']>>;
+      assert.equal(l.held, false);
+      assert.equal(
+        l.signal.aborted,
+        true,
+        'a lease that does not hold its lock must have its signal aborted',
+      );
+      await assert.rejects(l.release(), { code: 'ERR_LOCK_STALE' });
+    }
+    // The key is free again, in this process and on the server.
+    await (await table.acquire('same-read', { waitTimeout: 2000 })).release();
+  });
+
+  test('default_transaction_isolation repeatable read (a role or database setting): contended and concurrent first grants do not fail with 40001', async () => {
+    const namespace = freshNamespace();
+    const options = { namespace, options: '-c default_transaction_isolation=repeatable\\ read' };
+    const many = [open(options), open(options), open(options)];
+    await (await many[0]!.acquire('hot')).release();
+    const errors: unknown[] = [];
+    await Promise.all(
+      many.map(async (table, t) => {
+        for (let i = 0; i < 8; i++) {
+          try {
+            // Exclusive on one hot key (separate tables: every grant goes through the server),
+            // then shared on a new key that all create at once.
+            const lease = await table.acquire('hot', { waitTimeout: 5000 });
+            await new Promise((resolve) => setTimeout(resolve, 1));
+            await lease.release();
+            const shared = await table.acquire(`new-${i}`, { mode: 'shared', waitTimeout: 5000 });
+            await shared.release();
+          } catch (error) {
+            errors.push(`${t}: ${(error as { code?: string }).code} ${(error as Error).message}`);
+          }
+        }
+      }),
+    );
+    assert.deepEqual(errors, []);
+  });
+
+  test("lease Infinity ('never') holds under a server-wide idle_session_timeout", async () => {
+    // A role, database or server idle_session_timeout (managed services set one) must not end a
+    // holder's session when the table's lease is Infinity: no heartbeat runs then.
+    const table = open({ lease: Infinity, options: '-c idle_session_timeout=300' });
+    const lease = await table.acquire('forever');
+    await new Promise((resolve) => setTimeout(resolve, 900));
+    assert.equal(lease.held, true, 'the server ended the session of a lease: Infinity holder');
+    await lease.release();
+    // Released, the session is back to the server's own idle_session_timeout.
+    await (await table.acquire('forever', { waitTimeout: 0 })).release();
+  });
+
+  test('a role or server statement_timeout does not cut a wait within waitTimeout', async () => {
+    const holder = open();
+    const table = open({ namespace: holder.namespace, options: '-c statement_timeout=150' });
+    const lease = await holder.acquire('long-wait');
+    const start = performance.now();
+    await assert.rejects(table.acquire('long-wait', { waitTimeout: 600 }), {
+      code: 'ERR_LOCK_TIMEOUT',
+    });
+    assert.ok(performance.now() - start >= 590, 'the wait ended before its waitTimeout');
+    const waiting = table.acquire('long-wait');
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    await lease.release();
+    await (await waiting).release();
+  });
+});
