@@ -5,7 +5,8 @@
  * (test/postgres/cluster.mjs) or uses DATABASE_URL. Each configuration runs in fresh processes,
  * several runs, interleaved (run 1 of every configuration, then run 2, ...), medians with ranges.
  * Writes benchmarks/results/postgres/results.md and results.json. Exits 1 when raw or locktable
- * lost an update, granted unsafely, hung or crashed; a peer that does is reported BROKEN.
+ * lost an update, granted unsafely, hung or crashed, or when the negative control (no lock) lost
+ * none; a peer that does is reported BROKEN.
  */
 import { fork } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -23,11 +24,16 @@ const USAGE = `npm run bench:postgres [-- options]
   --ms N            measured window per run, ms (default 2000)
   --quick           1 run of 500 ms: a smoke test (writes benchmarks/results/postgres-quick/)
   --only a,b        scenarios: uncontended, hot-key, processes, handoff
-  --peers a,b       peers: raw, locktable, advisory-lock
+  --peers a,b       peers: raw, locktable, advisory-lock, none (no lock: the negative control,
+                    in hot-key and processes only; it must lose updates)
   DATABASE_URL      use this server instead of a throwaway cluster`;
 
 const SCENARIOS: ScenarioName[] = ['uncontended', 'hot-key', 'processes', 'handoff'];
-const PEERS: PeerName[] = ['raw', 'locktable', 'advisory-lock'];
+const PEERS: PeerName[] = ['raw', 'locktable', 'advisory-lock', 'none'];
+/** The scenarios where the negative control runs (it has no waiter to hand off to). */
+const CONTROLLED: ScenarioName[] = ['hot-key', 'processes'];
+const peersOf = (o: Options, s: ScenarioName): PeerName[] =>
+  o.peers.filter((p) => p !== 'none' || CONTROLLED.includes(s));
 const TITLES: Record<ScenarioName, string> = {
   uncontended: 'Uncontended acquire + release, one client',
   'hot-key': 'One hot key, 8 clients in one process',
@@ -90,7 +96,11 @@ interface RunRecord {
 
 const log = (line: string): void => void process.stderr.write(`${line}\n`);
 const fmtRate = (v: number): string =>
-  v >= 1000 ? `${(v / 1000).toPrecision(3)}k/s` : `${v.toPrecision(3)}/s`;
+  v >= 1e6
+    ? `${(v / 1e6).toPrecision(3)}M/s`
+    : v >= 1000
+      ? `${(v / 1000).toPrecision(3)}k/s`
+      : `${v.toPrecision(3)}/s`;
 const fmtUs = (v: number): string =>
   v >= 1000 ? `${(v / 1000).toPrecision(3)} ms` : `${v.toPrecision(3)} µs`;
 const fmt = (s: ScenarioName, v: number): string =>
@@ -188,7 +198,7 @@ async function main(): Promise<void> {
   try {
     for (let run = 0; run < o.runs; run++) {
       for (const scenario of o.scenarios) {
-        for (const peer of o.peers) {
+        for (const peer of peersOf(o, scenario)) {
           const rec = await runOne(
             o,
             { scenario, peer, run, url: cluster.url, namespace, table, tag },
@@ -235,7 +245,9 @@ async function main(): Promise<void> {
   );
   log(`\nwrote ${new URL('results.md', dir).pathname}`);
   const fatal = report.rows.some(
-    (r) => (r.peer === 'raw' || r.peer === 'locktable') && r.status !== 'ok',
+    (r) =>
+      ((r.peer === 'raw' || r.peer === 'locktable') && r.status !== 'ok') ||
+      (r.peer === 'none' && r.lost === 0),
   );
   process.exitCode = fatal ? 1 : 0;
 }
@@ -349,6 +361,8 @@ interface Row {
   waitP99?: number;
   waitMax?: number;
   streak?: number;
+  /** locktable, across processes: how long one process kept the server lock for its own callers. */
+  holdMs?: { p99: number; max: number; sections: number };
 }
 
 interface Goal {
@@ -374,24 +388,38 @@ function summarizeAll(o: Options, records: RunRecord[]) {
       (r) => r.scenario === scenario && r.peer === 'raw' && r.error === undefined,
     );
     const raw = median(rawRecs.map((r) => r.value));
-    for (const peer of o.peers) {
+    for (const peer of peersOf(o, scenario)) {
       const recs = records.filter((r) => r.scenario === scenario && r.peer === peer);
       const good = recs.filter((r) => r.error === undefined);
       const value = spread(good.map((r) => r.value));
       const lost = recs.reduce((a, r) => a + Math.max(0, r.lost), 0);
       const errors = [...new Set(recs.flatMap((r) => (r.error !== undefined ? [r.error] : [])))];
       const status =
-        errors.length > 0
-          ? `**BROKEN**: ${errors.join('; ')} (${recs.length - good.length} of ${recs.length} runs)`
-          : lost > 0
-            ? `**BROKEN**: lost updates`
-            : 'ok';
-      const ratio = value === null ? NaN : value.median / raw;
+        peer === 'none'
+          ? lost > 0
+            ? `negative control: loses updates, as it must`
+            : `**control FAILED**: no lost update detected`
+          : errors.length > 0
+            ? `**BROKEN**: ${errors.join('; ')} (${recs.length - good.length} of ${recs.length} runs)`
+            : lost > 0
+              ? `**BROKEN**: lost updates`
+              : 'ok';
+      const ratio = value === null || peer === 'none' ? NaN : value.median / raw;
       const row: Row = { scenario, peer, value, ratio, lost, status };
       if (proc) {
         row.fairness = spread(good.map((r) => r.fairness!));
         row.waitP99 = median(good.map((r) => r.waits!.p99));
         row.waitMax = Math.max(...good.map((r) => r.waits!.max));
+        const streaks = good.flatMap((r) =>
+          r.results.flatMap((w) => (w.streaks ? [w.streaks] : [])),
+        );
+        if (streaks.length > 0) {
+          row.holdMs = {
+            p99: median(streaks.map((x) => x.p99Ms)),
+            max: Math.max(...streaks.map((x) => x.maxMs)),
+            sections: Math.max(...streaks.map((x) => x.maxSections)),
+          };
+        }
       }
       const st = good.map((r) => r.stats).filter((s) => s !== undefined);
       if (st.length > 0) {
@@ -414,6 +442,11 @@ function summarizeAll(o: Options, records: RunRecord[]) {
       md.push(
         '',
         `locktable: ${lt.streak.toFixed(1)} sections per server grant on average (its front's hand-overs).`,
+      );
+    }
+    if (lt?.holdMs !== undefined) {
+      md.push(
+        `locktable: one process kept the server lock for its own callers (first grant to last release of one server grant) ${lt.holdMs.p99.toFixed(1)} ms at p99 (median over the processes), ${lt.holdMs.max.toFixed(1)} ms at most, for at most ${lt.holdMs.sections} sections (cohortLimit 32, cohortMs 2).`,
       );
     }
     md.push('');

@@ -1,6 +1,7 @@
 /** What run.ts sends each benchmark process of `npm run bench:postgres`, and what comes back. */
 
-export type PeerName = 'raw' | 'locktable' | 'advisory-lock';
+/** `none`: the negative control, no lock at all (it must lose updates). */
+export type PeerName = 'raw' | 'locktable' | 'advisory-lock' | 'none';
 export type ScenarioName = 'uncontended' | 'hot-key' | 'processes' | 'handoff';
 
 export interface WorkerTask {
@@ -38,4 +39,9 @@ export interface WorkerResult {
   unsafe?: number;
   /** locktable's front: server grants and in-process hand-overs. */
   stats?: { serverGrants: number; handoffs: number } | undefined;
+  /**
+   * locktable: its streaks over the window, the sections of one server grant, from the first
+   * grant to the last release: how long this process kept the server lock from the others.
+   */
+  streaks?: { count: number; p99Ms: number; maxMs: number; maxSections: number } | undefined;
 }

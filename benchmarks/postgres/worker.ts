@@ -57,12 +57,29 @@ async function rawClient(url: string, key: string): Promise<LockClient> {
   };
 }
 
+/**
+ * locktable's streaks: the grants of one server grant (token = (server fence << 20) | i) and how
+ * long this process kept the server lock for them, from the first grant to the last release.
+ */
+const streaks = new Map<bigint, { start: number; end: number; sections: number }>();
+
 /** locktable: the callers of one process share one PgLockTable (and so its front). */
 function locktableClient(locks: PgLockTable, key: string): LockClient {
   return {
     async acquire() {
       const lease = await locks.acquire(key);
-      return () => lease.release();
+      const fence = lease.token >> 20n;
+      let streak = streaks.get(fence);
+      if (streak === undefined) {
+        streak = { start: now(), end: 0, sections: 0 };
+        streaks.set(fence, streak);
+      }
+      const s = streak;
+      return async () => {
+        await lease.release();
+        s.end = now();
+        s.sections++;
+      };
     },
     close: async () => {},
   };
@@ -87,8 +104,15 @@ async function advisoryClient(url: string, key: string): Promise<LockClient> {
   };
 }
 
+/** The negative control: no lock at all (its sections must lose updates). */
+const noLock: LockClient = {
+  acquire: async () => async () => {},
+  close: async () => {},
+};
+
 async function makeClients(task: WorkerTask, count: number): Promise<LockClient[]> {
   const out: LockClient[] = [];
+  if (task.peer === 'none') return Array.from({ length: count }, () => noLock);
   if (task.peer === 'locktable') {
     const locks = new PgLockTable({ connectionString: task.url, namespace: task.namespace });
     shared.push(locks);
@@ -188,6 +212,8 @@ async function main(): Promise<void> {
     // Warm-up: connections, prepared statements, the locktable schema and sessions.
     await loop(clients, now() + task.warmupMs, local);
     counter[0] = 0;
+    streaks.clear();
+    const before = shared[0]?.stats;
     message({ ready: true });
     const go = await waitForGo();
     await until(go);
@@ -199,7 +225,8 @@ async function main(): Promise<void> {
       elapsedMs: run.elapsed,
       counter: counter[0]!,
       waits: summarizeWaits(run.waits),
-      stats: shared[0]?.stats,
+      stats: delta(before, shared[0]?.stats),
+      streaks: summarizeStreaks(),
     };
     await Promise.all(clients.map((c) => c.close()));
     await Promise.all(data.map((c) => c.end()));
@@ -207,6 +234,24 @@ async function main(): Promise<void> {
   for (const locks of shared) await locks.close();
   message({ result });
   process.disconnect?.();
+}
+
+/** The front's counts over the measured window only. */
+function delta(a: WorkerResult['stats'], b: WorkerResult['stats']): WorkerResult['stats'] {
+  if (a === undefined || b === undefined) return undefined;
+  return { serverGrants: b.serverGrants - a.serverGrants, handoffs: b.handoffs - a.handoffs };
+}
+
+function summarizeStreaks(): WorkerResult['streaks'] {
+  if (streaks.size === 0) return undefined;
+  const done = [...streaks.values()].filter((s) => s.sections > 0);
+  const ms = done.map((s) => s.end - s.start).sort((a, b) => a - b);
+  return {
+    count: done.length,
+    p99Ms: ms[Math.min(ms.length - 1, Math.floor(0.99 * ms.length))] ?? NaN,
+    maxMs: ms[ms.length - 1] ?? NaN,
+    maxSections: Math.max(0, ...done.map((s) => s.sections)),
+  };
 }
 
 function summarizeWaits(waits: number[]): { p50: number; p99: number; max: number } {
