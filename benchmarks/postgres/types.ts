@@ -1,0 +1,47 @@
+/** What run.ts sends each benchmark process of `npm run bench:postgres`, and what comes back. */
+
+/** `none`: the negative control, no lock at all (it must lose updates). */
+export type PeerName = 'raw' | 'locktable' | 'advisory-lock' | 'none';
+export type ScenarioName = 'uncontended' | 'hot-key' | 'processes' | 'handoff';
+
+export interface WorkerTask {
+  peer: PeerName;
+  scenario: ScenarioName;
+  url: string;
+  /** The one key every client of this configuration locks (fresh per run). */
+  key: string;
+  /** locktable's namespace (fresh per run set). */
+  namespace: number;
+  /** The counter table of the cross-process scenario. */
+  table: string;
+  /** Lock clients in this process. */
+  clients: number;
+  warmupMs: number;
+  /** The measured window. */
+  ms: number;
+  /** Handoff: ms the holder still holds once the server shows the waiter waiting. */
+  handoffGapMs: number;
+}
+
+export interface WorkerResult {
+  peer: PeerName;
+  scenario: ScenarioName;
+  /** Sections per client. */
+  sections: number[];
+  elapsedMs: number;
+  /** The in-process counter after the window (= sections when nothing was lost). */
+  counter: number;
+  /** Acquire waits (ms) over the window. */
+  waits?: { p50: number; p99: number; max: number };
+  /** Handoff samples (µs), sorted. */
+  handoffUs?: number[];
+  /** Handoff: grants seen before the holder's release was sent (must be 0). */
+  unsafe?: number;
+  /** locktable's front: server grants and in-process hand-overs. */
+  stats?: { serverGrants: number; handoffs: number } | undefined;
+  /**
+   * locktable: its streaks over the window, the sections of one server grant, from the first
+   * grant to the last release: how long this process kept the server lock from the others.
+   */
+  streaks?: { count: number; p99Ms: number; maxMs: number; maxSections: number } | undefined;
+}

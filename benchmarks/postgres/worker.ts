@@ -1,0 +1,344 @@
+/**
+ * One benchmark process of `npm run bench:postgres` (forked by run.ts, one per configuration and
+ * run; four per run of the cross-process scenario). It connects its clients, says `ready`, waits
+ * for `go`, runs its scenario for the measured window and sends back one `result`.
+ *
+ * Every critical section is a deliberately non-atomic read-modify-write that only the lock keeps
+ * whole: within a process a counter in a SharedArrayBuffer read, an await, then written; across
+ * processes a counter row read with one statement and written with another. The parent compares
+ * the counter with the sections counted to find lost updates.
+ */
+import process from 'node:process';
+import pg from 'pg';
+import type { PeerName, ScenarioName, WorkerResult, WorkerTask } from './types.js';
+
+type PgModule = typeof import('../../src/postgres/index.js');
+type PgLockTable = import('../../src/postgres/index.js').PgLockTable;
+
+const specifier = 'locktable/postgres';
+const { PgLockTable } = (await import(specifier)) as PgModule;
+
+interface Release {
+  (): Promise<void>;
+}
+
+/** One lock client: acquire a key (the same key every time) and get back its release. */
+interface LockClient {
+  acquire(): Promise<Release>;
+  close(): Promise<void>;
+}
+
+const now = (): number => performance.now();
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** The raw baseline's key: computed once per client, outside the measured loop. */
+function rawKey(key: string): string {
+  let h = 0n;
+  for (const c of Buffer.from(key)) h = (h * 131n + BigInt(c)) & 0x7fffffffffffffffn;
+  return h.toString();
+}
+
+/** A raw client: one dedicated pg.Client, named prepared statements. */
+async function rawClient(url: string, key: string): Promise<LockClient> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  const id = rawKey(key);
+  const lock = { name: 'bench_lock', text: 'SELECT pg_advisory_lock($1)', values: [id] };
+  const unlock = { name: 'bench_unlock', text: 'SELECT pg_advisory_unlock($1)', values: [id] };
+  const release: Release = async () => {
+    await client.query(unlock);
+  };
+  return {
+    async acquire() {
+      await client.query(lock);
+      return release;
+    },
+    close: () => client.end(),
+  };
+}
+
+/**
+ * locktable's streaks: the grants of one server grant (token = (server fence << 20) | i) and how
+ * long this process kept the server lock for them, from the first grant to the last release.
+ */
+const streaks = new Map<bigint, { start: number; end: number; sections: number }>();
+
+/** locktable: the callers of one process share one PgLockTable (and so its front). */
+function locktableClient(locks: PgLockTable, key: string): LockClient {
+  return {
+    async acquire() {
+      const lease = await locks.acquire(key);
+      const fence = lease.token >> 20n;
+      let streak = streaks.get(fence);
+      if (streak === undefined) {
+        streak = { start: now(), end: 0, sections: 0 };
+        streaks.set(fence, streak);
+      }
+      const s = streak;
+      return async () => {
+        await lease.release();
+        s.end = now();
+        s.sections++;
+      };
+    },
+    close: async () => {},
+  };
+}
+
+interface AdvisoryMutex {
+  lock(): Promise<() => Promise<void>>;
+}
+type CreateMutex = (name: string) => AdvisoryMutex;
+
+async function advisoryClient(url: string, key: string): Promise<LockClient> {
+  // Its README's `import advisoryLock from 'advisory-lock'` does not give the function: `.default`.
+  const mod = (await import('advisory-lock')) as unknown as {
+    default: { default: (url: string) => CreateMutex };
+  };
+  const mutex = mod.default.default(url)(key);
+  return {
+    async acquire() {
+      return mutex.lock();
+    },
+    close: async () => {},
+  };
+}
+
+/** The negative control: no lock at all (its sections must lose updates). */
+const noLock: LockClient = {
+  acquire: async () => async () => {},
+  close: async () => {},
+};
+
+async function makeClients(task: WorkerTask, count: number): Promise<LockClient[]> {
+  const out: LockClient[] = [];
+  if (task.peer === 'none') return Array.from({ length: count }, () => noLock);
+  if (task.peer === 'locktable') {
+    const locks = new PgLockTable({ connectionString: task.url, namespace: task.namespace });
+    shared.push(locks);
+    for (let i = 0; i < count; i++) out.push(locktableClient(locks, task.key));
+    return out;
+  }
+  for (let i = 0; i < count; i++) {
+    out.push(
+      task.peer === 'raw'
+        ? await rawClient(task.url, task.key)
+        : await advisoryClient(task.url, task.key),
+    );
+  }
+  return out;
+}
+
+const shared: PgLockTable[] = [];
+
+function message(m: Record<string, unknown>): void {
+  process.send?.(m);
+}
+
+function waitForGo(): Promise<number> {
+  return new Promise((resolve) => {
+    process.on('message', (m: { go?: number }) => {
+      if (typeof m.go === 'number') resolve(m.go);
+    });
+  });
+}
+
+/** Sleeps until the wall-clock time `at` (ms since the epoch), shared by every process. */
+async function until(at: number): Promise<void> {
+  const left = at - (performance.timeOrigin + now());
+  if (left > 0) await sleep(left);
+}
+
+/** Clients loop acquire, section, release until `end`; counts sections and acquire waits. */
+async function loop(
+  clients: LockClient[],
+  end: number,
+  section: (client: number) => Promise<void>,
+): Promise<{ sections: number[]; waits: number[]; elapsed: number }> {
+  const sections = clients.map(() => 0);
+  const waits: number[] = [];
+  const start = now();
+  await Promise.all(
+    clients.map(async (c, i) => {
+      while (now() < end) {
+        const t = now();
+        const release = await c.acquire();
+        waits.push(now() - t);
+        try {
+          await section(i);
+        } finally {
+          await release();
+        }
+        sections[i]!++;
+      }
+    }),
+  );
+  return { sections, waits, elapsed: now() - start };
+}
+
+async function main(): Promise<void> {
+  const task = JSON.parse(process.argv[2]!) as WorkerTask;
+  const counter = new Int32Array(new SharedArrayBuffer(4));
+  const local = async (): Promise<void> => {
+    const v = counter[0]!;
+    await null; // any other caller of this process may run here: only the lock keeps v current
+    counter[0] = v + 1;
+  };
+  const scenario: ScenarioName = task.scenario;
+  const peer: PeerName = task.peer;
+  let result: WorkerResult;
+  if (scenario === 'handoff') {
+    result = await handoff(task);
+  } else {
+    const clients = await makeClients(task, task.clients);
+    let data: pg.Client[] = [];
+    let section: (i: number) => Promise<void> = local;
+    if (scenario === 'processes') {
+      data = await Promise.all(
+        clients.map(async () => {
+          const c = new pg.Client({ connectionString: task.url });
+          await c.connect();
+          return c;
+        }),
+      );
+      const read = { name: 'read', text: `SELECT v FROM ${task.table} WHERE id = 1` };
+      const write = `UPDATE ${task.table} SET v = $1 WHERE id = 1`;
+      section = async (i) => {
+        const c = data[i]!;
+        const v = (await c.query<{ v: number }>(read)).rows[0]!.v;
+        await c.query({ name: 'write', text: write, values: [v + 1] });
+      };
+    }
+    // Warm-up: connections, prepared statements, the locktable schema and sessions.
+    await loop(clients, now() + task.warmupMs, local);
+    counter[0] = 0;
+    streaks.clear();
+    const before = shared[0]?.stats;
+    message({ ready: true });
+    const go = await waitForGo();
+    await until(go);
+    const run = await loop(clients, now() + task.ms, section);
+    result = {
+      peer,
+      scenario,
+      sections: run.sections,
+      elapsedMs: run.elapsed,
+      counter: counter[0]!,
+      waits: summarizeWaits(run.waits),
+      stats: delta(before, shared[0]?.stats),
+      streaks: summarizeStreaks(),
+    };
+    await Promise.all(clients.map((c) => c.close()));
+    await Promise.all(data.map((c) => c.end()));
+  }
+  for (const locks of shared) await locks.close();
+  message({ result });
+  process.disconnect?.();
+}
+
+/** The front's counts over the measured window only. */
+function delta(a: WorkerResult['stats'], b: WorkerResult['stats']): WorkerResult['stats'] {
+  if (a === undefined || b === undefined) return undefined;
+  return { serverGrants: b.serverGrants - a.serverGrants, handoffs: b.handoffs - a.handoffs };
+}
+
+function summarizeStreaks(): WorkerResult['streaks'] {
+  if (streaks.size === 0) return undefined;
+  const done = [...streaks.values()].filter((s) => s.sections > 0);
+  const ms = done.map((s) => s.end - s.start).sort((a, b) => a - b);
+  return {
+    count: done.length,
+    p99Ms: ms[Math.min(ms.length - 1, Math.floor(0.99 * ms.length))] ?? NaN,
+    maxMs: ms[ms.length - 1] ?? NaN,
+    maxSections: Math.max(0, ...done.map((s) => s.sections)),
+  };
+}
+
+function summarizeWaits(waits: number[]): { p50: number; p99: number; max: number } {
+  const sorted = waits.sort((a, b) => a - b);
+  const at = (q: number): number =>
+    sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
+  return { p50: at(0.5), p99: at(0.99), max: sorted[sorted.length - 1] ?? NaN };
+}
+
+/** A lock request waiting on the server (runs are sequential: it is this process's waiter). */
+const WAITING = {
+  name: 'waiting',
+  text: "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted LIMIT 1",
+};
+
+/**
+ * Handoff: two clients in this process (locktable: two PgLockTables, each with its own front, so
+ * the waiter really waits on the server). The holder holds, the waiter asks and waits on the
+ * server, the holder releases; the time from the release call to the waiter's grant, on one clock.
+ */
+async function handoff(task: WorkerTask): Promise<WorkerResult> {
+  let a: LockClient;
+  let b: LockClient;
+  if (task.peer === 'locktable') {
+    const la = new PgLockTable({ connectionString: task.url, namespace: task.namespace });
+    const lb = new PgLockTable({ connectionString: task.url, namespace: task.namespace });
+    shared.push(la, lb);
+    a = locktableClient(la, task.key);
+    b = locktableClient(lb, task.key);
+  } else {
+    a = (await makeClients(task, 1))[0]!;
+    b = (await makeClients(task, 1))[0]!;
+  }
+  const probe = new pg.Client({ connectionString: task.url });
+  await probe.connect();
+  const samples: number[] = [];
+  const counter = new Int32Array(new SharedArrayBuffer(4));
+  let sections = 0;
+  let holder = a!;
+  let waiter = b!;
+  let release = await holder.acquire();
+  message({ ready: true });
+  await until(await waitForGo());
+  const end = now() + task.ms;
+  let i = 0;
+  let unsafe = 0;
+  while (now() < end || i < 10) {
+    let grantedAt = 0;
+    const granted = waiter.acquire().then((r) => {
+      grantedAt = now();
+      return r;
+    });
+    // Until the server shows the waiter's lock request waiting (then a little longer).
+    const deadline = now() + 5000;
+    while ((await probe.query(WAITING)).rowCount === 0) {
+      if (now() > deadline) throw new Error('the waiter never waited on the server');
+      await sleep(1);
+    }
+    await sleep(task.handoffGapMs);
+    const v = counter[0]!;
+    counter[0] = v + 1;
+    sections++;
+    if (grantedAt !== 0) unsafe++; // granted while the holder still held it
+    const t0 = now();
+    await release();
+    release = await granted;
+    if (i >= 3) samples.push((grantedAt - t0) * 1000);
+    [holder, waiter] = [waiter, holder];
+    i++;
+  }
+  counter[0] = counter[0]! + 1;
+  sections++;
+  await release();
+  await a!.close();
+  await b!.close();
+  await probe.end();
+  samples.sort((x, y) => x - y);
+  return {
+    peer: task.peer,
+    scenario: 'handoff',
+    sections: [sections],
+    elapsedMs: task.ms,
+    counter: counter[0]!,
+    handoffUs: samples,
+    unsafe,
+    stats: undefined,
+  };
+}
+
+await main();
