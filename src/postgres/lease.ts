@@ -192,7 +192,7 @@ export class PgLease implements LockLease, AsyncDisposable {
     }
     let released: boolean;
     try {
-      const { rows } = await session.query(RELEASE, [
+      const { rows } = await session.queryHolding(RELEASE, [
         holding.namespace,
         this.lockId,
         this.mode === 'exclusive',

@@ -28,6 +28,11 @@ export class Session {
   /** Statements sent and not answered yet. */
   #inflight = 0;
   #heartbeat: NodeJS.Timeout | undefined;
+  /**
+   * While the session holds leases: how long (ms) a release or a heartbeat may wait for its
+   * reply before the session is taken for cut off (see replyDeadline). Infinity otherwise.
+   */
+  #replyDeadlineMs = Infinity;
 
   private constructor(client: pg.Client) {
     this.client = client;
@@ -85,6 +90,36 @@ export class Session {
   }
 
   /**
+   * A statement of a session that holds leases (a release, a heartbeat), whose reply must come
+   * within the lease: a reply that has not come by then never will in time (the network is cut,
+   * or the server is frozen), and waiting for TCP to notice could take hours, during which the
+   * key would stay taken in this process (the front) although the server may have freed it. So
+   * the session is cut: its socket destroyed, the session ended, the statement rejected. That is
+   * safe: the server either ran the statement (an unlock) or, silent for the lease, ends the
+   * session itself (idle_session_timeout), which frees its locks.
+   */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  async queryHolding(statement: QueryConfig, values: unknown[]): Promise<pg.QueryResult<any>> {
+    const ms = this.#replyDeadlineMs;
+    if (!Number.isFinite(ms)) return this.query(statement, values);
+    const timer = setTimeout(() => this.#cut(ms), ms);
+    try {
+      return await this.query(statement, values);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Destroys the socket of a session whose reply did not come in `ms` (see queryHolding). */
+  #cut(ms: number): void {
+    this.#markEnded(new Error(`no reply from the server in ${ms} ms: the session was cut off`));
+    // pg's Connection keeps its socket as `stream`: destroying it rejects the pending query.
+    const stream = (this.client as unknown as { connection?: { stream?: { destroy(): void } } })
+      .connection?.stream;
+    stream?.destroy();
+  }
+
+  /**
    * While the session holds leases: a HEARTBEAT every `intervalMs` when no statement is in flight,
    * so the server's idle_session_timeout (the lease) ends the session only if this process stops
    * talking. A heartbeat that finds another server process (a pooler) ends the session: its locks
@@ -92,9 +127,11 @@ export class Session {
    */
   startHeartbeat(intervalMs: number): void {
     if (this.#heartbeat !== undefined || !Number.isFinite(intervalMs)) return;
+    // The heartbeat runs every lease / 4: a reply may take up to the lease (see queryHolding).
+    this.#replyDeadlineMs = 4 * intervalMs;
     this.#heartbeat = setInterval(() => {
       if (this.#inflight > 0 || this.#ended) return;
-      this.query(HEARTBEAT, []).then(
+      this.queryHolding(HEARTBEAT, []).then(
         ({ rows }) => {
           if (Number(rows[0].pid) !== this.pid) void this.end();
         },
@@ -109,6 +146,7 @@ export class Session {
   stopHeartbeat(): void {
     clearInterval(this.#heartbeat);
     this.#heartbeat = undefined;
+    this.#replyDeadlineMs = Infinity;
   }
 
   /**

@@ -121,4 +121,42 @@ describe('PgLockTable review', { skip: skipWithoutPostgres }, () => {
     await lease.release();
     await (await waiting).release();
   });
+
+  test('a release whose reply never comes (the server frozen) fails within the lease and frees the front', async () => {
+    const { LockTable } = await import('../../src/index.js');
+    const front = new LockTable({ capacity: 16 });
+    const table = open({ lease: 400, table: front });
+    const other = open({ namespace: table.namespace, table: front });
+    const lease = await table.acquire('frozen');
+    const pid = lease.pid;
+    try {
+      process.kill(pid, 'SIGSTOP');
+    } catch {
+      return; // a server on another machine, or another user's: the test needs a local one
+    }
+    try {
+      const start = performance.now();
+      const error = await lease.release().then(
+        () => undefined,
+        (e: unknown) => e as { code?: string },
+      );
+      const took = performance.now() - start;
+      assert.equal(error?.code, 'ERR_LOCK_STALE', 'the release reports the lock as lost');
+      assert.ok(took < 400 + 1000, `the release came back in ${took.toFixed(0)} ms, not never`);
+      assert.equal(lease.held, false);
+      // The front no longer holds the key: another table of this process gets to the server,
+      // where it waits (the frozen server process still has the lock) until that ends.
+      const waiting = other.acquire('frozen', { waitTimeout: 30_000 });
+      process.kill(pid, 'SIGCONT');
+      const next = await waiting;
+      assert.ok(next.held, 'the other table holds it once the frozen server process let go');
+      await next.release();
+    } finally {
+      try {
+        process.kill(pid, 'SIGCONT');
+      } catch {
+        // gone already
+      }
+    }
+  });
 });
