@@ -75,8 +75,11 @@ export class Holding {
     this.front = front;
     this.#unsubscribe = session.onEnd((reason) => {
       for (const lease of this.leases) lease.lose(reason);
-      // The server freed the locks with the session: the table leases go too.
+      // The server freed the locks with the session: the table leases go too, and so does the
+      // session's place in the backend's set (a lost lease that is never released must not keep
+      // it). A later release() of a lost lease finds all this done (each step is idempotent).
       this.front?.leave();
+      this.#host.finished(this);
     });
     session.startHeartbeat(heartbeatMs);
   }

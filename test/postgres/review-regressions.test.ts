@@ -159,4 +159,24 @@ describe('PgLockTable review', { skip: skipWithoutPostgres }, () => {
       }
     }
   });
+
+  test('a lost lease that is never released does not keep its session’s place', async () => {
+    const table = open({ poolSize: 1 });
+    const lease = await table.acquire('lost-place');
+    const admin = new pg.Client({ connectionString: databaseUrl });
+    admin.on('error', () => {});
+    await admin.connect();
+    try {
+      await admin.query('SELECT pg_terminate_backend($1)', [lease.pid]);
+    } finally {
+      await admin.end();
+    }
+    if (!lease.signal.aborted)
+      await new Promise<void>((resolve) => lease.signal.addEventListener('abort', () => resolve()));
+    // Not released: the only place of poolSize 1 must still be free for the next request.
+    const next = await table.acquire('another', { waitTimeout: 5000 });
+    assert.ok(next.held);
+    await next.release();
+    await assert.rejects(lease.release(), { code: 'ERR_LOCK_STALE' });
+  });
 });
