@@ -8,32 +8,23 @@ import { Worker } from 'node:worker_threads';
 import type pg from 'pg';
 import { LockTable } from '../../src/index.js';
 import { type PgLease, PgLockTable } from '../../src/postgres/index.js';
-import { databaseUrl, eventually, freshNamespace, rawClient, skipWithoutPostgres } from './db.js';
+import {
+  databaseUrl,
+  eventually,
+  freshNamespace,
+  rawClient,
+  serverLocks,
+  skipWithoutPostgres,
+  tableOpener,
+} from './db.js';
 
 describe('PgLockTable: the shared table in front', { skip: skipWithoutPostgres }, () => {
   let admin: pg.Client;
-  const tables: PgLockTable[] = [];
-  const open = (options: Record<string, unknown> = {}) => {
-    const table = new PgLockTable({
-      connectionString: databaseUrl,
-      namespace: freshNamespace(),
-      ...options,
-    });
-    tables.push(table);
-    return table;
-  };
-  /** Advisory locks (granted or waited for) of `namespace` on the server. */
-  const serverLocks = async (namespace: number) =>
-    (
-      await admin.query(
-        `SELECT pid, objid::int4 AS id, granted FROM pg_locks
-         WHERE locktype = 'advisory' AND objsubid = 2 AND classid = $1::int4::oid`,
-        [namespace],
-      )
-    ).rows as Array<{ pid: number; id: number; granted: boolean }>;
+  const { open, closeAll } = tableOpener();
+  const locksOf = (namespace: number) => serverLocks(admin, namespace);
   /** Neither the front table nor the server holds or waits for anything of `table`. */
   const assertFree = async (table: PgLockTable) => {
-    await eventually(async () => (await serverLocks(table.namespace)).length === 0, 2000, 'server');
+    await eventually(async () => (await locksOf(table.namespace)).length === 0, 2000, 'server');
     assert.deepEqual(table.table.held(), []);
   };
 
@@ -66,7 +57,7 @@ describe('PgLockTable: the shared table in front', { skip: skipWithoutPostgres }
     admin = await rawClient();
   });
   after(async () => {
-    await Promise.all(tables.map((t) => t.close()));
+    await closeAll();
     await admin.end();
   });
 
@@ -166,7 +157,7 @@ describe('PgLockTable: the shared table in front', { skip: skipWithoutPostgres }
     let most = 0;
     const watching = (async () => {
       while (!stop) {
-        most = Math.max(most, (await serverLocks(namespace)).length);
+        most = Math.max(most, (await locksOf(namespace)).length);
         await sleep(1);
       }
     })();
@@ -221,7 +212,7 @@ describe('PgLockTable: the shared table in front', { skip: skipWithoutPostgres }
     let most = 0;
     const watching = (async () => {
       while (!stop) {
-        most = Math.max(most, (await serverLocks(namespace)).length);
+        most = Math.max(most, (await locksOf(namespace)).length);
         await sleep(1);
       }
     })();
@@ -245,7 +236,7 @@ describe('PgLockTable: the shared table in front', { skip: skipWithoutPostgres }
     const tokens = results.flatMap((r) => r.tokens.map(BigInt));
     assert.equal(new Set(tokens).size, 120);
     for (const r of results) assertIncreasing(r.tokens.map(BigInt));
-    await eventually(async () => (await serverLocks(namespace)).length === 0, 2000, 'server');
+    await eventually(async () => (await locksOf(namespace)).length === 0, 2000, 'server');
     assert.deepEqual(shared.held(), []);
   });
 
@@ -316,7 +307,7 @@ describe('PgLockTable: the shared table in front', { skip: skipWithoutPostgres }
     const aborted = b.acquire('front-wait', { signal: controller.signal });
     const behind = b.acquire('front-wait');
     await sleep(10);
-    assert.equal((await serverLocks(namespace)).length, 1, 'only the holder is on the server');
+    assert.equal((await locksOf(namespace)).length, 1, 'only the holder is on the server');
     controller.abort();
     await assert.rejects(aborted, { name: 'AbortError' });
     await holder.release();

@@ -1,6 +1,7 @@
 // What the Postgres tests share: the server's URL (set by test/run.mjs), the skip rule, and raw
 // `pg` clients to look at the server from outside the backend.
 import pg from 'pg';
+import { PgLockTable, type PgLockTableOptions } from '../../src/postgres/index.js';
 
 /** The server to test against, from test/run.mjs or the environment. */
 export const databaseUrl: string | undefined =
@@ -41,4 +42,42 @@ export async function eventually(
       throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
+}
+
+/**
+ * Opens PgLockTables on the test server, each in a fresh namespace unless the options name one,
+ * and remembers them for closeAll() (a suite's `after`).
+ */
+export function tableOpener(): {
+  open: (options?: Partial<PgLockTableOptions>) => PgLockTable;
+  closeAll: () => Promise<void>;
+} {
+  const tables: PgLockTable[] = [];
+  return {
+    open(options = {}) {
+      const table = new PgLockTable({
+        connectionString: databaseUrl,
+        namespace: freshNamespace(),
+        ...options,
+      } as PgLockTableOptions);
+      tables.push(table);
+      return table;
+    },
+    async closeAll() {
+      await Promise.all(tables.map((t) => t.close()));
+    },
+  };
+}
+
+/** The advisory locks (granted or waited for) of `namespace` on the server, seen by `admin`. */
+export async function serverLocks(
+  admin: pg.Client,
+  namespace: number,
+): Promise<Array<{ pid: number; id: number; mode: string; granted: boolean }>> {
+  const { rows } = await admin.query(
+    `SELECT pid, objid::int4 AS id, mode, granted FROM pg_locks
+     WHERE locktype = 'advisory' AND objsubid = 2 AND classid = $1::int4::oid`,
+    [namespace],
+  );
+  return rows;
 }

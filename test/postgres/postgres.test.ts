@@ -5,35 +5,26 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import { PgLockTable } from '../../src/postgres/index.js';
-import { databaseUrl, eventually, freshNamespace, rawClient, skipWithoutPostgres } from './db.js';
+import {
+  databaseUrl,
+  eventually,
+  freshNamespace,
+  rawClient,
+  serverLocks,
+  skipWithoutPostgres,
+  tableOpener,
+} from './db.js';
 
 describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
   let admin: pg.Client;
-  const tables: PgLockTable[] = [];
-  const open = (options: Record<string, unknown> = {}) => {
-    const table = new PgLockTable({
-      connectionString: databaseUrl,
-      namespace: freshNamespace(),
-      ...options,
-    });
-    tables.push(table);
-    return table;
-  };
-  /** Advisory locks (granted or waited for) of `namespace` on the server. */
-  const serverLocks = async (namespace: number) =>
-    (
-      await admin.query(
-        `SELECT pid, objid::int4 AS id, mode, granted FROM pg_locks
-         WHERE locktype = 'advisory' AND objsubid = 2 AND classid = $1::int4::oid`,
-        [namespace],
-      )
-    ).rows as Array<{ pid: number; id: number; mode: string; granted: boolean }>;
+  const { open, closeAll } = tableOpener();
+  const locksOf = (namespace: number) => serverLocks(admin, namespace);
 
   before(async () => {
     admin = await rawClient();
   });
   after(async () => {
-    await Promise.all(tables.map((t) => t.close()));
+    await closeAll();
     await admin.end();
   });
 
@@ -66,7 +57,7 @@ describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
     // The application's hold on those does not block locktable either.
     const other = await table.acquire('ns-key-2', { waitTimeout: 0 });
     await other.release();
-    const locks = await serverLocks(table.namespace);
+    const locks = await locksOf(table.namespace);
     assert.deepEqual(
       locks.map((l) => [l.id, l.pid]),
       [[lease.lockId, lease.pid]],
@@ -132,7 +123,7 @@ describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
     const controller = new AbortController();
     const waiting = table.acquire('abort', { signal: controller.signal });
     await eventually(
-      async () => (await serverLocks(table.namespace)).some((l) => !l.granted),
+      async () => (await locksOf(table.namespace)).some((l) => !l.granted),
       2000,
       'the server-side wait',
     );
@@ -140,7 +131,7 @@ describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
     controller.abort();
     await assert.rejects(waiting, { name: 'AbortError' });
     const took = performance.now() - t0;
-    const locks = await serverLocks(table.namespace);
+    const locks = await locksOf(table.namespace);
     assert.deepEqual(
       locks.map((l) => [l.pid, l.granted]),
       [[holder.pid, true]],
@@ -179,7 +170,7 @@ describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
       const controller = new AbortController();
       const waiting = table.acquire('race', { signal: controller.signal });
       waiting.catch(() => {}); // it may reject while the release is awaited; checked below
-      await eventually(async () => (await serverLocks(table.namespace)).some((l) => !l.granted));
+      await eventually(async () => (await locksOf(table.namespace)).some((l) => !l.granted));
       // Release and abort together, at varying offsets: the grant and the cancel cross.
       const release = holder.release();
       if (i % 3 === 1) await sleep(0);
@@ -195,7 +186,7 @@ describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
         aborted++;
       }
       await eventually(
-        async () => (await serverLocks(table.namespace)).length === 0,
+        async () => (await locksOf(table.namespace)).length === 0,
         2000,
         'no lock left',
       );
@@ -225,23 +216,23 @@ describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
       ])
       .catch((error: unknown) => error);
     await eventually(async () =>
-      (await serverLocks(table.namespace)).some((l) => l.pid === rawPid && l.granted),
+      (await locksOf(table.namespace)).some((l) => l.pid === rawPid && l.granted),
     );
     await admin.query('SELECT pg_cancel_backend($1)', [rawPid]);
     assert.equal(((await rawCall) as { code?: string }).code, '57014');
     assert.ok(
-      (await serverLocks(table.namespace)).some((l) => l.pid === rawPid && l.granted),
+      (await locksOf(table.namespace)).some((l) => l.pid === rawPid && l.granted),
       'a cancelled statement keeps the session lock it took',
     );
     await raw.end();
-    await eventually(async () => (await serverLocks(table.namespace)).length === 0);
+    await eventually(async () => (await locksOf(table.namespace)).length === 0);
     // Through the backend: the same failure, then nothing held.
     const controller = new AbortController();
     const waiting = table.acquire('late-failure', { signal: controller.signal });
-    await eventually(async () => (await serverLocks(table.namespace)).some((l) => l.granted));
+    await eventually(async () => (await locksOf(table.namespace)).some((l) => l.granted));
     controller.abort();
     await assert.rejects(waiting, { name: 'AbortError' });
-    assert.deepEqual(await serverLocks(table.namespace), []);
+    assert.deepEqual(await locksOf(table.namespace), []);
     await blocker.query('ROLLBACK');
     await blocker.end();
     await (await table.acquire('late-failure', { waitTimeout: 1000 })).release();
@@ -276,7 +267,7 @@ describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
     const blocker = open({ namespace: table.namespace });
     const blocking = await blocker.acquire('c4');
     const waiting = table.acquire('c4');
-    await eventually(async () => (await serverLocks(table.namespace)).some((l) => !l.granted));
+    await eventually(async () => (await locksOf(table.namespace)).some((l) => !l.granted));
     const refused = assert.rejects(waiting, { code: 'ERR_LOCK_CLOSED' });
     await table.close();
     await refused;
@@ -286,7 +277,7 @@ describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
       assert.ok(lease.signal.aborted);
       await assert.rejects(lease.release(), { code: 'ERR_LOCK_CLOSED' });
     }
-    await eventually(async () => (await serverLocks(table.namespace)).length === 0);
+    await eventually(async () => (await locksOf(table.namespace)).length === 0);
     await eventually(
       async () =>
         (

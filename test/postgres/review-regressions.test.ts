@@ -3,21 +3,12 @@ import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import pg from 'pg';
 import { PgLockTable } from '../../src/postgres/index.js';
-import { databaseUrl, freshNamespace, skipWithoutPostgres } from './db.js';
+import { databaseUrl, freshNamespace, skipWithoutPostgres, tableOpener } from './db.js';
 
 describe('PgLockTable review', { skip: skipWithoutPostgres }, () => {
-  const tables: PgLockTable[] = [];
-  const open = (options: Record<string, unknown> = {}) => {
-    const table = new PgLockTable({
-      connectionString: databaseUrl,
-      namespace: freshNamespace(),
-      ...options,
-    });
-    tables.push(table);
-    return table;
-  };
+  const { open, closeAll } = tableOpener();
   after(async () => {
-    await Promise.all(tables.map((t) => t.close()));
+    await closeAll();
   });
 
   test('a session that ends in the same read as its grant: no lease whose signal never aborts', async () => {
