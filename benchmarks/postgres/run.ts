@@ -23,7 +23,8 @@ const USAGE = `npm run bench:postgres [-- options]
   --runs N          runs of each configuration (default 3)
   --ms N            measured window per run, ms (default 2000)
   --quick           1 run of 500 ms: a smoke test (writes benchmarks/results/postgres-quick/)
-  --only a,b        scenarios: uncontended, hot-key, processes, handoff
+  --only a,b        scenarios: uncontended, hot-key, processes, handoff (a narrowed run
+                    writes benchmarks/results/postgres-partial/)
   --peers a,b       peers: raw, locktable, advisory-lock, none (no lock: the negative control,
                     in hot-key and processes only; it must lose updates)
   DATABASE_URL      use this server instead of a throwaway cluster`;
@@ -48,10 +49,19 @@ interface Options {
   quick: boolean;
   scenarios: ScenarioName[];
   peers: PeerName[];
+  /** --only or --peers narrowed the run: its results go apart from the full run's. */
+  filtered: boolean;
 }
 
 function parse(argv: string[]): Options {
-  const o: Options = { runs: 3, ms: 2000, quick: false, scenarios: SCENARIOS, peers: PEERS };
+  const o: Options = {
+    runs: 3,
+    ms: 2000,
+    quick: false,
+    scenarios: SCENARIOS,
+    peers: PEERS,
+    filtered: false,
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const next = (): string => {
@@ -68,9 +78,13 @@ function parse(argv: string[]): Options {
       o.quick = true;
       o.runs = 1;
       o.ms = 500;
-    } else if (a === '--only') o.scenarios = next().split(',') as ScenarioName[];
-    else if (a === '--peers') o.peers = next().split(',') as PeerName[];
-    else throw new Error(`unknown option ${a}\n\n${USAGE}`);
+    } else if (a === '--only') {
+      o.scenarios = next().split(',') as ScenarioName[];
+      o.filtered = true;
+    } else if (a === '--peers') {
+      o.peers = next().split(',') as PeerName[];
+      o.filtered = true;
+    } else throw new Error(`unknown option ${a}\n\n${USAGE}`);
   }
   for (const s of o.scenarios) if (!SCENARIOS.includes(s)) throw new Error(`unknown scenario ${s}`);
   for (const p of o.peers) if (!PEERS.includes(p)) throw new Error(`unknown peer ${p}`);
@@ -236,7 +250,16 @@ async function main(): Promise<void> {
     ...report.md,
   ].join('\n');
   console.log(`\n${header.join('\n')}\n\n${report.md.join('\n')}`);
-  const dir = new URL(o.quick ? 'results/postgres-quick/' : 'results/postgres/', BENCHMARKS_DIR);
+  // The README's figures come from a full run (results/postgres/): a quick or narrowed run must
+  // not overwrite them.
+  const dir = new URL(
+    o.quick
+      ? 'results/postgres-quick/'
+      : o.filtered
+        ? 'results/postgres-partial/'
+        : 'results/postgres/',
+    BENCHMARKS_DIR,
+  );
   mkdirSync(dir, { recursive: true });
   writeFileSync(new URL('results.md', dir), `${md}\n`);
   writeFileSync(
