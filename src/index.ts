@@ -1,7 +1,7 @@
 export { LockTable, type LockInfo, type HolderInfo } from './table/lock-table.js';
 export { Lease } from './table/lease.js';
 export { LockError, AbortError, type LockErrorCode } from './api/errors.js';
-export type { Mode } from './table/slot-state.js';
+export type { Mode } from './api/options.js';
 export type {
   LockTableOptions,
   TableDefaults,

@@ -61,12 +61,8 @@ export function layerDefaults(over: TableDefaults, under: TableDefaults): TableD
 
 /** Every setting: the one set, else the library's. */
 export function resolveDefaults(set: TableDefaults, library: ResolvedDefaults): ResolvedDefaults {
-  return {
-    waitTimeout: set.waitTimeout ?? library.waitTimeout,
-    hold: set.hold ?? library.hold,
-    failTimeout: set.failTimeout ?? library.failTimeout,
-    spinDelay: set.spinDelay ?? library.spinDelay,
-  };
+  // layerDefaults keeps every setting of `library`, which has them all.
+  return layerDefaults(set, library) as ResolvedDefaults;
 }
 
 /** Writes a new table's defaults into its header: NaN for each one that was not set. */

@@ -72,6 +72,24 @@ const DEADLINE_SHIFT = BigInt(CELL_DEADLINE_SHIFT);
 const OWNER_MASK = (1n << PARITY_SHIFT) - 1n;
 const PARITY_BIT = 1n << PARITY_SHIFT;
 
+/**
+ * A waiter's marks leave the word at `at` (Request.leave, and releaseAllOwnedBy for a dead
+ * thread): one sleeper is woken, if any, to check the word afresh; if nobody was woken, no waiter
+ * is left asleep, and every announcement is withdrawn (a HANDOFF becomes FREE; running waiters
+ * announce again). If somebody was woken, the bits stay for the waiters still there, and the last
+ * to leave withdraws.
+ */
+export function leaveWord(slots: Int32Array, at: number): void {
+  // RACE: read after the leaver's last CAS on the word, as a release does ("No lost wake-up").
+  if (Atomics.load(slots, at - S_STATE + S_SLEEPERS) > 0 && Atomics.notify(slots, at, 1) > 0)
+    return;
+  for (;;) {
+    const s = Atomics.load(slots, at);
+    const next = withdrawn(s);
+    if (next === s || Atomics.compareExchange(slots, at, s, next) === s) return;
+  }
+}
+
 /** The holder named in a deadline cell (-1 for an empty cell). */
 function cellOwner(cell: bigint): number {
   return Number(cell & OWNER_MASK) - 1;
@@ -862,16 +880,8 @@ export class Grants {
   withdrawAll(): void {
     const slots = this.#slots;
     for (let at = S_STATE; at < slots.length; at += SLOT_WORDS) {
-      let s = Atomics.load(slots, at);
-      if (withdrawn(s) === s) continue;
-      if (Atomics.load(slots, at - S_STATE + S_SLEEPERS) > 0 && Atomics.notify(slots, at, 1) > 0)
-        continue;
-      for (;;) {
-        const next = withdrawn(s);
-        const seen = next === s ? s : Atomics.compareExchange(slots, at, s, next);
-        if (seen === s) break;
-        s = seen;
-      }
+      const s = Atomics.load(slots, at);
+      if (withdrawn(s) !== s) leaveWord(slots, at);
     }
   }
 

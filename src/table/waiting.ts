@@ -21,7 +21,7 @@
  */
 import { monotonicNow } from '../api/clock.js';
 import { BIND_BUSY, BIND_FULL, type Directory, BIND_LOCK_LEASE_MS } from './directory.js';
-import { GRANTED, type Grants, NO_RECORD, SPIN_LOADS, UNBOUND_SLOT } from './grants.js';
+import { GRANTED, type Grants, leaveWord, NO_RECORD, SPIN_LOADS, UNBOUND_SLOT } from './grants.js';
 import {
   H_BIND_LOCK,
   S_BIND_GEN,
@@ -44,7 +44,6 @@ import {
   UNBOUND,
   WAITING,
   type WaiterView,
-  withdrawn,
 } from './slot-state.js';
 
 /**
@@ -284,7 +283,7 @@ export class Request implements WaiterView {
       // RACE: rebound between the check above and our CAS (with a word equal to the one we judged,
       // say the same thread holding the new key): what we announced there is not ours to leave.
       if (announced !== s && !this.#stillBound(slot)) {
-        this.#leaveWord(slot * SLOT_WORDS + S_STATE);
+        leaveWord(this.slots, slot * SLOT_WORDS + S_STATE);
         this.slot = -1;
         continue;
       }
@@ -406,7 +405,7 @@ export class Request implements WaiterView {
    * (recursion, table full) or failed. It leaves nothing behind in shared memory:
    *  - granted: a request that a release's notify woke (which cleared PARKED) sets PARKED again
    *    while others still sleep on that word, so that the next release wakes one of them;
-   *  - not granted, after it announced itself or was woken for a hand-off: #leaveWord.
+   *  - not granted, after it announced itself or was woken for a hand-off: leaveWord (grants.ts).
    *  - a wake-up owed on a slot that is no longer ours (rebound) is passed on there.
    * Its sleeps are over (S_SLEEPERS was given back when each ended), and its back-off sleeps were
    * on a word of this thread's own.
@@ -418,7 +417,7 @@ export class Request implements WaiterView {
     const mine =
       this.slot >= 0 && this.#stillBound(this.slot) ? this.slot * SLOT_WORDS + S_STATE : -1;
     if (!granted && mine >= 0 && (this.#marked || at === mine)) {
-      this.#leaveWord(mine);
+      leaveWord(this.slots, mine);
       if (at === mine) return;
     }
     if (at < 0 || Atomics.load(slots, at - S_STATE + S_SLEEPERS) === 0) return;
@@ -430,27 +429,6 @@ export class Request implements WaiterView {
     for (;;) {
       const s = Atomics.load(slots, at);
       if ((s & PARKED) !== 0 || Atomics.compareExchange(slots, at, s, s | PARKED) === s) return;
-    }
-  }
-
-  /**
-   * A waiter leaves the word at `at` without a grant. It wakes one sleeper, if any (it may owe
-   * one; else the one woken checks the word afresh and re-announces). If nobody was
-   * woken, no sleeper is left (a terminated one is not counted by a notify): it withdraws, so
-   * that no announcement of a request that left outlives it (a HANDOFF becomes FREE; running
-   * waiters announce again). If somebody was woken, the bits stay for the waiters still there:
-   * a bit of ours among them costs them at most HANDOFF_PATIENCE_MS at a hand-off, and the last
-   * waiter to leave withdraws.
-   */
-  #leaveWord(at: number): void {
-    const slots = this.slots;
-    // RACE: read after the request's last CAS on the word, as a release does ("No lost wake-up").
-    if (Atomics.load(slots, at - S_STATE + S_SLEEPERS) > 0 && Atomics.notify(slots, at, 1) > 0)
-      return;
-    for (;;) {
-      const s = Atomics.load(slots, at);
-      const next = withdrawn(s);
-      if (next === s || Atomics.compareExchange(slots, at, s, next) === s) return;
     }
   }
 
