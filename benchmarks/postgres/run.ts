@@ -27,6 +27,8 @@ const USAGE = `npm run bench:postgres [-- options]
                     writes benchmarks/results/postgres-partial/)
   --peers a,b       peers: raw, locktable, advisory-lock, none (no lock: the negative control,
                     in hot-key and processes only; it must lose updates)
+  --fsync on|off    the throwaway cluster's fsync (default on, as on a real server: a flushed
+                    commit then costs a disk flush)
   DATABASE_URL      use this server instead of a throwaway cluster`;
 
 const SCENARIOS: ScenarioName[] = ['uncontended', 'hot-key', 'processes', 'handoff'];
@@ -51,6 +53,7 @@ interface Options {
   peers: PeerName[];
   /** --only or --peers narrowed the run: its results go apart from the full run's. */
   filtered: boolean;
+  fsync: boolean;
 }
 
 function parse(argv: string[]): Options {
@@ -61,6 +64,7 @@ function parse(argv: string[]): Options {
     scenarios: SCENARIOS,
     peers: PEERS,
     filtered: false,
+    fsync: true,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -84,6 +88,10 @@ function parse(argv: string[]): Options {
     } else if (a === '--peers') {
       o.peers = next().split(',') as PeerName[];
       o.filtered = true;
+    } else if (a === '--fsync') {
+      const v = next();
+      if (v !== 'on' && v !== 'off') throw new Error(`--fsync takes on or off, got ${v}`);
+      o.fsync = v === 'on';
     } else throw new Error(`unknown option ${a}\n\n${USAGE}`);
   }
   for (const s of o.scenarios) if (!SCENARIOS.includes(s)) throw new Error(`unknown scenario ${s}`);
@@ -181,9 +189,10 @@ async function main(): Promise<void> {
   const { startCluster } = (await import(clusterUrl)) as {
     startCluster: (o: {
       log: (l: string) => void;
+      fsync: boolean;
     }) => Promise<{ url: string; port?: number; stop(): Promise<void> }>;
   };
-  const cluster = await startCluster({ log: (l) => log(`# ${l}`) });
+  const cluster = await startCluster({ log: (l) => log(`# ${l}`), fsync: o.fsync });
   const admin = new pg.Client({ connectionString: cluster.url });
   await admin.connect();
   const serverVersion = (await admin.query<{ server_version: string }>('SHOW server_version'))
@@ -238,7 +247,7 @@ async function main(): Promise<void> {
   const report = summarizeAll(o, records);
   const header = [
     `Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.os}`,
-    `Node ${machine.node}, PostgreSQL ${serverVersion} (${cluster.port === undefined ? 'DATABASE_URL' : 'throwaway cluster, loopback TCP, fsync off'}), pg ${version('pg')}, advisory-lock ${version('advisory-lock')}`,
+    `Node ${machine.node}, PostgreSQL ${serverVersion} (${cluster.port === undefined ? 'DATABASE_URL' : `throwaway cluster, loopback TCP, fsync ${o.fsync ? 'on' : 'off'}`}), pg ${version('pg')}, advisory-lock ${version('advisory-lock')}`,
     `Commit ${machine.commit}, ${machine.date}, ${minutes.toFixed(1)} minutes; load average ${load0[0]!.toFixed(2)} before, ${load1[0]!.toFixed(2)} after`,
     `${o.runs} run(s) of ${o.ms} ms per configuration, each in fresh processes; medians, [min-max] over runs`,
   ];

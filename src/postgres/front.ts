@@ -13,7 +13,7 @@
  * another process's waiter, queued on the server, gets it), then the table lease.
  *
  * Tokens: server fence F, cohort grant i of its streak (0 for the server grant itself):
- * token = (F << 20n) | i, strictly increasing because i < cohortLimit <= 2^20 and the next
+ * token = (F << 12n) | i, strictly increasing because i < cohortLimit <= 2^12 and the next
  * server grant has a larger F.
  */
 import { monotonicNow } from '../api/clock.js';

@@ -34,7 +34,7 @@ export interface PgLockTableOptions extends pg.ClientConfig {
   /**
    * Lock cohorting: most exclusive grants in a row handed among this PgLockTable's own waiters
    * for a key on one server grant, before the server lock is given back. 1 = never hand over.
-   * Default 32, at most 2^20.
+   * Default 32, at most 2^12.
    */
   cohortLimit?: number;
   /** ms after the server grant after which no more hand-overs start (0 = never hand over). Default 2. */
@@ -54,9 +54,12 @@ export interface ResolvedPgOptions {
 
 export const DEFAULT_COHORT_LIMIT = 32;
 export const DEFAULT_COHORT_MS = 2;
-/** Cohort grants live in the token's low bits: token = (server fence << COHORT_BITS) | i. */
-export const COHORT_BITS = 20n;
-export const MAX_COHORT_LIMIT = 2 ** 20;
+/**
+ * Cohort grants live in the token's low bits: token = (server token << COHORT_BITS) | i, where the
+ * server token is (epoch << FENCE_BITS) | fence (sql.ts, version 2).
+ */
+export const COHORT_BITS = 12n;
+export const MAX_COHORT_LIMIT = 2 ** 12;
 
 export const DEFAULT_POOL_SIZE = 10;
 export const DEFAULT_LEASE = 5000;

@@ -56,7 +56,7 @@ export interface PgLockInfo {
   /** Sessions waiting for the key right now (any process). */
   waiters: number;
   /**
-   * The token of the key's last server grant ((fence << 20n), see front.ts): hand-overs within a
+   * The token of the key's last server grant ((server token << 12n), see front.ts): hand-overs within a
    * process after it have larger tokens, which the server does not see.
    */
   lastToken: bigint;

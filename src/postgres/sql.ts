@@ -12,7 +12,7 @@
  */
 
 /** The schema version this build installs and understands. */
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 /** The default namespace: 'lock' in ASCII, as an int4. */
 export const DEFAULT_NAMESPACE = 0x6c6f636b;
@@ -114,8 +114,163 @@ END
 $fn$;
 `;
 
+/**
+ * The bits of a server token: token = epoch << FENCE_BITS | fence, where fence counts the key's
+ * grants within the epoch (1, 2, ...). With the front's COHORT_BITS below them, a token stays
+ * under 2^63 (a Postgres bigint) while epoch < 2^(63 - FENCE_BITS - COHORT_BITS).
+ */
+export const FENCE_BITS = 30;
+
+/**
+ * Version 2: fencing tokens without a disk flush per grant.
+ *
+ * Version 1 bumped a fence column of locktable.keys and committed with synchronous_commit on: a
+ * WAL flush per grant. On a server with fsync on, that flush is most of a grant's time
+ * (`npm run bench:postgres -- --fsync on`). Version 2 keeps the per-key counters in an UNLOGGED
+ * table, which writes no WAL, and makes tokens survive a crash with an epoch instead:
+ *
+ *   locktable.epoch   (logged)    one row: the epoch, bumped with a flushed commit;
+ *   locktable.alive   (UNLOGGED)  one row: the epoch in force since this server last started;
+ *   locktable.fences  (UNLOGGED)  per key id: (epoch, fence), the key's grants in that epoch.
+ *
+ * PostgreSQL empties every unlogged table when it starts after a crash (an immediate shutdown, a
+ * killed postmaster, or the reinitialisation after one of its processes died): "An unlogged table
+ * is automatically truncated after a crash or unclean shutdown" (CREATE TABLE, UNLOGGED). After a
+ * clean shutdown they are kept, with every commit on disk. So a grant that finds `alive` empty
+ * knows that fences may have been lost, and, before it hands out any token, starts a new epoch:
+ * it bumps locktable.epoch under a transaction lock and commits with synchronous_commit on, so
+ * that no session sees the new epoch (in `alive`) before it is on disk. Every token of the new
+ * epoch is then above every token of any earlier one, whatever the lost counters were. A key whose
+ * fence would pass 2^FENCE_BITS - 1 starts a new epoch the same way.
+ *
+ * A grant that finds `alive` set writes only unlogged rows (and a new key's logged row, committed
+ * with a flush): nothing in its commit waits for the disk.
+ *
+ * The initial epoch is above every version-1 token: version-1 tokens were fence << 20 (front
+ * bits), version-2 tokens are (epoch << FENCE_BITS | fence) << 12.
+ */
+const V2 = `
+CREATE TABLE IF NOT EXISTS locktable.epoch (
+  one boolean PRIMARY KEY DEFAULT true CHECK (one),
+  epoch int8 NOT NULL
+);
+INSERT INTO locktable.epoch (epoch)
+  SELECT ((coalesce(max(k.fence), 0) + 1) >> 22) + 1 FROM locktable.keys k
+  ON CONFLICT DO NOTHING;
+ALTER TABLE locktable.keys DROP COLUMN IF EXISTS fence;
+CREATE UNLOGGED TABLE IF NOT EXISTS locktable.alive (
+  one boolean PRIMARY KEY DEFAULT true CHECK (one),
+  epoch int8 NOT NULL
+);
+CREATE UNLOGGED TABLE IF NOT EXISTS locktable.fences (
+  id int4 PRIMARY KEY,
+  epoch int8 NOT NULL,
+  fence int8 NOT NULL
+);
+
+-- Starts a new epoch (see above) unless one was started since the caller read 'alive' as
+-- p_seen (null: empty). Returns the epoch in force. The caller's commit must be flushed.
+CREATE OR REPLACE FUNCTION locktable.next_epoch(p_seen int8) RETURNS int8
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+  v_epoch int8;
+BEGIN
+  PERFORM pg_advisory_xact_lock(${INSTALL_LOCK});
+  SELECT a.epoch INTO v_epoch FROM locktable.alive a;
+  IF v_epoch IS NOT NULL AND v_epoch IS DISTINCT FROM p_seen THEN
+    RETURN v_epoch;
+  END IF;
+  UPDATE locktable.epoch e SET epoch = e.epoch + 1 RETURNING e.epoch INTO v_epoch;
+  INSERT INTO locktable.alive AS a (epoch) VALUES (v_epoch)
+    ON CONFLICT (one) DO UPDATE SET epoch = excluded.epoch;
+  PERFORM set_config('synchronous_commit', 'on', true);
+  RETURN v_epoch;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION locktable.acquire(
+  p_namespace int4, p_key text, p_exclusive boolean, p_wait_ms int4, p_lease_ms int4
+) RETURNS TABLE (lock_id int4, token int8, backend_pid int4)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+  v_id int4;
+  v_lock_timeout text;
+  v_alive int8;
+  v_epoch int8;
+  v_fence int8;
+BEGIN
+  PERFORM set_config('synchronous_commit', 'off', true);
+  SELECT k.id INTO v_id FROM locktable.keys k WHERE k.namespace = p_namespace AND k.key = p_key;
+  IF v_id IS NULL THEN
+    -- A new key's row is flushed at commit: its id must not be handed out twice.
+    PERFORM set_config('synchronous_commit', 'on', true);
+    INSERT INTO locktable.keys AS k (namespace, key) VALUES (p_namespace, p_key)
+      ON CONFLICT (namespace, key) DO NOTHING RETURNING k.id INTO v_id;
+    IF v_id IS NULL THEN
+      SELECT k.id INTO v_id FROM locktable.keys k
+        WHERE k.namespace = p_namespace AND k.key = p_key;
+    END IF;
+  END IF;
+
+  IF p_wait_ms < 0 THEN
+    IF p_exclusive THEN
+      IF NOT pg_try_advisory_lock(p_namespace, v_id) THEN RETURN; END IF;
+    ELSE
+      IF NOT pg_try_advisory_lock_shared(p_namespace, v_id) THEN RETURN; END IF;
+    END IF;
+  ELSE
+    v_lock_timeout := current_setting('lock_timeout');
+    PERFORM set_config('lock_timeout', p_wait_ms::text, true);
+    BEGIN
+      IF p_exclusive THEN
+        PERFORM pg_advisory_lock(p_namespace, v_id);
+      ELSE
+        PERFORM pg_advisory_lock_shared(p_namespace, v_id);
+      END IF;
+    EXCEPTION WHEN lock_not_available THEN
+      RETURN;
+    END;
+    PERFORM set_config('lock_timeout', v_lock_timeout, true);
+  END IF;
+
+  IF p_lease_ms > 0 THEN
+    PERFORM set_config('idle_session_timeout', p_lease_ms::text, false);
+  END IF;
+
+  -- The token, read after the grant (a new snapshot: read committed).
+  SELECT a.epoch INTO v_alive FROM locktable.alive a;
+  IF v_alive IS NULL THEN
+    v_alive := locktable.next_epoch(NULL);
+  END IF;
+  LOOP
+    -- RACE: a concurrent holder of the key (shared mode) may have moved its row to a later
+    -- epoch than v_alive; the row's epoch never goes back (greatest), and its fence counts on.
+    UPDATE locktable.fences f
+      SET fence = CASE WHEN f.epoch >= v_alive THEN f.fence + 1 ELSE 1 END,
+          epoch = greatest(f.epoch, v_alive)
+      WHERE f.id = v_id RETURNING f.epoch, f.fence INTO v_epoch, v_fence;
+    IF v_epoch IS NULL THEN
+      INSERT INTO locktable.fences AS f (id, epoch, fence) VALUES (v_id, v_alive, 1)
+        ON CONFLICT (id) DO UPDATE
+          SET fence = CASE WHEN f.epoch >= v_alive THEN f.fence + 1 ELSE 1 END,
+              epoch = greatest(f.epoch, v_alive)
+        RETURNING f.epoch, f.fence INTO v_epoch, v_fence;
+    END IF;
+    EXIT WHEN v_fence < (1::int8 << ${FENCE_BITS});
+    -- The fence is full: a new epoch, then count again from 1.
+    v_alive := locktable.next_epoch(v_epoch);
+    v_epoch := NULL;
+  END LOOP;
+  token := (v_epoch << ${FENCE_BITS}) | v_fence;
+  lock_id := v_id;
+  backend_pid := pg_backend_pid();
+  RETURN NEXT;
+END
+$fn$;
+`;
+
 /** MIGRATIONS[i] takes the schema from version i to i + 1. */
-const MIGRATIONS: readonly string[] = [V1];
+const MIGRATIONS: readonly string[] = [V1, V2];
 
 /**
  * Reads the installed version. 1 round trip. Fails with 42P01 / 3F000 when nothing is installed.
@@ -123,19 +278,21 @@ const MIGRATIONS: readonly string[] = [V1];
 export const READ_VERSION = 'SELECT max(version) AS version FROM locktable.schema_version';
 
 /**
- * Installs or upgrades the schema: one DO block, so one round trip and one transaction, which
+ * Installs or upgrades the schema (to `target`, the tests' way to make an older one): one DO block, so one round trip and one transaction, which
  * holds the install lock until it commits; a concurrent installer waits for it, then finds the
  * version current and does nothing.
  */
-export function installStatement(): string {
-  const steps = MIGRATIONS.map(
-    (sql, i) => `
+export function installStatement(target = SCHEMA_VERSION): string {
+  const steps = MIGRATIONS.slice(0, target)
+    .map(
+      (sql, i) => `
   IF v_version < ${i + 1} THEN
     EXECUTE ${dollarQuote(sql)};
     INSERT INTO locktable.schema_version (version) VALUES (${i + 1});
     v_version := ${i + 1};
   END IF;`,
-  ).join('');
+    )
+    .join('');
   return `DO $install$
 DECLARE
   v_version int4;
@@ -236,8 +393,9 @@ export const TERMINATE = {
  */
 export const INSPECT = {
   name: 'locktable_inspect',
-  text: `SELECT k.key, k.fence::text AS last_token, l.pid, l.mode, l.granted
+  text: `SELECT k.key, ((f.epoch << ${FENCE_BITS}) | f.fence)::text AS last_token, l.pid, l.mode, l.granted
 FROM locktable.keys k
+LEFT JOIN locktable.fences f ON f.id = k.id
 JOIN pg_locks l ON l.locktype = 'advisory'
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND l.classid = k.namespace::oid AND l.objid = k.id::oid AND l.objsubid = 2

@@ -58,8 +58,10 @@ function freePort() {
  * Starts a throwaway cluster, or returns the existing server's URL. Resolves to
  * { url, port, dataDir, stop() } (dataDir and port undefined for an existing server).
  */
-export async function startCluster({ log = () => {} } = {}) {
-  const existing = existingServer();
+// Options: `own` starts a cluster even when DATABASE_URL names a server (a test that crashes the
+// server needs its own); `fsync` turns fsync on (a real server's cost of a flushed commit).
+export async function startCluster({ log = () => {}, own = false, fsync = false } = {}) {
+  const existing = own ? undefined : existingServer();
   if (existing !== undefined) return { url: existing, stop: async () => {} };
   const bin = findBinaries();
   if (bin === undefined) {
@@ -91,23 +93,29 @@ export async function startCluster({ log = () => {} } = {}) {
     `-p ${port}`,
     `-k ${dataDir}`,
     '-c listen_addresses=127.0.0.1',
-    '-c fsync=off',
+    `-c fsync=${fsync ? 'on' : 'off'}`,
     '-c max_connections=200',
     '-c shared_buffers=32MB',
   ].join(' ');
-  log(`start on port ${port}`);
-  await run(
-    ...as('pg_ctl', [
-      '-D',
-      pgdata,
-      '-o',
-      options,
-      '-l',
-      join(dataDir, 'server.log'),
-      '-w',
-      'start',
-    ]),
-  );
+  const start = async () => {
+    log(`start on port ${port}`);
+    await run(
+      ...as('pg_ctl', [
+        '-D',
+        pgdata,
+        '-o',
+        options,
+        '-l',
+        join(dataDir, 'server.log'),
+        '-w',
+        'start',
+      ]),
+    );
+  };
+  await start();
+  // An immediate shutdown: every server process quits at once, without a checkpoint, and the next
+  // start runs crash recovery, as after a power cut (but the kernel keeps what was written).
+  const crash = () => run(...as('pg_ctl', ['-D', pgdata, '-m', 'immediate', '-w', 'stop']));
   let stopped = false;
   const stop = async () => {
     if (stopped) return;
@@ -127,6 +135,8 @@ export async function startCluster({ log = () => {} } = {}) {
     bin,
     asRoot,
     stop,
+    crash,
+    start,
   };
 }
 

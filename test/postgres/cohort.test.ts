@@ -1,5 +1,5 @@
 // The shared table in front of the server (src/postgres/front.ts): local contention handed over
-// without round trips (lock cohorting), tokens (F << 20n) | i, the streak bound, one server
+// without round trips (lock cohorting), tokens (F << 12n) | i, the streak bound, one server
 // session per key per process, and every way out leaving the table and the server free.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -71,7 +71,7 @@ describe('PgLockTable: the shared table in front', { skip: skipWithoutPostgres }
     t.diagnostic(`200 sections: ${serverGrants} server grants, ${handoffs} hand-overs`);
     // At most cohortLimit (32) sections per server grant.
     assert.ok(serverGrants <= 20, `${serverGrants} server grants for 200 sections`);
-    assert.ok(tokens.every((t) => (t & 0xfffffn) < 32n));
+    assert.ok(tokens.every((t) => (t & 0xfffn) < 32n));
     await assertFree(table);
   });
 
@@ -80,7 +80,7 @@ describe('PgLockTable: the shared table in front', { skip: skipWithoutPostgres }
     const { value, tokens } = await hammer(table, 'bound', 8, 10);
     assert.equal(value, 80);
     assertIncreasing(tokens);
-    assert.ok(tokens.every((t) => (t & 0xfffffn) < 4n));
+    assert.ok(tokens.every((t) => (t & 0xfffn) < 4n));
     assert.ok(table.stats.serverGrants >= 20, `${table.stats.serverGrants} server grants`);
     // cohortMs 0: never hands over.
     const plain = open({ cohortMs: 0 });
@@ -141,7 +141,7 @@ describe('PgLockTable: the shared table in front', { skip: skipWithoutPostgres }
     }
     assertIncreasing(all);
     assert.ok(
-      all.some((t) => (t & 0xfffffn) > 0n),
+      all.some((t) => (t & 0xfffn) > 0n),
       'some grants were cohort grants',
     );
     const info = await a.inspect('tok');
@@ -276,7 +276,7 @@ describe('PgLockTable: the shared table in front', { skip: skipWithoutPostgres }
     await holder.release();
     const next = await behind;
     assert.ok(next.token > holder.token);
-    assert.equal(next.token >> 20n, holder.token >> 20n, 'handed over, same server grant');
+    assert.equal(next.token >> 12n, holder.token >> 12n, 'handed over, same server grant');
     await next.release();
     await assertFree(table);
 

@@ -5,6 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import { PgLockTable } from '../../src/postgres/index.js';
+import { installStatement } from '../../src/postgres/sql.js';
 import {
   databaseUrl,
   eventually,
@@ -197,13 +198,14 @@ describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
 
   test('a statement that fails after it took the lock leaves nothing held', async () => {
     const table = open();
-    // Make a first grant, so the key's row exists; then lock the row from outside so that the
-    // next grant takes the advisory lock and then blocks in its UPDATE of the fence.
+    // Make a first grant, so the key's fence row exists; then lock that row from outside so that
+    // the next grant takes the advisory lock and then blocks in its UPDATE of the fence.
     await (await table.acquire('late-failure')).release();
     const blocker = await rawClient();
     await blocker.query('BEGIN');
     await blocker.query(
-      'SELECT 1 FROM locktable.keys WHERE namespace = $1 AND key = $2 FOR UPDATE',
+      'SELECT 1 FROM locktable.fences WHERE id = ' +
+        '(SELECT id FROM locktable.keys WHERE namespace = $1 AND key = $2) FOR UPDATE',
       [table.namespace, 'late-failure'],
     );
     // Without the backend's reset, the lock stays held: a raw session shows it.
@@ -331,10 +333,41 @@ describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
       await Promise.all(fresh.map((t) => t.close()));
       const db = new (await import('pg')).default.Client({ connectionString: url.toString() });
       await db.connect();
-      const { rows } = await db.query('SELECT version FROM locktable.schema_version');
+      const { rows } = await db.query('SELECT version FROM locktable.schema_version ORDER BY 1');
       await db.end();
-      assert.deepEqual(rows, [{ version: 1 }]);
+      assert.deepEqual(rows, [{ version: 1 }, { version: 2 }]);
     } finally {
+      await admin.query(`DROP DATABASE ${name} WITH (FORCE)`);
+    }
+  });
+
+  test('an upgrade from schema version 1 keeps tokens increasing', async () => {
+    const name = `locktable_upgrade_${process.pid}_${Date.now()}`;
+    await admin.query(`CREATE DATABASE ${name}`);
+    const url = new URL(databaseUrl!);
+    url.pathname = `/${name}`;
+    const db = new (await import('pg')).default.Client({ connectionString: url.toString() });
+    await db.connect();
+    try {
+      await db.query(installStatement(1));
+      // Version 1's grants: its token was the fence << 20 (and its front's hand-overs below the next).
+      let v1Token = 0n;
+      for (let i = 0; i < 3; i++) {
+        const { rows } = await db.query(
+          "SELECT token::text AS token FROM locktable.acquire(1, 'upgraded', true, -1, 0)",
+        );
+        v1Token = (BigInt(rows[0].token) << 20n) | ((1n << 20n) - 1n);
+        await db.query('SELECT pg_advisory_unlock_all()');
+      }
+      const table = open({ connectionString: url.toString(), namespace: 1 });
+      const lease = await table.acquire('upgraded');
+      await lease.release();
+      await table.close();
+      assert.ok(lease.token > v1Token, `${lease.token} > ${v1Token}`);
+      const { rows } = await db.query('SELECT version FROM locktable.schema_version ORDER BY 1');
+      assert.deepEqual(rows, [{ version: 1 }, { version: 2 }]);
+    } finally {
+      await db.end();
       await admin.query(`DROP DATABASE ${name} WITH (FORCE)`);
     }
   });
