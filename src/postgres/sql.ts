@@ -194,12 +194,10 @@ CREATE OR REPLACE FUNCTION locktable.acquire(
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
   v_id int4;
-  v_lock_timeout text;
   v_alive int8;
   v_epoch int8;
   v_fence int8;
 BEGIN
-  PERFORM set_config('synchronous_commit', 'off', true);
   SELECT k.id INTO v_id FROM locktable.keys k WHERE k.namespace = p_namespace AND k.key = p_key;
   IF v_id IS NULL THEN
     -- A new key's row is flushed at commit: its id must not be handed out twice.
@@ -218,8 +216,14 @@ BEGIN
     ELSE
       IF NOT pg_try_advisory_lock_shared(p_namespace, v_id) THEN RETURN; END IF;
     END IF;
+  ELSIF p_wait_ms = 0 THEN
+    -- Forever: the session's lock_timeout is 0 (SESSION_START).
+    IF p_exclusive THEN
+      PERFORM pg_advisory_lock(p_namespace, v_id);
+    ELSE
+      PERFORM pg_advisory_lock_shared(p_namespace, v_id);
+    END IF;
   ELSE
-    v_lock_timeout := current_setting('lock_timeout');
     PERFORM set_config('lock_timeout', p_wait_ms::text, true);
     BEGIN
       IF p_exclusive THEN
@@ -230,17 +234,39 @@ BEGIN
     EXCEPTION WHEN lock_not_available THEN
       RETURN;
     END;
-    PERFORM set_config('lock_timeout', v_lock_timeout, true);
+    PERFORM set_config('lock_timeout', '0', true);
   END IF;
 
   IF p_lease_ms > 0 THEN
     PERFORM set_config('idle_session_timeout', p_lease_ms::text, false);
   END IF;
 
-  -- The token, read after the grant (a new snapshot: read committed).
+  -- The token, counted after the grant (a new snapshot: read committed). The common case is one
+  -- statement: the key has a row and 'alive' has the epoch. Its commit writes no WAL (unlogged
+  -- rows only), so it never waits for a flush, whatever synchronous_commit says.
+  -- RACE: a concurrent holder of the key (shared mode) may have moved its row to a later epoch
+  -- than 'alive' had for this statement; the row's epoch never goes back (greatest), and its
+  -- fence counts on.
+  UPDATE locktable.fences f
+    SET fence = CASE WHEN f.epoch >= a.epoch THEN f.fence + 1 ELSE 1 END,
+        epoch = greatest(f.epoch, a.epoch)
+    FROM locktable.alive a
+    WHERE f.id = v_id RETURNING f.epoch, f.fence INTO v_epoch, v_fence;
+  IF v_epoch IS NOT NULL AND v_fence < (1::int8 << ${FENCE_BITS}) THEN
+    token := (v_epoch << ${FENCE_BITS}) | v_fence;
+    lock_id := v_id;
+    backend_pid := pg_backend_pid();
+    RETURN NEXT;
+    RETURN;
+  END IF;
+
+  -- The key's first grant in this database, or 'alive' is empty (a crash emptied the unlogged
+  -- tables), or the fence is full.
   SELECT a.epoch INTO v_alive FROM locktable.alive a;
   IF v_alive IS NULL THEN
     v_alive := locktable.next_epoch(NULL);
+  ELSIF v_epoch IS NOT NULL THEN
+    v_alive := locktable.next_epoch(v_epoch);
   END IF;
   LOOP
     -- RACE: a concurrent holder of the key (shared mode) may have moved its row to a later
@@ -321,15 +347,17 @@ function dollarQuote(sql: string): string {
  * statement, both for the re-read of a key row another session just created and for the fence
  * UPDATE after a lock wait, which under a role's or database's repeatable read or serializable
  * default fails with 40001 whenever the previous holder bumped the fence after the statement began.
- * And it turns statement_timeout off: a lock wait is bounded by waitTimeout (lock_timeout), and a
- * role's or server's statement_timeout would cut it short with a bare 57014.
+ * And it turns statement_timeout and lock_timeout off: a lock wait is bounded by waitTimeout
+ * (a transaction-local lock_timeout that locktable.acquire sets only for a finite wait), and a
+ * role's or server's timeout would cut it short with a bare 57014 or 55P03.
  */
 export const SESSION_START = {
   name: 'locktable_session_start',
   text:
     "SELECT pg_backend_pid() AS pid, current_setting('idle_session_timeout') AS idle_timeout, " +
     "set_config('default_transaction_isolation', 'read committed', false) AS isolation, " +
-    "set_config('statement_timeout', '0', false) AS statement_timeout",
+    "set_config('statement_timeout', '0', false) AS statement_timeout, " +
+    "set_config('lock_timeout', '0', false) AS lock_timeout",
 };
 
 /**
