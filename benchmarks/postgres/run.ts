@@ -25,14 +25,15 @@ const USAGE = `npm run bench:postgres [-- options]
   --quick           1 run of 500 ms: a smoke test (writes benchmarks/results/postgres-quick/)
   --only a,b        scenarios: uncontended, hot-key, processes, handoff (a narrowed run
                     writes benchmarks/results/postgres-partial/)
-  --peers a,b       peers: raw, locktable, advisory-lock, none (no lock: the negative control,
-                    in hot-key and processes only; it must lose updates)
+  --peers a,b       peers: raw, statements (locktable's SQL sent by hand: its server side),
+                    locktable, advisory-lock, none (no lock: the negative control, in hot-key
+                    and processes only; it must lose updates)
   --fsync on|off    the throwaway cluster's fsync (default on, as on a real server: a flushed
                     commit then costs a disk flush)
   DATABASE_URL      use this server instead of a throwaway cluster`;
 
 const SCENARIOS: ScenarioName[] = ['uncontended', 'hot-key', 'processes', 'handoff'];
-const PEERS: PeerName[] = ['raw', 'locktable', 'advisory-lock', 'none'];
+const PEERS: PeerName[] = ['raw', 'statements', 'locktable', 'advisory-lock', 'none'];
 /** The scenarios where the negative control runs (it has no waiter to hand off to). */
 const CONTROLLED: ScenarioName[] = ['hot-key', 'processes'];
 const peersOf = (o: Options, s: ScenarioName): PeerName[] =>

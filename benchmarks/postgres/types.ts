@@ -1,7 +1,8 @@
 /** What run.ts sends each benchmark process of `npm run bench:postgres`, and what comes back. */
 
 /** `none`: the negative control, no lock at all (it must lose updates). */
-export type PeerName = 'raw' | 'locktable' | 'advisory-lock' | 'none';
+/** `statements`: locktable's own statements sent by hand (its server side without its client). */
+export type PeerName = 'raw' | 'statements' | 'locktable' | 'advisory-lock' | 'none';
 export type ScenarioName = 'uncontended' | 'hot-key' | 'processes' | 'handoff';
 
 export interface WorkerTask {

@@ -58,7 +58,7 @@ async function rawClient(url: string, key: string): Promise<LockClient> {
 }
 
 /**
- * locktable's streaks: the grants of one server grant (token = (server fence << 20) | i) and how
+ * locktable's streaks: the grants of one server grant (token = (server token << 12) | i) and how
  * long this process kept the server lock for them, from the first grant to the last release.
  */
 const streaks = new Map<bigint, { start: number; end: number; sections: number }>();
@@ -68,7 +68,7 @@ function locktableClient(locks: PgLockTable, key: string): LockClient {
   return {
     async acquire() {
       const lease = await locks.acquire(key);
-      const fence = lease.token >> 20n;
+      const fence = lease.token >> 12n;
       let streak = streaks.get(fence);
       if (streak === undefined) {
         streak = { start: now(), end: 0, sections: 0 };
@@ -82,6 +82,37 @@ function locktableClient(locks: PgLockTable, key: string): LockClient {
       };
     },
     close: async () => {},
+  };
+}
+
+/**
+ * locktable's statements sent by hand on one pg.Client: its grant (locktable.acquire, with the
+ * default lease of 5000 ms, as the locktable peer has) and a bare unlock. The server's part of a
+ * locktable grant without its client (front table, sessions, leases, heartbeat): the gap between
+ * this peer and `raw` is the server's, the gap between `locktable` and this peer the client's.
+ */
+async function statementsClient(url: string, namespace: number, key: string): Promise<LockClient> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  await client.query("SELECT set_config('lock_timeout', '0', false)");
+  const grant = {
+    name: 'bench_grant',
+    text: 'SELECT lock_id, token::text AS token FROM locktable.acquire($1, $2, true, 0, 5000)',
+    values: [namespace, key],
+  };
+  return {
+    async acquire() {
+      const { rows } = await client.query<{ lock_id: number }>(grant);
+      const unlock = {
+        name: 'bench_release',
+        text: 'SELECT pg_advisory_unlock($1::int4, $2::int4)',
+        values: [namespace, rows[0]!.lock_id],
+      };
+      return async () => {
+        await client.query(unlock);
+      };
+    },
+    close: () => client.end(),
   };
 }
 
@@ -123,7 +154,9 @@ async function makeClients(task: WorkerTask, count: number): Promise<LockClient[
     out.push(
       task.peer === 'raw'
         ? await rawClient(task.url, task.key)
-        : await advisoryClient(task.url, task.key),
+        : task.peer === 'statements'
+          ? await statementsClient(task.url, task.namespace, task.key)
+          : await advisoryClient(task.url, task.key),
     );
   }
   return out;
