@@ -376,20 +376,34 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
     signal: AbortSignal | undefined,
   ): Promise<Grant | null> {
     const lease = this.#options.lease;
-    const pending = session.query(ACQUIRE, [
-      this.#options.namespace,
-      key,
-      r.mode === 'exclusive',
-      waitMs,
-      // lease Infinity: the longest timeout the server takes (~24.8 days), so that a role's,
-      // database's or server's own idle_session_timeout cannot end a holder that sends no
-      // heartbeat (lease_ms 0 would leave that setting in force while the lock is held).
-      lease === Infinity ? MAX_SERVER_MS : Math.ceil(lease),
-    ]);
+    // A bounded wait is answered by the server within waitMs (its lock_timeout); a reply not here
+    // lease ms after that never will in time (the network is cut, the server process frozen), and
+    // TCP could take hours to say so: the session is cut, and the request fails with
+    // ERR_LOCK_CONNECTION. A wait forever has no such bound (a wait may be long by right).
+    const replyWithin =
+      waitMs !== 0 && Number.isFinite(lease) ? Math.max(waitMs, 0) + lease : Infinity;
+    const pending = session.queryWithin(
+      ACQUIRE,
+      [
+        this.#options.namespace,
+        key,
+        r.mode === 'exclusive',
+        waitMs,
+        // lease Infinity: the longest timeout the server takes (~24.8 days), so that a role's,
+        // database's or server's own idle_session_timeout cannot end a holder that sends no
+        // heartbeat (lease_ms 0 would leave that setting in force while the lock is held).
+        lease === Infinity ? MAX_SERVER_MS : Math.ceil(lease),
+      ],
+      replyWithin,
+    );
     let settled = false;
     let cancelling: Promise<void> | undefined;
+    let cutTimer: NodeJS.Timeout | undefined;
     const onAbort = () => {
       cancelling = this.#cancel(session, pending, () => settled);
+      // The cancel is answered within a round trip; a statement still running a lease later is
+      // cut off from the server (as above), so an abort always settles.
+      if (Number.isFinite(lease)) cutTimer = setTimeout(() => session.cut(lease), lease);
     };
     signal?.addEventListener('abort', onAbort, { once: true });
     let result: Awaited<typeof pending> | undefined;
@@ -400,6 +414,7 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
       failure = error;
     } finally {
       settled = true;
+      clearTimeout(cutTimer);
       signal?.removeEventListener('abort', onAbort);
     }
     if (cancelling !== undefined) await cancelling;
@@ -427,19 +442,38 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
       () => {},
       () => {},
     );
-    while (!settled() && session.alive) {
-      try {
-        await (await this.#controlSession()).query(CANCEL, [session.pid]);
-      } catch {
-        await session.end();
-        return;
+    // Once `session` has ended, no statement of it can be hit by a late cancel: stop waiting for
+    // the control session then (it may be cut off too).
+    let unsubscribe = (): void => {};
+    const ended = new Promise<'ended'>((resolve) => {
+      unsubscribe = session.onEnd(() => resolve('ended'));
+    });
+    try {
+      while (!settled() && session.alive) {
+        const sent = this.#controlSession().then((control) =>
+          control.queryWithin(CANCEL, [session.pid], this.#options.lease),
+        );
+        const answered = await Promise.race([
+          sent.then(
+            () => 'sent' as const,
+            () => 'failed' as const,
+          ),
+          ended,
+        ]);
+        if (answered === 'ended') return;
+        if (answered === 'failed') {
+          await session.end();
+          return;
+        }
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([
+          done,
+          new Promise<void>((resolve) => (timer = setTimeout(resolve, CANCEL_RETRY_MS))),
+        ]);
+        clearTimeout(timer);
       }
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        done,
-        new Promise<void>((resolve) => (timer = setTimeout(resolve, CANCEL_RETRY_MS))),
-      ]);
-      clearTimeout(timer);
+    } finally {
+      unsubscribe();
     }
   }
 

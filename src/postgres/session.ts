@@ -100,9 +100,21 @@ export class Session {
    */
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   async queryHolding(statement: QueryConfig, values: unknown[]): Promise<pg.QueryResult<any>> {
-    const ms = this.#replyDeadlineMs;
+    return this.queryWithin(statement, values, this.#replyDeadlineMs);
+  }
+
+  /**
+   * A statement whose reply must come within `ms` (Infinity: no bound), else the session is cut
+   * (see queryHolding): a lock wait with a finite waitTimeout, a cancel on the control session.
+   */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  async queryWithin(
+    statement: QueryConfig,
+    values: unknown[],
+    ms: number,
+  ): Promise<pg.QueryResult<any>> {
     if (!Number.isFinite(ms)) return this.query(statement, values);
-    const timer = setTimeout(() => this.#cut(ms), ms);
+    const timer = setTimeout(() => this.cut(ms), ms);
     try {
       return await this.query(statement, values);
     } finally {
@@ -110,8 +122,12 @@ export class Session {
     }
   }
 
-  /** Destroys the socket of a session whose reply did not come in `ms` (see queryHolding). */
-  #cut(ms: number): void {
+  /**
+   * Destroys the socket of a session whose reply did not come in `ms` (see queryHolding): the
+   * session ends, and its statement in flight rejects.
+   */
+  cut(ms: number): void {
+    if (this.#ended) return;
     this.#markEnded(new Error(`no reply from the server in ${ms} ms: the session was cut off`));
     // pg's Connection keeps its socket as `stream`: destroying it rejects the pending query.
     const stream = (this.client as unknown as { connection?: { stream?: { destroy(): void } } })

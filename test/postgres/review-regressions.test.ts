@@ -151,6 +151,79 @@ describe('PgLockTable review', { skip: skipWithoutPostgres }, () => {
     }
   });
 
+  test('a lock wait whose reply never comes (server process frozen): a bounded wait fails after waitTimeout + lease, an aborted one within the lease', async () => {
+    const holder = open({ lease: 400 });
+    const waiter = open({ namespace: holder.namespace, lease: 400 });
+    const lease = await holder.acquire('cut-wait');
+    const admin = new pg.Client({ connectionString: databaseUrl });
+    admin.on('error', () => {});
+    await admin.connect();
+    /** The server process of the session waiting for the key (not granted). */
+    const waitingPid = async (): Promise<number> => {
+      for (;;) {
+        const { rows } = await admin.query(
+          'SELECT pid FROM pg_locks WHERE locktype = $1 AND classid = $2 AND objsubid = 2 AND NOT granted',
+          ['advisory', holder.namespace],
+        );
+        if (rows[0] !== undefined) return Number(rows[0].pid);
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    };
+    const frozen: number[] = [];
+    const freeze = (pid: number): boolean => {
+      try {
+        process.kill(pid, 'SIGSTOP');
+      } catch {
+        return false; // a server on another machine, or another user's: the test needs a local one
+      }
+      frozen.push(pid);
+      return true;
+    };
+    try {
+      // A bounded wait: the server would answer at waitTimeout, but its process is frozen.
+      let start = performance.now();
+      const bounded = waiter.acquire('cut-wait', { waitTimeout: 300 }).then(
+        () => undefined,
+        (e: unknown) => e as { code?: string },
+      );
+      if (!freeze(await waitingPid())) return;
+      const error = await bounded;
+      let took = performance.now() - start;
+      assert.equal(error?.code, 'ERR_LOCK_CONNECTION');
+      assert.ok(
+        took >= 300 + 400 - 5,
+        `failed after ${took.toFixed(0)} ms, before waitTimeout + lease`,
+      );
+      assert.ok(took < 300 + 400 + 1500, `failed after ${took.toFixed(0)} ms`);
+      // An aborted wait forever: the cancel reaches a frozen process, which does not answer.
+      const controller = new AbortController();
+      const forever = waiter.acquire('cut-wait', { signal: controller.signal }).then(
+        () => undefined,
+        (e: unknown) => e as { name?: string },
+      );
+      freeze(await waitingPid());
+      start = performance.now();
+      controller.abort();
+      const aborted = await forever;
+      took = performance.now() - start;
+      assert.equal(aborted?.name, 'AbortError');
+      assert.ok(took < 400 + 1500, `the abort settled after ${took.toFixed(0)} ms, not never`);
+    } finally {
+      for (const pid of frozen) {
+        try {
+          process.kill(pid, 'SIGCONT');
+        } catch {
+          // gone already
+        }
+      }
+      await admin.end();
+    }
+    // Nothing is left behind: the holder releases, and the key is free to a third table.
+    await lease.release();
+    const third = open({ namespace: holder.namespace });
+    await (await third.acquire('cut-wait', { waitTimeout: 5000 })).release();
+  });
+
   test('a lost lease that is never released does not keep its session’s place', async () => {
     const table = open({ poolSize: 1 });
     const lease = await table.acquire('lost-place');
