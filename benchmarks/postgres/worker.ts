@@ -86,7 +86,7 @@ function locktableClient(locks: PgLockTable, key: string): LockClient {
 }
 
 /**
- * locktable's statements sent by hand on one pg.Client: its grant (locktable.acquire, with the
+ * locktable's statements sent by hand on one pg.Client: its grant (locktable.grant, with the
  * default lease of 5000 ms, as the locktable peer has) and a bare unlock. The server's part of a
  * locktable grant without its client (front table, sessions, leases, heartbeat): the gap between
  * this peer and `raw` is the server's, the gap between `locktable` and this peer the client's.
@@ -94,10 +94,12 @@ function locktableClient(locks: PgLockTable, key: string): LockClient {
 async function statementsClient(url: string, namespace: number, key: string): Promise<LockClient> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
-  await client.query("SELECT set_config('lock_timeout', '0', false)");
+  await client.query(
+    "SELECT set_config('lock_timeout', '0', false), set_config('locktable.session', 'bench', false)",
+  );
   const grant = {
     name: 'bench_grant',
-    text: 'SELECT lock_id, token::text AS token FROM locktable.acquire($1, $2, true, 0, 5000)',
+    text: "SELECT lock_id, token::text AS token FROM locktable.grant($1, $2, true, 0, 5000, 'bench')",
     values: [namespace, key],
   };
   return {

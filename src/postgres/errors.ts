@@ -25,6 +25,7 @@ export function closedLeaseError(key: string, what: string): LockError {
 }
 
 export function connectionError(key: string | undefined, cause: unknown): LockError {
+  if (cause instanceof SharedSessionError) return poolerError(key, cause.seen);
   const detail = cause instanceof Error ? `: ${cause.message}` : '';
   return new LockError(
     'ERR_LOCK_CONNECTION',
@@ -35,16 +36,35 @@ export function connectionError(key: string | undefined, cause: unknown): LockEr
   );
 }
 
-export function poolerError(key: string | undefined, expectedPid: number, pid: number): LockError {
+/**
+ * A transaction-mode pooler between the backend and the server. `seen` says what gave it away:
+ * the server process changed, the process already had another session's marker, or a named
+ * prepared statement of the session was missing or already there.
+ */
+export function poolerError(key: string | undefined, seen: string): LockError {
   return new LockError(
     'ERR_LOCK_POOLER',
     key,
-    `The lock request for ${describeKey(key)} ran on server process ${pid}, but its session ` +
-      `was opened on process ${expectedPid}: a transaction-mode pooler (PgBouncer, a cloud ` +
-      'proxy) sits between locktable and PostgreSQL. Session advisory locks need a session of ' +
-      'their own: connect directly to the server, or through a session-mode pool',
+    `The lock request for ${describeKey(key)} found its PostgreSQL session shared: ${seen}. ` +
+      'A transaction-mode pooler (PgBouncer, a cloud proxy) sits between locktable and ' +
+      'PostgreSQL. Session advisory locks need a session of their own: connect directly to the ' +
+      'server, or through a session-mode pool',
   );
 }
+
+/** A new session found its server process shared (a pooler); `seen` says how. */
+export class SharedSessionError extends Error {
+  constructor(readonly seen: string) {
+    super(seen);
+  }
+}
+
+/**
+ * SQLSTATEs that only a pooler explains on a session the backend opened itself: a named
+ * prepared statement it never prepared on this connection exists (42P05), or one it prepared is
+ * gone (26000).
+ */
+export const POOLER_STATES: ReadonlySet<string> = new Set(['42P05', '26000']);
 
 export function schemaError(found: number, supported: number): LockError {
   return new LockError(

@@ -17,7 +17,14 @@ import {
   runHolding,
 } from '../api/locks.js';
 import { checkMode, checkMs, checkOptionsObject, checkSignal, type Mode } from '../api/options.js';
-import { closedError, connectionError, poolerError, schemaError, sqlState } from './errors.js';
+import {
+  closedError,
+  connectionError,
+  poolerError,
+  POOLER_STATES,
+  schemaError,
+  sqlState,
+} from './errors.js';
 import { Front, FrontHold, type FrontStats, releaseAll } from './front.js';
 import { Holding, type HoldingHost, PgLease } from './lease.js';
 import {
@@ -38,6 +45,7 @@ import {
   INSPECT,
   installStatement,
   READ_VERSION,
+  POOLER_SQLSTATE,
   RESET_SESSION,
   SCHEMA_VERSION,
   TERMINATE,
@@ -393,6 +401,7 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
         // database's or server's own idle_session_timeout cannot end a holder that sends no
         // heartbeat (lease_ms 0 would leave that setting in force while the lock is held).
         lease === Infinity ? MAX_SERVER_MS : Math.ceil(lease),
+        session.marker,
       ],
       replyWithin,
     );
@@ -421,13 +430,23 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
     if (signal?.aborted) throw new AbortError(key, signal.reason);
     if (result === undefined) {
       if (this.#closed) throw closedError(key);
-      if (!session.alive || sqlState(failure) === undefined) throw connectionError(key, failure);
+      const state = sqlState(failure);
+      if (!session.alive || state === undefined) throw connectionError(key, failure);
+      if (state === POOLER_SQLSTATE) {
+        throw poolerError(key, `the grant ran on a server process another session set up`);
+      }
+      if (POOLER_STATES.has(state)) {
+        throw poolerError(key, `the grant found server state it never made (${state})`);
+      }
       throw failure;
     }
     const row = result.rows[0];
     if (row === undefined) return null;
     if (Number(row.backend_pid) !== session.pid) {
-      throw poolerError(key, session.pid, Number(row.backend_pid));
+      throw poolerError(
+        key,
+        `the grant ran on server process ${row.backend_pid}, the session opened on ${session.pid}`,
+      );
     }
     return { lockId: Number(row.lock_id), token: BigInt(row.token) };
   }

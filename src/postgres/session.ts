@@ -7,7 +7,9 @@
  * (with a heartbeat) -> ended (by close(), or lost: the server or the network ended it). An
  * 'error' listener is always attached, so a session the server ends never crashes the process.
  */
+import { randomUUID } from 'node:crypto';
 import pg from 'pg';
+import { POOLER_STATES, SharedSessionError, sqlState } from './errors.js';
 import { HEARTBEAT, SESSION_START } from './sql.js';
 
 export type QueryConfig = { name: string; text: string };
@@ -16,6 +18,11 @@ export class Session {
   readonly client: pg.Client;
   /** The server process id seen when the session opened. */
   pid = 0;
+  /**
+   * This session's marker, set on its server process by SESSION_START and checked by every grant
+   * and heartbeat: a process that carries another marker is shared (a pooler).
+   */
+  readonly marker = randomUUID();
   /** The session's own idle_session_timeout, restored when it stops holding leases. */
   idleTimeout = '0';
   /** Set once the connection is gone, for whatever reason. */
@@ -44,12 +51,30 @@ export class Session {
     client.on('notice', () => {});
   }
 
-  /** Connects and runs SESSION_START. Rejects (with the connection closed) on any failure. */
+  /**
+   * Connects and runs SESSION_START. Rejects (with the connection closed) on any failure, with
+   * ERR_LOCK_POOLER when the server process is already another session's.
+   */
   static async open(config: pg.ClientConfig): Promise<Session> {
     const session = new Session(new pg.Client(config));
     try {
       await session.client.connect();
-      const { rows } = await session.query(SESSION_START, []);
+      let rows;
+      try {
+        ({ rows } = await session.query(SESSION_START, [session.marker]));
+      } catch (error) {
+        const state = sqlState(error);
+        if (state !== undefined && POOLER_STATES.has(state)) {
+          throw new SharedSessionError(`a new session found server state it never made (${state})`);
+        }
+        throw error;
+      }
+      const previous: unknown = rows[0].previous;
+      if (typeof previous === 'string' && previous !== '') {
+        throw new SharedSessionError(
+          `a new session's server process ${rows[0].pid} already carries another locktable session`,
+        );
+      }
       session.pid = Number(rows[0].pid);
       session.idleTimeout = String(rows[0].idle_timeout);
       return session;
@@ -107,11 +132,11 @@ export class Session {
    * A statement whose reply must come within `ms` (Infinity: no bound), else the session is cut
    * (see queryHolding): a lock wait with a finite waitTimeout, a cancel on the control session.
    */
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   async queryWithin(
     statement: QueryConfig,
     values: unknown[],
     ms: number,
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
   ): Promise<pg.QueryResult<any>> {
     if (!Number.isFinite(ms)) return this.query(statement, values);
     const timer = setTimeout(() => this.cut(ms), ms);
@@ -149,7 +174,7 @@ export class Session {
       if (this.#inflight > 0 || this.#ended) return;
       this.queryHolding(HEARTBEAT, []).then(
         ({ rows }) => {
-          if (Number(rows[0].pid) !== this.pid) void this.end();
+          if (Number(rows[0].pid) !== this.pid || rows[0].marker !== this.marker) void this.end();
         },
         () => {
           // A failed heartbeat means the connection is gone: 'end' reports it.

@@ -126,7 +126,8 @@ export class Sessions {
     } catch (error) {
       this.#opening--;
       this.#serveWaiterWithNewSession();
-      throw this.#closed ? closedError(key) : connectionError(key, error);
+      if (this.#closed) throw closedError(key);
+      throw connectionError(key, error);
     }
     this.#opening--;
     if (this.#closed) {

@@ -30,6 +30,7 @@ const INSTALL_LOCK = `${DEFAULT_NAMESPACE}, 0`;
  * fencing counter, and a deleted row would let the tokens of its key start again at 1. `key` is
  * compared byte for byte (COLLATE "C"), so two keys are one lock only when they are equal.
  *
+ * (Version 2 replaces this function by locktable.grant, below.)
  * locktable.acquire(namespace, key, exclusive, wait_ms, lease_ms) does a whole grant in ONE
  * statement (one round trip, one transaction):
  *   1. finds the key's id, or creates its row (INSERT ... ON CONFLICT DO NOTHING, then a re-read
@@ -45,7 +46,8 @@ const INSTALL_LOCK = `${DEFAULT_NAMESPACE}, 0`;
  *      before the commit);
  *   4. sets idle_session_timeout to lease_ms for the session (lease_ms > 0), so that a holder that
  *      stops talking to the server (hung, frozen, cut off) loses its session and its locks;
- *   5. returns (lock_id, token, backend_pid): the pid lets the client see a transaction-mode pooler.
+ *   5. returns (lock_id, token, backend_pid): the pid lets the client see a transaction-mode pooler
+ *      (version 2 also checks the session marker first, see SESSION_START).
  * Its search_path is pinned (pg_catalog first), so a caller's search_path cannot replace the
  * functions it calls.
  *
@@ -115,11 +117,19 @@ $fn$;
 `;
 
 /**
+ * The SQLSTATE locktable.grant raises when it runs on a server process whose session marker
+ * is not the caller's: a transaction-mode pooler (see SESSION_START).
+ */
+export const POOLER_SQLSTATE = 'LT001';
+
+/**
  * The bits of a server token: token = epoch << FENCE_BITS | fence, where fence counts the key's
  * grants within the epoch (1, 2, ...). With the front's COHORT_BITS below them, a token stays
  * under 2^63 (a Postgres bigint) while epoch < 2^(63 - FENCE_BITS - COHORT_BITS).
  */
 export const FENCE_BITS = 30;
+/** Epochs stay below 2^MAX_EPOCH_BITS: 63 bits less FENCE_BITS less the front's 12 cohort bits. */
+export const MAX_EPOCH_BITS = 21;
 
 /**
  * Version 2: fencing tokens without a disk flush per grant.
@@ -181,6 +191,9 @@ BEGIN
     RETURN v_epoch;
   END IF;
   UPDATE locktable.epoch e SET epoch = e.epoch + 1 RETURNING e.epoch INTO v_epoch;
+  IF v_epoch >= (1::int8 << ${MAX_EPOCH_BITS}) THEN
+    RAISE EXCEPTION 'locktable: the fencing epoch reached 2^${MAX_EPOCH_BITS}: tokens would not fit a bigint';
+  END IF;
   INSERT INTO locktable.alive AS a (epoch) VALUES (v_epoch)
     ON CONFLICT (one) DO UPDATE SET epoch = excluded.epoch;
   PERFORM set_config('synchronous_commit', 'on', true);
@@ -188,8 +201,12 @@ BEGIN
 END
 $fn$;
 
-CREATE OR REPLACE FUNCTION locktable.acquire(
-  p_namespace int4, p_key text, p_exclusive boolean, p_wait_ms int4, p_lease_ms int4
+-- Version 1's function goes, and version 2's has a new name: a version-1 process still running
+-- after the upgrade fails (42883) instead of taking version-2 tokens on its own scale.
+DROP FUNCTION IF EXISTS locktable.acquire(int4, text, boolean, int4, int4);
+CREATE OR REPLACE FUNCTION locktable.grant(
+  p_namespace int4, p_key text, p_exclusive boolean, p_wait_ms int4, p_lease_ms int4,
+  p_session text
 ) RETURNS TABLE (lock_id int4, token int8, backend_pid int4)
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
@@ -198,6 +215,12 @@ DECLARE
   v_epoch int8;
   v_fence int8;
 BEGIN
+  -- A session that is not the one this server process started with (SESSION_START set the
+  -- marker): a transaction-mode pooler multiplexes sessions. Refused before any lock is taken.
+  IF current_setting('locktable.session', true) IS DISTINCT FROM p_session THEN
+    RAISE EXCEPTION USING ERRCODE = '${POOLER_SQLSTATE}',
+      MESSAGE = 'locktable: this statement ran on a server process that another session set up';
+  END IF;
   SELECT k.id INTO v_id FROM locktable.keys k WHERE k.namespace = p_namespace AND k.key = p_key;
   IF v_id IS NULL THEN
     -- A new key's row is flushed at commit: its id must not be handed out twice.
@@ -232,7 +255,17 @@ BEGIN
         PERFORM pg_advisory_lock_shared(p_namespace, v_id);
       END IF;
     EXCEPTION WHEN lock_not_available THEN
-      RETURN;
+      -- RACE: a lock granted in the instant its lock_timeout fired is kept (a session lock
+      -- outlives the subtransaction) although the wait raised 55P03. The session never holds
+      -- this lock otherwise (no re-entry, by construction), so a hold now is that grant: keep it
+      -- as one, rather than report "not granted" and leave it held.
+      IF NOT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_locks l
+        WHERE l.locktype = 'advisory' AND l.pid = pg_backend_pid() AND l.granted
+          AND l.classid = p_namespace::oid AND l.objid = v_id::oid AND l.objsubid = 2
+      ) THEN
+        RETURN;
+      END IF;
     END;
     PERFORM set_config('lock_timeout', '0', true);
   END IF;
@@ -340,34 +373,42 @@ function dollarQuote(sql: string): string {
 }
 
 /**
- * Run once per new session: its server process id (to detect a pooler) and its own
- * idle_session_timeout, which a release restores. 1 round trip (per connection, on top of the
+ * Run once per new session: sets the session's marker (`locktable.session`, $1: a random id of
+ * this session), returning the marker the server process had before, and its server process id,
+ * and its own idle_session_timeout, which a release restores. A real new session has no marker;
+ * one that has a marker already is a server process another session set up: a pooler (refused).
+ * locktable.grant checks the marker before it locks, and the heartbeat reads it back, so two
+ * sessions multiplexed on one server process never both lock through it (DESIGN.md, "Poolers"). 1 round trip (per connection, on top of the
  * connection's own handshake). It also pins the session's default_transaction_isolation to read
- * committed (the session is the backend's own): locktable.acquire needs a new snapshot per
+ * committed (the session is the backend's own): locktable.grant needs a new snapshot per
  * statement, both for the re-read of a key row another session just created and for the fence
  * UPDATE after a lock wait, which under a role's or database's repeatable read or serializable
  * default fails with 40001 whenever the previous holder bumped the fence after the statement began.
  * And it turns statement_timeout and lock_timeout off: a lock wait is bounded by waitTimeout
- * (a transaction-local lock_timeout that locktable.acquire sets only for a finite wait), and a
+ * (a transaction-local lock_timeout that locktable.grant sets only for a finite wait), and a
  * role's or server's timeout would cut it short with a bare 57014 or 55P03.
  */
 export const SESSION_START = {
   name: 'locktable_session_start',
   text:
-    "SELECT pg_backend_pid() AS pid, current_setting('idle_session_timeout') AS idle_timeout, " +
+    // The subquery (OFFSET 0: never pulled up) reads the marker before set_config writes it.
+    'SELECT previous.marker AS previous, ' +
+    "set_config('locktable.session', $1::text, false) AS marker, " +
+    "pg_backend_pid() AS pid, current_setting('idle_session_timeout') AS idle_timeout, " +
     "set_config('default_transaction_isolation', 'read committed', false) AS isolation, " +
     "set_config('statement_timeout', '0', false) AS statement_timeout, " +
-    "set_config('lock_timeout', '0', false) AS lock_timeout",
+    "set_config('lock_timeout', '0', false) AS lock_timeout " +
+    "FROM (SELECT current_setting('locktable.session', true) AS marker OFFSET 0) AS previous",
 };
 
 /**
- * A grant: see locktable.acquire above. 1 round trip; waits on the server (not in the client)
+ * A grant: see locktable.grant above (version 2). 1 round trip; waits on the server (not in the client)
  * while the key is held. $1 namespace, $2 key, $3 exclusive, $4 wait ms (-1 try, 0 forever),
- * $5 lease ms (0: none).
+ * $5 lease ms (0: none), $6 the session's marker.
  */
 export const ACQUIRE = {
-  name: 'locktable_acquire',
-  text: 'SELECT lock_id, token::text AS token, backend_pid FROM locktable.acquire($1, $2, $3, $4, $5)',
+  name: 'locktable_grant',
+  text: 'SELECT lock_id, token::text AS token, backend_pid FROM locktable.grant($1, $2, $3, $4, $5, $6)',
 };
 
 /**
@@ -395,9 +436,13 @@ export const RESET_SESSION = {
 
 /**
  * The heartbeat of a session that holds leases: resets the server's idle_session_timeout clock,
- * and returns the server process id (a changed pid means a pooler). 1 round trip per beat.
+ * and returns the server process id and session marker (either changed means a pooler). 1 round
+ * trip per beat.
  */
-export const HEARTBEAT = { name: 'locktable_heartbeat', text: 'SELECT pg_backend_pid() AS pid' };
+export const HEARTBEAT = {
+  name: 'locktable_heartbeat',
+  text: "SELECT pg_backend_pid() AS pid, current_setting('locktable.session', true) AS marker",
+};
 
 /**
  * Cancels a waiting acquire, sent from the control session: SIGINT to the waiting server process.
@@ -421,7 +466,7 @@ export const TERMINATE = {
  */
 export const INSPECT = {
   name: 'locktable_inspect',
-  text: `SELECT k.key, ((f.epoch << ${FENCE_BITS}) | f.fence)::text AS last_token, l.pid, l.mode, l.granted
+  text: `SELECT k.key, coalesce((f.epoch << ${FENCE_BITS}) | f.fence, 0)::text AS last_token, l.pid, l.mode, l.granted
 FROM locktable.keys k
 LEFT JOIN locktable.fences f ON f.id = k.id
 JOIN pg_locks l ON l.locktype = 'advisory'

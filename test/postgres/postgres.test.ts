@@ -196,6 +196,66 @@ describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
     t.diagnostic(`granted ${granted}, aborted ${aborted}`);
   });
 
+  test('the grant refuses a server process whose session marker is not the caller’s, before it locks', async () => {
+    const table = open();
+    await (await table.acquire('marked')).release(); // the schema and the key exist
+    const raw = await rawClient();
+    try {
+      await raw.query("SELECT set_config('locktable.session', 'another session', false)");
+      await assert.rejects(
+        raw.query("SELECT * FROM locktable.grant($1, 'marked', true, -1, 0, 'mine')", [
+          table.namespace,
+        ]),
+        { code: 'LT001' },
+      );
+      assert.deepEqual(await locksOf(table.namespace), [], 'nothing was locked');
+    } finally {
+      await raw.end();
+    }
+  });
+
+  test('a lock granted in the instant its lock_timeout fires is a grant, never left held', async (t) => {
+    // The holder unlocks at about the waiter's lock_timeout, again and again: whichever way each
+    // race goes, the waiter either holds the lock (and says so) or holds nothing.
+    const table = open();
+    await (await table.acquire('edge')).release();
+    const holder = await rawClient();
+    const waiter = await rawClient();
+    try {
+      const { rows } = await holder.query(
+        'SELECT id FROM locktable.keys WHERE namespace = $1 AND key = $2',
+        [table.namespace, 'edge'],
+      );
+      const id = rows[0].id as number;
+      await waiter.query("SELECT set_config('locktable.session', 'w', false)");
+      let granted = 0;
+      let refused = 0;
+      for (let i = 0; i < 150; i++) {
+        await holder.query('SELECT pg_advisory_lock($1::int4, $2::int4)', [table.namespace, id]);
+        const waiting = waiter.query(
+          "SELECT token FROM locktable.grant($1, 'edge', true, 5, 0, 'w')",
+          [table.namespace],
+        );
+        await new Promise((resolve) => setTimeout(resolve, 4 + (i % 3)));
+        await holder.query('SELECT pg_advisory_unlock($1::int4, $2::int4)', [table.namespace, id]);
+        const { rows: got } = await waiting;
+        const held = (await locksOf(table.namespace)).some((l) => l.granted);
+        if (got.length === 1) {
+          granted++;
+          assert.ok(held, 'a grant holds the lock');
+          await waiter.query('SELECT pg_advisory_unlock_all()');
+        } else {
+          refused++;
+          assert.ok(!held, `attempt ${i}: reported not granted, but the lock is held`);
+        }
+      }
+      t.diagnostic(`${granted} granted, ${refused} timed out`);
+    } finally {
+      await holder.end();
+      await waiter.end();
+    }
+  });
+
   test('a statement that fails after it took the lock leaves nothing held', async () => {
     const table = open();
     // Make a first grant, so the key's fence row exists; then lock that row from outside so that
@@ -212,10 +272,10 @@ describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
     const raw = await rawClient();
     const rawPid = (await raw.query('SELECT pg_backend_pid() AS pid')).rows[0].pid as number;
     const rawCall = raw
-      .query('SELECT * FROM locktable.acquire($1, $2, true, 0, 0)', [
-        table.namespace,
-        'late-failure',
-      ])
+      .query(
+        "SELECT * FROM locktable.grant($1, $2, true, 0, 0, current_setting('locktable.session', true))",
+        [table.namespace, 'late-failure'],
+      )
       .catch((error: unknown) => error);
     await eventually(async () =>
       (await locksOf(table.namespace)).some((l) => l.pid === rawPid && l.granted),
@@ -364,6 +424,12 @@ describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
       await lease.release();
       await table.close();
       assert.ok(lease.token > v1Token, `${lease.token} > ${v1Token}`);
+      // A version-1 process still running after the upgrade fails, rather than take version-2
+      // tokens and shift them by its own 20 bits.
+      await assert.rejects(
+        db.query("SELECT token FROM locktable.acquire(1, 'upgraded', true, -1, 0)"),
+        { code: '42883' },
+      );
       const { rows } = await db.query('SELECT version FROM locktable.schema_version ORDER BY 1');
       assert.deepEqual(rows, [{ version: 1 }, { version: 2 }]);
     } finally {

@@ -23,7 +23,7 @@ describe('PgLockTable review', { skip: skipWithoutPostgres }, () => {
     proto.query = function (this: pg.Client, ...args: unknown[]) {
       const config = args[0] as { text?: string } | undefined;
       const result = original.apply(this, args);
-      if (armed && typeof config?.text === 'string' && config.text.includes('locktable.acquire(')) {
+      if (armed && typeof config?.text === 'string' && config.text.includes('locktable.grant(')) {
         armed = false;
         return (result as Promise<unknown>).then((value) => {
           this.emit(
