@@ -354,6 +354,42 @@ describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
     await table.close(); // twice: fine
   });
 
+  test('close() while requests are in every state: each one that had not settled fails with ERR_LOCK_CLOSED', async () => {
+    // Closed at a few offsets into the requests' start, so that close() meets each of them in
+    // more than one state (opening a session, waiting for one, on the server, in the front).
+    for (const delay of [0, 5, 20]) {
+      const table = open({ poolSize: 2 });
+      const blocker = open({ namespace: table.namespace });
+      const blocking = await blocker.acquire('busy');
+      const held = await table.acquire('mine');
+      const outcomes = new Map<string, string>();
+      const track = (name: string, request: Promise<unknown>) =>
+        request.then(
+          () => outcomes.set(name, 'settled'),
+          (e: { code?: string; name?: string }) => outcomes.set(name, e.code ?? e.name ?? '?'),
+        );
+      const requests = [
+        track('on the server', table.acquire('busy')),
+        track('in the front', table.acquire('mine')),
+        track('for a session', table.acquire('third')),
+        track('acquireAll', table.acquireAll(['busy', 'other'])),
+        track('tryAcquire', table.tryAcquire('free')),
+      ];
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      await table.close();
+      await Promise.all(requests);
+      for (const [name, outcome] of outcomes) {
+        assert.ok(
+          outcome === 'ERR_LOCK_CLOSED' || (outcome === 'settled' && name === 'tryAcquire'),
+          `${name} (close after ${delay} ms): ${outcome}`,
+        );
+      }
+      await assert.rejects(held.release(), { code: 'ERR_LOCK_CLOSED' });
+      await blocking.release();
+      assert.deepEqual(await locksOf(table.namespace), []);
+    }
+  });
+
   test('poolSize: requests beyond it wait for a session within waitTimeout; try fails at once', async () => {
     const table = open({ poolSize: 2 });
     const a = await table.acquire('p1');
