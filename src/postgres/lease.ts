@@ -200,7 +200,15 @@ export class PgLease implements LockLease, AsyncDisposable {
         this.lockId,
         this.mode === 'exclusive',
         last ? session.idleTimeout : null,
+        session.marker,
       ]);
+      if (rows.length === 0) {
+        // It ran on another session's server process (a pooler): the lock is still on this
+        // session's own, which is terminated (Session.shared); the lease reports it lost.
+        session.shared();
+        if (last) holding.finish();
+        throw pgStaleError(this.key, 'release the lease', session.endReason);
+      }
       released = rows[0].released === true;
     } catch (error) {
       if (!session.alive || sqlState(error) === undefined) {

@@ -97,7 +97,9 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
 
   constructor(options?: PgLockTableOptions) {
     this.#options = resolvePgOptions(options);
-    this.#sessions = new Sessions(this.#options.client, this.#options.poolSize);
+    this.#sessions = new Sessions(this.#options.client, this.#options.poolSize, (pid) =>
+      this.#terminateShared(pid),
+    );
     const o = this.#options;
     this.#front = new Front(o.table, o.namespace, o.cohortLimit, o.cohortMs);
   }
@@ -384,12 +386,16 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
     signal: AbortSignal | undefined,
   ): Promise<Grant | null> {
     const lease = this.#options.lease;
-    // A bounded wait is answered by the server within waitMs (its lock_timeout); a reply not here
-    // lease ms after that never will in time (the network is cut, the server process frozen), and
-    // TCP could take hours to say so: the session is cut, and the request fails with
-    // ERR_LOCK_CONNECTION. A wait forever has no such bound (a wait may be long by right).
+    // A bounded wait is answered by the server within waitMs (its lock_timeout) plus the rest of
+    // the statement (a new key's flushed insert, a new epoch, a loaded server's CPU); a reply not
+    // here a margin later (the lease, at least 1 s, twice) never will in time (the network is cut,
+    // the server process frozen), and TCP could take hours to say so: the session is cut, and the
+    // request fails with ERR_LOCK_CONNECTION. A wait forever has no such bound (a wait may be long
+    // by right).
     const replyWithin =
-      waitMs !== 0 && Number.isFinite(lease) ? Math.max(waitMs, 0) + lease : Infinity;
+      waitMs !== 0 && Number.isFinite(lease)
+        ? Math.max(waitMs, 0) + 2 * Math.max(lease, 1000)
+        : Infinity;
     const pending = session.queryWithin(
       ACQUIRE,
       [
@@ -412,7 +418,9 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
       cancelling = this.#cancel(session, pending, () => settled);
       // The cancel is answered within a round trip; a statement still running a lease later is
       // cut off from the server (as above), so an abort always settles.
-      if (Number.isFinite(lease)) cutTimer = setTimeout(() => session.cut(lease), lease);
+      if (Number.isFinite(lease)) {
+        cutTimer = setTimeout(() => session.cut(`no reply ${lease} ms after an abort`), lease);
+      }
     };
     signal?.addEventListener('abort', onAbort, { once: true });
     let result: Awaited<typeof pending> | undefined;
@@ -431,7 +439,9 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
     if (result === undefined) {
       if (this.#closed) throw closedError(key);
       const state = sqlState(failure);
-      if (!session.alive || state === undefined) throw connectionError(key, failure);
+      if (!session.alive || state === undefined) {
+        throw connectionError(key, session.endReason ?? failure);
+      }
       if (state === POOLER_SQLSTATE) {
         throw poolerError(key, `the grant ran on a server process another session set up`);
       }
@@ -468,10 +478,20 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
       unsubscribe = session.onEnd(() => resolve('ended'));
     });
     try {
+      const lease = this.#options.lease;
       while (!settled() && session.alive) {
-        const sent = this.#controlSession().then((control) =>
-          control.queryWithin(CANCEL, [session.pid], this.#options.lease),
-        );
+        // The whole step (a control session reopened, then the cancel) within the lease.
+        let stepTimer: NodeJS.Timeout | undefined;
+        const sent = Promise.race([
+          this.#controlSession().then((control) =>
+            control.queryWithin(CANCEL, [session.pid], lease),
+          ),
+          new Promise<never>((_, reject) => {
+            if (Number.isFinite(lease)) {
+              stepTimer = setTimeout(() => reject(new Error('no control session')), lease);
+            }
+          }),
+        ]);
         const answered = await Promise.race([
           sent.then(
             () => 'sent' as const,
@@ -479,9 +499,12 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
           ),
           ended,
         ]);
+        clearTimeout(stepTimer);
         if (answered === 'ended') return;
         if (answered === 'failed') {
-          await session.end();
+          // No cancel can be sent: the waiting session goes (cut: a graceful end could wait for
+          // a cut network), and with it the server's wait, or the lock it was granted.
+          session.cut('no control session to cancel the wait');
           return;
         }
         let timer: NodeJS.Timeout | undefined;
@@ -498,15 +521,28 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
 
   /**
    * After a failed request: releases whatever the session may hold (RESET_SESSION) and gives it
-   * back; with `discard` (a pooler), or when the reset fails, ends it instead.
+   * back; with `discard` (a pooler), or when the reset fails, ends it instead (a pooler: also
+   * terminates its server process, see Session.onShared).
    */
   async #abandon(session: Session, discard: boolean): Promise<void> {
-    if (discard || !session.alive) {
+    if (discard) {
+      // A pooler: the session's own server process may hold this request's earlier locks (an
+      // acquireAll), and a reset through the pooler could reach another session's process.
+      session.shared();
+      this.#sessions.discard(session);
+      return;
+    }
+    if (!session.alive) {
       this.#sessions.discard(session);
       return;
     }
     try {
-      await session.query(RESET_SESSION, [session.idleTimeout]);
+      const { rows } = await session.query(RESET_SESSION, [session.idleTimeout, session.marker]);
+      if (rows.length === 0) {
+        session.shared();
+        this.#sessions.discard(session);
+        return;
+      }
       this.#sessions.checkin(session);
     } catch {
       this.#sessions.discard(session);
@@ -528,6 +564,19 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
       );
     }
     return this.#control;
+  }
+
+  /**
+   * Ends a session's own server process, found behind a pooler: ending the client does not end
+   * it (the pooler keeps it), and it may hold the session's locks. Best effort, from the control
+   * session.
+   */
+  #terminateShared(pid: number): void {
+    this.#controlSession()
+      .then((control) => control.queryWithin(TERMINATE, [[pid]], this.#options.lease))
+      .catch(() => {
+        // No control session: the process keeps its locks until the pooler or server drops it.
+      });
   }
 
   /** Installs (or checks) the schema once per table: see sql.ts. */

@@ -14,6 +14,9 @@ import { HEARTBEAT, SESSION_START } from './sql.js';
 
 export type QueryConfig = { name: string; text: string };
 
+/** The longest delay setTimeout takes; a longer one fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export class Session {
   readonly client: pg.Client;
   /** The server process id seen when the session opened. */
@@ -22,7 +25,13 @@ export class Session {
    * This session's marker, set on its server process by SESSION_START and checked by every grant
    * and heartbeat: a process that carries another marker is shared (a pooler).
    */
-  readonly marker = randomUUID();
+  readonly marker = `locktable:${randomUUID()}`;
+  /**
+   * Called when a statement of this session turned out to run on a server process that is not
+   * its own (a pooler): the session's own process may still hold its locks, and ending this
+   * client does not end it, so the owner terminates it by pid (from its control session).
+   */
+  onShared: (pid: number) => void = () => {};
   /** The session's own idle_session_timeout, restored when it stops holding leases. */
   idleTimeout = '0';
   /** Set once the connection is gone, for whatever reason. */
@@ -70,7 +79,7 @@ export class Session {
         throw error;
       }
       const previous: unknown = rows[0].previous;
-      if (typeof previous === 'string' && previous !== '') {
+      if (typeof previous === 'string' && previous.startsWith('locktable:')) {
         throw new SharedSessionError(
           `a new session's server process ${rows[0].pid} already carries another locktable session`,
         );
@@ -138,8 +147,9 @@ export class Session {
     ms: number,
     // eslint-disable-next-line @typescript-eslint/no-explicit-any
   ): Promise<pg.QueryResult<any>> {
-    if (!Number.isFinite(ms)) return this.query(statement, values);
-    const timer = setTimeout(() => this.cut(ms), ms);
+    // Beyond a timer's range (2^31 - 1 ms, about 24.8 days) is no bound at all.
+    if (!(ms <= MAX_TIMER_MS)) return this.query(statement, values);
+    const timer = setTimeout(() => this.cut(`no reply from the server in ${ms} ms`), ms);
     try {
       return await this.query(statement, values);
     } finally {
@@ -147,13 +157,20 @@ export class Session {
     }
   }
 
+  /** A statement of this session ran on another session's server process: see onShared. */
+  shared(): void {
+    if (this.#ended) return;
+    this.onShared(this.pid);
+    this.cut('its statement ran on another session’s server process (a transaction-mode pooler)');
+  }
+
   /**
    * Destroys the socket of a session whose reply did not come in `ms` (see queryHolding): the
    * session ends, and its statement in flight rejects.
    */
-  cut(ms: number): void {
+  cut(why: string): void {
     if (this.#ended) return;
-    this.#markEnded(new Error(`no reply from the server in ${ms} ms: the session was cut off`));
+    this.#markEnded(new Error(`${why}: the session was cut off`));
     // pg's Connection keeps its socket as `stream`: destroying it rejects the pending query.
     const stream = (this.client as unknown as { connection?: { stream?: { destroy(): void } } })
       .connection?.stream;
@@ -174,7 +191,7 @@ export class Session {
       if (this.#inflight > 0 || this.#ended) return;
       this.queryHolding(HEARTBEAT, []).then(
         ({ rows }) => {
-          if (Number(rows[0].pid) !== this.pid || rows[0].marker !== this.marker) void this.end();
+          if (Number(rows[0].pid) !== this.pid || rows[0].marker !== this.marker) this.shared();
         },
         () => {
           // A failed heartbeat means the connection is gone: 'end' reports it.

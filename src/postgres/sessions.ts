@@ -29,7 +29,11 @@ export class Sessions {
   readonly #waiters: Waiter[] = [];
   #closed = false;
 
-  constructor(config: pg.ClientConfig, size: number) {
+  readonly #onShared: (pid: number) => void;
+
+  /** `onShared`: a session found its statements on another's server process (Session.onShared). */
+  constructor(config: pg.ClientConfig, size: number, onShared: (pid: number) => void = () => {}) {
+    this.#onShared = onShared;
     this.#config = config;
     this.size = size;
   }
@@ -134,6 +138,7 @@ export class Sessions {
       await session.end();
       throw closedError(key);
     }
+    session.onShared = this.#onShared;
     this.#all.add(session);
     // A session that ends while idle (the server restarted, an admin ended it) leaves the set.
     session.onEnd(() => this.#forget(session));

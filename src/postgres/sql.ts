@@ -393,7 +393,10 @@ export const SESSION_START = {
   text:
     // The subquery (OFFSET 0: never pulled up) reads the marker before set_config writes it.
     'SELECT previous.marker AS previous, ' +
-    "set_config('locktable.session', $1::text, false) AS marker, " +
+    // A process that already carries a locktable marker keeps it (its owner's locks are there);
+    // anything else there (a role's default, say) is not ours and is overwritten.
+    "set_config('locktable.session', CASE WHEN previous.marker LIKE 'locktable:%' " +
+    'THEN previous.marker ELSE $1::text END, false) AS marker, ' +
     "pg_backend_pid() AS pid, current_setting('idle_session_timeout') AS idle_timeout, " +
     "set_config('default_transaction_isolation', 'read committed', false) AS isolation, " +
     "set_config('statement_timeout', '0', false) AS statement_timeout, " +
@@ -414,14 +417,18 @@ export const ACQUIRE = {
 /**
  * A release: unlocks one key on the lease's own session, and, for the session's last lease,
  * restores its idle_session_timeout ($4; null for a lease that is not the last). 1 round trip.
- * `released` is false when the session did not hold the lock.
+ * `released` is false when the session did not hold the lock; no row at all when the statement
+ * ran on another session's server process (a pooler).
  */
 export const RELEASE = {
   name: 'locktable_release',
+  // Only on the session's own server process ($5, its marker), as RESET_SESSION.
   text:
     'SELECT CASE WHEN $3::boolean THEN pg_advisory_unlock($1::int4, $2::int4) ' +
     'ELSE pg_advisory_unlock_shared($1::int4, $2::int4) END AS released, ' +
-    "CASE WHEN $4::text IS NULL THEN NULL ELSE set_config('idle_session_timeout', $4::text, false) END AS idle",
+    "CASE WHEN $4::text IS NULL THEN NULL ELSE set_config('idle_session_timeout', $4::text, false) END AS idle " +
+    "FROM (SELECT current_setting('locktable.session', true) AS marker OFFSET 0) AS own " +
+    'WHERE own.marker = $5::text',
 };
 
 /**
@@ -431,7 +438,12 @@ export const RELEASE = {
  */
 export const RESET_SESSION = {
   name: 'locktable_reset',
-  text: "SELECT pg_advisory_unlock_all(), set_config('idle_session_timeout', $1::text, false)",
+  // Only on the session's own server process ($2, its marker): through a pooler, another
+  // session's process would lose its locks. No row: a pooler (the caller terminates the process).
+  text:
+    "SELECT pg_advisory_unlock_all(), set_config('idle_session_timeout', $1::text, false) " +
+    "FROM (SELECT current_setting('locktable.session', true) AS marker OFFSET 0) AS own " +
+    'WHERE own.marker = $2::text',
 };
 
 /**

@@ -174,7 +174,7 @@ describe('PgLockTable behind a transaction-mode pooler (PgBouncer)', { skip }, (
     // A pooler that does track prepared statements (PgBouncer >= 1.21) gets here: the marker.
     const raw = await resetServerProcess();
     try {
-      await raw.query("SELECT set_config('locktable.session', 'another session', false)");
+      await raw.query("SELECT set_config('locktable.session', 'locktable:another', false)");
       const namespace = freshNamespace();
       await assert.rejects(open(namespace).acquire('invoice:2', { waitTimeout: 2000 }), {
         code: 'ERR_LOCK_POOLER',

@@ -5,7 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import { PgLockTable } from '../../src/postgres/index.js';
-import { installStatement } from '../../src/postgres/sql.js';
+import { installStatement, RELEASE, RESET_SESSION } from '../../src/postgres/sql.js';
 import {
   databaseUrl,
   eventually,
@@ -212,6 +212,51 @@ describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
     } finally {
       await raw.end();
     }
+  });
+
+  test('release and reset act only on the session’s own server process (its marker)', async () => {
+    const table = open();
+    await (await table.acquire('guarded')).release();
+    const raw = await rawClient();
+    try {
+      await raw.query("SELECT set_config('locktable.session', 'locktable:owner', false)");
+      const { rows } = await raw.query(
+        "SELECT lock_id FROM locktable.grant($1, 'guarded', true, -1, 0, 'locktable:owner')",
+        [table.namespace],
+      );
+      const id = rows[0].lock_id as number;
+      // Another session's release or reset, routed here by a pooler: no row, nothing unlocked.
+      const release = await raw.query(RELEASE.text, [
+        table.namespace,
+        id,
+        true,
+        null,
+        'locktable:other',
+      ]);
+      const reset = await raw.query(RESET_SESSION.text, ['0', 'locktable:other']);
+      assert.equal(release.rows.length, 0);
+      assert.equal(reset.rows.length, 0);
+      assert.equal((await locksOf(table.namespace)).length, 1, 'still held');
+      // The owner's own release does unlock.
+      const own = await raw.query(RELEASE.text, [
+        table.namespace,
+        id,
+        true,
+        null,
+        'locktable:owner',
+      ]);
+      assert.equal(own.rows[0].released, true);
+      assert.deepEqual(await locksOf(table.namespace), []);
+    } finally {
+      await raw.end();
+    }
+  });
+
+  test('a locktable.session setting that is not a locktable marker (a role default) is no pooler', async () => {
+    const table = open({ options: '-c locktable.session=x' });
+    const lease = await table.acquire('role-default');
+    assert.equal(lease.held, true);
+    await lease.release();
   });
 
   test('a lock granted in the instant its lock_timeout fires is a grant, never left held', async (t) => {
