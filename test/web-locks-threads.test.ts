@@ -58,7 +58,10 @@ const NAMES = 3;
 const SECTIONS = 300;
 
 /** 4 workers and the main thread increment NAMES counters, each under its name's lock. */
-async function hammer(broken: boolean, seed: number): Promise<{ expected: number; counted: number }> {
+async function hammer(
+  broken: boolean,
+  seed: number,
+): Promise<{ expected: number; counted: number }> {
   const table = new LockTable();
   const locks = new LockManager(table);
   const ctrl = control();
@@ -154,7 +157,12 @@ describe('LockManager across threads', () => {
       const locks = new LockManager(table);
       const ctrl = control();
       const lease = 200;
-      const holder = start('hold', { buffer: table.buffer, ctrl: ctrl.buffer, name: 'dies', lease });
+      const holder = start('hold', {
+        buffer: table.buffer,
+        ctrl: ctrl.buffer,
+        name: 'dies',
+        lease,
+      });
       if (watched) table.watch(holder.worker);
       await waitFor(ctrl, CTRL_HELD, (v) => v === 1);
       const granted = locks.request('dies', () => LockTable.now());

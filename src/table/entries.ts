@@ -71,8 +71,7 @@ export interface EntryView {
 
 function word(gen: number, owner: number, kind: number): number {
   return (
-    (((gen & 0xff) << ENTRY_GEN_SHIFT) | ((owner & ENTRY_OWNER_MASK) << ENTRY_OWNER_SHIFT) | kind) |
-    0
+    ((gen & 0xff) << ENTRY_GEN_SHIFT) | ((owner & ENTRY_OWNER_MASK) << ENTRY_OWNER_SHIFT) | kind | 0
   );
 }
 
@@ -136,7 +135,10 @@ export class Entries {
       words[at + E_KEY_LENGTH] = key.length;
       const base = i * this.#maxKeyLength;
       for (let k = 0; k < key.length; k++) this.#keys[base + k] = key.charCodeAt(k);
-      if (Atomics.compareExchange(words, at + E_STATE, writing, next(writing, owner, kind)) !== writing)
+      if (
+        Atomics.compareExchange(words, at + E_STATE, writing, next(writing, owner, kind)) !==
+        writing
+      )
         continue; // taken over while we wrote (we were stalled past a lease): look further
       this.#hint = (i + 1) % this.count;
       return i;

