@@ -15,7 +15,7 @@ import { FACADE, type FacadeCore } from '../table/lock-table.js';
 import type { Lease } from '../table/lease.js';
 import type { TableDefaults } from '../api/options.js';
 import { clientFor, clientIdOf, type Client, type HeldRequest } from './client.js';
-import { abortError, notSupported, typeError } from './errors.js';
+import { notSupported, typeError } from './errors.js';
 import { Lock, type LockMode } from './lock.js';
 
 export interface LockOptions {
@@ -136,7 +136,6 @@ export class LockManager {
   }
 
   /** Every thread's held locks and pending requests (see LockManagerSnapshot). */
-  // eslint-disable-next-line @typescript-eslint/require-await
   async query(): Promise<LockManagerSnapshot> {
     const own = this.#core.threadId;
     const grantOrder = new Map<Lease, number>();
