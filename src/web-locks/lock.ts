@@ -6,19 +6,18 @@ import type { Lease } from '../table/lease.js';
 
 export type LockMode = 'exclusive' | 'shared';
 
-const leases = new WeakMap<Lock, Lease>();
-
 export class Lock {
   /** The name the lock was requested for. */
   readonly name: string;
   /** 'exclusive' or 'shared'. */
   readonly mode: LockMode;
+  readonly #lease: Lease;
 
   /** @internal Locks are made by LockManager.request. */
   constructor(name: string, mode: LockMode, lease: Lease) {
     this.name = name;
     this.mode = mode;
-    leases.set(this, lease);
+    this.#lease = lease;
   }
 
   /**
@@ -27,12 +26,12 @@ export class Lock {
    * carry a smaller token than the thief's and a store that checks tokens refuses them.
    */
   get token(): bigint {
-    return leases.get(this)!.token;
+    return this.#lease.token;
   }
 
   /** Extension: true while the lock is held (false once released, stolen or reclaimed). */
   get held(): boolean {
-    return leases.get(this)!.held;
+    return this.#lease.held;
   }
 
   get [Symbol.toStringTag](): string {
