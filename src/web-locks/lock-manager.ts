@@ -77,6 +77,9 @@ export class LockManager {
   readonly #core: FacadeCore;
   readonly #client: Client;
   readonly #maxKeyLength: number;
+  /** The table options of a request without `hold`, made once. */
+  readonly #exclusiveLease: { mode: LockMode; hold: number };
+  readonly #sharedLease: { mode: LockMode; hold: number };
 
   /** A LockManager over `table` (a LockTable of this process, from either build). */
   constructor(table: LockTable, options?: LockManagerOptions) {
@@ -95,6 +98,8 @@ export class LockManager {
     this.#core = facade.call(table);
     this.#maxKeyLength = table.maxKeyLength;
     this.#client = clientFor(table.buffer, this.#core, Math.min(lease, MAX_FINITE_MS));
+    this.#exclusiveLease = { mode: 'exclusive', hold: this.#client.lease };
+    this.#sharedLease = { mode: 'shared', hold: this.#client.lease };
   }
 
   /** A LockManager over the table in `buffer` (a LockTable's `buffer`), from any thread. */
@@ -117,22 +122,28 @@ export class LockManager {
     callback: LockGrantedCallback<T>,
   ): Promise<Awaited<T>>;
   // WebIDL: a promise-returning operation reports bad arguments as a rejected promise, never by a
-  // throw; so every step below runs inside the async function.
-  async request(...args: unknown[]): Promise<unknown> {
-    const [parsed, callback] = this.#parse(args);
-    const { name, signal } = parsed;
-    // "If options["signal"] exists and is aborted, reject with its abort reason."
-    if (signal?.aborted) throw signal.reason;
-    if (parsed.steal) return this.#steal(parsed, callback);
-    if (parsed.ifAvailable) return this.#ifAvailable(parsed, callback);
-    const client = this.#client;
-    // A thread's own requests for a name are granted in request order: only a request with nobody
-    // of its thread queued before it may try the table at once.
-    if (!client.queues.has(name)) {
-      const lease = this.#table.tryAcquire(name, this.#tryOptions(parsed));
-      if (lease !== null) return this.#run(parsed, lease, callback);
+  // throw: every throw below becomes the returned promise's rejection. Not an async function, so
+  // that a grant at the first attempt returns #run's promise itself (no extra promise and ticks).
+  request(name: unknown, optionsOrCallback?: unknown, callback?: unknown): Promise<unknown> {
+    try {
+      // eslint-disable-next-line prefer-rest-params
+      const count = arguments.length;
+      const parsed = this.#parse(count, name, optionsOrCallback, callback);
+      const cb = (count >= 3 ? callback : optionsOrCallback) as LockGrantedCallback<unknown>;
+      // "If options["signal"] exists and is aborted, reject with its abort reason."
+      if (parsed.signal?.aborted) return Promise.reject(parsed.signal.reason as Error);
+      if (parsed.steal) return this.#steal(parsed, cb);
+      if (parsed.ifAvailable) return this.#ifAvailable(parsed, cb);
+      // A thread's own requests for a name are granted in request order: only a request with
+      // nobody of its thread queued before it may try the table at once.
+      if (!this.#client.queues.has(parsed.name)) {
+        const lease = this.#table.tryAcquire(parsed.name, this.#tryOptions(parsed));
+        if (lease !== null) return this.#run(parsed, lease, cb);
+      }
+      return this.#wait(parsed).then((lease) => this.#run(parsed, lease, cb));
+    } catch (error) {
+      return Promise.reject(error as Error);
     }
-    return this.#run(parsed, await this.#wait(parsed), callback);
   }
 
   /** Every thread's held locks and pending requests (see LockManagerSnapshot). */
@@ -167,14 +178,13 @@ export class LockManager {
   // ---- the steps of request() ------------------------------------------------------------------
 
   /** WebIDL conversion and the specification's argument checks, in the specification's order. */
-  #parse(args: unknown[]): [Parsed, LockGrantedCallback<unknown>] {
-    if (args.length < 2) {
+  #parse(count: number, rawName: unknown, second: unknown, third: unknown): Parsed {
+    if (count < 2) {
       throw typeError(
-        `LockManager.request: 2 arguments required (name and callback), but only ${args.length} present`,
+        `LockManager.request: 2 arguments required (name and callback), but only ${count} present`,
       );
     }
-    const [rawName, second, third] = args;
-    const hasOptions = args.length >= 3;
+    const hasOptions = count >= 3;
     const callback = hasOptions ? third : second;
     const options = hasOptions ? second : undefined;
     if (typeof rawName === 'symbol')
@@ -223,22 +233,20 @@ export class LockManager {
           `maxKeyLength), got ${name.length}`,
       );
     }
-    return [
-      {
-        name,
-        mode: rawMode,
-        ifAvailable,
-        steal,
-        signal: signal as AbortSignal | undefined,
-        waitTimeout,
-        hold,
-      },
-      callback as LockGrantedCallback<unknown>,
-    ];
+    return {
+      name,
+      mode: rawMode,
+      ifAvailable,
+      steal,
+      signal: signal as AbortSignal | undefined,
+      waitTimeout,
+      hold,
+    };
   }
 
   #tryOptions(p: Parsed): { mode: LockMode; hold: number } {
-    return { mode: p.mode, hold: p.hold ?? this.#client.lease };
+    if (p.hold === undefined) return p.mode === 'shared' ? this.#sharedLease : this.#exclusiveLease;
+    return { mode: p.mode, hold: p.hold };
   }
 
   /** ifAvailable: a grant only if nobody waits for the name and it is free for this mode now. */
