@@ -126,7 +126,6 @@ export class LockManager {
   // that a grant at the first attempt returns #run's promise itself (no extra promise and ticks).
   request(name: unknown, optionsOrCallback?: unknown, callback?: unknown): Promise<unknown> {
     try {
-      // eslint-disable-next-line prefer-rest-params
       const count = arguments.length;
       const parsed = this.#parse(count, name, optionsOrCallback, callback);
       const cb = (count >= 3 ? callback : optionsOrCallback) as LockGrantedCallback<unknown>;
