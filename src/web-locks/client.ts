@@ -18,8 +18,8 @@ import type { LockMode } from './lock.js';
 export interface HeldRequest {
   readonly name: string;
   readonly lease: Lease;
-  /** Renewed by the heartbeat (no `hold` given), to `lease` ms from each beat. */
-  readonly renew: boolean;
+  /** ms the heartbeat renews the lease to at each beat (no `hold` given), else undefined. */
+  readonly renew: number | undefined;
   /** The request's promise has settled (stolen or lost: rejected; or its callback settled). */
   done: boolean;
   /** Rejects the request's promise (a steal, or a lost lease). */
@@ -48,6 +48,7 @@ export function clientFor(buffer: SharedArrayBuffer, core: FacadeCore, lease: nu
     client = new Client(core, lease);
     clients.set(buffer, client);
   }
+  client.lease = Math.min(client.lease, lease);
   return client;
 }
 
@@ -59,8 +60,8 @@ export class Client {
   readonly core: FacadeCore;
   readonly entries: Entries;
   readonly clientId: string;
-  /** ms of a renewed lease (the LockManager option `lease`). */
-  readonly lease: number;
+  /** The shortest `lease` of this thread's LockManagers on the table: the heartbeat's pace. */
+  lease: number;
   readonly held = new Set<HeldRequest>();
   /** Per name, this thread's waiting requests in request order (the local FIFO queue). */
   readonly queues = new Map<string, PendingRequest[]>();
@@ -193,9 +194,9 @@ export class Client {
   }
 
   async #heartbeat(): Promise<void> {
-    const interval = Math.min(ENTRY_REFRESH_MS, this.lease / 4);
     try {
       while (this.held.size > 0 || this.queues.size > 0) {
+        const interval = Math.min(ENTRY_REFRESH_MS, this.lease / 4);
         if (this.#entry < 0 || !this.entries.refresh(this.#entry, this.#entryWord))
           this.#claimClient();
         if (this.#entry >= 0) {
@@ -230,9 +231,9 @@ export class Client {
       }
     }
     for (const h of this.held) {
-      if (!h.renew || h.done) continue;
+      if (h.renew === undefined || h.done) continue;
       try {
-        h.lease.extend(this.lease);
+        h.lease.extend(h.renew);
       } catch {
         // Stale: checkLost() rejects it.
       }

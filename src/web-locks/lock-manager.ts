@@ -77,6 +77,8 @@ export class LockManager {
   readonly #core: FacadeCore;
   readonly #client: Client;
   readonly #maxKeyLength: number;
+  /** This manager's `lease` option (ms). */
+  readonly #lease: number;
   /** The table options of a request without `hold`, made once. */
   readonly #exclusiveLease: { mode: LockMode; hold: number };
   readonly #sharedLease: { mode: LockMode; hold: number };
@@ -97,9 +99,10 @@ export class LockManager {
     this.#table = table;
     this.#core = facade.call(table);
     this.#maxKeyLength = table.maxKeyLength;
-    this.#client = clientFor(table.buffer, this.#core, Math.min(lease, MAX_FINITE_MS));
-    this.#exclusiveLease = { mode: 'exclusive', hold: this.#client.lease };
-    this.#sharedLease = { mode: 'shared', hold: this.#client.lease };
+    this.#lease = Math.min(lease, MAX_FINITE_MS);
+    this.#client = clientFor(table.buffer, this.#core, this.#lease);
+    this.#exclusiveLease = { mode: 'exclusive', hold: this.#lease };
+    this.#sharedLease = { mode: 'shared', hold: this.#lease };
   }
 
   /** A LockManager over the table in `buffer` (a LockTable's `buffer`), from any thread. */
@@ -148,8 +151,6 @@ export class LockManager {
   /** Every thread's held locks and pending requests (see LockManagerSnapshot). */
   async query(): Promise<LockManagerSnapshot> {
     const own = this.#core.threadId;
-    const grantOrder = new Map<Lease, number>();
-    for (const h of this.#client.held) grantOrder.set(h.lease, h.seq);
     const mine: { info: LockInfo; seq: number }[] = [];
     const others: LockInfo[] = [];
     for (const info of this.#table.held()) {
@@ -272,7 +273,7 @@ export class LockManager {
     for (const h of this.#table.inspect(p.name)?.holders ?? []) robbed.add(h.threadId);
     const lease = await this.#core.steal(p.name, {
       mode: 'exclusive',
-      hold: p.hold ?? client.lease,
+      hold: p.hold ?? this.#lease,
       waitTimeout: p.waitTimeout,
     });
     for (const h of this.#table.inspect(p.name)?.holders ?? []) robbed.delete(h.threadId);
@@ -316,7 +317,7 @@ export class LockManager {
       try {
         return await this.#table.acquire(p.name, {
           mode: p.mode,
-          hold: p.hold ?? client.lease,
+          hold: p.hold ?? this.#lease,
           waitTimeout: left,
           signal,
         });
@@ -345,7 +346,7 @@ export class LockManager {
       const h: HeldRequest = {
         name: p.name,
         lease,
-        renew: p.hold === undefined,
+        renew: p.hold === undefined ? this.#lease : undefined,
         done: false,
         reject,
         seq: client.nextGrant(),
