@@ -9,6 +9,8 @@ export default defineConfig({
     index: 'src/index.ts',
     'task-runner': 'src/with-lock/task-runner.ts',
     postgres: 'src/postgres/index.ts',
+    // web-locks is the W3C Web Locks facade (LockManager): its own entry, loaded only by its users.
+    'web-locks': 'src/web-locks/index.ts',
     withlock: 'src/cli/withlock.ts',
   },
   external: ['pg'],

@@ -228,3 +228,48 @@ test('dist/index.js and the chunks it imports never import pg', () => {
   visit('index.cjs');
   assert.ok(seen.size > 1);
 });
+
+test('locktable/web-locks loads through import and require, and works with a table of the other build', () => {
+  withConsumerDir((dir) => {
+    const source = (load: string) => `${load}
+const table = new LockTable();
+const locks = new LockManager(table);
+const got = await locks.request('k', (lock) => lock.name + ':' + lock.mode);
+const other = new LockManager(otherTable);
+const crossed = await other.request('k', { ifAvailable: true }, (lock) => lock !== null);
+console.log(JSON.stringify({ LockManager: typeof LockManager, got, crossed }));\n`;
+    const esm = runNode<{ LockManager: string; got: string; crossed: boolean }>(
+      dir,
+      'wl-consumer.mjs',
+      source(`import { createRequire } from 'node:module';
+import { LockManager, LockTable } from 'locktable/web-locks';
+const otherTable = new (createRequire(import.meta.url)('locktable').LockTable)();`),
+    );
+    assert.deepEqual(esm, { LockManager: 'function', got: 'k:exclusive', crossed: true });
+    const cjs = runNode<{ LockManager: string; got: string; crossed: boolean }>(
+      dir,
+      'wl-consumer.cjs',
+      `(async () => {${source(`const { LockManager, LockTable } = require('locktable/web-locks');
+const otherTable = new (await import('locktable')).LockTable();`)}})();`,
+    );
+    assert.deepEqual(cjs, { LockManager: 'function', got: 'k:exclusive', crossed: true });
+  });
+});
+
+test('dist/index.js and the chunks it imports never load the Web Locks facade', () => {
+  const seen = new Set<string>();
+  const visit = (file: string) => {
+    if (seen.has(file)) return;
+    seen.add(file);
+    const source = readFileSync(join(repoRoot, 'dist', file), 'utf8');
+    assert.doesNotMatch(source, /LockManager = class|class LockManager\b/, file);
+    for (const [, dep] of source.matchAll(/from\s*["']\.\/([^"']+)["']/g)) visit(dep!);
+  };
+  visit('index.js');
+  visit('index.cjs');
+  // The check can see the facade where it is.
+  assert.match(
+    readFileSync(join(repoRoot, 'dist', 'web-locks.js'), 'utf8'),
+    /LockManager = class|class LockManager\b/,
+  );
+});

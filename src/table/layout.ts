@@ -9,6 +9,9 @@
  *   recordWordsOffset   records x RECORD_WORDS Int32 words      (who holds a key in shared mode)
  *   recordF64Offset     records x RECORD_F64 Float64 words      (each shared holder's deadline)
  *   keysOffset          capacity x maxKeyLength Uint16 code units (the key bound to each slot)
+ *   entryWordsOffset    capacity x ENTRY_WORDS Int32 words       (request entries: see entries.ts)
+ *   entryF64Offset      capacity x ENTRY_F64 Float64 words      (each entry's liveness stamp)
+ *   entryNamesOffset    capacity x maxKeyLength Uint16 code units (each entry's key)
  *
  * The header stores the geometry, so `LockTable.attach(buffer)` can rebuild every view from the
  * buffer alone and refuse a buffer that is not a lock table of this version.
@@ -16,10 +19,13 @@
 
 export const MAGIC = 0x4c4b5442; // 'LKTB'
 /**
+ * 4: request entries after the keys (entries.ts: the pending requests that `locktable/web-locks`
+ * lists in query(), and each thread's doorbell), and H_ENTRY_SEQ. Additive: every offset before
+ * the entries is as in version 3.
  * 3: a table default that was not set is NaN in the header (defaults.ts), and each slot has a
  * hand-off reservation (SF_HANDOFF_UNTIL); 2 stored the library's defaults and had none.
  */
-export const VERSION = 3;
+export const VERSION = 4;
 
 // ---- header, Int32 words ----
 export const H_MAGIC = 0;
@@ -35,6 +41,8 @@ export const H_TOKEN_FLOOR_HI = 7;
 export const H_BUFFER_BYTES = 8;
 /** 1 + the thread id of the binding mutex's holder that stamped HF_BIND_LOCK_DEADLINE (0: none). */
 export const H_BIND_DEADLINE_OWNER = 9;
+/** The request-order counter of entries (entries.ts): incremented once per registered request. */
+export const H_ENTRY_SEQ = 10;
 export const HEADER_WORDS = 16;
 
 // ---- header, Float64 words (after the Int32 header) ----
@@ -120,6 +128,30 @@ export const RECORD_ACTIVE = 3;
 export const RECORD_EXTENDING = 4;
 export const RECORD_RELEASING = 5;
 
+// ---- request entries (entries.ts), as many as slots ----
+/** (generation << 23) | (owner thread id << 3) | kind: ENTRY_FREE, _WRITING, _PENDING, _CLIENT. */
+export const E_STATE = 0;
+/** PENDING: the request's place in request order (H_ENTRY_SEQ), compared wrap-aware. */
+export const E_SEQ = 1;
+/** PENDING: 0 exclusive, 1 shared. */
+export const E_MODE = 2;
+export const E_KEY_LENGTH = 3;
+/** CLIENT: the owner's doorbell, incremented (and notified) by whoever must wake it. */
+export const E_DOORBELL = 4;
+export const ENTRY_WORDS = 6; // 5 used; even, so that the Float64 area stays aligned
+/** Monotonic ms until which the entry is live without a refresh from its owner. */
+export const EF_LIVE_UNTIL = 0;
+export const ENTRY_F64 = 1;
+
+export const ENTRY_KIND = 7;
+export const ENTRY_FREE = 0;
+export const ENTRY_WRITING = 1;
+export const ENTRY_PENDING = 2;
+export const ENTRY_CLIENT = 3;
+export const ENTRY_OWNER_SHIFT = 3;
+export const ENTRY_OWNER_MASK = 0xfffff;
+export const ENTRY_GEN_SHIFT = 23;
+
 export interface Geometry {
   capacity: number;
   maxKeyLength: number;
@@ -142,6 +174,10 @@ export interface Views {
   readonly records: Int32Array;
   readonly recordsF64: Float64Array;
   readonly keys: Uint16Array;
+  /** Request entries (entries.ts): as many as slots. */
+  readonly entries: Int32Array;
+  readonly entriesF64: Float64Array;
+  readonly entryKeys: Uint16Array;
 }
 
 function align8(n: number): number {
@@ -155,8 +191,14 @@ export function offsets(g: Geometry) {
   const recordWordsOffset = align8(slotF64Offset + g.capacity * SLOT_F64 * 8);
   const recordF64Offset = align8(recordWordsOffset + g.records * RECORD_WORDS * 4);
   const keysOffset = align8(recordF64Offset + g.records * RECORD_F64 * 8);
-  const totalBytes = align8(keysOffset + g.capacity * g.maxKeyLength * 2);
+  const entryWordsOffset = align8(keysOffset + g.capacity * g.maxKeyLength * 2);
+  const entryF64Offset = align8(entryWordsOffset + g.capacity * ENTRY_WORDS * 4);
+  const entryNamesOffset = align8(entryF64Offset + g.capacity * ENTRY_F64 * 8);
+  const totalBytes = align8(entryNamesOffset + g.capacity * g.maxKeyLength * 2);
   return {
+    entryWordsOffset,
+    entryF64Offset,
+    entryNamesOffset,
     slotWordsOffset,
     slotCellsOffset,
     slotF64Offset,
@@ -185,5 +227,8 @@ export function createViews(buffer: SharedArrayBuffer, g: Geometry): Views {
     records: new Int32Array(buffer, o.recordWordsOffset, g.records * RECORD_WORDS),
     recordsF64: new Float64Array(buffer, o.recordF64Offset, g.records * RECORD_F64),
     keys: new Uint16Array(buffer, o.keysOffset, g.capacity * g.maxKeyLength),
+    entries: new Int32Array(buffer, o.entryWordsOffset, g.capacity * ENTRY_WORDS),
+    entriesF64: new Float64Array(buffer, o.entryF64Offset, g.capacity * ENTRY_F64),
+    entryKeys: new Uint16Array(buffer, o.entryNamesOffset, g.capacity * g.maxKeyLength),
   };
 }

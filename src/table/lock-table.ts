@@ -76,6 +76,7 @@ import {
   storeDefaults,
   TABLE_API_DEFAULTS,
 } from './defaults.js';
+import { Entries } from './entries.js';
 import { Records } from './records.js';
 import { SlotCache } from './slot-cache.js';
 import { testHooks } from './test-hooks.js';
@@ -125,6 +126,31 @@ export interface LockInfo {
   contended: boolean;
 }
 
+/**
+ * What a facade over the table (src/web-locks/) reaches of its internals, through
+ * `table[FACADE]()`: the request entries and a request that steals. A registered symbol, so that a
+ * table of either build (ESM or CommonJS) answers it.
+ */
+export const FACADE: unique symbol = Symbol.for('locktable.facade') as never;
+
+/**
+ * The failTimeout of a stealing request: so far below any deadline that every holder with a
+ * deadline counts as expired at once, and is reclaimed by the usual reclaim (its lease goes stale,
+ * its token is passed). Finite, so that Infinity + STEAL_FAIL_TIMEOUT stays Infinity: a holder
+ * without a deadline is never stolen (there would be no proof that its token is written).
+ */
+export const STEAL_FAIL_TIMEOUT = -(2 ** 52);
+
+export interface FacadeCore {
+  readonly entries: Entries;
+  readonly threadId: number;
+  /**
+   * Waits for `key` as acquire() does, but takes it from its holders (exclusive or shared) as if
+   * their deadlines had passed: a request that steals. Holders without a deadline are waited for.
+   */
+  steal(key: string, options: AcquireOptions): Promise<Lease>;
+}
+
 interface Resolved {
   mode: Mode;
   hold: number;
@@ -140,6 +166,7 @@ export class LockTable implements WaitCore, LeaseHost {
   /** The defaults set on this handle or its table, without the library's (see defaults.ts). */
   readonly #explicitDefaults: Readonly<TableDefaults>;
   readonly #records: Records;
+  readonly #entries: Entries;
   /** @internal */ readonly directory: Directory;
   /** @internal */ readonly grants: Grants;
   /** @internal */ readonly slots: Int32Array;
@@ -185,6 +212,7 @@ export class LockTable implements WaitCore, LeaseHost {
     this.header = views.header;
     this.grants = new Grants(views, this.#records, checkThreadId(), defaults.failTimeout);
     this.directory = new Directory(views, this.grants.threadId);
+    this.#entries = new Entries(views, this.grants.threadId);
     this.#slotCache = new SlotCache(views.slots);
     this.#maxKeyLength = views.geometry.maxKeyLength;
   }
@@ -463,6 +491,8 @@ export class LockTable implements WaitCore, LeaseHost {
     // What it announced while waiting goes too (the live waiters announce again).
     this.grants.withdrawAll();
     this.directory.releaseBindingsOf(threadId);
+    // Its request entries (entries.ts: pending requests, its doorbell) go too.
+    this.#entries.freeOwnedBy(threadId);
     return released;
   }
 
@@ -576,7 +606,29 @@ export class LockTable implements WaitCore, LeaseHost {
     return lease;
   }
 
-  #request(key: string, o: Resolved, waitTimeout: number, blocking: boolean): Request {
+  /** @internal The facade's access (src/web-locks/): see FacadeCore. */
+  [FACADE](): FacadeCore {
+    return {
+      entries: this.#entries,
+      threadId: this.grants.threadId,
+      steal: async (key, options) => {
+        checkKey('key', key, this.#maxKeyLength);
+        const o = this.#resolve(options, true, true);
+        if (o.signal?.aborted) throw new AbortError(key, o.signal.reason);
+        const lease = await this.#slowAsync(key, o, o.waitTimeout, STEAL_FAIL_TIMEOUT);
+        if (lease === null) throw timeoutError(key, o.waitTimeout);
+        return lease;
+      },
+    };
+  }
+
+  #request(
+    key: string,
+    o: Resolved,
+    waitTimeout: number,
+    blocking: boolean,
+    failTimeout = this.#defaults.failTimeout,
+  ): Request {
     // Where the key was last time (a hint, like a lookup: the waiting loop checks the key once it
     // holds the slot, and looks again if the slot's binding moves on).
     const hint = this.#slotCache.lookup(key);
@@ -586,7 +638,7 @@ export class LockTable implements WaitCore, LeaseHost {
       o.mode,
       o.hold,
       waitTimeout,
-      this.#defaults.failTimeout,
+      failTimeout,
       o.spinDelay,
       blocking,
       hint?.slot ?? -1,
@@ -621,8 +673,13 @@ export class LockTable implements WaitCore, LeaseHost {
     }
   }
 
-  async #slowAsync(key: string, o: Resolved, waitTimeout: number): Promise<Lease | null> {
-    const req = this.#request(key, o, waitTimeout, false);
+  async #slowAsync(
+    key: string,
+    o: Resolved,
+    waitTimeout: number,
+    failTimeout?: number,
+  ): Promise<Lease | null> {
+    const req = this.#request(key, o, waitTimeout, false, failTimeout);
     const signal = o.signal;
     let onAbort: (() => void) | undefined;
     const aborted =

@@ -1,0 +1,242 @@
+/**
+ * A thread's side of the Web Locks facade over one table: its locks and requests, its entries in
+ * the table's request registry (src/table/entries.ts), its doorbell, and the heartbeat that keeps
+ * them alive. One per (thread, table buffer), shared by every LockManager of that thread on that
+ * table, so that they form one "client" as the specification means it (one clientId, one queue
+ * order).
+ */
+import { LockError } from '../api/errors.js';
+import type { Entries } from '../table/entries.js';
+import { ENTRY_REFRESH_MS } from '../table/entries.js';
+import { ENTRY_CLIENT, ENTRY_PENDING } from '../table/layout.js';
+import type { Lease } from '../table/lease.js';
+import type { FacadeCore } from '../table/lock-table.js';
+import { abortError } from './errors.js';
+import type { LockMode } from './lock.js';
+
+/** A granted request whose callback has not settled yet. */
+export interface HeldRequest {
+  readonly name: string;
+  readonly lease: Lease;
+  /** ms the heartbeat renews the lease to at each beat (no `hold` given), else undefined. */
+  readonly renew: number | undefined;
+  /** The request's promise has settled (stolen or lost: rejected; or its callback settled). */
+  done: boolean;
+  /** Rejects the request's promise (a steal, or a lost lease). */
+  readonly reject: (error: unknown) => void;
+  /** Local grant order, for query(). */
+  readonly seq: number;
+}
+
+/** A request of this thread that waits: its registry entry, and its turn in the local queue. */
+export interface PendingRequest {
+  readonly name: string;
+  readonly mode: LockMode;
+  readonly seq: number;
+  entry: number;
+  word: number;
+  /** Called when it becomes the head of its name's local queue. */
+  admit: (() => void) | undefined;
+}
+
+/** One per (thread, buffer): see the file comment. */
+const clients = new WeakMap<SharedArrayBuffer, Client>();
+
+export function clientFor(buffer: SharedArrayBuffer, core: FacadeCore, lease: number): Client {
+  let client = clients.get(buffer);
+  if (client === undefined) {
+    client = new Client(core, lease);
+    clients.set(buffer, client);
+  }
+  client.lease = Math.min(client.lease, lease);
+  return client;
+}
+
+export function clientIdOf(threadId: number): string {
+  return `thread-${threadId}`;
+}
+
+export class Client {
+  readonly core: FacadeCore;
+  readonly entries: Entries;
+  readonly clientId: string;
+  /** The shortest `lease` of this thread's LockManagers on the table: the heartbeat's pace. */
+  lease: number;
+  readonly held = new Set<HeldRequest>();
+  /** Per name, this thread's waiting requests in request order (the local FIFO queue). */
+  readonly queues = new Map<string, PendingRequest[]>();
+  #grants = 0;
+  #entry = -1;
+  #entryWord = 0;
+  #beating = false;
+
+  constructor(core: FacadeCore, lease: number) {
+    this.core = core;
+    this.entries = core.entries;
+    this.clientId = clientIdOf(core.threadId);
+    this.lease = lease;
+    this.#claimClient();
+  }
+
+  nextGrant(): number {
+    return this.#grants++;
+  }
+
+  /** Registers a waiting request (an entry that every thread's query() lists). */
+  register(name: string, mode: LockMode): PendingRequest {
+    const seq = this.entries.nextSeq();
+    const entry = this.entries.claim(
+      ENTRY_PENDING,
+      this.core.threadId,
+      seq,
+      mode === 'shared' ? 1 : 0,
+      name,
+    );
+    if (entry < 0) {
+      throw new LockError(
+        'ERR_LOCK_TABLE_FULL',
+        name,
+        `No free request entry for ${JSON.stringify(name)}: all ${this.entries.count} are in use ` +
+          'by waiting requests. Create the table with a larger capacity',
+      );
+    }
+    const req: PendingRequest = {
+      name,
+      mode,
+      seq,
+      entry,
+      word: this.entries.wordOf(entry),
+      admit: undefined,
+    };
+    let queue = this.queues.get(name);
+    if (queue === undefined) this.queues.set(name, (queue = []));
+    queue.push(req);
+    this.#beat();
+    return req;
+  }
+
+  /** A waiting request leaves (granted, aborted, timed out, failed): its entry and its turn go. */
+  unregister(req: PendingRequest): void {
+    this.entries.free(req.entry, req.word);
+    const queue = this.queues.get(req.name);
+    if (queue === undefined) return;
+    const at = queue.indexOf(req);
+    if (at < 0) return;
+    queue.splice(at, 1);
+    if (queue.length === 0) {
+      this.queues.delete(req.name);
+      return;
+    }
+    if (at === 0) {
+      const head = queue[0]!;
+      const admit = head.admit;
+      head.admit = undefined;
+      admit?.();
+    }
+  }
+
+  /** Is `req` the head of its name's local queue? */
+  isHead(req: PendingRequest): boolean {
+    return this.queues.get(req.name)?.[0] === req;
+  }
+
+  hold(h: HeldRequest): void {
+    this.held.add(h);
+    this.#beat();
+  }
+
+  /**
+   * The requests of this thread whose lease is gone (stolen, or reclaimed past its deadline)
+   * reject with an AbortError now. Called by the heartbeat and the doorbell, and by a steal of
+   * this thread's own locks.
+   */
+  checkLost(): void {
+    for (const h of this.held) {
+      if (h.done || h.lease.held) continue;
+      h.done = true;
+      h.reject(abortError(`The lock ${JSON.stringify(h.name)} was stolen or lost`));
+    }
+  }
+
+  /** Rejects this thread's requests that hold `name` (a steal by this thread). */
+  robLocal(name: string): void {
+    for (const h of this.held) {
+      if (h.done || h.name !== name) continue;
+      h.done = true;
+      h.reject(abortError(`The lock ${JSON.stringify(name)} was stolen`));
+    }
+  }
+
+  /** Rings the doorbells of `threads` (their locks were just stolen). */
+  ring(threads: Iterable<number>): void {
+    for (const t of threads) {
+      if (t === this.core.threadId) continue;
+      const i = this.entries.clientOf(t);
+      if (i >= 0) this.entries.ring(i);
+    }
+  }
+
+  #claimClient(): void {
+    this.#entry = this.entries.claim(ENTRY_CLIENT, this.core.threadId, 0, 0, '');
+    this.#entryWord = this.#entry < 0 ? 0 : this.entries.wordOf(this.#entry);
+  }
+
+  /**
+   * The heartbeat, while this thread holds or waits for anything: every beat (or doorbell ring) it
+   * refreshes this thread's entries (claiming them anew if they lapsed while the event loop was
+   * blocked), renews leases, and rejects requests whose lock was stolen or lost. It waits on the
+   * doorbell with Atomics.waitAsync, which does not keep the thread alive by itself.
+   */
+  #beat(): void {
+    if (this.#beating) return;
+    this.#beating = true;
+    void this.#heartbeat();
+  }
+
+  async #heartbeat(): Promise<void> {
+    try {
+      while (this.held.size > 0 || this.queues.size > 0) {
+        const interval = Math.min(ENTRY_REFRESH_MS, this.lease / 4);
+        if (this.#entry < 0 || !this.entries.refresh(this.#entry, this.#entryWord))
+          this.#claimClient();
+        if (this.#entry >= 0) {
+          const { array, index } = this.entries.doorbell(this.#entry);
+          const w = Atomics.waitAsync(array, index, Atomics.load(array, index), interval);
+          if (w.async) await w.value;
+        } else {
+          await new Promise((resolve) => setTimeout(resolve, interval).unref());
+        }
+        this.#refresh();
+        this.checkLost();
+      }
+    } finally {
+      this.#beating = false;
+    }
+  }
+
+  #refresh(): void {
+    for (const queue of this.queues.values()) {
+      for (const req of queue) {
+        if (this.entries.refresh(req.entry, req.word)) continue;
+        // Lapsed while our event loop was blocked, and taken: claim a new one, same place.
+        const entry = this.entries.claim(
+          ENTRY_PENDING,
+          this.core.threadId,
+          req.seq,
+          req.mode === 'shared' ? 1 : 0,
+          req.name,
+        );
+        req.entry = entry < 0 ? 0 : entry;
+        req.word = entry < 0 ? -1 : this.entries.wordOf(entry);
+      }
+    }
+    for (const h of this.held) {
+      if (h.renew === undefined || h.done) continue;
+      try {
+        h.lease.extend(h.renew);
+      } catch {
+        // Stale: checkLost() rejects it.
+      }
+    }
+  }
+}

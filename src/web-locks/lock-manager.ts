@@ -1,0 +1,399 @@
+/**
+ * LockManager: the W3C Web Locks API (https://w3c.github.io/web-locks/) over a locktable. A name is
+ * a table key, held through the table, so exclusion holds across every thread attached to the
+ * table (and against the table API on the same key); waiting requests are published in the table's
+ * request registry, so query() in any thread sees every thread's.
+ *
+ * What follows the specification's algorithms, step by step, and where the table decides instead
+ * (grant order across threads, the time a robbed thread learns of a steal), is in DESIGN.md,
+ * "Web Locks".
+ */
+import { LockError } from '../api/errors.js';
+import { checkMs, MAX_FINITE_MS } from '../api/options.js';
+import { LockTable } from '../table/lock-table.js';
+import { FACADE, type FacadeCore } from '../table/lock-table.js';
+import type { Lease } from '../table/lease.js';
+import type { TableDefaults } from '../api/options.js';
+import { clientFor, clientIdOf, type Client, type HeldRequest } from './client.js';
+import { notSupported, typeError } from './errors.js';
+import { Lock, type LockMode } from './lock.js';
+
+export interface LockOptions {
+  /** 'exclusive' (default) or 'shared'. */
+  mode?: LockMode;
+  /** Call back with null instead of waiting when the lock cannot be granted at once. */
+  ifAvailable?: boolean;
+  /** Take the lock from its holders (their requests reject with an AbortError). Exclusive only. */
+  steal?: boolean;
+  /** Aborts the request while it waits (it rejects with the signal's reason). */
+  signal?: AbortSignal;
+  /** Extension: ms to wait at most; then the request rejects with ERR_LOCK_TIMEOUT. */
+  waitTimeout?: number;
+  /**
+   * Extension: a fixed hold (ms), stamped as the lease's deadline: past it (plus the table's
+   * failTimeout) another request may take the lock, and this request then rejects with an
+   * AbortError. Default: a lease that this thread renews while it lives (LockManagerOptions.lease).
+   */
+  hold?: number;
+}
+
+export interface LockManagerOptions {
+  /**
+   * ms of the lease a lock is held under when the request gives no `hold`: this thread renews it
+   * every lease / 4 (at most every 250 ms) while it lives; a thread that dies without `watch()`
+   * loses its locks lease + failTimeout after its last renewal. Default 5000.
+   */
+  lease?: number;
+}
+
+/** One lock or request in query()'s answer. */
+export interface LockInfo {
+  name: string;
+  mode: LockMode;
+  clientId: string;
+}
+
+export interface LockManagerSnapshot {
+  held: LockInfo[];
+  pending: LockInfo[];
+}
+
+export type LockGrantedCallback<T> = (lock: Lock | null) => T | PromiseLike<T>;
+
+export const DEFAULT_LEASE_MS = 5000;
+
+interface Parsed {
+  name: string;
+  mode: LockMode;
+  ifAvailable: boolean;
+  steal: boolean;
+  signal: AbortSignal | undefined;
+  waitTimeout: number;
+  hold: number | undefined;
+}
+
+export class LockManager {
+  readonly #table: LockTable;
+  readonly #core: FacadeCore;
+  readonly #client: Client;
+  readonly #maxKeyLength: number;
+  /** This manager's `lease` option (ms). */
+  readonly #lease: number;
+  /** The table options of a request without `hold`, made once. */
+  readonly #exclusiveLease: { mode: LockMode; hold: number };
+  readonly #sharedLease: { mode: LockMode; hold: number };
+
+  /** A LockManager over `table` (a LockTable of this process, from either build). */
+  constructor(table: LockTable, options?: LockManagerOptions) {
+    const facade = (table as unknown as { [FACADE]?: () => FacadeCore } | null)?.[FACADE];
+    if (table === null || typeof table !== 'object' || typeof facade !== 'function')
+      throw typeError(`The "table" argument must be a LockTable. Received ${describe(table)}`);
+    if (options !== undefined && (options === null || typeof options !== 'object'))
+      throw typeError(
+        `The "options" argument must be of type object. Received ${describe(options)}`,
+      );
+    const lease =
+      options?.lease === undefined
+        ? DEFAULT_LEASE_MS
+        : checkMs('options.lease', options.lease, false);
+    this.#table = table;
+    this.#core = facade.call(table);
+    this.#maxKeyLength = table.maxKeyLength;
+    this.#lease = Math.min(lease, MAX_FINITE_MS);
+    this.#client = clientFor(table.buffer, this.#core, this.#lease);
+    this.#exclusiveLease = { mode: 'exclusive', hold: this.#lease };
+    this.#sharedLease = { mode: 'shared', hold: this.#lease };
+  }
+
+  /** A LockManager over the table in `buffer` (a LockTable's `buffer`), from any thread. */
+  static attach(
+    buffer: SharedArrayBuffer,
+    options?: LockManagerOptions & { defaults?: TableDefaults },
+  ): LockManager {
+    return new LockManager(LockTable.attach(buffer, options?.defaults), options);
+  }
+
+  /** This thread's clientId in query() answers (the same for the thread's life). */
+  get clientId(): string {
+    return this.#client.clientId;
+  }
+
+  request<T>(name: string, callback: LockGrantedCallback<T>): Promise<Awaited<T>>;
+  request<T>(
+    name: string,
+    options: LockOptions,
+    callback: LockGrantedCallback<T>,
+  ): Promise<Awaited<T>>;
+  // WebIDL: a promise-returning operation reports bad arguments as a rejected promise, never by a
+  // throw: every throw below becomes the returned promise's rejection. Not an async function, so
+  // that a grant at the first attempt returns #run's promise itself (no extra promise and ticks).
+  request(name: unknown, optionsOrCallback?: unknown, callback?: unknown): Promise<unknown> {
+    try {
+      const count = arguments.length;
+      const parsed = this.#parse(count, name, optionsOrCallback, callback);
+      const cb = (count >= 3 ? callback : optionsOrCallback) as LockGrantedCallback<unknown>;
+      // "If options["signal"] exists and is aborted, reject with its abort reason."
+      if (parsed.signal?.aborted) return Promise.reject(parsed.signal.reason as Error);
+      if (parsed.steal) return this.#steal(parsed, cb);
+      if (parsed.ifAvailable) return this.#ifAvailable(parsed, cb);
+      // A thread's own requests for a name are granted in request order: only a request with
+      // nobody of its thread queued before it may try the table at once.
+      if (!this.#client.queues.has(parsed.name)) {
+        const lease = this.#table.tryAcquire(parsed.name, this.#tryOptions(parsed));
+        if (lease !== null) return this.#run(parsed, lease, cb);
+      }
+      return this.#wait(parsed).then((lease) => this.#run(parsed, lease, cb));
+    } catch (error) {
+      return Promise.reject(error as Error);
+    }
+  }
+
+  /** Every thread's held locks and pending requests (see LockManagerSnapshot). */
+  async query(): Promise<LockManagerSnapshot> {
+    const own = this.#core.threadId;
+    const mine: { info: LockInfo; seq: number }[] = [];
+    const others: LockInfo[] = [];
+    for (const info of this.#table.held()) {
+      if (info.key.startsWith('\u0000')) continue; // internal keys (the PostgreSQL front's)
+      for (const holder of info.holders) {
+        const entry = { name: info.key, mode: info.mode, clientId: clientIdOf(holder.threadId) };
+        if (holder.threadId !== own) {
+          others.push(entry);
+          continue;
+        }
+        let seq = Infinity;
+        for (const h of this.#client.held) {
+          if (h.name === info.key && h.lease.token === holder.token) seq = h.seq;
+        }
+        mine.push({ info: entry, seq });
+      }
+    }
+    mine.sort((a, b) => a.seq - b.seq);
+    const pending = this.#core.entries
+      .pending()
+      .map((e) => ({ name: e.key, mode: e.mode, clientId: clientIdOf(e.owner) }));
+    return { held: [...mine.map((m) => m.info), ...others], pending };
+  }
+
+  // ---- the steps of request() ------------------------------------------------------------------
+
+  /** WebIDL conversion and the specification's argument checks, in the specification's order. */
+  #parse(count: number, rawName: unknown, second: unknown, third: unknown): Parsed {
+    if (count < 2) {
+      throw typeError(
+        `LockManager.request: 2 arguments required (name and callback), but only ${count} present`,
+      );
+    }
+    const hasOptions = count >= 3;
+    const callback = hasOptions ? third : second;
+    const options = hasOptions ? second : undefined;
+    if (typeof rawName === 'symbol')
+      throw typeError('The "name" argument must be convertible to a string. Received a symbol');
+    const name = String(rawName);
+    if (options !== undefined && options !== null && typeof options !== 'object')
+      throw typeError(
+        `The "options" argument must be of type object. Received ${describe(options)}`,
+      );
+    const o = (options ?? {}) as Record<string, unknown>;
+    // Dictionary members in lexicographic order, as WebIDL converts them.
+    const ifAvailable = Boolean(o.ifAvailable);
+    const rawMode = o.mode === undefined ? 'exclusive' : String(o.mode as string);
+    if (rawMode !== 'exclusive' && rawMode !== 'shared') {
+      throw typeError(
+        `The "options.mode" property must be 'exclusive' or 'shared'. Received ${describe(o.mode)}`,
+      );
+    }
+    const signal = o.signal;
+    if (signal !== undefined && !(signal instanceof AbortSignal))
+      throw typeError(
+        `The "options.signal" property must be an AbortSignal. Received ${describe(signal)}`,
+      );
+    const steal = Boolean(o.steal);
+    if (typeof callback !== 'function')
+      throw typeError(
+        `The "callback" argument must be of type function. Received ${describe(callback)}`,
+      );
+    // The extensions, validated as the table validates them.
+    const waitTimeout =
+      o.waitTimeout === undefined ? Infinity : checkMs('options.waitTimeout', o.waitTimeout, true);
+    const hold = o.hold === undefined ? undefined : checkMs('options.hold', o.hold, false);
+    // The specification's steps.
+    if (name.startsWith('-'))
+      throw notSupported(`Lock names starting with "-" are reserved: ${JSON.stringify(name)}`);
+    if (steal && ifAvailable)
+      throw notSupported('The "steal" and "ifAvailable" options cannot be used together');
+    if (steal && rawMode !== 'exclusive')
+      throw notSupported('The "steal" option may only be used with mode "exclusive"');
+    if (signal !== undefined && (steal || ifAvailable)) {
+      throw notSupported('The "signal" option cannot be used with "steal" or "ifAvailable"');
+    }
+    if (name.length > this.#maxKeyLength) {
+      throw new RangeError(
+        `The "name" argument must be at most ${this.#maxKeyLength} UTF-16 code units (the table's ` +
+          `maxKeyLength), got ${name.length}`,
+      );
+    }
+    return {
+      name,
+      mode: rawMode,
+      ifAvailable,
+      steal,
+      signal: signal as AbortSignal | undefined,
+      waitTimeout,
+      hold,
+    };
+  }
+
+  #tryOptions(p: Parsed): { mode: LockMode; hold: number } {
+    if (p.hold === undefined) return p.mode === 'shared' ? this.#sharedLease : this.#exclusiveLease;
+    return { mode: p.mode, hold: p.hold };
+  }
+
+  /** ifAvailable: a grant only if nobody waits for the name and it is free for this mode now. */
+  async #ifAvailable(p: Parsed, callback: LockGrantedCallback<unknown>): Promise<unknown> {
+    const client = this.#client;
+    const queued = client.queues.has(p.name) || this.#core.entries.pending(p.name).length > 0;
+    const lease = queued ? null : this.#table.tryAcquire(p.name, this.#tryOptions(p));
+    if (lease === null) {
+      await null; // the callback never runs inside request()
+      return callback(null);
+    }
+    return this.#run(p, lease, callback);
+  }
+
+  /**
+   * steal: this thread's holders of the name reject at once; the table takes the lock from every
+   * holder with a deadline (all of this facade's), which turns their leases stale; then the robbed
+   * threads' doorbells ring, and each rejects its requests there (Client.checkLost).
+   */
+  async #steal(p: Parsed, callback: LockGrantedCallback<unknown>): Promise<unknown> {
+    const client = this.#client;
+    client.robLocal(p.name);
+    const robbed = new Set<number>();
+    for (const h of this.#table.inspect(p.name)?.holders ?? []) robbed.add(h.threadId);
+    const lease = await this.#core.steal(p.name, {
+      mode: 'exclusive',
+      hold: p.hold ?? this.#lease,
+      waitTimeout: p.waitTimeout,
+    });
+    for (const h of this.#table.inspect(p.name)?.holders ?? []) robbed.delete(h.threadId);
+    client.ring(robbed);
+    return this.#run(p, lease, callback);
+  }
+
+  /** A request that must wait: its entry, its turn among its thread's requests, then the table. */
+  async #wait(p: Parsed): Promise<Lease> {
+    const client = this.#client;
+    const req = client.register(p.name, p.mode);
+    const start = LockTable.now();
+    const signal = p.signal;
+    try {
+      if (!client.isHead(req)) {
+        await new Promise<void>((resolve, reject) => {
+          let timer: NodeJS.Timeout | undefined;
+          const onAbort = (): void => {
+            cleanup();
+            reject(signal!.reason);
+          };
+          const cleanup = (): void => {
+            req.admit = undefined;
+            if (timer !== undefined) clearTimeout(timer);
+            signal?.removeEventListener('abort', onAbort);
+          };
+          req.admit = () => {
+            cleanup();
+            resolve();
+          };
+          signal?.addEventListener('abort', onAbort, { once: true });
+          if (p.waitTimeout !== Infinity) {
+            timer = setTimeout(() => {
+              cleanup();
+              reject(timeout(p.name, p.waitTimeout));
+            }, p.waitTimeout);
+          }
+        });
+      }
+      const left = Math.max(0, p.waitTimeout - (LockTable.now() - start));
+      try {
+        return await this.#table.acquire(p.name, {
+          mode: p.mode,
+          hold: p.hold ?? this.#lease,
+          waitTimeout: left,
+          signal,
+        });
+      } catch (error) {
+        // The table's AbortError carries the reason; the specification rejects with the reason.
+        if (signal?.aborted && (error as { name?: string })?.name === 'AbortError')
+          throw signal.reason;
+        if (error instanceof LockError && error.code === 'ERR_LOCK_TIMEOUT')
+          throw timeout(p.name, p.waitTimeout);
+        throw error;
+      }
+    } finally {
+      client.unregister(req);
+    }
+  }
+
+  /**
+   * A granted request: the callback runs with the lock (in a later microtask, never inside
+   * request()); the lock is released when the callback's promise settles, then the request's
+   * promise settles the same way. A steal or a lost lease rejects the request's promise at once
+   * with an AbortError; the callback runs on, and its late release is a no-op.
+   */
+  #run(p: Parsed, lease: Lease, callback: LockGrantedCallback<unknown>): Promise<unknown> {
+    const client = this.#client;
+    return new Promise((resolve, reject) => {
+      const h: HeldRequest = {
+        name: p.name,
+        lease,
+        renew: p.hold === undefined ? this.#lease : undefined,
+        done: false,
+        reject,
+        seq: client.nextGrant(),
+      };
+      client.hold(h);
+      const settle = (ok: boolean, value: unknown): void => {
+        client.held.delete(h);
+        try {
+          lease.release();
+        } catch {
+          // Stale: stolen or lost, and the request already rejected (or rejects just below).
+        }
+        if (h.done) return;
+        h.done = true;
+        if (ok) resolve(value);
+        else reject(value as Error);
+      };
+      queueMicrotask(() => {
+        let waiting: unknown;
+        try {
+          waiting = callback(new Lock(p.name, p.mode, lease));
+        } catch (error) {
+          settle(false, error);
+          return;
+        }
+        Promise.resolve(waiting).then(
+          (value) => settle(true, value),
+          (error: unknown) => settle(false, error),
+        );
+      });
+    });
+  }
+}
+
+function timeout(name: string, waitTimeout: number): LockError {
+  return new LockError(
+    'ERR_LOCK_TIMEOUT',
+    name,
+    `The lock ${JSON.stringify(name)} was not granted within options.waitTimeout (${waitTimeout} ms)`,
+  );
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (typeof value === 'function')
+    return `function ${(value as { name?: string }).name || '(anonymous)'}`;
+  if (typeof value === 'object') return `an instance of ${value.constructor?.name ?? 'Object'}`;
+  if (typeof value === 'symbol') return 'a symbol';
+  return `type ${typeof value} (${JSON.stringify(value) ?? String(value)})`;
+}

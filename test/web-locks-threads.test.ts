@@ -1,0 +1,205 @@
+/**
+ * locktable's LockManager across real worker threads: exclusion (with a negative control),
+ * query() of other threads' holders and waiters, a steal that reaches a holder in another thread,
+ * and threads terminated while holding or waiting, with watch() and without. Threads coordinate
+ * through shared memory (harness.ts), never by sleeping.
+ */
+import assert from 'node:assert/strict';
+import { Worker } from 'node:worker_threads';
+import { describe, test } from 'node:test';
+import { LockTable } from '../src/index.js';
+import { LockManager } from '../src/web-locks/index.js';
+import { ENTRY_LEASE_MS } from '../src/table/entries.js';
+import {
+  CTRL_A,
+  CTRL_GO,
+  CTRL_HELD,
+  CTRL_READY,
+  CTRL_STOP,
+  control,
+  prng,
+  seedFor,
+  signal,
+  waitFor,
+} from './harness.js';
+
+const BOOT = new URL('./fixtures/boot.mjs', import.meta.url);
+const FIXTURE = new URL('./fixtures/web-locks-worker.ts', import.meta.url).href;
+
+interface Started {
+  worker: Worker;
+  result: Promise<Record<string, unknown>>;
+  exited: Promise<number>;
+}
+
+function start(scenario: string, data: Record<string, unknown>): Started {
+  const worker = new Worker(BOOT, { workerData: { fixture: FIXTURE, scenario, ...data } });
+  const exited = new Promise<number>((resolve) => worker.once('exit', resolve));
+  const result = new Promise<Record<string, unknown>>((resolve, reject) => {
+    worker.once('message', resolve);
+    worker.once('error', reject);
+    void exited.then((code) => reject(new Error(`worker exited (${code}) before reporting`)));
+  });
+  result.catch(() => {});
+  return { worker, result, exited };
+}
+
+/** Polls `check` (on each turn of a 5 ms interval) until it holds, or fails after `ms`. */
+async function until(what: string, ms: number, check: () => Promise<boolean>): Promise<number> {
+  const t0 = LockTable.now();
+  for (;;) {
+    if (await check()) return LockTable.now() - t0;
+    if (LockTable.now() - t0 > ms) assert.fail(`${what}: not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+const NAMES = 3;
+const SECTIONS = 300;
+
+/** 4 workers and the main thread increment NAMES counters, each under its name's lock. */
+async function hammer(
+  broken: boolean,
+  seed: number,
+): Promise<{ expected: number; counted: number }> {
+  const table = new LockTable();
+  const locks = new LockManager(table);
+  const ctrl = control();
+  const counters = new Int32Array(new SharedArrayBuffer(4 * NAMES));
+  const data = { buffer: table.buffer, ctrl: ctrl.buffer, counters: counters.buffer };
+  const workers = Array.from({ length: 4 }, () =>
+    start('hammer', { ...data, names: NAMES, sections: SECTIONS, seed, broken }),
+  );
+  await waitFor(ctrl, CTRL_READY, (v) => v === 4);
+  signal(ctrl, CTRL_GO);
+  const random = prng(seed);
+  for (let i = 0; i < SECTIONS; i++) {
+    const k = Math.floor(random() * NAMES);
+    const section = async (): Promise<void> => {
+      const v = counters[k]!;
+      await new Promise((r) => setImmediate(r));
+      counters[k] = v + 1;
+    };
+    if (broken) await section();
+    else await locks.request(`hammer-${k}`, section);
+  }
+  await Promise.all(workers.map((w) => w.result));
+  const counted = counters.reduce((a, b) => a + b, 0);
+  return { expected: 5 * SECTIONS, counted };
+}
+
+describe('LockManager across threads', () => {
+  test('exclusion: 4 workers and the main thread, 0 lost updates', async () => {
+    const seed = seedFor('web-locks exclusion');
+    const { expected, counted } = await hammer(false, seed);
+    assert.equal(counted, expected, `${expected - counted} lost updates`);
+  });
+
+  test('negative control: the same hammer without the lock loses updates', async () => {
+    const seed = seedFor('web-locks exclusion control');
+    const { expected, counted } = await hammer(true, seed);
+    console.log(`# without the lock: ${expected - counted} lost updates of ${expected}`);
+    assert.ok(counted < expected, 'the harness must see lost updates without a lock');
+  });
+
+  test("query() in one thread lists another thread's holder and waiter", async () => {
+    const table = new LockTable();
+    const locks = new LockManager(table);
+    const ctrl = control();
+    const data = { buffer: table.buffer, ctrl: ctrl.buffer, name: 'shown' };
+    const holder = start('hold', data);
+    await waitFor(ctrl, CTRL_HELD, (v) => v === 1);
+    const waiter = start('wait', data);
+    await waitFor(ctrl, CTRL_A, (v) => v === 1);
+    const snapshot = await locks.query();
+    assert.deepEqual(snapshot.held, [
+      { name: 'shown', mode: 'exclusive', clientId: `thread-${holder.worker.threadId}` },
+    ]);
+    assert.deepEqual(snapshot.pending, [
+      { name: 'shown', mode: 'exclusive', clientId: `thread-${waiter.worker.threadId}` },
+    ]);
+    signal(ctrl, CTRL_STOP);
+    assert.deepEqual(await holder.result, {
+      settled: 'released',
+      held: false,
+      threadId: holder.worker.threadId,
+    });
+    assert.equal((await waiter.result).settled, 'granted');
+    assert.deepEqual(await locks.query(), { held: [], pending: [] });
+  });
+
+  test('steal from a holder in another thread: its request rejects there with AbortError', async () => {
+    const table = new LockTable();
+    const locks = new LockManager(table);
+    const ctrl = control();
+    const holder = start('hold', { buffer: table.buffer, ctrl: ctrl.buffer, name: 'robbed' });
+    await waitFor(ctrl, CTRL_HELD, (v) => v === 1);
+    const t0 = LockTable.now();
+    const token = await locks.request('robbed', { steal: true }, (l) => l!.token);
+    const outcome = await holder.result; // posted when the holder's request settled
+    const ms = LockTable.now() - t0;
+    console.log(`# the robbed thread's request rejected ${ms.toFixed(2)} ms after the steal began`);
+    assert.deepEqual(outcome, {
+      rejected: 'AbortError',
+      code: 20,
+      held: false,
+      threadId: holder.worker.threadId,
+    });
+    assert.ok(token > 1n);
+    signal(ctrl, CTRL_STOP);
+    await holder.exited;
+  });
+
+  for (const watched of [true, false]) {
+    const how = watched ? 'with watch(): at once' : 'without watch(): through its lease';
+    test(`a worker terminated while holding: its lock goes to the next waiter, ${how}`, async () => {
+      const table = new LockTable({ failTimeout: 100 });
+      const locks = new LockManager(table);
+      const ctrl = control();
+      const lease = 200;
+      const holder = start('hold', {
+        buffer: table.buffer,
+        ctrl: ctrl.buffer,
+        name: 'dies',
+        lease,
+      });
+      if (watched) table.watch(holder.worker);
+      await waitFor(ctrl, CTRL_HELD, (v) => v === 1);
+      const granted = locks.request('dies', () => LockTable.now());
+      const t0 = LockTable.now();
+      await holder.worker.terminate();
+      const at = await granted;
+      console.log(`# granted ${(at - t0).toFixed(1)} ms after the termination (${how})`);
+      // With watch: the exit event frees it. Without: the lease (renewed every lease / 4 until the
+      // thread died) runs out, then failTimeout.
+      assert.ok(at - t0 < (watched ? 500 : lease + 100 + 1000), `${at - t0} ms`);
+      assert.deepEqual(await locks.query(), { held: [], pending: [] });
+    });
+
+    test(`a worker terminated while waiting leaves query(), ${how}`, async () => {
+      const table = new LockTable();
+      const locks = new LockManager(table);
+      const ctrl = control();
+      let release!: () => void;
+      const holding = locks.request('busy', () => new Promise<void>((r) => (release = r)));
+      const waiter = start('wait', { buffer: table.buffer, ctrl: ctrl.buffer, name: 'busy' });
+      if (watched) table.watch(waiter.worker);
+      await waitFor(ctrl, CTRL_A, (v) => v === 1);
+      const theirs = `thread-${waiter.worker.threadId}`;
+      assert.deepEqual((await locks.query()).pending, [
+        { name: 'busy', mode: 'exclusive', clientId: theirs },
+      ]);
+      await waiter.worker.terminate();
+      const ms = await until('the dead waiter leaves query()', ENTRY_LEASE_MS + 2000, async () =>
+        (await locks.query()).pending.every((p) => p.clientId !== theirs),
+      );
+      console.log(`# the dead waiter left query() ${ms.toFixed(1)} ms after its exit (${how})`);
+      if (watched) assert.ok(ms < 100, `${ms} ms`);
+      // It holds nothing and blocks nobody: the next request after the holder is granted.
+      release();
+      await holding;
+      assert.equal(await locks.request('busy', () => 'next'), 'next');
+      assert.deepEqual(await locks.query(), { held: [], pending: [] });
+    });
+  }
+});

@@ -1,0 +1,154 @@
+/**
+ * The Web Locks conformance suite (test/web-locks/conformance.ts) against locktable's LockManager,
+ * on every Node; and, where Node has its own (`worker_threads.locks`, Node >= 24.5), against Node's
+ * too, in the same run (`npm run test:web-locks:node24` runs this file under Node 24). Then what
+ * only locktable's has: the fencing token, waitTimeout, hold, and the lease of a stolen lock.
+ */
+import assert from 'node:assert/strict';
+import * as workerThreads from 'node:worker_threads';
+import { describe, test } from 'node:test';
+import { LockTable } from '../src/index.js';
+import { LockManager } from '../src/web-locks/index.js';
+import { webLocksConformance, type WebLocks } from './web-locks/conformance.js';
+
+const table = new LockTable();
+webLocksConformance('locktable LockManager', () => ({
+  locks: new LockManager(table) as unknown as WebLocks,
+}));
+
+const builtin = (workerThreads as { locks?: WebLocks }).locks;
+if (builtin !== undefined) {
+  webLocksConformance(`Node ${process.version} worker_threads.locks`, () => ({
+    locks: builtin,
+    // Measured on Node 24.21.0; README, "Web Locks", lists them with locktable's behaviour.
+    differs: {
+      'the callback gets a lock with the name and mode, never inside request()':
+        'Node calls the callback synchronously, inside request(), when the lock is free',
+      'a callback that throws rejects the request and releases the lock':
+        'Node rejects the request but never releases the lock of a callback that throws synchronously',
+      "aborting while waiting rejects with the signal's reason and leaves the queue":
+        'Node still lists an aborted request in query().pending after its rejection',
+      "lists each name's pending requests in request order, and held locks in grant order":
+        'Node lists held locks in another order than grant order',
+    },
+  }));
+} else {
+  test(`Node's own worker_threads.locks`, { skip: `absent on Node ${process.version}` }, () => {});
+}
+
+describe('LockManager extensions', () => {
+  const locks = new LockManager(table);
+
+  test('a lock carries a fencing token that grows with every grant, a steal included', async () => {
+    const first = await locks.request('ext-token', (l) => l!.token);
+    const second = await locks.request('ext-token', (l) => l!.token);
+    assert.ok(second > first);
+    let robbedToken = 0n;
+    let release!: () => void;
+    const robbed = locks
+      .request('ext-token', (l) => {
+        robbedToken = l!.token;
+        return new Promise<void>((r) => (release = r));
+      })
+      .catch((e: unknown) => e);
+    await new Promise((r) => setImmediate(r));
+    const thief = await locks.request('ext-token', { steal: true }, (l) => ({
+      token: l!.token,
+    }));
+    assert.ok(thief.token > robbedToken);
+    assert.equal(((await robbed) as Error).name, 'AbortError');
+    release();
+  });
+
+  test("a stolen lock's lease is stale: lock.held turns false", async () => {
+    let lockSeen: { held: boolean } | undefined;
+    let release!: () => void;
+    const robbed = locks
+      .request('ext-stale', (l) => {
+        lockSeen = l!;
+        return new Promise<void>((r) => (release = r));
+      })
+      .catch(() => {});
+    await new Promise((r) => setImmediate(r));
+    assert.equal(lockSeen!.held, true);
+    await locks.request('ext-stale', { steal: true }, () => {});
+    assert.equal(lockSeen!.held, false);
+    release();
+    await robbed;
+  });
+
+  test('waitTimeout rejects with ERR_LOCK_TIMEOUT and leaves no pending entry', async () => {
+    let release!: () => void;
+    const holder = locks.request('ext-wait', () => new Promise<void>((r) => (release = r)));
+    await new Promise((r) => setImmediate(r));
+    await assert.rejects(
+      locks.request('ext-wait', { waitTimeout: 20 }, () => {}),
+      {
+        code: 'ERR_LOCK_TIMEOUT',
+      },
+    );
+    const queued = locks.request('ext-wait', () => 'second');
+    await assert.rejects(
+      locks.request('ext-wait', { waitTimeout: 20 }, () => {}),
+      {
+        code: 'ERR_LOCK_TIMEOUT',
+      },
+    );
+    const { pending } = await locks.query();
+    assert.deepEqual(
+      pending.filter((p) => p.name === 'ext-wait').map((p) => p.mode),
+      ['exclusive'],
+    );
+    release();
+    await holder;
+    assert.equal(await queued, 'second');
+    assert.deepEqual((await locks.query()).pending, []);
+  });
+
+  test('bad extension options are refused with a RangeError naming them', async () => {
+    await assert.rejects(
+      locks.request('ext-bad', { waitTimeout: -1 }, () => {}),
+      {
+        code: 'ERR_OUT_OF_RANGE',
+      },
+    );
+    await assert.rejects(
+      locks.request('ext-bad', { hold: Number.NaN }, () => {}),
+      /options\.hold/,
+    );
+    assert.throws(() => new LockManager({} as LockTable), TypeError);
+  });
+
+  test('a name longer than the table maxKeyLength is refused with a RangeError', async () => {
+    await assert.rejects(
+      locks.request('x'.repeat(table.maxKeyLength + 1), () => {}),
+      RangeError,
+    );
+  });
+
+  test('a fixed hold that passes loses the lock to a waiter; the holder rejects with AbortError', async () => {
+    const fast = LockTable.attach(table.buffer, { failTimeout: 10 });
+    const short = new LockManager(fast);
+    let release!: () => void;
+    const holder = short
+      .request('ext-hold', { hold: 30 }, () => new Promise<void>((r) => (release = r)))
+      .catch((e: unknown) => e);
+    await new Promise((r) => setImmediate(r));
+    const t0 = LockTable.now();
+    await short.request('ext-hold', () => {});
+    assert.ok(LockTable.now() - t0 < 2000);
+    // The holder learns at its thread's next heartbeat, which (like a pending Atomics.waitAsync)
+    // does not keep the thread alive by itself: this test does.
+    const alive = setInterval(() => {}, 1000);
+    assert.equal(((await holder) as Error).name, 'AbortError');
+    clearInterval(alive);
+    release();
+  });
+
+  test('the table API and LockManager exclude each other on the same name', async () => {
+    const lease = table.tryAcquire('ext-both')!;
+    assert.equal(await locks.request('ext-both', { ifAvailable: true }, (l) => l), null);
+    lease.release();
+    assert.notEqual(await locks.request('ext-both', { ifAvailable: true }, (l) => l), null);
+  });
+});
