@@ -18,7 +18,9 @@ export {
   type LockDescription,
   type LockTryOptions,
   type LockWaitOptions,
+  type LockGroup,
 } from './api/locks.js';
+export { LeaseGroup } from './api/lease-group.js';
 export {
   withLock,
   type WithLockOptions,

@@ -12,5 +12,7 @@ export {
   type LockDescription,
   type LockTryOptions,
   type LockWaitOptions,
+  type LockGroup,
 } from '../api/locks.js';
+export { AsyncLeaseGroup } from '../api/lease-group.js';
 export type { Mode } from '../api/options.js';

@@ -16,6 +16,7 @@ import {
   type Locks,
   runHolding,
 } from '../api/locks.js';
+import { AsyncLeaseGroup, asyncLeaseGroup } from '../api/lease-group.js';
 import { checkMode, checkMs, checkOptionsObject, checkSignal, type Mode } from '../api/options.js';
 import { closedError, connectionError, poolerError, schemaError, sqlState } from './errors.js';
 import { Front, FrontHold, type FrontStats, releaseAll } from './front.js';
@@ -154,16 +155,30 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
 
   /**
    * All the keys or none, on one session, in the canonical order (compareKeys). waitTimeout
-   * bounds the whole call; on any failure everything taken is released.
+   * bounds the whole call; on any failure everything taken is released. Returns the leases in
+   * that order as an AsyncLeaseGroup: an array with one `await release()` (and `await using`).
    */
-  async acquireAll(keys: readonly string[], options?: LockWaitOptions): Promise<PgLease[]> {
+  async acquireAll(
+    keys: readonly string[],
+    options?: LockWaitOptions,
+  ): Promise<AsyncLeaseGroup<PgLease>> {
     const ordered = orderKeys(keys, checkPgKey);
     const r = this.#resolve(options, true);
     if (ordered.length === 0) {
       if (r.signal?.aborted) throw new AbortError(undefined, r.signal.reason);
-      return [];
+      return asyncLeaseGroup([]);
     }
-    return (await this.#acquireFront(ordered, r, false))!;
+    return asyncLeaseGroup((await this.#acquireFront(ordered, r, false))!);
+  }
+
+  /** acquireAll(keys, options), then as run(): `fn(group)`, released when `fn` settles. */
+  async runAll<T>(
+    keys: readonly string[],
+    fn: (group: AsyncLeaseGroup<PgLease>) => T | Promise<T>,
+    options?: LockWaitOptions,
+  ): Promise<T> {
+    checkFunction('fn', fn);
+    return runHolding(await this.acquireAll(keys, options), fn);
   }
 
   /**

@@ -47,7 +47,8 @@ import {
   VERSION,
   type Views,
 } from './layout.js';
-import { checkFunction, orderKeys, runHolding } from '../api/locks.js';
+import { checkFunction, orderKeys, runHolding, runHoldingSync } from '../api/locks.js';
+import { LeaseGroup, leaseGroup } from '../api/lease-group.js';
 import { Lease, LEASE_RECOVERED, LEASE_SHARED, type LeaseHost } from './lease.js';
 import {
   type AcquireOptions,
@@ -352,9 +353,10 @@ export class LockTable implements WaitCore, LeaseHost {
   /**
    * All the keys or none, blocking. Keys are taken in one canonical order (by UTF-16 code units),
    * so overlapping multi-key requests never deadlock; waitTimeout bounds the whole call. On any
-   * failure, whatever was taken is released before the error is thrown.
+   * failure, whatever was taken is released before the error is thrown. Returns the leases in
+   * that order as a LeaseGroup: an array with one release() (and `using`) for them all.
    */
-  acquireAllSync(keys: readonly string[], options?: AcquireSyncOptions): Lease[] {
+  acquireAllSync(keys: readonly string[], options?: AcquireSyncOptions): LeaseGroup<Lease> {
     const ordered = this.#orderKeys(keys);
     const o = this.#resolve(options, true, false);
     const deadline = monotonicNow() + o.waitTimeout;
@@ -368,7 +370,7 @@ export class LockTable implements WaitCore, LeaseHost {
         if (lease === null) throw timeoutError(key, o.waitTimeout);
         taken.push(lease);
       }
-      return taken;
+      return leaseGroup(taken);
     } catch (error) {
       releaseAll(taken);
       throw error;
@@ -376,7 +378,7 @@ export class LockTable implements WaitCore, LeaseHost {
   }
 
   /** All the keys or none, without blocking the event loop. See acquireAllSync. */
-  async acquireAll(keys: readonly string[], options?: AcquireOptions): Promise<Lease[]> {
+  async acquireAll(keys: readonly string[], options?: AcquireOptions): Promise<LeaseGroup<Lease>> {
     const ordered = this.#orderKeys(keys);
     const o = this.#resolve(options, true, true);
     if (o.signal?.aborted) throw new AbortError(ordered[0], o.signal.reason);
@@ -391,7 +393,7 @@ export class LockTable implements WaitCore, LeaseHost {
         if (lease === null) throw timeoutError(key, o.waitTimeout);
         taken.push(lease);
       }
-      return taken;
+      return leaseGroup(taken);
     } catch (error) {
       releaseAll(taken);
       throw error;
@@ -412,6 +414,37 @@ export class LockTable implements WaitCore, LeaseHost {
   ): Promise<T> {
     checkFunction('fn', fn);
     return runHolding(await this.acquire(key, options), fn);
+  }
+
+  /**
+   * Acquires `key` (as acquireSync() does, blocking this thread), calls `fn(lease)`, and releases
+   * when it returns or throws; returns its value. `fn` must be synchronous: one that returns a
+   * promise is refused with a TypeError (ERR_INVALID_RETURN_VALUE) once the lock is released. A
+   * lease lost while `fn` ran throws ERR_LOCK_STALE (`cause`: `fn`'s outcome).
+   */
+  runSync<T>(key: string, fn: (lease: Lease) => T, options?: AcquireSyncOptions): T {
+    checkFunction('fn', fn);
+    return runHoldingSync(this.acquireSync(key, options), fn);
+  }
+
+  /** acquireAll(keys, options), then as run(): `fn(group)`, released when `fn` settles. */
+  async runAll<T>(
+    keys: readonly string[],
+    fn: (group: LeaseGroup<Lease>) => T | Promise<T>,
+    options?: AcquireOptions,
+  ): Promise<T> {
+    checkFunction('fn', fn);
+    return runHolding(await this.acquireAll(keys, options), fn);
+  }
+
+  /** acquireAllSync(keys, options), then as runSync(): `fn(group)`, released when it returns. */
+  runAllSync<T>(
+    keys: readonly string[],
+    fn: (group: LeaseGroup<Lease>) => T,
+    options?: AcquireSyncOptions,
+  ): T {
+    checkFunction('fn', fn);
+    return runHoldingSync(this.acquireAllSync(keys, options), fn);
   }
 
   /** Who holds `key` right now (null when nobody does). Reads only; never waits or acquires. */
