@@ -1,4 +1,4 @@
-export { LockTable, type LockInfo, type HolderInfo } from './table/lock-table.js';
+export { LockTable, type LockInfo, type HolderInfo, type WatchedPool } from './table/lock-table.js';
 export { Lease } from './table/lease.js';
 export { LockError, AbortError, type LockErrorCode } from './api/errors.js';
 export type { Mode } from './api/options.js';
@@ -28,4 +28,9 @@ export {
   type TaskFunction,
 } from './with-lock/with-lock.js';
 export type { TaskLock } from './with-lock/task.js';
-export type { TaskPool } from './with-lock/task-pool.js';
+export {
+  configureDefaultPool,
+  type TaskPool,
+  type DefaultPoolOptions,
+  type ResolvedDefaultPoolOptions,
+} from './with-lock/task-pool.js';

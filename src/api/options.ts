@@ -57,6 +57,21 @@ export function checkOptionsObject(name: string, value: unknown): void {
   }
 }
 
+/**
+ * Refuses an option name that is not one of `known` (a typo such as `capcity` would otherwise be
+ * ignored without a word). Own enumerable string keys only, as object spread sees them.
+ */
+export function checkKnownOptions(name: string, value: object, known: readonly string[]): void {
+  for (const field in value) {
+    if (!Object.hasOwn(value, field) || known.includes(field)) continue;
+    throw invalidValue(
+      `${name}.${field}`,
+      `is not a known option; the known options are ${known.join(', ')}`,
+      (value as Record<string, unknown>)[field],
+    );
+  }
+}
+
 export function checkInteger(name: string, value: unknown, min: number, max: number): number {
   if (typeof value !== 'number') throw invalidType(name, 'of type number', value);
   if (!Number.isInteger(value) || value < min || value > max) {

@@ -105,6 +105,23 @@ import {
   type WaitCore,
 } from './waiting.js';
 
+/** What watch() needs of a piscina pool (Piscina 4 and 5 have it). */
+export interface WatchedPool {
+  readonly threads: readonly Worker[];
+  on(event: 'workerCreate', listener: () => void): unknown;
+  off(event: 'workerCreate', listener: () => void): unknown;
+}
+
+function isPool(value: unknown): value is WatchedPool {
+  return (
+    value !== null &&
+    typeof value === 'object' &&
+    Array.isArray((value as WatchedPool).threads) &&
+    typeof (value as WatchedPool).on === 'function' &&
+    typeof (value as WatchedPool).off === 'function'
+  );
+}
+
 export interface HolderInfo {
   threadId: number;
   /** The holder's fencing token (0n for a shared grant still under way: its token is not out yet). */
@@ -501,26 +518,60 @@ export class LockTable implements WaitCore, LeaseHost {
 
   /**
    * Frees every lock `worker` holds as soon as it exits (crash, terminate(), process.exit()).
-   * Returns a function that stops watching.
+   * Given a piscina pool, does so for every thread the pool has now or starts later: locks taken
+   * inside a pool's tasks are freed when a task's thread dies. Returns a function that stops
+   * watching.
    */
-  watch(worker: Worker): () => void {
+  watch(target: Worker | WatchedPool): () => void {
+    if (isPool(target)) return this.#watchPool(target);
+    const worker = target;
     if (
       worker === null ||
       typeof worker !== 'object' ||
       typeof (worker as Worker).once !== 'function'
     ) {
-      throw invalidType('worker', 'an instance of Worker', worker);
+      throw invalidType('worker', 'an instance of Worker or of Piscina', worker);
     }
     const id = worker.threadId;
     if (typeof id !== 'number' || id < 0) {
       throw invalidValue('worker', 'must be a running Worker (it has no threadId)', worker);
     }
+    return this.#watchWorker(worker, id, () => {});
+  }
+
+  #watchWorker(worker: Worker, id: number, exited: () => void): () => void {
     const onExit = (): void => {
+      exited();
       this.releaseAllOwnedBy(id);
     };
     worker.once('exit', onExit);
     return () => {
       worker.off('exit', onExit);
+    };
+  }
+
+  /**
+   * Piscina announces a new thread ('workerCreate') before it gives it a task, and lists it in
+   * `pool.threads` from its start: each announcement watches the threads not watched yet.
+   */
+  #watchPool(pool: WatchedPool): () => void {
+    const watched = new Map<number, () => void>();
+    const refresh = (): void => {
+      for (const worker of pool.threads) {
+        const id = worker.threadId;
+        if (id < 0 || watched.has(id)) continue;
+        watched.set(
+          id,
+          this.#watchWorker(worker, id, () => watched.delete(id)),
+        );
+      }
+    };
+    pool.on('workerCreate', refresh);
+    refresh();
+    return () => {
+      pool.off('workerCreate', refresh);
+      for (const unwatch of watched.values()) unwatch();
+      watched.clear();
     };
   }
 

@@ -23,7 +23,7 @@
  * execTimeout) stands, and a contender reclaims it failTimeout later (`recovered: true`). The
  * task's worker belongs to the dead thread's pool and dies with it.
  */
-import type { Worker } from 'node:worker_threads';
+import type { Transferable, Worker } from 'node:worker_threads';
 import {
   AbortError,
   execTimeoutError,
@@ -37,6 +37,7 @@ import { layerDefaults, WITH_LOCK_DEFAULTS } from '../table/defaults.js';
 import { LockTable } from '../table/lock-table.js';
 import {
   checkDefaults,
+  checkKnownOptions,
   checkMode,
   checkMs,
   checkOptionsObject,
@@ -109,7 +110,24 @@ export interface WithLockOptions<A = unknown> {
   signal?: AbortSignal;
   /** Your own Piscina; a string task is then the name of one of its file's exports. */
   pool?: TaskPool;
+  /**
+   * Objects in `args` to move to the task's worker instead of copying them (ArrayBuffers,
+   * MessagePorts...), as with postMessage: after the call they are detached in the caller.
+   */
+  transferList?: readonly Transferable[];
 }
+
+const WITH_LOCK_OPTIONS = [
+  'args',
+  'mode',
+  'waitTimeout',
+  'execTimeout',
+  'failTimeout',
+  'spinDelay',
+  'signal',
+  'pool',
+  'transferList',
+] as const;
 
 /**
  * While a task is queued, its lease is renewed this many times per execTimeout, so that the slot's
@@ -131,13 +149,19 @@ export async function withLock<R = unknown, A = unknown>(
   if (typeof key !== 'string') throw invalidType('key', 'of type string', key);
   checkOptionsObject('options', options);
   const o = options ?? {};
+  checkKnownOptions('options', o, WITH_LOCK_OPTIONS);
   const pool = o.pool === undefined ? undefined : checkPool(o.pool);
+  if (o.transferList !== undefined && !Array.isArray(o.transferList)) {
+    throw invalidType('options.transferList', 'an array', o.transferList);
+  }
   const source = describeTask(task, pool);
   const { mode, waitTimeout, execTimeout, failTimeout, spinDelay, signal } = withLockSettings(
     table,
     o,
   );
-  checkArgs(o.args);
+  // With a transferList, args are checked when sent: a clone here would copy what the caller
+  // means to move (and could not clone a MessagePort at all).
+  if (o.transferList === undefined) checkArgs(o.args);
   const runPool = pool ?? getDefaultPool();
 
   const lease = await handleFor(table, failTimeout).acquire(key, {
@@ -150,6 +174,7 @@ export async function withLock<R = unknown, A = unknown>(
   return (await new TaskRun(runPool, pool !== undefined, lease, table, {
     task: source,
     args: o.args,
+    transferList: o.transferList,
     execTimeout,
     signal,
   }).outcome) as Awaited<R>;
@@ -314,6 +339,7 @@ function parses(source: string): boolean {
 interface RunSpec {
   task: TaskSource;
   args: unknown;
+  transferList: readonly Transferable[] | undefined;
   execTimeout: number;
   signal: AbortSignal | undefined;
 }
@@ -344,7 +370,7 @@ class TaskRun {
     ownPool: boolean,
     lease: Lease,
     table: LockTable,
-    { task, args, execTimeout, signal }: RunSpec,
+    { task, args, transferList, execTimeout, signal }: RunSpec,
   ) {
     this.outcome = new Promise((resolve, reject) => {
       this.#resolve = resolve;
@@ -377,6 +403,7 @@ class TaskRun {
       running = pool.run(payload, {
         // On the caller's pool, run withLock's own worker file; it imports the named task.
         ...(ownPool ? { filename: RUNNER_FILE, name: 'default' } : {}),
+        ...(transferList === undefined ? {} : { transferList }),
       });
     } catch (error) {
       this.#finish(error);
