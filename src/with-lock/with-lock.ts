@@ -3,7 +3,8 @@
  * event loop), run the task in a piscina worker while the lock is held, release it when the task
  * settles. A task that runs longer than execTimeout (or is aborted while running) has its worker
  * terminated, and the lock is released only after that thread has exited: piscina rejects an
- * aborted run before the thread is dead (see ../shared/NODE-NOTES.md), so its 'exit' event is
+ * aborted run before the thread is dead (DESIGN.md, "withLock"; with-lock.test.ts, "negative
+ * control: releasing on piscina's AbortError lets the runaway write on"), so its 'exit' event is
  * what we wait for.
  *
  * The life of one call (a TaskRun):
