@@ -1,5 +1,9 @@
 export { LockTable, type LockInfo, type HolderInfo, type WatchedPool } from './table/lock-table.js';
-export { Lease } from './table/lease.js';
+export type { LeaseConstructor } from './table/lease.js';
+// The class's type under its name, with the constructor that only throws as its value.
+import { PublicLease, type Lease as LeaseClass } from './table/lease.js';
+export const Lease = PublicLease;
+export type Lease = LeaseClass;
 export { LockError, AbortError, type LockErrorCode } from './api/errors.js';
 export type { Mode } from './api/options.js';
 export type {

@@ -41,6 +41,20 @@ export interface AcquireOptions extends AcquireSyncOptions {
   signal?: AbortSignal;
 }
 
+/** The option names each entry point knows; any other name is refused (checkKnownOptions). */
+export const TABLE_DEFAULTS_KEYS = ['waitTimeout', 'hold', 'failTimeout', 'spinDelay'] as const;
+export const LOCK_TABLE_OPTIONS_KEYS = [
+  'capacity',
+  'maxKeyLength',
+  'maxSharedHolders',
+  ...TABLE_DEFAULTS_KEYS,
+] as const;
+/**
+ * One list for every acquire call of LockTable: tryAcquire ignores the waiting options rather
+ * than refusing them, so that one options object serves all of them.
+ */
+export const ACQUIRE_OPTIONS_KEYS = ['mode', 'hold', 'waitTimeout', 'spinDelay', 'signal'] as const;
+
 export const DEFAULT_CAPACITY = 1024;
 export const DEFAULT_MAX_KEY_LENGTH = 64;
 export const DEFAULT_FAIL_TIMEOUT = 1000;

@@ -17,7 +17,17 @@ import {
   runHolding,
 } from '../api/locks.js';
 import { AsyncLeaseGroup, asyncLeaseGroup } from '../api/lease-group.js';
-import { checkMode, checkMs, checkOptionsObject, checkSignal, type Mode } from '../api/options.js';
+import {
+  checkKnownOptions,
+  checkMode,
+  checkMs,
+  checkOptionsObject,
+  checkSignal,
+  type Mode,
+} from '../api/options.js';
+
+/** The options of tryAcquire, acquire, acquireAll, run and runAll (the Locks contract's). */
+const PG_ACQUIRE_OPTIONS_KEYS = ['mode', 'hold', 'waitTimeout', 'signal'] as const;
 import { closedError, connectionError, poolerError, schemaError, sqlState } from './errors.js';
 import { Front, FrontHold, type FrontStats, releaseAll } from './front.js';
 import { Holding, type HoldingHost, PgLease } from './lease.js';
@@ -256,6 +266,7 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
 
   #resolve(options: LockWaitOptions | undefined, waits: boolean): Request {
     checkOptionsObject('options', options);
+    if (options !== undefined) checkKnownOptions('options', options, PG_ACQUIRE_OPTIONS_KEYS);
     const mode = checkMode('options.mode', options?.mode);
     if (options?.hold !== undefined && checkMs('options.hold', options.hold, false) !== Infinity) {
       throw invalidValue(

@@ -156,3 +156,33 @@ export class Lease implements Disposable {
   }
 }
 brand(Lease, 'Lease');
+
+/** Lease as the package exports it: `instanceof` works, `new` does not. */
+export interface LeaseConstructor {
+  readonly prototype: Lease;
+  [Symbol.hasInstance](value: unknown): value is Lease;
+}
+
+/**
+ * The exported Lease: a function that only throws, sharing the class's prototype (so `instanceof`
+ * holds, and `lease.constructor` is this one, not the class). The class itself stays inside the
+ * package: its constructor takes the table's internals, and it is kept plain for the fast path.
+ */
+export const PublicLease = function Lease(): never {
+  throw new TypeError(
+    'Illegal constructor: leases are made by a LockTable (tryAcquire, acquire, acquireSync, ' +
+      'acquireAll, run...)',
+  );
+} as unknown as LeaseConstructor;
+Object.defineProperty(PublicLease, 'prototype', { value: Lease.prototype });
+// Its own name, whatever the bundler renamed the function to (it shares a scope with the class).
+Object.defineProperty(PublicLease, 'name', { value: 'Lease' });
+Object.defineProperty(Lease.prototype, 'constructor', {
+  value: PublicLease,
+  writable: true,
+  configurable: true,
+});
+// Either build's leases (cross-build.ts): the class's own check.
+Object.defineProperty(PublicLease, Symbol.hasInstance, {
+  value: (value: unknown): boolean => value instanceof Lease,
+});

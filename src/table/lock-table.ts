@@ -3,6 +3,7 @@
  * the edge, runs the fast path inline (hash, probe, one CAS), and hands everything else to the
  * waiting loop (waiting.ts) and the state machine (grants.ts, slot-state.ts).
  */
+import { inspect, type InspectOptions } from 'node:util';
 import { threadId as currentThreadId, type Worker } from 'node:worker_threads';
 import { monotonicNow } from '../api/clock.js';
 import { brand } from '../api/cross-build.js';
@@ -49,12 +50,14 @@ import {
 } from './layout.js';
 import { checkFunction, orderKeys, runHolding, runHoldingSync } from '../api/locks.js';
 import { LeaseGroup, leaseGroup } from '../api/lease-group.js';
-import { Lease, LEASE_RECOVERED, LEASE_SHARED, type LeaseHost } from './lease.js';
+import { Lease, LEASE_RECOVERED, LEASE_SHARED } from './lease.js';
 import {
   type AcquireOptions,
   type AcquireSyncOptions,
+  ACQUIRE_OPTIONS_KEYS,
   checkDefaults,
   checkInteger,
+  checkKnownOptions,
   checkKey,
   checkMode,
   checkMs,
@@ -65,8 +68,10 @@ import {
   DEFAULT_MAX_KEY_LENGTH,
   type LockTableOptions,
   MAX_CAPACITY,
+  LOCK_TABLE_OPTIONS_KEYS,
   MAX_KEY_LENGTH_LIMIT,
   type ResolvedDefaults,
+  TABLE_DEFAULTS_KEYS,
   type TableDefaults,
   type TryAcquireOptions,
 } from '../api/options.js';
@@ -102,7 +107,6 @@ import {
   STEP_SLEEP,
   STEP_SPIN,
   STEP_TIMEOUT,
-  type WaitCore,
 } from './waiting.js';
 
 /** What watch() needs of a piscina pool (Piscina 4 and 5 have it). */
@@ -151,7 +155,9 @@ interface Resolved {
   signal: AbortSignal | undefined;
 }
 
-export class LockTable implements WaitCore, LeaseHost {
+// Not `implements WaitCore, LeaseHost`: the published types would then show the internals those
+// interfaces name. Request and Lease take a LockTable as either, checked where they are made.
+export class LockTable {
   readonly #buffer: SharedArrayBuffer;
   readonly #views: Views;
   readonly #defaults: ResolvedDefaults;
@@ -215,6 +221,7 @@ export class LockTable implements WaitCore, LeaseHost {
     if (!(buffer instanceof SharedArrayBuffer))
       throw invalidType('buffer', 'an instance of SharedArrayBuffer', buffer);
     checkOptionsObject('defaults', defaults);
+    if (defaults !== undefined) checkKnownOptions('defaults', defaults, TABLE_DEFAULTS_KEYS);
     const handleDefaults = checkDefaults('defaults', defaults);
     if (buffer.byteLength < HEADER_BYTES) {
       throw invalidValue(
@@ -252,6 +259,16 @@ export class LockTable implements WaitCore, LeaseHost {
     } finally {
       pendingAttach = undefined;
     }
+  }
+
+  /**
+   * What console.log and util.inspect show: the table's size and how many keys are held now, not
+   * its shared memory.
+   */
+  [inspect.custom](_depth: number, options: InspectOptions): string {
+    const { capacity, maxKeyLength } = this;
+    const held = this.held().length;
+    return `LockTable ${inspect({ capacity, maxKeyLength, held }, options)}`;
   }
 
   /** The table itself: share it with other threads and attach to it there. */
@@ -755,6 +772,7 @@ export class LockTable implements WaitCore, LeaseHost {
     const d = this.#defaults;
     if (options === undefined) return this.#plain;
     checkOptionsObject('options', options);
+    checkKnownOptions('options', options, ACQUIRE_OPTIONS_KEYS);
     return {
       mode: checkMode('options.mode', options.mode),
       hold: options.hold === undefined ? d.hold : checkMs('options.hold', options.hold, false),
@@ -854,6 +872,7 @@ let pendingAttach: { buffer: SharedArrayBuffer; views: Views; defaults: TableDef
 function createTable(options: LockTableOptions | undefined) {
   checkOptionsObject('options', options);
   const o = options ?? {};
+  checkKnownOptions('options', o, LOCK_TABLE_OPTIONS_KEYS);
   const capacity =
     o.capacity === undefined
       ? DEFAULT_CAPACITY
