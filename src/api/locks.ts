@@ -10,20 +10,20 @@ import type { Mode } from './options.js';
 /** Options of a request that never waits. */
 export interface LockTryOptions {
   /** 'exclusive' (default) or 'shared'. */
-  mode?: Mode;
+  mode?: Mode | undefined;
   /**
    * ms the lease is valid. LockTable stamps a deadline; a backend without deadlines refuses a
    * finite value (see its documentation).
    */
-  hold?: number;
+  hold?: number | undefined;
 }
 
 /** Options of a request that may wait. */
 export interface LockWaitOptions extends LockTryOptions {
   /** ms to wait; 0 = exactly one attempt; Infinity = forever. */
-  waitTimeout?: number;
+  waitTimeout?: number | undefined;
   /** Cancels the wait: the request rejects with an AbortError and holds nothing. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 /** One grant of one key. */

@@ -9,36 +9,36 @@ export type Mode = 'exclusive' | 'shared';
 
 export interface TableDefaults {
   /** ms to wait for a lock; 0 = one attempt; Infinity = forever (the default). */
-  waitTimeout?: number;
+  waitTimeout?: number | undefined;
   /** ms a lease is valid; its deadline is stamped in the slot. Default Infinity (no deadline). */
-  hold?: number;
+  hold?: number | undefined;
   /** ms after a holder's deadline before a waiter may reclaim the lock. Default 1000. */
-  failTimeout?: number;
+  failTimeout?: number | undefined;
   /** ms a blocked request spins before it sleeps. Default 0.05 (50 us). */
-  spinDelay?: number;
+  spinDelay?: number | undefined;
 }
 
 export interface LockTableOptions extends TableDefaults {
   /** Number of slots: how many distinct keys can be held (or waited on) at once. Default 1024. */
-  capacity?: number;
+  capacity?: number | undefined;
   /** Longest key, in UTF-16 code units. Default 64. */
-  maxKeyLength?: number;
+  maxKeyLength?: number | undefined;
   /** How many shared-mode leases can exist at once across all keys. Default 2 x capacity. */
-  maxSharedHolders?: number;
+  maxSharedHolders?: number | undefined;
 }
 
 export interface TryAcquireOptions {
-  mode?: Mode;
-  hold?: number;
+  mode?: Mode | undefined;
+  hold?: number | undefined;
 }
 
 export interface AcquireSyncOptions extends TryAcquireOptions {
-  waitTimeout?: number;
-  spinDelay?: number;
+  waitTimeout?: number | undefined;
+  spinDelay?: number | undefined;
 }
 
 export interface AcquireOptions extends AcquireSyncOptions {
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 /** The option names each entry point knows; any other name is refused (checkKnownOptions). */

@@ -77,7 +77,7 @@ export type TaskFunction<A, R> = (args: A, lock: TaskLock) => R | Promise<R>;
 export interface ModuleTask {
   module: string | URL;
   /** The export to call. Default 'default'. */
-  name?: string;
+  name?: string | undefined;
 }
 
 export interface WithLockOptions<A = unknown> {
@@ -85,37 +85,37 @@ export interface WithLockOptions<A = unknown> {
    * The task's first argument (structured clone; SharedArrayBuffers inside are shared). Args that
    * cannot be cloned are refused before the lock is taken.
    */
-  args?: A;
-  mode?: Mode;
+  args?: A | undefined;
+  mode?: Mode | undefined;
   /**
    * ms to wait for the lock; 0 = one attempt; Infinity = forever. Default: the handle's, else the
    * table's, else 5000.
    */
-  waitTimeout?: number;
+  waitTimeout?: number | undefined;
   /**
    * ms the task may run once it has started in its worker; Infinity allowed. Default 5000 (a
    * table's `hold` does not apply: the lease is held for execTimeout).
    */
-  execTimeout?: number;
+  execTimeout?: number | undefined;
   /**
    * ms past a dead holder's deadline before this call may reclaim its lock. Default: the handle's,
    * else the table's, else 1000.
    */
-  failTimeout?: number;
+  failTimeout?: number | undefined;
   /**
    * ms this call spins before it sleeps while waiting for the lock. Default: the handle's, else the
    * table's, else 0.05.
    */
-  spinDelay?: number;
+  spinDelay?: number | undefined;
   /** Cancels the wait, or stops a running task like an exec timeout (rejects with AbortError). */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
   /** Your own Piscina; a string task is then the name of one of its file's exports. */
-  pool?: TaskPool;
+  pool?: TaskPool | undefined;
   /**
    * Objects in `args` to move to the task's worker instead of copying them (ArrayBuffers,
    * MessagePorts...), as with postMessage: after the call they are detached in the caller.
    */
-  transferList?: readonly Transferable[];
+  transferList?: readonly Transferable[] | undefined;
 }
 
 const WITH_LOCK_OPTIONS = [
