@@ -30,7 +30,7 @@ import {
 const PG_ACQUIRE_OPTIONS_KEYS = ['mode', 'hold', 'waitTimeout', 'signal'] as const;
 import { closedError, connectionError, poolerError, schemaError, sqlState } from './errors.js';
 import { Front, FrontHold, type FrontStats, releaseAll } from './front.js';
-import { Holding, type HoldingHost, PgLease } from './lease.js';
+import { Holding, PgLease } from './lease.js';
 import {
   checkPgKey,
   COHORT_BITS,
@@ -87,7 +87,9 @@ interface Grant {
 /** Control-session retries of a cancel that found the statement not yet started (ms). */
 const CANCEL_RETRY_MS = 10;
 
-export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
+// Not `implements HoldingHost`: the published types would show the internal interface. Holding
+// takes a PgLockTable as one, checked where it is made.
+export class PgLockTable implements Locks<PgLease, PgLockInfo> {
   readonly #options: ResolvedPgOptions;
   readonly #sessions: Sessions;
   readonly #holdings = new Set<Holding>();
