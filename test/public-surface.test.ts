@@ -27,6 +27,14 @@ describe('the public surface', () => {
     assert.equal(inspect(table), 'LockTable { capacity: 16, maxKeyLength: 8, held: 0 }');
   });
 
+  test('the table object shows no internals: no own string keys, none of its old internal names', () => {
+    const table = new LockTable();
+    assert.deepEqual(Object.keys(table), []);
+    for (const name of ['directory', 'grants', 'slots', 'header', 'explicitDefaults']) {
+      assert.equal(name in table, false, `table.${name} is reachable`);
+    }
+  });
+
   test('an unknown option name is refused with a TypeError that names it, everywhere', async () => {
     const table = new LockTable();
     assert.throws(() => new LockTable({ capcity: 10 } as never), unknown('options.capcity'));

@@ -7,12 +7,13 @@ import { inspect, type InspectOptions } from 'node:util';
 import { brand } from '../api/cross-build.js';
 import { releasedError, staleError } from '../api/errors.js';
 import type { Grants } from './grants.js';
+import { GRANTS } from './internals.js';
 import type { Mode } from './slot-state.js';
 import { checkMs } from '../api/options.js';
 
 /** What a lease needs from its table (kept out of the public API). */
 export interface LeaseHost {
-  readonly grants: Grants;
+  readonly [GRANTS]: Grants;
 }
 
 /** Bits of a lease's flags. */
@@ -95,7 +96,7 @@ export class Lease implements Disposable {
   get held(): boolean {
     const flags = this.flags;
     if ((flags & RELEASED) !== 0) return false;
-    const g = this.host.grants;
+    const g = this.host[GRANTS];
     return (flags & SHARED) === 0
       ? g.holdsExclusive(this.slot, this.tokenLo, this.tokenHi)
       : g.holdsShared(this.slot, this.word, this.tokenLo, this.tokenHi);
@@ -110,7 +111,7 @@ export class Lease implements Disposable {
     }
     // An exclusive lease, not released yet: the common case.
     this.flags = RELEASED;
-    if (!this.host.grants.releaseExclusive(this.slot, this.tokenLo, this.tokenHi, this.word))
+    if (!this.host[GRANTS].releaseExclusive(this.slot, this.tokenLo, this.tokenHi, this.word))
       throw staleError(this.key, 'release the lease');
   }
 
@@ -118,7 +119,7 @@ export class Lease implements Disposable {
   private releaseOther(flags: number): void {
     if ((flags & RELEASED) !== 0) throw releasedError(this.key, 'release the lease');
     this.flags = flags | RELEASED;
-    const g = this.host.grants;
+    const g = this.host[GRANTS];
     if ((flags & SHARED) === 0) {
       if (!g.releaseExclusive(this.slot, this.tokenLo, this.tokenHi, this.word))
         throw staleError(this.key, 'release the lease');
@@ -136,7 +137,7 @@ export class Lease implements Disposable {
   extend(ms: number): void {
     const hold = checkMs('ms', ms, false);
     if ((this.flags & RELEASED) !== 0) throw releasedError(this.key, 'extend the lease');
-    const g = this.host.grants;
+    const g = this.host[GRANTS];
     if ((this.flags & SHARED) === 0) {
       const state = g.extendExclusive(this.slot, this.tokenLo, this.tokenHi, hold);
       if (state < 0) throw staleError(this.key, 'extend the lease');

@@ -82,6 +82,7 @@ import {
   storeDefaults,
   TABLE_API_DEFAULTS,
 } from './defaults.js';
+import { DIRECTORY, EXPLICIT_DEFAULTS, GRANTS, HEADER, SLOTS } from './internals.js';
 import { Records } from './records.js';
 import { SlotCache } from './slot-cache.js';
 import { testHooks } from './test-hooks.js';
@@ -164,10 +165,10 @@ export class LockTable {
   /** The defaults set on this handle or its table, without the library's (see defaults.ts). */
   readonly #explicitDefaults: Readonly<TableDefaults>;
   readonly #records: Records;
-  /** @internal */ readonly directory: Directory;
-  /** @internal */ readonly grants: Grants;
-  /** @internal */ readonly slots: Int32Array;
-  /** @internal */ readonly header: Int32Array;
+  /** @internal */ readonly [DIRECTORY]: Directory;
+  /** @internal */ readonly [GRANTS]: Grants;
+  /** @internal */ readonly [SLOTS]: Int32Array;
+  /** @internal */ readonly [HEADER]: Int32Array;
   readonly #slotCache: SlotCache;
   /**
    * Set when this thread's fast path saw a busy key look free and lost it (or when it just handed
@@ -205,10 +206,10 @@ export class LockTable {
       signal: undefined,
     });
     this.#records = new Records(views);
-    this.slots = views.slots;
-    this.header = views.header;
-    this.grants = new Grants(views, this.#records, checkThreadId(), defaults.failTimeout);
-    this.directory = new Directory(views, this.grants.threadId);
+    this[SLOTS] = views.slots;
+    this[HEADER] = views.header;
+    this[GRANTS] = new Grants(views, this.#records, checkThreadId(), defaults.failTimeout);
+    this[DIRECTORY] = new Directory(views, this[GRANTS].threadId);
     this.#slotCache = new SlotCache(views.slots);
     this.#maxKeyLength = views.geometry.maxKeyLength;
   }
@@ -297,7 +298,7 @@ export class LockTable {
    * neither set is undefined. withLock puts its call's options over them and its own library
    * defaults under them.
    */
-  get explicitDefaults(): Readonly<TableDefaults> {
+  get [EXPLICIT_DEFAULTS](): Readonly<TableDefaults> {
     return this.#explicitDefaults;
   }
 
@@ -322,7 +323,7 @@ export class LockTable {
   acquireSync(key: string, options?: AcquireSyncOptions): Lease {
     // The fast path is kept small enough for the JIT to inline into the caller, lease included
     // (DESIGN.md, "The cost of the fast path"): anything else is #acquireSync.
-    if (options === undefined && this.grants.yieldSlot < 0) {
+    if (options === undefined && this[GRANTS].yieldSlot < 0) {
       const plain = this.#plain;
       const lease = this.#fastCached(key, plain.hold, plain.spinDelay > 0);
       if (lease !== undefined) return lease ?? this.#waitSync(key, plain);
@@ -334,7 +335,7 @@ export class LockTable {
     checkKey('key', key, this.#maxKeyLength);
     const o = options === undefined ? this.#plain : this.#resolve(options, true, false);
     // This thread just handed a key off to a starving writer: see #yieldsTurn.
-    if (this.grants.yieldSlot >= 0 && this.#yieldsTurn(key, o.mode)) return this.#waitSync(key, o);
+    if (this[GRANTS].yieldSlot >= 0 && this.#yieldsTurn(key, o.mode)) return this.#waitSync(key, o);
     return this.#fast(key, o.mode, o.hold, o.spinDelay > 0) ?? this.#waitSync(key, o);
   }
 
@@ -346,7 +347,7 @@ export class LockTable {
    * one section. Either way the courtesy is used up.
    */
   #yieldsTurn(key: string, mode: Mode): boolean {
-    const g = this.grants;
+    const g = this[GRANTS];
     const yielded = g.yieldSlot;
     g.yieldSlot = -1;
     if (mode !== 'exclusive' || this.#slotCache.lookup(key)?.slot !== yielded) return false;
@@ -356,7 +357,7 @@ export class LockTable {
 
   /** Waits without blocking the event loop (Atomics.waitAsync). Rejects on timeout or abort. */
   acquire(key: string, options?: AcquireOptions): Promise<Lease> {
-    if (options === undefined && this.grants.yieldSlot < 0) {
+    if (options === undefined && this[GRANTS].yieldSlot < 0) {
       const plain = this.#plain;
       const lease = this.#fastCached(key, plain.hold, plain.spinDelay > 0);
       // Busy: straight to the waiting loop. A second fast attempt could win after this one lost a
@@ -371,7 +372,7 @@ export class LockTable {
     checkKey('key', key, this.#maxKeyLength);
     const o = options === undefined ? this.#plain : this.#resolve(options, true, true);
     if (o.signal?.aborted) throw new AbortError(key, o.signal.reason);
-    const yields = this.grants.yieldSlot >= 0 && this.#yieldsTurn(key, o.mode);
+    const yields = this[GRANTS].yieldSlot >= 0 && this.#yieldsTurn(key, o.mode);
     return (
       (yields ? null : this.#fast(key, o.mode, o.hold, o.spinDelay > 0)) ?? this.#waitAsync(key, o)
     );
@@ -484,7 +485,7 @@ export class LockTable {
   /** Who holds `key` right now (null when nobody does). Reads only; never waits or acquires. */
   inspect(key: string): LockInfo | null {
     checkKey('key', key, this.#views.geometry.maxKeyLength);
-    const slot = this.directory.find(key, hashKey(key));
+    const slot = this[DIRECTORY].find(key, hashKey(key));
     if (slot < 0) return null;
     const info = this.#describe(slot);
     return info !== null && info.key === key ? info : null;
@@ -508,7 +509,7 @@ export class LockTable {
    */
   releaseAllOwnedBy(threadId: number): number {
     checkInteger('threadId', threadId, 0, MAX_THREAD_ID);
-    if (threadId === this.grants.threadId) {
+    if (threadId === this[GRANTS].threadId) {
       throw outOfRange(
         'threadId',
         'the id of another thread (one that has exited), not the calling thread',
@@ -516,20 +517,20 @@ export class LockTable {
       );
     }
     let released = 0;
-    const slots = this.slots;
+    const slots = this[SLOTS];
     for (let slot = 0; slot < this.#views.geometry.capacity; slot++) {
       const s = Atomics.load(slots, slot * SLOT_WORDS + S_STATE);
       if (
         (s & (EXCLUSIVE | FIELD)) === (EXCLUSIVE | threadId) &&
-        this.grants.forceReleaseExclusive(slot, threadId)
+        this[GRANTS].forceReleaseExclusive(slot, threadId)
       ) {
         released++;
       }
     }
-    released += this.grants.forceReleaseSharedOf(threadId);
+    released += this[GRANTS].forceReleaseSharedOf(threadId);
     // What it announced while waiting goes too (the live waiters announce again).
-    this.grants.withdrawAll();
-    this.directory.releaseBindingsOf(threadId);
+    this[GRANTS].withdrawAll();
+    this[DIRECTORY].releaseBindingsOf(threadId);
     return released;
   }
 
@@ -615,7 +616,7 @@ export class LockTable {
     const entry = cache.get(key);
     if (entry === undefined) return undefined;
     const slot = entry.slot;
-    const g = this.grants;
+    const g = this[GRANTS];
     if (!g.fastExclusive(slot, hold) && !(spin && this.#fastSpin(slot, hold))) return null;
     // Held now, so the binding is frozen: the same generation means the same key.
     if (cache.isCurrent(entry)) {
@@ -634,7 +635,7 @@ export class LockTable {
    * that it does not spin for a key that is taken back at once. True: granted.
    */
   #fastSpin(slot: number, hold: number): boolean {
-    const g = this.grants;
+    const g = this[GRANTS];
     testHooks.stall?.('fast:watching');
     if (!g.watchForFree(slot)) return false;
     testHooks.stall?.('fast:sawFree');
@@ -645,12 +646,12 @@ export class LockTable {
 
   /** The fast path for a key that is not in the slot cache: hash, probe, CAS, key compare. */
   #fastProbe(key: string, hold: number): Lease | null {
-    const slot = this.directory.find(key, hashKey(key));
-    if (slot < 0 || !this.grants.fastExclusive(slot, hold)) return null;
+    const slot = this[DIRECTORY].find(key, hashKey(key));
+    if (slot < 0 || !this[GRANTS].fastExclusive(slot, hold)) return null;
     // The slot cannot be rebound while we hold it: a key that matches now is the key we hold.
-    if (this.directory.matches(slot, key))
+    if (this[DIRECTORY].matches(slot, key))
       return this.#granted(key, 'exclusive', hold, slot, false);
-    this.grants.undoGrant(slot, 'exclusive');
+    this[GRANTS].undoGrant(slot, 'exclusive');
     return null;
   }
 
@@ -660,7 +661,7 @@ export class LockTable {
    */
   #granted(key: string, mode: Mode, hold: number, slot: number, recovered: boolean): Lease {
     this.#slotCache.remember(key, slot);
-    const g = this.grants;
+    const g = this[GRANTS];
     if (mode === 'exclusive') {
       const flags = recovered ? LEASE_RECOVERED : 0;
       const deadline = hold === Infinity ? Infinity : g.deadline;
@@ -812,7 +813,7 @@ export class LockTable {
           token:
             (BigInt(v.slots[base + S_TOKEN_HI]!) << 32n) |
             BigInt(v.slots[base + S_TOKEN_LO]! >>> 0),
-          deadline: this.grants.exclusiveDeadline(slot, s),
+          deadline: this[GRANTS].exclusiveDeadline(slot, s),
         });
       } else {
         const records = this.#records;

@@ -35,6 +35,7 @@ import {
 } from '../api/errors.js';
 import type { Lease } from '../table/lease.js';
 import { layerDefaults, WITH_LOCK_DEFAULTS } from '../table/defaults.js';
+import { EXPLICIT_DEFAULTS } from '../table/internals.js';
 import { LockTable } from '../table/lock-table.js';
 import {
   checkDefaults,
@@ -200,7 +201,7 @@ export function withLockSettings(table: LockTable, o: WithLockOptions): WithLock
     failTimeout: o.failTimeout,
     spinDelay: o.spinDelay,
   });
-  const set = layerDefaults(call, table.explicitDefaults);
+  const set = layerDefaults(call, table[EXPLICIT_DEFAULTS]);
   return {
     mode: checkMode('options.mode', o.mode),
     waitTimeout: set.waitTimeout ?? WITH_LOCK_DEFAULTS.waitTimeout,
@@ -253,7 +254,7 @@ export function handleFor(table: LockTable, failTimeout: number): LockTable {
   let handle = byTimeout.get(failTimeout);
   if (handle === undefined) {
     if (byTimeout.size >= 16) byTimeout.clear();
-    const defaults: TableDefaults = { ...table.explicitDefaults, failTimeout };
+    const defaults: TableDefaults = { ...table[EXPLICIT_DEFAULTS], failTimeout };
     handle = LockTable.attach(table.buffer, defaults);
     byTimeout.set(failTimeout, handle);
   }
