@@ -11,13 +11,13 @@ export interface CliOptions {
   workers: Set<number>;
   runs?: number;
   seed?: number;
-  out?: string;
+  out?: string | undefined;
   /** Run every peer (locktable and the baseline too) under the Node 24 binary. */
   allOnNode24: boolean;
   /** Print the plan and the estimate, run nothing. */
   list: boolean;
   /** Re-render the tables and charts of an earlier run from its results.json, run nothing. */
-  rerender?: string;
+  rerender?: string | undefined;
   help: boolean;
   /** true when --only or --peers or --workers narrowed the run. */
   filtered: boolean;

@@ -1,11 +1,12 @@
 /**
  * What one primitive operation costs on this machine, in ns: the figures of DESIGN.md's "Cost of
  * the fast path" table. One thread, best of 5 runs of N iterations each, the empty loop's cost
- * subtracted; then how long timed sleeps last. The cache-line transfer between cores is measured
- * by the handoff scenario of `npm run bench`, not here.
+ * subtracted; then one cache-line transfer between two threads (a ping-pong); then how long timed
+ * sleeps last.
  *
  *   npm run bench:primitives
  */
+import { Worker } from 'node:worker_threads';
 import { hashKey, keyEquals } from '../src/table/key.js';
 
 const N = 20_000_000;
@@ -61,6 +62,38 @@ for (const [name, body] of Object.entries(ops)) {
   console.log(`${name.padEnd(30)} ${(best(body) - empty).toFixed(1)}`);
 }
 if (sink === 0.5) console.log(sink); // keeps the loops from being optimised away
+
+/**
+ * One cache-line transfer between two threads, one way (ns): a worker and this thread pass a
+ * word back and forth (each spins until the word is its turn, then writes the other's), so each
+ * move of the line is one transfer. Median of 5 runs of PINGS round trips.
+ */
+const PINGS = 1_000_000;
+const line = new Int32Array(new SharedArrayBuffer(64));
+const ponger = new Worker(
+  `const { workerData: line, parentPort } = require('node:worker_threads');
+   for (let i = 0; i < ${5 * PINGS}; i++) {
+     while (Atomics.load(line, 0) !== 1);
+     Atomics.store(line, 0, 2);
+   }
+   parentPort.postMessage('done');`,
+  { eval: true, workerData: line },
+);
+const pongerDone = new Promise((resolve) => ponger.once('message', resolve));
+const transfers: number[] = [];
+for (let r = 0; r < 5; r++) {
+  const t = performance.now();
+  for (let i = 0; i < PINGS; i++) {
+    Atomics.store(line, 0, 1);
+    while (Atomics.load(line, 0) !== 2);
+  }
+  transfers.push(((performance.now() - t) * 1e6) / (2 * PINGS));
+}
+await pongerDone;
+await ponger.terminate();
+console.log(
+  `${'cache-line transfer, one way'.padEnd(30)} ${transfers.sort((a, b) => a - b)[2]!.toFixed(1)}`,
+);
 
 /**
  * How long a timed sleep really lasts (median of 20, ms): the figures of DESIGN.md's "Waiting".

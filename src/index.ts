@@ -1,5 +1,9 @@
-export { LockTable, type LockInfo, type HolderInfo } from './table/lock-table.js';
-export { Lease } from './table/lease.js';
+export { LockTable, type LockInfo, type HolderInfo, type WatchedPool } from './table/lock-table.js';
+export type { LeaseConstructor } from './table/lease.js';
+// The class's type under its name, with the constructor that only throws as its value.
+import { PublicLease, type Lease as LeaseClass } from './table/lease.js';
+export const Lease = PublicLease;
+export type Lease = LeaseClass;
 export { LockError, AbortError, type LockErrorCode } from './api/errors.js';
 export type { Mode } from './api/options.js';
 export type {
@@ -18,7 +22,9 @@ export {
   type LockDescription,
   type LockTryOptions,
   type LockWaitOptions,
+  type LockGroup,
 } from './api/locks.js';
+export { LeaseGroup } from './api/lease-group.js';
 export {
   withLock,
   type WithLockOptions,
@@ -26,4 +32,9 @@ export {
   type TaskFunction,
 } from './with-lock/with-lock.js';
 export type { TaskLock } from './with-lock/task.js';
-export type { TaskPool } from './with-lock/task-pool.js';
+export {
+  configureDefaultPool,
+  type TaskPool,
+  type DefaultPoolOptions,
+  type ResolvedDefaultPoolOptions,
+} from './with-lock/task-pool.js';

@@ -3,6 +3,7 @@ import { describe, test } from 'node:test';
 import { LockTable } from '../src/index.js';
 import {
   control,
+  countUnder,
   CTRL_GO,
   CTRL_READY,
   CTRL_STOP,
@@ -11,39 +12,6 @@ import {
   spawn,
   waitFor,
 } from './harness.js';
-
-const WORKERS = 4;
-
-/** Runs the counter scenario and returns [expected, counted]. */
-async function countUnder(
-  lock: 'locktable' | 'none',
-  keys: string[],
-  total: number,
-  seed: number,
-  async = false,
-) {
-  const table = new LockTable({ capacity: Math.max(16, keys.length * 2) });
-  const counters = new SharedArrayBuffer(keys.length * 4);
-  const ctrl = control();
-  const per = Math.ceil(total / WORKERS);
-  const workers = Array.from({ length: WORKERS }, (_, i) =>
-    spawn('counter', {
-      buffer: table.buffer,
-      ctrl: ctrl.buffer,
-      counters,
-      keys,
-      lock,
-      async,
-      iterations: per,
-      seed: seed + i,
-    }),
-  );
-  await waitFor(ctrl, CTRL_READY, (v) => v === WORKERS);
-  signal(ctrl, CTRL_GO);
-  await Promise.all(workers.map((w) => w.result));
-  const counted = new Int32Array(counters).reduce((a, b) => a + b, 0);
-  return { expected: per * WORKERS, counted, table };
-}
 
 describe('mutual exclusion across worker threads', () => {
   test('no lost update: 4 workers, 10^6 non-atomic increments under one key', async () => {

@@ -26,6 +26,7 @@ import {
   WRITER_WAITING,
 } from '../src/table/slot-state.js';
 import { Puppet } from './puppets.js';
+import { DIRECTORY, GRANTS, SLOTS } from '../src/table/internals.js';
 
 // withLock runs its tasks from the built package (its worker file is JavaScript): `npm test`
 // builds it first.
@@ -44,17 +45,17 @@ function puppet(table: LockTable): Puppet {
 }
 
 function slotOf(table: LockTable, key: string): number {
-  const slot = table.directory.find(key, hashKey(key));
+  const slot = table[DIRECTORY].find(key, hashKey(key));
   assert.ok(slot >= 0, `${key} is bound`);
   return slot;
 }
 
 function word(table: LockTable, key: string): number {
-  return Atomics.load(table.slots, slotOf(table, key) * SLOT_WORDS + S_STATE);
+  return Atomics.load(table[SLOTS], slotOf(table, key) * SLOT_WORDS + S_STATE);
 }
 
 function sleepers(table: LockTable, key: string): number {
-  return Atomics.load(table.slots, slotOf(table, key) * SLOT_WORDS + S_SLEEPERS);
+  return Atomics.load(table[SLOTS], slotOf(table, key) * SLOT_WORDS + S_SLEEPERS);
 }
 
 function hex(n: number): string {
@@ -245,7 +246,7 @@ describe('a waiter whose thread is terminated takes its marks with it', () => {
     const geometry = {
       capacity: table.capacity,
       maxKeyLength: table.maxKeyLength,
-      records: table.grants.recordCount,
+      records: table[GRANTS].recordCount,
     };
     const slotF64 = new Float64Array(table.buffer, offsets(geometry).slotF64Offset, table.capacity);
     const reservedUntil = slotF64[slotOf(table, 'k') * SLOT_F64 + SF_HANDOFF_UNTIL]!;

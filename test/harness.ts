@@ -3,6 +3,7 @@
  * through shared memory (never through sleeps).
  */
 import { Worker } from 'node:worker_threads';
+import { LockTable } from '../src/index.js';
 
 const BOOT = new URL('./fixtures/boot.mjs', import.meta.url);
 const SCENARIOS = new URL('./fixtures/scenarios.ts', import.meta.url).href;
@@ -82,4 +83,41 @@ export function prng(seed: number): () => number {
     t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+const WORKERS = 4;
+
+/**
+ * Runs the counter scenario (fixtures/scenarios.ts) in 4 workers: `total` non-atomic increments
+ * under `lock` ('locktable': acquireSync; 'none': the negative control; 'run', 'runSync',
+ * 'runAllSync': those calls). Returns what they should have counted and what they counted.
+ */
+export async function countUnder(
+  lock: 'locktable' | 'none' | 'run' | 'runSync' | 'runAllSync',
+  keys: string[],
+  total: number,
+  seed: number,
+  async = false,
+) {
+  const table = new LockTable({ capacity: Math.max(16, keys.length * 2) });
+  const counters = new SharedArrayBuffer(keys.length * 4);
+  const ctrl = control();
+  const per = Math.ceil(total / WORKERS);
+  const workers = Array.from({ length: WORKERS }, (_, i) =>
+    spawn('counter', {
+      buffer: table.buffer,
+      ctrl: ctrl.buffer,
+      counters,
+      keys,
+      lock,
+      async,
+      iterations: per,
+      seed: seed + i,
+    }),
+  );
+  await waitFor(ctrl, CTRL_READY, (v) => v === WORKERS);
+  signal(ctrl, CTRL_GO);
+  await Promise.all(workers.map((w) => w.result));
+  const counted = new Int32Array(counters).reduce((a, b) => a + b, 0);
+  return { expected: per * WORKERS, counted, table };
 }

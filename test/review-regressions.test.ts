@@ -31,6 +31,7 @@ import {
 import { testHooks } from '../src/table/test-hooks.js';
 import { waitFor } from './harness.js';
 import { Puppet } from './puppets.js';
+import { DIRECTORY, GRANTS, HEADER, SLOTS } from '../src/table/internals.js';
 
 const puppets: Puppet[] = [];
 function puppet(table: LockTable): Puppet {
@@ -43,7 +44,7 @@ afterEach(async () => {
 });
 
 function slotOf(table: LockTable, key: string): number {
-  const slot = table.directory.find(key, hashKey(key));
+  const slot = table[DIRECTORY].find(key, hashKey(key));
   assert.ok(slot >= 0, `${key} is not bound`);
   return slot;
 }
@@ -59,7 +60,7 @@ describe('review regressions: exclusive deadlines and tokens', () => {
     const base = slotOf(table, 'k') * SLOT_WORDS;
     // The flags a waiter adds (announcement, starvation, parked) are set beforehand, so that the
     // word the waiter sees does not change when it announces itself or sleeps.
-    Atomics.or(table.slots, base + S_STATE, WAITING | WRITER_WAITING | STARVING | PARKED);
+    Atomics.or(table[SLOTS], base + S_STATE, WAITING | WRITER_WAITING | STARVING | PARKED);
     // 1. The holder stops inside an extend.
     let extend = (
       await holder.stallAt('extend:published', {
@@ -74,7 +75,7 @@ describe('review regressions: exclusive deadlines and tokens', () => {
       key: 'k',
       options: { waitTimeout: 1500, spinDelay: 0 },
     });
-    await waitFor(table.slots, base + S_SLEEPERS, (v) => v > 0);
+    await waitFor(table[SLOTS], base + S_SLEEPERS, (v) => v > 0);
     // 3. The holder finishes, extends again, and stops inside a third extend: with a one-bit
     //    parity, the word is the one the waiter saw in step 2.
     holder.resume();
@@ -274,7 +275,7 @@ describe('review regressions: binding mutex', () => {
     headerF64[HF_BIND_LOCK_DEADLINE] = 0;
     const binder = puppet(table);
     const bound = (await binder.stallAt('bind:locked', { op: 'acquire', key: 'b' })).reply;
-    assert.equal(Atomics.load(table.header, H_BIND_LOCK), binder.threadId + 1);
+    assert.equal(Atomics.load(table[HEADER], H_BIND_LOCK), binder.threadId + 1);
     // The binder has just taken the mutex and has not stamped its own deadline yet.
     const other = table.tryAcquire('c');
     binder.resume();
@@ -295,13 +296,13 @@ describe('review regressions: binding mutex', () => {
         options: { waitTimeout: 300 },
       })
     ).reply;
-    assert.equal(Atomics.load(table.slots, bind), bindingOf(robbed.threadId));
+    assert.equal(Atomics.load(table[SLOTS], bind), bindingOf(robbed.threadId));
     // A thief steals the mutex after the lease and sweeps the slot; then the robbed binder resumes.
     const second = thief.do({ op: 'acquire', key: 'K2', options: { waitTimeout: 2000 } });
-    await waitFor(table.slots, bind, (v) => v !== bindingOf(robbed.threadId));
+    await waitFor(table[SLOTS], bind, (v) => v !== bindingOf(robbed.threadId));
     await Promise.race([
       second,
-      waitFor(table.slots, bind, (v) => v === revokedOf(robbed.threadId)),
+      waitFor(table[SLOTS], bind, (v) => v === revokedOf(robbed.threadId)),
     ]);
     robbed.resume();
     const results = [
@@ -331,7 +332,7 @@ describe('review regressions: binding mutex', () => {
     // A is no longer bound; binding it again steals the dead binder's mutex after its lease and
     // finishes the eviction on the way.
     const a = await table.acquire('A', { waitTimeout: 2000 });
-    assert.equal(table.inspect('A')!.holders[0]!.threadId, table.grants.threadId);
+    assert.equal(table.inspect('A')!.holders[0]!.threadId, table[GRANTS].threadId);
     a.release();
   });
 
@@ -342,7 +343,7 @@ describe('review regressions: binding mutex', () => {
     const thief = puppet(table);
     await robbed.stallAt('bind:binding', { op: 'acquire', key: 'K1' });
     const second = thief.do({ op: 'acquire', key: 'K2', options: { waitTimeout: 5000 } });
-    await waitFor(table.slots, S_BIND, (v) => v === revokedOf(robbed.threadId));
+    await waitFor(table[SLOTS], S_BIND, (v) => v === revokedOf(robbed.threadId));
     // (A thread cannot die inside its bind window: only the test's stall lets it.)
     await robbed.stop();
     const r = await second;
@@ -358,15 +359,15 @@ describe('review regressions: sleepers that die', () => {
     const at = slotOf(table, 's') * SLOT_WORDS;
     const sleeper = puppet(table);
     void sleeper.do({ op: 'acquire', key: 's', options: { spinDelay: 0 } });
-    await waitFor(table.slots, at + S_SLEEPERS, (v) => v === 1);
+    await waitFor(table[SLOTS], at + S_SLEEPERS, (v) => v === 1);
     // Terminated asleep: its count in S_SLEEPERS is never taken back (no finally runs).
     await sleeper.stop();
-    assert.equal(Atomics.load(table.slots, at + S_SLEEPERS), 1);
+    assert.equal(Atomics.load(table[SLOTS], at + S_SLEEPERS), 1);
     lease.release();
     // The release woke nobody, so nobody sleeps: the word must come back to plain FREE, and the
     // next acquire and release must leave it there (the fast path, not a permanent slow one).
     table.acquireSync('s').release();
-    assert.equal(Atomics.load(table.slots, at + S_STATE), 0);
+    assert.equal(Atomics.load(table[SLOTS], at + S_STATE), 0);
   });
 });
 
@@ -378,10 +379,10 @@ describe('review regressions: handoffs', () => {
     // box: its bits, without the thread). In normal mode a release does not hand off at all
     // (barging): only a turn does.
     const at = slotOf(table, 'h') * SLOT_WORDS + S_STATE;
-    Atomics.or(table.slots, at, WAITING | WRITER_WAITING | STARVING);
+    Atomics.or(table[SLOTS], at, WAITING | WRITER_WAITING | STARVING);
     h.release();
     const reservedUntil = LockTable.now() + HANDOFF_PATIENCE_MS;
-    assert.notEqual(Atomics.load(table.slots, at) & HANDOFF, 0, 'the release did not hand off');
+    assert.notEqual(Atomics.load(table[SLOTS], at) & HANDOFF, 0, 'the release did not hand off');
     // One attempt that never waits may not take the handoff while it is reserved (its waiter
     // would come within microseconds); a request that waits may.
     const tried = table.tryAcquire('h');
@@ -439,13 +440,13 @@ describe('review regressions: hot-key back-off', () => {
       if (point === 'fast:watching' && holding) {
         void other.do({ op: 'release', lease: held });
         holding = false;
-        blockUntil(table.slots, atA, (v) => v === 0);
+        blockUntil(table[SLOTS], atA, (v) => v === 0);
       } else if (point === 'fast:sawFree' && !lost) {
         lost = true;
         void other.do({ op: 'tryAcquire', key: 'a' });
         held++; // the puppet numbers its leases in order
         holding = true;
-        blockUntil(table.slots, atA, (v) => v === (EXCLUSIVE | other.threadId));
+        blockUntil(table[SLOTS], atA, (v) => v === (EXCLUSIVE | other.threadId));
       }
     };
     const pending = table.acquire('a');
@@ -458,7 +459,7 @@ describe('review regressions: hot-key back-off', () => {
     const b = await other.do({ op: 'acquire', key: 'b' });
     const atB = slotOf(table, 'b') * SLOT_WORDS;
     const waiting = table.acquire('b', { spinDelay: 0 });
-    const parked = Atomics.load(table.slots, atB + S_SLEEPERS);
+    const parked = Atomics.load(table[SLOTS], atB + S_SLEEPERS);
     assert.ok((await other.do({ op: 'release', lease: b.lease })).ok);
     (await waiting).release();
     assert.equal(parked, 1, 'the lost race of an earlier, granted request leaked into this one');

@@ -15,24 +15,25 @@ import { type Lease, LockTable } from '../src/index.js';
 import { hashKey } from '../src/table/key.js';
 import { S_BIND, S_SLEEPERS, S_STATE, SLOT_WORDS } from '../src/table/layout.js';
 import { prng, seedFor, waitFor } from './harness.js';
+import { DIRECTORY, GRANTS, SLOTS } from '../src/table/internals.js';
 
 /** What the table holds for `key`: its state word and the records of its slot (for a failure). */
 function describeKey(table: LockTable, key: string): string {
-  const slot = table.directory.find(key, hashKey(key));
+  const slot = table[DIRECTORY].find(key, hashKey(key));
   if (slot < 0) return `${key}: not bound`;
   const base = slot * SLOT_WORDS;
-  const s = Atomics.load(table.slots, base + S_STATE);
+  const s = Atomics.load(table[SLOTS], base + S_STATE);
   const words = new Int32Array(table.buffer);
   const recs: string[] = [];
-  for (let r = 0; r < table.grants.recordCount; r++) {
-    const w = table.grants.recordWord(r);
+  for (let r = 0; r < table[GRANTS].recordCount; r++) {
+    const w = table[GRANTS].recordWord(r);
     if ((w & 7) !== 0)
-      recs.push(`r${r}: word 0x${(w >>> 0).toString(16)} slot ${table.grants.recordSlot(r)}`);
+      recs.push(`r${r}: word 0x${(w >>> 0).toString(16)} slot ${table[GRANTS].recordSlot(r)}`);
   }
   return (
     `records [${recs.join('; ')}] ` +
-    `${key}: slot ${slot}, state 0x${(s >>> 0).toString(16)}, bind ${table.slots[base + S_BIND]}, ` +
-    `sleepers ${table.slots[base + S_SLEEPERS]}, holders ${JSON.stringify(table.inspect(key), (_, v) => (typeof v === 'bigint' ? String(v) : v))}` +
+    `${key}: slot ${slot}, state 0x${(s >>> 0).toString(16)}, bind ${table[SLOTS][base + S_BIND]}, ` +
+    `sleepers ${table[SLOTS][base + S_SLEEPERS]}, holders ${JSON.stringify(table.inspect(key), (_, v) => (typeof v === 'bigint' ? String(v) : v))}` +
     `, header ${Array.from(words.subarray(0, 10)).join(',')}`
   );
 }
@@ -42,7 +43,7 @@ function describeSlots(table: LockTable): string {
   for (let slot = 0; slot < table.capacity; slot++) {
     const base = slot * SLOT_WORDS;
     out.push(
-      `slot ${slot}: state 0x${(Atomics.load(table.slots, base + S_STATE) >>> 0).toString(16)} bind 0x${(table.slots[base + S_BIND]! >>> 0).toString(16)}`,
+      `slot ${slot}: state 0x${(Atomics.load(table[SLOTS], base + S_STATE) >>> 0).toString(16)} bind 0x${(table[SLOTS][base + S_BIND]! >>> 0).toString(16)}`,
     );
   }
   const words = new Int32Array(table.buffer);

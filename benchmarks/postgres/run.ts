@@ -112,8 +112,8 @@ interface RunRecord {
   error?: string;
   perProcess?: number[];
   fairness?: number;
-  waits?: { p50: number; p99: number; max: number };
-  stats?: { serverGrants: number; handoffs: number };
+  waits?: { p50: number; p99: number; max: number } | undefined;
+  stats?: { serverGrants: number; handoffs: number } | undefined;
   results: WorkerResult[];
 }
 

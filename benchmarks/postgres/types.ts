@@ -33,7 +33,7 @@ export interface WorkerResult {
   /** The in-process counter after the window (= sections when nothing was lost). */
   counter: number;
   /** Acquire waits (ms) over the window. */
-  waits?: { p50: number; p99: number; max: number };
+  waits?: { p50: number; p99: number; max: number } | undefined;
   /** Handoff samples (µs), sorted. */
   handoffUs?: number[];
   /** Handoff: grants seen before the holder's release was sent (must be 0). */

@@ -10,20 +10,20 @@ import type { Mode } from './options.js';
 /** Options of a request that never waits. */
 export interface LockTryOptions {
   /** 'exclusive' (default) or 'shared'. */
-  mode?: Mode;
+  mode?: Mode | undefined;
   /**
    * ms the lease is valid. LockTable stamps a deadline; a backend without deadlines refuses a
    * finite value (see its documentation).
    */
-  hold?: number;
+  hold?: number | undefined;
 }
 
 /** Options of a request that may wait. */
 export interface LockWaitOptions extends LockTryOptions {
   /** ms to wait; 0 = exactly one attempt; Infinity = forever. */
-  waitTimeout?: number;
+  waitTimeout?: number | undefined;
   /** Cancels the wait: the request rejects with an AbortError and holds nothing. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 /** One grant of one key. */
@@ -38,6 +38,17 @@ export interface LockLease {
    * Releases the lock. Throws (or rejects with) ERR_LOCK_RELEASED when already released,
    * ERR_LOCK_STALE when the lock was lost before.
    */
+  release(): void | Promise<void>;
+}
+
+/**
+ * What acquireAll returns: the leases in the canonical key order, as an array, and one release()
+ * for them all (LeaseGroup for LockTable, AsyncLeaseGroup for PgLockTable: lease-group.ts).
+ */
+export interface LockGroup<L extends LockLease = LockLease> extends Array<L> {
+  /** True once release() ran. */
+  readonly released: boolean;
+  /** Releases every lease of the group (see lease-group.ts for the errors). */
   release(): void | Promise<void>;
 }
 
@@ -61,13 +72,19 @@ export interface Locks<
    * All the keys or none, taken in one canonical order (compareKeys), so that overlapping
    * multi-key requests never deadlock. waitTimeout bounds the whole call.
    */
-  acquireAll(keys: readonly string[], options?: LockWaitOptions): Promise<L[]>;
+  acquireAll(keys: readonly string[], options?: LockWaitOptions): Promise<LockGroup<L>>;
   /**
    * Acquires `key`, runs `fn(lease)`, and releases when `fn` settles (returns, throws, or its
    * promise settles). Holds until then: a signal that aborts while `fn` runs does not release
-   * early (it only cancels the wait).
+   * early (it only cancels the wait), as with navigator.locks.request.
    */
   run<T>(key: string, fn: (lease: L) => T | Promise<T>, options?: LockWaitOptions): Promise<T>;
+  /** acquireAll(keys), then as run(): `fn(group)`, and the group is released when `fn` settles. */
+  runAll<T>(
+    keys: readonly string[],
+    fn: (group: LockGroup<L>) => T | Promise<T>,
+    options?: LockWaitOptions,
+  ): Promise<T>;
   /** Who holds `key` right now, or null when nobody does. */
   inspect(key: string): D | null | Promise<D | null>;
   /** Every key held right now. */
@@ -111,16 +128,35 @@ export function checkFunction(name: string, fn: unknown): void {
   if (typeof fn !== 'function') throw invalidType(name, 'of type function', fn);
 }
 
+type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown };
+
+/** A failed release's error, with `fn`'s outcome as its cause (unless it has one). */
+function withOutcome(error: unknown, outcome: Outcome<unknown>): unknown {
+  if (error instanceof Error && error.cause === undefined) {
+    Object.defineProperty(error, 'cause', {
+      value: outcome.ok ? outcome.value : outcome.error,
+      configurable: true,
+      writable: true,
+    });
+  }
+  return error;
+}
+
+/** A lease, or a group of leases. */
+interface Releasable {
+  release(): void | Promise<void>;
+}
+
 /**
  * run()'s body, once a lease is held: awaits `fn(lease)`, then releases. A release that fails
  * (the lease was lost while `fn` ran) wins over `fn`'s outcome, which becomes its `cause`: the
  * caller must learn that the section may have overlapped the next holder's.
  */
-export async function runHolding<L extends LockLease, T>(
+export async function runHolding<L extends Releasable, T>(
   lease: L,
   fn: (lease: L) => T | Promise<T>,
 ): Promise<T> {
-  let outcome: { ok: true; value: T } | { ok: false; error: unknown };
+  let outcome: Outcome<T>;
   try {
     outcome = { ok: true, value: await fn(lease) };
   } catch (error) {
@@ -129,15 +165,54 @@ export async function runHolding<L extends LockLease, T>(
   try {
     await lease.release();
   } catch (error) {
-    if (error instanceof Error && error.cause === undefined) {
-      Object.defineProperty(error, 'cause', {
-        value: outcome.ok ? outcome.value : outcome.error,
-        configurable: true,
-        writable: true,
-      });
-    }
-    throw error;
+    throw withOutcome(error, outcome);
   }
   if (outcome.ok) return outcome.value;
   throw outcome.error;
+}
+
+/**
+ * runSync()'s body, once a lease is held: calls `fn(lease)`, then releases, as runHolding does. A
+ * `fn` that returns a promise (or any thenable) is refused once the lock is released: runSync
+ * holds the lock only while `fn` runs, so the promise's work would run unlocked. Its eventual
+ * rejection is swallowed (the TypeError already reports the misuse).
+ */
+export function runHoldingSync<L extends Releasable, T>(lease: L, fn: (lease: L) => T): T {
+  let outcome: Outcome<T>;
+  try {
+    const value = fn(lease);
+    if (isThenable(value)) {
+      (value as PromiseLike<unknown>).then(undefined, () => {});
+      outcome = { ok: false, error: thenableError() };
+    } else {
+      outcome = { ok: true, value };
+    }
+  } catch (error) {
+    outcome = { ok: false, error };
+  }
+  try {
+    void lease.release();
+  } catch (error) {
+    throw withOutcome(error, outcome);
+  }
+  if (outcome.ok) return outcome.value;
+  throw outcome.error;
+}
+
+function isThenable(value: unknown): boolean {
+  return (
+    ((typeof value === 'object' && value !== null) || typeof value === 'function') &&
+    typeof (value as { then?: unknown }).then === 'function'
+  );
+}
+
+function thenableError(): TypeError & { code: string } {
+  return Object.assign(
+    new TypeError(
+      'The "fn" argument of runSync returned a promise: runSync holds the lock only while fn runs ' +
+        'synchronously, so the lock was released before the promise settled. Use ' +
+        '`await table.run(key, fn)` for an async fn',
+    ),
+    { code: 'ERR_INVALID_RETURN_VALUE' },
+  );
 }

@@ -9,37 +9,51 @@ export type Mode = 'exclusive' | 'shared';
 
 export interface TableDefaults {
   /** ms to wait for a lock; 0 = one attempt; Infinity = forever (the default). */
-  waitTimeout?: number;
+  waitTimeout?: number | undefined;
   /** ms a lease is valid; its deadline is stamped in the slot. Default Infinity (no deadline). */
-  hold?: number;
+  hold?: number | undefined;
   /** ms after a holder's deadline before a waiter may reclaim the lock. Default 1000. */
-  failTimeout?: number;
+  failTimeout?: number | undefined;
   /** ms a blocked request spins before it sleeps. Default 0.05 (50 us). */
-  spinDelay?: number;
+  spinDelay?: number | undefined;
 }
 
 export interface LockTableOptions extends TableDefaults {
   /** Number of slots: how many distinct keys can be held (or waited on) at once. Default 1024. */
-  capacity?: number;
+  capacity?: number | undefined;
   /** Longest key, in UTF-16 code units. Default 64. */
-  maxKeyLength?: number;
+  maxKeyLength?: number | undefined;
   /** How many shared-mode leases can exist at once across all keys. Default 2 x capacity. */
-  maxSharedHolders?: number;
+  maxSharedHolders?: number | undefined;
 }
 
 export interface TryAcquireOptions {
-  mode?: Mode;
-  hold?: number;
+  mode?: Mode | undefined;
+  hold?: number | undefined;
 }
 
 export interface AcquireSyncOptions extends TryAcquireOptions {
-  waitTimeout?: number;
-  spinDelay?: number;
+  waitTimeout?: number | undefined;
+  spinDelay?: number | undefined;
 }
 
 export interface AcquireOptions extends AcquireSyncOptions {
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
+
+/** The option names each entry point knows; any other name is refused (checkKnownOptions). */
+export const TABLE_DEFAULTS_KEYS = ['waitTimeout', 'hold', 'failTimeout', 'spinDelay'] as const;
+export const LOCK_TABLE_OPTIONS_KEYS = [
+  'capacity',
+  'maxKeyLength',
+  'maxSharedHolders',
+  ...TABLE_DEFAULTS_KEYS,
+] as const;
+/**
+ * One list for every acquire call of LockTable: tryAcquire ignores the waiting options rather
+ * than refusing them, so that one options object serves all of them.
+ */
+export const ACQUIRE_OPTIONS_KEYS = ['mode', 'hold', 'waitTimeout', 'spinDelay', 'signal'] as const;
 
 export const DEFAULT_CAPACITY = 1024;
 export const DEFAULT_MAX_KEY_LENGTH = 64;
@@ -54,6 +68,21 @@ export const MAX_SPIN_DELAY = 1000;
 export function checkOptionsObject(name: string, value: unknown): void {
   if (value !== undefined && (value === null || typeof value !== 'object')) {
     throw invalidType(name, 'of type object', value);
+  }
+}
+
+/**
+ * Refuses an option name that is not one of `known` (a typo such as `capcity` would otherwise be
+ * ignored without a word). Own enumerable string keys only, as object spread sees them.
+ */
+export function checkKnownOptions(name: string, value: object, known: readonly string[]): void {
+  for (const field in value) {
+    if (!Object.hasOwn(value, field) || known.includes(field)) continue;
+    throw invalidValue(
+      `${name}.${field}`,
+      `is not a known option; the known options are ${known.join(', ')}`,
+      (value as Record<string, unknown>)[field],
+    );
   }
 }
 

@@ -13,32 +13,32 @@ export interface PgLockTableOptions extends pg.ClientConfig {
    * The first int4 of every lock (pg_advisory_lock(namespace, id)): programs that must not
    * share locks use different namespaces. Default 0x6c6f636b ('lock').
    */
-  namespace?: number;
+  namespace?: number | undefined;
   /** How many sessions (connections) the backend opens at most. Default 10. */
-  poolSize?: number;
+  poolSize?: number | undefined;
   /**
    * ms a holder may go without talking to the server before the server ends its session and
    * frees its locks (idle_session_timeout; a heartbeat runs every lease / 4 while leases are
    * held). Infinity: never. Default 5000.
    */
-  lease?: number;
+  lease?: number | undefined;
   /** Default ms to wait for a lock (0 = one attempt, Infinity = forever). Default Infinity. */
-  waitTimeout?: number;
+  waitTimeout?: number | undefined;
   /**
    * The process's shared-memory table, in front of the server: requests of this process for one
    * key queue there, and only one of them talks to the server (the main thread creates it, each
    * worker passes `LockTable.attach(buffer)`). Default: a private table, which covers this
    * PgLockTable only. Keys must then fit its maxKeyLength less the front's prefix (frontKeyLength).
    */
-  table?: LockTable;
+  table?: LockTable | undefined;
   /**
    * Lock cohorting: most exclusive grants in a row handed among this PgLockTable's own waiters
    * for a key on one server grant, before the server lock is given back. 1 = never hand over.
    * Default 32, at most 2^12.
    */
-  cohortLimit?: number;
+  cohortLimit?: number | undefined;
   /** ms after the server grant after which no more hand-overs start (0 = never hand over). Default 2. */
-  cohortMs?: number;
+  cohortMs?: number | undefined;
 }
 
 export interface ResolvedPgOptions {

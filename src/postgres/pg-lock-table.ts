@@ -16,7 +16,18 @@ import {
   type Locks,
   runHolding,
 } from '../api/locks.js';
-import { checkMode, checkMs, checkOptionsObject, checkSignal, type Mode } from '../api/options.js';
+import { AsyncLeaseGroup, asyncLeaseGroup } from '../api/lease-group.js';
+import {
+  checkKnownOptions,
+  checkMode,
+  checkMs,
+  checkOptionsObject,
+  checkSignal,
+  type Mode,
+} from '../api/options.js';
+
+/** The options of tryAcquire, acquire, acquireAll, run and runAll (the Locks contract's). */
+const PG_ACQUIRE_OPTIONS_KEYS = ['mode', 'hold', 'waitTimeout', 'signal'] as const;
 import {
   closedError,
   connectionError,
@@ -26,7 +37,7 @@ import {
   sqlState,
 } from './errors.js';
 import { Front, FrontHold, type FrontStats, releaseAll } from './front.js';
-import { Holding, type HoldingHost, PgLease } from './lease.js';
+import { Holding, PgLease } from './lease.js';
 import {
   checkPgKey,
   COHORT_BITS,
@@ -84,7 +95,9 @@ interface Grant {
 /** Control-session retries of a cancel that found the statement not yet started (ms). */
 const CANCEL_RETRY_MS = 10;
 
-export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
+// Not `implements HoldingHost`: the published types would show the internal interface. Holding
+// takes a PgLockTable as one, checked where it is made.
+export class PgLockTable implements Locks<PgLease, PgLockInfo> {
   readonly #options: ResolvedPgOptions;
   readonly #sessions: Sessions;
   readonly #holdings = new Set<Holding>();
@@ -164,16 +177,30 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
 
   /**
    * All the keys or none, on one session, in the canonical order (compareKeys). waitTimeout
-   * bounds the whole call; on any failure everything taken is released.
+   * bounds the whole call; on any failure everything taken is released. Returns the leases in
+   * that order as an AsyncLeaseGroup: an array with one `await release()` (and `await using`).
    */
-  async acquireAll(keys: readonly string[], options?: LockWaitOptions): Promise<PgLease[]> {
+  async acquireAll(
+    keys: readonly string[],
+    options?: LockWaitOptions,
+  ): Promise<AsyncLeaseGroup<PgLease>> {
     const ordered = orderKeys(keys, checkPgKey);
     const r = this.#resolve(options, true);
     if (ordered.length === 0) {
       if (r.signal?.aborted) throw new AbortError(undefined, r.signal.reason);
-      return [];
+      return asyncLeaseGroup([]);
     }
-    return (await this.#acquireFront(ordered, r, false))!;
+    return asyncLeaseGroup((await this.#acquireFront(ordered, r, false))!);
+  }
+
+  /** acquireAll(keys, options), then as run(): `fn(group)`, released when `fn` settles. */
+  async runAll<T>(
+    keys: readonly string[],
+    fn: (group: AsyncLeaseGroup<PgLease>) => T | Promise<T>,
+    options?: LockWaitOptions,
+  ): Promise<T> {
+    checkFunction('fn', fn);
+    return runHolding(await this.acquireAll(keys, options), fn);
   }
 
   /**
@@ -251,6 +278,7 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo>, HoldingHost {
 
   #resolve(options: LockWaitOptions | undefined, waits: boolean): Request {
     checkOptionsObject('options', options);
+    if (options !== undefined) checkKnownOptions('options', options, PG_ACQUIRE_OPTIONS_KEYS);
     const mode = checkMode('options.mode', options?.mode);
     if (options?.hold !== undefined && checkMs('options.hold', options.hold, false) !== Infinity) {
       throw invalidValue(

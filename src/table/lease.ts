@@ -7,12 +7,13 @@ import { inspect, type InspectOptions } from 'node:util';
 import { brand } from '../api/cross-build.js';
 import { releasedError, staleError } from '../api/errors.js';
 import type { Grants } from './grants.js';
+import { GRANTS } from './internals.js';
 import type { Mode } from './slot-state.js';
 import { checkMs } from '../api/options.js';
 
 /** What a lease needs from its table (kept out of the public API). */
 export interface LeaseHost {
-  readonly grants: Grants;
+  readonly [GRANTS]: Grants;
 }
 
 /** Bits of a lease's flags. */
@@ -95,7 +96,7 @@ export class Lease implements Disposable {
   get held(): boolean {
     const flags = this.flags;
     if ((flags & RELEASED) !== 0) return false;
-    const g = this.host.grants;
+    const g = this.host[GRANTS];
     return (flags & SHARED) === 0
       ? g.holdsExclusive(this.slot, this.tokenLo, this.tokenHi)
       : g.holdsShared(this.slot, this.word, this.tokenLo, this.tokenHi);
@@ -110,7 +111,7 @@ export class Lease implements Disposable {
     }
     // An exclusive lease, not released yet: the common case.
     this.flags = RELEASED;
-    if (!this.host.grants.releaseExclusive(this.slot, this.tokenLo, this.tokenHi, this.word))
+    if (!this.host[GRANTS].releaseExclusive(this.slot, this.tokenLo, this.tokenHi, this.word))
       throw staleError(this.key, 'release the lease');
   }
 
@@ -118,7 +119,7 @@ export class Lease implements Disposable {
   private releaseOther(flags: number): void {
     if ((flags & RELEASED) !== 0) throw releasedError(this.key, 'release the lease');
     this.flags = flags | RELEASED;
-    const g = this.host.grants;
+    const g = this.host[GRANTS];
     if ((flags & SHARED) === 0) {
       if (!g.releaseExclusive(this.slot, this.tokenLo, this.tokenHi, this.word))
         throw staleError(this.key, 'release the lease');
@@ -136,7 +137,7 @@ export class Lease implements Disposable {
   extend(ms: number): void {
     const hold = checkMs('ms', ms, false);
     if ((this.flags & RELEASED) !== 0) throw releasedError(this.key, 'extend the lease');
-    const g = this.host.grants;
+    const g = this.host[GRANTS];
     if ((this.flags & SHARED) === 0) {
       const state = g.extendExclusive(this.slot, this.tokenLo, this.tokenHi, hold);
       if (state < 0) throw staleError(this.key, 'extend the lease');
@@ -156,3 +157,33 @@ export class Lease implements Disposable {
   }
 }
 brand(Lease, 'Lease');
+
+/** Lease as the package exports it: `instanceof` works, `new` does not. */
+export interface LeaseConstructor {
+  readonly prototype: Lease;
+  [Symbol.hasInstance](value: unknown): value is Lease;
+}
+
+/**
+ * The exported Lease: a function that only throws, sharing the class's prototype (so `instanceof`
+ * holds, and `lease.constructor` is this one, not the class). The class itself stays inside the
+ * package: its constructor takes the table's internals, and it is kept plain for the fast path.
+ */
+export const PublicLease = function Lease(): never {
+  throw new TypeError(
+    'Illegal constructor: leases are made by a LockTable (tryAcquire, acquire, acquireSync, ' +
+      'acquireAll, run...)',
+  );
+} as unknown as LeaseConstructor;
+Object.defineProperty(PublicLease, 'prototype', { value: Lease.prototype });
+// Its own name, whatever the bundler renamed the function to (it shares a scope with the class).
+Object.defineProperty(PublicLease, 'name', { value: 'Lease' });
+Object.defineProperty(Lease.prototype, 'constructor', {
+  value: PublicLease,
+  writable: true,
+  configurable: true,
+});
+// Either build's leases (cross-build.ts): the class's own check.
+Object.defineProperty(PublicLease, Symbol.hasInstance, {
+  value: (value: unknown): boolean => value instanceof Lease,
+});

@@ -3,6 +3,7 @@
  * the edge, runs the fast path inline (hash, probe, one CAS), and hands everything else to the
  * waiting loop (waiting.ts) and the state machine (grants.ts, slot-state.ts).
  */
+import { inspect, type InspectOptions } from 'node:util';
 import { threadId as currentThreadId, type Worker } from 'node:worker_threads';
 import { monotonicNow } from '../api/clock.js';
 import { brand } from '../api/cross-build.js';
@@ -47,13 +48,16 @@ import {
   VERSION,
   type Views,
 } from './layout.js';
-import { checkFunction, orderKeys, runHolding } from '../api/locks.js';
-import { Lease, LEASE_RECOVERED, LEASE_SHARED, type LeaseHost } from './lease.js';
+import { checkFunction, orderKeys, runHolding, runHoldingSync } from '../api/locks.js';
+import { LeaseGroup, leaseGroup } from '../api/lease-group.js';
+import { Lease, LEASE_RECOVERED, LEASE_SHARED } from './lease.js';
 import {
   type AcquireOptions,
   type AcquireSyncOptions,
+  ACQUIRE_OPTIONS_KEYS,
   checkDefaults,
   checkInteger,
+  checkKnownOptions,
   checkKey,
   checkMode,
   checkMs,
@@ -64,8 +68,10 @@ import {
   DEFAULT_MAX_KEY_LENGTH,
   type LockTableOptions,
   MAX_CAPACITY,
+  LOCK_TABLE_OPTIONS_KEYS,
   MAX_KEY_LENGTH_LIMIT,
   type ResolvedDefaults,
+  TABLE_DEFAULTS_KEYS,
   type TableDefaults,
   type TryAcquireOptions,
 } from '../api/options.js';
@@ -77,6 +83,7 @@ import {
   TABLE_API_DEFAULTS,
 } from './defaults.js';
 import { Entries } from './entries.js';
+import { DIRECTORY, EXPLICIT_DEFAULTS, GRANTS, HEADER, SLOTS } from './internals.js';
 import { Records } from './records.js';
 import { SlotCache } from './slot-cache.js';
 import { testHooks } from './test-hooks.js';
@@ -102,8 +109,24 @@ import {
   STEP_SLEEP,
   STEP_SPIN,
   STEP_TIMEOUT,
-  type WaitCore,
 } from './waiting.js';
+
+/** What watch() needs of a piscina pool (Piscina 4 and 5 have it). */
+export interface WatchedPool {
+  readonly threads: readonly Worker[];
+  on(event: 'workerCreate', listener: () => void): unknown;
+  off(event: 'workerCreate', listener: () => void): unknown;
+}
+
+function isPool(value: unknown): value is WatchedPool {
+  return (
+    value !== null &&
+    typeof value === 'object' &&
+    Array.isArray((value as WatchedPool).threads) &&
+    typeof (value as WatchedPool).on === 'function' &&
+    typeof (value as WatchedPool).off === 'function'
+  );
+}
 
 export interface HolderInfo {
   threadId: number;
@@ -159,7 +182,9 @@ interface Resolved {
   signal: AbortSignal | undefined;
 }
 
-export class LockTable implements WaitCore, LeaseHost {
+// Not `implements WaitCore, LeaseHost`: the published types would then show the internals those
+// interfaces name. Request and Lease take a LockTable as either, checked where they are made.
+export class LockTable {
   readonly #buffer: SharedArrayBuffer;
   readonly #views: Views;
   readonly #defaults: ResolvedDefaults;
@@ -167,10 +192,10 @@ export class LockTable implements WaitCore, LeaseHost {
   readonly #explicitDefaults: Readonly<TableDefaults>;
   readonly #records: Records;
   readonly #entries: Entries;
-  /** @internal */ readonly directory: Directory;
-  /** @internal */ readonly grants: Grants;
-  /** @internal */ readonly slots: Int32Array;
-  /** @internal */ readonly header: Int32Array;
+  /** @internal */ readonly [DIRECTORY]: Directory;
+  /** @internal */ readonly [GRANTS]: Grants;
+  /** @internal */ readonly [SLOTS]: Int32Array;
+  /** @internal */ readonly [HEADER]: Int32Array;
   readonly #slotCache: SlotCache;
   /**
    * Set when this thread's fast path saw a busy key look free and lost it (or when it just handed
@@ -208,11 +233,11 @@ export class LockTable implements WaitCore, LeaseHost {
       signal: undefined,
     });
     this.#records = new Records(views);
-    this.slots = views.slots;
-    this.header = views.header;
-    this.grants = new Grants(views, this.#records, checkThreadId(), defaults.failTimeout);
-    this.directory = new Directory(views, this.grants.threadId);
-    this.#entries = new Entries(views, this.grants.threadId);
+    this[SLOTS] = views.slots;
+    this[HEADER] = views.header;
+    this[GRANTS] = new Grants(views, this.#records, checkThreadId(), defaults.failTimeout);
+    this[DIRECTORY] = new Directory(views, this[GRANTS].threadId);
+    this.#entries = new Entries(views, this[GRANTS].threadId);
     this.#slotCache = new SlotCache(views.slots);
     this.#maxKeyLength = views.geometry.maxKeyLength;
   }
@@ -225,6 +250,7 @@ export class LockTable implements WaitCore, LeaseHost {
     if (!(buffer instanceof SharedArrayBuffer))
       throw invalidType('buffer', 'an instance of SharedArrayBuffer', buffer);
     checkOptionsObject('defaults', defaults);
+    if (defaults !== undefined) checkKnownOptions('defaults', defaults, TABLE_DEFAULTS_KEYS);
     const handleDefaults = checkDefaults('defaults', defaults);
     if (buffer.byteLength < HEADER_BYTES) {
       throw invalidValue(
@@ -264,6 +290,16 @@ export class LockTable implements WaitCore, LeaseHost {
     }
   }
 
+  /**
+   * What console.log and util.inspect show: the table's size and how many keys are held now, not
+   * its shared memory.
+   */
+  [inspect.custom](_depth: number, options: InspectOptions): string {
+    const { capacity, maxKeyLength } = this;
+    const held = this.held().length;
+    return `LockTable ${inspect({ capacity, maxKeyLength, held }, options)}`;
+  }
+
   /** The table itself: share it with other threads and attach to it there. */
   get buffer(): SharedArrayBuffer {
     return this.#buffer;
@@ -290,7 +326,7 @@ export class LockTable implements WaitCore, LeaseHost {
    * neither set is undefined. withLock puts its call's options over them and its own library
    * defaults under them.
    */
-  get explicitDefaults(): Readonly<TableDefaults> {
+  get [EXPLICIT_DEFAULTS](): Readonly<TableDefaults> {
     return this.#explicitDefaults;
   }
 
@@ -315,7 +351,7 @@ export class LockTable implements WaitCore, LeaseHost {
   acquireSync(key: string, options?: AcquireSyncOptions): Lease {
     // The fast path is kept small enough for the JIT to inline into the caller, lease included
     // (DESIGN.md, "The cost of the fast path"): anything else is #acquireSync.
-    if (options === undefined && this.grants.yieldSlot < 0) {
+    if (options === undefined && this[GRANTS].yieldSlot < 0) {
       const plain = this.#plain;
       const lease = this.#fastCached(key, plain.hold, plain.spinDelay > 0);
       if (lease !== undefined) return lease ?? this.#waitSync(key, plain);
@@ -327,7 +363,7 @@ export class LockTable implements WaitCore, LeaseHost {
     checkKey('key', key, this.#maxKeyLength);
     const o = options === undefined ? this.#plain : this.#resolve(options, true, false);
     // This thread just handed a key off to a starving writer: see #yieldsTurn.
-    if (this.grants.yieldSlot >= 0 && this.#yieldsTurn(key, o.mode)) return this.#waitSync(key, o);
+    if (this[GRANTS].yieldSlot >= 0 && this.#yieldsTurn(key, o.mode)) return this.#waitSync(key, o);
     return this.#fast(key, o.mode, o.hold, o.spinDelay > 0) ?? this.#waitSync(key, o);
   }
 
@@ -339,7 +375,7 @@ export class LockTable implements WaitCore, LeaseHost {
    * one section. Either way the courtesy is used up.
    */
   #yieldsTurn(key: string, mode: Mode): boolean {
-    const g = this.grants;
+    const g = this[GRANTS];
     const yielded = g.yieldSlot;
     g.yieldSlot = -1;
     if (mode !== 'exclusive' || this.#slotCache.lookup(key)?.slot !== yielded) return false;
@@ -349,7 +385,7 @@ export class LockTable implements WaitCore, LeaseHost {
 
   /** Waits without blocking the event loop (Atomics.waitAsync). Rejects on timeout or abort. */
   acquire(key: string, options?: AcquireOptions): Promise<Lease> {
-    if (options === undefined && this.grants.yieldSlot < 0) {
+    if (options === undefined && this[GRANTS].yieldSlot < 0) {
       const plain = this.#plain;
       const lease = this.#fastCached(key, plain.hold, plain.spinDelay > 0);
       // Busy: straight to the waiting loop. A second fast attempt could win after this one lost a
@@ -364,7 +400,7 @@ export class LockTable implements WaitCore, LeaseHost {
     checkKey('key', key, this.#maxKeyLength);
     const o = options === undefined ? this.#plain : this.#resolve(options, true, true);
     if (o.signal?.aborted) throw new AbortError(key, o.signal.reason);
-    const yields = this.grants.yieldSlot >= 0 && this.#yieldsTurn(key, o.mode);
+    const yields = this[GRANTS].yieldSlot >= 0 && this.#yieldsTurn(key, o.mode);
     return (
       (yields ? null : this.#fast(key, o.mode, o.hold, o.spinDelay > 0)) ?? this.#waitAsync(key, o)
     );
@@ -380,9 +416,10 @@ export class LockTable implements WaitCore, LeaseHost {
   /**
    * All the keys or none, blocking. Keys are taken in one canonical order (by UTF-16 code units),
    * so overlapping multi-key requests never deadlock; waitTimeout bounds the whole call. On any
-   * failure, whatever was taken is released before the error is thrown.
+   * failure, whatever was taken is released before the error is thrown. Returns the leases in
+   * that order as a LeaseGroup: an array with one release() (and `using`) for them all.
    */
-  acquireAllSync(keys: readonly string[], options?: AcquireSyncOptions): Lease[] {
+  acquireAllSync(keys: readonly string[], options?: AcquireSyncOptions): LeaseGroup<Lease> {
     const ordered = this.#orderKeys(keys);
     const o = this.#resolve(options, true, false);
     const deadline = monotonicNow() + o.waitTimeout;
@@ -396,7 +433,7 @@ export class LockTable implements WaitCore, LeaseHost {
         if (lease === null) throw timeoutError(key, o.waitTimeout);
         taken.push(lease);
       }
-      return taken;
+      return leaseGroup(taken);
     } catch (error) {
       releaseAll(taken);
       throw error;
@@ -404,7 +441,7 @@ export class LockTable implements WaitCore, LeaseHost {
   }
 
   /** All the keys or none, without blocking the event loop. See acquireAllSync. */
-  async acquireAll(keys: readonly string[], options?: AcquireOptions): Promise<Lease[]> {
+  async acquireAll(keys: readonly string[], options?: AcquireOptions): Promise<LeaseGroup<Lease>> {
     const ordered = this.#orderKeys(keys);
     const o = this.#resolve(options, true, true);
     if (o.signal?.aborted) throw new AbortError(ordered[0], o.signal.reason);
@@ -419,7 +456,7 @@ export class LockTable implements WaitCore, LeaseHost {
         if (lease === null) throw timeoutError(key, o.waitTimeout);
         taken.push(lease);
       }
-      return taken;
+      return leaseGroup(taken);
     } catch (error) {
       releaseAll(taken);
       throw error;
@@ -442,10 +479,41 @@ export class LockTable implements WaitCore, LeaseHost {
     return runHolding(await this.acquire(key, options), fn);
   }
 
+  /**
+   * Acquires `key` (as acquireSync() does, blocking this thread), calls `fn(lease)`, and releases
+   * when it returns or throws; returns its value. `fn` must be synchronous: one that returns a
+   * promise is refused with a TypeError (ERR_INVALID_RETURN_VALUE) once the lock is released. A
+   * lease lost while `fn` ran throws ERR_LOCK_STALE (`cause`: `fn`'s outcome).
+   */
+  runSync<T>(key: string, fn: (lease: Lease) => T, options?: AcquireSyncOptions): T {
+    checkFunction('fn', fn);
+    return runHoldingSync(this.acquireSync(key, options), fn);
+  }
+
+  /** acquireAll(keys, options), then as run(): `fn(group)`, released when `fn` settles. */
+  async runAll<T>(
+    keys: readonly string[],
+    fn: (group: LeaseGroup<Lease>) => T | Promise<T>,
+    options?: AcquireOptions,
+  ): Promise<T> {
+    checkFunction('fn', fn);
+    return runHolding(await this.acquireAll(keys, options), fn);
+  }
+
+  /** acquireAllSync(keys, options), then as runSync(): `fn(group)`, released when it returns. */
+  runAllSync<T>(
+    keys: readonly string[],
+    fn: (group: LeaseGroup<Lease>) => T,
+    options?: AcquireSyncOptions,
+  ): T {
+    checkFunction('fn', fn);
+    return runHoldingSync(this.acquireAllSync(keys, options), fn);
+  }
+
   /** Who holds `key` right now (null when nobody does). Reads only; never waits or acquires. */
   inspect(key: string): LockInfo | null {
     checkKey('key', key, this.#views.geometry.maxKeyLength);
-    const slot = this.directory.find(key, hashKey(key));
+    const slot = this[DIRECTORY].find(key, hashKey(key));
     if (slot < 0) return null;
     const info = this.#describe(slot);
     return info !== null && info.key === key ? info : null;
@@ -469,7 +537,7 @@ export class LockTable implements WaitCore, LeaseHost {
    */
   releaseAllOwnedBy(threadId: number): number {
     checkInteger('threadId', threadId, 0, MAX_THREAD_ID);
-    if (threadId === this.grants.threadId) {
+    if (threadId === this[GRANTS].threadId) {
       throw outOfRange(
         'threadId',
         'the id of another thread (one that has exited), not the calling thread',
@@ -477,20 +545,20 @@ export class LockTable implements WaitCore, LeaseHost {
       );
     }
     let released = 0;
-    const slots = this.slots;
+    const slots = this[SLOTS];
     for (let slot = 0; slot < this.#views.geometry.capacity; slot++) {
       const s = Atomics.load(slots, slot * SLOT_WORDS + S_STATE);
       if (
         (s & (EXCLUSIVE | FIELD)) === (EXCLUSIVE | threadId) &&
-        this.grants.forceReleaseExclusive(slot, threadId)
+        this[GRANTS].forceReleaseExclusive(slot, threadId)
       ) {
         released++;
       }
     }
-    released += this.grants.forceReleaseSharedOf(threadId);
+    released += this[GRANTS].forceReleaseSharedOf(threadId);
     // What it announced while waiting goes too (the live waiters announce again).
-    this.grants.withdrawAll();
-    this.directory.releaseBindingsOf(threadId);
+    this[GRANTS].withdrawAll();
+    this[DIRECTORY].releaseBindingsOf(threadId);
     // Its request entries (entries.ts: pending requests, its doorbell) go too.
     this.#entries.freeOwnedBy(threadId);
     return released;
@@ -498,26 +566,60 @@ export class LockTable implements WaitCore, LeaseHost {
 
   /**
    * Frees every lock `worker` holds as soon as it exits (crash, terminate(), process.exit()).
-   * Returns a function that stops watching.
+   * Given a piscina pool, does so for every thread the pool has now or starts later: locks taken
+   * inside a pool's tasks are freed when a task's thread dies. Returns a function that stops
+   * watching.
    */
-  watch(worker: Worker): () => void {
+  watch(target: Worker | WatchedPool): () => void {
+    if (isPool(target)) return this.#watchPool(target);
+    const worker = target;
     if (
       worker === null ||
       typeof worker !== 'object' ||
       typeof (worker as Worker).once !== 'function'
     ) {
-      throw invalidType('worker', 'an instance of Worker', worker);
+      throw invalidType('worker', 'an instance of Worker or of Piscina', worker);
     }
     const id = worker.threadId;
     if (typeof id !== 'number' || id < 0) {
       throw invalidValue('worker', 'must be a running Worker (it has no threadId)', worker);
     }
+    return this.#watchWorker(worker, id, () => {});
+  }
+
+  #watchWorker(worker: Worker, id: number, exited: () => void): () => void {
     const onExit = (): void => {
+      exited();
       this.releaseAllOwnedBy(id);
     };
     worker.once('exit', onExit);
     return () => {
       worker.off('exit', onExit);
+    };
+  }
+
+  /**
+   * Piscina announces a new thread ('workerCreate') before it gives it a task, and lists it in
+   * `pool.threads` from its start: each announcement watches the threads not watched yet.
+   */
+  #watchPool(pool: WatchedPool): () => void {
+    const watched = new Map<number, () => void>();
+    const refresh = (): void => {
+      for (const worker of pool.threads) {
+        const id = worker.threadId;
+        if (id < 0 || watched.has(id)) continue;
+        watched.set(
+          id,
+          this.#watchWorker(worker, id, () => watched.delete(id)),
+        );
+      }
+    };
+    pool.on('workerCreate', refresh);
+    refresh();
+    return () => {
+      pool.off('workerCreate', refresh);
+      for (const unwatch of watched.values()) unwatch();
+      watched.clear();
     };
   }
 
@@ -544,7 +646,7 @@ export class LockTable implements WaitCore, LeaseHost {
     const entry = cache.get(key);
     if (entry === undefined) return undefined;
     const slot = entry.slot;
-    const g = this.grants;
+    const g = this[GRANTS];
     if (!g.fastExclusive(slot, hold) && !(spin && this.#fastSpin(slot, hold))) return null;
     // Held now, so the binding is frozen: the same generation means the same key.
     if (cache.isCurrent(entry)) {
@@ -563,7 +665,7 @@ export class LockTable implements WaitCore, LeaseHost {
    * that it does not spin for a key that is taken back at once. True: granted.
    */
   #fastSpin(slot: number, hold: number): boolean {
-    const g = this.grants;
+    const g = this[GRANTS];
     testHooks.stall?.('fast:watching');
     if (!g.watchForFree(slot)) return false;
     testHooks.stall?.('fast:sawFree');
@@ -574,12 +676,12 @@ export class LockTable implements WaitCore, LeaseHost {
 
   /** The fast path for a key that is not in the slot cache: hash, probe, CAS, key compare. */
   #fastProbe(key: string, hold: number): Lease | null {
-    const slot = this.directory.find(key, hashKey(key));
-    if (slot < 0 || !this.grants.fastExclusive(slot, hold)) return null;
+    const slot = this[DIRECTORY].find(key, hashKey(key));
+    if (slot < 0 || !this[GRANTS].fastExclusive(slot, hold)) return null;
     // The slot cannot be rebound while we hold it: a key that matches now is the key we hold.
-    if (this.directory.matches(slot, key))
+    if (this[DIRECTORY].matches(slot, key))
       return this.#granted(key, 'exclusive', hold, slot, false);
-    this.grants.undoGrant(slot, 'exclusive');
+    this[GRANTS].undoGrant(slot, 'exclusive');
     return null;
   }
 
@@ -589,7 +691,7 @@ export class LockTable implements WaitCore, LeaseHost {
    */
   #granted(key: string, mode: Mode, hold: number, slot: number, recovered: boolean): Lease {
     this.#slotCache.remember(key, slot);
-    const g = this.grants;
+    const g = this[GRANTS];
     if (mode === 'exclusive') {
       const flags = recovered ? LEASE_RECOVERED : 0;
       const deadline = hold === Infinity ? Infinity : g.deadline;
@@ -610,7 +712,7 @@ export class LockTable implements WaitCore, LeaseHost {
   [FACADE](): FacadeCore {
     return {
       entries: this.#entries,
-      threadId: this.grants.threadId,
+      threadId: this[GRANTS].threadId,
       steal: async (key, options) => {
         checkKey('key', key, this.#maxKeyLength);
         const o = this.#resolve(options, true, true);
@@ -728,6 +830,7 @@ export class LockTable implements WaitCore, LeaseHost {
     const d = this.#defaults;
     if (options === undefined) return this.#plain;
     checkOptionsObject('options', options);
+    checkKnownOptions('options', options, ACQUIRE_OPTIONS_KEYS);
     return {
       mode: checkMode('options.mode', options.mode),
       hold: options.hold === undefined ? d.hold : checkMs('options.hold', options.hold, false),
@@ -767,7 +870,7 @@ export class LockTable implements WaitCore, LeaseHost {
           token:
             (BigInt(v.slots[base + S_TOKEN_HI]!) << 32n) |
             BigInt(v.slots[base + S_TOKEN_LO]! >>> 0),
-          deadline: this.grants.exclusiveDeadline(slot, s),
+          deadline: this[GRANTS].exclusiveDeadline(slot, s),
         });
       } else {
         const records = this.#records;
@@ -827,6 +930,7 @@ let pendingAttach: { buffer: SharedArrayBuffer; views: Views; defaults: TableDef
 function createTable(options: LockTableOptions | undefined) {
   checkOptionsObject('options', options);
   const o = options ?? {};
+  checkKnownOptions('options', o, LOCK_TABLE_OPTIONS_KEYS);
   const capacity =
     o.capacity === undefined
       ? DEFAULT_CAPACITY

@@ -22,6 +22,7 @@
 import { monotonicNow } from '../api/clock.js';
 import { BIND_BUSY, BIND_FULL, type Directory, BIND_LOCK_LEASE_MS } from './directory.js';
 import { GRANTED, type Grants, leaveWord, NO_RECORD, SPIN_LOADS, UNBOUND_SLOT } from './grants.js';
+import { DIRECTORY, GRANTS, HEADER, SLOTS } from './internals.js';
 import {
   H_BIND_LOCK,
   S_BIND_GEN,
@@ -75,10 +76,10 @@ export const STEP_NO_RECORD = 5;
 export const STEP_RECURSION = 6;
 
 export interface WaitCore {
-  readonly directory: Directory;
-  readonly grants: Grants;
-  readonly slots: Int32Array;
-  readonly header: Int32Array;
+  readonly [DIRECTORY]: Directory;
+  readonly [GRANTS]: Grants;
+  readonly [SLOTS]: Int32Array;
+  readonly [HEADER]: Int32Array;
 }
 
 export class Request implements WaiterView {
@@ -170,17 +171,17 @@ export class Request implements WaiterView {
     this.slot = slot;
     this.#genLo = genLo;
     this.#genHi = genHi;
-    this.threadId = core.grants.threadId;
-    this.startReleaseSeq = core.grants.releaseSeq;
+    this.threadId = core[GRANTS].threadId;
+    this.startReleaseSeq = core[GRANTS].releaseSeq;
     this.startedAt = monotonicNow();
     this.deadline = this.startedAt + waitTimeout;
-    this.slots = core.slots;
-    this.sleepArray = core.slots;
+    this.slots = core[SLOTS];
+    this.sleepArray = core[SLOTS];
     this.#now = this.startedAt;
   }
 
   get releaseSeq(): number {
-    return this.#core.grants.releaseSeq;
+    return this.#core[GRANTS].releaseSeq;
   }
 
   get waitedMs(): number {
@@ -194,22 +195,22 @@ export class Request implements WaiterView {
   /** One round of the loop described at the top of this file. */
   step(): number {
     const core = this.#core;
-    const grants = core.grants;
+    const grants = core[GRANTS];
     for (;;) {
       this.#now = monotonicNow();
       // The slot was unbound since we found our key there (and maybe bound to another key).
       if (this.slot >= 0 && !this.#stillBound(this.slot)) this.slot = -1;
       if (this.slot < 0) {
-        const found = core.directory.findOrBind(this.key);
+        const found = core[DIRECTORY].findOrBind(this.key);
         if (found === BIND_FULL) return STEP_FULL;
         if (found === BIND_BUSY) {
-          const word = core.directory.bindLockWord();
+          const word = core[DIRECTORY].bindLockWord();
           // Free mutex but busy: a slot the key needs is a robbed binder's or an evictor's for a
           // moment. Look again at once twice, then in 1 ms steps (woken early by the next unlock).
           if (word === 0 && ++this.#bindBusySeen <= 2) continue;
           if (this.#now >= this.deadline) return STEP_TIMEOUT;
           return this.#sleepOn(
-            core.header,
+            core[HEADER],
             H_BIND_LOCK,
             word,
             Math.min(this.deadline - this.#now, word === 0 ? 1 : BIND_LOCK_LEASE_MS),
@@ -232,7 +233,7 @@ export class Request implements WaiterView {
       // Back from a back-off slice: a key that is still in use (its token moved) is not ours to
       // snatch between two of its holder's sections; our turn comes when we starve (#backsOff).
       if (this.#backOffToken !== NOT_BACKING_OFF) {
-        const token = Atomics.load(core.slots, slot * SLOT_WORDS + S_TOKEN_LO);
+        const token = Atomics.load(core[SLOTS], slot * SLOT_WORDS + S_TOKEN_LO);
         const moved = token !== this.#backOffToken;
         this.#backOffToken = NOT_BACKING_OFF;
         if (moved && this.waitedMs < STARVATION_MS && this.#now < this.deadline)
@@ -317,9 +318,9 @@ export class Request implements WaiterView {
         ms = Math.min(ms, Math.max(0.05, STARVATION_MS - this.waitedMs));
       if (this.#backsOff(s, announced)) {
         if (!this.#payWakeUpDebt(slot, s)) continue;
-        return this.#backOff(slot, Atomics.load(core.slots, slot * SLOT_WORDS + S_TOKEN_LO));
+        return this.#backOff(slot, Atomics.load(core[SLOTS], slot * SLOT_WORDS + S_TOKEN_LO));
       }
-      return this.#sleepOn(core.slots, slot * SLOT_WORDS + S_STATE, announced, ms, true);
+      return this.#sleepOn(core[SLOTS], slot * SLOT_WORDS + S_STATE, announced, ms, true);
     }
   }
 
@@ -441,7 +442,7 @@ export class Request implements WaiterView {
     const base = slot * SLOT_WORDS;
     const lo = Atomics.load(slots, base + S_BIND_GEN);
     const hi = Atomics.load(slots, base + S_BIND_GEN_HI);
-    if (!this.#core.directory.matches(slot, this.key)) return false;
+    if (!this.#core[DIRECTORY].matches(slot, this.key)) return false;
     if (Atomics.load(slots, base + S_BIND_GEN) !== lo) return false;
     if (Atomics.load(slots, base + S_BIND_GEN_HI) !== hi) return false;
     this.#genLo = lo;
@@ -468,8 +469,8 @@ export class Request implements WaiterView {
   /** After a grant: is the slot still bound to our key? If not, give it back and look again. */
   #keyStillOurs(): boolean {
     const core = this.#core;
-    if (core.directory.matches(this.slot, this.key)) return true;
-    core.grants.undoGrant(this.slot, this.mode);
+    if (core[DIRECTORY].matches(this.slot, this.key)) return true;
+    core[GRANTS].undoGrant(this.slot, this.mode);
     this.slot = -1;
     return false;
   }
@@ -483,13 +484,13 @@ export class Request implements WaiterView {
     if ((s & (HANDOFF | UNBOUND)) !== 0 || (s & FIELD) === 0) return false;
     if (this.#sharedCheckedSlot !== slot) {
       this.#sharedCheckedSlot = slot;
-      this.#sharedHeld = this.#core.grants.holdsSharedAny(slot, this.threadId);
+      this.#sharedHeld = this.#core[GRANTS].holdsSharedAny(slot, this.threadId);
     }
     return this.#sharedHeld;
   }
 
   #reclaimableIn(slot: number, s: number): number {
-    return this.#core.grants.reclaimableIn(slot, s, this.#now, this.failTimeout);
+    return this.#core[GRANTS].reclaimableIn(slot, s, this.#now, this.failTimeout);
   }
 
   /** Sets this request's announcement bits (a hint; a failed CAS is fine). Returns the word. */
@@ -503,7 +504,7 @@ export class Request implements WaiterView {
     const at = slot * SLOT_WORDS + S_STATE;
     // On a failed CAS return the word we checked: the sleep's own CAS then fails and the loop
     // looks again, rather than sleeping on a word nobody has judged busy.
-    return Atomics.compareExchange(this.#core.slots, at, s, want) === s ? want : s;
+    return Atomics.compareExchange(this.#core[SLOTS], at, s, want) === s ? want : s;
   }
 
   #sleepOn(array: Int32Array, index: number, value: number, ms: number, isSlot: boolean): number {

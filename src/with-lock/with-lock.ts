@@ -3,7 +3,8 @@
  * event loop), run the task in a piscina worker while the lock is held, release it when the task
  * settles. A task that runs longer than execTimeout (or is aborted while running) has its worker
  * terminated, and the lock is released only after that thread has exited: piscina rejects an
- * aborted run before the thread is dead (see ../shared/NODE-NOTES.md), so its 'exit' event is
+ * aborted run before the thread is dead (DESIGN.md, "withLock"; with-lock.test.ts, "negative
+ * control: releasing on piscina's AbortError lets the runaway write on"), so its 'exit' event is
  * what we wait for.
  *
  * The life of one call (a TaskRun):
@@ -23,7 +24,7 @@
  * execTimeout) stands, and a contender reclaims it failTimeout later (`recovered: true`). The
  * task's worker belongs to the dead thread's pool and dies with it.
  */
-import type { Worker } from 'node:worker_threads';
+import type { Transferable, Worker } from 'node:worker_threads';
 import {
   AbortError,
   execTimeoutError,
@@ -34,9 +35,11 @@ import {
 } from '../api/errors.js';
 import type { Lease } from '../table/lease.js';
 import { layerDefaults, WITH_LOCK_DEFAULTS } from '../table/defaults.js';
+import { EXPLICIT_DEFAULTS } from '../table/internals.js';
 import { LockTable } from '../table/lock-table.js';
 import {
   checkDefaults,
+  checkKnownOptions,
   checkMode,
   checkMs,
   checkOptionsObject,
@@ -75,7 +78,7 @@ export type TaskFunction<A, R> = (args: A, lock: TaskLock) => R | Promise<R>;
 export interface ModuleTask {
   module: string | URL;
   /** The export to call. Default 'default'. */
-  name?: string;
+  name?: string | undefined;
 }
 
 export interface WithLockOptions<A = unknown> {
@@ -83,33 +86,50 @@ export interface WithLockOptions<A = unknown> {
    * The task's first argument (structured clone; SharedArrayBuffers inside are shared). Args that
    * cannot be cloned are refused before the lock is taken.
    */
-  args?: A;
-  mode?: Mode;
+  args?: A | undefined;
+  mode?: Mode | undefined;
   /**
    * ms to wait for the lock; 0 = one attempt; Infinity = forever. Default: the handle's, else the
    * table's, else 5000.
    */
-  waitTimeout?: number;
+  waitTimeout?: number | undefined;
   /**
    * ms the task may run once it has started in its worker; Infinity allowed. Default 5000 (a
    * table's `hold` does not apply: the lease is held for execTimeout).
    */
-  execTimeout?: number;
+  execTimeout?: number | undefined;
   /**
    * ms past a dead holder's deadline before this call may reclaim its lock. Default: the handle's,
    * else the table's, else 1000.
    */
-  failTimeout?: number;
+  failTimeout?: number | undefined;
   /**
    * ms this call spins before it sleeps while waiting for the lock. Default: the handle's, else the
    * table's, else 0.05.
    */
-  spinDelay?: number;
+  spinDelay?: number | undefined;
   /** Cancels the wait, or stops a running task like an exec timeout (rejects with AbortError). */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
   /** Your own Piscina; a string task is then the name of one of its file's exports. */
-  pool?: TaskPool;
+  pool?: TaskPool | undefined;
+  /**
+   * Objects in `args` to move to the task's worker instead of copying them (ArrayBuffers,
+   * MessagePorts...), as with postMessage: after the call they are detached in the caller.
+   */
+  transferList?: readonly Transferable[] | undefined;
 }
+
+const WITH_LOCK_OPTIONS = [
+  'args',
+  'mode',
+  'waitTimeout',
+  'execTimeout',
+  'failTimeout',
+  'spinDelay',
+  'signal',
+  'pool',
+  'transferList',
+] as const;
 
 /**
  * While a task is queued, its lease is renewed this many times per execTimeout, so that the slot's
@@ -131,13 +151,19 @@ export async function withLock<R = unknown, A = unknown>(
   if (typeof key !== 'string') throw invalidType('key', 'of type string', key);
   checkOptionsObject('options', options);
   const o = options ?? {};
+  checkKnownOptions('options', o, WITH_LOCK_OPTIONS);
   const pool = o.pool === undefined ? undefined : checkPool(o.pool);
+  if (o.transferList !== undefined && !Array.isArray(o.transferList)) {
+    throw invalidType('options.transferList', 'an array', o.transferList);
+  }
   const source = describeTask(task, pool);
   const { mode, waitTimeout, execTimeout, failTimeout, spinDelay, signal } = withLockSettings(
     table,
     o,
   );
-  checkArgs(o.args);
+  // With a transferList, args are checked when sent: a clone here would copy what the caller
+  // means to move (and could not clone a MessagePort at all).
+  if (o.transferList === undefined) checkArgs(o.args);
   const runPool = pool ?? getDefaultPool();
 
   const lease = await handleFor(table, failTimeout).acquire(key, {
@@ -150,6 +176,7 @@ export async function withLock<R = unknown, A = unknown>(
   return (await new TaskRun(runPool, pool !== undefined, lease, table, {
     task: source,
     args: o.args,
+    transferList: o.transferList,
     execTimeout,
     signal,
   }).outcome) as Awaited<R>;
@@ -174,7 +201,7 @@ export function withLockSettings(table: LockTable, o: WithLockOptions): WithLock
     failTimeout: o.failTimeout,
     spinDelay: o.spinDelay,
   });
-  const set = layerDefaults(call, table.explicitDefaults);
+  const set = layerDefaults(call, table[EXPLICIT_DEFAULTS]);
   return {
     mode: checkMode('options.mode', o.mode),
     waitTimeout: set.waitTimeout ?? WITH_LOCK_DEFAULTS.waitTimeout,
@@ -227,7 +254,7 @@ export function handleFor(table: LockTable, failTimeout: number): LockTable {
   let handle = byTimeout.get(failTimeout);
   if (handle === undefined) {
     if (byTimeout.size >= 16) byTimeout.clear();
-    const defaults: TableDefaults = { ...table.explicitDefaults, failTimeout };
+    const defaults: TableDefaults = { ...table[EXPLICIT_DEFAULTS], failTimeout };
     handle = LockTable.attach(table.buffer, defaults);
     byTimeout.set(failTimeout, handle);
   }
@@ -314,6 +341,7 @@ function parses(source: string): boolean {
 interface RunSpec {
   task: TaskSource;
   args: unknown;
+  transferList: readonly Transferable[] | undefined;
   execTimeout: number;
   signal: AbortSignal | undefined;
 }
@@ -344,7 +372,7 @@ class TaskRun {
     ownPool: boolean,
     lease: Lease,
     table: LockTable,
-    { task, args, execTimeout, signal }: RunSpec,
+    { task, args, transferList, execTimeout, signal }: RunSpec,
   ) {
     this.outcome = new Promise((resolve, reject) => {
       this.#resolve = resolve;
@@ -377,6 +405,7 @@ class TaskRun {
       running = pool.run(payload, {
         // On the caller's pool, run withLock's own worker file; it imports the named task.
         ...(ownPool ? { filename: RUNNER_FILE, name: 'default' } : {}),
+        ...(transferList === undefined ? {} : { transferList }),
       });
     } catch (error) {
       this.#finish(error);

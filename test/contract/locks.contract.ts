@@ -183,7 +183,68 @@ export function lockContract(
       assert.equal(await b.locks.inspect(x), null);
       assert.equal(await b.locks.inspect(z), null);
       await blocker.release();
-      assert.deepEqual(await b.locks.acquireAll([]), []);
+      assert.deepEqual([...(await b.locks.acquireAll([]))], []);
+    });
+
+    test('acquireAll returns one group: an array of leases with one release() for them all', async () => {
+      const [x, y] = [keyOf('group-x'), keyOf('group-y')];
+      const group = await b.locks.acquireAll([y, x]);
+      assert.ok(Array.isArray(group));
+      assert.equal(group.length, 2);
+      const [first, second] = group;
+      assert.deepEqual([first!.key, second!.key], [x, y].sort());
+      // A part of a group is a plain array: it does not release the whole.
+      assert.equal(Object.getPrototypeOf(group.map((l) => l.key)), Array.prototype);
+      assert.equal(group.released, false);
+      // A lease released by hand is skipped by the group.
+      await first!.release();
+      await group.release();
+      assert.equal(group.released, true);
+      assert.equal(first!.held || second!.held, false);
+      assert.equal(await b.locks.inspect(x), null);
+      assert.equal(await b.locks.inspect(y), null);
+      await assert.rejects(async () => group.release(), { code: 'ERR_LOCK_RELEASED' });
+    });
+
+    test('runAll(): holds every key while fn runs, releases the group on return and on throw', async () => {
+      const [x, y] = [keyOf('runall-x'), keyOf('runall-y')];
+      const value = await b.locks.runAll([y, x], async (group) => {
+        assert.equal(group.length, 2);
+        assert.equal(await b.locks.tryAcquire(x), null);
+        assert.equal(await b.locks.tryAcquire(y), null);
+        return 'done';
+      });
+      assert.equal(value, 'done');
+      assert.equal(await b.locks.inspect(x), null);
+      const boom = new Error('boom');
+      await assert.rejects(
+        b.locks.runAll([x, y], () => {
+          throw boom;
+        }),
+        (e) => e === boom,
+      );
+      assert.equal(await b.locks.inspect(x), null);
+      assert.equal(await b.locks.inspect(y), null);
+    });
+
+    test('run(): a signal that aborts while waiting rejects with AbortError; fn never runs, nothing is held', async () => {
+      const key = keyOf('run-abort');
+      const blocker = await b.locks.acquire(key);
+      const controller = new AbortController();
+      let ran = false;
+      const pending = b.locks.run(
+        key,
+        () => {
+          ran = true;
+        },
+        { signal: controller.signal },
+      );
+      await sleep(5);
+      controller.abort(new Error('no longer needed'));
+      await assert.rejects(pending, { name: 'AbortError', code: 'ABORT_ERR' });
+      assert.equal(ran, false);
+      await blocker.release();
+      assert.equal(await b.locks.inspect(key), null);
     });
 
     test('run(): holds while fn runs, returns its value, releases on return and on throw', async () => {
