@@ -149,7 +149,8 @@ export const SCENARIOS: readonly ScenarioDef[] = [
   {
     id: 'handoff',
     title: 'Handoff latency',
-    description: 'release by one worker -> acquire by the other, which has waited (asleep) 0.2 ms',
+    description:
+      'release by one worker -> acquire by the other, which announced its request 20 µs before the release',
     apis: ['sync', 'async'],
     metrics: [
       { key: 'handoffP50Us', label: 'p50', unit: 'us', better: 'lower' },

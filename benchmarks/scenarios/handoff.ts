@@ -1,6 +1,6 @@
 /**
  * `handoff`: two workers take turns on one key; each turn measures release by one worker ->
- * acquire by the other, which has been waiting (asleep) for HOLD_MS. Reports p50 / p99 / max.
+ * acquire by the other, which has been waiting for HOLD_MS (20 us). Reports p50 / p99 / max.
  */
 import {
   C_DONE,
