@@ -31,7 +31,7 @@ const CONTENDED = 2;
 
 /** Blocks the thread until the word at `index` is ours. */
 export function lock(words: Int32Array, index: number): void {
-  let c = Atomics.compareExchange(words, index, FREE, LOCKED);
+  const c = Atomics.compareExchange(words, index, FREE, LOCKED);
   if (c === FREE) return;
   lockSlow(words, index, c);
 }
