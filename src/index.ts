@@ -1,5 +1,6 @@
 export { LockTable, type LockInfo, type HolderInfo } from './table/lock-table.js';
 export { Lease } from './table/lease.js';
+export { KeyHandle } from './table/key-handle.js';
 export { LockError, AbortError, type LockErrorCode } from './api/errors.js';
 export type { Mode } from './api/options.js';
 export type {
