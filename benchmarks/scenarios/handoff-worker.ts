@@ -22,7 +22,7 @@ import {
   W_SECTIONS,
   workerWord,
 } from '../control.js';
-import type { Api } from '../peers/types.js';
+import { type Api, prepared } from '../peers/types.js';
 import { connectPeer } from './connect.js';
 
 export interface HandoffWorkerData {
@@ -34,6 +34,8 @@ export interface HandoffWorkerData {
   /** Float64: [0] = when the last holder released (ms); then each worker's samples. */
   samples: SharedArrayBuffer;
   sampleCapacity: number;
+  /** Lock through a prepared key (locktable's KeyHandle): the handle variant. */
+  handles?: boolean;
 }
 
 /** Which worker (index + 1) released last; written under the lock. */
@@ -88,13 +90,17 @@ function makeSection(counters: Int32Array) {
 }
 
 const client = await connectPeer();
+const lock = data.handles ? prepared(client, [data.key])[0]! : undefined;
 
 async function loop(counters: Int32Array, maxSections: number, untilMs: number) {
   const section = makeSection(counters);
   let n = 0;
   while (n < maxSections && Atomics.load(control, C_STOP) === 0 && performance.now() < untilMs) {
     Atomics.store(control, myRequest, 1);
-    if (data.api === 'sync') client.sync!(data.key, section);
+    if (lock !== undefined) {
+      if (data.api === 'sync') lock.sync!(section);
+      else await lock.async(section);
+    } else if (data.api === 'sync') client.sync!(data.key, section);
     else await client.async(data.key, section);
     n++;
   }
