@@ -1,35 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { KeyHandle, LockError, LockTable } from '../src/index.js';
-import { control, CTRL_GO, CTRL_READY, seedFor, signal, spawn, waitFor } from './harness.js';
+import { churn } from './churn.js';
 
-async function churn(brokenHandle: boolean) {
-  const keys = Array.from({ length: 48 }, (_, i) => `handle:${i}`);
-  const table = new LockTable({ capacity: 8 });
-  const counters = new SharedArrayBuffer(keys.length * 4);
-  const inside = new SharedArrayBuffer(keys.length * 4);
-  const ctrl = control();
-  const seed = seedFor(`key handle churn${brokenHandle ? ' (broken handle)' : ''}`);
-  const per = 10_000;
-  const workers = Array.from({ length: 4 }, (_, i) =>
-    spawn<{ overlaps: number; confused: number }>('handleChurn', {
-      buffer: table.buffer,
-      ctrl: ctrl.buffer,
-      counters,
-      inside,
-      keys,
-      iterations: per,
-      seed: seed + i,
-      brokenHandle,
-    }),
-  );
-  await waitFor(ctrl, CTRL_READY, (v) => v === 4);
-  signal(ctrl, CTRL_GO);
-  const results = await Promise.all(workers.map((w) => w.result));
-  const overlaps = results.reduce((sum, r) => sum + r.overlaps, 0);
-  const confused = results.reduce((sum, r) => sum + r.confused, 0);
-  const counted = new Int32Array(counters).reduce((a, b) => a + b, 0);
-  return { overlaps, confused, counted, expected: per * 4, table };
+function handleChurn(brokenHandle: boolean) {
+  return churn('handleChurn', `key handle churn${brokenHandle ? ' (broken handle)' : ''}`, {
+    brokenHandle,
+  });
 }
 
 describe('key handles (table.key)', () => {
@@ -116,7 +93,7 @@ describe('key handles (table.key)', () => {
   });
 
   test('churn across 4 workers: 48 keys through 8 slots by handles, slots rebound under them, never confused', async () => {
-    const { overlaps, confused, counted, expected, table } = await churn(false);
+    const { overlaps, confused, counted, expected, table } = await handleChurn(false);
     assert.equal(confused, 0, `${confused} leases did not hold their own key's lock`);
     assert.equal(overlaps, 0, `${overlaps} sections overlapped under one key`);
     assert.equal(counted, expected);
@@ -124,7 +101,7 @@ describe('key handles (table.key)', () => {
   });
 
   test('negative control: the same churn with handles that trust an unchecked binding is caught', async () => {
-    const { overlaps, confused, counted, expected } = await churn(true);
+    const { overlaps, confused, counted, expected } = await handleChurn(true);
     console.log(
       `# broken handle: ${confused} leases on another key's lock, ${overlaps} overlaps, ${expected - counted} lost updates`,
     );
