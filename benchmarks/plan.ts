@@ -48,6 +48,10 @@ export interface ScenarioDef {
   estimateMs(settings: Settings, config: Config, peer: PeerInfo, variant?: Variant): number;
 }
 
+/** locktable also runs through key handles (table.key(k)); every other peer with its key string. */
+const withHandles = (peer: PeerInfo): Variant[] =>
+  peer.name === 'locktable' ? ['none', 'handle'] : ['none'];
+
 const SINGLE_THREAD_ONLY =
   'single thread only: its Mutex lives in one thread and excludes async tasks of that thread';
 const ONLY_LOCKTABLE = (what: string) => (peer: PeerInfo) =>
@@ -92,11 +96,12 @@ export const SCENARIOS: readonly ScenarioDef[] = [
     ],
     primary: 'opsPerSecond',
     configs: () => [{ place: 'worker' }, { place: 'main' }],
-    variants: (peer) => (peer.name === 'locktable' ? ['none', 'paired'] : ['none']),
+    variants: (peer) =>
+      peer.name === 'locktable' ? ['none', 'paired', 'handle', 'paired-handle'] : ['none'],
     eligible: () => true,
     // Paired: calibration (4 x 30 ms), 5 warm-up pairs, the measured pairs, a worker's start.
     estimateMs: (s, c, _peer, variant) =>
-      variant === 'paired'
+      variant === 'paired' || variant === 'paired-handle'
         ? 120 + (5 + s.pairedChunks) * 2 * s.pairedChunkMs + (c.place === 'worker' ? 150 : 0)
         : s.uncontendedTimeMs * 1.3 + 150,
   },
@@ -109,6 +114,7 @@ export const SCENARIOS: readonly ScenarioDef[] = [
     metrics: [{ key: 'opsPerSecond', label: 'ops/s', unit: 'ops/s', better: 'higher' }],
     primary: 'opsPerSecond',
     configs: () => [{ place: 'worker' }],
+    variants: withHandles,
     eligible: () => true,
     estimateMs: micro,
   },
@@ -120,6 +126,7 @@ export const SCENARIOS: readonly ScenarioDef[] = [
     metrics: throughputMetrics,
     primary: 'opsPerSecond',
     configs: (s) => (s.quick ? [1, 2, 8] : [1, 2, 4, 8]).map((workers) => ({ workers })),
+    variants: withHandles,
     eligible: multiThread,
     estimateMs: (s, c) => windowed(s) + (c.workers ?? 1) * 60,
   },
@@ -131,6 +138,7 @@ export const SCENARIOS: readonly ScenarioDef[] = [
     metrics: throughputMetrics,
     primary: 'opsPerSecond',
     configs: () => [{ workers: 4 }],
+    variants: withHandles,
     eligible: multiThread,
     estimateMs: (s) => windowed(s) + 240,
   },
@@ -149,7 +157,8 @@ export const SCENARIOS: readonly ScenarioDef[] = [
   {
     id: 'handoff',
     title: 'Handoff latency',
-    description: 'release by one worker -> acquire by the other, which has waited (asleep) 0.2 ms',
+    description:
+      'release by one worker -> acquire by the other, which announced its request 20 µs before the release',
     apis: ['sync', 'async'],
     metrics: [
       { key: 'handoffP50Us', label: 'p50', unit: 'us', better: 'lower' },
@@ -158,6 +167,7 @@ export const SCENARIOS: readonly ScenarioDef[] = [
     ],
     primary: 'handoffP50Us',
     configs: () => [{ workers: 2 }],
+    variants: withHandles,
     eligible: multiThread,
     estimateMs: windowed,
   },

@@ -76,7 +76,8 @@ function cell(row: Row, metric: MetricDef): string {
 }
 
 function label(row: Row): string {
-  if (isPaired(row)) return `${row.peer} ${row.api}, paired with baseline (same thread)`;
+  if (isPaired(row))
+    return `${row.peer} ${row.api}${row.variant === 'paired-handle' ? ' handle' : ''}, paired with baseline (same thread)`;
   return `${row.peer} ${row.api}${row.variant && row.variant !== 'none' ? ` ${row.variant}` : ''}`;
 }
 

@@ -28,7 +28,16 @@ export type RecoveryVariant = 'watch' | 'deadline' | 'none';
  * A variant of a configuration for one peer. `paired` (uncontended, locktable only): locktable and
  * the raw baseline measured in the same thread, in alternating chunks (scenarios/paired.ts).
  */
-export type Variant = RecoveryVariant | 'paired';
+export type Variant = RecoveryVariant | 'paired' | 'handle' | 'paired-handle';
+
+/**
+ * `handle` (locktable only): each key is prepared once (`table.key(k)`, a KeyHandle) and every
+ * section locks through it, skipping the key's lookup; `paired-handle` is `paired` with handles.
+ * The baseline always hashes its key on every call.
+ */
+export function usesHandles(variant: Variant | undefined): boolean {
+  return variant === 'handle' || variant === 'paired-handle';
+}
 
 export interface Settings {
   quick: boolean;

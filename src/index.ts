@@ -4,6 +4,7 @@ export type { LeaseConstructor } from './table/lease.js';
 import { PublicLease, type Lease as LeaseClass } from './table/lease.js';
 export const Lease = PublicLease;
 export type Lease = LeaseClass;
+export type { KeyHandle } from './table/key-handle.js';
 export { LockError, AbortError, type LockErrorCode } from './api/errors.js';
 export type { Mode } from './api/options.js';
 export type {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { LockTable } from '../src/index.js';
 import { SLOT_CACHE_LIMIT, SlotCache } from '../src/table/slot-cache.js';
-import { control, CTRL_GO, CTRL_READY, seedFor, signal, spawn, waitFor } from './harness.js';
+import { churn } from './churn.js';
 
 /** Runs `fn` with a slot cache that trusts remembered slots blindly (the negative control). */
 function withBrokenCache<T>(fn: () => T): T {
@@ -24,33 +24,10 @@ function reuseOneSlot(): LockTable {
   return table;
 }
 
-async function churn(brokenCache: boolean) {
-  const keys = Array.from({ length: 48 }, (_, i) => `cache:${i}`);
-  const table = new LockTable({ capacity: 8 });
-  const counters = new SharedArrayBuffer(keys.length * 4);
-  const inside = new SharedArrayBuffer(keys.length * 4);
-  const ctrl = control();
-  const seed = seedFor(`slot cache churn${brokenCache ? ' (broken cache)' : ''}`);
-  const per = 10_000;
-  const workers = Array.from({ length: 4 }, (_, i) =>
-    spawn<{ overlaps: number; confused: number }>('cacheChurn', {
-      buffer: table.buffer,
-      ctrl: ctrl.buffer,
-      counters,
-      inside,
-      keys,
-      iterations: per,
-      seed: seed + i,
-      brokenCache,
-    }),
-  );
-  await waitFor(ctrl, CTRL_READY, (v) => v === 4);
-  signal(ctrl, CTRL_GO);
-  const results = await Promise.all(workers.map((w) => w.result));
-  const overlaps = results.reduce((sum, r) => sum + r.overlaps, 0);
-  const confused = results.reduce((sum, r) => sum + r.confused, 0);
-  const counted = new Int32Array(counters).reduce((a, b) => a + b, 0);
-  return { overlaps, confused, counted, expected: per * 4, table };
+function cacheChurn(brokenCache: boolean) {
+  return churn('cacheChurn', `slot cache churn${brokenCache ? ' (broken cache)' : ''}`, {
+    brokenCache,
+  });
 }
 
 describe('slot cache', () => {
@@ -72,7 +49,7 @@ describe('slot cache', () => {
   });
 
   test('churn across 4 workers: 48 keys through 8 slots, cached slots rebound under them, never confused', async () => {
-    const { overlaps, confused, counted, expected, table } = await churn(false);
+    const { overlaps, confused, counted, expected, table } = await cacheChurn(false);
     assert.equal(confused, 0, `${confused} leases did not hold their own key's lock`);
     assert.equal(overlaps, 0, `${overlaps} sections overlapped under one key`);
     assert.equal(counted, expected);
@@ -80,7 +57,7 @@ describe('slot cache', () => {
   });
 
   test('negative control: the same churn with a cache that trusts stale slots is caught', async () => {
-    const { overlaps, confused, counted, expected } = await churn(true);
+    const { overlaps, confused, counted, expected } = await cacheChurn(true);
     console.log(
       `# broken cache: ${confused} leases on another key's lock, ${overlaps} overlaps, ${expected - counted} lost updates`,
     );

@@ -1,9 +1,8 @@
-/** The raw Atomics baseline (raw-mutex.ts) as a peer: one futex word per key, made ahead of time. */
+/** The raw Atomics baseline (raw-mutex.ts) as a peer: one futex word per key, found by hashing the key on every call. */
 import { BaselineKeys } from './raw-mutex.js';
 import type { LockClient, PeerAdapter } from './types.js';
 
 interface Shared {
-  keys: readonly string[];
   words: SharedArrayBuffer;
 }
 
@@ -30,12 +29,12 @@ function client(keys: BaselineKeys): LockClient {
 
 export const baseline: PeerAdapter = {
   async host({ keys }) {
-    const words = new BaselineKeys(keys);
-    const shared: Shared = { keys, words: words.buffer };
+    const words = new BaselineKeys(keys.length);
+    const shared: Shared = { words: words.buffer };
     return { shared, adopt() {}, async prepare() {}, client: client(words) };
   },
   async connect(shared) {
-    const { keys, words } = shared as Shared;
-    return client(new BaselineKeys(keys, words));
+    const { words } = shared as Shared;
+    return client(new BaselineKeys(0, words));
   },
 };

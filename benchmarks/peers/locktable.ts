@@ -32,6 +32,29 @@ function client(table: LockTable, hold: number | undefined): LockClient {
         lease.release();
       }
     },
+    prepare(keys) {
+      return keys.map((key) => {
+        const handle = table.key(key);
+        return {
+          sync(section) {
+            const lease = handle.acquireSync(options);
+            try {
+              section();
+            } finally {
+              lease.release();
+            }
+          },
+          async async(section) {
+            const lease = await handle.acquire(options);
+            try {
+              section();
+            } finally {
+              lease.release();
+            }
+          },
+        };
+      });
+    },
   };
 }
 

@@ -1,17 +1,22 @@
 /**
- * The raw Atomics baseline that every locktable figure is compared against: the classic futex
- * mutex ("mutex2" in Ulrich Drepper, "Futexes Are Tricky") on one Int32 word per key.
+ * The raw Atomics baseline that every locktable figure is compared against: the fastest per-key
+ * lock a careful user would write for string keys. The classic futex mutex ("mutex2" in Ulrich
+ * Drepper, "Futexes Are Tricky") on one Int32 word per key, the word found by hashing the key on
+ * every call: FNV-1a over its UTF-16 code units into an array of words, each padded to its own
+ * 64-byte cache line. No Map, no key table, no per-key set-up.
  *
  *   0 = free, 1 = locked, 2 = locked and someone may be asleep on the word.
  *
  * lock: CAS 0 -> 1 (fast path); else spin a little; else set 2 and Atomics.wait while it is 2.
  * unlock: exchange to 0; if the old value was 2, Atomics.notify one sleeper.
  *
- * It has no fairness, no deadlines, no fencing tokens and no dead-holder recovery: it is the
- * floor of what a lock can cost, not a competitor.
+ * Two keys whose hashes meet share a word (lock striping): still exclusive for each key, only
+ * less concurrent. The array has at least 4 words per key the scenario names, so the scenarios'
+ * keys rarely share one. It has no fairness, no deadlines, no fencing tokens and no dead-holder
+ * recovery: it is the floor of what a lock on a string key can cost, not a competitor.
  */
 
-/** Int32 words per cache line (64 bytes): each key's word gets a line of its own. */
+/** Int32 words per cache line (64 bytes): each word gets a line of its own. */
 export const WORDS_PER_LINE = 16;
 
 /**
@@ -26,8 +31,12 @@ const CONTENDED = 2;
 
 /** Blocks the thread until the word at `index` is ours. */
 export function lock(words: Int32Array, index: number): void {
-  let c = Atomics.compareExchange(words, index, FREE, LOCKED);
+  const c = Atomics.compareExchange(words, index, FREE, LOCKED);
   if (c === FREE) return;
+  lockSlow(words, index, c);
+}
+
+function lockSlow(words: Int32Array, index: number, c: number): void {
   for (let spin = 0; spin < SPIN_LIMIT; spin++) {
     c = Atomics.load(words, index);
     if (c === FREE) {
@@ -43,14 +52,21 @@ export function lock(words: Int32Array, index: number): void {
   }
 }
 
+/** The promise every uncontended lockAsync returns: settled already, allocated once. */
+const LOCKED_NOW: Promise<void> = Promise.resolve();
+
 /**
- * The same lock without blocking the event loop: the slow path awaits Atomics.waitAsync.
- * It is an async function on purpose, so that `await lockAsync(...)` costs what
- * `await table.acquire(...)` costs a caller: a promise and a microtask turn, even uncontended.
+ * The same lock without blocking the event loop. A free word costs one CAS and returns a promise
+ * that is already settled (allocated once); only a busy word goes to the async slow path, which
+ * spins, then awaits Atomics.waitAsync.
  */
-export async function lockAsync(words: Int32Array, index: number): Promise<void> {
-  let c = Atomics.compareExchange(words, index, FREE, LOCKED);
-  if (c === FREE) return;
+export function lockAsync(words: Int32Array, index: number): Promise<void> {
+  const c = Atomics.compareExchange(words, index, FREE, LOCKED);
+  if (c === FREE) return LOCKED_NOW;
+  return lockAsyncSlow(words, index, c);
+}
+
+async function lockAsyncSlow(words: Int32Array, index: number, c: number): Promise<void> {
   for (let spin = 0; spin < SPIN_LIMIT; spin++) {
     c = Atomics.load(words, index);
     if (c === FREE) {
@@ -70,22 +86,29 @@ export function unlock(words: Int32Array, index: number): void {
   if (Atomics.exchange(words, index, FREE) === CONTENDED) Atomics.notify(words, index, 1);
 }
 
+/** FNV-1a over the key's UTF-16 code units (what the baseline pays on every call). */
+export function fnv1a(key: string): number {
+  let h = 0x811c9dc5 | 0;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
+  return h;
+}
+
 /**
- * String keys for the baseline. Choice: every key is assigned its word ahead of time, and each
- * lock call looks the key up in a Map (key -> word index). The per-call Map.get is kept on
- * purpose: locktable hashes and finds the key on every call, so the baseline pays a (cheaper)
- * lookup too instead of being handed a bare index. Keys cannot be added later: that is what a
- * lock table is for, and what this baseline does not do.
+ * String keys for the baseline: every call hashes its key (fnv1a) to a word of the array. Nothing
+ * is set up per key; the array is sized once from how many keys the scenario names.
  */
 export class BaselineKeys {
   readonly words: Int32Array;
-  readonly #index: Map<string, number>;
+  /** Words in the array, minus one (a power of two minus one: the hash's mask). */
+  readonly #mask: number;
 
-  /** `keys`: every key the run will lock. `buffer`: an existing word array (another thread's). */
-  constructor(keys: readonly string[], buffer?: SharedArrayBuffer) {
-    this.#index = new Map(keys.map((key, i) => [key, i * WORDS_PER_LINE]));
-    const bytes = Math.max(1, keys.length) * WORDS_PER_LINE * 4;
-    this.words = new Int32Array(buffer ?? new SharedArrayBuffer(bytes));
+  /** `keyCount`: keys the run will lock. `buffer`: an existing word array (another thread's). */
+  constructor(keyCount: number, buffer?: SharedArrayBuffer) {
+    const lines = buffer
+      ? buffer.byteLength / (WORDS_PER_LINE * 4)
+      : Math.max(1024, 2 ** Math.ceil(Math.log2(4 * Math.max(1, keyCount))));
+    this.#mask = lines - 1;
+    this.words = new Int32Array(buffer ?? new SharedArrayBuffer(lines * WORDS_PER_LINE * 4));
   }
 
   get buffer(): SharedArrayBuffer {
@@ -93,9 +116,7 @@ export class BaselineKeys {
   }
 
   indexOf(key: string): number {
-    const index = this.#index.get(key);
-    if (index === undefined) throw new Error(`baseline: key ${JSON.stringify(key)} has no word`);
-    return index;
+    return (fnv1a(key) & this.#mask) * WORDS_PER_LINE;
   }
 
   lock(key: string): void {

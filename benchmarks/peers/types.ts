@@ -20,6 +20,23 @@ export interface LockClient {
   /** Present only for peers that can block a thread (locktable and the raw baseline). */
   sync?: (key: string, section: () => void) => void;
   async: (key: string, section: () => void) => Promise<void>;
+  /**
+   * locktable only: one prepared lock per key (KeyHandle), in the order of `keys`, for the
+   * `handle` variants (spec.ts, usesHandles).
+   */
+  prepare?: (keys: readonly string[]) => PreparedLock[];
+}
+
+/** A lock on one key, prepared ahead of time: LockClient without the key argument. */
+export interface PreparedLock {
+  sync?: (section: () => void) => void;
+  async: (section: () => void) => Promise<void>;
+}
+
+/** The prepared locks of `client` for `keys`: the peer's own, or an error. */
+export function prepared(client: LockClient, keys: readonly string[]): PreparedLock[] {
+  if (client.prepare === undefined) throw new Error('this peer has no prepared keys');
+  return client.prepare(keys);
 }
 
 /** What a scenario asks of a peer's host. Only locktable uses the recovery options. */

@@ -21,7 +21,7 @@ import {
   W_SECTIONS,
   workerWord,
 } from '../control.js';
-import type { Api } from '../peers/types.js';
+import { type Api, prepared } from '../peers/types.js';
 import { connectPeer } from './connect.js';
 
 export interface ContendedWorkerData {
@@ -43,6 +43,8 @@ export interface ContendedWorkerData {
   /** Float64 wait samples (ms), `sampleCapacity` per worker, written as a ring. */
   samples: SharedArrayBuffer;
   sampleCapacity: number;
+  /** Lock through prepared keys (locktable's KeyHandle): the handle variant. */
+  handles?: boolean;
 }
 
 /** Sample the wait of every 16th section (a power of two: the test is a mask). */
@@ -100,10 +102,21 @@ function sectionsFor(counters: Int32Array) {
 
 const client = await connectPeer();
 const MASK = SAMPLE_STRIDE - 1;
+/**
+ * The lock calls, indexed like the keys: the peer's (key, section) calls, or with handles the
+ * prepared locks' (section) calls. Both loops below call `sync(k, section)` either way.
+ */
+const locks = data.handles ? prepared(client, keys) : [];
+const lockSync: (k: number, section: () => void) => void = data.handles
+  ? (k, section) => locks[k]!.sync!(section)
+  : (k, section) => client.sync!(keys[k]!, section);
+const lockAsync: (k: number, section: () => void) => Promise<void> = data.handles
+  ? (k, section) => locks[k]!.async(section)
+  : (k, section) => client.async(keys[k]!, section);
 
 function loopSync(counters: Int32Array, maxSections: number, untilMs: number): number {
   const { plain, timed } = sectionsFor(counters);
-  const sync = client.sync!;
+  const sync = lockSync;
   let n = 0;
   while (n < maxSections && Atomics.load(control, C_STOP) === 0) {
     const k = nextKey();
@@ -111,9 +124,9 @@ function loopSync(counters: Int32Array, maxSections: number, untilMs: number): n
       const now = performance.now();
       if (now > untilMs) break;
       requested = now;
-      sync(keys[k]!, timed[k]!);
+      sync(k, timed[k]!);
     } else {
-      sync(keys[k]!, plain[k]!);
+      sync(k, plain[k]!);
     }
     n++;
   }
@@ -129,9 +142,9 @@ async function loopAsync(counters: Int32Array, maxSections: number, untilMs: num
       const now = performance.now();
       if (now > untilMs) break;
       requested = now;
-      await client.async(keys[k]!, timed[k]!);
+      await lockAsync(k, timed[k]!);
     } else {
-      await client.async(keys[k]!, plain[k]!);
+      await lockAsync(k, plain[k]!);
     }
     n++;
   }

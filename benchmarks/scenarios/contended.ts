@@ -21,7 +21,7 @@ import {
   W_SECTIONS,
   workerWord,
 } from '../control.js';
-import type { JobResult, JobSpec } from '../spec.js';
+import { type JobResult, type JobSpec, usesHandles } from '../spec.js';
 import { fairness, quantileSorted } from '../stats.js';
 import type { ContendedWorkerData } from './contended-worker.js';
 import { startPeerWorkers } from './peer-workers.js';
@@ -69,6 +69,7 @@ export async function contended(spec: JobSpec): Promise<JobResult> {
     counters: counters.buffer as SharedArrayBuffer,
     samples,
     sampleCapacity: SAMPLE_CAPACITY,
+    handles: usesHandles(spec.variant),
   }));
   const fleet = await startPeerWorkers(
     spec.peer,

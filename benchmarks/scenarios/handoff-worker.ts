@@ -1,8 +1,8 @@
 /**
  * One of the two workers of `handoff`. They take turns on one key: the holder waits until the
- * other worker is asking for the lock, holds HOLD_MS longer (so the waiter is past any spin and
- * asleep in its wait, the case a handoff has to be fast for), stamps the time and returns, and
- * the peer releases. The waiter's section starts by reading the clock: the difference is one
+ * other worker has announced (through shared memory) that it is about to ask for the lock, holds
+ * HOLD_MS longer (the waiter is then waiting: past a short spin and asleep, for a futex; within
+ * its spinDelay, for locktable), stamps the time and returns, and the peer releases. The waiter's section starts by reading the clock: the difference is one
  * release -> acquire handoff. A holder that re-takes the lock before the waiter does (barging) is
  * not a handoff and is not sampled; the waiter's eventual grant is measured from the latest release.
  */
@@ -22,7 +22,7 @@ import {
   W_SECTIONS,
   workerWord,
 } from '../control.js';
-import type { Api } from '../peers/types.js';
+import { type Api, prepared } from '../peers/types.js';
 import { connectPeer } from './connect.js';
 
 export interface HandoffWorkerData {
@@ -34,12 +34,19 @@ export interface HandoffWorkerData {
   /** Float64: [0] = when the last holder released (ms); then each worker's samples. */
   samples: SharedArrayBuffer;
   sampleCapacity: number;
+  /** Lock through a prepared key (locktable's KeyHandle): the handle variant. */
+  handles?: boolean;
 }
 
 /** Which worker (index + 1) released last; written under the lock. */
 export const C_LAST_HOLDER = C_SCENARIO;
-/** How long a holder keeps the lock after the other worker has asked for it (ms). */
-export const HOLD_MS = 0.2;
+/**
+ * How long a holder keeps the lock after the other worker has asked for it (ms): 20 us, the
+ * handoff of issue 13. Longer than any futex spin (100 loads, about 1 us), so the baseline's
+ * waiter is asleep; shorter than locktable's default spinDelay (50 us), so its waiter should
+ * still be spinning when the release comes.
+ */
+export const HOLD_MS = 0.02;
 /** Warm-up before READY: this many sections, or this long, whichever comes first. */
 const WARMUP_SECTIONS = 2000;
 const WARMUP_MS = 250;
@@ -83,13 +90,17 @@ function makeSection(counters: Int32Array) {
 }
 
 const client = await connectPeer();
+const lock = data.handles ? prepared(client, [data.key])[0]! : undefined;
 
 async function loop(counters: Int32Array, maxSections: number, untilMs: number) {
   const section = makeSection(counters);
   let n = 0;
   while (n < maxSections && Atomics.load(control, C_STOP) === 0 && performance.now() < untilMs) {
     Atomics.store(control, myRequest, 1);
-    if (data.api === 'sync') client.sync!(data.key, section);
+    if (lock !== undefined) {
+      if (data.api === 'sync') lock.sync!(section);
+      else await lock.async(section);
+    } else if (data.api === 'sync') client.sync!(data.key, section);
     else await client.async(data.key, section);
     n++;
   }

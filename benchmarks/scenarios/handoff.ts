@@ -1,6 +1,6 @@
 /**
  * `handoff`: two workers take turns on one key; each turn measures release by one worker ->
- * acquire by the other, which has been waiting (asleep) for HOLD_MS. Reports p50 / p99 / max.
+ * acquire by the other, which has been waiting for HOLD_MS (20 us). Reports p50 / p99 / max.
  */
 import {
   C_DONE,
@@ -16,7 +16,7 @@ import {
   W_SECTIONS,
   workerWord,
 } from '../control.js';
-import type { JobResult, JobSpec } from '../spec.js';
+import { type JobResult, type JobSpec, usesHandles } from '../spec.js';
 import { quantileSorted } from '../stats.js';
 import { HangError } from './contended.js';
 import type { HandoffWorkerData } from './handoff-worker.js';
@@ -39,6 +39,7 @@ export async function handoff(spec: JobSpec): Promise<JobResult> {
     counters: counters.buffer as SharedArrayBuffer,
     samples,
     sampleCapacity: SAMPLE_CAPACITY,
+    handles: usesHandles(spec.variant),
   }));
   const fleet = await startPeerWorkers(
     spec.peer,

@@ -13,7 +13,7 @@
  * peer, 28-35 M ops/s and 0.58-0.63.)
  */
 import { counterSum, LINE, paddedCounters } from '../control.js';
-import type { Api, LockClient } from '../peers/types.js';
+import { type Api, type LockClient, prepared } from '../peers/types.js';
 
 /**
  * tinybench reads the clock around every call of a task. One lock operation may take tens of
@@ -41,7 +41,12 @@ export interface OpsLoop {
   lostUpdates(): number;
 }
 
-export function opsLoop(client: LockClient, api: Api, keys: readonly string[]): OpsLoop {
+export function opsLoop(
+  client: LockClient,
+  api: Api,
+  keys: readonly string[],
+  handles = false,
+): OpsLoop {
   const counters = paddedCounters(keys.length);
   const sections = keys.map((_, k) => () => {
     const at = k * LINE;
@@ -54,16 +59,30 @@ export function opsLoop(client: LockClient, api: Api, keys: readonly string[]): 
   const sync = client.sync;
   let run: () => unknown;
   let runFor: (ms: number) => Promise<number>;
+  // With handles (locktable's KeyHandle), each key's lock is prepared once and indexed like its
+  // section; without, the key string goes to the peer on every call (the baseline hashes it).
+  const locks = handles ? prepared(client, keys) : [];
+  const syncs = locks.map((lock) => lock.sync!);
+  const asyncs = locks.map((lock) => lock.async);
   if (api === 'sync') {
     if (sync === undefined) throw new Error('this peer has no sync API');
-    const runSync = () => {
-      for (let i = 0; i < batch; i++) {
-        const k = next;
-        next = k + 1 === keys.length ? 0 : k + 1;
-        sync(keys[k]!, sections[k]!);
-      }
-      ops += batch;
-    };
+    const runSync = handles
+      ? () => {
+          for (let i = 0; i < batch; i++) {
+            const k = next;
+            next = k + 1 === keys.length ? 0 : k + 1;
+            syncs[k]!(sections[k]!);
+          }
+          ops += batch;
+        }
+      : () => {
+          for (let i = 0; i < batch; i++) {
+            const k = next;
+            next = k + 1 === keys.length ? 0 : k + 1;
+            sync(keys[k]!, sections[k]!);
+          }
+          ops += batch;
+        };
     run = runSync;
     // No await between batches: a microtask turn per batch would tax the faster peer more.
     runFor = async (ms) => {
@@ -78,14 +97,23 @@ export function opsLoop(client: LockClient, api: Api, keys: readonly string[]): 
       return (done * 1000) / elapsed;
     };
   } else {
-    const runAsync = async () => {
-      for (let i = 0; i < batch; i++) {
-        const k = next;
-        next = k + 1 === keys.length ? 0 : k + 1;
-        await client.async(keys[k]!, sections[k]!);
-      }
-      ops += batch;
-    };
+    const runAsync = handles
+      ? async () => {
+          for (let i = 0; i < batch; i++) {
+            const k = next;
+            next = k + 1 === keys.length ? 0 : k + 1;
+            await asyncs[k]!(sections[k]!);
+          }
+          ops += batch;
+        }
+      : async () => {
+          for (let i = 0; i < batch; i++) {
+            const k = next;
+            next = k + 1 === keys.length ? 0 : k + 1;
+            await client.async(keys[k]!, sections[k]!);
+          }
+          ops += batch;
+        };
     run = runAsync;
     runFor = async (ms) => {
       const t0 = performance.now();

@@ -18,8 +18,9 @@ export async function measureOps(
   api: Api,
   keys: readonly string[],
   timeMs: number,
+  handles = false,
 ): Promise<OpsResult> {
-  const loop = opsLoop(client, api, keys);
+  const loop = opsLoop(client, api, keys, handles);
   await loop.calibrate();
   const bench = new Bench({ time: timeMs, warmupTime: timeMs / 4, throws: true });
   bench.add('ops', loop.run);

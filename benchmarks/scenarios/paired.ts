@@ -56,9 +56,11 @@ export async function measurePaired(
   keys: readonly string[],
   pairs: number,
   chunkMs: number,
+  handles = false,
 ): Promise<PairedResult> {
   const baselineLoop = (await freshLoopModule('baseline')).opsLoop(baseline, api, keys);
-  const peerLoop = (await freshLoopModule('peer')).opsLoop(peer, api, keys);
+  // Handles are the peer's (locktable's KeyHandle); the baseline hashes its key on every call.
+  const peerLoop = (await freshLoopModule('peer')).opsLoop(peer, api, keys, handles);
   await baselineLoop.calibrate();
   await peerLoop.calibrate();
 

@@ -14,6 +14,8 @@ export interface SingleThreadWorkerData {
   /** tinybench time (ms); unused when paired. */
   timeMs: number;
   paired?: { chunks: number; chunkMs: number };
+  /** Lock through prepared keys (locktable's KeyHandle): the handle variants. */
+  handles?: boolean;
 }
 
 const data = workerData as SingleThreadWorkerData;
@@ -22,10 +24,18 @@ if (data.paired) {
   if (companion === undefined) throw new Error('a paired measurement needs a companion peer');
   const { chunks, chunkMs } = data.paired;
   parentPort!.postMessage({
-    pairedResult: await measurePaired(companion, client!, data.api, data.keys, chunks, chunkMs),
+    pairedResult: await measurePaired(
+      companion,
+      client!,
+      data.api,
+      data.keys,
+      chunks,
+      chunkMs,
+      data.handles,
+    ),
   });
 } else {
   parentPort!.postMessage({
-    opsResult: await measureOps(client!, data.api, data.keys, data.timeMs),
+    opsResult: await measureOps(client!, data.api, data.keys, data.timeMs, data.handles),
   });
 }

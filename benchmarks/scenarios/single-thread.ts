@@ -7,7 +7,7 @@
 import type { Worker } from 'node:worker_threads';
 import { loadPeer } from '../peers/load.js';
 import type { LockClient } from '../peers/types.js';
-import type { JobResult, JobSpec } from '../spec.js';
+import { type JobResult, type JobSpec, usesHandles } from '../spec.js';
 import { measureOps, type OpsResult } from './ops.js';
 import { measurePaired, type PairedResult } from './paired.js';
 import { startPeerWorkers } from './peer-workers.js';
@@ -24,16 +24,17 @@ export function singleThreadKeys(scenario: JobSpec['scenario']): string[] {
 }
 
 export async function singleThread(spec: JobSpec): Promise<JobResult> {
-  if (spec.variant === 'paired') return paired(spec);
+  if (spec.variant === 'paired' || spec.variant === 'paired-handle') return paired(spec);
+  const handles = usesHandles(spec.variant);
   const keys = singleThreadKeys(spec.scenario);
   const timeMs =
     spec.scenario === 'uncontended' ? spec.settings.uncontendedTimeMs : spec.settings.microTimeMs;
   let ops: OpsResult;
   if (spec.place === 'main') {
     const host = await (await loadPeer(spec.peer)).host({ keys });
-    ops = await measureOps(host.client, spec.api, keys, timeMs);
+    ops = await measureOps(host.client, spec.api, keys, timeMs, handles);
   } else {
-    const data: SingleThreadWorkerData = { api: spec.api, keys, timeMs };
+    const data: SingleThreadWorkerData = { api: spec.api, keys, timeMs, handles };
     ops = await inWorker<OpsResult>(spec, data, 'opsResult');
   }
   return {
@@ -55,13 +56,22 @@ async function paired(spec: JobSpec): Promise<JobResult> {
     };
     const peer = await client(spec.peer);
     const baseline = await client(PAIRED_WITH);
-    result = await measurePaired(baseline, peer, spec.api, keys, pairedChunks, pairedChunkMs);
+    result = await measurePaired(
+      baseline,
+      peer,
+      spec.api,
+      keys,
+      pairedChunks,
+      pairedChunkMs,
+      usesHandles(spec.variant),
+    );
   } else {
     const data: SingleThreadWorkerData = {
       api: spec.api,
       keys,
       timeMs: 0,
       paired: { chunks: pairedChunks, chunkMs: pairedChunkMs },
+      handles: usesHandles(spec.variant),
     };
     result = await inWorker<PairedResult>(spec, data, 'pairedResult', [PAIRED_WITH]);
   }

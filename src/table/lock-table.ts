@@ -19,6 +19,7 @@ import {
   timeoutError,
 } from '../api/errors.js';
 import { Grants } from './grants.js';
+import { KeyHandle, type KeyHandleHost } from './key-handle.js';
 import { hashKey, readKey } from './key.js';
 import {
   bufferBytes,
@@ -333,6 +334,21 @@ export class LockTable {
   /** The monotonic clock (ms) that deadlines use, the same in every thread. */
   static now(): number {
     return monotonicNow();
+  }
+
+  /**
+   * A prepared key (key-handle.ts): `acquireSync()`, `acquire()` and `tryAcquire()` on it are the
+   * table's own methods for `key`, minus the key's lookup on an uncontended exclusive grant. For
+   * this thread only, like a Lease.
+   */
+  key(key: string): KeyHandle {
+    checkKey('key', key, this.#maxKeyLength);
+    const host: KeyHandleHost = {
+      grants: this[GRANTS],
+      slots: this[SLOTS],
+      plainHold: this.#plain.hold,
+    };
+    return new KeyHandle(this, host, key);
   }
 
   /** One attempt, never waits: a Lease, or null when the key is held incompatibly. */

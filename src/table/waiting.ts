@@ -145,6 +145,8 @@ export class Request implements WaiterView {
   #starvingSince = -1;
   /** During a back-off slice: the key's token when it began; else NOT_BACKING_OFF. */
   #backOffToken = NOT_BACKING_OFF;
+  /** A spin round took the key (grabIfFree): the next step checks the key and reports the grant. */
+  #grabbed = false;
 
   constructor(
     core: WaitCore,
@@ -196,6 +198,11 @@ export class Request implements WaiterView {
   step(): number {
     const core = this.#core;
     const grants = core[GRANTS];
+    // A spin round already holds the slot (grabIfFree): as a grant of this step's attempt.
+    if (this.#grabbed) {
+      this.#grabbed = false;
+      if (this.#keyStillOurs()) return STEP_GRANTED;
+    }
     for (;;) {
       this.#now = monotonicNow();
       // The slot was unbound since we found our key there (and maybe bound to another key).
@@ -361,6 +368,24 @@ export class Request implements WaiterView {
   }
 
   /**
+   * A spin round saw the word move to `s`. If `s` is FREE (perhaps with sleepers), an exclusive
+   * request attempts at once, as a futex's spin does and as the fast path's watch does: the
+   * releaser's next request comes back for the key within a hundred-odd nanoseconds, and a
+   * spinner that first went round a step (a clock read, the binding check) lost that race nearly
+   * every time, then backed off as a writer that lost a race, and got the key only at its
+   * starvation turn, a millisecond later. The grant is the step's own attempt (the same turn
+   * rules: from FREE, any request may take it), and the next step checks the key as after any
+   * grant (#keyStillOurs). True: granted.
+   */
+  grabIfFree(s: number): boolean {
+    if (this.mode !== 'exclusive' || (s !== 0 && s !== PARKED)) return false;
+    if (this.#core[GRANTS].attempt(this.slot, 'exclusive', this.hold, this) !== GRANTED)
+      return false;
+    this.#grabbed = true;
+    return true;
+  }
+
+  /**
    * Starts this request as one that has lost a race (#barged): the fast path saw the key free and
    * lost it, or this thread just handed the key off to a starving writer (see LockTable's
    * #yieldsTurn). It matters only to writers (the ones that back off).
@@ -404,6 +429,7 @@ export class Request implements WaiterView {
   /**
    * Called when the request ends, whatever the way out: granted, timed out, aborted, refused
    * (recursion, table full) or failed. It leaves nothing behind in shared memory:
+   *  - a grant taken by a spin round (grabIfFree) that no step reported is released;
    *  - granted: a request that a release's notify woke (which cleared PARKED) sets PARKED again
    *    while others still sleep on that word, so that the next release wakes one of them;
    *  - not granted, after it announced itself or was woken for a hand-off: leaveWord (grants.ts).
@@ -412,6 +438,13 @@ export class Request implements WaiterView {
    * on a word of this thread's own.
    */
   leave(granted: boolean): void {
+    // A grant taken in a spin round that no step reported: give it back, as a release. (Every
+    // loop steps right after a spin; the async loop checks its signal first, which cannot turn
+    // aborted during the synchronous spin. This keeps any later way out from holding the key.)
+    if (this.#grabbed) {
+      this.#grabbed = false;
+      if (!granted) this.#core[GRANTS].undoGrant(this.slot, 'exclusive');
+    }
     const at = this.owedIndex;
     this.owedIndex = -1;
     const slots = this.slots;
@@ -572,8 +605,9 @@ export function spin(req: Request): void {
   const at = req.slot * SLOT_WORDS + S_STATE;
   const seen = Atomics.load(slots, at);
   for (let i = 0; i < SPIN_LOADS; i++) {
-    if (Atomics.load(slots, at) !== seen) {
-      req.noteWordMoved();
+    const s = Atomics.load(slots, at);
+    if (s !== seen) {
+      if (!req.grabIfFree(s)) req.noteWordMoved();
       return;
     }
     pause(i);
