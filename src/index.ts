@@ -1,5 +1,11 @@
 export { LockTable, type LockInfo, type HolderInfo } from './table/lock-table.js';
 export { Lease } from './table/lease.js';
+export {
+  Semaphore,
+  type PermitTryOptions,
+  type PermitSyncOptions,
+  type PermitOptions,
+} from './table/semaphore.js';
 export { LockError, AbortError, type LockErrorCode } from './api/errors.js';
 export type { Mode } from './api/options.js';
 export type {

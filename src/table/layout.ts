@@ -16,10 +16,13 @@
 
 export const MAGIC = 0x4c4b5442; // 'LKTB'
 /**
- * 3: a table default that was not set is NaN in the header (defaults.ts), and each slot has a
- * hand-off reservation (SF_HANDOFF_UNTIL); 2 stored the library's defaults and had none.
+ * 4: each slot's binding carries a permit limit (S_LIMIT, in the word that was spare: the same
+ * bytes, so the change is additive; the version moves because code of version 3 would ignore a
+ * semaphore's limit). 3: a table default that was not set is NaN in the header (defaults.ts), and
+ * each slot has a hand-off reservation (SF_HANDOFF_UNTIL); 2 stored the library's defaults and
+ * had none.
  */
-export const VERSION = 3;
+export const VERSION = 4;
 
 // ---- header, Int32 words ----
 export const H_MAGIC = 0;
@@ -72,7 +75,13 @@ export const S_KEY_LENGTH = 5;
 /** The 64-bit fencing token of the latest grant on this slot, lo and hi halves. */
 export const S_TOKEN_LO = 6;
 export const S_TOKEN_HI = 7;
-// 8: spare
+/**
+ * The permit limit of the key's binding: 0 for a lock (exclusive or shared), n >= 1 for a
+ * semaphore of n permits (semaphore.ts). Written by the binder inside its bind window, with the
+ * key, so it is part of the binding: it changes only by an eviction and a new binding (a new
+ * S_BIND_GEN), never while anyone holds the slot.
+ */
+export const S_LIMIT = 8;
 /** High half of the bind generation (see S_BIND_GEN). */
 export const S_BIND_GEN_HI = 9;
 export const SLOT_WORDS = 10; // 40 bytes

@@ -11,6 +11,7 @@ import {
   AbortError,
   invalidType,
   invalidValue,
+  limitMismatchError,
   LockError,
   outOfRange,
   recursionError,
@@ -39,6 +40,7 @@ import {
   S_BIND_GEN,
   S_HASH,
   S_KEY_LENGTH,
+  S_LIMIT,
   S_SLEEPERS,
   S_STATE,
   S_TOKEN_HI,
@@ -77,6 +79,7 @@ import {
   TABLE_API_DEFAULTS,
 } from './defaults.js';
 import { Records } from './records.js';
+import { type PermitHost, Semaphore } from './semaphore.js';
 import { SlotCache } from './slot-cache.js';
 import { testHooks } from './test-hooks.js';
 import { BIND_BOUND } from './directory.js';
@@ -96,6 +99,7 @@ import {
   spin,
   STEP_FULL,
   STEP_GRANTED,
+  STEP_LIMIT_MISMATCH,
   STEP_NO_RECORD,
   STEP_RECURSION,
   STEP_SLEEP,
@@ -123,6 +127,8 @@ export interface LockInfo {
    * readers, or a starving writer).
    */
   contended: boolean;
+  /** For a semaphore's key (mode 'shared'): how many permits it has. Absent for a lock. */
+  limit?: number;
 }
 
 interface Resolved {
@@ -131,9 +137,11 @@ interface Resolved {
   waitTimeout: number;
   spinDelay: number;
   signal: AbortSignal | undefined;
+  /** 0 for a lock; n for a permit of a semaphore of n (semaphore.ts). */
+  limit: number;
 }
 
-export class LockTable implements WaitCore, LeaseHost {
+export class LockTable implements WaitCore, LeaseHost, PermitHost {
   readonly #buffer: SharedArrayBuffer;
   readonly #views: Views;
   readonly #defaults: ResolvedDefaults;
@@ -179,6 +187,7 @@ export class LockTable implements WaitCore, LeaseHost {
       waitTimeout: defaults.waitTimeout,
       spinDelay: defaults.spinDelay,
       signal: undefined,
+      limit: 0,
     });
     this.#records = new Records(views);
     this.slots = views.slots;
@@ -399,6 +408,44 @@ export class LockTable implements WaitCore, LeaseHost {
   }
 
   /**
+   * A counting semaphore on `key`: up to `limit` holders at once, across every thread of the
+   * table. Each permit is a Lease with its own token and deadline. Every caller must use the same
+   * limit for a key while it is in use (else ERR_LOCK_LIMIT_MISMATCH); a key is either a lock or a
+   * semaphore while it is in use. See semaphore.ts.
+   */
+  semaphore(key: string, limit: number): Semaphore {
+    return new Semaphore(this, key, limit);
+  }
+
+  /** @internal Semaphore.tryAcquire (options checked there but for their values). */
+  permitTry(key: string, limit: number, options: unknown): Lease | null {
+    const o = this.#resolvePermit(options as AcquireOptions | undefined, limit, false, false);
+    return this.#slowSync(key, o, 0, false);
+  }
+
+  /** @internal Semaphore.acquireSync. */
+  permitSync(key: string, limit: number, options: unknown): Lease {
+    const o = this.#resolvePermit(options as AcquireOptions | undefined, limit, true, false);
+    return this.#waitSync(key, o);
+  }
+
+  /** @internal Semaphore.acquire. */
+  async permitAsync(key: string, limit: number, options: unknown): Promise<Lease> {
+    const o = this.#resolvePermit(options as AcquireOptions | undefined, limit, true, true);
+    if (o.signal?.aborted) throw new AbortError(key, o.signal.reason);
+    return this.#waitAsync(key, o);
+  }
+
+  #resolvePermit(
+    options: AcquireOptions | undefined,
+    limit: number,
+    waits: boolean,
+    async: boolean,
+  ): Resolved {
+    return { ...this.#resolve(options, waits, async), mode: 'shared', limit };
+  }
+
+  /**
    * Acquires `key` (as acquire() does), runs `fn(lease)`, and releases when `fn` settles: it
    * returned, threw, or its promise settled. Resolves with `fn`'s value or rejects with its error.
    * Holds until then: `options.signal` cancels only the wait; aborted while `fn` runs, it does not
@@ -546,8 +593,9 @@ export class LockTable implements WaitCore, LeaseHost {
   #fastProbe(key: string, hold: number): Lease | null {
     const slot = this.directory.find(key, hashKey(key));
     if (slot < 0 || !this.grants.fastExclusive(slot, hold)) return null;
-    // The slot cannot be rebound while we hold it: a key that matches now is the key we hold.
-    if (this.directory.matches(slot, key))
+    // The slot cannot be rebound while we hold it: a key that matches now is the key we hold. A
+    // key bound as a semaphore (S_LIMIT > 0) is for the waiting loop (semaphore.ts).
+    if (this.directory.matches(slot, key) && this.slots[slot * SLOT_WORDS + S_LIMIT] === 0)
       return this.#granted(key, 'exclusive', hold, slot, false);
     this.grants.undoGrant(slot, 'exclusive');
     return null;
@@ -557,8 +605,17 @@ export class LockTable implements WaitCore, LeaseHost {
    * A grant whose key was checked by a full compare: remember its slot, then make the lease. An
    * exclusive grant with an infinite hold does not write Grants.deadline: its deadline is Infinity.
    */
-  #granted(key: string, mode: Mode, hold: number, slot: number, recovered: boolean): Lease {
-    this.#slotCache.remember(key, slot);
+  #granted(
+    key: string,
+    mode: Mode,
+    hold: number,
+    slot: number,
+    recovered: boolean,
+    limit = 0,
+  ): Lease {
+    // Only a lock's binding is remembered: the fast path, which never reads the limit, trusts
+    // the cache's (slot, generation) to name a lock's binding (semaphore.ts).
+    if (limit === 0) this.#slotCache.remember(key, slot);
     const g = this.grants;
     if (mode === 'exclusive') {
       const flags = recovered ? LEASE_RECOVERED : 0;
@@ -592,6 +649,7 @@ export class LockTable implements WaitCore, LeaseHost {
       hint?.slot ?? -1,
       hint?.genLo ?? 0,
       hint?.genHi ?? 0,
+      o.limit,
     );
     if (this.#lostRace) {
       this.#lostRace = false;
@@ -609,12 +667,12 @@ export class LockTable implements WaitCore, LeaseHost {
         const step = req.step();
         if (step === STEP_GRANTED) {
           granted = true;
-          return this.#granted(key, o.mode, o.hold, req.slot, req.recovered);
+          return this.#granted(key, o.mode, o.hold, req.slot, req.recovered, o.limit);
         }
         if (step === STEP_SPIN) spin(req);
         else if (step === STEP_SLEEP) sleepSync(req);
         else if (step === STEP_TIMEOUT) return null;
-        else this.#fail(step, key);
+        else this.#fail(step, key, req);
       }
     } finally {
       req.leave(granted);
@@ -639,12 +697,12 @@ export class LockTable implements WaitCore, LeaseHost {
         const step = req.step();
         if (step === STEP_GRANTED) {
           granted = true;
-          return this.#granted(key, o.mode, o.hold, req.slot, req.recovered);
+          return this.#granted(key, o.mode, o.hold, req.slot, req.recovered, o.limit);
         }
         if (step === STEP_SPIN) spin(req);
         else if (step === STEP_SLEEP) await sleepAsync(req, aborted);
         else if (step === STEP_TIMEOUT) return null;
-        else this.#fail(step, key);
+        else this.#fail(step, key, req);
       }
     } finally {
       req.leave(granted);
@@ -653,7 +711,8 @@ export class LockTable implements WaitCore, LeaseHost {
     }
   }
 
-  #fail(step: number, key: string): never {
+  #fail(step: number, key: string, req: Request): never {
+    if (step === STEP_LIMIT_MISMATCH) throw limitMismatchError(key, req.limit, req.foundLimit);
     if (step === STEP_FULL) throw tableFullError(key, this.#views.geometry.capacity);
     if (step === STEP_RECURSION) throw recursionError(key);
     if (step === STEP_NO_RECORD) {
@@ -683,6 +742,7 @@ export class LockTable implements WaitCore, LeaseHost {
           ? d.spinDelay
           : checkSpinDelay('options.spinDelay', options.spinDelay),
       signal: async ? checkSignal('options.signal', options.signal) : undefined,
+      limit: 0,
     };
   }
 
@@ -732,13 +792,16 @@ export class LockTable implements WaitCore, LeaseHost {
         v.slots[base + S_HASH] !== hashKey(key)
       )
         continue;
-      return {
+      const limit = v.slots[base + S_LIMIT]!;
+      const info: LockInfo = {
         key,
         mode: exclusive ? 'exclusive' : 'shared',
         holders,
         sleepers: Atomics.load(v.slots, base + S_SLEEPERS),
         contended: (s & ANNOUNCE) !== 0,
       };
+      if (limit > 0 && !exclusive) info.limit = limit;
+      return info;
     }
     return null;
   }
