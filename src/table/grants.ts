@@ -437,7 +437,7 @@ export class Grants {
       const s = Atomics.load(slots, at);
       let next =
         limit > 0
-          ? permitGrantState(s, limit, waiter)
+          ? permitGrantState(s, limit + testHooks.permitSlack, waiter)
           : grantState(s, 'shared', this.threadId, waiter);
       if (next < 0 && (next = this.#lapsed(slot, s, 'shared')) < 0) {
         this.seen = s;
@@ -612,7 +612,7 @@ export class Grants {
       // PLAIN, straight after the CAS: the count is off, so the record must say so.
       if (rs >= 0 && recs[rs] === releasing) recs[rs] = freed;
       if (last) this.#afterRelease(slot, s, next);
-      else if (permits && (s & PARKED) !== 0) this.#afterPermit(slot, s);
+      else if (permits && (s & (PARKED | STARVING)) !== 0) this.#afterPermit(slot, s, next);
       return s;
     }
   }
@@ -688,16 +688,23 @@ export class Grants {
   }
 
   /**
-   * After a permit came free in a semaphore group that stays (its word had PARKED): wake a
+   * After a permit came free in a semaphore group that stays (CAS from `s` to `next`): wake a
    * sleeper to take it, every sleeper when a waiter starves (the one whose turn it is may not be
-   * first). The woken sleeper sets PARKED again while others sleep (Request.leave).
+   * first). The woken sleeper sets PARKED again while others sleep (Request.leave). A STARVING
+   * that no sleeper answers and no running waiter (WAITING) holds up is withdrawn, as a release
+   * does with its HANDOFF: a group that never empties would keep it, and every newcomer would wait
+   * STARVATION_MS and every tryAcquire fail, for a waiter that is gone.
    */
-  #afterPermit(slot: number, s: number): void {
+  #afterPermit(slot: number, s: number, next: number): void {
     const slots = this.#slots;
     const base = slot * SLOT_WORDS;
     // RACE: read after the CAS, as #afterRelease does.
-    if (Atomics.load(slots, base + S_SLEEPERS) > 0)
-      Atomics.notify(slots, base + S_STATE, (s & STARVING) !== 0 ? Infinity : 1);
+    const woken =
+      Atomics.load(slots, base + S_SLEEPERS) > 0
+        ? Atomics.notify(slots, base + S_STATE, (s & STARVING) !== 0 ? Infinity : 1)
+        : 0;
+    if ((s & STARVING) !== 0 && woken === 0 && (s & WAITING) === 0)
+      Atomics.compareExchange(slots, base + S_STATE, next, withdrawn(next));
   }
 
   // ---- reclaim --------------------------------------------------------------------------------
