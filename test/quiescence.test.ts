@@ -24,6 +24,8 @@
  *  - timeouts and aborts: finite waits and aborts, no terminations, no slot reuse
  *  - terminated waiters: only infinite waits (no timeouts, no aborts), workers terminated
  *  - slot reuse: a table smaller than the key set, only infinite waits (a hang shows here)
+ *  - semaphores: every key a semaphore of 2 permits, with all of the above but acquireAll and
+ *    withLock; a holder counts the others in, and more than 2 inside is a violation
  *  - everything: all of it at once
  *
  * LOCKTABLE_SEED replays a run; LOCKTABLE_QUIESCENCE_ROUNDS sets the rounds of every family.
@@ -166,6 +168,31 @@ const FAMILIES: Family[] = [
     workerOps: 200,
     mainOps: 60,
     rounds: 8,
+  },
+  {
+    // Bug class: a permit request that leaves (timed out, aborted, terminated) keeps a permit or
+    // its starvation announcement; a dead holder's permit never comes back; more holders than
+    // permits. Every key is a semaphore of 2 permits, in a table smaller than the key set; the
+    // check also takes each key as a lock, so every round rebinds them (another limit).
+    name: 'semaphores',
+    capacity: 4,
+    keys: 5,
+    maxSharedHolders: 12,
+    failTimeout: 20,
+    waitTimeouts: [0, 1, 2, 5, 20, 100, Infinity],
+    mainSyncWaitTimeouts: [0, 1, 2, 5, 20, 50],
+    withLockWaitTimeouts: [0],
+    abortRate: 0.3,
+    kills: 1,
+    watchRate: 0.5,
+    withLockRate: 0,
+    weights: [2, 3, 3, 0, 0],
+    sleepRate: 0.4,
+    workers: 3,
+    permits: 2,
+    workerOps: 25,
+    mainOps: 12,
+    rounds: 16,
   },
   {
     name: 'everything',
