@@ -39,7 +39,7 @@ import { after, describe, test } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
-import { LockTable } from '../src/index.js';
+import { type Lease, LockTable } from '../src/index.js';
 import { prng, seedFor } from './harness.js';
 import {
   C_ABORTED,
@@ -175,8 +175,8 @@ const FAMILIES: Family[] = [
     // permits. Every key is a semaphore of 2 permits, in a table smaller than the key set; the
     // check also takes each key as a lock, so every round rebinds them (another limit).
     name: 'semaphores',
-    capacity: 4,
-    keys: 5,
+    capacity: 3,
+    keys: 4,
     maxSharedHolders: 12,
     failTimeout: 20,
     waitTimeouts: [0, 1, 2, 5, 20, 100, Infinity],
@@ -714,7 +714,37 @@ class Run {
       if (dead) deadKeys.push(key);
     }
     while (LockTable.now() <= until) await delay(Math.min(50, until - LockTable.now() + 1));
+    // A semaphore family's keys are reclaimed by a permit request (a lock's would be refused).
+    const permits = fam.permits;
+    const sem = (key: string) =>
+      permits === undefined ? undefined : table.semaphore(key, permits);
     for (const key of deadKeys) {
+      const semaphore = sem(key);
+      if (semaphore !== undefined) {
+        // Every permit at once: the request that finds the group full reclaims the dead ones (a
+        // request that finds a permit free needs no reclaim, and leaves the dead holder listed).
+        const taken: Lease[] = [];
+        for (let i = 0; i < permits!; i++) {
+          const lease =
+            semaphore.tryAcquire() ??
+            (await semaphore
+              .acquire({ waitTimeout: Math.max(fam.failTimeout, 1000) + 1000 })
+              .catch(() => null));
+          if (lease !== null) taken.push(lease);
+        }
+        for (const lease of taken) lease.release();
+        if (taken.length < permits!) {
+          failures.push({
+            property: 'dead holder not reclaimed',
+            key,
+            who: 'main thread',
+            call: `${permits} permits past the dead holders' deadline + failTimeout`,
+            outcome: `${taken.length} granted`,
+            state: describeKey(table, key),
+          });
+        }
+        continue;
+      }
       let lease = table.tryAcquire(key);
       if (lease === null) {
         // A thread that died inside a shared grant or release (between its count and its record's

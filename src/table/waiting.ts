@@ -250,6 +250,28 @@ export class Request implements WaiterView {
       if (limitHere !== this.limit) {
         const rebound = core.directory.rebind(slot, this.key, this.limit);
         if (rebound === REBIND_HELD) {
+          // Held by holders past their deadline + failTimeout (or stuck records): reclaim them
+          // first, as a waiter would; a grant made so goes back at once (its limit is not ours:
+          // #keyStillOurs), and the free key is rebound at the next look.
+          const s = Atomics.load(core.slots, slot * SLOT_WORDS + S_STATE);
+          if (this.#reclaimableIn(slot, s) <= 0) {
+            const r = grants.reclaim(
+              slot,
+              s,
+              this.mode,
+              this.hold,
+              this.failTimeout,
+              this,
+              this.limit,
+            );
+            if (r === GRANTED) {
+              if (this.#keyStillOurs()) {
+                this.recovered = true;
+                return STEP_GRANTED;
+              }
+              continue;
+            }
+          }
           this.foundLimit = limitHere;
           return STEP_LIMIT_MISMATCH;
         }
