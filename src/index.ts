@@ -1,5 +1,15 @@
 export { LockTable, type LockInfo, type HolderInfo } from './table/lock-table.js';
 export { Lease } from './table/lease.js';
+export { type LockStats } from './table/stats.js';
+export {
+  CHANNELS,
+  type GrantEvent,
+  type MissEvent,
+  type AbortEvent,
+  type ReclaimEvent,
+  type ReleaseEvent,
+  type RequestEvent,
+} from './table/diagnostics.js';
 export {
   Semaphore,
   type PermitTryOptions,

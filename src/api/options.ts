@@ -25,6 +25,11 @@ export interface LockTableOptions extends TableDefaults {
   maxKeyLength?: number;
   /** How many shared-mode leases can exist at once across all keys. Default 2 x capacity. */
   maxSharedHolders?: number;
+  /**
+   * Count every request of every thread in shared memory, for table.stats(). Default false:
+   * counting costs the uncontended fast path an Atomics.add per event.
+   */
+  stats?: boolean;
 }
 
 export interface TryAcquireOptions {

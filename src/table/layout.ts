@@ -9,6 +9,7 @@
  *   recordWordsOffset   records x RECORD_WORDS Int32 words      (who holds a key in shared mode)
  *   recordF64Offset     records x RECORD_F64 Float64 words      (each shared holder's deadline)
  *   keysOffset          capacity x maxKeyLength Uint16 code units (the key bound to each slot)
+ *   statsOffset         STATS_WORDS BigInt64 counters           (table.stats(): stats.ts)
  *
  * The header stores the geometry, so `LockTable.attach(buffer)` can rebuild every view from the
  * buffer alone and refuse a buffer that is not a lock table of this version.
@@ -16,9 +17,9 @@
 
 export const MAGIC = 0x4c4b5442; // 'LKTB'
 /**
- * 4: each slot's binding carries a permit limit (S_LIMIT, in the word that was spare: the same
- * bytes, so the change is additive; the version moves because code of version 3 would ignore a
- * semaphore's limit). 3: a table default that was not set is NaN in the header (defaults.ts), and
+ * 4: each slot's binding carries a permit limit (S_LIMIT, in the word that was spare), and the
+ * buffer ends with the stats counters (H_STATS, statsOffset). Both additive: every earlier offset
+ * is unchanged; the version moves because code of version 3 would ignore a semaphore's limit. 3: a table default that was not set is NaN in the header (defaults.ts), and
  * each slot has a hand-off reservation (SF_HANDOFF_UNTIL); 2 stored the library's defaults and
  * had none.
  */
@@ -38,6 +39,8 @@ export const H_TOKEN_FLOOR_HI = 7;
 export const H_BUFFER_BYTES = 8;
 /** 1 + the thread id of the binding mutex's holder that stamped HF_BIND_LOCK_DEADLINE (0: none). */
 export const H_BIND_DEADLINE_OWNER = 9;
+/** 1 when the table collects stats (new LockTable({ stats: true })): every thread counts. */
+export const H_STATS = 10;
 export const HEADER_WORDS = 16;
 
 // ---- header, Float64 words (after the Int32 header) ----
@@ -129,6 +132,23 @@ export const RECORD_ACTIVE = 3;
 export const RECORD_EXTENDING = 4;
 export const RECORD_RELEASING = 5;
 
+// ---- stats: BigInt64 counters, added to with Atomics.add by every thread (stats.ts) ----
+export const ST_REQUESTS = 0;
+export const ST_GRANTS = 1;
+/** Grants whose request had to wait (spin or sleep) first. */
+export const ST_CONTENDED = 2;
+/** One-shot requests (tryAcquire, waitTimeout 0) that found the key busy. */
+export const ST_MISSES = 3;
+export const ST_TIMEOUTS = 4;
+export const ST_ABORTS = 5;
+/** Grants that reclaimed from a holder past its deadline + failTimeout, and leases forced off. */
+export const ST_RECLAIMS = 6;
+export const ST_RELEASES = 7;
+/** Wait-time histogram of grants: bucket 0 under 1 us, bucket b in [2^(b-1), 2^b) us. */
+export const ST_WAIT_BUCKETS = 8;
+export const WAIT_BUCKETS = 40;
+export const STATS_WORDS = ST_WAIT_BUCKETS + WAIT_BUCKETS;
+
 export interface Geometry {
   capacity: number;
   maxKeyLength: number;
@@ -151,6 +171,7 @@ export interface Views {
   readonly records: Int32Array;
   readonly recordsF64: Float64Array;
   readonly keys: Uint16Array;
+  readonly stats: BigInt64Array;
 }
 
 function align8(n: number): number {
@@ -164,8 +185,10 @@ export function offsets(g: Geometry) {
   const recordWordsOffset = align8(slotF64Offset + g.capacity * SLOT_F64 * 8);
   const recordF64Offset = align8(recordWordsOffset + g.records * RECORD_WORDS * 4);
   const keysOffset = align8(recordF64Offset + g.records * RECORD_F64 * 8);
-  const totalBytes = align8(keysOffset + g.capacity * g.maxKeyLength * 2);
+  const statsOffset = align8(keysOffset + g.capacity * g.maxKeyLength * 2);
+  const totalBytes = statsOffset + STATS_WORDS * 8;
   return {
+    statsOffset,
     slotWordsOffset,
     slotCellsOffset,
     slotF64Offset,
@@ -194,5 +217,6 @@ export function createViews(buffer: SharedArrayBuffer, g: Geometry): Views {
     records: new Int32Array(buffer, o.recordWordsOffset, g.records * RECORD_WORDS),
     recordsF64: new Float64Array(buffer, o.recordF64Offset, g.records * RECORD_F64),
     keys: new Uint16Array(buffer, o.keysOffset, g.capacity * g.maxKeyLength),
+    stats: new BigInt64Array(buffer, o.statsOffset, STATS_WORDS),
   };
 }

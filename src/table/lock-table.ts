@@ -29,6 +29,7 @@ import {
   H_MAGIC,
   H_MAX_KEY_LENGTH,
   H_RECORDS,
+  H_STATS,
   H_VERSION,
   HEADER_BYTES,
   MAGIC,
@@ -80,6 +81,16 @@ import {
 } from './defaults.js';
 import { Records } from './records.js';
 import { type PermitHost, Semaphore } from './semaphore.js';
+import { type LockStats, Stats } from './stats.js';
+import {
+  abortChannel,
+  grantChannel,
+  missChannel,
+  reclaimChannel,
+  releaseChannel,
+  requestObserved,
+  startChannel,
+} from './diagnostics.js';
 import { SlotCache } from './slot-cache.js';
 import { testHooks } from './test-hooks.js';
 import { BIND_BOUND } from './directory.js';
@@ -159,6 +170,9 @@ export class LockTable implements WaitCore, LeaseHost, PermitHost {
    */
   #lostRace = false;
   readonly #maxKeyLength: number;
+  /** The table collects stats (H_STATS): every request takes the observed path (stats.ts). */
+  readonly #statsOn: boolean;
+  readonly #stats: Stats;
   /** The resolved options of a call without options (shared, so that such a call allocates nothing). */
   readonly #plain: Resolved;
 
@@ -196,6 +210,8 @@ export class LockTable implements WaitCore, LeaseHost, PermitHost {
     this.directory = new Directory(views, this.grants.threadId);
     this.#slotCache = new SlotCache(views.slots);
     this.#maxKeyLength = views.geometry.maxKeyLength;
+    this.#statsOn = views.header[H_STATS] === 1;
+    this.#stats = new Stats(views.stats);
   }
 
   /**
@@ -282,6 +298,8 @@ export class LockTable implements WaitCore, LeaseHost, PermitHost {
 
   /** One attempt, never waits: a Lease, or null when the key is held incompatibly. */
   tryAcquire(key: string, options?: TryAcquireOptions): Lease | null {
+    // Observed (a diagnostics subscriber, or stats): the same request, with its events.
+    if (this.#statsOn || requestObserved()) return this.#observedTry(key, options);
     if (options === undefined) {
       // A key this thread used before (only validated keys are cached): one CAS.
       const lease = this.#fastCached(key, this.#plain.hold, false);
@@ -294,6 +312,7 @@ export class LockTable implements WaitCore, LeaseHost, PermitHost {
 
   /** Blocks this thread (Atomics.wait) until granted, or throws ERR_LOCK_TIMEOUT. */
   acquireSync(key: string, options?: AcquireSyncOptions): Lease {
+    if (this.#statsOn || requestObserved()) return this.#observedSync(key, options);
     // The fast path is kept small enough for the JIT to inline into the caller, lease included
     // (DESIGN.md, "The cost of the fast path"): anything else is #acquireSync.
     if (options === undefined && this.grants.yieldSlot < 0) {
@@ -330,6 +349,7 @@ export class LockTable implements WaitCore, LeaseHost, PermitHost {
 
   /** Waits without blocking the event loop (Atomics.waitAsync). Rejects on timeout or abort. */
   acquire(key: string, options?: AcquireOptions): Promise<Lease> {
+    if (this.#statsOn || requestObserved()) return this.#observedAsync(key, options);
     if (options === undefined && this.grants.yieldSlot < 0) {
       const plain = this.#plain;
       const lease = this.#fastCached(key, plain.hold, plain.spinDelay > 0);
@@ -368,12 +388,14 @@ export class LockTable implements WaitCore, LeaseHost, PermitHost {
     const o = this.#resolve(options, true, false);
     const deadline = monotonicNow() + o.waitTimeout;
     const taken: Lease[] = [];
+    const observed = this.#statsOn || requestObserved();
     try {
       for (const key of ordered) {
         const remaining = Math.max(0, deadline - monotonicNow());
-        const lease =
+        const get = (): Lease | null =>
           this.#fast(key, o.mode, o.hold, o.spinDelay > 0) ??
           this.#slowSync(key, o, Math.min(o.waitTimeout, remaining), true);
+        const lease = observed ? this.#observe(key, o.mode, 0, o.waitTimeout, get) : get();
         if (lease === null) throw timeoutError(key, o.waitTimeout);
         taken.push(lease);
       }
@@ -391,12 +413,16 @@ export class LockTable implements WaitCore, LeaseHost, PermitHost {
     if (o.signal?.aborted) throw new AbortError(ordered[0], o.signal.reason);
     const deadline = monotonicNow() + o.waitTimeout;
     const taken: Lease[] = [];
+    const observed = this.#statsOn || requestObserved();
     try {
       for (const key of ordered) {
         const remaining = Math.max(0, deadline - monotonicNow());
-        const lease =
+        const get = async (): Promise<Lease | null> =>
           this.#fast(key, o.mode, o.hold, o.spinDelay > 0) ??
           (await this.#slowAsync(key, o, Math.min(o.waitTimeout, remaining)));
+        const lease = observed
+          ? await this.#observeAsync(key, o.mode, 0, o.waitTimeout, get)
+          : await get();
         if (lease === null) throw timeoutError(key, o.waitTimeout);
         taken.push(lease);
       }
@@ -420,20 +446,29 @@ export class LockTable implements WaitCore, LeaseHost, PermitHost {
   /** @internal Semaphore.tryAcquire (options checked there but for their values). */
   permitTry(key: string, limit: number, options: unknown): Lease | null {
     const o = this.#resolvePermit(options as AcquireOptions | undefined, limit, false, false);
+    if (this.#statsOn || requestObserved())
+      return this.#observe(key, 'shared', limit, 0, () => this.#slowSync(key, o, 0, false));
     return this.#slowSync(key, o, 0, false);
   }
 
   /** @internal Semaphore.acquireSync. */
   permitSync(key: string, limit: number, options: unknown): Lease {
     const o = this.#resolvePermit(options as AcquireOptions | undefined, limit, true, false);
+    if (this.#statsOn || requestObserved())
+      return this.#observe(key, 'shared', limit, o.waitTimeout, () => this.#waitSync(key, o))!;
     return this.#waitSync(key, o);
   }
 
   /** @internal Semaphore.acquire. */
   async permitAsync(key: string, limit: number, options: unknown): Promise<Lease> {
     const o = this.#resolvePermit(options as AcquireOptions | undefined, limit, true, true);
-    if (o.signal?.aborted) throw new AbortError(key, o.signal.reason);
-    return this.#waitAsync(key, o);
+    const get = async (): Promise<Lease> => {
+      if (o.signal?.aborted) throw new AbortError(key, o.signal.reason);
+      return this.#waitAsync(key, o);
+    };
+    if (this.#statsOn || requestObserved())
+      return (await this.#observeAsync(key, 'shared', limit, o.waitTimeout, get))!;
+    return get();
   }
 
   #resolvePermit(
@@ -459,6 +494,167 @@ export class LockTable implements WaitCore, LeaseHost, PermitHost {
   ): Promise<T> {
     checkFunction('fn', fn);
     return runHolding(await this.acquire(key, options), fn);
+  }
+
+  /**
+   * What every thread of this table has done so far (a table made with `stats: true`; else
+   * `enabled` is false and every count 0). A snapshot of shared counters: poll it to chart.
+   */
+  stats(): LockStats {
+    return this.#stats.snapshot(this.#statsOn);
+  }
+
+  // ---- the observed path (diagnostics.ts, stats.ts) ----------------------------------------
+
+  /** tryAcquire, observed: the generic path of tryAcquire (not the cached one), with events. */
+  #observedTry(key: string, options: TryAcquireOptions | undefined): Lease | null {
+    checkKey('key', key, this.#maxKeyLength);
+    const o = options === undefined ? this.#plain : this.#resolve(options, false, false);
+    return this.#observe(
+      key,
+      o.mode,
+      0,
+      0,
+      () => this.#fast(key, o.mode, o.hold, false) ?? this.#slowSync(key, o, 0, false),
+    );
+  }
+
+  /** acquireSync, observed. */
+  #observedSync(key: string, options: AcquireSyncOptions | undefined): Lease {
+    checkKey('key', key, this.#maxKeyLength);
+    const o = options === undefined ? this.#plain : this.#resolve(options, true, false);
+    return this.#observe(key, o.mode, 0, o.waitTimeout, () => {
+      if (this.grants.yieldSlot >= 0 && this.#yieldsTurn(key, o.mode))
+        return this.#waitSync(key, o);
+      return this.#fast(key, o.mode, o.hold, o.spinDelay > 0) ?? this.#waitSync(key, o);
+    })!;
+  }
+
+  /** acquire, observed. */
+  async #observedAsync(key: string, options: AcquireOptions | undefined): Promise<Lease> {
+    checkKey('key', key, this.#maxKeyLength);
+    const o = options === undefined ? this.#plain : this.#resolve(options, true, true);
+    return (await this.#observeAsync(key, o.mode, 0, o.waitTimeout, async () => {
+      if (o.signal?.aborted) throw new AbortError(key, o.signal.reason);
+      const yields = this.grants.yieldSlot >= 0 && this.#yieldsTurn(key, o.mode);
+      return (
+        (yields ? null : this.#fast(key, o.mode, o.hold, o.spinDelay > 0)) ??
+        this.#waitAsync(key, o)
+      );
+    }))!;
+  }
+
+  /**
+   * Runs one request (`get`: a lease, null for a miss, or a throw) between its start event and
+   * its outcome's: counted when the table collects stats, published on the channels that have
+   * subscribers. `waitTimeout` 0 makes a null a 'busy' miss, else a 'timeout'.
+   */
+  #observe(
+    key: string,
+    mode: Mode,
+    limit: number,
+    waitTimeout: number,
+    get: () => Lease | null,
+  ): Lease | null {
+    const t0 = this.#started(key, mode, limit);
+    let lease: Lease | null;
+    try {
+      lease = get();
+    } catch (error) {
+      this.#failed(key, mode, limit, t0, error);
+      throw error;
+    }
+    this.#ended(key, mode, limit, t0, waitTimeout, lease);
+    return lease;
+  }
+
+  async #observeAsync(
+    key: string,
+    mode: Mode,
+    limit: number,
+    waitTimeout: number,
+    get: () => Promise<Lease | null>,
+  ): Promise<Lease | null> {
+    const t0 = this.#started(key, mode, limit);
+    let lease: Lease | null;
+    try {
+      lease = await get();
+    } catch (error) {
+      this.#failed(key, mode, limit, t0, error);
+      throw error;
+    }
+    this.#ended(key, mode, limit, t0, waitTimeout, lease);
+    return lease;
+  }
+
+  #started(key: string, mode: Mode, limit: number): number {
+    if (this.#statsOn) this.#stats.request();
+    if (startChannel.hasSubscribers)
+      startChannel.publish({ key, mode, limit, threadId: this.grants.threadId });
+    return monotonicNow();
+  }
+
+  #ended(
+    key: string,
+    mode: Mode,
+    limit: number,
+    t0: number,
+    waitTimeout: number,
+    lease: Lease | null,
+  ): void {
+    const waitMs = monotonicNow() - t0;
+    const threadId = this.grants.threadId;
+    if (lease === null) {
+      const reason = waitTimeout === 0 ? 'busy' : 'timeout';
+      if (this.#statsOn) {
+        if (reason === 'busy') this.#stats.miss();
+        else this.#stats.timeout();
+      }
+      if (missChannel.hasSubscribers)
+        missChannel.publish({ key, mode, limit, threadId, waitMs, reason });
+      return;
+    }
+    const contended = waitedLeases.has(lease);
+    const recovered = lease.recovered;
+    if (this.#statsOn) this.#stats.grant(waitMs, contended, recovered);
+    if (grantChannel.hasSubscribers) {
+      const token = lease.token;
+      grantChannel.publish({ key, mode, limit, threadId, waitMs, token, contended, recovered });
+    }
+    if (recovered && reclaimChannel.hasSubscribers) {
+      const token = lease.token;
+      reclaimChannel.publish({ key, mode, limit, threadId, token, by: 'deadline' });
+    }
+  }
+
+  #failed(key: string, mode: Mode, limit: number, t0: number, error: unknown): void {
+    const waitMs = monotonicNow() - t0;
+    const threadId = this.grants.threadId;
+    if (error instanceof AbortError) {
+      if (this.#statsOn) this.#stats.abort();
+      if (abortChannel.hasSubscribers) {
+        const reason = error.cause;
+        abortChannel.publish({ key, mode, limit, threadId, waitMs, reason });
+      }
+    } else if ((error as { code?: unknown } | null)?.code === 'ERR_LOCK_TIMEOUT') {
+      if (this.#statsOn) this.#stats.timeout();
+      if (missChannel.hasSubscribers)
+        missChannel.publish({ key, mode, limit, threadId, waitMs, reason: 'timeout' });
+    }
+  }
+
+  /** @internal Does a release need reporting (stats, or a release subscriber)? Read by Lease. */
+  get observesReleases(): boolean {
+    return this.#statsOn || releaseChannel.hasSubscribers;
+  }
+
+  /** @internal After `lease` was released (Lease.release, when observesReleases). */
+  noteRelease(lease: Lease): void {
+    if (this.#statsOn) this.#stats.release();
+    if (releaseChannel.hasSubscribers) {
+      const { key, mode, token } = lease;
+      releaseChannel.publish({ key, mode, threadId: this.grants.threadId, token });
+    }
   }
 
   /** Who holds `key` right now (null when nobody does). Reads only; never waits or acquires. */
@@ -510,6 +706,18 @@ export class LockTable implements WaitCore, LeaseHost, PermitHost {
     // What it announced while waiting goes too (the live waiters announce again).
     this.grants.withdrawAll();
     this.directory.releaseBindingsOf(threadId);
+    if (released > 0 && this.#statsOn) this.#stats.reclaims(released);
+    if (released > 0 && reclaimChannel.hasSubscribers) {
+      reclaimChannel.publish({
+        key: undefined,
+        mode: undefined,
+        limit: 0,
+        threadId: this.grants.threadId,
+        owner: threadId,
+        leases: released,
+        by: 'exit',
+      });
+    }
     return released;
   }
 
@@ -662,13 +870,17 @@ export class LockTable implements WaitCore, LeaseHost, PermitHost {
   #slowSync(key: string, o: Resolved, waitTimeout: number, blocking: boolean): Lease | null {
     const req = this.#request(key, o, waitTimeout, blocking);
     let granted = false;
+    let waited = false;
     try {
       for (;;) {
         const step = req.step();
         if (step === STEP_GRANTED) {
           granted = true;
-          return this.#granted(key, o.mode, o.hold, req.slot, req.recovered, o.limit);
+          const lease = this.#granted(key, o.mode, o.hold, req.slot, req.recovered, o.limit);
+          if (waited && (this.#statsOn || requestObserved())) waitedLeases.add(lease);
+          return lease;
         }
+        waited = true;
         if (step === STEP_SPIN) spin(req);
         else if (step === STEP_SLEEP) sleepSync(req);
         else if (step === STEP_TIMEOUT) return null;
@@ -691,14 +903,18 @@ export class LockTable implements WaitCore, LeaseHost, PermitHost {
             signal.addEventListener('abort', onAbort, { once: true });
           });
     let granted = false;
+    let waited = false;
     try {
       for (;;) {
         if (signal?.aborted) throw new AbortError(key, signal.reason);
         const step = req.step();
         if (step === STEP_GRANTED) {
           granted = true;
-          return this.#granted(key, o.mode, o.hold, req.slot, req.recovered, o.limit);
+          const lease = this.#granted(key, o.mode, o.hold, req.slot, req.recovered, o.limit);
+          if (waited && (this.#statsOn || requestObserved())) waitedLeases.add(lease);
+          return lease;
         }
+        waited = true;
         if (step === STEP_SPIN) spin(req);
         else if (step === STEP_SLEEP) await sleepAsync(req, aborted);
         else if (step === STEP_TIMEOUT) return null;
@@ -827,6 +1043,9 @@ function countsOnWord(kind: number): boolean {
   );
 }
 
+/** Leases whose request waited (spun or slept) first: a grant's `contended`, when observed. */
+const waitedLeases = new WeakSet<Lease>();
+
 /** Set by attach() for the constructor call it makes (a constructor cannot be overloaded privately). */
 let pendingAttach: { buffer: SharedArrayBuffer; views: Views; defaults: TableDefaults } | undefined;
 
@@ -846,6 +1065,8 @@ function createTable(options: LockTableOptions | undefined) {
       ? Math.min(2 * capacity, MAX_CAPACITY)
       : checkInteger('options.maxSharedHolders', o.maxSharedHolders, 1, MAX_CAPACITY);
   const explicit = checkDefaults('options', o);
+  if (o.stats !== undefined && typeof o.stats !== 'boolean')
+    throw invalidType('options.stats', 'of type boolean', o.stats);
   const geometry: Geometry = { capacity, maxKeyLength, records };
   const bytes = bufferBytes(geometry);
   const buffer = new SharedArrayBuffer(bytes);
@@ -857,6 +1078,7 @@ function createTable(options: LockTableOptions | undefined) {
   h[H_BUFFER_BYTES] = bytes;
   h[H_VERSION] = VERSION;
   storeDefaults(views.headerF64, explicit);
+  h[H_STATS] = o.stats === true ? 1 : 0;
   for (let i = 0; i < capacity; i++) views.slots[i * SLOT_WORDS + S_STATE] = UNBOUND;
   // ORDER: the magic number is written last; attach() refuses a buffer without it.
   Atomics.store(h, H_MAGIC, MAGIC);
