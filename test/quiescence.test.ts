@@ -672,7 +672,11 @@ class Run {
       if ((x.p === P_WITHLOCK || x.q === P_WITHLOCK) && this.withLockStopped) continue;
       const who = (p: number) =>
         p === P_MAIN ? 'main thread' : p === P_WITHLOCK ? 'a withLock task' : `worker ${p}`;
-      out.push(`${this.keys[x.key]}: ${who(x.p)} found ${who(x.q)} inside incompatibly`);
+      out.push(
+        x.p === x.q
+          ? `${this.keys[x.key]}: ${who(x.p)} found ${this.fam.permits} other permit holders inside`
+          : `${this.keys[x.key]}: ${who(x.p)} found ${who(x.q)} inside incompatibly`,
+      );
     }
     return out;
   }
