@@ -175,6 +175,8 @@ export class LockTable implements WaitCore, LeaseHost, PermitHost {
   readonly #stats: Stats;
   /** The resolved options of a call without options (shared, so that such a call allocates nothing). */
   readonly #plain: Resolved;
+  /** #plain for permits, by limit (Semaphore calls without options). */
+  readonly #plainPermits = new Map<number, Resolved>();
 
   /** Creates a new table in a new SharedArrayBuffer. */
   constructor(options?: LockTableOptions) {
@@ -477,6 +479,16 @@ export class LockTable implements WaitCore, LeaseHost, PermitHost {
     waits: boolean,
     async: boolean,
   ): Resolved {
+    if (options === undefined) {
+      // A call without options allocates nothing (as #plain): one resolved object per limit.
+      let plain = this.#plainPermits.get(limit);
+      if (plain === undefined) {
+        plain = Object.freeze({ ...this.#plain, mode: 'shared', limit });
+        if (this.#plainPermits.size >= 64) this.#plainPermits.clear();
+        this.#plainPermits.set(limit, plain);
+      }
+      return plain;
+    }
     return { ...this.#resolve(options, waits, async), mode: 'shared', limit };
   }
 
