@@ -5,6 +5,22 @@ import { PublicLease, type Lease as LeaseClass } from './table/lease.js';
 export const Lease = PublicLease;
 export type Lease = LeaseClass;
 export type { KeyHandle } from './table/key-handle.js';
+export { type LockStats } from './table/stats.js';
+export {
+  CHANNELS,
+  type GrantEvent,
+  type MissEvent,
+  type AbortEvent,
+  type ReclaimEvent,
+  type ReleaseEvent,
+  type RequestEvent,
+} from './table/diagnostics.js';
+export {
+  Semaphore,
+  type PermitTryOptions,
+  type PermitSyncOptions,
+  type PermitOptions,
+} from './table/semaphore.js';
 export { LockError, AbortError, type LockErrorCode } from './api/errors.js';
 export type { Mode } from './api/options.js';
 export type {

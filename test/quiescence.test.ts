@@ -24,6 +24,8 @@
  *  - timeouts and aborts: finite waits and aborts, no terminations, no slot reuse
  *  - terminated waiters: only infinite waits (no timeouts, no aborts), workers terminated
  *  - slot reuse: a table smaller than the key set, only infinite waits (a hang shows here)
+ *  - semaphores: every key a semaphore of 2 permits, with all of the above but acquireAll and
+ *    withLock; a holder counts the others in, and more than 2 inside is a violation
  *  - everything: all of it at once
  *
  * LOCKTABLE_SEED replays a run; LOCKTABLE_QUIESCENCE_ROUNDS sets the rounds of every family.
@@ -37,7 +39,7 @@ import { after, describe, test } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
-import { LockTable } from '../src/index.js';
+import { type Lease, LockTable } from '../src/index.js';
 import { prng, seedFor } from './harness.js';
 import {
   C_ABORTED,
@@ -166,6 +168,31 @@ const FAMILIES: Family[] = [
     workerOps: 200,
     mainOps: 60,
     rounds: 8,
+  },
+  {
+    // Bug class: a permit request that leaves (timed out, aborted, terminated) keeps a permit or
+    // its starvation announcement; a dead holder's permit never comes back; more holders than
+    // permits. Every key is a semaphore of 2 permits, in a table smaller than the key set; the
+    // check also takes each key as a lock, so every round rebinds them (another limit).
+    name: 'semaphores',
+    capacity: 3,
+    keys: 4,
+    maxSharedHolders: 12,
+    failTimeout: 20,
+    waitTimeouts: [0, 1, 2, 5, 20, 100, Infinity],
+    mainSyncWaitTimeouts: [0, 1, 2, 5, 20, 50],
+    withLockWaitTimeouts: [0],
+    abortRate: 0.3,
+    kills: 1,
+    watchRate: 0.5,
+    withLockRate: 0,
+    weights: [2, 3, 3, 0, 0],
+    sleepRate: 0.4,
+    workers: 3,
+    permits: 2,
+    workerOps: 25,
+    mainOps: 12,
+    rounds: 16,
   },
   {
     name: 'everything',
@@ -645,7 +672,11 @@ class Run {
       if ((x.p === P_WITHLOCK || x.q === P_WITHLOCK) && this.withLockStopped) continue;
       const who = (p: number) =>
         p === P_MAIN ? 'main thread' : p === P_WITHLOCK ? 'a withLock task' : `worker ${p}`;
-      out.push(`${this.keys[x.key]}: ${who(x.p)} found ${who(x.q)} inside incompatibly`);
+      out.push(
+        x.p === x.q
+          ? `${this.keys[x.key]}: ${who(x.p)} found ${this.fam.permits} other permit holders inside`
+          : `${this.keys[x.key]}: ${who(x.p)} found ${who(x.q)} inside incompatibly`,
+      );
     }
     return out;
   }
@@ -687,7 +718,37 @@ class Run {
       if (dead) deadKeys.push(key);
     }
     while (LockTable.now() <= until) await delay(Math.min(50, until - LockTable.now() + 1));
+    // A semaphore family's keys are reclaimed by a permit request (a lock's would be refused).
+    const permits = fam.permits;
+    const sem = (key: string) =>
+      permits === undefined ? undefined : table.semaphore(key, permits);
     for (const key of deadKeys) {
+      const semaphore = sem(key);
+      if (semaphore !== undefined) {
+        // Every permit at once: the request that finds the group full reclaims the dead ones (a
+        // request that finds a permit free needs no reclaim, and leaves the dead holder listed).
+        const taken: Lease[] = [];
+        for (let i = 0; i < permits!; i++) {
+          const lease =
+            semaphore.tryAcquire() ??
+            (await semaphore
+              .acquire({ waitTimeout: Math.max(fam.failTimeout, 1000) + 1000 })
+              .catch(() => null));
+          if (lease !== null) taken.push(lease);
+        }
+        for (const lease of taken) lease.release();
+        if (taken.length < permits!) {
+          failures.push({
+            property: 'dead holder not reclaimed',
+            key,
+            who: 'main thread',
+            call: `${permits} permits past the dead holders' deadline + failTimeout`,
+            outcome: `${taken.length} granted`,
+            state: describeKey(table, key),
+          });
+        }
+        continue;
+      }
       let lease = table.tryAcquire(key);
       if (lease === null) {
         // A thread that died inside a shared grant or release (between its count and its record's

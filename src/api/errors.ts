@@ -14,6 +14,7 @@ export type LockErrorCode =
   | 'ERR_LOCK_TABLE_FULL'
   | 'ERR_LOCK_EXEC_TIMEOUT'
   | 'ERR_LOCK_WORKER_EXIT'
+  | 'ERR_LOCK_LIMIT_MISMATCH'
   // The PostgreSQL backend (src/postgres/errors.ts):
   | 'ERR_LOCK_CLOSED'
   | 'ERR_LOCK_CONNECTION'
@@ -90,6 +91,22 @@ export function releasedError(key: string, what: string): LockError {
     'ERR_LOCK_RELEASED',
     key,
     `Cannot ${what}: this lease on ${describeKey(key)} was already released`,
+  );
+}
+
+/** A limit as a message shows it: 0 is a lock (exclusive or shared). */
+function describeLimit(limit: number): string {
+  return limit === 0 ? 'a lock (limit 0)' : `a semaphore of ${limit} permits (limit ${limit})`;
+}
+
+/** A request met its key in use under another permit limit (src/table/semaphore.ts). */
+export function limitMismatchError(key: string, requested: number, found: number): LockError {
+  return new LockError(
+    'ERR_LOCK_LIMIT_MISMATCH',
+    key,
+    `${describeKey(key)} is in use as ${describeLimit(found)}, but this request is for ` +
+      `${describeLimit(requested)}. Every caller must use one limit for a key while it is held ` +
+      '(and locks and semaphores need different keys)',
   );
 }
 

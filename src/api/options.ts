@@ -25,6 +25,11 @@ export interface LockTableOptions extends TableDefaults {
   maxKeyLength?: number | undefined;
   /** How many shared-mode leases can exist at once across all keys. Default 2 x capacity. */
   maxSharedHolders?: number | undefined;
+  /**
+   * Count every request of every thread in shared memory, for table.stats(). Default false:
+   * counting costs the uncontended fast path an Atomics.add per event.
+   */
+  stats?: boolean | undefined;
 }
 
 export interface TryAcquireOptions {
@@ -47,6 +52,7 @@ export const LOCK_TABLE_OPTIONS_KEYS = [
   'capacity',
   'maxKeyLength',
   'maxSharedHolders',
+  'stats',
   ...TABLE_DEFAULTS_KEYS,
 ] as const;
 /**

@@ -43,6 +43,7 @@ import {
   S_BIND_GEN_HI,
   S_HASH,
   S_KEY_LENGTH,
+  S_LIMIT,
   S_SLEEPERS,
   S_STATE,
   S_TOKEN_HI,
@@ -94,6 +95,8 @@ export const REVOKED_STUCK_MS = 10 * BIND_LOCK_LEASE_MS;
 /** Result of findOrBind besides a slot index (>= 0). */
 export const BIND_BUSY = -1; // the mutex, or a slot the key needs, is another thread's: wait, retry
 export const BIND_FULL = -2; // every slot the key could use is held
+/** Result of rebind: the key is held under its current limit, so it keeps it. */
+export const REBIND_HELD = -3;
 
 export class Directory {
   readonly #v: Views;
@@ -149,15 +152,40 @@ export class Directory {
 
   /**
    * The slot of `key`, binding it if needed: a slot index, BIND_BUSY (the mutex, or a slot the key
-   * needs, is another thread's for now: wait and retry) or BIND_FULL. Never blocks.
+   * needs, is another thread's for now: wait and retry) or BIND_FULL. Never blocks. A new binding
+   * carries `limit` (S_LIMIT: 0 for a lock, n for a semaphore of n permits); a key found bound
+   * keeps the limit it has (the caller compares it with its own: semaphore.ts).
    */
-  findOrBind(key: string): number {
+  findOrBind(key: string, limit: number): number {
     const hash = hashKey(key);
     const found = this.find(key, hash);
     if (found >= 0) return found;
     if (!this.#tryLockBind()) return BIND_BUSY;
     try {
-      return this.#bindLocked(key, hash);
+      return this.#bindLocked(key, hash, limit);
+    } finally {
+      this.#unlockBind();
+    }
+  }
+
+  /**
+   * Gives `key`, found bound in `slot` with another limit, a new binding with `limit`, if nobody
+   * holds it (an eviction, then a bind, under the mutex: the limit changes only with the binding,
+   * and the bind generation moves). A slot index (maybe another slot), REBIND_HELD when the key is
+   * held (it keeps its limit), BIND_BUSY or BIND_FULL as findOrBind.
+   */
+  rebind(slot: number, key: string, limit: number): number {
+    if (!this.#tryLockBind()) return BIND_BUSY;
+    try {
+      const slots = this.#v.slots;
+      const base = slot * SLOT_WORDS;
+      const hash = hashKey(key);
+      if (Atomics.load(slots, base + S_BIND) === BIND_BOUND && this.matches(slot, key)) {
+        // Under the mutex nobody else binds or evicts: the limit read here is the binding's.
+        if (slots[base + S_LIMIT] === limit) return slot;
+        if (!this.#evict(slot)) return REBIND_HELD;
+      }
+      return this.#bindLocked(key, hash, limit);
     } finally {
       this.#unlockBind();
     }
@@ -262,7 +290,7 @@ export class Directory {
     }
   }
 
-  #bindLocked(key: string, hash: number): number {
+  #bindLocked(key: string, hash: number, limit: number): number {
     const slots = this.#v.slots;
     const cap = this.#capacity;
     let target = -1;
@@ -301,7 +329,7 @@ export class Directory {
       }
       if (target < 0) return busy ? BIND_BUSY : BIND_FULL;
     }
-    return this.#publish(target, key, hash) ? target : BIND_BUSY;
+    return this.#publish(target, key, hash, limit) ? target : BIND_BUSY;
   }
 
   /**
@@ -354,7 +382,7 @@ export class Directory {
    * Writes the key into an EMPTY or VACANT slot and makes it BOUND and FREE. False if the slot was
    * taken meanwhile or our bind was revoked (the mutex was stolen from us): then we hand it back.
    */
-  #publish(slot: number, key: string, hash: number): boolean {
+  #publish(slot: number, key: string, hash: number, limit: number): boolean {
     const slots = this.#v.slots;
     const base = slot * SLOT_WORDS;
     const me = this.#threadId + 1;
@@ -380,6 +408,7 @@ export class Directory {
     this.#v.keys.set(units, slot * this.#maxKeyLength);
     slots[base + S_TOKEN_LO] = floorLo;
     slots[base + S_TOKEN_HI] = floorHi;
+    slots[base + S_LIMIT] = limit; // part of the binding (semaphore.ts)
     // The 64-bit bind generation (slot-cache.ts): the low half, and its carry into the high half.
     const genLo = (slots[base + S_BIND_GEN]! + 1) | 0;
     slots[base + S_BIND_GEN] = genLo;

@@ -23,6 +23,7 @@ import {
   RECORD_RELEASING,
   RECORD_WORDS,
   RF_DEADLINE,
+  S_LIMIT,
   S_SLEEPERS,
   S_STATE,
   S_TOKEN_HI,
@@ -33,6 +34,7 @@ import {
   type Views,
 } from './layout.js';
 import { nextRecordWord, type Records, stuckMs } from './records.js';
+import { permitGrantState } from './semaphore.js';
 import { testHooks } from './test-hooks.js';
 import {
   EXCLUSIVE,
@@ -181,9 +183,17 @@ export class Grants {
    * One attempt to grant `slot` in `mode` (a CAS loop only while flags change under us).
    * GRANTED: the caller holds it (and must check the key); BUSY: `seen` says why;
    * UNBOUND_SLOT: the slot is being rebound, look the key up again; NO_RECORD: shared records full.
+   * `limit` > 0: a permit of a semaphore of that many (mode 'shared'; semaphore.ts). It is the
+   * request's own limit: the caller checks after a grant that it is the slot's.
    */
-  attempt(slot: number, mode: Mode, hold: number, waiter: WaiterView | undefined): number {
-    if (mode === 'shared') return this.#attemptShared(slot, hold, waiter);
+  attempt(
+    slot: number,
+    mode: Mode,
+    hold: number,
+    waiter: WaiterView | undefined,
+    limit = 0,
+  ): number {
+    if (mode === 'shared') return this.#attemptShared(slot, hold, waiter, limit);
     const slots = this.#slots;
     const at = slot * SLOT_WORDS + S_STATE;
     const tid = this.threadId;
@@ -412,7 +422,12 @@ export class Grants {
    * A shared grant: claim a record (with its deadline), one grant CAS, then the record's steps
    * (see records.ts) with plain stores, the token in between.
    */
-  #attemptShared(slot: number, hold: number, waiter: WaiterView | undefined): number {
+  #attemptShared(
+    slot: number,
+    hold: number,
+    waiter: WaiterView | undefined,
+    limit: number,
+  ): number {
     const slots = this.#slots;
     const at = slot * SLOT_WORDS + S_STATE;
     const records = this.#records;
@@ -420,7 +435,10 @@ export class Grants {
     const deadline = hold === Infinity ? Infinity : monotonicNow() + hold;
     for (;;) {
       const s = Atomics.load(slots, at);
-      let next = grantState(s, 'shared', this.threadId, waiter);
+      let next =
+        limit > 0
+          ? permitGrantState(s, limit + testHooks.permitSlack, waiter)
+          : grantState(s, 'shared', this.threadId, waiter);
       if (next < 0 && (next = this.#lapsed(slot, s, 'shared')) < 0) {
         this.seen = s;
         return (s & UNBOUND) !== 0 ? UNBOUND_SLOT : BUSY;
@@ -573,10 +591,17 @@ export class Grants {
     const slots = this.#slots;
     const base = slot * SLOT_WORDS;
     const recs = this.#recs;
+    // A semaphore's (semaphore.ts): frozen while the count we take off is on the word.
+    const permits = slots[base + S_LIMIT]! > 0;
     for (;;) {
       const s = Atomics.load(slots, base + S_STATE);
       const last = (s & FIELD) === 1;
-      const next = last ? releaseState(s, 'shared', this.threadId) : s - 1;
+      // A permit that comes free while the group stays clears PARKED: a sleeper is woken below.
+      const next = last
+        ? releaseState(s, 'shared', this.threadId)
+        : permits
+          ? (s - 1) & ~PARKED
+          : s - 1;
       if ((next & HANDOFF) !== 0) this.#reserve(slot);
       // PLAIN: the record check and the CAS's arguments (a stall here is the one case left: see
       // DESIGN.md, "What a stalled thread can still do").
@@ -587,6 +612,7 @@ export class Grants {
       // PLAIN, straight after the CAS: the count is off, so the record must say so.
       if (rs >= 0 && recs[rs] === releasing) recs[rs] = freed;
       if (last) this.#afterRelease(slot, s, next);
+      else if (permits && (s & (PARKED | STARVING)) !== 0) this.#afterPermit(slot, s, next);
       return s;
     }
   }
@@ -661,6 +687,26 @@ export class Grants {
     }
   }
 
+  /**
+   * After a permit came free in a semaphore group that stays (CAS from `s` to `next`): wake a
+   * sleeper to take it, every sleeper when a waiter starves (the one whose turn it is may not be
+   * first). The woken sleeper sets PARKED again while others sleep (Request.leave). A STARVING
+   * that no sleeper answers and no running waiter (WAITING) holds up is withdrawn, as a release
+   * does with its HANDOFF: a group that never empties would keep it, and every newcomer would wait
+   * STARVATION_MS and every tryAcquire fail, for a waiter that is gone.
+   */
+  #afterPermit(slot: number, s: number, next: number): void {
+    const slots = this.#slots;
+    const base = slot * SLOT_WORDS;
+    // RACE: read after the CAS, as #afterRelease does.
+    const woken =
+      Atomics.load(slots, base + S_SLEEPERS) > 0
+        ? Atomics.notify(slots, base + S_STATE, (s & STARVING) !== 0 ? Infinity : 1)
+        : 0;
+    if ((s & STARVING) !== 0 && woken === 0 && (s & WAITING) === 0)
+      Atomics.compareExchange(slots, base + S_STATE, next, withdrawn(next));
+  }
+
   // ---- reclaim --------------------------------------------------------------------------------
 
   /** How long (ms) until the holder of `s` may be reclaimed: <= 0 now, Infinity never. */
@@ -677,7 +723,9 @@ export class Grants {
     }
     if ((s & (HANDOFF | UNBOUND)) !== 0 || (s & FIELD) === 0) return Infinity;
     const records = this.#records;
-    const latest = records.latestDeadline(slot, now, stuckMs(failTimeout));
+    // A semaphore's waiter needs one permit back: the earliest deadline; a writer needs them all.
+    const earliest = this.#slots[slot * SLOT_WORDS + S_LIMIT]! > 0;
+    const latest = records.latestDeadline(slot, now, stuckMs(failTimeout), earliest);
     // A record stuck in a window is as good as expired; one in a window, not yet seen stuck for
     // long enough, or a count whose record we missed (its holder just left): look again soon.
     if (records.stuck) return 0;
@@ -692,12 +740,14 @@ export class Grants {
     hold: number,
     failTimeout: number,
     waiter: WaiterView | undefined,
+    limit = 0,
   ): number {
     if ((s & EXCLUSIVE) !== 0) return this.#reclaimExclusive(slot, s, mode, hold, failTimeout);
     const records = this.#records;
     const now = monotonicNow();
     const stuck = stuckMs(failTimeout);
     let emptied = false;
+    let freed = false;
     for (let r = 0; r < records.count; r++) {
       const w = records.word(r);
       const kind = w & RECORD_KIND;
@@ -710,11 +760,13 @@ export class Grants {
         before = this.#takeOver(slot, r, w);
       }
       if (before > 0 && (before & FIELD) === 1) emptied = true;
+      if (before > 0) freed = true;
     }
-    if (!emptied) return BUSY;
+    // A semaphore's waiter needs one permit, a writer the whole group.
+    if (!emptied && !(limit > 0 && freed)) return BUSY;
     // The last count came off as a release by us (HANDOFF to the waiters, ourselves included, or
-    // FREE): take it as the waiter we are.
-    const result = this.attempt(slot, mode, hold, waiter);
+    // FREE), or a permit came free: take it as the waiter we are.
+    const result = this.attempt(slot, mode, hold, waiter, limit);
     return result === GRANTED || result === NO_RECORD ? result : BUSY;
   }
 

@@ -12,6 +12,7 @@
  *   entryWordsOffset    capacity x ENTRY_WORDS Int32 words       (request entries: see entries.ts)
  *   entryF64Offset      capacity x ENTRY_F64 Float64 words      (each entry's liveness stamp)
  *   entryNamesOffset    capacity x maxKeyLength Uint16 code units (each entry's key)
+ *   statsOffset         STATS_WORDS BigInt64 counters           (table.stats(): stats.ts)
  *
  * The header stores the geometry, so `LockTable.attach(buffer)` can rebuild every view from the
  * buffer alone and refuse a buffer that is not a lock table of this version.
@@ -20,8 +21,10 @@
 export const MAGIC = 0x4c4b5442; // 'LKTB'
 /**
  * 4: request entries after the keys (entries.ts: the pending requests that `locktable/web-locks`
- * lists in query(), and each thread's doorbell), and H_ENTRY_SEQ. Additive: every offset before
- * the entries is as in version 3.
+ * lists in query(), and each thread's doorbell), and H_ENTRY_SEQ; each slot's binding carries a
+ * permit limit (S_LIMIT, in the word that was spare); the buffer ends with the stats counters
+ * (H_STATS, statsOffset). Additive: every offset before the entries is as in version 3; the
+ * version moves because code of version 3 would ignore a semaphore's limit.
  * 3: a table default that was not set is NaN in the header (defaults.ts), and each slot has a
  * hand-off reservation (SF_HANDOFF_UNTIL); 2 stored the library's defaults and had none.
  */
@@ -43,6 +46,8 @@ export const H_BUFFER_BYTES = 8;
 export const H_BIND_DEADLINE_OWNER = 9;
 /** The request-order counter of entries (entries.ts): incremented once per registered request. */
 export const H_ENTRY_SEQ = 10;
+/** 1 when the table collects stats (new LockTable({ stats: true })): every thread counts. */
+export const H_STATS = 11;
 export const HEADER_WORDS = 16;
 
 // ---- header, Float64 words (after the Int32 header) ----
@@ -80,7 +85,13 @@ export const S_KEY_LENGTH = 5;
 /** The 64-bit fencing token of the latest grant on this slot, lo and hi halves. */
 export const S_TOKEN_LO = 6;
 export const S_TOKEN_HI = 7;
-// 8: spare
+/**
+ * The permit limit of the key's binding: 0 for a lock (exclusive or shared), n >= 1 for a
+ * semaphore of n permits (semaphore.ts). Written by the binder inside its bind window, with the
+ * key, so it is part of the binding: it changes only by an eviction and a new binding (a new
+ * S_BIND_GEN), never while anyone holds the slot.
+ */
+export const S_LIMIT = 8;
 /** High half of the bind generation (see S_BIND_GEN). */
 export const S_BIND_GEN_HI = 9;
 export const SLOT_WORDS = 10; // 40 bytes
@@ -152,6 +163,23 @@ export const ENTRY_OWNER_SHIFT = 3;
 export const ENTRY_OWNER_MASK = 0xfffff;
 export const ENTRY_GEN_SHIFT = 23;
 
+// ---- stats: BigInt64 counters, added to with Atomics.add by every thread (stats.ts) ----
+export const ST_REQUESTS = 0;
+export const ST_GRANTS = 1;
+/** Grants whose request had to wait (spin or sleep) first. */
+export const ST_CONTENDED = 2;
+/** One-shot requests (tryAcquire, waitTimeout 0) that found the key busy. */
+export const ST_MISSES = 3;
+export const ST_TIMEOUTS = 4;
+export const ST_ABORTS = 5;
+/** Grants that reclaimed from a holder past its deadline + failTimeout, and leases forced off. */
+export const ST_RECLAIMS = 6;
+export const ST_RELEASES = 7;
+/** Wait-time histogram of grants: bucket 0 under 1 us, bucket b in [2^(b-1), 2^b) us. */
+export const ST_WAIT_BUCKETS = 8;
+export const WAIT_BUCKETS = 40;
+export const STATS_WORDS = ST_WAIT_BUCKETS + WAIT_BUCKETS;
+
 export interface Geometry {
   capacity: number;
   maxKeyLength: number;
@@ -178,6 +206,7 @@ export interface Views {
   readonly entries: Int32Array;
   readonly entriesF64: Float64Array;
   readonly entryKeys: Uint16Array;
+  readonly stats: BigInt64Array;
 }
 
 function align8(n: number): number {
@@ -194,11 +223,13 @@ export function offsets(g: Geometry) {
   const entryWordsOffset = align8(keysOffset + g.capacity * g.maxKeyLength * 2);
   const entryF64Offset = align8(entryWordsOffset + g.capacity * ENTRY_WORDS * 4);
   const entryNamesOffset = align8(entryF64Offset + g.capacity * ENTRY_F64 * 8);
-  const totalBytes = align8(entryNamesOffset + g.capacity * g.maxKeyLength * 2);
+  const statsOffset = align8(entryNamesOffset + g.capacity * g.maxKeyLength * 2);
+  const totalBytes = statsOffset + STATS_WORDS * 8;
   return {
     entryWordsOffset,
     entryF64Offset,
     entryNamesOffset,
+    statsOffset,
     slotWordsOffset,
     slotCellsOffset,
     slotF64Offset,
@@ -230,5 +261,6 @@ export function createViews(buffer: SharedArrayBuffer, g: Geometry): Views {
     entries: new Int32Array(buffer, o.entryWordsOffset, g.capacity * ENTRY_WORDS),
     entriesF64: new Float64Array(buffer, o.entryF64Offset, g.capacity * ENTRY_F64),
     entryKeys: new Uint16Array(buffer, o.entryNamesOffset, g.capacity * g.maxKeyLength),
+    stats: new BigInt64Array(buffer, o.statsOffset, STATS_WORDS),
   };
 }

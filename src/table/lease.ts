@@ -14,6 +14,9 @@ import { checkMs } from '../api/options.js';
 /** What a lease needs from its table (kept out of the public API). */
 export interface LeaseHost {
   readonly [GRANTS]: Grants;
+  /** A release must be reported (stats, or a diagnostics subscriber: diagnostics.ts). */
+  readonly observesReleases: boolean;
+  noteRelease(lease: Lease): void;
 }
 
 /** Bits of a lease's flags. */
@@ -113,6 +116,8 @@ export class Lease implements Disposable {
     this.flags = RELEASED;
     if (!this.host[GRANTS].releaseExclusive(this.slot, this.tokenLo, this.tokenHi, this.word))
       throw staleError(this.key, 'release the lease');
+    // Diagnostics (diagnostics.ts): one check, after the release.
+    if (this.host.observesReleases) this.host.noteRelease(this);
   }
 
   /** release() of a lease that is shared, recovered or already released. */
@@ -123,11 +128,13 @@ export class Lease implements Disposable {
     if ((flags & SHARED) === 0) {
       if (!g.releaseExclusive(this.slot, this.tokenLo, this.tokenHi, this.word))
         throw staleError(this.key, 'release the lease');
+      if (this.host.observesReleases) this.host.noteRelease(this);
       return;
     }
     if (!g.releaseShared(this.slot, this.word, this.tokenLo, this.tokenHi)) {
       throw staleError(this.key, 'release the lease');
     }
+    if (this.host.observesReleases) this.host.noteRelease(this);
   }
 
   /**

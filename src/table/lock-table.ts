@@ -12,6 +12,7 @@ import {
   AbortError,
   invalidType,
   invalidValue,
+  limitMismatchError,
   LockError,
   outOfRange,
   recursionError,
@@ -30,6 +31,7 @@ import {
   H_MAGIC,
   H_MAX_KEY_LENGTH,
   H_RECORDS,
+  H_STATS,
   H_VERSION,
   HEADER_BYTES,
   MAGIC,
@@ -41,6 +43,7 @@ import {
   S_BIND_GEN,
   S_HASH,
   S_KEY_LENGTH,
+  S_LIMIT,
   S_SLEEPERS,
   S_STATE,
   S_TOKEN_HI,
@@ -86,6 +89,17 @@ import {
 import { Entries } from './entries.js';
 import { DIRECTORY, EXPLICIT_DEFAULTS, GRANTS, HEADER, SLOTS } from './internals.js';
 import { Records } from './records.js';
+import { Semaphore } from './semaphore.js';
+import { type LockStats, Stats } from './stats.js';
+import {
+  abortChannel,
+  grantChannel,
+  missChannel,
+  reclaimChannel,
+  releaseChannel,
+  requestObserved,
+  startChannel,
+} from './diagnostics.js';
 import { SlotCache } from './slot-cache.js';
 import { testHooks } from './test-hooks.js';
 import { BIND_BOUND } from './directory.js';
@@ -105,6 +119,7 @@ import {
   spin,
   STEP_FULL,
   STEP_GRANTED,
+  STEP_LIMIT_MISMATCH,
   STEP_NO_RECORD,
   STEP_RECURSION,
   STEP_SLEEP,
@@ -148,6 +163,8 @@ export interface LockInfo {
    * readers, or a starving writer).
    */
   contended: boolean;
+  /** For a semaphore's key (mode 'shared'): how many permits it has. Absent for a lock. */
+  limit?: number;
 }
 
 /**
@@ -181,6 +198,8 @@ interface Resolved {
   waitTimeout: number;
   spinDelay: number;
   signal: AbortSignal | undefined;
+  /** 0 for a lock; n for a permit of a semaphore of n (semaphore.ts). */
+  limit: number;
 }
 
 // Not `implements WaitCore, LeaseHost`: the published types would then show the internals those
@@ -204,8 +223,13 @@ export class LockTable {
    */
   #lostRace = false;
   readonly #maxKeyLength: number;
+  /** The table collects stats (H_STATS): every request takes the observed path (stats.ts). */
+  readonly #statsOn: boolean;
+  readonly #stats: Stats;
   /** The resolved options of a call without options (shared, so that such a call allocates nothing). */
   readonly #plain: Resolved;
+  /** #plain for permits, by limit (Semaphore calls without options). */
+  readonly #plainPermits = new Map<number, Resolved>();
 
   /** Creates a new table in a new SharedArrayBuffer. */
   constructor(options?: LockTableOptions) {
@@ -232,6 +256,7 @@ export class LockTable {
       waitTimeout: defaults.waitTimeout,
       spinDelay: defaults.spinDelay,
       signal: undefined,
+      limit: 0,
     });
     this.#records = new Records(views);
     this[SLOTS] = views.slots;
@@ -241,6 +266,8 @@ export class LockTable {
     this.#entries = new Entries(views, this[GRANTS].threadId);
     this.#slotCache = new SlotCache(views.slots);
     this.#maxKeyLength = views.geometry.maxKeyLength;
+    this.#statsOn = views.header[H_STATS] === 1;
+    this.#stats = new Stats(views.stats);
   }
 
   /**
@@ -353,6 +380,8 @@ export class LockTable {
 
   /** One attempt, never waits: a Lease, or null when the key is held incompatibly. */
   tryAcquire(key: string, options?: TryAcquireOptions): Lease | null {
+    // Observed (a diagnostics subscriber, or stats): the same request, with its events.
+    if (this.#statsOn || requestObserved()) return this.#observedTry(key, options);
     if (options === undefined) {
       // A key this thread used before (only validated keys are cached): one CAS.
       const lease = this.#fastCached(key, this.#plain.hold, false);
@@ -365,6 +394,7 @@ export class LockTable {
 
   /** Blocks this thread (Atomics.wait) until granted, or throws ERR_LOCK_TIMEOUT. */
   acquireSync(key: string, options?: AcquireSyncOptions): Lease {
+    if (this.#statsOn || requestObserved()) return this.#observedSync(key, options);
     // The fast path is kept small enough for the JIT to inline into the caller, lease included
     // (DESIGN.md, "The cost of the fast path"): anything else is #acquireSync.
     if (options === undefined && this[GRANTS].yieldSlot < 0) {
@@ -401,6 +431,7 @@ export class LockTable {
 
   /** Waits without blocking the event loop (Atomics.waitAsync). Rejects on timeout or abort. */
   acquire(key: string, options?: AcquireOptions): Promise<Lease> {
+    if (this.#statsOn || requestObserved()) return this.#observedAsync(key, options);
     if (options === undefined && this[GRANTS].yieldSlot < 0) {
       const plain = this.#plain;
       const lease = this.#fastCached(key, plain.hold, plain.spinDelay > 0);
@@ -440,12 +471,14 @@ export class LockTable {
     const o = this.#resolve(options, true, false);
     const deadline = monotonicNow() + o.waitTimeout;
     const taken: Lease[] = [];
+    const observed = this.#statsOn || requestObserved();
     try {
       for (const key of ordered) {
         const remaining = Math.max(0, deadline - monotonicNow());
-        const lease =
+        const get = (): Lease | null =>
           this.#fast(key, o.mode, o.hold, o.spinDelay > 0) ??
           this.#slowSync(key, o, Math.min(o.waitTimeout, remaining), true);
+        const lease = observed ? this.#observe(key, o.mode, 0, o.waitTimeout, get) : get();
         if (lease === null) throw timeoutError(key, o.waitTimeout);
         taken.push(lease);
       }
@@ -463,12 +496,16 @@ export class LockTable {
     if (o.signal?.aborted) throw new AbortError(ordered[0], o.signal.reason);
     const deadline = monotonicNow() + o.waitTimeout;
     const taken: Lease[] = [];
+    const observed = this.#statsOn || requestObserved();
     try {
       for (const key of ordered) {
         const remaining = Math.max(0, deadline - monotonicNow());
-        const lease =
+        const get = async (): Promise<Lease | null> =>
           this.#fast(key, o.mode, o.hold, o.spinDelay > 0) ??
           (await this.#slowAsync(key, o, Math.min(o.waitTimeout, remaining)));
+        const lease = observed
+          ? await this.#observeAsync(key, o.mode, 0, o.waitTimeout, get)
+          : await get();
         if (lease === null) throw timeoutError(key, o.waitTimeout);
         taken.push(lease);
       }
@@ -477,6 +514,63 @@ export class LockTable {
       releaseAll(taken);
       throw error;
     }
+  }
+
+  /**
+   * A counting semaphore on `key`: up to `limit` holders at once, across every thread of the
+   * table. Each permit is a Lease with its own token and deadline. Every caller must use the same
+   * limit for a key while it is in use (else ERR_LOCK_LIMIT_MISMATCH); a key is either a lock or a
+   * semaphore while it is in use. See semaphore.ts.
+   */
+  semaphore(key: string, limit: number): Semaphore {
+    return new Semaphore(this, key, limit);
+  }
+
+  /** @internal Semaphore.tryAcquire (options checked there but for their values). */
+  permitTry(key: string, limit: number, options: unknown): Lease | null {
+    const o = this.#resolvePermit(options as AcquireOptions | undefined, limit, false, false);
+    if (this.#statsOn || requestObserved())
+      return this.#observe(key, 'shared', limit, 0, () => this.#slowSync(key, o, 0, false));
+    return this.#slowSync(key, o, 0, false);
+  }
+
+  /** @internal Semaphore.acquireSync. */
+  permitSync(key: string, limit: number, options: unknown): Lease {
+    const o = this.#resolvePermit(options as AcquireOptions | undefined, limit, true, false);
+    if (this.#statsOn || requestObserved())
+      return this.#observe(key, 'shared', limit, o.waitTimeout, () => this.#waitSync(key, o))!;
+    return this.#waitSync(key, o);
+  }
+
+  /** @internal Semaphore.acquire. */
+  async permitAsync(key: string, limit: number, options: unknown): Promise<Lease> {
+    const o = this.#resolvePermit(options as AcquireOptions | undefined, limit, true, true);
+    const get = async (): Promise<Lease> => {
+      if (o.signal?.aborted) throw new AbortError(key, o.signal.reason);
+      return this.#waitAsync(key, o);
+    };
+    if (this.#statsOn || requestObserved())
+      return (await this.#observeAsync(key, 'shared', limit, o.waitTimeout, get))!;
+    return get();
+  }
+
+  #resolvePermit(
+    options: AcquireOptions | undefined,
+    limit: number,
+    waits: boolean,
+    async: boolean,
+  ): Resolved {
+    if (options === undefined) {
+      // A call without options allocates nothing (as #plain): one resolved object per limit.
+      let plain = this.#plainPermits.get(limit);
+      if (plain === undefined) {
+        plain = Object.freeze({ ...this.#plain, mode: 'shared', limit });
+        if (this.#plainPermits.size >= 64) this.#plainPermits.clear();
+        this.#plainPermits.set(limit, plain);
+      }
+      return plain;
+    }
+    return { ...this.#resolve(options, waits, async), mode: 'shared', limit };
   }
 
   /**
@@ -524,6 +618,167 @@ export class LockTable {
   ): T {
     checkFunction('fn', fn);
     return runHoldingSync(this.acquireAllSync(keys, options), fn);
+  }
+
+  /**
+   * What every thread of this table has done so far (a table made with `stats: true`; else
+   * `enabled` is false and every count 0). A snapshot of shared counters: poll it to chart.
+   */
+  stats(): LockStats {
+    return this.#stats.snapshot(this.#statsOn);
+  }
+
+  // ---- the observed path (diagnostics.ts, stats.ts) ----------------------------------------
+
+  /** tryAcquire, observed: the generic path of tryAcquire (not the cached one), with events. */
+  #observedTry(key: string, options: TryAcquireOptions | undefined): Lease | null {
+    checkKey('key', key, this.#maxKeyLength);
+    const o = options === undefined ? this.#plain : this.#resolve(options, false, false);
+    return this.#observe(
+      key,
+      o.mode,
+      0,
+      0,
+      () => this.#fast(key, o.mode, o.hold, false) ?? this.#slowSync(key, o, 0, false),
+    );
+  }
+
+  /** acquireSync, observed. */
+  #observedSync(key: string, options: AcquireSyncOptions | undefined): Lease {
+    checkKey('key', key, this.#maxKeyLength);
+    const o = options === undefined ? this.#plain : this.#resolve(options, true, false);
+    return this.#observe(key, o.mode, 0, o.waitTimeout, () => {
+      if (this[GRANTS].yieldSlot >= 0 && this.#yieldsTurn(key, o.mode))
+        return this.#waitSync(key, o);
+      return this.#fast(key, o.mode, o.hold, o.spinDelay > 0) ?? this.#waitSync(key, o);
+    })!;
+  }
+
+  /** acquire, observed. */
+  async #observedAsync(key: string, options: AcquireOptions | undefined): Promise<Lease> {
+    checkKey('key', key, this.#maxKeyLength);
+    const o = options === undefined ? this.#plain : this.#resolve(options, true, true);
+    return (await this.#observeAsync(key, o.mode, 0, o.waitTimeout, async () => {
+      if (o.signal?.aborted) throw new AbortError(key, o.signal.reason);
+      const yields = this[GRANTS].yieldSlot >= 0 && this.#yieldsTurn(key, o.mode);
+      return (
+        (yields ? null : this.#fast(key, o.mode, o.hold, o.spinDelay > 0)) ??
+        this.#waitAsync(key, o)
+      );
+    }))!;
+  }
+
+  /**
+   * Runs one request (`get`: a lease, null for a miss, or a throw) between its start event and
+   * its outcome's: counted when the table collects stats, published on the channels that have
+   * subscribers. `waitTimeout` 0 makes a null a 'busy' miss, else a 'timeout'.
+   */
+  #observe(
+    key: string,
+    mode: Mode,
+    limit: number,
+    waitTimeout: number,
+    get: () => Lease | null,
+  ): Lease | null {
+    const t0 = this.#started(key, mode, limit);
+    let lease: Lease | null;
+    try {
+      lease = get();
+    } catch (error) {
+      this.#failed(key, mode, limit, t0, error);
+      throw error;
+    }
+    this.#ended(key, mode, limit, t0, waitTimeout, lease);
+    return lease;
+  }
+
+  async #observeAsync(
+    key: string,
+    mode: Mode,
+    limit: number,
+    waitTimeout: number,
+    get: () => Promise<Lease | null>,
+  ): Promise<Lease | null> {
+    const t0 = this.#started(key, mode, limit);
+    let lease: Lease | null;
+    try {
+      lease = await get();
+    } catch (error) {
+      this.#failed(key, mode, limit, t0, error);
+      throw error;
+    }
+    this.#ended(key, mode, limit, t0, waitTimeout, lease);
+    return lease;
+  }
+
+  #started(key: string, mode: Mode, limit: number): number {
+    if (this.#statsOn) this.#stats.request();
+    if (startChannel.hasSubscribers)
+      startChannel.publish({ key, mode, limit, threadId: this[GRANTS].threadId });
+    return monotonicNow();
+  }
+
+  #ended(
+    key: string,
+    mode: Mode,
+    limit: number,
+    t0: number,
+    waitTimeout: number,
+    lease: Lease | null,
+  ): void {
+    const waitMs = monotonicNow() - t0;
+    const threadId = this[GRANTS].threadId;
+    if (lease === null) {
+      const reason = waitTimeout === 0 ? 'busy' : 'timeout';
+      if (this.#statsOn) {
+        if (reason === 'busy') this.#stats.miss();
+        else this.#stats.timeout();
+      }
+      if (missChannel.hasSubscribers)
+        missChannel.publish({ key, mode, limit, threadId, waitMs, reason });
+      return;
+    }
+    const contended = waitedLeases.has(lease);
+    const recovered = lease.recovered;
+    if (this.#statsOn) this.#stats.grant(waitMs, contended, recovered);
+    if (grantChannel.hasSubscribers) {
+      const token = lease.token;
+      grantChannel.publish({ key, mode, limit, threadId, waitMs, token, contended, recovered });
+    }
+    if (recovered && reclaimChannel.hasSubscribers) {
+      const token = lease.token;
+      reclaimChannel.publish({ key, mode, limit, threadId, token, by: 'deadline' });
+    }
+  }
+
+  #failed(key: string, mode: Mode, limit: number, t0: number, error: unknown): void {
+    const waitMs = monotonicNow() - t0;
+    const threadId = this[GRANTS].threadId;
+    if (error instanceof AbortError) {
+      if (this.#statsOn) this.#stats.abort();
+      if (abortChannel.hasSubscribers) {
+        const reason = error.cause;
+        abortChannel.publish({ key, mode, limit, threadId, waitMs, reason });
+      }
+    } else if ((error as { code?: unknown } | null)?.code === 'ERR_LOCK_TIMEOUT') {
+      if (this.#statsOn) this.#stats.timeout();
+      if (missChannel.hasSubscribers)
+        missChannel.publish({ key, mode, limit, threadId, waitMs, reason: 'timeout' });
+    }
+  }
+
+  /** @internal Does a release need reporting (stats, or a release subscriber)? Read by Lease. */
+  get observesReleases(): boolean {
+    return this.#statsOn || releaseChannel.hasSubscribers;
+  }
+
+  /** @internal After `lease` was released (Lease.release, when observesReleases). */
+  noteRelease(lease: Lease): void {
+    if (this.#statsOn) this.#stats.release();
+    if (releaseChannel.hasSubscribers) {
+      const { key, mode, token } = lease;
+      releaseChannel.publish({ key, mode, threadId: this[GRANTS].threadId, token });
+    }
   }
 
   /** Who holds `key` right now (null when nobody does). Reads only; never waits or acquires. */
@@ -575,6 +830,18 @@ export class LockTable {
     // What it announced while waiting goes too (the live waiters announce again).
     this[GRANTS].withdrawAll();
     this[DIRECTORY].releaseBindingsOf(threadId);
+    if (released > 0 && this.#statsOn) this.#stats.reclaims(released);
+    if (released > 0 && reclaimChannel.hasSubscribers) {
+      reclaimChannel.publish({
+        key: undefined,
+        mode: undefined,
+        limit: 0,
+        threadId: this[GRANTS].threadId,
+        owner: threadId,
+        leases: released,
+        by: 'exit',
+      });
+    }
     // Its request entries (entries.ts: pending requests, its doorbell) go too.
     this.#entries.freeOwnedBy(threadId);
     return released;
@@ -694,8 +961,9 @@ export class LockTable {
   #fastProbe(key: string, hold: number): Lease | null {
     const slot = this[DIRECTORY].find(key, hashKey(key));
     if (slot < 0 || !this[GRANTS].fastExclusive(slot, hold)) return null;
-    // The slot cannot be rebound while we hold it: a key that matches now is the key we hold.
-    if (this[DIRECTORY].matches(slot, key))
+    // The slot cannot be rebound while we hold it: a key that matches now is the key we hold. A
+    // key bound as a semaphore (S_LIMIT > 0) is for the waiting loop (semaphore.ts).
+    if (this[DIRECTORY].matches(slot, key) && this[SLOTS][slot * SLOT_WORDS + S_LIMIT] === 0)
       return this.#granted(key, 'exclusive', hold, slot, false);
     this[GRANTS].undoGrant(slot, 'exclusive');
     return null;
@@ -705,8 +973,17 @@ export class LockTable {
    * A grant whose key was checked by a full compare: remember its slot, then make the lease. An
    * exclusive grant with an infinite hold does not write Grants.deadline: its deadline is Infinity.
    */
-  #granted(key: string, mode: Mode, hold: number, slot: number, recovered: boolean): Lease {
-    this.#slotCache.remember(key, slot);
+  #granted(
+    key: string,
+    mode: Mode,
+    hold: number,
+    slot: number,
+    recovered: boolean,
+    limit = 0,
+  ): Lease {
+    // Only a lock's binding is remembered: the fast path, which never reads the limit, trusts
+    // the cache's (slot, generation) to name a lock's binding (semaphore.ts).
+    if (limit === 0) this.#slotCache.remember(key, slot);
     const g = this[GRANTS];
     if (mode === 'exclusive') {
       const flags = recovered ? LEASE_RECOVERED : 0;
@@ -762,6 +1039,7 @@ export class LockTable {
       hint?.slot ?? -1,
       hint?.genLo ?? 0,
       hint?.genHi ?? 0,
+      o.limit,
     );
     if (this.#lostRace) {
       this.#lostRace = false;
@@ -774,17 +1052,21 @@ export class LockTable {
   #slowSync(key: string, o: Resolved, waitTimeout: number, blocking: boolean): Lease | null {
     const req = this.#request(key, o, waitTimeout, blocking);
     let granted = false;
+    let waited = false;
     try {
       for (;;) {
         const step = req.step();
         if (step === STEP_GRANTED) {
           granted = true;
-          return this.#granted(key, o.mode, o.hold, req.slot, req.recovered);
+          const lease = this.#granted(key, o.mode, o.hold, req.slot, req.recovered, o.limit);
+          if (waited && (this.#statsOn || requestObserved())) waitedLeases.add(lease);
+          return lease;
         }
+        waited = true;
         if (step === STEP_SPIN) spin(req);
         else if (step === STEP_SLEEP) sleepSync(req);
         else if (step === STEP_TIMEOUT) return null;
-        else this.#fail(step, key);
+        else this.#fail(step, key, req);
       }
     } finally {
       req.leave(granted);
@@ -808,18 +1090,22 @@ export class LockTable {
             signal.addEventListener('abort', onAbort, { once: true });
           });
     let granted = false;
+    let waited = false;
     try {
       for (;;) {
         if (signal?.aborted) throw new AbortError(key, signal.reason);
         const step = req.step();
         if (step === STEP_GRANTED) {
           granted = true;
-          return this.#granted(key, o.mode, o.hold, req.slot, req.recovered);
+          const lease = this.#granted(key, o.mode, o.hold, req.slot, req.recovered, o.limit);
+          if (waited && (this.#statsOn || requestObserved())) waitedLeases.add(lease);
+          return lease;
         }
+        waited = true;
         if (step === STEP_SPIN) spin(req);
         else if (step === STEP_SLEEP) await sleepAsync(req, aborted);
         else if (step === STEP_TIMEOUT) return null;
-        else this.#fail(step, key);
+        else this.#fail(step, key, req);
       }
     } finally {
       req.leave(granted);
@@ -828,7 +1114,8 @@ export class LockTable {
     }
   }
 
-  #fail(step: number, key: string): never {
+  #fail(step: number, key: string, req: Request): never {
+    if (step === STEP_LIMIT_MISMATCH) throw limitMismatchError(key, req.limit, req.foundLimit);
     if (step === STEP_FULL) throw tableFullError(key, this.#views.geometry.capacity);
     if (step === STEP_RECURSION) throw recursionError(key);
     if (step === STEP_NO_RECORD) {
@@ -859,6 +1146,7 @@ export class LockTable {
           ? d.spinDelay
           : checkSpinDelay('options.spinDelay', options.spinDelay),
       signal: async ? checkSignal('options.signal', options.signal) : undefined,
+      limit: 0,
     };
   }
 
@@ -908,13 +1196,16 @@ export class LockTable {
         v.slots[base + S_HASH] !== hashKey(key)
       )
         continue;
-      return {
+      const limit = v.slots[base + S_LIMIT]!;
+      const info: LockInfo = {
         key,
         mode: exclusive ? 'exclusive' : 'shared',
         holders,
         sleepers: Atomics.load(v.slots, base + S_SLEEPERS),
         contended: (s & ANNOUNCE) !== 0,
       };
+      if (limit > 0 && !exclusive) info.limit = limit;
+      return info;
     }
     return null;
   }
@@ -940,6 +1231,9 @@ function countsOnWord(kind: number): boolean {
   );
 }
 
+/** Leases whose request waited (spun or slept) first: a grant's `contended`, when observed. */
+const waitedLeases = new WeakSet<Lease>();
+
 /** Set by attach() for the constructor call it makes (a constructor cannot be overloaded privately). */
 let pendingAttach: { buffer: SharedArrayBuffer; views: Views; defaults: TableDefaults } | undefined;
 
@@ -960,6 +1254,8 @@ function createTable(options: LockTableOptions | undefined) {
       ? Math.min(2 * capacity, MAX_CAPACITY)
       : checkInteger('options.maxSharedHolders', o.maxSharedHolders, 1, MAX_CAPACITY);
   const explicit = checkDefaults('options', o);
+  if (o.stats !== undefined && typeof o.stats !== 'boolean')
+    throw invalidType('options.stats', 'of type boolean', o.stats);
   const geometry: Geometry = { capacity, maxKeyLength, records };
   const bytes = bufferBytes(geometry);
   const buffer = new SharedArrayBuffer(bytes);
@@ -971,6 +1267,7 @@ function createTable(options: LockTableOptions | undefined) {
   h[H_BUFFER_BYTES] = bytes;
   h[H_VERSION] = VERSION;
   storeDefaults(views.headerF64, explicit);
+  h[H_STATS] = o.stats === true ? 1 : 0;
   for (let i = 0; i < capacity; i++) views.slots[i * SLOT_WORDS + S_STATE] = UNBOUND;
   // ORDER: the magic number is written last; attach() refuses a buffer without it.
   Atomics.store(h, H_MAGIC, MAGIC);

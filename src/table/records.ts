@@ -207,10 +207,12 @@ export class Records {
   /**
    * Latest deadline of the ACTIVE records on `slot`; -Infinity if none. Sets `settling` when a
    * record of the slot is in a window state (or changed while read), and `stuck` when one has been
-   * seen stuck for `stuck` ms (it counts as expired).
+   * seen stuck for `stuck` ms (it counts as expired). `earliest`: the earliest deadline instead
+   * (a semaphore's waiter needs one permit back, not the whole group: semaphore.ts).
    */
-  latestDeadline(slot: number, now: number, stuck: number): number {
+  latestDeadline(slot: number, now: number, stuck: number, earliest = false): number {
     let latest = -Infinity;
+    let first = Infinity;
     this.settling = false;
     this.stuck = false;
     for (let i = 0; i < this.#count; i++) {
@@ -220,13 +222,16 @@ export class Records {
       if (kind === RECORD_ACTIVE) {
         const d = this.deadlineOf(i, w);
         if (Number.isNaN(d)) this.settling = true;
-        else if (d > latest) latest = d;
+        else {
+          if (d > latest) latest = d;
+          if (d < first) first = d;
+        }
       } else if (kind !== RECORD_EXTENDING && this.seenStuck(i, w, now, stuck)) {
         this.stuck = true;
       } else {
         this.settling = true;
       }
     }
-    return latest;
+    return earliest && latest !== -Infinity ? first : latest;
   }
 }

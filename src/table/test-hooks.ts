@@ -35,6 +35,14 @@ export type StallPoint =
   /** Binding a key: the slot is marked BINDING, the key not yet written. */
   | 'bind:binding';
 
-export const testHooks: { stall: ((point: StallPoint) => void) | undefined } = {
+export const testHooks: {
+  stall: ((point: StallPoint) => void) | undefined;
+  /**
+   * Added to a semaphore's limit when a permit is counted (0 in production): the negative control
+   * of test/semaphore.test.ts sets 1 in its workers, and must see more holders than the limit.
+   */
+  permitSlack: number;
+} = {
   stall: undefined,
+  permitSlack: 0,
 };

@@ -20,13 +20,20 @@
  *      BACK_OFF_SLICE_MS on a word of its own, that no release pays a notify for (#backsOff).
  */
 import { monotonicNow } from '../api/clock.js';
-import { BIND_BUSY, BIND_FULL, type Directory, BIND_LOCK_LEASE_MS } from './directory.js';
+import {
+  BIND_BUSY,
+  BIND_FULL,
+  type Directory,
+  BIND_LOCK_LEASE_MS,
+  REBIND_HELD,
+} from './directory.js';
 import { GRANTED, type Grants, leaveWord, NO_RECORD, SPIN_LOADS, UNBOUND_SLOT } from './grants.js';
 import { DIRECTORY, GRANTS, HEADER, SLOTS } from './internals.js';
 import {
   H_BIND_LOCK,
   S_BIND_GEN,
   S_BIND_GEN_HI,
+  S_LIMIT,
   S_SLEEPERS,
   S_STATE,
   S_TOKEN_LO,
@@ -46,6 +53,7 @@ import {
   WAITING,
   type WaiterView,
 } from './slot-state.js';
+import { permitAnnouncement } from './semaphore.js';
 
 /**
  * Longest single sleep (ms). Sleeps end early on a notify; this only bounds how stale a sleeper's
@@ -74,6 +82,8 @@ export const STEP_TIMEOUT = 3;
 export const STEP_FULL = 4;
 export const STEP_NO_RECORD = 5;
 export const STEP_RECURSION = 6;
+/** The key is held under another limit (Request.foundLimit): semaphore.ts. */
+export const STEP_LIMIT_MISMATCH = 7;
 
 export interface WaitCore {
   readonly [DIRECTORY]: Directory;
@@ -95,6 +105,10 @@ export class Request implements WaiterView {
   readonly deadline: number;
   /** Blocking requests fail at once when this thread holds the key (they would never return). */
   readonly blocking: boolean;
+  /** The permit limit this request needs in its key's binding: 0 for a lock (semaphore.ts). */
+  readonly limit: number;
+  /** After STEP_LIMIT_MISMATCH: the limit the key is held under. */
+  foundLimit = 0;
   readonly #core: WaitCore;
   /** The table's slot words (what a spin round watches). */
   readonly slots: Int32Array;
@@ -160,8 +174,10 @@ export class Request implements WaiterView {
     slot: number,
     genLo: number,
     genHi: number,
+    limit = 0,
   ) {
     this.#core = core;
+    this.limit = limit;
     this.key = key;
     this.mode = mode;
     this.hold = hold;
@@ -208,7 +224,7 @@ export class Request implements WaiterView {
       // The slot was unbound since we found our key there (and maybe bound to another key).
       if (this.slot >= 0 && !this.#stillBound(this.slot)) this.slot = -1;
       if (this.slot < 0) {
-        const found = core[DIRECTORY].findOrBind(this.key);
+        const found = core[DIRECTORY].findOrBind(this.key, this.limit);
         if (found === BIND_FULL) return STEP_FULL;
         if (found === BIND_BUSY) {
           const word = core[DIRECTORY].bindLockWord();
@@ -237,6 +253,51 @@ export class Request implements WaiterView {
         this.slot = found;
       }
       const slot = this.slot;
+      // The key's binding has another limit (a lock meets a semaphore, or two limits differ).
+      const limitHere = core[SLOTS][slot * SLOT_WORDS + S_LIMIT]!;
+      if (limitHere !== this.limit) {
+        const rebound = core[DIRECTORY].rebind(slot, this.key, this.limit);
+        if (rebound === REBIND_HELD) {
+          // Held by holders past their deadline + failTimeout (or stuck records): reclaim them
+          // first, as a waiter would; a grant made so goes back at once (its limit is not ours:
+          // #keyStillOurs), and the free key is rebound at the next look.
+          const s = Atomics.load(core[SLOTS], slot * SLOT_WORDS + S_STATE);
+          if (this.#reclaimableIn(slot, s) <= 0) {
+            const r = grants.reclaim(
+              slot,
+              s,
+              this.mode,
+              this.hold,
+              this.failTimeout,
+              this,
+              this.limit,
+            );
+            if (r === GRANTED) {
+              if (this.#keyStillOurs()) {
+                this.recovered = true;
+                return STEP_GRANTED;
+              }
+              continue;
+            }
+          }
+          this.foundLimit = limitHere;
+          return STEP_LIMIT_MISMATCH;
+        }
+        if (rebound === BIND_FULL) return STEP_FULL;
+        this.slot = -1;
+        if (rebound === BIND_BUSY) {
+          if (this.#now >= this.deadline) return STEP_TIMEOUT;
+          const word = core[DIRECTORY].bindLockWord();
+          return this.#sleepOn(
+            core[HEADER],
+            H_BIND_LOCK,
+            word,
+            Math.min(this.deadline - this.#now, 1),
+            false,
+          );
+        }
+        continue;
+      }
       // Back from a back-off slice: a key that is still in use (its token moved) is not ours to
       // snatch between two of its holder's sections; our turn comes when we starve (#backsOff).
       if (this.#backOffToken !== NOT_BACKING_OFF) {
@@ -246,7 +307,7 @@ export class Request implements WaiterView {
         if (moved && this.waitedMs < STARVATION_MS && this.#now < this.deadline)
           return this.#backOff(slot, token);
       }
-      const result = grants.attempt(slot, this.mode, this.hold, this);
+      const result = grants.attempt(slot, this.mode, this.hold, this, this.limit);
       if (result === GRANTED) {
         if (this.#keyStillOurs()) return STEP_GRANTED;
         continue;
@@ -273,10 +334,11 @@ export class Request implements WaiterView {
         this.slot = -1;
         continue;
       }
-      if (this.blocking && this.#heldHere(slot, s)) return STEP_RECURSION;
+      // A thread may hold several permits of a semaphore: no recursion check there.
+      if (this.blocking && this.limit === 0 && this.#heldHere(slot, s)) return STEP_RECURSION;
       const reclaimIn = this.#reclaimableIn(slot, s);
       if (reclaimIn <= 0) {
-        const r = grants.reclaim(slot, s, this.mode, this.hold, this.failTimeout, this);
+        const r = grants.reclaim(slot, s, this.mode, this.hold, this.failTimeout, this, this.limit);
         if (r === GRANTED) {
           if (this.#keyStillOurs()) {
             this.recovered = true;
@@ -321,7 +383,8 @@ export class Request implements WaiterView {
         ms = Math.min(ms, Math.max(0.05, HANDOFF_PATIENCE_MS - this.watchedMs(s)));
       // A writer wakes up in time to announce STARVING, even if no release wakes it before
       // (readers need not: their turn comes with every writer's release).
-      if (this.mode === 'exclusive' && this.waitedMs < STARVATION_MS)
+      // (A permit's waiter starves as a writer does: semaphore.ts.)
+      if ((this.mode === 'exclusive' || this.limit > 0) && this.waitedMs < STARVATION_MS)
         ms = Math.min(ms, Math.max(0.05, STARVATION_MS - this.waitedMs));
       if (this.#backsOff(s, announced)) {
         if (!this.#payWakeUpDebt(slot, s)) continue;
@@ -502,7 +565,13 @@ export class Request implements WaiterView {
   /** After a grant: is the slot still bound to our key? If not, give it back and look again. */
   #keyStillOurs(): boolean {
     const core = this.#core;
-    if (core[DIRECTORY].matches(this.slot, this.key)) return true;
+    // Held now, so key and limit are frozen: our grant counted against the key's limit only if
+    // the slot's limit is our own (semaphore.ts).
+    if (
+      core[DIRECTORY].matches(this.slot, this.key) &&
+      core[SLOTS][this.slot * SLOT_WORDS + S_LIMIT] === this.limit
+    )
+      return true;
     core[GRANTS].undoGrant(this.slot, this.mode);
     this.slot = -1;
     return false;
@@ -528,7 +597,10 @@ export class Request implements WaiterView {
 
   /** Sets this request's announcement bits (a hint; a failed CAS is fine). Returns the word. */
   #announce(slot: number, s: number): number {
-    const bits = announcement(s, this.mode, this.waitedMs);
+    const bits =
+      this.limit > 0
+        ? permitAnnouncement(this.waitedMs)
+        : announcement(s, this.mode, this.waitedMs);
     if (bits !== 0) this.#marked = true;
     const want = s | bits;
     // Our bits are there already, or there is nothing to announce (a writer facing a writer in

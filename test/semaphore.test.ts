@@ -1,0 +1,322 @@
+/**
+ * Counting semaphores per key (src/table/semaphore.ts), across real worker threads that
+ * coordinate through shared memory: the limit holds under load (with a negative control), a key's
+ * limit cannot silently differ between callers, permits do not starve, a dead holder's permit
+ * comes back (at once with watch(), else after its deadline plus failTimeout), and every way out
+ * of a permit request leaves the key free.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { type Lease, LockError, LockTable } from '../src/index.js';
+import {
+  control,
+  CTRL_A,
+  CTRL_B,
+  CTRL_GO,
+  CTRL_HELD,
+  CTRL_READY,
+  CTRL_STOP,
+  signal,
+  spawn,
+  waitFor,
+} from './harness.js';
+
+interface PermitsResult {
+  sections: number;
+  maxWait: number;
+  tokens: string[];
+  threadId: number;
+}
+
+/** Runs `apis.length` workers on one key of `limit` permits until `done`; returns what they saw. */
+async function hammer(
+  limit: number,
+  apis: ('sync' | 'async' | 'try')[],
+  options: { slack?: number; holdLoops?: number; minSections: number },
+) {
+  const table = new LockTable({ capacity: 8 });
+  const cells = new Int32Array(new SharedArrayBuffer(64));
+  const ctrl = control();
+  const workers = apis.map((api, index) =>
+    spawn<PermitsResult>('permits', {
+      buffer: table.buffer,
+      ctrl: ctrl.buffer,
+      cells: cells.buffer,
+      key: 'cpu-pool',
+      limit,
+      api,
+      index,
+      slack: options.slack ?? 0,
+      holdLoops: options.holdLoops ?? 200,
+    }),
+  );
+  await waitFor(ctrl, CTRL_READY, (v) => v === apis.length);
+  signal(ctrl, CTRL_GO);
+  const end = performance.now() + 20_000;
+  const everyone = () => apis.every((_, i) => Atomics.load(cells, 4 + i) >= options.minSections);
+  // The negative control runs until it sees a holder too many (or its time is up): on a loaded
+  // machine, limit + 1 threads are seldom all scheduled inside at once.
+  const done = () =>
+    options.slack !== undefined
+      ? Atomics.load(cells, 2) > 0
+      : everyone() && Atomics.load(cells, 1) >= limit;
+  while (!done() && performance.now() < end) {
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  signal(ctrl, CTRL_STOP);
+  const results = await Promise.all(workers.map((w) => w.result));
+  return {
+    table,
+    results,
+    over: Atomics.load(cells, 2),
+    maxInside: Atomics.load(cells, 1),
+  };
+}
+
+describe('semaphores across worker threads', () => {
+  test('never more than `limit` holders: 5 workers (sync, async, try) on a key of 3 permits', async () => {
+    const { table, results, over, maxInside } = await hammer(
+      3,
+      ['sync', 'sync', 'async', 'async', 'try'],
+      { minSections: 300 },
+    );
+    assert.equal(over, 0, 'more holders than permits were inside at once');
+    assert.equal(maxInside, 3, 'the permits were never all in use at once');
+    for (const r of results) assert.ok(r.sections >= 300, `a worker had only ${r.sections}`);
+    // Each permit is its own grant: its own fencing token, never repeated.
+    const tokens = results.flatMap((r) => r.tokens);
+    assert.equal(new Set(tokens).size, tokens.length, 'two permits had the same token');
+    assert.equal(table.inspect('cpu-pool'), null);
+  });
+
+  test('negative control: a limit check that admits one permit too many is caught', async () => {
+    const { over, maxInside } = await hammer(3, ['sync', 'sync', 'sync', 'async', 'async'], {
+      slack: 1,
+      holdLoops: 2000,
+      minSections: 0,
+    });
+    assert.ok(over > 0, `the harness did not see a 4th holder (most inside at once: ${maxInside})`);
+  });
+
+  test('waiters for a permit do not starve: 4 workers on 2 permits all progress', async () => {
+    const { results } = await hammer(2, ['sync', 'sync', 'sync', 'sync'], {
+      holdLoops: 2000,
+      minSections: 500,
+    });
+    const counts = results.map((r) => r.sections);
+    const waits = results.map((r) => Math.round(r.maxWait));
+    console.log(
+      `# sections per worker ${counts.join(', ')}; longest waits (ms) ${waits.join(', ')}`,
+    );
+    const min = Math.min(...counts);
+    const max = Math.max(...counts);
+    assert.ok(min >= 0.25 * max, `the slowest worker had ${min} sections, the fastest ${max}`);
+    // Loose on purpose (see fairness.test.ts): the OS alone can keep a thread off the CPU.
+    for (const w of waits) assert.ok(w < 500, `a permit waited ${w} ms`);
+  });
+});
+
+describe("a key's limit cannot silently differ", () => {
+  test('another limit, or a lock, on a key in use is refused with ERR_LOCK_LIMIT_MISMATCH', async () => {
+    const table = new LockTable({ capacity: 8 });
+    const permit = table.semaphore('tenant:7', 3).acquireSync();
+    const ctrl = control();
+    const other = await spawn<{ ok: boolean; code?: string }>('permitOnce', {
+      buffer: table.buffer,
+      ctrl: ctrl.buffer,
+      key: 'tenant:7',
+      limit: 5,
+      api: 'sync',
+      options: { waitTimeout: 1000 },
+    }).result;
+    assert.deepEqual(other.ok, false);
+    assert.equal(other.code, 'ERR_LOCK_LIMIT_MISMATCH');
+    assert.throws(
+      () => table.semaphore('tenant:7', 5).tryAcquire(),
+      (e: unknown) =>
+        e instanceof LockError &&
+        e.code === 'ERR_LOCK_LIMIT_MISMATCH' &&
+        e.key === 'tenant:7' &&
+        /3 permits/.test(e.message) &&
+        /5 permits/.test(e.message),
+    );
+    assert.throws(() => table.tryAcquire('tenant:7'), { code: 'ERR_LOCK_LIMIT_MISMATCH' });
+    assert.throws(() => table.acquireSync('tenant:7', { mode: 'shared' }), {
+      code: 'ERR_LOCK_LIMIT_MISMATCH',
+    });
+    await assert.rejects(table.acquire('tenant:7'), { code: 'ERR_LOCK_LIMIT_MISMATCH' });
+    // A lock held: a semaphore on its key is refused too.
+    const lock = table.acquireSync('ledger');
+    assert.throws(() => table.semaphore('ledger', 2).tryAcquire(), /is in use as a lock/);
+    lock.release();
+    // Once nobody holds it, the key is free to any limit, and to a lock.
+    permit.release();
+    const five = table.semaphore('tenant:7', 5);
+    const taken = Array.from({ length: 5 }, () => five.tryAcquire());
+    assert.ok(taken.every((p) => p !== null));
+    assert.equal(five.tryAcquire(), null);
+    assert.equal(table.inspect('tenant:7')?.limit, 5);
+    for (const p of taken) p!.release();
+    const asLock = table.tryAcquire('tenant:7');
+    assert.ok(asLock !== null);
+    assert.equal(table.inspect('tenant:7')?.limit, undefined);
+    asLock.release();
+  });
+
+  test('limits and options are checked at the boundary, naming the argument', () => {
+    const table = new LockTable({ capacity: 4 });
+    assert.throws(() => table.semaphore('k', 0), { code: 'ERR_OUT_OF_RANGE', message: /limit/ });
+    assert.throws(() => table.semaphore('k', 1.5), { code: 'ERR_OUT_OF_RANGE' });
+    assert.throws(() => table.semaphore('k', '3' as unknown as number), {
+      code: 'ERR_INVALID_ARG_TYPE',
+    });
+    assert.throws(() => table.semaphore(7 as unknown as string, 3), {
+      code: 'ERR_INVALID_ARG_TYPE',
+    });
+    const sem = table.semaphore('k', 2);
+    assert.throws(() => sem.tryAcquire({ mode: 'exclusive' } as never), /options.mode/);
+    assert.throws(() => sem.acquireSync({ waitTimeout: -1 }), /options.waitTimeout/);
+    assert.throws(() => sem.acquireSync({ hold: 0 }), /options.hold/);
+  });
+});
+
+describe("a dead holder's permit comes back", () => {
+  async function holder(table: LockTable, ctrl: Int32Array, hold?: number) {
+    const w = spawn('holdPermitForever', {
+      buffer: table.buffer,
+      ctrl: ctrl.buffer,
+      key: 'pool',
+      limit: 1,
+      ...(hold === undefined ? {} : { hold }),
+    });
+    await waitFor(ctrl, CTRL_HELD, (v) => v === 1);
+    return w;
+  }
+
+  test('at once, with watch(): a waiter blocked on the last permit gets it', async () => {
+    const table = new LockTable({ capacity: 8 });
+    const ctrl = control();
+    const w = await holder(table, ctrl);
+    table.watch(w.worker);
+    const sem = table.semaphore('pool', 1);
+    assert.equal(sem.tryAcquire(), null);
+    const waiting = sem.acquire({ waitTimeout: 10_000 });
+    await w.worker.terminate();
+    const permit = await waiting;
+    assert.ok(permit.token > BigInt(Atomics.load(ctrl, CTRL_A)));
+    assert.equal(permit.recovered, false);
+    permit.release();
+    assert.equal(table.inspect('pool'), null);
+  });
+
+  test('without watch(): after its hold deadline plus failTimeout, as a recovered permit', async () => {
+    const failTimeout = 50;
+    const table = new LockTable({ capacity: 8, failTimeout });
+    const ctrl = control();
+    const w = await holder(table, ctrl, 100);
+    const deadline = table.inspect('pool')!.holders[0]!.deadline;
+    await w.worker.terminate();
+    const permit = table.semaphore('pool', 1).acquireSync({ waitTimeout: 10_000 });
+    assert.ok(LockTable.now() >= deadline + failTimeout, 'reclaimed before deadline + failTimeout');
+    assert.equal(permit.recovered, true);
+    assert.ok(permit.token > BigInt(Atomics.load(ctrl, CTRL_A)));
+    permit.release();
+    assert.equal(table.inspect('pool'), null);
+  });
+});
+
+describe('every way out of a permit request leaves the key free', () => {
+  /** Holds all `limit` permits in the main thread, runs `body`, then checks quiescence. */
+  async function withFullKey(
+    limit: number,
+    body: (table: LockTable, ctrl: Int32Array) => Promise<void>,
+  ) {
+    const table = new LockTable({ capacity: 8 });
+    const sem = table.semaphore('q', limit);
+    const held: Lease[] = [];
+    for (let i = 0; i < limit; i++) held.push(sem.acquireSync());
+    await body(table, control());
+    for (const p of held) p.release();
+    // Quiescent: every permit at the first attempt, through every API, and nobody listed.
+    assert.equal(table.inspect('q'), null, 'a holder is still listed');
+    const again: Lease[] = [];
+    for (let i = 0; i < limit; i++) {
+      const p = i % 2 === 0 ? sem.tryAcquire() : sem.acquireSync({ waitTimeout: 0 });
+      assert.ok(p !== null, `permit ${i + 1} of ${limit} was not free at the first attempt`);
+      again.push(p);
+    }
+    assert.equal(sem.tryAcquire(), null);
+    for (const p of again) p.release();
+    const lock = table.tryAcquire('q');
+    assert.ok(lock !== null, 'the free key was not free to a lock');
+    lock.release();
+  }
+
+  function waiter(table: LockTable, ctrl: Int32Array, extra: Record<string, unknown>) {
+    return spawn<{ ok: boolean; code?: string }>('permitOnce', {
+      buffer: table.buffer,
+      ctrl: ctrl.buffer,
+      key: 'q',
+      limit: 2,
+      ...extra,
+    });
+  }
+
+  test('waiters that time out (sync and async)', async () => {
+    await withFullKey(2, async (table, ctrl) => {
+      const results = await Promise.all([
+        waiter(table, ctrl, { api: 'sync', options: { waitTimeout: 30 } }).result,
+        waiter(table, ctrl, { api: 'async', options: { waitTimeout: 30 } }).result,
+      ]);
+      for (const r of results) assert.equal(r.code, 'ERR_LOCK_TIMEOUT');
+    });
+  });
+
+  test('a waiter that is aborted', async () => {
+    await withFullKey(2, async (table, ctrl) => {
+      const w = waiter(table, ctrl, { api: 'async', abortOnB: true });
+      await waitFor(ctrl, CTRL_READY, (v) => v === 1);
+      // Let it wait past STARVATION_MS, so that it has announced itself before it leaves.
+      await waitFor(ctrl, CTRL_GO, () => (table.inspect('q')?.sleepers ?? 0) > 0, 20_000);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      signal(ctrl, CTRL_B);
+      const r = await w.result;
+      assert.equal(r.code, 'ABORT_ERR');
+    });
+  });
+
+  for (const watched of [false, true]) {
+    test(`a waiter terminated while asleep, ${watched ? 'watched' : 'not watched'}`, async () => {
+      await withFullKey(2, async (table, ctrl) => {
+        const w = waiter(table, ctrl, { api: 'sync' });
+        if (watched) table.watch(w.worker);
+        await waitFor(ctrl, CTRL_GO, () => (table.inspect('q')?.sleepers ?? 0) > 0, 20_000);
+        await new Promise((resolve) => setTimeout(resolve, 10)); // past STARVATION_MS: announced
+        await w.worker.terminate();
+      });
+    });
+  }
+
+  test('a holder terminated, watched: its permit and the key come back', async () => {
+    const table = new LockTable({ capacity: 8 });
+    const ctrl = control();
+    const w = spawn('holdPermitForever', {
+      buffer: table.buffer,
+      ctrl: ctrl.buffer,
+      key: 'q',
+      limit: 2,
+    });
+    table.watch(w.worker);
+    await waitFor(ctrl, CTRL_HELD, (v) => v === 1);
+    await w.worker.terminate();
+    await w.exited;
+    assert.equal(table.inspect('q'), null);
+    const sem = table.semaphore('q', 2);
+    const a = sem.tryAcquire();
+    const b = sem.tryAcquire();
+    assert.ok(a !== null && b !== null);
+    a.release();
+    b.release();
+    void CTRL_STOP;
+  });
+});
