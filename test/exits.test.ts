@@ -127,8 +127,9 @@ describe('a waiter that gives up takes its marks with it', () => {
       const other = puppet(table);
       const lease = table.acquireSync('k');
       const op = kind === 'sync' ? 'acquire' : 'acquireAsync';
-      const gaveUp = waiter.do({ op, key: 'k', options: { waitTimeout: 30 } });
-      // It starves (1 ms) long before its 30 ms are up: STARVING is announced.
+      const gaveUp = waiter.do({ op, key: 'k', options: { waitTimeout: 300 } });
+      // It starves (1 ms) long before its 300 ms are up: STARVING is announced, long enough
+      // before it gives up that this thread sees it even on a loaded machine.
       await until(() => (word(table, 'k') & STARVING) !== 0, 'the waiter starves');
       assert.equal((await gaveUp).code, 'ERR_LOCK_TIMEOUT');
       lease.release();
@@ -143,7 +144,7 @@ describe('a waiter that gives up takes its marks with it', () => {
     const gaveUp = waiter.do({
       op: 'acquire',
       key: 'k',
-      options: { mode: 'shared', waitTimeout: 20 },
+      options: { mode: 'shared', waitTimeout: 250 },
     });
     await until(() => (word(table, 'k') & READER_WAITING) !== 0, 'the reader announces itself');
     assert.equal((await gaveUp).code, 'ERR_LOCK_TIMEOUT');
@@ -174,7 +175,7 @@ describe('a waiter that gives up takes its marks with it', () => {
     const table = new LockTable({ capacity: 8 });
     const writer = puppet(table);
     const first = table.acquireSync('k', { mode: 'shared' });
-    const gaveUp = writer.do({ op: 'acquire', key: 'k', options: { waitTimeout: 20 } });
+    const gaveUp = writer.do({ op: 'acquire', key: 'k', options: { waitTimeout: 250 } });
     await until(() => (word(table, 'k') & WRITER_WAITING) !== 0, 'the writer announces itself');
     assert.equal((await gaveUp).code, 'ERR_LOCK_TIMEOUT');
     const second = table.tryAcquire('k', { mode: 'shared' });
