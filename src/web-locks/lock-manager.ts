@@ -8,14 +8,14 @@
  * (grant order across threads, the time a robbed thread learns of a steal), is in DESIGN.md,
  * "Web Locks".
  */
-import { LockError } from '../api/errors.js';
+import { LockError, outOfRange } from '../api/errors.js';
 import { checkMs, MAX_FINITE_MS } from '../api/options.js';
 import { LockTable } from '../table/lock-table.js';
 import { FACADE, type FacadeCore } from '../table/lock-table.js';
 import type { Lease } from '../table/lease.js';
 import type { TableDefaults } from '../api/options.js';
 import { clientFor, clientIdOf, type Client, type HeldRequest } from './client.js';
-import { notSupported, typeError } from './errors.js';
+import { abortError, notSupported, typeError } from './errors.js';
 import { Lock, type LockMode } from './lock.js';
 
 export interface LockOptions {
@@ -217,6 +217,9 @@ export class LockManager {
     const waitTimeout =
       o.waitTimeout === undefined ? Infinity : checkMs('options.waitTimeout', o.waitTimeout, true);
     const hold = o.hold === undefined ? undefined : checkMs('options.hold', o.hold, false);
+    // Every LockManager lock has a deadline (a steal takes only those): no hold without one.
+    if (hold === Infinity)
+      throw outOfRange('options.hold', '> 0 and <= 2^40 (a LockManager lock has a deadline)', hold);
     // The specification's steps.
     if (name.startsWith('-'))
       throw notSupported(`Lock names starting with "-" are reserved: ${JSON.stringify(name)}`);
@@ -268,7 +271,6 @@ export class LockManager {
    */
   async #steal(p: Parsed, callback: LockGrantedCallback<unknown>): Promise<unknown> {
     const client = this.#client;
-    client.robLocal(p.name);
     const robbed = new Set<number>();
     for (const h of this.#table.inspect(p.name)?.holders ?? []) robbed.add(h.threadId);
     const lease = await this.#core.steal(p.name, {
@@ -276,6 +278,10 @@ export class LockManager {
       hold: p.hold ?? this.#lease,
       waitTimeout: p.waitTimeout,
     });
+    // Only now that the steal succeeded: this thread's holders of the name reject (their leases
+    // are stale), and the robbed threads' doorbells ring. A steal that failed (ERR_LOCK_TIMEOUT)
+    // robbed nobody, and its holders' heartbeat keeps renewing them.
+    client.robLocal(p.name);
     for (const h of this.#table.inspect(p.name)?.holders ?? []) robbed.delete(h.threadId);
     client.ring(robbed);
     return this.#run(p, lease, callback);
@@ -354,14 +360,20 @@ export class LockManager {
       client.hold(h);
       const settle = (ok: boolean, value: unknown): void => {
         client.held.delete(h);
+        // The release is the check: it fails (ERR_LOCK_STALE) exactly when the lock was taken from
+        // this lease (stolen, or reclaimed past its hold), whether or not the heartbeat or the
+        // doorbell has told this thread yet (they run as separate tasks, and a callback that
+        // blocked the event loop settles first).
+        let lost = false;
         try {
           lease.release();
         } catch {
-          // Stale: stolen or lost, and the request already rejected (or rejects just below).
+          lost = true;
         }
         if (h.done) return;
         h.done = true;
-        if (ok) resolve(value);
+        if (lost) reject(abortError(`The lock ${JSON.stringify(p.name)} was stolen or lost`));
+        else if (ok) resolve(value);
         else reject(value as Error);
       };
       queueMicrotask(() => {
