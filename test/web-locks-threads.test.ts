@@ -150,6 +150,34 @@ describe('LockManager across threads', () => {
     await holder.exited;
   });
 
+  test("a steal rings every thread's doorbell; a thread holding another name keeps its lock", async () => {
+    const table = new LockTable();
+    const locks = new LockManager(table);
+    const [robbedCtrl, bystanderCtrl] = [control(), control()];
+    const robbed = start('hold', { buffer: table.buffer, ctrl: robbedCtrl.buffer, name: 'taken' });
+    const bystander = start('hold', {
+      buffer: table.buffer,
+      ctrl: bystanderCtrl.buffer,
+      name: 'kept',
+    });
+    const ids = [robbed.worker.threadId, bystander.worker.threadId];
+    await waitFor(robbedCtrl, CTRL_HELD, (v) => v === 1);
+    await waitFor(bystanderCtrl, CTRL_HELD, (v) => v === 1);
+    await locks.request('taken', { steal: true }, () => {});
+    assert.equal((await robbed.result).rejected, 'AbortError');
+    // The bystander's doorbell rang too; it checked its lock, found it held, and waits on.
+    const names = (await locks.query()).held.map((h) => [h.name, h.clientId]);
+    assert.deepEqual(names, [['kept', `thread-${ids[1]}`]]);
+    signal(bystanderCtrl, CTRL_STOP);
+    assert.deepEqual(await bystander.result, {
+      settled: 'released',
+      held: false,
+      threadId: ids[1],
+    });
+    signal(robbedCtrl, CTRL_STOP);
+    await Promise.all([robbed.exited, bystander.exited]);
+  });
+
   // The robbed thread's event loop is blocked in its callback (Atomics.wait) from the grant until
   // the thief holds the lock and says so (CTRL_STOP): its callback then returns before its
   // heartbeat or doorbell can run, and only the release at settle can tell it the lock was lost.

@@ -165,13 +165,9 @@ export class Client {
     }
   }
 
-  /** Rings the doorbells of `threads` (their locks were just stolen). */
-  ring(threads: Iterable<number>): void {
-    for (const t of threads) {
-      if (t === this.core.threadId) continue;
-      const i = this.entries.clientOf(t);
-      if (i >= 0) this.entries.ring(i);
-    }
+  /** Rings every other thread's doorbell (a lock was just stolen, maybe from them). */
+  ringOthers(): void {
+    this.entries.ringClients(this.core.threadId);
   }
 
   #claimClient(): void {

@@ -265,25 +265,24 @@ export class LockManager {
   }
 
   /**
-   * steal: this thread's holders of the name reject at once; the table takes the lock from every
-   * holder with a deadline (all of this facade's), which turns their leases stale; then the robbed
-   * threads' doorbells ring, and each rejects its requests there (Client.checkLost).
+   * steal: the table takes the lock from every holder with a deadline (all of this facade's),
+   * which turns their leases stale; then this thread's holders of the name reject, the other
+   * threads' doorbells ring, and each robbed thread rejects its requests there (Client.checkLost).
    */
   async #steal(p: Parsed, callback: LockGrantedCallback<unknown>): Promise<unknown> {
     const client = this.#client;
-    const robbed = new Set<number>();
-    for (const h of this.#table.inspect(p.name)?.holders ?? []) robbed.add(h.threadId);
     const lease = await this.#core.steal(p.name, {
       mode: 'exclusive',
       hold: p.hold ?? this.#lease,
       waitTimeout: p.waitTimeout,
     });
     // Only now that the steal succeeded: this thread's holders of the name reject (their leases
-    // are stale), and the robbed threads' doorbells ring. A steal that failed (ERR_LOCK_TIMEOUT)
+    // are stale), and every other thread's doorbell rings (the table does not say whom the steal
+    // robbed: a holder granted after any look we took before it would be missed; a thread that
+    // lost nothing finds its locks held and waits again). A steal that failed (ERR_LOCK_TIMEOUT)
     // robbed nobody, and its holders' heartbeat keeps renewing them.
     client.robLocal(p.name);
-    for (const h of this.#table.inspect(p.name)?.holders ?? []) robbed.delete(h.threadId);
-    client.ring(robbed);
+    client.ringOthers();
     return this.#run(p, lease, callback);
   }
 
