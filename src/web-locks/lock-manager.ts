@@ -33,6 +33,7 @@ export interface LockOptions {
    * Extension: a fixed hold (ms), stamped as the lease's deadline: past it (plus the table's
    * failTimeout) another request may take the lock, and this request then rejects with an
    * AbortError. Default: a lease that this thread renews while it lives (LockManagerOptions.lease).
+   * Finite: Infinity is refused (a RangeError), so that a steal can take every LockManager lock.
    */
   hold?: number;
 }
