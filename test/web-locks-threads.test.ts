@@ -150,6 +150,83 @@ describe('LockManager across threads', () => {
     await holder.exited;
   });
 
+  test("a steal rings every thread's doorbell; a thread holding another name keeps its lock", async () => {
+    const table = new LockTable();
+    const locks = new LockManager(table);
+    const [robbedCtrl, bystanderCtrl] = [control(), control()];
+    const robbed = start('hold', { buffer: table.buffer, ctrl: robbedCtrl.buffer, name: 'taken' });
+    const bystander = start('hold', {
+      buffer: table.buffer,
+      ctrl: bystanderCtrl.buffer,
+      name: 'kept',
+    });
+    const ids = [robbed.worker.threadId, bystander.worker.threadId];
+    await waitFor(robbedCtrl, CTRL_HELD, (v) => v === 1);
+    await waitFor(bystanderCtrl, CTRL_HELD, (v) => v === 1);
+    await locks.request('taken', { steal: true }, () => {});
+    assert.equal((await robbed.result).rejected, 'AbortError');
+    // The bystander's doorbell rang too; it checked its lock, found it held, and waits on.
+    const names = (await locks.query()).held.map((h) => [h.name, h.clientId]);
+    assert.deepEqual(names, [['kept', `thread-${ids[1]}`]]);
+    signal(bystanderCtrl, CTRL_STOP);
+    assert.deepEqual(await bystander.result, {
+      settled: 'released',
+      held: false,
+      threadId: ids[1],
+    });
+    signal(robbedCtrl, CTRL_STOP);
+    await Promise.all([robbed.exited, bystander.exited]);
+  });
+
+  // The robbed thread's event loop is blocked in its callback (Atomics.wait) from the grant until
+  // the thief holds the lock and says so (CTRL_STOP): its callback then returns before its
+  // heartbeat or doorbell can run, and only the release at settle can tell it the lock was lost.
+  async function blocked(
+    take: (locks: LockManager, stop: () => void) => Promise<unknown>,
+    options: { failTimeout?: number; hold?: number } = {},
+  ): Promise<Record<string, unknown>> {
+    const table = new LockTable(
+      options.failTimeout === undefined ? {} : { failTimeout: options.failTimeout },
+    );
+    const locks = new LockManager(table);
+    const ctrl = control();
+    const data = { buffer: table.buffer, ctrl: ctrl.buffer, name: 'blocked' };
+    const holder = start(
+      'block',
+      options.hold === undefined ? data : { ...data, hold: options.hold },
+    );
+    const threadId = holder.worker.threadId;
+    await waitFor(ctrl, CTRL_HELD, (v) => v === 1);
+    await take(locks, () => signal(ctrl, CTRL_STOP));
+    const outcome = await holder.result;
+    await holder.exited;
+    assert.deepEqual(await locks.query(), { held: [], pending: [] });
+    assert.equal(outcome.threadId, threadId);
+    return { ...outcome, threadId: undefined };
+  }
+  const robbed = { rejected: 'AbortError', code: 20, held: false, threadId: undefined };
+
+  test('a holder robbed while its callback blocks the thread rejects with AbortError, never fulfils', async () => {
+    const outcome = await blocked((locks, stop) =>
+      locks.request('blocked', { steal: true }, () => stop()),
+    );
+    assert.deepEqual(outcome, robbed);
+  });
+
+  test('negative control: the same blocked holder, not robbed, fulfils', async () => {
+    const outcome = await blocked(async (_locks, stop) => stop());
+    assert.deepEqual(outcome, { settled: 'released', held: false, threadId: undefined });
+  });
+
+  test('a holder whose hold passed, reclaimed while its callback blocks the thread, rejects with AbortError', async () => {
+    // Granted once the holder's hold (plus failTimeout) has passed and the table reclaims it.
+    const outcome = await blocked((locks, stop) => locks.request('blocked', () => stop()), {
+      failTimeout: 20,
+      hold: 50,
+    });
+    assert.deepEqual(outcome, robbed);
+  });
+
   for (const watched of [true, false]) {
     const how = watched ? 'with watch(): at once' : 'without watch(): through its lease';
     test(`a worker terminated while holding: its lock goes to the next waiter, ${how}`, async () => {

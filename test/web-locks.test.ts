@@ -119,6 +119,70 @@ describe('LockManager extensions', () => {
     assert.throws(() => new LockManager({} as LockTable), TypeError);
   });
 
+  test('hold: Infinity is refused (every LockManager lock has a deadline) and leaves nothing', async () => {
+    await assert.rejects(
+      locks.request('ext-forever', { hold: Infinity }, () => {}),
+      {
+        name: 'RangeError',
+        code: 'ERR_OUT_OF_RANGE',
+        message: /"options\.hold".*Received Infinity/,
+      },
+    );
+    assert.equal(table.inspect('ext-forever'), null);
+    assert.deepEqual(await locks.query(), { held: [], pending: [] });
+  });
+
+  test("a steal that times out robs nobody: this thread's holder keeps its lock", async () => {
+    // A shared holder without a deadline (the table API's), which no steal may take, beside a
+    // LockManager shared holder of this thread.
+    const forever = table.tryAcquire('ext-steal-fail', { mode: 'shared', hold: Infinity })!;
+    let lockSeen: { held: boolean } | undefined;
+    let release!: () => void;
+    let outcome: unknown = 'pending';
+    const holder = locks.request('ext-steal-fail', { mode: 'shared' }, (l) => {
+      lockSeen = l!;
+      return new Promise<string>((r) => (release = () => r('released')));
+    });
+    holder.then(
+      (v) => (outcome = v),
+      (e: unknown) => (outcome = e),
+    );
+    await new Promise((r) => setImmediate(r));
+    assert.equal(lockSeen!.held, true);
+    await assert.rejects(
+      locks.request('ext-steal-fail', { steal: true, waitTimeout: 50 }, () => {}),
+      { code: 'ERR_LOCK_TIMEOUT' },
+    );
+    await new Promise((r) => setImmediate(r));
+    assert.equal(outcome, 'pending');
+    assert.equal(lockSeen!.held, true);
+    release();
+    assert.equal(await holder, 'released');
+    forever.release();
+    assert.deepEqual(await locks.query(), { held: [], pending: [] });
+  });
+
+  test('requests beyond the registry wait unlisted and are granted in order', async () => {
+    // capacity 8: 8 registry entries, one of them this thread's doorbell.
+    const small = new LockManager(new LockTable({ capacity: 8 }));
+    let release!: () => void;
+    const order: number[] = [];
+    const holder = small.request('full', () => new Promise<void>((r) => (release = r)));
+    await new Promise((r) => setImmediate(r));
+    const queued = Array.from({ length: 10 }, (_, i) =>
+      small.request('full', () => {
+        order.push(i);
+      }),
+    );
+    const { pending } = await small.query();
+    assert.ok(pending.length >= 1 && pending.length < 10, `${pending.length} listed`);
+    release();
+    await holder;
+    await Promise.all(queued);
+    assert.deepEqual(order, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert.deepEqual(await small.query(), { held: [], pending: [] });
+  });
+
   test('a name longer than the table maxKeyLength is refused with a RangeError', async () => {
     await assert.rejects(
       locks.request('x'.repeat(table.maxKeyLength + 1), () => {}),

@@ -184,20 +184,23 @@ export class Entries {
     Atomics.notify(this.#words, at);
   }
 
-  /** The doorbell word's array and index, for the owner's Atomics.waitAsync. */
-  doorbell(index: number): { array: Int32Array; index: number } {
-    return { array: this.#words, index: index * ENTRY_WORDS + E_DOORBELL };
-  }
-
-  /** The CLIENT entry of `owner` (a live one), or -1. */
-  clientOf(owner: number): number {
+  /**
+   * Rings the doorbell of every live CLIENT entry but `except`'s (a steal: every thread that may
+   * have held the key checks its locks; the others find theirs held and wait again).
+   */
+  ringClients(except: number): void {
     const now = monotonicNow();
     for (let i = 0; i < this.count; i++) {
       const w = this.wordOf(i);
-      if ((w & ENTRY_KIND) === ENTRY_CLIENT && entryOwner(w) === owner && !this.#lapsed(i, now))
-        return i;
+      if ((w & ENTRY_KIND) !== ENTRY_CLIENT || entryOwner(w) === except || this.#lapsed(i, now))
+        continue;
+      this.ring(i);
     }
-    return -1;
+  }
+
+  /** The doorbell word's array and index, for the owner's Atomics.waitAsync. */
+  doorbell(index: number): { array: Int32Array; index: number } {
+    return { array: this.#words, index: index * ENTRY_WORDS + E_DOORBELL };
   }
 
   /**

@@ -5,7 +5,6 @@
  * table, so that they form one "client" as the specification means it (one clientId, one queue
  * order).
  */
-import { LockError } from '../api/errors.js';
 import type { Entries } from '../table/entries.js';
 import { ENTRY_REFRESH_MS } from '../table/entries.js';
 import { ENTRY_CLIENT, ENTRY_PENDING } from '../table/layout.js';
@@ -33,6 +32,7 @@ export interface PendingRequest {
   readonly name: string;
   readonly mode: LockMode;
   readonly seq: number;
+  /** Its registry entry, or -1 while it waits unlisted (no entry was free: see register()). */
   entry: number;
   word: number;
   /** Called when it becomes the head of its name's local queue. */
@@ -51,6 +51,9 @@ export function clientFor(buffer: SharedArrayBuffer, core: FacadeCore, lease: nu
   client.lease = Math.min(client.lease, lease);
   return client;
 }
+
+/** The word of a PendingRequest without an entry (entry -1): see register(). */
+const UNLISTED = -1;
 
 export function clientIdOf(threadId: number): string {
   return `thread-${threadId}`;
@@ -92,20 +95,15 @@ export class Client {
       mode === 'shared' ? 1 : 0,
       name,
     );
-    if (entry < 0) {
-      throw new LockError(
-        'ERR_LOCK_TABLE_FULL',
-        name,
-        `No free request entry for ${JSON.stringify(name)}: all ${this.entries.count} are in use ` +
-          'by waiting requests. Create the table with a larger capacity',
-      );
-    }
+    // No free entry (the registry has `capacity` entries, for every thread's waiting requests and
+    // doorbells): the request waits unlisted (query() does not show it) and gets the lock in its
+    // turn all the same; the heartbeat claims an entry for it as soon as one is free.
     const req: PendingRequest = {
       name,
       mode,
       seq,
       entry,
-      word: this.entries.wordOf(entry),
+      word: entry < 0 ? UNLISTED : this.entries.wordOf(entry),
       admit: undefined,
     };
     let queue = this.queues.get(name);
@@ -117,7 +115,7 @@ export class Client {
 
   /** A waiting request leaves (granted, aborted, timed out, failed): its entry and its turn go. */
   unregister(req: PendingRequest): void {
-    this.entries.free(req.entry, req.word);
+    if (req.entry >= 0) this.entries.free(req.entry, req.word);
     const queue = this.queues.get(req.name);
     if (queue === undefined) return;
     const at = queue.indexOf(req);
@@ -167,13 +165,9 @@ export class Client {
     }
   }
 
-  /** Rings the doorbells of `threads` (their locks were just stolen). */
-  ring(threads: Iterable<number>): void {
-    for (const t of threads) {
-      if (t === this.core.threadId) continue;
-      const i = this.entries.clientOf(t);
-      if (i >= 0) this.entries.ring(i);
-    }
+  /** Rings every other thread's doorbell (a lock was just stolen, maybe from them). */
+  ringOthers(): void {
+    this.entries.ringClients(this.core.threadId);
   }
 
   #claimClient(): void {
@@ -194,19 +188,27 @@ export class Client {
   }
 
   async #heartbeat(): Promise<void> {
+    // The doorbell's value, loaded before each checkLost(): a steal rings after it robs, so a
+    // ring that lands after this load is either seen by that checkLost() or wakes the next wait.
+    let rung = this.#rung();
     try {
       while (this.held.size > 0 || this.queues.size > 0) {
         const interval = Math.min(ENTRY_REFRESH_MS, this.lease / 4);
-        if (this.#entry < 0 || !this.entries.refresh(this.#entry, this.#entryWord))
+        if (this.#entry < 0 || !this.entries.refresh(this.#entry, this.#entryWord)) {
           this.#claimClient();
+          rung = this.#rung();
+          this.checkLost();
+        }
         if (this.#entry >= 0) {
           const { array, index } = this.entries.doorbell(this.#entry);
-          const w = Atomics.waitAsync(array, index, Atomics.load(array, index), interval);
+          // `rung` was loaded before the last checkLost(): a ring after it wakes this wait.
+          const w = Atomics.waitAsync(array, index, rung, interval);
           if (w.async) await w.value;
         } else {
           await new Promise((resolve) => setTimeout(resolve, interval).unref());
         }
         this.#refresh();
+        rung = this.#rung();
         this.checkLost();
       }
     } finally {
@@ -214,11 +216,19 @@ export class Client {
     }
   }
 
+  /** The doorbell's value now (0 without a CLIENT entry). */
+  #rung(): number {
+    if (this.#entry < 0) return 0;
+    const { array, index } = this.entries.doorbell(this.#entry);
+    return Atomics.load(array, index);
+  }
+
   #refresh(): void {
     for (const queue of this.queues.values()) {
       for (const req of queue) {
-        if (this.entries.refresh(req.entry, req.word)) continue;
-        // Lapsed while our event loop was blocked, and taken: claim a new one, same place.
+        if (req.entry >= 0 && this.entries.refresh(req.entry, req.word)) continue;
+        // Unlisted (no entry was free), or lapsed while our event loop was blocked and taken:
+        // claim one now, with the request's place in the order.
         const entry = this.entries.claim(
           ENTRY_PENDING,
           this.core.threadId,
@@ -226,8 +236,8 @@ export class Client {
           req.mode === 'shared' ? 1 : 0,
           req.name,
         );
-        req.entry = entry < 0 ? 0 : entry;
-        req.word = entry < 0 ? -1 : this.entries.wordOf(entry);
+        req.entry = entry;
+        req.word = entry < 0 ? UNLISTED : this.entries.wordOf(entry);
       }
     }
     for (const h of this.held) {

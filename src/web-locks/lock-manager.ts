@@ -8,14 +8,14 @@
  * (grant order across threads, the time a robbed thread learns of a steal), is in DESIGN.md,
  * "Web Locks".
  */
-import { LockError } from '../api/errors.js';
+import { LockError, outOfRange } from '../api/errors.js';
 import { checkMs, MAX_FINITE_MS } from '../api/options.js';
 import { LockTable } from '../table/lock-table.js';
 import { FACADE, type FacadeCore } from '../table/lock-table.js';
 import type { Lease } from '../table/lease.js';
 import type { TableDefaults } from '../api/options.js';
 import { clientFor, clientIdOf, type Client, type HeldRequest } from './client.js';
-import { notSupported, typeError } from './errors.js';
+import { abortError, notSupported, typeError } from './errors.js';
 import { Lock, type LockMode } from './lock.js';
 
 export interface LockOptions {
@@ -33,6 +33,7 @@ export interface LockOptions {
    * Extension: a fixed hold (ms), stamped as the lease's deadline: past it (plus the table's
    * failTimeout) another request may take the lock, and this request then rejects with an
    * AbortError. Default: a lease that this thread renews while it lives (LockManagerOptions.lease).
+   * Finite: Infinity is refused (a RangeError), so that a steal can take every LockManager lock.
    */
   hold?: number;
 }
@@ -217,6 +218,9 @@ export class LockManager {
     const waitTimeout =
       o.waitTimeout === undefined ? Infinity : checkMs('options.waitTimeout', o.waitTimeout, true);
     const hold = o.hold === undefined ? undefined : checkMs('options.hold', o.hold, false);
+    // Every LockManager lock has a deadline (a steal takes only those): no hold without one.
+    if (hold === Infinity)
+      throw outOfRange('options.hold', '> 0 and <= 2^40 (a LockManager lock has a deadline)', hold);
     // The specification's steps.
     if (name.startsWith('-'))
       throw notSupported(`Lock names starting with "-" are reserved: ${JSON.stringify(name)}`);
@@ -262,22 +266,24 @@ export class LockManager {
   }
 
   /**
-   * steal: this thread's holders of the name reject at once; the table takes the lock from every
-   * holder with a deadline (all of this facade's), which turns their leases stale; then the robbed
-   * threads' doorbells ring, and each rejects its requests there (Client.checkLost).
+   * steal: the table takes the lock from every holder with a deadline (all of this facade's),
+   * which turns their leases stale; then this thread's holders of the name reject, the other
+   * threads' doorbells ring, and each robbed thread rejects its requests there (Client.checkLost).
    */
   async #steal(p: Parsed, callback: LockGrantedCallback<unknown>): Promise<unknown> {
     const client = this.#client;
-    client.robLocal(p.name);
-    const robbed = new Set<number>();
-    for (const h of this.#table.inspect(p.name)?.holders ?? []) robbed.add(h.threadId);
     const lease = await this.#core.steal(p.name, {
       mode: 'exclusive',
       hold: p.hold ?? this.#lease,
       waitTimeout: p.waitTimeout,
     });
-    for (const h of this.#table.inspect(p.name)?.holders ?? []) robbed.delete(h.threadId);
-    client.ring(robbed);
+    // Only now that the steal succeeded: this thread's holders of the name reject (their leases
+    // are stale), and every other thread's doorbell rings (the table does not say whom the steal
+    // robbed: a holder granted after any look we took before it would be missed; a thread that
+    // lost nothing finds its locks held and waits again). A steal that failed (ERR_LOCK_TIMEOUT)
+    // robbed nobody, and its holders' heartbeat keeps renewing them.
+    client.robLocal(p.name);
+    client.ringOthers();
     return this.#run(p, lease, callback);
   }
 
@@ -354,14 +360,20 @@ export class LockManager {
       client.hold(h);
       const settle = (ok: boolean, value: unknown): void => {
         client.held.delete(h);
+        // The release is the check: it fails (ERR_LOCK_STALE) exactly when the lock was taken from
+        // this lease (stolen, or reclaimed past its hold), whether or not the heartbeat or the
+        // doorbell has told this thread yet (they run as separate tasks, and a callback that
+        // blocked the event loop settles first).
+        let lost = false;
         try {
           lease.release();
         } catch {
-          // Stale: stolen or lost, and the request already rejected (or rejects just below).
+          lost = true;
         }
         if (h.done) return;
         h.done = true;
-        if (ok) resolve(value);
+        if (lost) reject(abortError(`The lock ${JSON.stringify(p.name)} was stolen or lost`));
+        else if (ok) resolve(value);
         else reject(value as Error);
       };
       queueMicrotask(() => {
