@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import dc from 'node:diagnostics_channel';
+import { createRequire } from 'node:module';
 import { threadId } from 'node:worker_threads';
 import { describe, test } from 'node:test';
 import { CHANNELS, LockTable } from '../src/index.js';
@@ -144,6 +145,29 @@ describe('diagnostics_channel events', () => {
     dc.unsubscribe(CHANNELS.grant, fn);
     table.acquireSync('x').release();
     assert.equal(seen.length, 1);
+  });
+
+  test('every way to subscribe and unsubscribe switches the events on and off, in both builds', async () => {
+    // The ESM source and the CommonJS build in one thread: two copies of the module, one set of
+    // channels (global by name).
+    const require = createRequire(import.meta.url);
+    const cjs = require('../dist/index.cjs') as typeof import('../src/index.js');
+    const tables = [new LockTable({ capacity: 4 }), new cjs.LockTable({ capacity: 4 })];
+    const seen: string[] = [];
+    const grant = (m: unknown) => seen.push(`grant ${(m as { key: string }).key}`);
+    const release = (m: unknown) => seen.push(`release ${(m as { key: string }).key}`);
+    const lockAll = (key: string) => {
+      for (const table of tables) table.acquireSync(key).release();
+    };
+    lockAll('a');
+    dc.channel(CHANNELS.grant).subscribe(grant);
+    dc.subscribe(CHANNELS.release, release);
+    lockAll('b');
+    dc.channel(CHANNELS.release).unsubscribe(release);
+    lockAll('c');
+    dc.unsubscribe(CHANNELS.grant, grant);
+    lockAll('d');
+    assert.deepEqual(seen, ['grant b', 'release b', 'grant b', 'release b', 'grant c', 'grant c']);
   });
 });
 

@@ -9,13 +9,12 @@ import { releasedError, staleError } from '../api/errors.js';
 import type { Grants } from './grants.js';
 import { GRANTS } from './internals.js';
 import type { Mode } from './slot-state.js';
+import { releaseObserved } from './diagnostics.js';
 import { checkMs } from '../api/options.js';
 
 /** What a lease needs from its table (kept out of the public API). */
 export interface LeaseHost {
   readonly [GRANTS]: Grants;
-  /** A release must be reported (stats, or a diagnostics subscriber: diagnostics.ts). */
-  readonly observesReleases: boolean;
   noteRelease(lease: Lease): void;
 }
 
@@ -116,8 +115,8 @@ export class Lease implements Disposable {
     this.flags = RELEASED;
     if (!this.host[GRANTS].releaseExclusive(this.slot, this.tokenLo, this.tokenHi, this.word))
       throw staleError(this.key, 'release the lease');
-    // Diagnostics (diagnostics.ts): one check, after the release.
-    if (this.host.observesReleases) this.host.noteRelease(this);
+    // Diagnostics (diagnostics.ts): one module read, after the release.
+    if (releaseObserved()) this.host.noteRelease(this);
   }
 
   /** release() of a lease that is shared, recovered or already released. */
@@ -128,13 +127,13 @@ export class Lease implements Disposable {
     if ((flags & SHARED) === 0) {
       if (!g.releaseExclusive(this.slot, this.tokenLo, this.tokenHi, this.word))
         throw staleError(this.key, 'release the lease');
-      if (this.host.observesReleases) this.host.noteRelease(this);
+      if (releaseObserved()) this.host.noteRelease(this);
       return;
     }
     if (!g.releaseShared(this.slot, this.word, this.tokenLo, this.tokenHi)) {
       throw staleError(this.key, 'release the lease');
     }
-    if (this.host.observesReleases) this.host.noteRelease(this);
+    if (releaseObserved()) this.host.noteRelease(this);
   }
 
   /**

@@ -97,6 +97,7 @@ import {
   missChannel,
   reclaimChannel,
   releaseChannel,
+  noteStatsTable,
   requestObserved,
   startChannel,
 } from './diagnostics.js';
@@ -267,6 +268,7 @@ export class LockTable {
     this.#slotCache = new SlotCache(views.slots);
     this.#maxKeyLength = views.geometry.maxKeyLength;
     this.#statsOn = views.header[H_STATS] === 1;
+    if (this.#statsOn) noteStatsTable();
     this.#stats = new Stats(views.stats);
   }
 
@@ -380,13 +382,14 @@ export class LockTable {
 
   /** One attempt, never waits: a Lease, or null when the key is held incompatibly. */
   tryAcquire(key: string, options?: TryAcquireOptions): Lease | null {
-    // Observed (a diagnostics subscriber, or stats): the same request, with its events.
-    if (this.#statsOn || requestObserved()) return this.#observedTry(key, options);
-    if (options === undefined) {
+    // The fast path runs only when nobody observes (diagnostics.ts: one module read); observed (a
+    // subscriber, or a table that collects stats), the same request runs with its events.
+    if (options === undefined && !requestObserved()) {
       // A key this thread used before (only validated keys are cached): one CAS.
       const lease = this.#fastCached(key, this.#plain.hold, false);
       if (lease !== undefined) return lease ?? this.#slowSync(key, this.#plain, 0, false);
     }
+    if (this.#statsOn || requestObserved()) return this.#observedTry(key, options);
     checkKey('key', key, this.#maxKeyLength);
     const o = options === undefined ? this.#plain : this.#resolve(options, false, false);
     return this.#fast(key, o.mode, o.hold, false) ?? this.#slowSync(key, o, 0, false);
@@ -394,10 +397,10 @@ export class LockTable {
 
   /** Blocks this thread (Atomics.wait) until granted, or throws ERR_LOCK_TIMEOUT. */
   acquireSync(key: string, options?: AcquireSyncOptions): Lease {
-    if (this.#statsOn || requestObserved()) return this.#observedSync(key, options);
     // The fast path is kept small enough for the JIT to inline into the caller, lease included
-    // (DESIGN.md, "The cost of the fast path"): anything else is #acquireSync.
-    if (options === undefined && this[GRANTS].yieldSlot < 0) {
+    // (DESIGN.md, "The cost of the fast path"): anything else is #acquireSync. It runs only when
+    // nobody observes (see tryAcquire).
+    if (options === undefined && this[GRANTS].yieldSlot < 0 && !requestObserved()) {
       const plain = this.#plain;
       const lease = this.#fastCached(key, plain.hold, plain.spinDelay > 0);
       if (lease !== undefined) return lease ?? this.#waitSync(key, plain);
@@ -406,6 +409,7 @@ export class LockTable {
   }
 
   #acquireSync(key: string, options: AcquireSyncOptions | undefined): Lease {
+    if (this.#statsOn || requestObserved()) return this.#observedSync(key, options);
     checkKey('key', key, this.#maxKeyLength);
     const o = options === undefined ? this.#plain : this.#resolve(options, true, false);
     // This thread just handed a key off to a starving writer: see #yieldsTurn.
@@ -431,8 +435,7 @@ export class LockTable {
 
   /** Waits without blocking the event loop (Atomics.waitAsync). Rejects on timeout or abort. */
   acquire(key: string, options?: AcquireOptions): Promise<Lease> {
-    if (this.#statsOn || requestObserved()) return this.#observedAsync(key, options);
-    if (options === undefined && this[GRANTS].yieldSlot < 0) {
+    if (options === undefined && this[GRANTS].yieldSlot < 0 && !requestObserved()) {
       const plain = this.#plain;
       const lease = this.#fastCached(key, plain.hold, plain.spinDelay > 0);
       // Busy: straight to the waiting loop. A second fast attempt could win after this one lost a
@@ -440,6 +443,7 @@ export class LockTable {
       if (lease === null) return this.#waitAsync(key, plain);
       if (lease !== undefined) return Promise.resolve(lease);
     }
+    if (this.#statsOn || requestObserved()) return this.#observedAsync(key, options);
     return this.#acquire(key, options);
   }
 
@@ -767,12 +771,7 @@ export class LockTable {
     }
   }
 
-  /** @internal Does a release need reporting (stats, or a release subscriber)? Read by Lease. */
-  get observesReleases(): boolean {
-    return this.#statsOn || releaseChannel.hasSubscribers;
-  }
-
-  /** @internal After `lease` was released (Lease.release, when observesReleases). */
+  /** @internal After `lease` was released (Lease.release, when releaseObserved()). */
   noteRelease(lease: Lease): void {
     if (this.#statsOn) this.#stats.release();
     if (releaseChannel.hasSubscribers) {
