@@ -313,7 +313,9 @@ async function runOne(o: Options, c: RunContext, admin: pg.Client): Promise<RunR
     namespace: c.namespace,
     table: c.table,
     clients: c.scenario === 'uncontended' ? 1 : c.scenario === 'hot-key' ? 8 : 2,
-    warmupMs: 300,
+    // Long enough for the JIT to settle: an uncontended PgLockTable loop runs 2-4x slower in its
+    // first second (npm run bench:postgres:split shows it round by round).
+    warmupMs: 1500,
     ms: o.ms,
     handoffGapMs: 2,
   };

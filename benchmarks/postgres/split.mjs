@@ -1,0 +1,88 @@
+// `npm run bench:postgres:split`: where an uncontended PgLockTable acquire + release spends its
+// time. It times, in rounds on one throwaway cluster (fsync on), PgLockTable's acquire + release
+// of one key (and, within it, the time spent inside pg's query calls), the same two statements sent
+// by hand on one pg.Client, and raw pg_advisory_lock + unlock. Each round is 1,000 operations;
+// the first rounds include the JIT's warm-up, so read the last ones.
+import pg from 'pg';
+import { PgLockTable } from '../../dist/postgres.js';
+import { startCluster } from '../../test/postgres/cluster.mjs';
+
+const ROUNDS = 5;
+const N = 1000;
+const NAMESPACE = 0x6c6f636b;
+
+const cluster = await startCluster({ own: true, fsync: true });
+let inQuery = 0;
+const query = pg.Client.prototype.query;
+pg.Client.prototype.query = function timedQuery(config, ...rest) {
+  const start = performance.now();
+  const result = query.call(this, config, ...rest);
+  if (result && typeof result.then === 'function') {
+    return result.finally(() => {
+      inQuery += performance.now() - start;
+    });
+  }
+  return result;
+};
+
+try {
+  const locks = new PgLockTable({ connectionString: cluster.url });
+  await (await locks.acquire('k')).release();
+  const raw = new pg.Client({ connectionString: cluster.url });
+  await raw.connect();
+  await raw.query("SELECT set_config('locktable.session', 'locktable:by-hand', false)");
+  const { rows } = await raw.query('SELECT id FROM locktable.keys WHERE key = $1', ['k']);
+  const id = rows[0].id;
+  const grant = {
+    name: 'split_grant',
+    text: 'SELECT lock_id, token::text AS token, backend_pid FROM locktable.grant($1, $2, $3, $4, $5, $6)',
+    values: [NAMESPACE, 'k', true, 0, 5000, 'locktable:by-hand'],
+  };
+  const release = {
+    name: 'split_release',
+    text:
+      "SELECT pg_advisory_unlock($1::int4, $2::int4) AS released, set_config('idle_session_timeout', $3::text, false) AS idle " +
+      "FROM (SELECT current_setting('locktable.session', true) AS marker OFFSET 0) AS own WHERE own.marker = $4::text",
+    values: [NAMESPACE, id, '0', 'locktable:by-hand'],
+  };
+  const lock = {
+    name: 'split_lock',
+    text: 'SELECT pg_advisory_lock($1::int4, $2::int4)',
+    values: [1, 1],
+  };
+  const unlock = {
+    name: 'split_unlock',
+    text: 'SELECT pg_advisory_unlock($1::int4, $2::int4)',
+    values: [1, 1],
+  };
+  const time = async (body) => {
+    inQuery = 0;
+    const start = performance.now();
+    for (let i = 0; i < N; i++) await body();
+    return { op: ((performance.now() - start) * 1000) / N, inQuery: (inQuery * 1000) / N };
+  };
+  console.log(
+    'round | locktable µs/op (in pg queries) | its statements by hand | raw lock + unlock',
+  );
+  for (let round = 1; round <= ROUNDS; round++) {
+    const a = await time(async () => {
+      const lease = await locks.acquire('k');
+      await lease.release();
+    });
+    const b = await time(async () => {
+      await raw.query(grant);
+      await raw.query(release);
+    });
+    const c = await time(async () => {
+      await raw.query(lock);
+      await raw.query(unlock);
+    });
+    console.log(
+      `${round} | ${a.op.toFixed(0)} (${a.inQuery.toFixed(0)}) | ${b.op.toFixed(0)} | ${c.op.toFixed(0)}`,
+    );
+  }
+  await raw.end();
+  await locks.close();
+} finally {
+  await cluster.stop();
+}
