@@ -135,8 +135,8 @@ export const MAX_EPOCH_BITS = 21;
  * Version 2: fencing tokens without a disk flush per grant.
  *
  * Version 1 bumped a fence column of locktable.keys and committed with synchronous_commit on: a
- * WAL flush per grant. On a server with fsync on, that flush is most of a grant's time
- * (`npm run bench:postgres -- --fsync on`). Version 2 keeps the per-key counters in an UNLOGGED
+ * WAL flush per grant. On a server with fsync on, that flush is most of a grant's time. Version
+ * 2 keeps the per-key counters in an UNLOGGED
  * table, which writes no WAL, and makes tokens survive a crash with an epoch instead:
  *
  *   locktable.epoch   (logged)    one row: the epoch, bumped with a flushed commit;
