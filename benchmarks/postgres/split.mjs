@@ -1,10 +1,11 @@
 // `npm run bench:postgres:split`: where an uncontended PgLockTable acquire + release spends its
-// time. It times, in rounds on one throwaway cluster (fsync on), PgLockTable's acquire + release
+// time (run through tsx: it takes the grant statement from src/postgres/sql.ts). It times, in rounds on one throwaway cluster (fsync on), PgLockTable's acquire + release
 // of one key (and, within it, the time spent inside pg's query calls), the same two statements sent
 // by hand on one pg.Client, and raw pg_advisory_lock + unlock. Each round is 1,000 operations;
 // the first rounds include the JIT's warm-up, so read the last ones.
 import pg from 'pg';
 import { PgLockTable } from '../../dist/postgres.js';
+import { fastGrant } from '../../src/postgres/sql.ts';
 import { startCluster } from '../../test/postgres/cluster.mjs';
 
 const ROUNDS = 5;
@@ -33,10 +34,10 @@ try {
   await raw.query("SELECT set_config('locktable.session', 'locktable:by-hand', false)");
   const { rows } = await raw.query('SELECT id FROM locktable.keys WHERE key = $1', ['k']);
   const id = rows[0].id;
+  // The statement PgLockTable sends for a key whose id it knows (a wait forever, exclusive).
   const grant = {
-    name: 'split_grant',
-    text: 'SELECT lock_id, token::text AS token, backend_pid FROM locktable.grant($1, $2, $3, $4, $5, $6)',
-    values: [NAMESPACE, 'k', true, 0, 5000, 'locktable:by-hand'],
+    ...fastGrant('forever', true),
+    values: [NAMESPACE, id, 5000, 'locktable:by-hand'],
   };
   const release = {
     name: 'split_release',

@@ -46,17 +46,20 @@ import {
   type ResolvedPgOptions,
   resolvePgOptions,
 } from './options.js';
-import { Session } from './session.js';
+import { type QueryConfig, Session } from './session.js';
 import { Sessions } from './sessions.js';
 import type { Lease } from '../table/lease.js';
 import type { LockTable } from '../table/lock-table.js';
 import {
   ACQUIRE,
   CANCEL,
+  fastGrant,
+  type GrantWait,
   INSPECT,
   installStatement,
   READ_VERSION,
   POOLER_SQLSTATE,
+  RELEASE,
   RESET_SESSION,
   SCHEMA_VERSION,
   TERMINATE,
@@ -74,11 +77,6 @@ export interface PgLockInfo {
   holders: PgHolderInfo[];
   /** Sessions waiting for the key right now (any process). */
   waiters: number;
-  /**
-   * The token of the key's last server grant ((server token << 12n), see front.ts): hand-overs within a
-   * process after it have larger tokens, which the server does not see.
-   */
-  lastToken: bigint;
 }
 
 interface Request {
@@ -91,6 +89,16 @@ interface Grant {
   lockId: number;
   token: bigint;
 }
+
+/**
+ * fastGrant's wait ran out (55P03). Unlike ACQUIRE's timeout, the session may hold the lock: it
+ * was granted in the instant the server's lock_timeout fired (DESIGN.md, "One round trip per
+ * grant"), so the caller resets the session.
+ */
+class ServerTimeout extends Error {}
+
+/** Key ids a table remembers for fastGrant (a Map, the oldest forgotten first). */
+const MAX_REMEMBERED_IDS = 10_000;
 
 /** Control-session retries of a cancel that found the statement not yet started (ms). */
 const CANCEL_RETRY_MS = 10;
@@ -107,6 +115,8 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
   #closed = false;
   #closing: Promise<void> | undefined;
   readonly #front: Front;
+  /** Key → its id in locktable.keys (ids are never reused), learnt from ACQUIRE. */
+  readonly #ids = new Map<string, number>();
 
   constructor(options?: PgLockTableOptions) {
     this.#options = resolvePgOptions(options);
@@ -369,7 +379,10 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
           grant = await this.#grant(session, key, r, waitMs(r.waitTimeout, start), r.signal);
         } catch (error) {
           clean = false;
-          throw error;
+          // Not granted in time; the session may hold the lock all the same (a grant in the
+          // instant the server's lock_timeout fired): reset below, as after any failure.
+          if (!(error instanceof ServerTimeout)) throw error;
+          grant = null;
         }
         if (grant === null) {
           if (isTry && grants.length === 0) {
@@ -399,10 +412,11 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
   }
 
   /**
-   * One ACQUIRE statement: a grant, or null (not granted: a try that found the key held, or the
-   * server's lock_timeout). Aborted while it runs, it is cancelled on the server from the control
-   * session; this returns only after every cancel has answered, so the caller's next statement on
-   * the session cannot be hit by one. Throws AbortError, ERR_LOCK_CONNECTION, ERR_LOCK_POOLER, or
+   * One grant: fastGrant when the key's id is known and the session has run ACQUIRE (one plain
+   * statement), else, or when that returns no row (a pooler's other session), ACQUIRE
+   * (locktable.grant, which also learns the id). Resolves with the grant, or null (not granted: a try that found the
+   * key held, or the server's lock_timeout in ACQUIRE). Throws AbortError, ERR_LOCK_CONNECTION,
+   * ERR_LOCK_POOLER, ServerTimeout (fastGrant's lock_timeout: the session may hold the lock), or
    * the server's error. After a throw the session may hold the lock (a session lock survives the
    * rollback of a statement that failed after taking it): the caller resets it.
    */
@@ -413,6 +427,111 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
     waitMs: number,
     signal: AbortSignal | undefined,
   ): Promise<Grant | null> {
+    const namespace = this.#options.namespace;
+    const exclusive = r.mode === 'exclusive';
+    const lease = this.#options.lease;
+    // lease Infinity: the longest timeout the server takes (~24.8 days), so that a role's,
+    // database's or server's own idle_session_timeout cannot end a holder that sends no
+    // heartbeat (lease_ms 0 would leave that setting in force while the lock is held).
+    const leaseMs = lease === Infinity ? MAX_SERVER_MS : Math.ceil(lease);
+    const id = session.epochSeen ? this.#ids.get(key) : undefined;
+    if (id !== undefined) {
+      const wait: GrantWait = waitMs < 0 ? 'try' : waitMs === 0 ? 'forever' : 'timed';
+      const values: unknown[] = [namespace, id, leaseMs, session.marker];
+      if (wait === 'timed') values.push(waitMs);
+      let row: { locked: boolean; token: string | null; backend_pid: number } | undefined;
+      try {
+        row = (
+          await this.#statement(session, key, fastGrant(wait, exclusive), values, waitMs, signal)
+        ).rows[0];
+      } catch (error) {
+        const state = sqlState(error);
+        if (state === '55P03') throw new ServerTimeout();
+        if (state !== '2200H') throw error;
+        // The epoch's token range is used up, after the lock was taken: undo it, then ACQUIRE
+        // (locktable.grant starts the next epoch).
+        await this.#unlock(session, key, id, exclusive);
+        row = undefined;
+      }
+      if (row !== undefined) {
+        this.#checkPid(session, key, row.backend_pid);
+        if (!row.locked) return null;
+        return { lockId: id, token: BigInt(row.token!) };
+      }
+      this.#ids.delete(key);
+    }
+    const result = await this.#statement(
+      session,
+      key,
+      ACQUIRE,
+      [namespace, key, exclusive, waitMs, leaseMs, session.marker],
+      waitMs,
+      signal,
+    );
+    const row = result.rows[0];
+    if (row === undefined) return null;
+    this.#checkPid(session, key, row.backend_pid);
+    session.epochSeen = true;
+    const lockId = Number(row.lock_id);
+    this.#rememberId(key, lockId);
+    return { lockId, token: BigInt(row.token) };
+  }
+
+  #rememberId(key: string, id: number): void {
+    const ids = this.#ids;
+    if (ids.size >= MAX_REMEMBERED_IDS) ids.delete(ids.keys().next().value!);
+    ids.set(key, id);
+  }
+
+  #checkPid(session: Session, key: string, pid: unknown): void {
+    if (Number(pid) !== session.pid) {
+      throw poolerError(
+        key,
+        `the grant ran on server process ${pid}, the session opened on ${session.pid}`,
+      );
+    }
+  }
+
+  /**
+   * Unlocks `key` on `session` after a grant statement that took the lock and then failed (the
+   * RELEASE statement; idle_session_timeout untouched). Throws as a release would fail: the
+   * caller then resets or ends the session.
+   */
+  async #unlock(session: Session, key: string, id: number, exclusive: boolean): Promise<void> {
+    let rows: unknown[];
+    try {
+      ({ rows } = await session.query(RELEASE, [
+        this.#options.namespace,
+        id,
+        exclusive,
+        null,
+        session.marker,
+      ]));
+    } catch (error) {
+      if (!session.alive || sqlState(error) === undefined) {
+        throw connectionError(key, session.endReason ?? error);
+      }
+      throw error;
+    }
+    if (rows.length === 0)
+      throw poolerError(key, "an unlock ran on another session's server process");
+  }
+
+  /**
+   * Runs one grant statement on `session`. Aborted while it runs, it is cancelled on the server
+   * from the control session; this returns only after every cancel has answered, so the caller's
+   * next statement on the session cannot be hit by one. Throws AbortError, ERR_LOCK_CLOSED,
+   * ERR_LOCK_CONNECTION, ERR_LOCK_POOLER, or the server's error.
+   */
+  async #statement(
+    session: Session,
+    key: string,
+    statement: QueryConfig,
+    values: unknown[],
+    waitMs: number,
+    signal: AbortSignal | undefined,
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  ): Promise<{ rows: any[] }> {
     const lease = this.#options.lease;
     // A bounded wait is answered by the server within waitMs (its lock_timeout) plus the rest of
     // the statement (a new key's flushed insert, a new epoch, a loaded server's CPU); a reply not
@@ -424,21 +543,7 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
       waitMs !== 0 && Number.isFinite(lease)
         ? Math.max(waitMs, 0) + 2 * Math.max(lease, 1000)
         : Infinity;
-    const pending = session.queryWithin(
-      ACQUIRE,
-      [
-        this.#options.namespace,
-        key,
-        r.mode === 'exclusive',
-        waitMs,
-        // lease Infinity: the longest timeout the server takes (~24.8 days), so that a role's,
-        // database's or server's own idle_session_timeout cannot end a holder that sends no
-        // heartbeat (lease_ms 0 would leave that setting in force while the lock is held).
-        lease === Infinity ? MAX_SERVER_MS : Math.ceil(lease),
-        session.marker,
-      ],
-      replyWithin,
-    );
+    const pending = session.queryWithin(statement, values, replyWithin);
     let settled = false;
     let cancelling: Promise<void> | undefined;
     let cutTimer: NodeJS.Timeout | undefined;
@@ -464,29 +569,19 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
     }
     if (cancelling !== undefined) await cancelling;
     if (signal?.aborted) throw new AbortError(key, signal.reason);
-    if (result === undefined) {
-      if (this.#closed) throw closedError(key);
-      const state = sqlState(failure);
-      if (!session.alive || state === undefined) {
-        throw connectionError(key, session.endReason ?? failure);
-      }
-      if (state === POOLER_SQLSTATE) {
-        throw poolerError(key, `the grant ran on a server process another session set up`);
-      }
-      if (POOLER_STATES.has(state)) {
-        throw poolerError(key, `the grant found server state it never made (${state})`);
-      }
-      throw failure;
+    if (result !== undefined) return result;
+    if (this.#closed) throw closedError(key);
+    const state = sqlState(failure);
+    if (!session.alive || state === undefined) {
+      throw connectionError(key, session.endReason ?? failure);
     }
-    const row = result.rows[0];
-    if (row === undefined) return null;
-    if (Number(row.backend_pid) !== session.pid) {
-      throw poolerError(
-        key,
-        `the grant ran on server process ${row.backend_pid}, the session opened on ${session.pid}`,
-      );
+    if (state === POOLER_SQLSTATE) {
+      throw poolerError(key, `the grant ran on a server process another session set up`);
     }
-    return { lockId: Number(row.lock_id), token: BigInt(row.token) };
+    if (POOLER_STATES.has(state)) {
+      throw poolerError(key, `the grant found server state it never made (${state})`);
+    }
+    throw failure;
   }
 
   /**
@@ -646,7 +741,6 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
     await this.#install(key ?? '');
     let rows: Array<{
       key: string;
-      last_token: string;
       pid: number;
       mode: string;
       granted: boolean;
@@ -667,7 +761,6 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
           mode: 'shared',
           holders: [],
           waiters: 0,
-          lastToken: BigInt(row.last_token) << COHORT_BITS,
         };
         byKey.set(row.key, info);
       }

@@ -34,6 +34,12 @@ export class Session {
   onShared: (pid: number) => void = () => {};
   /** The session's own idle_session_timeout, restored when it stops holding leases. */
   idleTimeout = '0';
+  /**
+   * Set once a grant on this session ran locktable.grant (ACQUIRE), which makes sure the token
+   * epoch was started after the server's last crash. A crash ends every session, so from then on,
+   * for this session's whole life, the fast grant (sql.ts, fastGrant) may draw tokens without looking at `alive`.
+   */
+  epochSeen = false;
   /** Set once the connection is gone, for whatever reason. */
   #ended = false;
   /** Why it ended: undefined while alive; the error the connection reported, if any. */

@@ -12,7 +12,7 @@
  */
 
 /** The schema version this build installs and understands. */
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 
 /** The default namespace: 'lock' in ASCII, as an int4. */
 export const DEFAULT_NAMESPACE = 0x6c6f636b;
@@ -123,99 +123,11 @@ $fn$;
 export const POOLER_SQLSTATE = 'LT001';
 
 /**
- * The bits of a server token: token = epoch << FENCE_BITS | fence, where fence counts the key's
- * grants within the epoch (1, 2, ...). With the front's COHORT_BITS below them, a token stays
- * under 2^63 (a Postgres bigint) while epoch < 2^(63 - FENCE_BITS - COHORT_BITS).
+ * The first step of locktable.grant (versions 2 and 3), in plpgsql: refuses a session whose
+ * marker is not p_session (a pooler: LT001), then finds the key's id (v_id) or creates its row,
+ * committed with a flush (its id must not be handed out twice).
  */
-export const FENCE_BITS = 30;
-/** Epochs stay below 2^MAX_EPOCH_BITS: 63 bits less FENCE_BITS less the front's 12 cohort bits. */
-export const MAX_EPOCH_BITS = 21;
-
-/**
- * Version 2: fencing tokens without a disk flush per grant.
- *
- * Version 1 bumped a fence column of locktable.keys and committed with synchronous_commit on: a
- * WAL flush per grant. On a server with fsync on, that flush is most of a grant's time. Version
- * 2 keeps the per-key counters in an UNLOGGED
- * table, which writes no WAL, and makes tokens survive a crash with an epoch instead:
- *
- *   locktable.epoch   (logged)    one row: the epoch, bumped with a flushed commit;
- *   locktable.alive   (UNLOGGED)  one row: the epoch in force since this server last started;
- *   locktable.fences  (UNLOGGED)  per key id: (epoch, fence), the key's grants in that epoch.
- *
- * PostgreSQL empties every unlogged table when it starts after a crash (an immediate shutdown, a
- * killed postmaster, or the reinitialisation after one of its processes died): "An unlogged table
- * is automatically truncated after a crash or unclean shutdown" (CREATE TABLE, UNLOGGED). After a
- * clean shutdown they are kept, with every commit on disk. So a grant that finds `alive` empty
- * knows that fences may have been lost, and, before it hands out any token, starts a new epoch:
- * it bumps locktable.epoch under a transaction lock and commits with synchronous_commit on, so
- * that no session sees the new epoch (in `alive`) before it is on disk. Every token of the new
- * epoch is then above every token of any earlier one, whatever the lost counters were. A key whose
- * fence would pass 2^FENCE_BITS - 1 starts a new epoch the same way.
- *
- * A grant that finds `alive` set writes only unlogged rows (and a new key's logged row, committed
- * with a flush): nothing in its commit waits for the disk.
- *
- * The initial epoch is above every version-1 token: version-1 tokens were fence << 20 (front
- * bits), version-2 tokens are (epoch << FENCE_BITS | fence) << 12.
- */
-const V2 = `
-CREATE TABLE IF NOT EXISTS locktable.epoch (
-  one boolean PRIMARY KEY DEFAULT true CHECK (one),
-  epoch int8 NOT NULL
-);
-INSERT INTO locktable.epoch (epoch)
-  SELECT ((coalesce(max(k.fence), 0) + 1) >> 22) + 1 FROM locktable.keys k
-  ON CONFLICT DO NOTHING;
-ALTER TABLE locktable.keys DROP COLUMN IF EXISTS fence;
-CREATE UNLOGGED TABLE IF NOT EXISTS locktable.alive (
-  one boolean PRIMARY KEY DEFAULT true CHECK (one),
-  epoch int8 NOT NULL
-);
-CREATE UNLOGGED TABLE IF NOT EXISTS locktable.fences (
-  id int4 PRIMARY KEY,
-  epoch int8 NOT NULL,
-  fence int8 NOT NULL
-);
-
--- Starts a new epoch (see above) unless one was started since the caller read 'alive' as
--- p_seen (null: empty). Returns the epoch in force. The caller's commit must be flushed.
-CREATE OR REPLACE FUNCTION locktable.next_epoch(p_seen int8) RETURNS int8
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
-DECLARE
-  v_epoch int8;
-BEGIN
-  PERFORM pg_advisory_xact_lock(${INSTALL_LOCK});
-  SELECT a.epoch INTO v_epoch FROM locktable.alive a;
-  IF v_epoch IS NOT NULL AND v_epoch IS DISTINCT FROM p_seen THEN
-    RETURN v_epoch;
-  END IF;
-  UPDATE locktable.epoch e SET epoch = e.epoch + 1 RETURNING e.epoch INTO v_epoch;
-  IF v_epoch >= (1::int8 << ${MAX_EPOCH_BITS}) THEN
-    RAISE EXCEPTION 'locktable: the fencing epoch reached 2^${MAX_EPOCH_BITS}: tokens would not fit a bigint';
-  END IF;
-  INSERT INTO locktable.alive AS a (epoch) VALUES (v_epoch)
-    ON CONFLICT (one) DO UPDATE SET epoch = excluded.epoch;
-  PERFORM set_config('synchronous_commit', 'on', true);
-  RETURN v_epoch;
-END
-$fn$;
-
--- Version 1's function goes, and version 2's has a new name: a version-1 process still running
--- after the upgrade fails (42883) instead of taking version-2 tokens on its own scale.
-DROP FUNCTION IF EXISTS locktable.acquire(int4, text, boolean, int4, int4);
-CREATE OR REPLACE FUNCTION locktable.grant(
-  p_namespace int4, p_key text, p_exclusive boolean, p_wait_ms int4, p_lease_ms int4,
-  p_session text
-) RETURNS TABLE (lock_id int4, token int8, backend_pid int4)
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
-DECLARE
-  v_id int4;
-  v_alive int8;
-  v_epoch int8;
-  v_fence int8;
-BEGIN
-  -- A session that is not the one this server process started with (SESSION_START set the
+const GRANT_KEY_STEP = `  -- A session that is not the one this server process started with (SESSION_START set the
   -- marker): a transaction-mode pooler multiplexes sessions. Refused before any lock is taken.
   IF current_setting('locktable.session', true) IS DISTINCT FROM p_session THEN
     RAISE EXCEPTION USING ERRCODE = '${POOLER_SQLSTATE}',
@@ -232,8 +144,14 @@ BEGIN
         WHERE k.namespace = p_namespace AND k.key = p_key;
     END IF;
   END IF;
+`;
 
-  IF p_wait_ms < 0 THEN
+/**
+ * The lock step of locktable.grant (versions 2 and 3), in plpgsql: takes (p_namespace, v_id) as
+ * p_wait_ms says (< 0 one try, 0 forever, else a transaction-local lock_timeout), and RETURNs
+ * (no row: not granted) when it is not had.
+ */
+const GRANT_LOCK_STEP = `  IF p_wait_ms < 0 THEN
     IF p_exclusive THEN
       IF NOT pg_try_advisory_lock(p_namespace, v_id) THEN RETURN; END IF;
     ELSE
@@ -269,7 +187,101 @@ BEGIN
     END;
     PERFORM set_config('lock_timeout', '0', true);
   END IF;
+`;
 
+/**
+ * Version 2's server token: epoch << V2_FENCE_BITS | fence, where fence counted the key's grants
+ * within the epoch. (Version 3 replaces it; its migration starts above every version-2 token.)
+ */
+const V2_FENCE_BITS = 30;
+const V2_MAX_EPOCH_BITS = 21;
+
+/**
+ * Version 2: fencing tokens without a disk flush per grant.
+ *
+ * Version 1 bumped a fence column of locktable.keys and committed with synchronous_commit on: a
+ * WAL flush per grant. On a server with fsync on, that flush is most of a grant's time. Version
+ * 2 keeps the per-key counters in an UNLOGGED
+ * table, which writes no WAL, and makes tokens survive a crash with an epoch instead:
+ *
+ *   locktable.epoch   (logged)    one row: the epoch, bumped with a flushed commit;
+ *   locktable.alive   (UNLOGGED)  one row: the epoch in force since this server last started;
+ *   locktable.fences  (UNLOGGED)  per key id: (epoch, fence), the key's grants in that epoch.
+ *
+ * PostgreSQL empties every unlogged table when it starts after a crash (an immediate shutdown, a
+ * killed postmaster, or the reinitialisation after one of its processes died): "An unlogged table
+ * is automatically truncated after a crash or unclean shutdown" (CREATE TABLE, UNLOGGED). After a
+ * clean shutdown they are kept, with every commit on disk. So a grant that finds `alive` empty
+ * knows that fences may have been lost, and, before it hands out any token, starts a new epoch:
+ * it bumps locktable.epoch under a transaction lock and commits with synchronous_commit on, so
+ * that no session sees the new epoch (in `alive`) before it is on disk. Every token of the new
+ * epoch is then above every token of any earlier one, whatever the lost counters were. A key whose
+ * fence would pass 2^V2_FENCE_BITS - 1 starts a new epoch the same way.
+ *
+ * A grant that finds `alive` set writes only unlogged rows (and a new key's logged row, committed
+ * with a flush): nothing in its commit waits for the disk.
+ *
+ * The initial epoch is above every version-1 token: version-1 tokens were fence << 20 (front
+ * bits), version-2 tokens are (epoch << V2_FENCE_BITS | fence) << 12.
+ */
+const V2 = `
+CREATE TABLE IF NOT EXISTS locktable.epoch (
+  one boolean PRIMARY KEY DEFAULT true CHECK (one),
+  epoch int8 NOT NULL
+);
+INSERT INTO locktable.epoch (epoch)
+  SELECT ((coalesce(max(k.fence), 0) + 1) >> 22) + 1 FROM locktable.keys k
+  ON CONFLICT DO NOTHING;
+ALTER TABLE locktable.keys DROP COLUMN IF EXISTS fence;
+CREATE UNLOGGED TABLE IF NOT EXISTS locktable.alive (
+  one boolean PRIMARY KEY DEFAULT true CHECK (one),
+  epoch int8 NOT NULL
+);
+CREATE UNLOGGED TABLE IF NOT EXISTS locktable.fences (
+  id int4 PRIMARY KEY,
+  epoch int8 NOT NULL,
+  fence int8 NOT NULL
+);
+
+-- Starts a new epoch (see above) unless one was started since the caller read 'alive' as
+-- p_seen (null: empty). Returns the epoch in force. The caller's commit must be flushed.
+CREATE OR REPLACE FUNCTION locktable.next_epoch(p_seen int8) RETURNS int8
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+  v_epoch int8;
+BEGIN
+  PERFORM pg_advisory_xact_lock(${INSTALL_LOCK});
+  SELECT a.epoch INTO v_epoch FROM locktable.alive a;
+  IF v_epoch IS NOT NULL AND v_epoch IS DISTINCT FROM p_seen THEN
+    RETURN v_epoch;
+  END IF;
+  UPDATE locktable.epoch e SET epoch = e.epoch + 1 RETURNING e.epoch INTO v_epoch;
+  IF v_epoch >= (1::int8 << ${V2_MAX_EPOCH_BITS}) THEN
+    RAISE EXCEPTION 'locktable: the fencing epoch reached 2^${V2_MAX_EPOCH_BITS}: tokens would not fit a bigint';
+  END IF;
+  INSERT INTO locktable.alive AS a (epoch) VALUES (v_epoch)
+    ON CONFLICT (one) DO UPDATE SET epoch = excluded.epoch;
+  PERFORM set_config('synchronous_commit', 'on', true);
+  RETURN v_epoch;
+END
+$fn$;
+
+-- Version 1's function goes, and version 2's has a new name: a version-1 process still running
+-- after the upgrade fails (42883) instead of taking version-2 tokens on its own scale.
+DROP FUNCTION IF EXISTS locktable.acquire(int4, text, boolean, int4, int4);
+CREATE OR REPLACE FUNCTION locktable.grant(
+  p_namespace int4, p_key text, p_exclusive boolean, p_wait_ms int4, p_lease_ms int4,
+  p_session text
+) RETURNS TABLE (lock_id int4, token int8, backend_pid int4)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+  v_id int4;
+  v_alive int8;
+  v_epoch int8;
+  v_fence int8;
+BEGIN
+${GRANT_KEY_STEP}
+${GRANT_LOCK_STEP}
   IF p_lease_ms > 0 THEN
     PERFORM set_config('idle_session_timeout', p_lease_ms::text, false);
   END IF;
@@ -285,8 +297,8 @@ BEGIN
         epoch = greatest(f.epoch, a.epoch)
     FROM locktable.alive a
     WHERE f.id = v_id RETURNING f.epoch, f.fence INTO v_epoch, v_fence;
-  IF v_epoch IS NOT NULL AND v_fence < (1::int8 << ${FENCE_BITS}) THEN
-    token := (v_epoch << ${FENCE_BITS}) | v_fence;
+  IF v_epoch IS NOT NULL AND v_fence < (1::int8 << ${V2_FENCE_BITS}) THEN
+    token := (v_epoch << ${V2_FENCE_BITS}) | v_fence;
     lock_id := v_id;
     backend_pid := pg_backend_pid();
     RETURN NEXT;
@@ -315,12 +327,146 @@ BEGIN
               epoch = greatest(f.epoch, v_alive)
         RETURNING f.epoch, f.fence INTO v_epoch, v_fence;
     END IF;
-    EXIT WHEN v_fence < (1::int8 << ${FENCE_BITS});
+    EXIT WHEN v_fence < (1::int8 << ${V2_FENCE_BITS});
     -- The fence is full: a new epoch, then count again from 1.
     v_alive := locktable.next_epoch(v_epoch);
     v_epoch := NULL;
   END LOOP;
-  token := (v_epoch << ${FENCE_BITS}) | v_fence;
+  token := (v_epoch << ${V2_FENCE_BITS}) | v_fence;
+  lock_id := v_id;
+  backend_pid := pg_backend_pid();
+  RETURN NEXT;
+END
+$fn$;
+`;
+
+/**
+ * The bits of a server token in version 3: token = epoch << TOKEN_BITS | n, where n counts the
+ * grants of every key within the epoch (one sequence). With the front's COHORT_BITS below them,
+ * a token stays under 2^63 (a Postgres bigint) while epoch < 2^MAX_EPOCH_BITS.
+ */
+export const TOKEN_BITS = 40;
+/** 63 bits less TOKEN_BITS less the front's 12 cohort bits. */
+export const MAX_EPOCH_BITS = 11;
+
+/**
+ * Version 3: fencing tokens without a row write per grant.
+ *
+ * Version 2 counted each key's grants in an unlogged row: no flush, but still a row update per
+ * grant (a transaction id, a heap write, a commit record), which cost about as much as the lock
+ * itself. Version 3 draws every token from ONE sequence, `locktable.tokens`, after the lock is
+ * granted: a global counter read after the grant is a per-key counter too (each grant of a key
+ * comes after the previous grant of that key, so its nextval comes later and is larger). The
+ * sequence writes WAL only once per 32 values and the grant's transaction commits with
+ * synchronous_commit off, so no grant waits for the disk.
+ *
+ * The sequence itself is not trusted across a crash (a value handed out by a transaction whose
+ * commit was not flushed may be handed out again after one). The epoch covers it, as in version
+ * 2: the sequence's range is [epoch << TOKEN_BITS, (epoch + 1) << TOKEN_BITS), set by
+ * start_epoch, which bumps the durable epoch, ALTERs the sequence to the new range and records
+ * the epoch in the UNLOGGED table `alive`, in one transaction committed with a flush. After a
+ * crash `alive` is empty, and no token is handed out before a new epoch has started:
+ *   - locktable.grant calls next_token, which starts the epoch under the install lock when
+ *     `alive` is empty, then takes nextval;
+ *   - the common grant (fastGrant, below) is sent only on a session that has run
+ *     locktable.grant once: that session saw the epoch started after the last crash, and a crash
+ *     ends every session.
+ * ALTER SEQUENCE is transactional (a new relfilenode) and blocks concurrent nextval until it
+ * commits, so no grant sees the new range before the epoch is on disk; every token of the new
+ * epoch is above every token of every earlier one.
+ *
+ * A full range (2^TOKEN_BITS grants in one epoch) makes nextval fail with 2200H
+ * (sequence_generator_limit_exceeded): next_token catches it and calls renew_tokens, which starts
+ * the next epoch if the range is still full (under the install lock), then draws again; a
+ * fastGrant that fails so (after taking the lock) is undone by the client, which then sends
+ * ACQUIRE.
+ *
+ * The migration: version-2 tokens are below (epoch + 1) << 30; the next epoch here is
+ * (epoch >> 10) + 1, whose first token (<< 40) is above them. Version 2's per-key rows go (the
+ * server no longer knows a key's last token).
+ */
+const V3 = `
+UPDATE locktable.epoch SET epoch = epoch >> (${TOKEN_BITS} - ${V2_FENCE_BITS});
+DELETE FROM locktable.alive;
+DROP TABLE IF EXISTS locktable.fences;
+DROP FUNCTION IF EXISTS locktable.next_epoch(int8);
+CREATE SEQUENCE IF NOT EXISTS locktable.tokens AS int8 NO CYCLE;
+
+-- Starts a new epoch. The caller holds the install lock (a transaction lock) and its commit is
+-- flushed (set here). SECURITY DEFINER: ALTER SEQUENCE needs the sequence's owner.
+CREATE OR REPLACE FUNCTION locktable.start_epoch() RETURNS int8
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+  v_epoch int8;
+BEGIN
+  UPDATE locktable.epoch e SET epoch = e.epoch + 1 RETURNING e.epoch INTO v_epoch;
+  IF v_epoch >= (1::int8 << ${MAX_EPOCH_BITS}) THEN
+    RAISE EXCEPTION 'locktable: the fencing epoch reached 2^${MAX_EPOCH_BITS}: tokens would not fit a bigint';
+  END IF;
+  EXECUTE format(
+    'ALTER SEQUENCE locktable.tokens MINVALUE %s MAXVALUE %s START WITH %s RESTART WITH %s',
+    v_epoch << ${TOKEN_BITS}, ((v_epoch + 1) << ${TOKEN_BITS}) - 1,
+    v_epoch << ${TOKEN_BITS}, v_epoch << ${TOKEN_BITS});
+  INSERT INTO locktable.alive AS a (epoch) VALUES (v_epoch)
+    ON CONFLICT (one) DO UPDATE SET epoch = excluded.epoch;
+  PERFORM set_config('synchronous_commit', 'on', true);
+  RETURN v_epoch;
+END
+$fn$;
+
+-- The token of a grant, taken after the lock: starts the epoch first if a crash emptied 'alive'
+-- (re-read under the install lock: another grant may have started it meanwhile).
+CREATE OR REPLACE FUNCTION locktable.next_token() RETURNS int8
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM locktable.alive) THEN
+    PERFORM pg_advisory_xact_lock(${INSTALL_LOCK});
+    IF NOT EXISTS (SELECT 1 FROM locktable.alive) THEN
+      PERFORM locktable.start_epoch();
+    END IF;
+  END IF;
+  BEGIN
+    RETURN nextval('locktable.tokens');
+  EXCEPTION WHEN sequence_generator_limit_exceeded THEN
+    PERFORM locktable.renew_tokens();
+  END;
+  RETURN nextval('locktable.tokens');
+END
+$fn$;
+
+-- The epoch's range is used up (nextval failed with 2200H): starts the next epoch, unless another
+-- session did since. SECURITY DEFINER: pg_sequences shows last_value to the owner.
+CREATE OR REPLACE FUNCTION locktable.renew_tokens() RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+  PERFORM pg_advisory_xact_lock(${INSTALL_LOCK});
+  IF EXISTS (
+    SELECT 1 FROM pg_sequences s
+    WHERE s.schemaname = 'locktable' AND s.sequencename = 'tokens' AND s.last_value = s.max_value
+  ) OR NOT EXISTS (SELECT 1 FROM locktable.alive) THEN
+    PERFORM locktable.start_epoch();
+  END IF;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION locktable.grant(
+  p_namespace int4, p_key text, p_exclusive boolean, p_wait_ms int4, p_lease_ms int4,
+  p_session text
+) RETURNS TABLE (lock_id int4, token int8, backend_pid int4)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+  v_id int4;
+BEGIN
+  -- Nothing of this transaction needs the disk (the sequence's WAL is covered by the epoch),
+  -- unless the key is new (the key step sets it on again).
+  PERFORM set_config('synchronous_commit', 'off', true);
+${GRANT_KEY_STEP}
+${GRANT_LOCK_STEP}
+  IF p_lease_ms > 0 THEN
+    PERFORM set_config('idle_session_timeout', p_lease_ms::text, false);
+  END IF;
+  -- After the lock (see next_token).
+  token := locktable.next_token();
   lock_id := v_id;
   backend_pid := pg_backend_pid();
   RETURN NEXT;
@@ -329,7 +475,7 @@ $fn$;
 `;
 
 /** MIGRATIONS[i] takes the schema from version i to i + 1. */
-const MIGRATIONS: readonly string[] = [V1, V2];
+const MIGRATIONS: readonly string[] = [V1, V2, V3];
 
 /**
  * Reads the installed version. 1 round trip. Fails with 42P01 / 3F000 when nothing is installed.
@@ -405,14 +551,59 @@ export const SESSION_START = {
 };
 
 /**
- * A grant: see locktable.grant above (version 2). 1 round trip; waits on the server (not in the client)
+ * A grant: see locktable.grant above (version 3). 1 round trip; waits on the server (not in the client)
  * while the key is held. $1 namespace, $2 key, $3 exclusive, $4 wait ms (-1 try, 0 forever),
- * $5 lease ms (0: none), $6 the session's marker.
+ * $5 lease ms (0: none), $6 the session's marker. The client sends it for a key whose id it does
+ * not know yet, and when fastGrant returns no row.
  */
 export const ACQUIRE = {
   name: 'locktable_grant',
   text: 'SELECT lock_id, token::text AS token, backend_pid FROM locktable.grant($1, $2, $3, $4, $5, $6)',
 };
+
+/** How a grant waits: one try, forever, or up to a number of ms (the server's lock_timeout). */
+export type GrantWait = 'try' | 'forever' | 'timed';
+
+/**
+ * The common grant, for a key whose id the client knows (ids are never reused: a key's row is
+ * never deleted), on a session that has run ACQUIRE once (Session.epochSeen): locktable.grant's
+ * work as one plain statement, which costs the server little more than a bare pg_advisory_lock
+ * (no plpgsql call, no key lookup). 1 round trip. $1 namespace, $2 the key's id, $3 lease ms (the
+ * session's idle_session_timeout while it holds), $4 the session's marker, and for a timed wait
+ * $5 its ms. The order of evaluation is the plan's, and it is what makes it safe:
+ *   1. `own` (OFFSET 0: evaluated on its own, first) reads the session's marker and, for a timed
+ *      wait, sets this transaction's lock_timeout;
+ *   2. its row is kept only when the marker is the caller's (not a pooler's other session);
+ *   3. only for that row does `g` (OFFSET 0: never flattened) take the lock;
+ *   4. only then, and only when it was granted, does the outer projection draw the token.
+ * No `alive` check: the session saw the epoch started after the server's last crash (it ran
+ * ACQUIRE), and a crash would have ended it. No row: the marker is another session's (a pooler),
+ * nothing was taken; the client sends ACQUIRE, which raises the pooler's error. A timed wait that
+ * runs out fails with 55P03, and a used-up token range with 2200H after the lock was taken: the
+ * client then resets or unlocks, as after any statement that may have taken a lock and failed.
+ * The transaction commits with synchronous_commit off: the sequence's WAL (once per 32 values) is
+ * covered by the epoch, and a flush per 32 grants would cost more than the lock.
+ */
+export function fastGrant(wait: GrantWait, exclusive: boolean): { name: string; text: string } {
+  const shared = exclusive ? '' : '_shared';
+  const lock =
+    wait === 'try'
+      ? `pg_try_advisory_lock${shared}($1::int4, $2::int4)`
+      : // pg_advisory_lock returns void, never null: IS NOT NULL makes it the boolean `locked`.
+        `pg_advisory_lock${shared}($1::int4, $2::int4) IS NOT NULL`;
+  const timeout = wait === 'timed' ? ", set_config('lock_timeout', $5::text, true) AS timeout" : '';
+  return {
+    name: `locktable_fast_${wait}_${exclusive ? 'x' : 's'}`,
+    text:
+      "SELECT g.locked, CASE WHEN g.locked THEN nextval('locktable.tokens')::text END AS token, " +
+      'pg_backend_pid() AS backend_pid, ' +
+      "CASE WHEN g.locked THEN set_config('idle_session_timeout', $3::text, false) END AS idle, " +
+      "set_config('synchronous_commit', 'off', true) AS sync " +
+      `FROM (SELECT ${lock} AS locked ` +
+      `FROM (SELECT current_setting('locktable.session', true) AS marker${timeout} OFFSET 0) AS own ` +
+      'WHERE own.marker = $4::text OFFSET 0) AS g',
+  };
+}
 
 /**
  * A release: unlocks one key on the lease's own session, and, for the session's last lease,
@@ -478,9 +669,8 @@ export const TERMINATE = {
  */
 export const INSPECT = {
   name: 'locktable_inspect',
-  text: `SELECT k.key, coalesce((f.epoch << ${FENCE_BITS}) | f.fence, 0)::text AS last_token, l.pid, l.mode, l.granted
+  text: `SELECT k.key, l.pid, l.mode, l.granted
 FROM locktable.keys k
-LEFT JOIN locktable.fences f ON f.id = k.id
 JOIN pg_locks l ON l.locktype = 'advisory'
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND l.classid = k.namespace::oid AND l.objid = k.id::oid AND l.objsubid = 2

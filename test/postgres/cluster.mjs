@@ -59,8 +59,14 @@ function freePort() {
  * { url, port, dataDir, stop() } (dataDir and port undefined for an existing server).
  */
 // Options: `own` starts a cluster even when DATABASE_URL names a server (a test that crashes the
-// server needs its own); `fsync` turns fsync on (a real server's cost of a flushed commit).
-export async function startCluster({ log = () => {}, own = false, fsync = false } = {}) {
+// server needs its own); `fsync` turns fsync on (a real server's cost of a flushed commit);
+// `settings` adds server settings ({ name: value }, each a `-c name=value`).
+export async function startCluster({
+  log = () => {},
+  own = false,
+  fsync = false,
+  settings = {},
+} = {}) {
   const existing = own ? undefined : existingServer();
   if (existing !== undefined) return { url: existing, stop: async () => {} };
   const bin = findBinaries();
@@ -96,6 +102,7 @@ export async function startCluster({ log = () => {}, own = false, fsync = false 
     `-c fsync=${fsync ? 'on' : 'off'}`,
     '-c max_connections=200',
     '-c shared_buffers=32MB',
+    ...Object.entries(settings).map(([name, value]) => `-c ${name}=${value}`),
   ].join(' ');
   const start = async () => {
     log(`start on port ${port}`);

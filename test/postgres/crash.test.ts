@@ -1,14 +1,15 @@
-// Fencing tokens across server crashes: a grant's counter lives in an UNLOGGED table (no disk
-// flush per grant), which PostgreSQL empties when it starts after a crash; the epoch, bumped with
-// a flushed commit by the first grant that finds the counters gone, keeps every later token above
-// every earlier one. These tests crash a server of their own (an immediate shutdown, and a killed
-// server process that makes the postmaster reinitialise), so they need PostgreSQL's binaries, not
-// only a DATABASE_URL.
+// Fencing tokens across server crashes: a grant's token comes from one sequence, which is not
+// flushed per grant (its WAL is written once per 32 values, and a grant commits with
+// synchronous_commit off), so a crash may take it back; the epoch, bumped with a flushed commit by
+// the first grant that finds the UNLOGGED table `alive` emptied by the crash, moves the sequence
+// to a range above every earlier token. These tests crash a server of their own (an immediate
+// shutdown, and a killed server process that makes the postmaster reinitialise), so they need
+// PostgreSQL's binaries, not only a DATABASE_URL.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { PgLockTable } from '../../src/postgres/index.js';
-import { FENCE_BITS } from '../../src/postgres/sql.js';
+import { TOKEN_BITS } from '../../src/postgres/sql.js';
 import { COHORT_BITS } from '../../src/postgres/options.js';
 // @ts-expect-error: a JavaScript module without types
 import { findBinaries, startCluster } from './cluster.mjs';
@@ -26,17 +27,17 @@ const skip =
     ? 'PostgreSQL binaries not found (initdb): these tests crash a server of their own'
     : false;
 
-const FENCE_MASK = (1n << BigInt(FENCE_BITS)) - 1n;
-/** The server's part of a token: (epoch << FENCE_BITS) | fence. */
+/** The server's part of a token: (epoch << TOKEN_BITS) | n. */
 const serverToken = (token: bigint): bigint => token >> COHORT_BITS;
-const epochOf = (token: bigint): bigint => serverToken(token) >> BigInt(FENCE_BITS);
-const fenceOf = (token: bigint): bigint => serverToken(token) & FENCE_MASK;
+const epochOf = (token: bigint): bigint => serverToken(token) >> BigInt(TOKEN_BITS);
 
 describe('fencing tokens across server crashes', { skip }, () => {
   let cluster: Cluster;
 
   before(async () => {
-    cluster = (await startCluster({ own: true })) as Cluster;
+    // The WAL writer flushes asynchronous commits every 10 s here (200 ms by default), so that a
+    // crash right after some grants loses their sequence WAL: the negative control below.
+    cluster = (await startCluster({ own: true, settings: { wal_writer_delay: '10s' } })) as Cluster;
   });
   after(async () => {
     await cluster?.stop();
@@ -72,32 +73,53 @@ describe('fencing tokens across server crashes', { skip }, () => {
       BigInt((await c.query('SELECT epoch::text FROM locktable.epoch')).rows[0].epoch),
     );
 
-  test('an immediate shutdown: the next token is larger, though the counters were lost', async (t) => {
-    let locks = open();
-    const before = await grants(locks, 'invoice:1', 5);
-    await grants(locks, 'invoice:2', 3);
-    await locks.close();
-    const epochBefore = await durableEpoch();
+  const sequenceValue = (): Promise<bigint> =>
+    admin(async (c) =>
+      BigInt((await c.query('SELECT last_value::text AS v FROM locktable.tokens')).rows[0].v),
+    );
+  const aliveRows = (): Promise<number> =>
+    admin(async (c) => (await c.query('SELECT count(*)::int AS n FROM locktable.alive')).rows[0].n);
 
-    await cluster.crash();
-    await cluster.start();
+  test('an immediate shutdown: the next token is larger, though the sequence went back', async (t) => {
+    // Negative control: a crash right after 40 grants (the sequence logs 32 values ahead, so the
+    // 33rd grant wrote WAL that nothing flushed) takes the sequence back below the last token
+    // handed out: a token drawn from the sequence alone would repeat. The WAL writer may still
+    // flush in that instant (every 10 s here), so the scenario is tried up to 3 times.
+    let wentBack = false;
+    for (let attempt = 1; attempt <= 3 && !wentBack; attempt++) {
+      const survivor = open();
+      await grants(survivor, 'invoice:1', 1); // learns the key's id: its next grant is FAST_GRANT
+      const before = await grants(survivor, 'invoice:1', 40);
+      const last = before.at(-1)!;
+      await survivor.close();
+      const epochBefore = await durableEpoch();
 
-    locks = open();
-    const afterCrash = await grants(locks, 'invoice:1', 3);
-    const other = await grants(locks, 'invoice:2', 1);
-    await locks.close();
-    t.diagnostic(`before: ${before.at(-1)}, after: ${afterCrash[0]}`);
+      await cluster.crash();
+      await cluster.start();
 
-    // Negative control: the crash did empty the unlogged counters, so a token made of the fence
-    // alone would have gone back (the key counts from 1 again).
-    assert.equal(fenceOf(afterCrash[0]!), 1n);
-    assert.ok(fenceOf(afterCrash[0]!) <= fenceOf(before.at(-1)!));
-    // The epoch is what keeps the tokens increasing: bumped once, durably, for every key.
-    assert.equal(await durableEpoch(), epochBefore + 1n);
-    assert.equal(epochOf(afterCrash[0]!), epochOf(before.at(-1)!) + 1n);
-    assert.ok(afterCrash[0]! > before.at(-1)!, 'the first token after the crash is larger');
-    for (let i = 1; i < afterCrash.length; i++) assert.ok(afterCrash[i]! > afterCrash[i - 1]!);
-    assert.equal(epochOf(other[0]!), epochOf(afterCrash[0]!));
+      assert.equal(await aliveRows(), 0, 'the crash emptied the unlogged table');
+      const sequence = await sequenceValue();
+      wentBack = sequence << COHORT_BITS < last;
+      t.diagnostic(
+        `attempt ${attempt}: last token ${last}, sequence after the crash ${sequence << COHORT_BITS}`,
+      );
+
+      // A table that knew the key's id before the crash (FAST_GRANT finds `alive` empty and falls
+      // back) and a new one.
+      const locks = open();
+      await grants(locks, 'invoice:2', 1);
+      const afterCrash = await grants(locks, 'invoice:1', 3);
+      const newTable = open();
+      const other = await grants(newTable, 'invoice:3', 1);
+      await Promise.all([locks.close(), newTable.close()]);
+      // The epoch is what keeps the tokens increasing: bumped once, durably, for every key.
+      assert.equal(await durableEpoch(), epochBefore + 1n);
+      assert.equal(epochOf(afterCrash[0]!), epochOf(last) + 1n);
+      assert.ok(afterCrash[0]! > last, 'the first token after the crash is larger');
+      for (let i = 1; i < afterCrash.length; i++) assert.ok(afterCrash[i]! > afterCrash[i - 1]!);
+      assert.equal(epochOf(other[0]!), epochOf(afterCrash[0]!));
+    }
+    assert.ok(wentBack, 'in 3 crashes, the sequence never went back (the control did not apply)');
   });
 
   test('a server process killed: the postmaster reinitialises, and tokens still increase', async (t) => {
@@ -129,8 +151,8 @@ describe('fencing tokens across server crashes', { skip }, () => {
     }
     await locks.close();
     t.diagnostic(`before: ${before.at(-1)}, after: ${afterCrash[0]}`);
-    assert.equal(fenceOf(afterCrash[0]!), 1n, 'the reinitialisation emptied the counters');
-    assert.equal(await durableEpoch(), epochBefore + 1n);
+    assert.equal(await durableEpoch(), epochBefore + 1n, 'the reinitialisation emptied `alive`');
+    assert.equal(epochOf(afterCrash[0]!), epochOf(before.at(-1)!) + 1n);
     assert.ok(afterCrash[0]! > before.at(-1)!);
     assert.ok(afterCrash[1]! > afterCrash[0]!);
   });
@@ -150,25 +172,41 @@ describe('fencing tokens across server crashes', { skip }, () => {
     for (const [token] of tokens) assert.equal(epochOf(token!), epochBefore + 1n);
   });
 
-  test("a key's counter that fills its bits starts a new epoch, and its tokens go on increasing", async () => {
+  test('a token range used up starts a new epoch, and tokens go on increasing', async () => {
     const locks = open();
-    const [first] = await grants(locks, 'full', 1);
+    const [first] = await grants(locks, 'full', 1); // learns the id: the next grants are FAST_GRANT
     const epochBefore = await durableEpoch();
+    const range = (epoch: bigint) => ({
+      min: epoch << BigInt(TOKEN_BITS),
+      max: ((epoch + 1n) << BigInt(TOKEN_BITS)) - 1n,
+    });
+    const { max } = range(epochOf(first!));
     await admin((c) =>
-      c.query(
-        `UPDATE locktable.fences SET fence = $1 WHERE id = (SELECT id FROM locktable.keys WHERE key = 'full' AND namespace = $2)`,
-        [((1n << BigInt(FENCE_BITS)) - 2n).toString(), 0x6c6f636b],
-      ),
+      c.query('SELECT setval($1, $2)', ['locktable.tokens', (max - 2n).toString()]),
     );
-    const [last, next, then] = await grants(locks, 'full', 3);
+    // max - 1 and max, then the range is used up: FAST_GRANT fails after taking the lock (2200H),
+    // the client unlocks and sends locktable.grant, which starts the next epoch.
+    const [last1, last, next, then] = await grants(locks, 'full', 4);
     const [otherKey] = await grants(locks, 'not-full', 1);
+    assert.deepEqual(await locks.inspect('full'), null, 'nothing left held');
     await locks.close();
-    assert.ok(last! > first!);
-    assert.equal(fenceOf(last!), FENCE_MASK, 'the last fence of the epoch');
+    assert.ok(last1! > first!);
+    assert.equal(serverToken(last!), max, 'the last token of the range');
     assert.equal(epochOf(next!), epochOf(last!) + 1n);
-    assert.equal(fenceOf(next!), 1n);
+    assert.equal(serverToken(next!), range(epochOf(next!)).min, 'the new range starts at its min');
     assert.ok(next! > last! && then! > next!);
     assert.equal(await durableEpoch(), epochBefore + 1n);
     assert.equal(epochOf(otherKey!), epochBefore + 1n, 'other keys follow the new epoch');
+
+    // The same through locktable.grant (a key this table never granted: no id known).
+    const fresh = open();
+    const [a] = await grants(fresh, 'full-2', 1);
+    const full = range(epochOf(a!)).max;
+    await admin((c) => c.query('SELECT setval($1, $2)', ['locktable.tokens', full.toString()]));
+    const [b] = await grants(fresh, 'full-3', 1);
+    await fresh.close();
+    assert.equal(epochOf(b!), epochOf(a!) + 1n);
+    assert.equal(serverToken(b!), range(epochOf(b!)).min);
+    assert.equal(await durableEpoch(), epochBefore + 2n);
   });
 });

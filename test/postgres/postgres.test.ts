@@ -301,18 +301,71 @@ describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
     }
   });
 
+  test('through the fast grant too: a timed wait racing the release is a grant or holds nothing', async (t) => {
+    // The table's one session learns the key's id with a first grant; later grants are the plain
+    // statement (fastGrant), whose lock_timeout raises 55P03 even when the lock came in that
+    // instant: the client must reset the session then. (Negative control, run by hand: a client
+    // that takes that 55P03 for "nothing held" left the lock held within 100 attempts, 3 runs of 3.)
+    const pgModule = (await import('pg')).default;
+    const sent = new Map<string, number>();
+    const query = pgModule.Client.prototype.query;
+    pgModule.Client.prototype.query = function counted(
+      this: pg.Client,
+      config: unknown,
+      ...rest: unknown[]
+    ) {
+      const name = (config as { name?: string } | null)?.name;
+      if (name !== undefined) sent.set(name, (sent.get(name) ?? 0) + 1);
+      return (query as (...args: unknown[]) => unknown).call(this, config, ...rest);
+    } as typeof query;
+    const table = open({ poolSize: 1 });
+    const holder = await rawClient();
+    try {
+      await (await table.acquire('edge-fast')).release();
+      const { rows } = await holder.query(
+        'SELECT id FROM locktable.keys WHERE namespace = $1 AND key = $2',
+        [table.namespace, 'edge-fast'],
+      );
+      const id = rows[0].id as number;
+      let granted = 0;
+      let refused = 0;
+      for (let i = 0; i < 100; i++) {
+        await holder.query('SELECT pg_advisory_lock($1::int4, $2::int4)', [table.namespace, id]);
+        const waiting = table.acquire('edge-fast', { waitTimeout: 5 }).catch((error) => error);
+        await sleep(4 + (i % 3));
+        await holder.query('SELECT pg_advisory_unlock($1::int4, $2::int4)', [table.namespace, id]);
+        const got = await waiting;
+        if (got instanceof Error) {
+          assert.equal((got as { code?: string }).code, 'ERR_LOCK_TIMEOUT');
+          refused++;
+          assert.deepEqual(await locksOf(table.namespace), [], `attempt ${i}: nothing held`);
+        } else {
+          granted++;
+          assert.ok((await locksOf(table.namespace)).some((l) => l.granted));
+          await got.release();
+        }
+      }
+      t.diagnostic(`${granted} granted, ${refused} timed out; statements: ${[...sent]}`);
+      // Every grant after the first (a wait whose time ran out before it was sent is one try).
+      const fast =
+        (sent.get('locktable_fast_timed_x') ?? 0) + (sent.get('locktable_fast_try_x') ?? 0);
+      assert.equal(fast, 100, 'every later grant was the fast statement');
+    } finally {
+      pgModule.Client.prototype.query = query;
+      await holder.end();
+    }
+  });
+
   test('a statement that fails after it took the lock leaves nothing held', async () => {
     const table = open();
-    // Make a first grant, so the key's fence row exists; then lock that row from outside so that
-    // the next grant takes the advisory lock and then blocks in its UPDATE of the fence.
+    // Make a first grant, so the key's row exists (and the table knows its id: the next grant is
+    // the plain statement); then hold the token sequence from outside (an ALTER SEQUENCE in an
+    // open transaction blocks nextval until it ends), so that the next grant takes the advisory
+    // lock and then blocks drawing its token.
     await (await table.acquire('late-failure')).release();
     const blocker = await rawClient();
     await blocker.query('BEGIN');
-    await blocker.query(
-      'SELECT 1 FROM locktable.fences WHERE id = ' +
-        '(SELECT id FROM locktable.keys WHERE namespace = $1 AND key = $2) FOR UPDATE',
-      [table.namespace, 'late-failure'],
-    );
+    await blocker.query('ALTER SEQUENCE locktable.tokens CACHE 1');
     // Without the backend's reset, the lock stays held: a raw session shows it.
     const raw = await rawClient();
     const rawPid = (await raw.query('SELECT pg_backend_pid() AS pid')).rows[0].pid as number;
@@ -460,6 +513,25 @@ describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
     assert.throws(() => new PgLockTable({ lease: 10 }), { code: 'ERR_INVALID_ARG_VALUE' });
   });
 
+  /** Runs `fn` with a new database (its URL and a client connected to it), dropped afterwards. */
+  async function withDatabase(
+    prefix: string,
+    fn: (url: string, db: pg.Client) => Promise<void>,
+  ): Promise<void> {
+    const name = `${prefix}_${process.pid}_${Date.now()}`;
+    await admin.query(`CREATE DATABASE ${name}`);
+    const url = new URL(databaseUrl!);
+    url.pathname = `/${name}`;
+    const db = new (await import('pg')).default.Client({ connectionString: url.toString() });
+    await db.connect();
+    try {
+      await fn(url.toString(), db);
+    } finally {
+      await db.end();
+      await admin.query(`DROP DATABASE ${name} WITH (FORCE)`);
+    }
+  }
+
   test('the schema installs once when several first users start at once', async () => {
     const name = `locktable_install_${process.pid}_${Date.now()}`;
     await admin.query(`CREATE DATABASE ${name}`);
@@ -476,20 +548,14 @@ describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
       await db.connect();
       const { rows } = await db.query('SELECT version FROM locktable.schema_version ORDER BY 1');
       await db.end();
-      assert.deepEqual(rows, [{ version: 1 }, { version: 2 }]);
+      assert.deepEqual(rows, [{ version: 1 }, { version: 2 }, { version: 3 }]);
     } finally {
       await admin.query(`DROP DATABASE ${name} WITH (FORCE)`);
     }
   });
 
   test('an upgrade from schema version 1 keeps tokens increasing', async () => {
-    const name = `locktable_upgrade_${process.pid}_${Date.now()}`;
-    await admin.query(`CREATE DATABASE ${name}`);
-    const url = new URL(databaseUrl!);
-    url.pathname = `/${name}`;
-    const db = new (await import('pg')).default.Client({ connectionString: url.toString() });
-    await db.connect();
-    try {
+    await withDatabase('locktable_upgrade', async (url, db) => {
       await db.query(installStatement(1));
       // Version 1's grants: its token was the fence << 20 (and its front's hand-overs below the next).
       let v1Token = 0n;
@@ -500,7 +566,7 @@ describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
         v1Token = (BigInt(rows[0].token) << 20n) | ((1n << 20n) - 1n);
         await db.query('SELECT pg_advisory_unlock_all()');
       }
-      const table = open({ connectionString: url.toString(), namespace: 1 });
+      const table = open({ connectionString: url, namespace: 1 });
       const lease = await table.acquire('upgraded');
       await lease.release();
       await table.close();
@@ -512,10 +578,42 @@ describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
         { code: '42883' },
       );
       const { rows } = await db.query('SELECT version FROM locktable.schema_version ORDER BY 1');
-      assert.deepEqual(rows, [{ version: 1 }, { version: 2 }]);
-    } finally {
-      await db.end();
-      await admin.query(`DROP DATABASE ${name} WITH (FORCE)`);
-    }
+      assert.deepEqual(rows, [{ version: 1 }, { version: 2 }, { version: 3 }]);
+    });
+  });
+
+  test('an upgrade from schema version 2 keeps tokens increasing', async () => {
+    await withDatabase('locktable_upgrade2', async (url, db) => {
+      await db.query(installStatement(2));
+      // Version 2's tokens were (epoch << 30 | fence) << 12; an epoch of many crashes (5,000)
+      // checks the migration's shift, not only the first epoch.
+      await db.query('UPDATE locktable.epoch SET epoch = 5000');
+      await db.query("SELECT set_config('locktable.session', 'locktable:v2', false)");
+      let v2Token = 0n;
+      for (let i = 0; i < 3; i++) {
+        const { rows } = await db.query(
+          "SELECT token::text AS token FROM locktable.grant(1, 'upgraded', true, -1, 0, 'locktable:v2')",
+        );
+        v2Token = (BigInt(rows[0].token) << 12n) | ((1n << 12n) - 1n);
+        await db.query('SELECT pg_advisory_unlock_all()');
+      }
+      assert.equal(
+        v2Token >> 42n,
+        5001n,
+        'version 2 tokens carry the epoch (the first grant started 5,001)',
+      );
+      const table = open({ connectionString: url, namespace: 1 });
+      const tokens: bigint[] = [];
+      for (const key of ['upgraded', 'upgraded', 'new-key']) {
+        const lease = await table.acquire(key);
+        tokens.push(lease.token);
+        await lease.release();
+      }
+      await table.close();
+      assert.ok(tokens[0]! > v2Token, `${tokens[0]} > ${v2Token}`);
+      assert.ok(tokens[1]! > tokens[0]! && tokens[2]! > tokens[1]!);
+      const { rows } = await db.query('SELECT version FROM locktable.schema_version ORDER BY 1');
+      assert.deepEqual(rows, [{ version: 1 }, { version: 2 }, { version: 3 }]);
+    });
   });
 });
