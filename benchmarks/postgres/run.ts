@@ -209,7 +209,7 @@ async function main(): Promise<void> {
       `commit ${machine.commit}, load ${load0.map((l) => l.toFixed(2)).join(' ')}\n` +
       `${o.runs} run(s) x ${o.scenarios.length} scenario(s) x ${o.peers.length} peer(s), ${o.ms} ms each`,
   );
-  // The locktable schema (fences) is installed once here, not in a measured process.
+  // The locktable schema is installed once here, not in a measured process.
   {
     const { PgLockTable } = (await import(
       'locktable/postgres' as string

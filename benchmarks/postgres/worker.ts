@@ -11,6 +11,7 @@
 import process from 'node:process';
 import pg from 'pg';
 import type { PeerName, ScenarioName, WorkerResult, WorkerTask } from './types.js';
+import { ACQUIRE, fastGrant, RELEASE } from '../../src/postgres/sql.js';
 
 type PgModule = typeof import('../../src/postgres/index.js');
 type PgLockTable = import('../../src/postgres/index.js').PgLockTable;
@@ -86,32 +87,39 @@ function locktableClient(locks: PgLockTable, key: string): LockClient {
 }
 
 /**
- * locktable's statements sent by hand on one pg.Client: its grant (locktable.grant, with the
- * default lease of 5000 ms, as the locktable peer has) and a bare unlock. The server's part of a
- * locktable grant without its client (front table, sessions, leases, heartbeat): the gap between
- * this peer and `raw` is the server's, the gap between `locktable` and this peer the client's.
+ * locktable's statements sent by hand on one pg.Client, as PgLockTable sends them for a key it
+ * has granted before: the grant (fastGrant, a wait forever, with the default lease of 5000 ms,
+ * as the locktable peer has) and the release (RELEASE, the session's last lease). The server's
+ * part of a locktable grant without its client (front table, sessions, leases, heartbeat): the gap
+ * between this peer and `raw` is the server's, the gap between `locktable` and this peer the
+ * client's.
  */
 async function statementsClient(url: string, namespace: number, key: string): Promise<LockClient> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
+  const marker = 'locktable:bench';
   await client.query(
-    "SELECT set_config('lock_timeout', '0', false), set_config('locktable.session', 'bench', false)",
+    "SELECT set_config('lock_timeout', '0', false), set_config('locktable.session', $1, false)",
+    [marker],
   );
-  const grant = {
-    name: 'bench_grant',
-    text: "SELECT lock_id, token::text AS token FROM locktable.grant($1, $2, true, 0, 5000, 'bench')",
-    values: [namespace, key],
-  };
+  // The first grant learns the key's id (and makes sure of the token epoch), as PgLockTable's.
+  const { rows } = await client.query<{ lock_id: number }>(ACQUIRE.text, [
+    namespace,
+    key,
+    true,
+    0,
+    5000,
+    marker,
+  ]);
+  const id = rows[0]!.lock_id;
+  await client.query('SELECT pg_advisory_unlock($1::int4, $2::int4)', [namespace, id]);
+  const grant = { ...fastGrant('forever', true), values: [namespace, id, 5000, marker] };
+  const release = { ...RELEASE, values: [namespace, id, true, '0', marker] };
   return {
     async acquire() {
-      const { rows } = await client.query<{ lock_id: number }>(grant);
-      const unlock = {
-        name: 'bench_release',
-        text: 'SELECT pg_advisory_unlock($1::int4, $2::int4)',
-        values: [namespace, rows[0]!.lock_id],
-      };
+      await client.query(grant);
       return async () => {
-        await client.query(unlock);
+        await client.query(release);
       };
     },
     close: () => client.end(),
