@@ -81,9 +81,6 @@ export class LockManager {
   readonly #maxKeyLength: number;
   /** This manager's `lease` option (ms). */
   readonly #lease: number;
-  /** The table options of a request without `hold`, made once. */
-  readonly #exclusiveLease: { mode: LockMode; hold: number };
-  readonly #sharedLease: { mode: LockMode; hold: number };
 
   /** A LockManager over `table` (a LockTable of this process, from either build). */
   constructor(table: LockTable, options?: LockManagerOptions) {
@@ -103,8 +100,6 @@ export class LockManager {
     this.#maxKeyLength = table.maxKeyLength;
     this.#lease = Math.min(lease, MAX_FINITE_MS);
     this.#client = clientFor(table.buffer, this.#core, this.#lease);
-    this.#exclusiveLease = { mode: 'exclusive', hold: this.#lease };
-    this.#sharedLease = { mode: 'shared', hold: this.#lease };
   }
 
   /** A LockManager over the table in `buffer` (a LockTable's `buffer`), from any thread. */
@@ -141,7 +136,7 @@ export class LockManager {
       // A thread's own requests for a name are granted in request order: only a request with
       // nobody of its thread queued before it may try the table at once.
       if (!this.#client.queues.has(parsed.name)) {
-        const lease = this.#table.tryAcquire(parsed.name, this.#tryOptions(parsed));
+        const lease = this.#core.tryAcquire(parsed.name, parsed.mode, parsed.hold ?? this.#lease);
         if (lease !== null) return Promise.resolve(this.#grant(parsed, lease, cb));
       }
       return this.#wait(parsed).then((lease) => this.#grant(parsed, lease, cb));
@@ -249,16 +244,11 @@ export class LockManager {
     };
   }
 
-  #tryOptions(p: Parsed): { mode: LockMode; hold: number } {
-    if (p.hold === undefined) return p.mode === 'shared' ? this.#sharedLease : this.#exclusiveLease;
-    return { mode: p.mode, hold: p.hold };
-  }
-
   /** ifAvailable: a grant only if nobody waits for the name and it is free for this mode now. */
   async #ifAvailable(p: Parsed, callback: LockGrantedCallback<unknown>): Promise<unknown> {
     const client = this.#client;
     const queued = client.queues.has(p.name) || this.#core.entries.pending(p.name).length > 0;
-    const lease = queued ? null : this.#table.tryAcquire(p.name, this.#tryOptions(p));
+    const lease = queued ? null : this.#core.tryAcquire(p.name, p.mode, p.hold ?? this.#lease);
     if (lease === null) {
       await null; // the callback never runs inside request()
       return callback(null);
