@@ -10,7 +10,7 @@ import { ENTRY_REFRESH_MS } from '../table/entries.js';
 import { ENTRY_CLIENT, ENTRY_PENDING } from '../table/layout.js';
 import type { FacadeCore } from '../table/lock-table.js';
 import { abortError } from './errors.js';
-import type { HeldRequest } from './held-request.js';
+import { HeldList, type HeldRequest } from './held-request.js';
 import type { LockMode } from './lock.js';
 
 /** A request of this thread that waits: its registry entry, and its turn in the local queue. */
@@ -51,7 +51,8 @@ export class Client {
   readonly clientId: string;
   /** The shortest `lease` of this thread's LockManagers on the table: the heartbeat's pace. */
   lease: number;
-  readonly held = new Set<HeldRequest>();
+  /** This thread's granted requests whose promise has not settled, in grant order. */
+  readonly held = new HeldList();
   /** Per name, this thread's waiting requests in request order (the local FIFO queue). */
   readonly queues = new Map<string, PendingRequest[]>();
   #grants = 0;
