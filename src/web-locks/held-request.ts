@@ -7,7 +7,9 @@
  * The request's promise is `Promise.resolve(held)`: a HeldRequest is a thenable, so the engine
  * calls its `then` in a microtask of its own (a PromiseResolveThenableJob) with the promise's
  * resolving functions. That microtask is where the callback runs: after request() has returned,
- * as the specification asks, with no promise, closure or queueMicrotask of the facade's own.
+ * as the specification asks, with no promise, closure or queueMicrotask of the facade's own (but
+ * under a replaced global Promise that calls `then` at once: see HeldRequest.adopt). Only the
+ * facade holds a HeldRequest: the callback gets a Lock, and `this` undefined.
  */
 import type { Lease } from '../table/lease.js';
 import type { Client } from './client.js';
@@ -15,6 +17,14 @@ import { abortError } from './errors.js';
 import { Lock, type LockMode } from './lock.js';
 
 type Callback = (lock: Lock | null) => unknown;
+
+/** HeldRequest.adopt is inside its Promise.resolve: a `then` called now is not in a microtask. */
+let adopting = false;
+
+/** Its `then` has not been called yet; has been, once; its callback's promise has settled. */
+const NEW = 0;
+const ADOPTED = 1;
+const SETTLED = 2;
 
 export class HeldRequest {
   readonly name: string;
@@ -31,10 +41,25 @@ export class HeldRequest {
   next: HeldRequest | undefined = undefined;
   readonly #client: Client;
   readonly #callback: Callback;
+  #state = NEW;
   #resolve: ((value: unknown) => void) | undefined = undefined;
   #reject: ((reason: unknown) => void) | undefined = undefined;
   /** Why it was rejected before `then` ran (a steal in between), else undefined. */
   #early: unknown = undefined;
+
+  /**
+   * The request's promise: `Promise.resolve(held)`. The engine's Promise calls `then` in a later
+   * microtask; a replaced global Promise (bluebird, zone.js) may call it at once, inside
+   * request(), where the callback must not run: the flag tells `then` to wait a microtask. No
+   * try/finally: should that Promise.resolve throw, the flag stays set until the next adopt, and a
+   * `then` meanwhile only waits a microtask more.
+   */
+  static adopt(held: HeldRequest): Promise<unknown> {
+    adopting = true;
+    const promise = Promise.resolve(held);
+    adopting = false;
+    return promise;
+  }
 
   /** A grant: held from now on (the client's `held`, the heartbeat). */
   constructor(
@@ -56,27 +81,41 @@ export class HeldRequest {
   }
 
   /**
-   * Called once, by the engine, in the microtask after `Promise.resolve(this)` (see the file
-   * comment): runs the callback and settles the request's promise through `resolve`/`reject`.
+   * Called once, by the promise that adopts it, in the microtask after `Promise.resolve(this)`
+   * (see the file comment): runs the callback and settles that promise through `resolve`/`reject`.
+   * Any later call is ignored: only the facade holds a HeldRequest (the callback gets `this`
+   * undefined), and a second adoption must neither run the callback again nor take the
+   * settlement.
    */
   then(resolve: (value: unknown) => void, reject: (reason: unknown) => void): void {
+    if (this.#state !== NEW) return;
+    this.#state = ADOPTED;
     this.#resolve = resolve;
     this.#reject = reject;
     if (this.done) reject(this.#early); // stolen before the callback ran: it runs all the same
-    let result: unknown;
+    if (adopting) queueMicrotask(() => this.#run());
+    else this.#run();
+  }
+
+  /** Runs the callback; its promise's settling releases the lease and settles the request. */
+  #run(): void {
+    // Called with `this` undefined, as WebIDL invokes a callback: never the HeldRequest (its raw
+    // lease, its `then`).
+    const callback = this.#callback;
     try {
-      result = this.#callback(new Lock(this.name, this.mode, this.lease));
+      const result = callback(new Lock(this.name, this.mode, this.lease));
+      // The specification resolves a promise with the result and releases when that settles: a
+      // plain value too settles in a later microtask. Promise.resolve of a native promise is that
+      // promise itself, so the one `then` below is the only reaction. Both can throw (a promise
+      // with a `then` or `constructor` getter that throws, its own `then`): inside the try, so
+      // that the error too releases the lease and settles the request.
+      Promise.resolve(result).then(
+        (value) => this.#settle(true, value),
+        (error: unknown) => this.#settle(false, error),
+      );
     } catch (error) {
       this.#settle(false, error);
-      return;
     }
-    // The specification resolves a promise with the result and releases when that settles: a
-    // plain value too settles in a later microtask. Promise.resolve of a native promise is that
-    // promise itself, so the one `then` below is the only reaction.
-    Promise.resolve(result).then(
-      (value) => this.#settle(true, value),
-      (error: unknown) => this.#settle(false, error),
-    );
   }
 
   /** Rejects the request's promise now (a steal, or a lost lease); its callback runs on. */
@@ -89,6 +128,9 @@ export class HeldRequest {
 
   /** The callback's promise settled: release the lease, then settle the request's promise. */
   #settle(ok: boolean, value: unknown): void {
+    // Once: a callback's promise with its own `then` may call both handlers, or one and throw.
+    if (this.#state === SETTLED) return;
+    this.#state = SETTLED;
     this.#client.held.delete(this);
     // The release is the check: it fails (ERR_LOCK_STALE) exactly when the lock was taken from
     // this lease (stolen, or reclaimed past its hold), whether or not the heartbeat or the

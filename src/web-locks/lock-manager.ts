@@ -96,7 +96,9 @@ export class LockManager {
         ? DEFAULT_LEASE_MS
         : checkMs('options.lease', options.lease, false);
     this.#table = table;
-    this.#core = facade.call(table);
+    const core = facade.call(table);
+    // A table of an older build: its facade has no tryAcquire; the table's own does the same.
+    this.#core = typeof core.tryAcquire === 'function' ? core : withTryAcquire(core, table);
     this.#maxKeyLength = table.maxKeyLength;
     this.#lease = Math.min(lease, MAX_FINITE_MS);
     this.#client = clientFor(table.buffer, this.#core, this.#lease);
@@ -137,7 +139,7 @@ export class LockManager {
       // nobody of its thread queued before it may try the table at once.
       if (!this.#client.queues.has(parsed.name)) {
         const lease = this.#core.tryAcquire(parsed.name, parsed.mode, parsed.hold ?? this.#lease);
-        if (lease !== null) return Promise.resolve(this.#grant(parsed, lease, cb));
+        if (lease !== null) return HeldRequest.adopt(this.#grant(parsed, lease, cb));
       }
       return this.#wait(parsed).then((lease) => this.#grant(parsed, lease, cb));
     } catch (error) {
@@ -339,12 +341,18 @@ export class LockManager {
    * a thenable: the promise that adopts it (Promise.resolve, an async function's return, a `then`
    * handler's) is the request's promise.
    */
-  #grant(p: Parsed, lease: Lease, callback: LockGrantedCallback<unknown>): PromiseLike<unknown> {
+  #grant(p: Parsed, lease: Lease, callback: LockGrantedCallback<unknown>): HeldRequest {
     const renew = p.hold === undefined ? this.#lease : undefined;
-    const held = new HeldRequest(this.#client, p.name, p.mode, lease, renew, callback);
-    // Its `then` is called once, with the resolving functions of the promise that adopts it.
-    return held as unknown as PromiseLike<unknown>;
+    // Its `then` acts once, with the resolving functions of the promise that adopts it.
+    return new HeldRequest(this.#client, p.name, p.mode, lease, renew, callback);
   }
+}
+
+/** `core` with a tryAcquire by the table's public one (a facade of a build without its own). */
+function withTryAcquire(core: FacadeCore, table: LockTable): FacadeCore {
+  const tryAcquire: FacadeCore['tryAcquire'] = (key, mode, hold) =>
+    table.tryAcquire(key, { mode, hold });
+  return Object.assign(Object.create(core) as FacadeCore, { tryAcquire });
 }
 
 function timeout(name: string, waitTimeout: number): LockError {
