@@ -28,6 +28,8 @@ const FIXTURE = new URL('./fixtures/web-locks-worker.ts', import.meta.url).href;
 
 interface Started {
   worker: Worker;
+  /** The worker's threadId, read at its start: `worker.threadId` turns -1 once it has exited. */
+  threadId: number;
   result: Promise<Record<string, unknown>>;
   exited: Promise<number>;
 }
@@ -41,7 +43,7 @@ function start(scenario: string, data: Record<string, unknown>): Started {
     void exited.then((code) => reject(new Error(`worker exited (${code}) before reporting`)));
   });
   result.catch(() => {});
-  return { worker, result, exited };
+  return { worker, threadId: worker.threadId, result, exited };
 }
 
 /** Polls `check` (on each turn of a 5 ms interval) until it holds, or fails after `ms`. */
@@ -113,16 +115,16 @@ describe('LockManager across threads', () => {
     await waitFor(ctrl, CTRL_A, (v) => v === 1);
     const snapshot = await locks.query();
     assert.deepEqual(snapshot.held, [
-      { name: 'shown', mode: 'exclusive', clientId: `thread-${holder.worker.threadId}` },
+      { name: 'shown', mode: 'exclusive', clientId: `thread-${holder.threadId}` },
     ]);
     assert.deepEqual(snapshot.pending, [
-      { name: 'shown', mode: 'exclusive', clientId: `thread-${waiter.worker.threadId}` },
+      { name: 'shown', mode: 'exclusive', clientId: `thread-${waiter.threadId}` },
     ]);
     signal(ctrl, CTRL_STOP);
     assert.deepEqual(await holder.result, {
       settled: 'released',
       held: false,
-      threadId: holder.worker.threadId,
+      threadId: holder.threadId,
     });
     assert.equal((await waiter.result).settled, 'granted');
     assert.deepEqual(await locks.query(), { held: [], pending: [] });
@@ -143,7 +145,7 @@ describe('LockManager across threads', () => {
       rejected: 'AbortError',
       code: 20,
       held: false,
-      threadId: holder.worker.threadId,
+      threadId: holder.threadId,
     });
     assert.ok(token > 1n);
     signal(ctrl, CTRL_STOP);
@@ -160,7 +162,7 @@ describe('LockManager across threads', () => {
       ctrl: bystanderCtrl.buffer,
       name: 'kept',
     });
-    const ids = [robbed.worker.threadId, bystander.worker.threadId];
+    const ids = [robbed.threadId, bystander.threadId];
     await waitFor(robbedCtrl, CTRL_HELD, (v) => v === 1);
     await waitFor(bystanderCtrl, CTRL_HELD, (v) => v === 1);
     await locks.request('taken', { steal: true }, () => {});
@@ -195,7 +197,7 @@ describe('LockManager across threads', () => {
       'block',
       options.hold === undefined ? data : { ...data, hold: options.hold },
     );
-    const threadId = holder.worker.threadId;
+    const threadId = holder.threadId;
     await waitFor(ctrl, CTRL_HELD, (v) => v === 1);
     await take(locks, () => signal(ctrl, CTRL_STOP));
     const outcome = await holder.result;
@@ -262,7 +264,7 @@ describe('LockManager across threads', () => {
       const waiter = start('wait', { buffer: table.buffer, ctrl: ctrl.buffer, name: 'busy' });
       if (watched) table.watch(waiter.worker);
       await waitFor(ctrl, CTRL_A, (v) => v === 1);
-      const theirs = `thread-${waiter.worker.threadId}`;
+      const theirs = `thread-${waiter.threadId}`;
       assert.deepEqual((await locks.query()).pending, [
         { name: 'busy', mode: 'exclusive', clientId: theirs },
       ]);

@@ -216,3 +216,109 @@ describe('LockManager extensions', () => {
     assert.notEqual(await locks.request('ext-both', { ifAvailable: true }, (l) => l), null);
   });
 });
+
+describe('LockManager callbacks', () => {
+  const locks = new LockManager(table);
+
+  test("the callback runs once, with this undefined (never the facade's own object)", async () => {
+    let calls = 0;
+    let seen = 'unset';
+    const result = await locks.request('cb-this', function (this: unknown) {
+      calls++;
+      seen = this === undefined ? 'undefined' : Object.prototype.toString.call(this);
+      return 'done';
+    });
+    assert.deepEqual([calls, seen, result], [1, 'undefined', 'done']);
+  });
+
+  test("a callback's promise whose then or constructor throws rejects the request and releases", async () => {
+    const thenThrows = Promise.resolve(1);
+    Object.defineProperty(thenThrows, 'then', {
+      value: () => {
+        throw new Error('then throws');
+      },
+    });
+    const constructorThrows = Promise.resolve(2);
+    Object.defineProperty(constructorThrows, 'constructor', {
+      get: () => {
+        throw new Error('constructor throws');
+      },
+    });
+    await assert.rejects(
+      locks.request('cb-throws', () => thenThrows),
+      /then throws/,
+    );
+    assert.equal(await locks.request('cb-throws', { ifAvailable: true }, (l) => l !== null), true);
+    await assert.rejects(
+      locks.request('cb-throws', () => constructorThrows),
+      /constructor throws/,
+    );
+    assert.equal(await locks.request('cb-throws', { ifAvailable: true }, (l) => l !== null), true);
+  });
+
+  test('a global Promise that adopts a thenable at once (bluebird, zone.js) runs no callback inside request()', async () => {
+    const Native = Promise;
+    let thens = 0;
+    // What bluebird's and zone.js's Promise.resolve do with a foreign thenable: call its `then`
+    // at once. This one calls it a second time too, which must be ignored.
+    class AtOnce<T> extends Native<T> {
+      static override resolve<U>(x?: U): Promise<Awaited<U>> {
+        const thenable = x as { then?: (f: (v: unknown) => void, r: (e: unknown) => void) => void };
+        if (
+          thenable === null ||
+          typeof thenable !== 'object' ||
+          typeof thenable.then !== 'function'
+        )
+          return super.resolve(x as Awaited<U>);
+        return new AtOnce((resolve, reject) => {
+          thenable.then!((value) => resolve(value as Awaited<U>), reject);
+          thenable.then!(
+            () => thens++,
+            () => thens++,
+          );
+        });
+      }
+    }
+    let inside = false;
+    let calls = 0;
+    let ranInside = false;
+    let request!: Promise<unknown>;
+    globalThis.Promise = AtOnce as PromiseConstructor;
+    try {
+      inside = true;
+      request = locks.request('cb-at-once', () => {
+        calls++;
+        ranInside = inside;
+        return 'done';
+      });
+      inside = false;
+    } finally {
+      globalThis.Promise = Native;
+    }
+    assert.ok(request instanceof AtOnce);
+    assert.equal(await request, 'done');
+    assert.deepEqual([calls, ranInside, thens], [1, false, 0]);
+  });
+
+  test('a table whose facade has no tryAcquire (an older build) grants through its own', async () => {
+    const FACADE = Symbol.for('locktable.facade');
+    const older = new LockTable();
+    const facade = (older as unknown as Record<symbol, () => object>)[FACADE]!;
+    Object.defineProperty(older, FACADE, {
+      value(this: LockTable) {
+        const core = { ...facade.call(this) } as { tryAcquire?: unknown };
+        delete core.tryAcquire;
+        return core;
+      },
+    });
+    const olderLocks = new LockManager(older);
+    assert.equal(await olderLocks.request('cb-older', (l) => l!.name), 'cb-older');
+    assert.equal(
+      await olderLocks.request('cb-older', { mode: 'shared' }, (l) => l!.mode),
+      'shared',
+    );
+    const lease = older.tryAcquire('cb-older'); // each request released its lock
+    assert.notEqual(lease, null);
+    lease!.release();
+  });
+});

@@ -191,6 +191,11 @@ export interface FacadeCore {
    * their deadlines had passed: a request that steals. Holders without a deadline are waited for.
    */
   steal(key: string, options: AcquireOptions): Promise<Lease>;
+  /**
+   * tryAcquire(key, { mode, hold }) for a key and hold the facade has checked (a string within
+   * maxKeyLength; a finite hold > 0): an uncontended exclusive grant skips the options' checks.
+   */
+  tryAcquire(key: string, mode: Mode, hold: number): Lease | null;
 }
 
 interface Resolved {
@@ -1012,6 +1017,15 @@ export class LockTable {
         const lease = await this.#slowAsync(key, o, o.waitTimeout, STEAL_FAIL_TIMEOUT);
         if (lease === null) throw timeoutError(key, o.waitTimeout);
         return lease;
+      },
+      tryAcquire: (key, mode, hold) => {
+        // A key of the slot cache, free, and nobody observes (see tryAcquire): one CAS. Anything
+        // else (busy, shared, not cached, observed) is tryAcquire's, which tries the CAS again.
+        if (mode === 'exclusive' && !this.#statsOn && !requestObserved()) {
+          const lease = this.#fastCached(key, hold, false);
+          if (lease) return lease;
+        }
+        return this.tryAcquire(key, { mode, hold });
       },
     };
   }

@@ -8,24 +8,10 @@
 import type { Entries } from '../table/entries.js';
 import { ENTRY_REFRESH_MS } from '../table/entries.js';
 import { ENTRY_CLIENT, ENTRY_PENDING } from '../table/layout.js';
-import type { Lease } from '../table/lease.js';
 import type { FacadeCore } from '../table/lock-table.js';
 import { abortError } from './errors.js';
+import { HeldList, type HeldRequest } from './held-request.js';
 import type { LockMode } from './lock.js';
-
-/** A granted request whose callback has not settled yet. */
-export interface HeldRequest {
-  readonly name: string;
-  readonly lease: Lease;
-  /** ms the heartbeat renews the lease to at each beat (no `hold` given), else undefined. */
-  readonly renew: number | undefined;
-  /** The request's promise has settled (stolen or lost: rejected; or its callback settled). */
-  done: boolean;
-  /** Rejects the request's promise (a steal, or a lost lease). */
-  readonly reject: (error: unknown) => void;
-  /** Local grant order, for query(). */
-  readonly seq: number;
-}
 
 /** A request of this thread that waits: its registry entry, and its turn in the local queue. */
 export interface PendingRequest {
@@ -65,7 +51,8 @@ export class Client {
   readonly clientId: string;
   /** The shortest `lease` of this thread's LockManagers on the table: the heartbeat's pace. */
   lease: number;
-  readonly held = new Set<HeldRequest>();
+  /** This thread's granted requests whose promise has not settled, in grant order. */
+  readonly held = new HeldList();
   /** Per name, this thread's waiting requests in request order (the local FIFO queue). */
   readonly queues = new Map<string, PendingRequest[]>();
   #grants = 0;
@@ -151,7 +138,6 @@ export class Client {
   checkLost(): void {
     for (const h of this.held) {
       if (h.done || h.lease.held) continue;
-      h.done = true;
       h.reject(abortError(`The lock ${JSON.stringify(h.name)} was stolen or lost`));
     }
   }
@@ -160,7 +146,6 @@ export class Client {
   robLocal(name: string): void {
     for (const h of this.held) {
       if (h.done || h.name !== name) continue;
-      h.done = true;
       h.reject(abortError(`The lock ${JSON.stringify(name)} was stolen`));
     }
   }

@@ -14,9 +14,10 @@ import { LockTable } from '../table/lock-table.js';
 import { FACADE, type FacadeCore } from '../table/lock-table.js';
 import type { Lease } from '../table/lease.js';
 import type { TableDefaults } from '../api/options.js';
-import { clientFor, clientIdOf, type Client, type HeldRequest } from './client.js';
-import { abortError, notSupported, typeError } from './errors.js';
-import { Lock, type LockMode } from './lock.js';
+import { clientFor, clientIdOf, type Client } from './client.js';
+import { notSupported, typeError } from './errors.js';
+import { HeldRequest } from './held-request.js';
+import type { Lock, LockMode } from './lock.js';
 
 export interface LockOptions {
   /** 'exclusive' (default) or 'shared'. */
@@ -80,9 +81,6 @@ export class LockManager {
   readonly #maxKeyLength: number;
   /** This manager's `lease` option (ms). */
   readonly #lease: number;
-  /** The table options of a request without `hold`, made once. */
-  readonly #exclusiveLease: { mode: LockMode; hold: number };
-  readonly #sharedLease: { mode: LockMode; hold: number };
 
   /** A LockManager over `table` (a LockTable of this process, from either build). */
   constructor(table: LockTable, options?: LockManagerOptions) {
@@ -98,12 +96,12 @@ export class LockManager {
         ? DEFAULT_LEASE_MS
         : checkMs('options.lease', options.lease, false);
     this.#table = table;
-    this.#core = facade.call(table);
+    const core = facade.call(table);
+    // A table of an older build: its facade has no tryAcquire; the table's own does the same.
+    this.#core = typeof core.tryAcquire === 'function' ? core : withTryAcquire(core, table);
     this.#maxKeyLength = table.maxKeyLength;
     this.#lease = Math.min(lease, MAX_FINITE_MS);
     this.#client = clientFor(table.buffer, this.#core, this.#lease);
-    this.#exclusiveLease = { mode: 'exclusive', hold: this.#lease };
-    this.#sharedLease = { mode: 'shared', hold: this.#lease };
   }
 
   /** A LockManager over the table in `buffer` (a LockTable's `buffer`), from any thread. */
@@ -127,7 +125,7 @@ export class LockManager {
   ): Promise<Awaited<T>>;
   // WebIDL: a promise-returning operation reports bad arguments as a rejected promise, never by a
   // throw: every throw below becomes the returned promise's rejection. Not an async function, so
-  // that a grant at the first attempt returns #run's promise itself (no extra promise and ticks).
+  // that a grant at the first attempt makes one promise, the one that adopts its HeldRequest.
   request(name: unknown, optionsOrCallback?: unknown, callback?: unknown): Promise<unknown> {
     try {
       const count = arguments.length;
@@ -140,10 +138,10 @@ export class LockManager {
       // A thread's own requests for a name are granted in request order: only a request with
       // nobody of its thread queued before it may try the table at once.
       if (!this.#client.queues.has(parsed.name)) {
-        const lease = this.#table.tryAcquire(parsed.name, this.#tryOptions(parsed));
-        if (lease !== null) return this.#run(parsed, lease, cb);
+        const lease = this.#core.tryAcquire(parsed.name, parsed.mode, parsed.hold ?? this.#lease);
+        if (lease !== null) return HeldRequest.adopt(this.#grant(parsed, lease, cb));
       }
-      return this.#wait(parsed).then((lease) => this.#run(parsed, lease, cb));
+      return this.#wait(parsed).then((lease) => this.#grant(parsed, lease, cb));
     } catch (error) {
       return Promise.reject(error as Error);
     }
@@ -248,21 +246,16 @@ export class LockManager {
     };
   }
 
-  #tryOptions(p: Parsed): { mode: LockMode; hold: number } {
-    if (p.hold === undefined) return p.mode === 'shared' ? this.#sharedLease : this.#exclusiveLease;
-    return { mode: p.mode, hold: p.hold };
-  }
-
   /** ifAvailable: a grant only if nobody waits for the name and it is free for this mode now. */
   async #ifAvailable(p: Parsed, callback: LockGrantedCallback<unknown>): Promise<unknown> {
     const client = this.#client;
     const queued = client.queues.has(p.name) || this.#core.entries.pending(p.name).length > 0;
-    const lease = queued ? null : this.#table.tryAcquire(p.name, this.#tryOptions(p));
+    const lease = queued ? null : this.#core.tryAcquire(p.name, p.mode, p.hold ?? this.#lease);
     if (lease === null) {
       await null; // the callback never runs inside request()
       return callback(null);
     }
-    return this.#run(p, lease, callback);
+    return this.#grant(p, lease, callback);
   }
 
   /**
@@ -284,7 +277,7 @@ export class LockManager {
     // robbed nobody, and its holders' heartbeat keeps renewing them.
     client.robLocal(p.name);
     client.ringOthers();
-    return this.#run(p, lease, callback);
+    return this.#grant(p, lease, callback);
   }
 
   /** A request that must wait: its entry, its turn among its thread's requests, then the table. */
@@ -341,56 +334,25 @@ export class LockManager {
   }
 
   /**
-   * A granted request: the callback runs with the lock (in a later microtask, never inside
-   * request()); the lock is released when the callback's promise settles, then the request's
-   * promise settles the same way. A steal or a lost lease rejects the request's promise at once
-   * with an AbortError; the callback runs on, and its late release is a no-op.
+   * A granted request (held-request.ts): the callback runs with the lock in a later microtask,
+   * never inside request(); the lock is released when the callback's promise settles, then the
+   * request's promise settles the same way. A steal or a lost lease rejects the request's promise
+   * at once with an AbortError; the callback runs on, and its late release is a no-op. Returned as
+   * a thenable: the promise that adopts it (Promise.resolve, an async function's return, a `then`
+   * handler's) is the request's promise.
    */
-  #run(p: Parsed, lease: Lease, callback: LockGrantedCallback<unknown>): Promise<unknown> {
-    const client = this.#client;
-    return new Promise((resolve, reject) => {
-      const h: HeldRequest = {
-        name: p.name,
-        lease,
-        renew: p.hold === undefined ? this.#lease : undefined,
-        done: false,
-        reject,
-        seq: client.nextGrant(),
-      };
-      client.hold(h);
-      const settle = (ok: boolean, value: unknown): void => {
-        client.held.delete(h);
-        // The release is the check: it fails (ERR_LOCK_STALE) exactly when the lock was taken from
-        // this lease (stolen, or reclaimed past its hold), whether or not the heartbeat or the
-        // doorbell has told this thread yet (they run as separate tasks, and a callback that
-        // blocked the event loop settles first).
-        let lost = false;
-        try {
-          lease.release();
-        } catch {
-          lost = true;
-        }
-        if (h.done) return;
-        h.done = true;
-        if (lost) reject(abortError(`The lock ${JSON.stringify(p.name)} was stolen or lost`));
-        else if (ok) resolve(value);
-        else reject(value as Error);
-      };
-      queueMicrotask(() => {
-        let waiting: unknown;
-        try {
-          waiting = callback(new Lock(p.name, p.mode, lease));
-        } catch (error) {
-          settle(false, error);
-          return;
-        }
-        Promise.resolve(waiting).then(
-          (value) => settle(true, value),
-          (error: unknown) => settle(false, error),
-        );
-      });
-    });
+  #grant(p: Parsed, lease: Lease, callback: LockGrantedCallback<unknown>): HeldRequest {
+    const renew = p.hold === undefined ? this.#lease : undefined;
+    // Its `then` acts once, with the resolving functions of the promise that adopts it.
+    return new HeldRequest(this.#client, p.name, p.mode, lease, renew, callback);
   }
+}
+
+/** `core` with a tryAcquire by the table's public one (a facade of a build without its own). */
+function withTryAcquire(core: FacadeCore, table: LockTable): FacadeCore {
+  const tryAcquire: FacadeCore['tryAcquire'] = (key, mode, hold) =>
+    table.tryAcquire(key, { mode, hold });
+  return Object.assign(Object.create(core) as FacadeCore, { tryAcquire });
 }
 
 function timeout(name: string, waitTimeout: number): LockError {
