@@ -60,6 +60,7 @@ import {
   READ_VERSION,
   POOLER_SQLSTATE,
   RELEASE,
+  RENEW_TOKENS,
   RESET_SESSION,
   SCHEMA_VERSION,
   TERMINATE,
@@ -100,6 +101,11 @@ class ServerTimeout extends Error {}
 /** Key ids a table remembers for fastGrant (a Map, the oldest forgotten first). */
 const MAX_REMEMBERED_IDS = 10_000;
 
+/** A grant found the token range used up: renew it (RENEW_TOKENS) and ask again. */
+const RENEW = Symbol('renew');
+/** Renewals in a row before a grant gives up (one is enough unless 2^40 grants come between). */
+const MAX_RENEWALS = 3;
+
 /** Control-session retries of a cancel that found the statement not yet started (ms). */
 const CANCEL_RETRY_MS = 10;
 
@@ -117,6 +123,8 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
   readonly #front: Front;
   /** Key → its id in locktable.keys (ids are never reused), learnt from ACQUIRE. */
   readonly #ids = new Map<string, number>();
+  /** The server run (Session.serverStart) whose ids #ids holds. */
+  #idsServer = '';
 
   constructor(options?: PgLockTableOptions) {
     this.#options = resolvePgOptions(options);
@@ -376,7 +384,7 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
         if (r.signal?.aborted) throw new AbortError(key, r.signal.reason);
         let grant: Grant | null;
         try {
-          grant = await this.#grant(session, key, r, waitMs(r.waitTimeout, start), r.signal);
+          grant = await this.#grant(session, key, r, start);
         } catch (error) {
           clean = false;
           // Not granted in time; the session may hold the lock all the same (a grant in the
@@ -412,21 +420,38 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
   }
 
   /**
-   * One grant: fastGrant when the key's id is known and the session has run ACQUIRE (one plain
-   * statement), else, or when that returns no row (a pooler's other session), ACQUIRE
-   * (locktable.grant, which also learns the id). Resolves with the grant, or null (not granted: a try that found the
-   * key held, or the server's lock_timeout in ACQUIRE). Throws AbortError, ERR_LOCK_CONNECTION,
-   * ERR_LOCK_POOLER, ServerTimeout (fastGrant's lock_timeout: the session may hold the lock), or
-   * the server's error. After a throw the session may hold the lock (a session lock survives the
-   * rollback of a statement that failed after taking it): the caller resets it.
+   * One grant, in what is left of the request's wait (from `start`): fastGrant when the key's id
+   * is known and the session has run ACQUIRE (one plain statement), else, or when that returns no
+   * row (a pooler's other session), ACQUIRE (locktable.grant, which also learns the id). A used-up
+   * token range (either statement) renews it (RENEW_TOKENS) and asks again. Resolves with the
+   * grant, or null (not granted: a try that found the key held, or the server's lock_timeout in
+   * ACQUIRE). Throws AbortError, ERR_LOCK_CLOSED, ERR_LOCK_CONNECTION, ERR_LOCK_POOLER,
+   * ServerTimeout (fastGrant's lock_timeout: the session may hold the lock), or the server's
+   * error. After a throw the session may hold the lock (a session lock survives the rollback of a
+   * statement that failed after taking it): the caller resets it.
    */
-  async #grant(
+  async #grant(session: Session, key: string, r: Request, start: number): Promise<Grant | null> {
+    if (session.serverStart !== this.#idsServer) {
+      // Another server run (a restart, a restore, a failover): its key ids may not be ours.
+      this.#ids.clear();
+      this.#idsServer = session.serverStart;
+    }
+    for (let renewals = 0; ; renewals++) {
+      const grant = await this.#grantOnce(session, key, r, waitMs(r.waitTimeout, start));
+      if (grant !== RENEW) return grant;
+      if (renewals === MAX_RENEWALS) {
+        throw new Error(`locktable: the token range was used up ${renewals + 1} times in a row`);
+      }
+      await this.#statement(session, key, RENEW_TOKENS, [], -1, r.signal);
+    }
+  }
+
+  async #grantOnce(
     session: Session,
     key: string,
     r: Request,
     waitMs: number,
-    signal: AbortSignal | undefined,
-  ): Promise<Grant | null> {
+  ): Promise<Grant | null | typeof RENEW> {
     const namespace = this.#options.namespace;
     const exclusive = r.mode === 'exclusive';
     const lease = this.#options.lease;
@@ -442,16 +467,15 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
       let row: { locked: boolean; token: string | null; backend_pid: number } | undefined;
       try {
         row = (
-          await this.#statement(session, key, fastGrant(wait, exclusive), values, waitMs, signal)
+          await this.#statement(session, key, fastGrant(wait, exclusive), values, waitMs, r.signal)
         ).rows[0];
       } catch (error) {
         const state = sqlState(error);
         if (state === '55P03') throw new ServerTimeout();
         if (state !== '2200H') throw error;
-        // The epoch's token range is used up, after the lock was taken: undo it, then ACQUIRE
-        // (locktable.grant starts the next epoch).
+        // The epoch's token range is used up, after the lock was taken: undo it, and renew.
         await this.#unlock(session, key, id, exclusive);
-        row = undefined;
+        return RENEW;
       }
       if (row !== undefined) {
         this.#checkPid(session, key, row.backend_pid);
@@ -466,7 +490,7 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
       ACQUIRE,
       [namespace, key, exclusive, waitMs, leaseMs, session.marker],
       waitMs,
-      signal,
+      r.signal,
     );
     const row = result.rows[0];
     if (row === undefined) return null;
@@ -474,6 +498,8 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
     session.epochSeen = true;
     const lockId = Number(row.lock_id);
     this.#rememberId(key, lockId);
+    // A used-up token range: locktable.grant gave the lock back.
+    if (row.token === null) return RENEW;
     return { lockId, token: BigInt(row.token) };
   }
 
@@ -508,6 +534,7 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
         session.marker,
       ]));
     } catch (error) {
+      if (this.#closed) throw closedError(key);
       if (!session.alive || sqlState(error) === undefined) {
         throw connectionError(key, session.endReason ?? error);
       }
@@ -532,6 +559,10 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
     signal: AbortSignal | undefined,
     // eslint-disable-next-line @typescript-eslint/no-explicit-any
   ): Promise<{ rows: any[] }> {
+    if (this.#closed) throw closedError(key);
+    // An abort that came while the previous statement was answered (the listener below hears
+    // only later ones).
+    if (signal?.aborted) throw new AbortError(key, signal.reason);
     const lease = this.#options.lease;
     // A bounded wait is answered by the server within waitMs (its lock_timeout) plus the rest of
     // the statement (a new key's flushed insert, a new epoch, a loaded server's CPU); a reply not

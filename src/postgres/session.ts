@@ -40,6 +40,11 @@ export class Session {
    * for this session's whole life, the fast grant (sql.ts, fastGrant) may draw tokens without looking at `alive`.
    */
   epochSeen = false;
+  /**
+   * When the server this session reached last started (pg_postmaster_start_time): another value
+   * is another server run, maybe a restore or a failover, whose key ids may differ.
+   */
+  serverStart = '';
   /** Set once the connection is gone, for whatever reason. */
   #ended = false;
   /** Why it ended: undefined while alive; the error the connection reported, if any. */
@@ -92,6 +97,7 @@ export class Session {
       }
       session.pid = Number(rows[0].pid);
       session.idleTimeout = String(rows[0].idle_timeout);
+      session.serverStart = String(rows[0].server_start);
       return session;
     } catch (error) {
       await session.end();

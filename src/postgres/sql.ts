@@ -376,10 +376,12 @@ export const MAX_EPOCH_BITS = 11;
  * epoch is above every token of every earlier one.
  *
  * A full range (2^TOKEN_BITS grants in one epoch) makes nextval fail with 2200H
- * (sequence_generator_limit_exceeded): next_token catches it and calls renew_tokens, which starts
- * the next epoch if the range is still full (under the install lock), then draws again; a
- * fastGrant that fails so (after taking the lock) is undone by the client, which then sends
- * ACQUIRE.
+ * (sequence_generator_limit_exceeded) after the lock was taken. locktable.grant catches it, gives
+ * the lock back and returns a row with a null token; a fastGrant fails with it, and the client
+ * unlocks the key. Either way the client then sends RENEW_TOKENS (renew_tokens starts the next
+ * epoch if the range is still full, under the install lock) and asks again. Not in the grant's
+ * own transaction: nextval's lock on the sequence lasts until its transaction ends, and the next
+ * epoch's ALTER SEQUENCE waits for it, so waiting there for the install lock could deadlock.
  *
  * The migration: version-2 tokens are below (epoch + 1) << 30; the next epoch here is
  * (epoch >> 10) + 1, whose first token (<< 40) is above them. Version 2's per-key rows go (the
@@ -404,7 +406,8 @@ BEGIN
     RAISE EXCEPTION 'locktable: the fencing epoch reached 2^${MAX_EPOCH_BITS}: tokens would not fit a bigint';
   END IF;
   EXECUTE format(
-    'ALTER SEQUENCE locktable.tokens MINVALUE %s MAXVALUE %s START WITH %s RESTART WITH %s',
+    'ALTER SEQUENCE locktable.tokens INCREMENT BY 1 CACHE 1 NO CYCLE '
+      'MINVALUE %s MAXVALUE %s START WITH %s RESTART WITH %s',
     v_epoch << ${TOKEN_BITS}, ((v_epoch + 1) << ${TOKEN_BITS}) - 1,
     v_epoch << ${TOKEN_BITS}, v_epoch << ${TOKEN_BITS});
   INSERT INTO locktable.alive AS a (epoch) VALUES (v_epoch)
@@ -415,9 +418,14 @@ END
 $fn$;
 
 -- The token of a grant, taken after the lock: starts the epoch first if a crash emptied 'alive'
--- (re-read under the install lock: another grant may have started it meanwhile).
+-- (re-read under the install lock: another grant may have started it meanwhile). A used-up range
+-- raises 2200H here; it is NOT caught here: nextval's lock on the sequence is held until the
+-- transaction ends (subtransaction or not), and start_epoch's ALTER SEQUENCE waits for it, so a
+-- handler that waited for the install lock could deadlock with the session starting the next
+-- epoch. locktable.grant turns it into a "renew" row and the client calls renew_tokens in a
+-- statement of its own. SECURITY DEFINER: start_epoch is the owner's alone.
 CREATE OR REPLACE FUNCTION locktable.next_token() RETURNS int8
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM locktable.alive) THEN
     PERFORM pg_advisory_xact_lock(${INSTALL_LOCK});
@@ -425,17 +433,13 @@ BEGIN
       PERFORM locktable.start_epoch();
     END IF;
   END IF;
-  BEGIN
-    RETURN nextval('locktable.tokens');
-  EXCEPTION WHEN sequence_generator_limit_exceeded THEN
-    PERFORM locktable.renew_tokens();
-  END;
   RETURN nextval('locktable.tokens');
 END
 $fn$;
 
--- The epoch's range is used up (nextval failed with 2200H): starts the next epoch, unless another
--- session did since. SECURITY DEFINER: pg_sequences shows last_value to the owner.
+-- The epoch's range is used up (a grant failed with 2200H): starts the next epoch, unless another
+-- session did since. Sent by the client as a statement of its own (its transaction holds no lock
+-- on the sequence). SECURITY DEFINER: pg_sequences shows last_value to the owner.
 CREATE OR REPLACE FUNCTION locktable.renew_tokens() RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
@@ -448,6 +452,8 @@ BEGIN
   END IF;
 END
 $fn$;
+-- Only through next_token and renew_tokens, which take the install lock first.
+REVOKE EXECUTE ON FUNCTION locktable.start_epoch() FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION locktable.grant(
   p_namespace int4, p_key text, p_exclusive boolean, p_wait_ms int4, p_lease_ms int4,
@@ -465,8 +471,18 @@ ${GRANT_LOCK_STEP}
   IF p_lease_ms > 0 THEN
     PERFORM set_config('idle_session_timeout', p_lease_ms::text, false);
   END IF;
-  -- After the lock (see next_token).
-  token := locktable.next_token();
+  -- After the lock (see next_token). A used-up range: the lock goes back, and the row's null
+  -- token tells the client to renew the range (RENEW_TOKENS) and ask again.
+  BEGIN
+    token := locktable.next_token();
+  EXCEPTION WHEN sequence_generator_limit_exceeded THEN
+    IF p_exclusive THEN
+      PERFORM pg_advisory_unlock(p_namespace, v_id);
+    ELSE
+      PERFORM pg_advisory_unlock_shared(p_namespace, v_id);
+    END IF;
+    token := NULL;
+  END;
   lock_id := v_id;
   backend_pid := pg_backend_pid();
   RETURN NEXT;
@@ -544,6 +560,7 @@ export const SESSION_START = {
     "set_config('locktable.session', CASE WHEN previous.marker LIKE 'locktable:%' " +
     'THEN previous.marker ELSE $1::text END, false) AS marker, ' +
     "pg_backend_pid() AS pid, current_setting('idle_session_timeout') AS idle_timeout, " +
+    'pg_postmaster_start_time()::text AS server_start, ' +
     "set_config('default_transaction_isolation', 'read committed', false) AS isolation, " +
     "set_config('statement_timeout', '0', false) AS statement_timeout, " +
     "set_config('lock_timeout', '0', false) AS lock_timeout " +
@@ -560,6 +577,9 @@ export const ACQUIRE = {
   name: 'locktable_grant',
   text: 'SELECT lock_id, token::text AS token, backend_pid FROM locktable.grant($1, $2, $3, $4, $5, $6)',
 };
+
+/** After a grant found the epoch's token range used up (see version 3). 1 round trip. */
+export const RENEW_TOKENS = { name: 'locktable_renew', text: 'SELECT locktable.renew_tokens()' };
 
 /** How a grant waits: one try, forever, or up to a number of ms (the server's lock_timeout). */
 export type GrantWait = 'try' | 'forever' | 'timed';

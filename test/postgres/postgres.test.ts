@@ -554,6 +554,41 @@ describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
     }
   });
 
+  test("another role locks with the privileges README lists; start_epoch is the owner's alone", async () => {
+    const role = `locktable_user_${process.pid}`;
+    await admin.query(`DROP ROLE IF EXISTS ${role}`);
+    await admin.query(`CREATE ROLE ${role} LOGIN`);
+    try {
+      await (await open().acquire('role-key')).release(); // installs the schema as the owner
+      // README, "PostgreSQL backend": the grants another role needs.
+      await admin.query(`GRANT USAGE ON SCHEMA locktable TO ${role}`);
+      await admin.query(`GRANT SELECT, INSERT ON locktable.keys TO ${role}`);
+      await admin.query(`GRANT SELECT ON locktable.alive, locktable.schema_version TO ${role}`);
+      await admin.query(`GRANT USAGE ON SEQUENCE locktable.tokens TO ${role}`);
+      const url = new URL(databaseUrl!);
+      url.username = role;
+      const table = open({ connectionString: url.toString() });
+      const tokens: bigint[] = [];
+      for (const key of ['role-key', 'role-key', 'role-new-key']) {
+        const lease = await table.acquire(key);
+        tokens.push(lease.token);
+        await lease.release();
+      }
+      assert.ok(tokens[1]! > tokens[0]! && tokens[2]! > tokens[1]!);
+      await table.close();
+      const client = new (await import('pg')).default.Client({ connectionString: url.toString() });
+      await client.connect();
+      try {
+        await assert.rejects(client.query('SELECT locktable.start_epoch()'), { code: '42501' });
+      } finally {
+        await client.end();
+      }
+    } finally {
+      await admin.query(`DROP OWNED BY ${role}`);
+      await admin.query(`DROP ROLE ${role}`);
+    }
+  });
+
   test('an upgrade from schema version 1 keeps tokens increasing', async () => {
     await withDatabase('locktable_upgrade', async (url, db) => {
       await db.query(installStatement(1));
