@@ -172,6 +172,28 @@ describe('fencing tokens across server crashes', { skip }, () => {
     for (const [token] of tokens) assert.equal(epochOf(token!), epochBefore + 1n);
   });
 
+  test('16 tables at the end of a token range at once: each is granted, one new epoch', async () => {
+    const tables = Array.from(
+      { length: 16 },
+      () => new PgLockTable({ connectionString: cluster.url, lease: Infinity, poolSize: 1 }),
+    );
+    try {
+      // Each learns its key's id, so that half ask with fastGrant and half (new keys) with
+      // locktable.grant when the range runs out.
+      const first = await Promise.all(
+        tables.map(async (locks, i) => (i % 2 === 0 ? grants(locks, `end:${i}`, 1) : [0n])),
+      );
+      const epochBefore = await durableEpoch();
+      const max = ((epochOf(first[0]![0]!) + 1n) << BigInt(TOKEN_BITS)) - 1n;
+      await admin((c) => c.query('SELECT setval($1, $2)', ['locktable.tokens', max.toString()]));
+      const tokens = await Promise.all(tables.map((locks, i) => grants(locks, `end:${i}`, 1)));
+      assert.equal(await durableEpoch(), epochBefore + 1n, 'exactly one new epoch');
+      for (const [token] of tokens) assert.equal(epochOf(token!), epochBefore + 1n);
+    } finally {
+      await Promise.all(tables.map((locks) => locks.close()));
+    }
+  });
+
   test('a token range used up starts a new epoch, and tokens go on increasing', async () => {
     const locks = open();
     const [first] = await grants(locks, 'full', 1); // learns the id: the next grants are FAST_GRANT
