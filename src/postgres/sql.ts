@@ -605,6 +605,19 @@ export type GrantWait = 'try' | 'forever' | 'timed';
  * covered by the epoch, and a flush per 32 grants would cost more than the lock.
  */
 export function fastGrant(wait: GrantWait, exclusive: boolean): { name: string; text: string } {
+  const key = `${wait}_${exclusive ? 'x' : 's'}`;
+  let statement = FAST_GRANTS.get(key);
+  if (statement === undefined) {
+    statement = buildFastGrant(wait, exclusive);
+    FAST_GRANTS.set(key, statement);
+  }
+  return statement;
+}
+
+/** The six fastGrant statements, built once: pg compares a named statement's text on every use. */
+const FAST_GRANTS = new Map<string, { name: string; text: string }>();
+
+function buildFastGrant(wait: GrantWait, exclusive: boolean): { name: string; text: string } {
   const shared = exclusive ? '' : '_shared';
   const lock =
     wait === 'try'
