@@ -33,3 +33,23 @@ const offset = measureOffset();
 export function monotonicNow(): number {
   return performance.now() + offset;
 }
+
+/**
+ * Calls `fn` once monotonicNow() has reached `deadline`, never before. A bare setTimeout may fire
+ * early by up to a few ms on this clock: Node counts a timer from the event loop's cached time,
+ * which is behind when the timer is set late in a long tick. This one looks at the clock when it
+ * fires and sets itself again for what is left. Returns a function that cancels it.
+ */
+export function callAt(deadline: number, fn: () => void): () => void {
+  let timer: NodeJS.Timeout | undefined;
+  const check = () => {
+    const left = deadline - monotonicNow();
+    if (left > 0) timer = setTimeout(check, Math.min(Math.ceil(left), 2 ** 31 - 1));
+    else fn();
+  };
+  timer = setTimeout(
+    check,
+    Math.max(0, Math.min(Math.ceil(deadline - monotonicNow()), 2 ** 31 - 1)),
+  );
+  return () => clearTimeout(timer);
+}

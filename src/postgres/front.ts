@@ -16,7 +16,7 @@
  * token = (F << 12n) | i, strictly increasing because i < cohortLimit <= 2^12 and the next
  * server grant has a larger F.
  */
-import { monotonicNow } from '../api/clock.js';
+import { callAt, monotonicNow } from '../api/clock.js';
 import { AbortError, describeKey, LockError, outOfRange, timeoutError } from '../api/errors.js';
 import type { Mode } from '../api/options.js';
 import type { Lease } from '../table/lease.js';
@@ -117,9 +117,9 @@ export class Front {
     if (left <= 0) return Promise.reject(timeoutError(key, waitTimeout));
     const q = queue;
     return new Promise<PgLease | null>((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
+      let cancelTimer = (): void => {};
       const leave = () => {
-        clearTimeout(timer);
+        cancelTimer();
         signal?.removeEventListener('abort', onAbort);
         const i = q.waiters.indexOf(waiter);
         if (i >= 0) q.waiters.splice(i, 1);
@@ -142,9 +142,9 @@ export class Front {
       // and a holder releasing later never hands it anything.
       const onAbort = () => waiter.fail(new AbortError(key, signal!.reason));
       if (Number.isFinite(left)) {
-        timer = setTimeout(
-          () => waiter.fail(timeoutError(key, waitTimeout)),
-          Math.min(Math.ceil(left), 2 ** 31 - 1),
+        // Never early (callAt): the contract's waitTimeout is a lower bound.
+        cancelTimer = callAt(start + waitTimeout, () =>
+          waiter.fail(timeoutError(key, waitTimeout)),
         );
       }
       signal?.addEventListener('abort', onAbort, { once: true });

@@ -373,7 +373,7 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
     if (this.#closed) throw closedError(first);
     if (r.signal?.aborted) throw new AbortError(first, r.signal.reason);
     await this.#install(first);
-    const session = await this.#sessions.checkout(first, r.waitTimeout, r.signal);
+    const session = await this.#sessions.checkout(first, r.waitTimeout, start, r.signal);
     const grants: Grant[] = [];
     // True while the session provably holds nothing: no grant, and no statement that failed
     // (one may fail after it took the lock).

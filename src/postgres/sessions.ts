@@ -10,6 +10,7 @@
  */
 import type pg from 'pg';
 import { AbortError } from '../api/errors.js';
+import { callAt, monotonicNow } from '../api/clock.js';
 import { closedError, connectionError, poolFullError, sessionWaitTimeoutError } from './errors.js';
 import { Session } from './session.js';
 
@@ -53,7 +54,7 @@ export class Sessions {
    * `waitTimeout` bounds only the wait for a session lent to others (0: do not wait); opening a
    * connection is bounded by pg's connectionTimeoutMillis.
    */
-  async checkout(key: string, waitTimeout: number, signal: AbortSignal | undefined) {
+  async checkout(key: string, waitTimeout: number, start: number, signal: AbortSignal | undefined) {
     if (this.#closed) throw closedError(key);
     while (this.#idle.length > 0) {
       const session = this.#idle.pop()!;
@@ -61,10 +62,13 @@ export class Sessions {
     }
     if (this.count < this.size) return this.#open(key);
     if (waitTimeout === 0) throw poolFullError(key, this.size);
+    if (monotonicNow() - start >= waitTimeout) {
+      throw sessionWaitTimeoutError(key, waitTimeout, this.size);
+    }
     return new Promise<Session>((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
+      let cancelTimer = (): void => {};
       const done = () => {
-        clearTimeout(timer);
+        cancelTimer();
         signal?.removeEventListener('abort', onAbort);
         const i = this.#waiters.indexOf(waiter);
         if (i >= 0) this.#waiters.splice(i, 1);
@@ -88,9 +92,9 @@ export class Sessions {
       };
       const onAbort = () => waiter.reject(new AbortError(key, signal!.reason));
       if (Number.isFinite(waitTimeout)) {
-        timer = setTimeout(
-          () => waiter.reject(sessionWaitTimeoutError(key, waitTimeout, this.size)),
-          Math.min(waitTimeout, 2 ** 31 - 1),
+        // What is left of the request's wait, never early (callAt).
+        cancelTimer = callAt(start + waitTimeout, () =>
+          waiter.reject(sessionWaitTimeoutError(key, waitTimeout, this.size)),
         );
       }
       signal?.addEventListener('abort', onAbort, { once: true });
