@@ -84,7 +84,7 @@ export class KeyHandle {
   acquire(options?: AcquireOptions): Promise<Lease> {
     if (options === undefined) {
       const lease = this.fast();
-      if (lease !== null) return Promise.resolve(lease);
+      if (lease !== null) return Lease.settled(lease);
     }
     return this.table.acquire(this.key, options).then((lease) => this.learn(lease));
   }

@@ -65,6 +65,21 @@ export class Lease implements Disposable {
   }
 
   /** What console.log and util.inspect show: the lease as its holder sees it. */
+  /**
+   * @internal `Promise.resolve(lease)` for a lease that a fast path just made (acquire() and
+   * KeyHandle.acquire() on a free key). The read of `flags` checks the lease's hidden class ahead
+   * of Promise.resolve, so the JIT knows that `lease` is a Lease, finds no `then` on its prototype
+   * chain and settles the promise at once. Without it, every such promise looked `then` up along
+   * the chain in a builtin (GetProperty: 7.5% of a profile of 1,000 keys round robin, async),
+   * because the lease reached Promise.resolve through the fast path's merged returns (a lease,
+   * null or undefined), which carry no class. A fast path's lease is a fresh exclusive lease
+   * (flags 0), so the first return is the one taken.
+   */
+  static settled(lease: Lease): Promise<Lease> {
+    if (lease.flags === 0) return Promise.resolve(lease);
+    return Promise.resolve(lease);
+  }
+
   [inspect.custom](_depth: number, options: InspectOptions): string {
     const { key, mode, token, deadline, recovered, held } = this;
     return `Lease ${inspect({ key, mode, token, deadline, recovered, held }, options)}`;

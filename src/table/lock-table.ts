@@ -446,7 +446,7 @@ export class LockTable {
       // Busy: straight to the waiting loop. A second fast attempt could win after this one lost a
       // race, and leave #lostRace set for whatever request of this thread waits next.
       if (lease === null) return this.#waitAsync(key, plain);
-      if (lease !== undefined) return Promise.resolve(lease);
+      if (lease !== undefined) return Lease.settled(lease);
     }
     if (this.#statsOn || requestObserved()) return this.#observedAsync(key, options);
     return this.#acquire(key, options);
