@@ -3,7 +3,15 @@
 /** `none`: the negative control, no lock at all (it must lose updates). */
 /** `statements`: locktable's own statements sent by hand (its server side without its client). */
 export type PeerName = 'raw' | 'statements' | 'locktable' | 'advisory-lock' | 'none';
-export type ScenarioName = 'uncontended' | 'hot-key' | 'processes' | 'handoff';
+/**
+ * `paired`: the uncontended loop of raw, statements and locktable in ONE process, in alternating
+ * chunks (run for the locktable peer only): the ratios of adjacent chunks cancel the speed mode a
+ * process of this VM happens to land in, which separate processes do not.
+ */
+export type ScenarioName = 'uncontended' | 'paired' | 'hot-key' | 'processes' | 'handoff';
+
+/** One chunk of the paired scenario (ms): three per triple, in rotating order. */
+export const PAIRED_CHUNK_MS = 50;
 
 export interface WorkerTask {
   peer: PeerName;
@@ -45,4 +53,6 @@ export interface WorkerResult {
    * grant to the last release: how long this process kept the server lock from the others.
    */
   streaks?: { count: number; p99Ms: number; maxMs: number; maxSections: number } | undefined;
+  /** paired: the medians over chunk triples of locktable / raw and statements / raw. */
+  paired?: { locktable: number; statements: number; triples: number };
 }

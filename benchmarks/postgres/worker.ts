@@ -10,7 +10,13 @@
  */
 import process from 'node:process';
 import pg from 'pg';
-import type { PeerName, ScenarioName, WorkerResult, WorkerTask } from './types.js';
+import {
+  PAIRED_CHUNK_MS,
+  type PeerName,
+  type ScenarioName,
+  type WorkerResult,
+  type WorkerTask,
+} from './types.js';
 import { ACQUIRE, fastGrant, RELEASE } from '../../src/postgres/sql.js';
 
 type PgModule = typeof import('../../src/postgres/index.js');
@@ -64,11 +70,17 @@ async function rawClient(url: string, key: string): Promise<LockClient> {
  */
 const streaks = new Map<bigint, { start: number; end: number; sections: number }>();
 
-/** locktable: the callers of one process share one PgLockTable (and so its front). */
-function locktableClient(locks: PgLockTable, key: string): LockClient {
+/**
+ * locktable: the callers of one process share one PgLockTable (and so its front). With
+ * `trackStreaks` (the cross-process scenario, the only one that reports them), each grant is
+ * counted in its streak; elsewhere that bookkeeping (a Map keyed by a bigint, an entry per server
+ * grant) would be charged to locktable alone: about 25 µs per uncontended acquire + release here.
+ */
+function locktableClient(locks: PgLockTable, key: string, trackStreaks = false): LockClient {
   return {
     async acquire() {
       const lease = await locks.acquire(key);
+      if (!trackStreaks) return () => lease.release();
       const fence = lease.token >> 12n;
       let streak = streaks.get(fence);
       if (streak === undefined) {
@@ -157,7 +169,9 @@ async function makeClients(task: WorkerTask, count: number): Promise<LockClient[
   if (task.peer === 'locktable') {
     const locks = new PgLockTable({ connectionString: task.url, namespace: task.namespace });
     shared.push(locks);
-    for (let i = 0; i < count; i++) out.push(locktableClient(locks, task.key));
+    for (let i = 0; i < count; i++) {
+      out.push(locktableClient(locks, task.key, task.scenario === 'processes'));
+    }
     return out;
   }
   for (let i = 0; i < count; i++) {
@@ -232,6 +246,8 @@ async function main(): Promise<void> {
   let result: WorkerResult;
   if (scenario === 'handoff') {
     result = await handoff(task);
+  } else if (scenario === 'paired') {
+    result = await paired(task, local, counter);
   } else {
     const clients = await makeClients(task, task.clients);
     let data: pg.Client[] = [];
@@ -302,6 +318,76 @@ function summarizeWaits(waits: number[]): { p50: number; p99: number; max: numbe
   const at = (q: number): number =>
     sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
   return { p50: at(0.5), p99: at(0.99), max: sorted[sorted.length - 1] ?? NaN };
+}
+
+/**
+ * The paired uncontended measure: raw, statements and locktable (one client each, one key each
+ * in its own lock space) in this one process, warmed up together, then in chunks of
+ * PAIRED_CHUNK_MS, one of each per triple, in an order that rotates; each triple gives the
+ * ratios locktable / raw and statements / raw of its chunks' rates, and the result is their
+ * medians.
+ */
+async function paired(
+  task: WorkerTask,
+  section: () => Promise<void>,
+  counter: Int32Array,
+): Promise<WorkerResult> {
+  const locks = new PgLockTable({ connectionString: task.url, namespace: task.namespace });
+  shared.push(locks);
+  const clients = [
+    await rawClient(task.url, task.key),
+    await statementsClient(task.url, task.namespace, `${task.key}:statements`),
+    locktableClient(locks, task.key),
+  ];
+  const one = async (c: LockClient): Promise<void> => {
+    const release = await c.acquire();
+    try {
+      await section();
+    } finally {
+      await release();
+    }
+  };
+  const warmEnd = now() + task.warmupMs;
+  while (now() < warmEnd) for (const c of clients) await one(c);
+  counter[0] = 0;
+  streaks.clear();
+  message({ ready: true });
+  await until(await waitForGo());
+  const lt: number[] = [];
+  const st: number[] = [];
+  let sections = 0;
+  const triples = Math.max(1, Math.floor(task.ms / (3 * PAIRED_CHUNK_MS)));
+  for (let t = 0; t < triples; t++) {
+    const rate = [0, 0, 0];
+    for (let k = 0; k < 3; k++) {
+      const i = (t + k) % 3;
+      let n = 0;
+      const start = now();
+      const end = start + PAIRED_CHUNK_MS;
+      while (now() < end) {
+        await one(clients[i]!);
+        n++;
+      }
+      rate[i] = n / (now() - start);
+      sections += n;
+    }
+    lt.push(rate[2]! / rate[0]!);
+    st.push(rate[1]! / rate[0]!);
+  }
+  await Promise.all(clients.map((c) => c.close()));
+  return {
+    peer: task.peer,
+    scenario: 'paired',
+    sections: [sections],
+    elapsedMs: task.ms,
+    counter: counter[0]!,
+    paired: { locktable: medianOf(lt), statements: medianOf(st), triples },
+  };
+}
+
+function medianOf(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)]!;
 }
 
 /** A lock request waiting on the server (runs are sequential: it is this process's waiter). */
