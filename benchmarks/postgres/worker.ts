@@ -9,6 +9,7 @@
  * the counter with the sections counted to find lost updates.
  */
 import process from 'node:process';
+import { median } from '../stats.js';
 import pg from 'pg';
 import {
   PAIRED_CHUNK_MS,
@@ -381,13 +382,8 @@ async function paired(
     sections: [sections],
     elapsedMs: task.ms,
     counter: counter[0]!,
-    paired: { locktable: medianOf(lt), statements: medianOf(st), triples },
+    paired: { locktable: median(lt), statements: median(st), triples },
   };
-}
-
-function medianOf(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
 }
 
 /** A lock request waiting on the server (runs are sequential: it is this process's waiter). */
