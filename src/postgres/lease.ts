@@ -130,7 +130,8 @@ export class PgLease implements LockLease, AsyncDisposable {
   readonly mode: Mode;
   /**
    * The fencing token: strictly increasing for this key (in this namespace and database) across
-   * every grant, process, reconnect and server crash, committed durably before the grant returns.
+   * every grant, process, reconnect and server crash: drawn after the grant, in the same round
+   * trip, from a sequence whose range is an epoch committed durably before (sql.ts, version 3).
    */
   readonly token: bigint;
   /** @internal The key's id in locktable.keys: the lock is (namespace, lockId). */
