@@ -16,6 +16,7 @@ const units = new Uint16Array(new SharedArrayBuffer(64));
 const key = 'account:42';
 for (let i = 0; i < key.length; i++) units[i] = key.charCodeAt(i);
 const map = new Map([[key, 1]]);
+const i64 = new BigInt64Array(new SharedArrayBuffer(64));
 let sink = 0;
 
 function best(body: (n: number) => void): number {
@@ -40,6 +41,12 @@ const ops: Record<string, (n: number) => void> = {
       sink += Atomics.compareExchange(i32, 0, 0, 1);
       sink += Atomics.exchange(i32, 0, 0);
     }
+  },
+  'BigInt64 plain store': (n) => {
+    for (let i = 0; i < n; i++) i64[i & 7] = BigInt(i & 255);
+  },
+  'BigInt64 Atomics.store': (n) => {
+    for (let i = 0; i < n; i++) Atomics.store(i64, i & 7, BigInt(i & 255));
   },
   'Atomics.load': (n) => {
     for (let i = 0; i < n; i++) sink += Atomics.load(i32, i & 7);

@@ -298,7 +298,7 @@ export class Grants {
 
   /**
    * A finite exclusive grant: one CAS from `s` to `next` with FINITE and a fresh parity, then the
-   * token and the deadline cell with plain stores. Until the cell names us with that parity,
+   * token with plain stores and the deadline cell with a seq-cst one. Until the cell names us with that parity,
    * waiters see the old cell and look again: we are not reclaimable before our deadline is in it.
    */
   #grantFinite(slot: number, s: number, next: number, deadline: number): boolean {
@@ -309,13 +309,16 @@ export class Grants {
     const state = next | FINITE | parity;
     if (Atomics.compareExchange(slots, base + S_STATE, s, state) !== s) return false;
     testHooks.stall?.('grant:window');
-    // PLAIN from the CAS to the end.
+    // PLAIN from the CAS to the end, but for the cell (below).
     const lo = (slots[base + S_TOKEN_LO]! + 1) | 0;
     let hi = slots[base + S_TOKEN_HI]!;
     if (lo === 0) hi = (hi + 1) | 0;
     slots[base + S_TOKEN_LO] = lo;
     slots[base + S_TOKEN_HI] = hi;
-    this.#cells[slot] = cell;
+    // A release store (seq-cst): a thread that reads this cell with Atomics.load and finds it
+    // naming us also sees the token stored above, on any hardware (ARM64 too). A steal reclaims
+    // on that reading microseconds after the grant (DESIGN.md, "Weak memory").
+    Atomics.store(this.#cells, slot, cell);
     this.tokenLo = lo;
     this.tokenHi = hi;
     this.stateWord = state;
@@ -409,8 +412,9 @@ export class Grants {
       const next = (s & ~(PARITY | RECLAIMING)) | FINITE | parity;
       if (Atomics.compareExchange(slots, at, s, next) !== s) continue;
       testHooks.stall?.('extend:published');
-      // PLAIN: until this store, waiters see the old cell under the new parity, and look again.
-      this.#cells[slot] = cell;
+      // Until this store, waiters see the old cell under the new parity, and look again. Seq-cst,
+      // as the grant's (the token is unchanged here, but the order costs nothing to keep).
+      Atomics.store(this.#cells, slot, cell);
       this.deadline = deadline;
       return next;
     }
