@@ -384,7 +384,7 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
         if (r.signal?.aborted) throw new AbortError(key, r.signal.reason);
         let grant: Grant | null;
         try {
-          grant = await this.#grant(session, key, r, start);
+          grant = await this.#grant(session, key, r, start, () => (clean = false));
         } catch (error) {
           clean = false;
           // Not granted in time; the session may hold the lock all the same (a grant in the
@@ -394,7 +394,8 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
         }
         if (grant === null) {
           if (isTry && grants.length === 0) {
-            this.#sessions.checkin(session);
+            if (clean) this.#sessions.checkin(session);
+            else await this.#abandon(session, false);
             return null;
           }
           throw timeoutError(key, r.waitTimeout);
@@ -430,7 +431,13 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
    * error. After a throw the session may hold the lock (a session lock survives the rollback of a
    * statement that failed after taking it): the caller resets it.
    */
-  async #grant(session: Session, key: string, r: Request, start: number): Promise<Grant | null> {
+  async #grant(
+    session: Session,
+    key: string,
+    r: Request,
+    start: number,
+    dirtied: () => void,
+  ): Promise<Grant | null> {
     if (session.serverStart !== this.#idsServer) {
       // Another server run (a restart, a restore, a failover): its key ids may not be ours.
       this.#ids.clear();
@@ -439,10 +446,28 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
     for (let renewals = 0; ; renewals++) {
       const grant = await this.#grantOnce(session, key, r, waitMs(r.waitTimeout, start));
       if (grant !== RENEW) return grant;
+      // locktable.grant's null-token row left idle_session_timeout at the lease: reset on failure.
+      dirtied();
       if (renewals === MAX_RENEWALS) {
         throw new Error(`locktable: the token range was used up ${renewals + 1} times in a row`);
       }
-      await this.#statement(session, key, RENEW_TOKENS, [], -1, r.signal);
+      // Within what is left of the wait (a try: 1 ms), as the grant itself: renew_tokens may wait
+      // for the install lock and its ALTER SEQUENCE for the sequence. Not in time: not granted
+      // (the key was given back; the caller resets the session, dirtied above).
+      const left = waitMs(r.waitTimeout, start);
+      try {
+        await this.#statement(
+          session,
+          key,
+          RENEW_TOKENS,
+          [left < 0 ? '1' : String(left)],
+          left,
+          r.signal,
+        );
+      } catch (error) {
+        if (sqlState(error) === '55P03') return null;
+        throw error;
+      }
     }
   }
 
@@ -459,7 +484,10 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
     // database's or server's own idle_session_timeout cannot end a holder that sends no
     // heartbeat (lease_ms 0 would leave that setting in force while the lock is held).
     const leaseMs = lease === Infinity ? MAX_SERVER_MS : Math.ceil(lease);
-    const id = session.epochSeen ? this.#ids.get(key) : undefined;
+    // The cache may have moved to another server run while this request waited (a reply of
+    // another run's session): its ids are not this session's.
+    const ours = session.serverStart === this.#idsServer;
+    const id = session.epochSeen && ours ? this.#ids.get(key) : undefined;
     if (id !== undefined) {
       const wait: GrantWait = waitMs < 0 ? 'try' : waitMs === 0 ? 'forever' : 'timed';
       const values: unknown[] = [namespace, id, leaseMs, session.marker];
@@ -497,7 +525,7 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
     this.#checkPid(session, key, row.backend_pid);
     session.epochSeen = true;
     const lockId = Number(row.lock_id);
-    this.#rememberId(key, lockId);
+    if (session.serverStart === this.#idsServer) this.#rememberId(key, lockId);
     // A used-up token range: locktable.grant gave the lock back.
     if (row.token === null) return RENEW;
     return { lockId, token: BigInt(row.token) };
@@ -524,15 +552,15 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
    * caller then resets or ends the session.
    */
   async #unlock(session: Session, key: string, id: number, exclusive: boolean): Promise<void> {
-    let rows: unknown[];
+    let rows: Array<{ released?: unknown }>;
+    const lease = this.#options.lease;
     try {
-      ({ rows } = await session.query(RELEASE, [
-        this.#options.namespace,
-        id,
-        exclusive,
-        null,
-        session.marker,
-      ]));
+      // A reply bounded as a release's (Session.queryHolding): a cut network does not hang here.
+      ({ rows } = await session.queryWithin(
+        RELEASE,
+        [this.#options.namespace, id, exclusive, null, session.marker],
+        Number.isFinite(lease) ? 2 * Math.max(lease, 1000) : Infinity,
+      ));
     } catch (error) {
       if (this.#closed) throw closedError(key);
       if (!session.alive || sqlState(error) === undefined) {
@@ -542,6 +570,9 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
     }
     if (rows.length === 0)
       throw poolerError(key, "an unlock ran on another session's server process");
+    // The statement took the lock before it failed: not holding it means another server process
+    // (a pooler) or a state we cannot explain; the caller resets or ends the session.
+    if (rows[0]!.released !== true) throw poolerError(key, 'an unlock found the lock not held');
   }
 
   /**

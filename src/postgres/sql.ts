@@ -579,7 +579,12 @@ export const ACQUIRE = {
 };
 
 /** After a grant found the epoch's token range used up (see version 3). 1 round trip. */
-export const RENEW_TOKENS = { name: 'locktable_renew', text: 'SELECT locktable.renew_tokens()' };
+export const RENEW_TOKENS = {
+  name: 'locktable_renew',
+  // $1: this transaction's lock_timeout (what is left of the request's wait; '0' for a wait
+  // forever): renew_tokens waits for the install lock and its ALTER SEQUENCE for the sequence.
+  text: "SELECT set_config('lock_timeout', $1::text, true) AS timeout, locktable.renew_tokens()",
+};
 
 /** How a grant waits: one try, forever, or up to a number of ms (the server's lock_timeout). */
 export type GrantWait = 'try' | 'forever' | 'timed';
@@ -628,7 +633,12 @@ function buildFastGrant(wait: GrantWait, exclusive: boolean): { name: string; te
   return {
     name: `locktable_fast_${wait}_${exclusive ? 'x' : 's'}`,
     text:
-      "SELECT g.locked, CASE WHEN g.locked THEN nextval('locktable.tokens')::text END AS token, " +
+      // A timed wait's lock_timeout ends with the lock: drawing the token may wait behind an
+      // epoch's ALTER SEQUENCE, and must not fail for it (locktable.grant resets it the same way).
+      (wait === 'timed'
+        ? "SELECT g.locked, CASE WHEN g.locked AND set_config('lock_timeout', '0', true) IS NOT NULL " +
+          "THEN nextval('locktable.tokens')::text END AS token, "
+        : "SELECT g.locked, CASE WHEN g.locked THEN nextval('locktable.tokens')::text END AS token, ") +
       'pg_backend_pid() AS backend_pid, ' +
       "CASE WHEN g.locked THEN set_config('idle_session_timeout', $3::text, false) END AS idle, " +
       "set_config('synchronous_commit', 'off', true) AS sync " +

@@ -796,7 +796,7 @@ export class Grants {
 
   /**
    * Reclaims an expired exclusive holder. Judge the grant (its cell: holder, parity, deadline past
-   * + failTimeout), mark the word RECLAIMING by CAS, check with a plain read that the cell is still
+   * + failTimeout), mark the word RECLAIMING by CAS, check (Atomics.load) that the cell is still
    * the one judged, then take the word by CAS from the marked word. The word may have come back to
    * the same value for a later grant or extend of the same holder (an ABA no 32-bit word can rule
    * out), but never with the same cell: its deadline would be later. Every step leaves a word that
@@ -839,7 +839,7 @@ export class Grants {
       return BUSY;
     }
     testHooks.stall?.('reclaim:marked');
-    if (this.#cells[slot] !== judged) {
+    if (Atomics.load(this.#cells, slot) !== judged) {
       // The holder extended, or released and took the slot again: drop our mark.
       Atomics.compareExchange(slots, at, marked, s & ~RECLAIMING);
       this.#unclaim(record);

@@ -194,6 +194,36 @@ describe('fencing tokens across server crashes', { skip }, () => {
     }
   });
 
+  test('a renewal of the token range keeps within the wait: a try returns null, a wait times out', async () => {
+    // The renewal waits for the install lock: held here from outside, it cannot finish in time.
+    const locks = open();
+    const holder = new pg.Client({ connectionString: cluster.url });
+    holder.on('error', () => {});
+    await holder.connect();
+    try {
+      const [first] = await grants(locks, 'renew-wait', 1); // the id is known: fastGrant next
+      const max = ((epochOf(first!) + 1n) << BigInt(TOKEN_BITS)) - 1n;
+      await admin((c) => c.query('SELECT setval($1, $2)', ['locktable.tokens', max.toString()]));
+      await holder.query('SELECT pg_advisory_lock($1, 0)', [0x6c6f636b]); // the install lock
+      let t0 = performance.now();
+      assert.equal(await locks.tryAcquire('renew-wait'), null);
+      assert.ok(performance.now() - t0 < 1000, 'a try does not wait for the renewal');
+      t0 = performance.now();
+      await assert.rejects(locks.acquire('renew-wait', { waitTimeout: 100 }), {
+        code: 'ERR_LOCK_TIMEOUT',
+      });
+      const waited = performance.now() - t0;
+      assert.ok(waited >= 100 && waited < 1000, `waited ${waited} ms for 100`);
+      assert.deepEqual(await locks.held(), [], 'nothing left held');
+      await holder.query('SELECT pg_advisory_unlock($1, 0)', [0x6c6f636b]);
+      const [next] = await grants(locks, 'renew-wait', 1);
+      assert.equal(epochOf(next!), epochOf(first!) + 1n, 'renewed once the lock is free');
+    } finally {
+      await holder.end().catch(() => {});
+      await locks.close();
+    }
+  });
+
   test('a token range used up starts a new epoch, and tokens go on increasing', async () => {
     const locks = open();
     const [first] = await grants(locks, 'full', 1); // learns the id: the next grants are FAST_GRANT
