@@ -116,3 +116,11 @@ export function phase(name: string): void {
 }
 
 export const PHASE_PREFIX = 'BENCH-PHASE ';
+
+/**
+ * The paired variant of a multi-worker scenario (paired-contended.ts): which lock phase `p` runs,
+ * 0 the peer (locktable) or 1 the baseline. Phase pairs alternate their order (0 1, 1 0, 0 1, ...).
+ */
+export function phasePeer(p: number): 0 | 1 {
+  return ((p & 1) ^ ((p >> 1) & 1)) as 0 | 1;
+}

@@ -66,6 +66,14 @@ const throughputMetrics: MetricDef[] = [
   { key: 'waitMaxUs', label: 'wait max', unit: 'us', better: 'lower' },
 ];
 
+/** A paired row's own metrics: the baseline's rate beside locktable's, and their ratio. */
+const pairedMetrics: MetricDef[] = [
+  { key: 'baselineOpsPerSecond', label: 'paired: baseline ops/s', unit: 'ops/s', better: null },
+  { key: 'pairedRatio', label: 'paired: locktable / baseline', unit: 'ratio', better: 'higher' },
+  { key: 'pairedRatioLowest', label: 'paired: lowest pair', unit: 'ratio', better: null },
+  { key: 'pairedRatioHighest', label: 'paired: highest pair', unit: 'ratio', better: null },
+];
+
 const micro = (s: Settings) => s.microTimeMs * 1.3 + 150;
 const windowed = (s: Settings) => s.windowMs + 400;
 
@@ -135,12 +143,18 @@ export const SCENARIOS: readonly ScenarioDef[] = [
     title: '64 keys chosen at random by 4 workers',
     description: 'each section locks one of 64 keys drawn at random (seeded), 4 workers',
     apis: ['sync', 'async'],
-    metrics: throughputMetrics,
     primary: 'opsPerSecond',
     configs: () => [{ workers: 4 }],
-    variants: withHandles,
+    // The paired rows (locktable only): locktable and the baseline in the same 4 workers, in
+    // alternating phases (scenarios/paired-contended.ts); they carry the goals.
+    metrics: [...throughputMetrics, ...pairedMetrics],
+    variants: (peer) =>
+      peer.name === 'locktable' ? ['none', 'handle', 'paired', 'paired-handle'] : ['none'],
     eligible: multiThread,
-    estimateMs: (s) => windowed(s) + 240,
+    estimateMs: (s, _c, _peer, variant) =>
+      variant === 'paired' || variant === 'paired-handle'
+        ? 4 * s.pairedChunks * s.pairedChunkMs + 600
+        : windowed(s) + 240,
   },
   {
     id: 'exclusion',

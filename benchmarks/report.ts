@@ -77,7 +77,7 @@ function cell(row: Row, metric: MetricDef): string {
 
 function label(row: Row): string {
   if (isPaired(row))
-    return `${row.peer} ${row.api}${row.variant === 'paired-handle' ? ' handle' : ''}, paired with baseline (same thread)`;
+    return `${row.peer} ${row.api}${row.variant === 'paired-handle' ? ' handle' : ''}, paired with baseline (${row.group.startsWith('uncontended') ? 'same thread' : 'same workers'})`;
   return `${row.peer} ${row.api}${row.variant && row.variant !== 'none' ? ` ${row.variant}` : ''}`;
 }
 
@@ -245,6 +245,11 @@ const PAIRED_METHOD = [
   'the goal takes the median over runs. Separate processes on this machine land in faster or',
   'slower modes at random, so the ratio of two rows measured in separate processes ("vs baseline"',
   'of the unpaired rows) moves by much more than the paired ratio does.',
+  '',
+  'The random-keys goals are read the same way from the rows "paired with baseline (same',
+  'workers)": one process per run and per API, whose 4 workers run the baseline and locktable in',
+  'alternating phases of equal time (the order within a pair alternates), each on counters of its',
+  'own; each pair of adjacent phases gives a ratio of their sections per second.',
 ];
 
 export function markdown(

@@ -201,12 +201,22 @@ export function goals(rows: readonly Row[]): Goal[] {
     for (const [handle, api] of HANDLES.flatMap((h) =>
       (['sync', 'async'] as const).map((a) => [h, a] as const),
     )) {
-      const row = find(group, 'locktable', api, false, handle);
+      // Read from the paired row when it ran (random keys: locktable and the baseline in the same
+      // workers, alternating phases), else the ratio of two rows of separate processes.
+      const paired = find(group, 'locktable', api, true, handle);
+      const pairedRatio = paired?.metrics.pairedRatio ?? null;
+      const row = pairedRatio ? paired! : find(group, 'locktable', api, false, handle);
       if (!row) continue;
+      const unpaired = pairedRatio ? find(group, 'locktable', api, false, handle) : undefined;
+      const how = pairedRatio
+        ? ` (paired, same workers; ${row.runs} run${row.runs === 1 ? '' : 's'}` +
+          (row.runs > 1 ? `: ${fmt(pairedRatio.min)}-${fmt(pairedRatio.max)}` : '') +
+          (unpaired?.ratio != null ? `; separate processes: ${fmt(unpaired.ratio)})` : ')')
+        : '';
       out.push({
         goal: `${what}, ${api}: locktable${via(handle)} / baseline`,
         target: `>= ${target}`,
-        value: fmt(row.ratio),
+        value: `${fmt(row.ratio)}${how}`,
         met: row.ratio === null ? null : row.ratio >= target,
       });
     }

@@ -10,7 +10,9 @@
 import { workerData } from 'node:worker_threads';
 import {
   awaitFlag,
+  C_SCENARIO,
   C_READY,
+  phasePeer,
   C_START,
   C_STOP,
   LINE,
@@ -22,7 +24,7 @@ import {
   workerWord,
 } from '../control.js';
 import { type Api, prepared } from '../peers/types.js';
-import { connectPeer } from './connect.js';
+import { connectPeer, connectPeers } from './connect.js';
 
 export interface ContendedWorkerData {
   api: Api;
@@ -45,6 +47,12 @@ export interface ContendedWorkerData {
   sampleCapacity: number;
   /** Lock through prepared keys (locktable's KeyHandle): the handle variant. */
   handles?: boolean;
+  /**
+   * The paired variant: this worker runs locktable (its peer) and the baseline (its companion)
+   * in alternating phases that the main thread announces in C_SCENARIO (paired-contended.ts),
+   * each on its own counters, and adds each phase's sections to `phaseCounts`.
+   */
+  paired?: { phases: number; phaseCounts: SharedArrayBuffer; baselineCounters: SharedArrayBuffer };
 }
 
 /** Sample the wait of every 16th section (a power of two: the test is a mask). */
@@ -100,63 +108,138 @@ function sectionsFor(counters: Int32Array) {
   return { plain, timed };
 }
 
-const client = await connectPeer();
-const MASK = SAMPLE_STRIDE - 1;
+if (data.paired !== undefined) {
+  await runPaired(data.paired);
+} else {
+  await runOne();
+}
+
+async function runOne(): Promise<void> {
+  const client = await connectPeer();
+  const MASK = SAMPLE_STRIDE - 1;
+  /**
+   * The lock calls, indexed like the keys: the peer's (key, section) calls, or with handles the
+   * prepared locks' (section) calls. Both loops below call `sync(k, section)` either way.
+   */
+  const locks = data.handles ? prepared(client, keys) : [];
+  const lockSync: (k: number, section: () => void) => void = data.handles
+    ? (k, section) => locks[k]!.sync!(section)
+    : (k, section) => client.sync!(keys[k]!, section);
+  const lockAsync: (k: number, section: () => void) => Promise<void> = data.handles
+    ? (k, section) => locks[k]!.async(section)
+    : (k, section) => client.async(keys[k]!, section);
+
+  function loopSync(counters: Int32Array, maxSections: number, untilMs: number): number {
+    const { plain, timed } = sectionsFor(counters);
+    const sync = lockSync;
+    let n = 0;
+    while (n < maxSections && Atomics.load(control, C_STOP) === 0) {
+      const k = nextKey();
+      if ((n & MASK) === 0) {
+        const now = performance.now();
+        if (now > untilMs) break;
+        requested = now;
+        sync(k, timed[k]!);
+      } else {
+        sync(k, plain[k]!);
+      }
+      n++;
+    }
+    return n;
+  }
+
+  async function loopAsync(counters: Int32Array, maxSections: number, untilMs: number) {
+    const { plain, timed } = sectionsFor(counters);
+    let n = 0;
+    while (n < maxSections && Atomics.load(control, C_STOP) === 0) {
+      const k = nextKey();
+      if ((n & MASK) === 0) {
+        const now = performance.now();
+        if (now > untilMs) break;
+        requested = now;
+        await lockAsync(k, timed[k]!);
+      } else {
+        await lockAsync(k, plain[k]!);
+      }
+      n++;
+    }
+    return n;
+  }
+
+  const loop = data.api === 'sync' ? loopSync : loopAsync;
+  await loop(paddedCounters(keys.length), WARMUP_SECTIONS, performance.now() + WARMUP_MS);
+  sampled = 0;
+  signal(control, C_READY);
+  awaitFlag(control, C_START);
+  const sections = await loop(new Int32Array(data.counters), Infinity, Infinity);
+  control[workerWord(data.index, W_SECTIONS)] = sections;
+  control[workerWord(data.index, W_SAMPLES)] = sampled;
+  signal(control, C_DONE);
+}
+
 /**
- * The lock calls, indexed like the keys: the peer's (key, section) calls, or with handles the
- * prepared locks' (section) calls. Both loops below call `sync(k, section)` either way.
+ * The paired variant (see ContendedWorkerData.paired): warm both locks up, then follow the main
+ * thread's phases until STOP. A phase's peer is phasePeer(p); a section started in a phase counts
+ * for it. Each lock has its own counters, so a phase change (one worker still in the other lock's
+ * section) cannot look like a lost update.
  */
-const locks = data.handles ? prepared(client, keys) : [];
-const lockSync: (k: number, section: () => void) => void = data.handles
-  ? (k, section) => locks[k]!.sync!(section)
-  : (k, section) => client.sync!(keys[k]!, section);
-const lockAsync: (k: number, section: () => void) => Promise<void> = data.handles
-  ? (k, section) => locks[k]!.async(section)
-  : (k, section) => client.async(keys[k]!, section);
-
-function loopSync(counters: Int32Array, maxSections: number, untilMs: number): number {
-  const { plain, timed } = sectionsFor(counters);
-  const sync = lockSync;
-  let n = 0;
-  while (n < maxSections && Atomics.load(control, C_STOP) === 0) {
-    const k = nextKey();
-    if ((n & MASK) === 0) {
-      const now = performance.now();
-      if (now > untilMs) break;
-      requested = now;
-      sync(k, timed[k]!);
-    } else {
-      sync(k, plain[k]!);
+async function runPaired(paired: NonNullable<ContendedWorkerData['paired']>): Promise<void> {
+  const [peerClient, baselineClient] = await connectPeers();
+  const peerLocks = data.handles ? prepared(peerClient!, keys) : [];
+  const plainFor = (c: Int32Array) => sectionsFor(c).plain;
+  const syncOf = [
+    data.handles
+      ? (k: number, section: () => void) => peerLocks[k]!.sync!(section)
+      : (k: number, section: () => void) => peerClient!.sync!(keys[k]!, section),
+    (k: number, section: () => void) => baselineClient!.sync!(keys[k]!, section),
+  ];
+  const asyncOf = [
+    data.handles
+      ? (k: number, section: () => void) => peerLocks[k]!.async(section)
+      : (k: number, section: () => void) => peerClient!.async(keys[k]!, section),
+    (k: number, section: () => void) => baselineClient!.async(keys[k]!, section),
+  ];
+  const counters = [new Int32Array(data.counters), new Int32Array(paired.baselineCounters)];
+  const plain = [plainFor(counters[0]!), plainFor(counters[1]!)];
+  const phaseCounts = new Int32Array(paired.phaseCounts);
+  // Warm-up: both locks, on counters of their own.
+  for (const who of [0, 1]) {
+    const warm = plainFor(paddedCounters(keys.length));
+    const until = performance.now() + WARMUP_MS;
+    for (let n = 0; n < WARMUP_SECTIONS && performance.now() < until; n++) {
+      const k = nextKey();
+      if (data.api === 'sync') syncOf[who]!(k, warm[k]!);
+      else await asyncOf[who]!(k, warm[k]!);
     }
-    n++;
   }
-  return n;
-}
-
-async function loopAsync(counters: Int32Array, maxSections: number, untilMs: number) {
-  const { plain, timed } = sectionsFor(counters);
-  let n = 0;
-  while (n < maxSections && Atomics.load(control, C_STOP) === 0) {
-    const k = nextKey();
-    if ((n & MASK) === 0) {
-      const now = performance.now();
-      if (now > untilMs) break;
-      requested = now;
-      await lockAsync(k, timed[k]!);
+  signal(control, C_READY);
+  awaitFlag(control, C_START);
+  let total = 0;
+  while (Atomics.load(control, C_STOP) === 0) {
+    const p = Atomics.load(control, C_SCENARIO);
+    if (p < 0 || p >= paired.phases) break;
+    const who = phasePeer(p);
+    const section = plain[who]!;
+    let n = 0;
+    if (data.api === 'sync') {
+      const sync = syncOf[who]!;
+      while (Atomics.load(control, C_SCENARIO) === p && Atomics.load(control, C_STOP) === 0) {
+        const k = nextKey();
+        sync(k, section[k]!);
+        n++;
+      }
     } else {
-      await lockAsync(k, plain[k]!);
+      const lockAsync = asyncOf[who]!;
+      while (Atomics.load(control, C_SCENARIO) === p && Atomics.load(control, C_STOP) === 0) {
+        const k = nextKey();
+        await lockAsync(k, section[k]!);
+        n++;
+      }
     }
-    n++;
+    phaseCounts[data.index * paired.phases + p] = n;
+    total += n;
   }
-  return n;
+  control[workerWord(data.index, W_SECTIONS)] = total;
+  control[workerWord(data.index, W_SAMPLES)] = 0;
+  signal(control, C_DONE);
 }
-
-const loop = data.api === 'sync' ? loopSync : loopAsync;
-await loop(paddedCounters(keys.length), WARMUP_SECTIONS, performance.now() + WARMUP_MS);
-sampled = 0;
-signal(control, C_READY);
-awaitFlag(control, C_START);
-const sections = await loop(new Int32Array(data.counters), Infinity, Infinity);
-control[workerWord(data.index, W_SECTIONS)] = sections;
-control[workerWord(data.index, W_SAMPLES)] = sampled;
-signal(control, C_DONE);

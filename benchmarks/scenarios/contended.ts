@@ -24,6 +24,7 @@ import {
 import { type JobResult, type JobSpec, usesHandles } from '../spec.js';
 import { fairness, quantileSorted } from '../stats.js';
 import type { ContendedWorkerData } from './contended-worker.js';
+import { pairedContended } from './paired-contended.js';
 import { startPeerWorkers } from './peer-workers.js';
 
 export const RANDOM_KEYS = 64;
@@ -58,6 +59,9 @@ export async function contended(spec: JobSpec): Promise<JobResult> {
   const counters = paddedCounters(keys.length);
   const samples = new SharedArrayBuffer(workers * SAMPLE_CAPACITY * 8);
   const seed = (spec.settings.seed + spec.run * 7919) | 0;
+  if (spec.variant === 'paired' || spec.variant === 'paired-handle') {
+    return pairedContended(spec, keys, workers, seed);
+  }
   const data = Array.from({ length: workers }, (_, index): Omit<ContendedWorkerData, 'peer'> => ({
     api: spec.api,
     index,
