@@ -77,7 +77,7 @@ function cell(row: Row, metric: MetricDef): string {
 
 function label(row: Row): string {
   if (isPaired(row))
-    return `${row.peer} ${row.api}${row.variant === 'paired-handle' ? ' handle' : ''}, paired with baseline (${row.group.startsWith('uncontended') ? 'same thread' : 'same workers'})`;
+    return `${row.peer} ${row.api}${row.variant === 'paired-handle' ? ' handle' : ''}, paired with baseline (${row.group.startsWith('random-keys') ? 'same workers' : 'same thread'})`;
   return `${row.peer} ${row.api}${row.variant && row.variant !== 'none' ? ` ${row.variant}` : ''}`;
 }
 
@@ -246,7 +246,8 @@ const PAIRED_METHOD = [
   'slower modes at random, so the ratio of two rows measured in separate processes ("vs baseline"',
   'of the unpaired rows) moves by much more than the paired ratio does.',
   '',
-  'The random-keys goals are read the same way from the rows "paired with baseline (same',
+  'The round-robin goals are read the same way (one thread, alternating chunks over the same',
+  '1,000 keys). The random-keys goals are read from the rows "paired with baseline (same',
   'workers)": one process per run and per API, whose 4 workers run the baseline and locktable in',
   'alternating phases of equal time (the order within a pair alternates), each on counters of its',
   'own; each pair of adjacent phases gives a ratio of their sections per second.',

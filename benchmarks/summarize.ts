@@ -201,15 +201,16 @@ export function goals(rows: readonly Row[]): Goal[] {
     for (const [handle, api] of HANDLES.flatMap((h) =>
       (['sync', 'async'] as const).map((a) => [h, a] as const),
     )) {
-      // Read from the paired row when it ran (random keys: locktable and the baseline in the same
-      // workers, alternating phases), else the ratio of two rows of separate processes.
+      // Read from the paired row when it ran (round robin: locktable and the baseline in one
+      // thread, alternating chunks; random keys: in the same workers, alternating phases), else
+      // the ratio of two rows of separate processes.
       const paired = find(group, 'locktable', api, true, handle);
       const pairedRatio = paired?.metrics.pairedRatio ?? null;
       const row = pairedRatio ? paired! : find(group, 'locktable', api, false, handle);
       if (!row) continue;
       const unpaired = pairedRatio ? find(group, 'locktable', api, false, handle) : undefined;
       const how = pairedRatio
-        ? ` (paired, same workers; ${row.runs} run${row.runs === 1 ? '' : 's'}` +
+        ? ` (paired, ${group.startsWith('random-keys') ? 'same workers' : 'same thread'}; ${row.runs} run${row.runs === 1 ? '' : 's'}` +
           (row.runs > 1 ? `: ${fmt(pairedRatio.min)}-${fmt(pairedRatio.max)}` : '') +
           (unpaired?.ratio != null ? `; separate processes: ${fmt(unpaired.ratio)})` : ')')
         : '';
