@@ -25,8 +25,6 @@ const WINDOW_MS = 1500;
 
 interface HotResult {
   sections: number;
-  /** ms of this worker's turns with the key (the loop that measures waits; not the tight loop). */
-  turnsMs?: number;
   maxWait: number;
   /** Sections this worker began by taking the key from another thread. */
   swaps: number;
@@ -94,15 +92,11 @@ describe('fairness', () => {
   test(`starvation mode holds within ${STARVATION_MS} ms: 2 workers on a hot key get near-equal shares`, async () => {
     const results = await hotKey(['exclusive', 'exclusive'], WINDOW_MS);
     const counts = results.map((r) => r.sections);
-    const held = results.map((r) => r.turnsMs!);
     const maxWait = Math.max(...results.map((r) => r.maxWait));
     console.log(
-      `# sections per worker ${counts.join(', ')}; ms of turns ${held.map((h) => h.toFixed(0)).join(', ')}; longest wait ${maxWait.toFixed(1)} ms`,
+      `# sections per worker ${counts.join(', ')}; longest wait ${maxWait.toFixed(1)} ms`,
     );
-    // The share of time each had the key in its turns: the sections of a turn depend on how much
-    // CPU the OS gives that thread (on this shared VM one worker once ran 1.9 M sections to the
-    // other's 5.4 M), the time of a turn does not.
-    assert.ok(Math.min(...held) >= 0.5 * Math.max(...held), `unfair: turns of ${held} ms`);
+    assert.ok(Math.min(...counts) >= 0.5 * Math.max(...counts), `unfair: ${counts}`);
     assert.ok(maxWait < MAX_WAIT_MS, `a worker waited ${maxWait} ms`);
   });
 
