@@ -610,17 +610,19 @@ export type GrantWait = 'try' | 'forever' | 'timed';
  * covered by the epoch, and a flush per 32 grants would cost more than the lock.
  */
 export function fastGrant(wait: GrantWait, exclusive: boolean): { name: string; text: string } {
-  const key = `${wait}_${exclusive ? 'x' : 's'}`;
-  let statement = FAST_GRANTS.get(key);
-  if (statement === undefined) {
-    statement = buildFastGrant(wait, exclusive);
-    FAST_GRANTS.set(key, statement);
-  }
-  return statement;
+  return FAST_GRANTS[WAITS.indexOf(wait) * 2 + (exclusive ? 0 : 1)]!;
 }
 
-/** The six fastGrant statements, built once: pg compares a named statement's text on every use. */
-const FAST_GRANTS = new Map<string, { name: string; text: string }>();
+const WAITS: readonly GrantWait[] = ['try', 'forever', 'timed'];
+
+/**
+ * The six fastGrant statements, built once (pg compares a named statement's text on every use),
+ * indexed by wait and mode: no key string made per grant.
+ */
+const FAST_GRANTS = WAITS.flatMap((wait) => [
+  buildFastGrant(wait, true),
+  buildFastGrant(wait, false),
+]);
 
 function buildFastGrant(wait: GrantWait, exclusive: boolean): { name: string; text: string } {
   const shared = exclusive ? '' : '_shared';
