@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { type Lease, LockError, LockTable } from '../src/index.js';
+import { testHooks } from '../src/table/test-hooks.js';
 import {
   control,
   CTRL_A,
@@ -178,6 +179,38 @@ describe("a key's limit cannot silently differ", () => {
     assert.throws(() => sem.acquireSync({ waitTimeout: -1 }), /options.waitTimeout/);
     assert.throws(() => sem.acquireSync({ hold: 0 }), /options.hold/);
   });
+});
+
+describe('a waiter for a full semaphore sleeps until a permit comes free', () => {
+  // A starving permit waiter once looked again every HANDOFF_PATIENCE_MS (the rule for a reader
+  // facing a writer's announcement, which may be stale), even though the STARVING it saw was its
+  // own: it polled a full semaphore for as long as it waited (about 10% of a core). Counts its
+  // sleeps, not time: a waiter that sleeps until its deadline or a wake-up sleeps a few times
+  // (its spin, its starvation, slices of 250 ms), one that polls sleeps hundreds of times.
+  for (const api of ['sync', 'async'] as const) {
+    test(`${api}: a few sleeps in 300 ms, not one per HANDOFF_PATIENCE_MS`, async () => {
+      const table = new LockTable({ capacity: 8 });
+      const sem = table.semaphore('full', 2);
+      const held = [sem.acquireSync(), sem.acquireSync()];
+      let sleeps = 0;
+      testHooks.stall = (point) => {
+        if (point === 'wait:sleep') sleeps++;
+      };
+      try {
+        if (api === 'sync') {
+          // The main thread holds both permits, so this wait can only time out.
+          assert.throws(() => sem.acquireSync({ waitTimeout: 300 }), { code: 'ERR_LOCK_TIMEOUT' });
+        } else {
+          await assert.rejects(sem.acquire({ waitTimeout: 300 }), { code: 'ERR_LOCK_TIMEOUT' });
+        }
+      } finally {
+        testHooks.stall = undefined;
+      }
+      assert.ok(sleeps < 20, `the waiter slept ${sleeps} times in 300 ms`);
+      for (const p of held) p.release();
+      assert.equal(table.inspect('full'), null);
+    });
+  }
 });
 
 describe("a dead holder's permit comes back", () => {

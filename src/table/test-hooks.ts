@@ -33,7 +33,9 @@ export type StallPoint =
   /** Evicting a key: the slot is UNBOUND, the eviction not finished (token floor, VACANT). */
   | 'evict:unbound'
   /** Binding a key: the slot is marked BINDING, the key not yet written. */
-  | 'bind:binding';
+  | 'bind:binding'
+  /** A waiting request is about to sleep (on the key's word, the binding mutex, or a back-off). */
+  | 'wait:sleep';
 
 export const testHooks: {
   stall: ((point: StallPoint) => void) | undefined;

@@ -54,6 +54,7 @@ import {
   type WaiterView,
 } from './slot-state.js';
 import { permitAnnouncement } from './semaphore.js';
+import { testHooks } from './test-hooks.js';
 
 /**
  * Longest single sleep (ms). Sleeps end early on a notify; this only bounds how stale a sleeper's
@@ -379,7 +380,13 @@ export class Request implements WaiterView {
       let ms = Math.min(this.deadline - this.#now, Math.max(reclaimIn, 1), SLEEP_SLICE_MS);
       // A HANDOFF, or (for a reader) a starving writer's announcement, that stays unchanged for
       // HANDOFF_PATIENCE_MS may be stale: wake up in time to look (see mayClaimHandoff, grantState).
-      if ((announced & HANDOFF) !== 0 || (this.mode === 'shared' && (announced & STARVING) !== 0))
+      // Not a permit's waiter for a STARVING: it is its own announcement (or it starves itself at
+      // STARVATION_MS, below, and then passes), and a full group frees a permit only by a release,
+      // which wakes it; looking every HANDOFF_PATIENCE_MS would poll a full semaphore all along.
+      if (
+        (announced & HANDOFF) !== 0 ||
+        (this.mode === 'shared' && this.limit === 0 && (announced & STARVING) !== 0)
+      )
         ms = Math.min(ms, Math.max(0.05, HANDOFF_PATIENCE_MS - this.watchedMs(s)));
       // A writer wakes up in time to announce STARVING, even if no release wakes it before
       // (readers need not: their turn comes with every writer's release).
@@ -613,6 +620,7 @@ export class Request implements WaiterView {
   }
 
   #sleepOn(array: Int32Array, index: number, value: number, ms: number, isSlot: boolean): number {
+    testHooks.stall?.('wait:sleep');
     this.sleepArray = array;
     this.sleepIndex = index;
     this.sleepValue = value;
