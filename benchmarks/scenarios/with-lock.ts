@@ -2,15 +2,15 @@
  * Issue 3's withLock, measured only when dist/ exports it (the job is skipped, with the reason,
  * when it does not):
  * - `with-lock`: a withLock round trip on an uncontended key against a bare `pool.run` of the same
- *   task on the same pool, sequential calls, with tinybench. Both forms withLock offers for a
- *   module task are measured: the pool's task name, and `{ module, name }`.
+ *   task on the same pool, sequential calls, in paired chunks (each ratio from adjacent chunks of
+ *   the same moment). Both forms withLock offers for a module task are measured: the pool's task
+ *   name, and `{ module, name }`.
  * - `exec-timeout`: a task that never ends runs under withLock with execTimeout; the main thread
  *   asks for the same key meanwhile. Reports the time from the exec deadline to the next holder,
  *   checks the call rejects with ERR_LOCK_EXEC_TIMEOUT, and checks that the runaway task wrote
  *   nothing once the next holder had the key.
  */
 import { Piscina } from 'piscina';
-import { Bench } from 'tinybench';
 import { crossThreadMs, pause, reached } from '../control.js';
 import { LockTable, withLock } from '../library.js';
 import type { JobOutput, JobSpec } from '../spec.js';
@@ -19,8 +19,12 @@ import type { IncrementArgs, RunawayArgs } from '../tasks/pool-tasks.js';
 
 const TASKS = new URL('../tasks/pool-tasks.js', import.meta.url).href;
 export const EXEC_TIMEOUT_MS = 100;
-/** The round trip is measured in this many rounds, each with every form (see below). */
-const ROUNDS = 4;
+/** Each form runs this long per turn (about 300 round trips); see withLockRoundTrip. */
+const CHUNK_MS = 30;
+/** Turns run and thrown away first: the pool's worker, the JIT and the heap settle. */
+const WARMUP_TURNS = 3;
+/** The measured turns take about this share of the micro time (3 forms: 3 x that in all). */
+const ROUND_TRIP_TIME_SHARE = 1;
 /** After the next holder got the key, watch the runaway's counter this long for a late write. */
 const LATE_WRITE_WATCH_MS = 20;
 /** The worker stamps the task's start a little after withLock's runner starts the exec timer. */
@@ -53,33 +57,53 @@ export async function withLockRoundTrip(spec: JobSpec): Promise<JobOutput> {
       notes.push(`${name} failed: ${error instanceof Error ? error.message : String(error)}`);
     }
   }
-  // Rounds, each running every form in a rotated order: the form measured first in a Bench runs
-  // on a colder JIT and heap, and a fixed order would charge that to one side.
-  const periods: Record<string, number[]> = Object.fromEntries(working.map((n) => [n, []]));
-  const timeMs = spec.settings.microTimeMs / ROUNDS;
-  for (let round = 0; round < ROUNDS; round++) {
-    const bench = new Bench({ time: timeMs, warmupTime: timeMs / 4, throws: true });
+  // Paired chunks: every form runs for CHUNK_MS in turn (a rotating order), and each turn of the
+  // forms gives one ratio per withLock form against the bare run beside it. A round trip is two
+  // thread hops, the figure most sensitive to the scheduler: medians of separate tinybench runs
+  // read 1.17x, 1.45x and 1.52x in three full runs; adjacent chunks share the machine's moment.
+  const perCall: Record<string, number[]> = Object.fromEntries(working.map((n) => [n, []]));
+  const ratios: Record<string, number[]> = { withLockName: [], withLockModule: [] };
+  const turns = Math.max(
+    8,
+    Math.round((ROUND_TRIP_TIME_SHARE * spec.settings.microTimeMs) / CHUNK_MS),
+  );
+  for (let turn = -WARMUP_TURNS; turn < turns; turn++) {
+    const us: Record<string, number> = {};
     for (let k = 0; k < working.length; k++) {
-      const name = working[(k + round) % working.length]!;
+      const name = working[(k + turn + WARMUP_TURNS) % working.length]!;
       const call = forms[name]!;
-      bench.add(name, async () => {
+      const t0 = performance.now();
+      let n = 0;
+      let t = t0;
+      do {
         await call();
-        calls++;
-      });
+        n++;
+        t = performance.now();
+      } while (t - t0 < CHUNK_MS);
+      us[name] = ((t - t0) * 1000) / n;
+      calls += n;
     }
-    await bench.run();
-    for (const name of working) {
-      const result = bench.getTask(name)!.result;
-      if (result.state === 'completed') periods[name]!.push(result.period);
+    if (turn < 0) continue;
+    for (const name of working) perCall[name]!.push(us[name]!);
+    if (us.bareRun === undefined) continue;
+    for (const name of Object.keys(ratios)) {
+      if (us[name] !== undefined) ratios[name]!.push(us[name]! / us.bareRun);
     }
   }
   await pool.destroy();
   const us: Record<string, number | null> = {};
   for (const name of Object.keys(forms)) {
-    const list = periods[name] ?? [];
-    us[name] = list.length ? median(list) * 1000 : null;
+    const list = perCall[name] ?? [];
+    us[name] = list.length ? median(list) : null;
   }
-  const ratio = (a: number | null, b: number | null) => (a === null || b === null ? null : a / b);
+  const ratio = (list: number[]) => (list.length ? median(list) : null);
+  for (const [name, list] of Object.entries(ratios)) {
+    if (list.length === 0) continue;
+    notes.push(
+      `${name} / bareRun over ${list.length} chunk turns of ${CHUNK_MS} ms: lowest ` +
+        `${Math.min(...list).toFixed(2)}, highest ${Math.max(...list).toFixed(2)}`,
+    );
+  }
   return {
     kind: 'result',
     result: {
@@ -87,8 +111,8 @@ export async function withLockRoundTrip(spec: JobSpec): Promise<JobOutput> {
         bareRunUs: us.bareRun!,
         withLockNameUs: us.withLockName!,
         withLockModuleUs: us.withLockModule!,
-        nameOverBare: ratio(us.withLockName!, us.bareRun!),
-        moduleOverBare: ratio(us.withLockModule!, us.bareRun!),
+        nameOverBare: ratio(ratios.withLockName!),
+        moduleOverBare: ratio(ratios.withLockModule!),
       },
       lostUpdates: calls - Atomics.load(new Int32Array(args.counter), 0),
       notes,
