@@ -74,7 +74,7 @@ export async function withLockRoundTrip(spec: JobSpec): Promise<JobOutput> {
       const call = forms[name]!;
       const t0 = performance.now();
       let n = 0;
-      let t = t0;
+      let t: number;
       do {
         await call();
         n++;
