@@ -32,6 +32,7 @@ import { testHooks } from '../src/table/test-hooks.js';
 import { waitFor } from './harness.js';
 import { Puppet } from './puppets.js';
 import { DIRECTORY, GRANTS, HEADER, SLOTS } from '../src/table/internals.js';
+import { FACADE } from '../src/table/lock-table.js';
 
 const puppets: Puppet[] = [];
 function puppet(table: LockTable): Puppet {
@@ -118,6 +119,67 @@ describe('review regressions: exclusive deadlines and tokens', () => {
       `the waiter reclaimed a live holder: ${JSON.stringify(w)}`,
     );
     assert.equal((await holder.do({ op: 'held', lease: h.lease })).held, true);
+  });
+});
+
+describe('review regressions: a holder terminated while it writes its deadline', () => {
+  // worker.terminate() stops a thread at the entry of its next call, Atomics.store included. The
+  // cell was once written by that Atomics.store alone: a holder terminated there left a cell that
+  // never named it, so its grant stayed "in its window" (never reclaimed) and the key was held
+  // for good (terminations.test.ts caught it once in 5 runs). The cell is now first written with
+  // a plain store, pending, and a waiter reclaims by its deadline. The stall point sits between
+  // the two stores; terminating the puppet there is terminating it at the Atomics.store.
+  test('a grant: a waiter reclaims it after its deadline plus failTimeout', async () => {
+    const failTimeout = 30;
+    const table = new LockTable({ capacity: 4, failTimeout });
+    const holder = puppet(table);
+    await holder.stallAt('cell:pending', { op: 'acquire', key: 'd', options: { hold: 100 } });
+    await holder.worker.terminate();
+    const info = table.inspect('d');
+    assert.ok(info !== null && info.holders.length === 1, 'the dead holder is not listed');
+    const deadline = info.holders[0]!.deadline;
+    assert.ok(Number.isFinite(deadline), 'the dead holder left no deadline');
+    const lease = table.acquireSync('d', { waitTimeout: 5000 });
+    assert.ok(LockTable.now() >= deadline + failTimeout, 'reclaimed before deadline + failTimeout');
+    assert.equal(lease.recovered, true);
+    lease.release();
+    assert.equal(table.inspect('d'), null);
+  });
+
+  test('an extend: a waiter reclaims it after the new deadline plus failTimeout', async () => {
+    const failTimeout = 30;
+    const table = new LockTable({ capacity: 4, failTimeout });
+    const holder = puppet(table);
+    const h = await holder.do({ op: 'acquire', key: 'e', options: { hold: 60_000 } });
+    assert.ok(h.ok);
+    await holder.stallAt('cell:pending', { op: 'extend', lease: h.lease, ms: 100 });
+    await holder.worker.terminate();
+    const deadline = table.inspect('e')!.holders[0]!.deadline;
+    assert.ok(deadline < LockTable.now() + 200, `the cell kept the old deadline (${deadline})`);
+    const lease = table.acquireSync('e', { waitTimeout: 5000 });
+    assert.ok(LockTable.now() >= deadline + failTimeout, 'reclaimed before deadline + failTimeout');
+    assert.equal(lease.recovered, true);
+    lease.release();
+  });
+
+  test('a steal takes a pending cell only once its deadline is past', async () => {
+    // A steal (failTimeout -2^52) takes a published cell at once, but a pending one only once its
+    // deadline is past: the token it must exceed is ordered only by the publishing store.
+    const table = new LockTable({ capacity: 4, failTimeout: 30 });
+    const holder = puppet(table);
+    await holder.stallAt('cell:pending', { op: 'acquire', key: 's', options: { hold: 200 } });
+    await holder.worker.terminate();
+    const deadline = table.inspect('s')!.holders[0]!.deadline;
+    const lease = await table[FACADE]().steal('s', { waitTimeout: 5000 });
+    assert.ok(LockTable.now() >= deadline, 'a pending cell was stolen before its deadline');
+    lease.release();
+    // A published cell is stolen at once (long before its deadline).
+    const live = puppet(table);
+    const h = await live.do({ op: 'acquire', key: 's', options: { hold: 60_000 } });
+    assert.ok(h.ok);
+    const stolen = await table[FACADE]().steal('s', { waitTimeout: 5000 });
+    assert.ok(stolen.token > BigInt(h.token!), 'the thief did not pass the robbed token');
+    stolen.release();
   });
 });
 

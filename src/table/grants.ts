@@ -11,6 +11,7 @@ import { monotonicNow } from '../api/clock.js';
 import {
   CELL_DEADLINE_SHIFT,
   CELL_PARITY_SHIFT,
+  CELL_PENDING_SHIFT,
   R_STATE,
   R_TOKEN_HI,
   R_TOKEN_LO,
@@ -73,6 +74,10 @@ const PARITY_SHIFT = BigInt(CELL_PARITY_SHIFT);
 const DEADLINE_SHIFT = BigInt(CELL_DEADLINE_SHIFT);
 const OWNER_MASK = (1n << PARITY_SHIFT) - 1n;
 const PARITY_BIT = 1n << PARITY_SHIFT;
+/** The largest deadline a cell holds (its sign bit must stay clear). */
+const MAX_CELL_DEADLINE = 2 ** (63 - CELL_DEADLINE_SHIFT) - 1;
+/** A cell written by its holder's plain store and not yet published: see #publishCell. */
+const PENDING_BIT = 1n << BigInt(CELL_PENDING_SHIFT);
 
 /**
  * A waiter's marks leave the word at `at` (Request.leave, and releaseAllOwnedBy for a dead
@@ -105,6 +110,16 @@ function cellParity(cell: bigint): number {
 /** The deadline (whole monotonic ms) in a deadline cell. */
 function cellDeadline(cell: bigint): number {
   return Number(cell >> DEADLINE_SHIFT);
+}
+
+/**
+ * How long after a cell's deadline its holder may be reclaimed: `failTimeout`, but never less
+ * than 0 for a cell not yet published (a steal's failTimeout is -2^52). A steal reclaims at once
+ * on a published cell, whose Atomics.store made the grant's token visible with it; a pending one
+ * (its holder between its two stores, or dead there) it takes only once the deadline is past.
+ */
+function reclaimPatience(cell: bigint, failTimeout: number): number {
+  return (cell & PENDING_BIT) !== 0n && failTimeout < 0 ? 0 : failTimeout;
 }
 
 /** The identity of an exclusive finite grant in a state word: holder, FINITE, PARITY. */
@@ -288,10 +303,14 @@ export class Grants {
     return (this.#cells[slot]! & (OWNER_MASK | PARITY_BIT)) === this.#cellOwner ? PARITY : 0;
   }
 
-  /** The deadline cell of this thread for `deadline` (whole ms) and `parity`. */
+  /**
+   * The deadline cell of this thread for `deadline` (whole ms) and `parity`. The cell has 40 bits
+   * for it: a deadline past 2^40 - 1 ms of the monotonic clock (34.8 years after boot; a hold
+   * may be up to 2^40 ms) is stored as that, so that the word never wraps negative.
+   */
   #cell(deadline: number, parity: number): bigint {
     return (
-      (BigInt(deadline) << DEADLINE_SHIFT) |
+      (BigInt(Math.min(deadline, MAX_CELL_DEADLINE)) << DEADLINE_SHIFT) |
       (parity !== 0 ? this.#cellOwnerParity : this.#cellOwner)
     );
   }
@@ -315,16 +334,33 @@ export class Grants {
     if (lo === 0) hi = (hi + 1) | 0;
     slots[base + S_TOKEN_LO] = lo;
     slots[base + S_TOKEN_HI] = hi;
-    // A release store (seq-cst): a thread that reads this cell with Atomics.load and finds it
-    // naming us also sees the token stored above, on any hardware (ARM64 too). A steal reclaims
-    // on that reading microseconds after the grant (DESIGN.md, "Weak memory").
-    Atomics.store(this.#cells, slot, cell);
+    this.#publishCell(slot, cell);
     this.tokenLo = lo;
     this.tokenHi = hi;
     this.stateWord = state;
     this.record = -1;
     this.deadline = deadline;
     return true;
+  }
+
+  /**
+   * Writes our deadline cell, right after the CAS of a finite grant (and its token) or an extend:
+   * first a plain store of the cell marked pending, then the cell itself with Atomics.store.
+   *  - The plain store comes first because worker.terminate() stops a thread at the entry of a
+   *    call, Atomics.store included, never between plain statements: a holder that dies at the
+   *    Atomics.store has still left a cell that names it, with its deadline, and waiters reclaim
+   *    it by that deadline plus failTimeout. (With the Atomics.store alone, a holder terminated
+   *    there left a cell that never named it: inside its grant window, which nobody reclaims,
+   *    its key was held forever. terminations.test.ts found it.)
+   *  - The Atomics.store is a release: a thread that reads the published cell with Atomics.load
+   *    and finds it naming us also sees our token, on weakly ordered hardware (ARM64) too. A
+   *    steal reclaims on that reading microseconds after the grant; on a pending cell it waits
+   *    for the deadline (reclaimPatience), by when the token is long visible.
+   */
+  #publishCell(slot: number, cell: bigint): void {
+    this.#cells[slot] = cell | PENDING_BIT; // PLAIN
+    testHooks.stall?.('cell:pending');
+    Atomics.store(this.#cells, slot, cell);
   }
 
   /**
@@ -412,9 +448,8 @@ export class Grants {
       const next = (s & ~(PARITY | RECLAIMING)) | FINITE | parity;
       if (Atomics.compareExchange(slots, at, s, next) !== s) continue;
       testHooks.stall?.('extend:published');
-      // Until this store, waiters see the old cell under the new parity, and look again. Seq-cst,
-      // as the grant's (the token is unchanged here, but the order costs nothing to keep).
-      Atomics.store(this.#cells, slot, cell);
+      // Until the cell is written, waiters see the old cell under the new parity, and look again.
+      this.#publishCell(slot, cell);
       this.deadline = deadline;
       return next;
     }
@@ -723,7 +758,7 @@ export class Grants {
       // names the holder with the word's parity; else it is being written: look again soon.
       if (Atomics.load(this.#slots, slot * SLOT_WORDS + S_STATE) !== s) return 1;
       if (cellOwner(cell) !== (s & FIELD) || cellParity(cell) !== (s & PARITY)) return 1;
-      return cellDeadline(cell) + failTimeout - now;
+      return cellDeadline(cell) + reclaimPatience(cell, failTimeout) - now;
     }
     if ((s & (HANDOFF | UNBOUND)) !== 0 || (s & FIELD) === 0) return Infinity;
     const records = this.#records;
@@ -818,7 +853,7 @@ export class Grants {
     const holder = s & FIELD;
     const judged = Atomics.load(this.#cells, slot);
     if (cellOwner(judged) !== holder || cellParity(judged) !== (s & PARITY)) return BUSY;
-    if (cellDeadline(judged) + failTimeout >= monotonicNow()) return BUSY;
+    if (cellDeadline(judged) + reclaimPatience(judged, failTimeout) >= monotonicNow()) return BUSY;
     if (Atomics.load(slots, at) !== s) return BUSY;
     testHooks.stall?.('reclaim:judged');
     // What the new grant needs, made before it.

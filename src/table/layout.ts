@@ -28,7 +28,7 @@ export const MAGIC = 0x4c4b5442; // 'LKTB'
  * 3: a table default that was not set is NaN in the header (defaults.ts), and each slot has a
  * hand-off reservation (SF_HANDOFF_UNTIL); 2 stored the library's defaults and had none.
  */
-export const VERSION = 4;
+export const VERSION = 5;
 
 // ---- header, Int32 words ----
 export const H_MAGIC = 0;
@@ -99,15 +99,20 @@ export const SLOT_WORDS = 10; // 40 bytes
 // ---- per slot, BigInt64 words ----
 /**
  * The deadline cell of the slot's exclusive holder: (deadline in whole monotonic ms, rounded up)
- * << CELL_DEADLINE_SHIFT | parity << CELL_PARITY_SHIFT | (holder threadId + 1). One 64-bit word, so
- * a reader never sees half of a deadline. It is the deadline of the grant in S_STATE when it names
- * that grant's holder and parity (FINITE, PARITY in slot-state.ts). Written only by the holder, with
- * a plain store right after the CAS that made the grant or the extend.
+ * << CELL_DEADLINE_SHIFT | pending << CELL_PENDING_SHIFT | parity << CELL_PARITY_SHIFT | (holder
+ * threadId + 1). One 64-bit word, so a reader never sees half of a deadline. It is the deadline of
+ * the grant in S_STATE when it names that grant's holder and parity (FINITE, PARITY in
+ * slot-state.ts). Written only by the holder, right after the CAS that made the grant or the
+ * extend, twice: first with a plain store and the pending bit (a plain store cannot be cut short by
+ * worker.terminate(), so a holder that dies at the next call still leaves a deadline that a waiter
+ * reclaims by), then published with Atomics.store without it (a release: a reader that sees the
+ * published cell also sees the grant's token, on weakly ordered hardware too). See Grants.
  */
 export const SC_DEADLINE = 0;
 export const SLOT_CELLS = 1;
 export const CELL_PARITY_SHIFT = 21;
-export const CELL_DEADLINE_SHIFT = 22;
+export const CELL_PENDING_SHIFT = 22;
+export const CELL_DEADLINE_SHIFT = 23;
 
 // ---- per slot, Float64 words ----
 /**

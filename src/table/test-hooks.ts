@@ -20,6 +20,8 @@ export type StallPoint =
   | 'reclaim:judged'
   /** Reclaim of an exclusive holder: the word marked RECLAIMING, the cell not yet checked. */
   | 'reclaim:marked'
+  /** Exclusive grant or extend: the deadline cell written pending (plain), not yet published. */
+  | 'cell:pending'
   /** Exclusive extend: the new deadline is published, the lease has not yet re-checked it holds. */
   | 'extend:published'
   /** Shared release: the lease's record was checked, nothing changed yet. */
