@@ -499,6 +499,7 @@ class Run {
           ? C_KILLED_HOLDING
           : C_KILLED_IDLE,
     );
+    v.markDying(i);
     await slot.worker.terminate();
     if (slot.watched) this.deadWatched.add(slot.threadId);
     else {
@@ -625,9 +626,13 @@ class Run {
         .filter(([slot, { seq }]) => slot.alive && v.acked(slot.index) < seq)
         .map(([slot]) => slot.index);
       if (laneDone && waiting.length === 0) return undefined;
-      const hung = [...waiting, ...(laneDone ? [] : [P_MAIN])].filter(
-        (p) => v.elapsed(p) > v.opBound(p, HANG_MARGIN, EXEC_TIMEOUT),
-      );
+      // The bound first: it reads the operation's kind (Atomics.load), and publish writes the start
+      // time before the kind, so the start read after it is that operation's. Read the other way,
+      // a participant's first operation could pair a start of 0 with its kind: a false hang.
+      const hung = [...waiting, ...(laneDone ? [] : [P_MAIN])].filter((p) => {
+        const bound = v.opBound(p, HANG_MARGIN, EXEC_TIMEOUT);
+        return v.elapsed(p) > bound;
+      });
       if (hung.length > 0) {
         const report = this.hangReport(hung);
         this.roundAbort.abort(new Error('hang'));

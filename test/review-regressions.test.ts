@@ -328,6 +328,46 @@ describe('review regressions: shared holders', () => {
   });
 });
 
+describe('review regressions: forced release', () => {
+  test("a forced release does not take over a dead holder's record from the waiter already taking it over", async () => {
+    // The record of a lease that a waiter takes over (RELEASING by the waiter) still names its
+    // dead holder: releaseAllOwnedBy (watch's 'exit' listener, which may run long after the holder
+    // died) took it over a second time, and each took one count off the group.
+    const failTimeout = 20;
+    const table = new LockTable({ capacity: 4, failTimeout });
+    const dead = puppet(table);
+    const live = puppet(table);
+    const waiter = puppet(table);
+    const d = await dead.do({ op: 'permit', key: 's', limit: 2, options: { hold: 1 } });
+    const h = await live.do({ op: 'permit', key: 's', limit: 2, options: { hold: 60_000 } });
+    assert.ok(d.ok && h.ok);
+    await dead.stop(); // not watched: its permit comes back by a reclaim, or by releaseAllOwnedBy
+    const deadId = d.threadId;
+    await new Promise((resolve) => setTimeout(resolve, 1 + failTimeout + 20));
+    // The waiter reclaims the dead holder's expired permit: stopped with its count off the word
+    // and the record not yet FREE.
+    const w = (
+      await waiter.stallAt('dropCount:dropped', {
+        op: 'permit',
+        key: 's',
+        limit: 2,
+        options: { hold: 60_000, waitTimeout: 2000 },
+      })
+    ).reply;
+    // Now the dead holder's 'exit' listener.
+    table.releaseAllOwnedBy(deadId);
+    waiter.resume();
+    const granted = await w;
+    assert.ok(granted.ok && granted.recovered, JSON.stringify(granted));
+    // Two permits held (the live holder's and the waiter's): no third.
+    const third = table.semaphore('s', 2).tryAcquire();
+    const holders = table.inspect('s')?.holders.length;
+    third?.release();
+    assert.equal(third, null, `a third permit of 2 (the group's count went below its holders)`);
+    assert.equal(holders, 2);
+  });
+});
+
 describe('review regressions: binding mutex', () => {
   test('the binding mutex is not stolen on the previous holder’s deadline', async () => {
     const table = new LockTable({ capacity: 8 });

@@ -22,6 +22,7 @@ import {
   RECORD_FREE,
   RECORD_KIND,
   RECORD_RELEASING,
+  RECORD_TAKEN,
   RECORD_WORDS,
   RF_DEADLINE,
   S_LIMIT,
@@ -648,6 +649,7 @@ export class Grants {
       // Never below zero: a count is taken off once (records.ts); this only guards the word.
       if ((s & (EXCLUSIVE | HANDOFF | UNBOUND)) !== 0 || (s & FIELD) === 0) return -1;
       if (Atomics.compareExchange(slots, base + S_STATE, s, next) !== s) continue;
+      testHooks.stall?.('dropCount:dropped');
       // PLAIN, straight after the CAS: the count is off, so the record must say so.
       if (rs >= 0 && recs[rs] === releasing) recs[rs] = freed;
       if (last) this.#afterRelease(slot, s, next);
@@ -811,8 +813,9 @@ export class Grants {
 
   /**
    * Takes over the record `r` of another thread, from the word `w` it was judged in: ACTIVE,
-   * JOINED or RELEASING (its count is on S_STATE) become RELEASING by us and their count comes
-   * off; CLAIMED (no count yet) just becomes FREE. Returns the state word before our count came
+   * JOINED, RELEASING or TAKEN (its count is on S_STATE) become TAKEN (RELEASING by us, not by
+   * its holder: forceReleaseSharedOf leaves it to us) and their count comes off; CLAIMED (no count
+   * yet) just becomes FREE. Returns the state word before our count came
    * off (0 when there was none to take off), or -1 if the record moved on meanwhile. The last
    * holder's release (count 0) is left to the caller.
    */
@@ -823,10 +826,10 @@ export class Grants {
         ? 0
         : -1;
     }
-    const releasing = nextRecordWord(w, RECORD_RELEASING);
-    const freed = nextRecordWord(releasing, RECORD_FREE);
-    if (Atomics.compareExchange(this.#recs, rs, w, releasing) !== w) return -1;
-    return this.#dropCount(slot, rs, releasing, freed);
+    const taken = nextRecordWord(w, RECORD_TAKEN);
+    const freed = nextRecordWord(taken, RECORD_FREE);
+    if (Atomics.compareExchange(this.#recs, rs, w, taken) !== w) return -1;
+    return this.#dropCount(slot, rs, taken, freed);
   }
 
   /**
@@ -953,8 +956,16 @@ export class Grants {
     for (let r = 0; r < records.count; r++) {
       const w = records.word(r);
       const kind = w & RECORD_KIND;
-      // EXTENDING has no call in it, so an exited thread cannot have left one.
-      if (kind === RECORD_FREE || kind === RECORD_EXTENDING || records.owner(r) !== owner) continue;
+      // EXTENDING has no call in it, so an exited thread cannot have left one. TAKEN still names
+      // `owner`, but another thread is taking its count off (and a second takeover would take a
+      // second count off the group).
+      if (
+        kind === RECORD_FREE ||
+        kind === RECORD_EXTENDING ||
+        kind === RECORD_TAKEN ||
+        records.owner(r) !== owner
+      )
+        continue;
       const slot = records.slot(r);
       const before = this.#takeOver(slot, r, w);
       if (before > 0 && kind === RECORD_ACTIVE) released++;

@@ -124,7 +124,7 @@ export const SF_HANDOFF_UNTIL = 0;
 export const SLOT_F64 = 1;
 
 // ---- shared-holder records, Int32 words: one per shared lease (see records.ts) ----
-/** (generation << 3) | kind: RECORD_FREE, _CLAIMED, _JOINED, _ACTIVE, _EXTENDING or _RELEASING. */
+/** (generation << 3) | kind: RECORD_FREE, _CLAIMED, _JOINED, _ACTIVE, _EXTENDING, _RELEASING or _TAKEN. */
 export const R_STATE = 0;
 export const R_SLOT = 1;
 export const R_OWNER = 2;
@@ -143,6 +143,12 @@ export const RECORD_JOINED = 2;
 export const RECORD_ACTIVE = 3;
 export const RECORD_EXTENDING = 4;
 export const RECORD_RELEASING = 5;
+/**
+ * RELEASING by a thread other than its holder (a takeover: Grants.#takeOver). R_OWNER still names
+ * the holder, so releaseAllOwnedBy must not take it over again: the taker is running and takes the
+ * count off itself (a taker that dies there leaves it stuck, as a RELEASING record).
+ */
+export const RECORD_TAKEN = 6;
 
 // ---- request entries (entries.ts), as many as slots ----
 /** (generation << 23) | (owner thread id << 3) | kind: ENTRY_FREE, _WRITING, _PENDING, _CLIENT. */

@@ -39,6 +39,7 @@ import {
   RECORD_EXTENDING,
   RECORD_JOINED,
   RECORD_RELEASING,
+  RECORD_TAKEN,
   S_BIND,
   S_BIND_GEN,
   S_HASH,
@@ -1192,7 +1193,7 @@ export class LockTable {
       } else {
         const records = this.#records;
         for (let r = 0; r < records.count; r++) {
-          // Every record whose count is on the word: ACTIVE and EXTENDING, and JOINED or RELEASING
+          // Every record whose count is on the word: ACTIVE and EXTENDING, JOINED, RELEASING or TAKEN
           // (a grant or a release under way, or a thread that died in one: it holds the key until
           // its record is taken over). So inspect() lists exactly the holders that keep a try out.
           if (countsOnWord(records.state(r)) && records.slot(r) === slot) {
@@ -1240,7 +1241,8 @@ function countsOnWord(kind: number): boolean {
     kind === RECORD_ACTIVE ||
     kind === RECORD_EXTENDING ||
     kind === RECORD_JOINED ||
-    kind === RECORD_RELEASING
+    kind === RECORD_RELEASING ||
+    kind === RECORD_TAKEN
   );
 }
 

@@ -14,23 +14,27 @@
  *   ACTIVE ---extend (CAS)-----> EXTENDING --deadline written (store)--> ACTIVE
  *   ACTIVE ---release (CAS)----> RELEASING --count taken off (store)---> FREE
  *   ACTIVE past its deadline + failTimeout (a waiter), of a thread that exited (releaseAllOwnedBy),
- *   or JOINED / RELEASING stuck (below) --CAS--> RELEASING(by the taker) --count off (store)--> FREE
+ *   or JOINED / RELEASING / TAKEN stuck (below) --CAS--> TAKEN --count off (store)--> FREE
+ *   (TAKEN: RELEASING by a taker, not the holder. R_OWNER still names the holder, so a forced
+ *   release of the holder's records (releaseAllOwnedBy) leaves it to its taker: taken over twice,
+ *   the record's count came off the group twice)
  *   CLAIMED stuck, or of a thread that exited --CAS--> FREE
  *
  * The stores are the owner's own steps, made with plain stores right after the call before them,
  * so a thread that dies (at a call: see slot-state.ts) leaves a record whose kind says exactly
- * whether its count is on S_STATE: CLAIMED no, JOINED and RELEASING yes. Nobody else touches those
- * three, nor EXTENDING (which has no call in it at all), while their owner may still be running.
- * A waiter takes over a CLAIMED, JOINED or RELEASING record only once it has seen the very same
- * record word (same generation) for stuckMs(failTimeout): its owner died there, or has been
- * stopped at one instruction for that long, which counts as dead.
+ * whether its count is on S_STATE: CLAIMED no, JOINED, RELEASING and TAKEN yes. Nobody else
+ * touches those four, nor EXTENDING (which has no call in it at all), while the thread that moved
+ * them there may still be running. A waiter takes over a CLAIMED, JOINED, RELEASING or TAKEN
+ * record only once it has seen the very same record word (same generation) for
+ * stuckMs(failTimeout): its owner died there, or has been stopped at one instruction for that
+ * long, which counts as dead.
  *
- * Invariant: the shared count in S_STATE is the number of the slot's JOINED, ACTIVE, EXTENDING and
- * RELEASING records. A count is taken off once, by whoever moved the record to RELEASING; nobody
- * absorbs a group's count wholesale. (The first version did: a waiter that found no live record
- * took the word from the value it had loaded. A reader leaving and another joining during its scan
- * gave the same word back with a live reader in it; and a reader stalled between freeing its
- * record and dropping its count could then take its count off a newer group.)
+ * Invariant: the shared count in S_STATE is the number of the slot's JOINED, ACTIVE, EXTENDING,
+ * RELEASING and TAKEN records. A count is taken off once, by whoever moved the record to RELEASING
+ * or TAKEN; nobody absorbs a group's count wholesale. (The first version did: a waiter that found
+ * no live record took the word from the value it had loaded. A reader leaving and another joining
+ * during its scan gave the same word back with a live reader in it; and a reader stalled between
+ * freeing its record and dropping its count could then take its count off a newer group.)
  */
 import {
   R_OWNER,
@@ -56,7 +60,7 @@ export function nextRecordWord(word: number, kind: number): number {
 }
 
 /**
- * How long (ms) a waiter must see a record stuck in the same CLAIMED, JOINED or RELEASING word
+ * How long (ms) a waiter must see a record stuck in the same CLAIMED, JOINED, RELEASING or TAKEN word
  * before it takes it over. Those states last a few instructions, so a thread seen in one for this
  * long has died there (or is stopped, which counts as dead). A second at least, so that being
  * descheduled cannot look like dying; failTimeout when that is longer.

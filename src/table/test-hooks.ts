@@ -30,6 +30,8 @@ export type StallPoint =
   | 'extendShared:checked'
   /** Shared release: the record is given up, the count not yet taken off. */
   | 'releaseShared:releasing'
+  /** A shared count's release or takeover: the count is off the word, the record not yet FREE. */
+  | 'dropCount:dropped'
   /** Binding mutex: just taken, its deadline not yet stamped. */
   | 'bind:locked'
   /** Evicting a key: the slot is UNBOUND, the eviction not finished (token floor, VACANT). */
