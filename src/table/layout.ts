@@ -20,6 +20,9 @@
 
 export const MAGIC = 0x4c4b5442; // 'LKTB'
 /**
+ * 5: the deadline cell has a pending bit (CELL_PENDING_SHIFT; the deadline moves up one bit), and
+ * a shared record taken over by another thread is TAKEN, not RELEASING (records.ts). Code of
+ * version 4 would misread both.
  * 4: request entries after the keys (entries.ts: the pending requests that `locktable/web-locks`
  * lists in query(), and each thread's doorbell), and H_ENTRY_SEQ; each slot's binding carries a
  * permit limit (S_LIMIT, in the word that was spare); the buffer ends with the stats counters
