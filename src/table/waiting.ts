@@ -532,7 +532,17 @@ export class Request implements WaiterView {
     // The word is ours (or our shared group's): only announcements can change it meanwhile.
     for (;;) {
       const s = Atomics.load(slots, at);
-      if ((s & PARKED) !== 0 || Atomics.compareExchange(slots, at, s, s | PARKED) === s) return;
+      if ((s & PARKED) !== 0 || Atomics.compareExchange(slots, at, s, s | PARKED) === s) break;
+    }
+    // A semaphore frees a permit per release, and each release wakes one sleeper only if it finds
+    // PARKED. A second permit freed after the release that woke us (which cleared PARKED) and
+    // before the PARKED set above woke nobody: if a permit is still free, wake one more sleeper
+    // for it (it passes the wake-up on the same way). Without this a sleeper slept a whole
+    // SLEEP_SLICE_MS beside a free permit.
+    if (this.limit > 0) {
+      const s = Atomics.load(slots, at);
+      if ((s & (EXCLUSIVE | HANDOFF | UNBOUND)) === 0 && (s & FIELD) < this.limit)
+        Atomics.notify(slots, at, 1);
     }
   }
 
