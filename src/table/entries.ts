@@ -29,6 +29,7 @@
 import { monotonicNow } from '../api/clock.js';
 import { keyEquals, readKey } from './key.js';
 import {
+  E_COUNTED,
   E_DOORBELL,
   E_KEY_LENGTH,
   E_MODE,
@@ -43,11 +44,17 @@ import {
   ENTRY_OWNER_MASK,
   ENTRY_OWNER_SHIFT,
   ENTRY_PENDING,
+  ENTRY_UNCOUNTED,
   ENTRY_WORDS,
   ENTRY_WRITING,
   H_ENTRY_SEQ,
+  H_ENTRY_WAITING,
   type Views,
 } from './layout.js';
+
+/** H_ENTRY_WAITING: the count's bits, and where its epoch starts (see waitingHint). */
+const EPOCH_SHIFT = 24;
+const COUNT_MASK = (1 << EPOCH_SHIFT) - 1;
 
 /** How long an entry stays live without a refresh from its owner (ms). */
 export const ENTRY_LEASE_MS = 1000;
@@ -125,16 +132,25 @@ export class Entries {
       const at = i * ENTRY_WORDS;
       const w = Atomics.load(words, at + E_STATE);
       if ((w & ENTRY_KIND) !== ENTRY_FREE && !this.#gone(i, w, now)) continue;
+      const counted = this.#countedOf(i, w);
       const writing = next(w, owner, ENTRY_WRITING);
       if (Atomics.compareExchange(words, at + E_STATE, w, writing) !== w) continue;
       // PLAIN: the fields, then the publish CAS (a thread that dies before it leaves a WRITING
       // entry with all its fields, its stamp included, so it lapses like any other).
+      words[at + E_COUNTED] = ENTRY_UNCOUNTED;
       this.#f64[i * ENTRY_F64 + EF_LIVE_UNTIL] = now + ENTRY_LEASE_MS;
       words[at + E_SEQ] = seq;
       words[at + E_MODE] = mode;
       words[at + E_KEY_LENGTH] = key.length;
       const base = i * this.#maxKeyLength;
       for (let k = 0; k < key.length; k++) this.#keys[base + k] = key.charCodeAt(k);
+      // The taken-over entry's count goes (ours took it out of PENDING or WRITING); a PENDING
+      // entry is counted before it is published, so that a request that sees it listed in
+      // query() also sees the count. A stop at either Atomics call leaves the count too high,
+      // never too low (see "the waiting hint" on waitingHint).
+      this.#uncount(counted);
+      if (kind === ENTRY_PENDING)
+        words[at + E_COUNTED] = Atomics.add(this.#header, H_ENTRY_WAITING, 1) >>> EPOCH_SHIFT;
       if (
         Atomics.compareExchange(words, at + E_STATE, writing, next(writing, owner, kind)) !==
         writing
@@ -160,10 +176,112 @@ export class Entries {
     return true;
   }
 
-  /** Frees the entry if it is still `w`. */
+  /** Frees the entry if it is still `w` (and takes its count off the waiting hint). */
   free(index: number, w: number): boolean {
     const at = index * ENTRY_WORDS + E_STATE;
-    return Atomics.compareExchange(this.#words, at, w, next(w, 0, ENTRY_FREE)) === w;
+    const counted = this.#countedOf(index, w);
+    if (Atomics.compareExchange(this.#words, at, w, next(w, 0, ENTRY_FREE)) !== w) return false;
+    this.#uncount(counted);
+    return true;
+  }
+
+  /**
+   * The waiting hint: false only when no PENDING entry exists (nor one on its way to being
+   * published), so a LockManager request may skip the registry scan. It is H_ENTRY_WAITING's
+   * count, kept by the CAS that publishes a PENDING entry (counted just before it) and by the CAS
+   * that takes one out of PENDING or WRITING (counted off just after it: free, or a claim that
+   * takes over a lapsed entry), whoever does it. The entry records the epoch it was counted in
+   * (E_COUNTED), so exactly one thread takes each count off.
+   *
+   * A thread stopped between its CAS and its count (terminated at the entry of the second
+   * Atomics call: "Threads that die, and threads that stall" in DESIGN.md) leaves the count too
+   * high: requests then scan for nothing, and the scan that sees no PENDING or WRITING entry at
+   * all resets the count to 0 in a new epoch (`blocked`), by a CAS from the value read before the
+   * scan. Why that cannot lose a live count: an entry counted before that read was WRITING at its
+   * count and stays PENDING or WRITING until some CAS takes it out, so the scan either sees it or
+   * it was taken out, and its count-off (before the read: in the value; after it: the reset CAS
+   * fails) or late count-off (after the reset: a past epoch, ignored) is accounted for. The count
+   * never goes low, so a waiter is never missed. The epoch is 8 bits: a count-off delayed across
+   * 256 resets could take one off a later epoch's count, a thread stopped in the window that long.
+   */
+  waitingHint(): boolean {
+    return (Atomics.load(this.#header, H_ENTRY_WAITING) & COUNT_MASK) !== 0;
+  }
+
+  /**
+   * Does an earlier live PENDING entry for `key` stand before a request for it in the
+   * specification's request queue? `seq` is the request's place (undefined: a new request, after
+   * every entry), `own` its entry (skipped). A shared request waits only for earlier exclusive
+   * entries; an exclusive one for every earlier entry (the Web Locks "grantable" rule, less what
+   * the table decides: whether the lock is held). Lapsed entries are freed on the way, and a scan
+   * that saw no entry at all resets a stale waiting hint (see waitingHint).
+   */
+  blocked(key: string, shared: boolean, seq: number | undefined, own: number): boolean {
+    const header = Atomics.load(this.#header, H_ENTRY_WAITING);
+    const words = this.#words;
+    const now = monotonicNow();
+    let seen = false;
+    let blocked = false;
+    for (let i = 0; i < this.count; i++) {
+      const w = this.wordOf(i);
+      const kind = w & ENTRY_KIND;
+      if (kind === ENTRY_FREE || kind === ENTRY_CLIENT) continue;
+      if (this.#gone(i, w, now)) {
+        this.free(i, w);
+        continue;
+      }
+      seen = true; // PENDING, or WRITING (it may be on its way to PENDING)
+      if (kind !== ENTRY_PENDING || i === own) continue;
+      const at = i * ENTRY_WORDS;
+      const length = words[at + E_KEY_LENGTH]!;
+      if (length !== key.length || !keyEquals(this.#keys, i * this.#maxKeyLength, key)) continue;
+      if (seq !== undefined && seqCompare(words[at + E_SEQ]!, seq) >= 0) continue;
+      if (shared && words[at + E_MODE] === 1) continue;
+      // A consistent read: the entry did not move while we read its fields.
+      if (this.wordOf(i) !== w) continue;
+      blocked = true;
+      break;
+    }
+    if (!seen && (header & COUNT_MASK) !== 0) {
+      const epoch = ((header >>> EPOCH_SHIFT) + 1) & 0xff;
+      Atomics.compareExchange(this.#header, H_ENTRY_WAITING, header, epoch << EPOCH_SHIFT);
+    }
+    return blocked;
+  }
+
+  /**
+   * Rings the doorbell of every thread but `except` that has a live PENDING entry for `key` (or
+   * for any key: undefined): a request for it left the queue, so they look at their place again.
+   */
+  ringWaiters(key: string | undefined, except: number): void {
+    const owners: number[] = [];
+    for (const e of this.pending(key)) {
+      if (e.owner !== except && !owners.includes(e.owner)) owners.push(e.owner);
+    }
+    if (owners.length === 0) return;
+    const now = monotonicNow();
+    for (let i = 0; i < this.count; i++) {
+      const w = this.wordOf(i);
+      if ((w & ENTRY_KIND) !== ENTRY_CLIENT || this.#lapsed(i, now)) continue;
+      if (owners.includes(entryOwner(w))) this.ring(i);
+    }
+  }
+
+  /** The epoch in which entry `i` (word `w`) was counted, if it may be counted; else UNCOUNTED. */
+  #countedOf(i: number, w: number): number {
+    const kind = w & ENTRY_KIND;
+    if (kind !== ENTRY_PENDING && kind !== ENTRY_WRITING) return ENTRY_UNCOUNTED;
+    return this.#words[i * ENTRY_WORDS + E_COUNTED]!;
+  }
+
+  /** Takes one count off the waiting hint, if `epoch` is still its epoch. */
+  #uncount(epoch: number): void {
+    if (epoch === ENTRY_UNCOUNTED) return;
+    for (;;) {
+      const h = Atomics.load(this.#header, H_ENTRY_WAITING);
+      if (h >>> EPOCH_SHIFT !== epoch || (h & COUNT_MASK) === 0) return;
+      if (Atomics.compareExchange(this.#header, H_ENTRY_WAITING, h, h - 1) === h) return;
+    }
   }
 
   /** Frees every entry of `owner`, a thread that has exited (releaseAllOwnedBy). Returns how many. */
@@ -174,6 +292,8 @@ export class Entries {
       if ((w & ENTRY_KIND) === ENTRY_FREE || entryOwner(w) !== owner) continue;
       if (this.free(i, w)) freed++;
     }
+    // Its requests left the queue: the threads that wait behind them look at their place again.
+    if (freed > 0) this.ringWaiters(undefined, owner);
     return freed;
   }
 

@@ -20,6 +20,9 @@
 
 export const MAGIC = 0x4c4b5442; // 'LKTB'
 /**
+ * 5: H_ENTRY_WAITING and E_COUNTED (entries.ts): the hint that any LockManager request waits, so
+ * that a request finds its place in the cross-thread request order (code of version 4 would
+ * neither count its waiters nor look). Additive, like 4.
  * 4: request entries after the keys (entries.ts: the pending requests that `locktable/web-locks`
  * lists in query(), and each thread's doorbell), and H_ENTRY_SEQ; each slot's binding carries a
  * permit limit (S_LIMIT, in the word that was spare); the buffer ends with the stats counters
@@ -28,7 +31,7 @@ export const MAGIC = 0x4c4b5442; // 'LKTB'
  * 3: a table default that was not set is NaN in the header (defaults.ts), and each slot has a
  * hand-off reservation (SF_HANDOFF_UNTIL); 2 stored the library's defaults and had none.
  */
-export const VERSION = 4;
+export const VERSION = 5;
 
 // ---- header, Int32 words ----
 export const H_MAGIC = 0;
@@ -48,6 +51,13 @@ export const H_BIND_DEADLINE_OWNER = 9;
 export const H_ENTRY_SEQ = 10;
 /** 1 when the table collects stats (new LockTable({ stats: true })): every thread counts. */
 export const H_STATS = 11;
+/**
+ * (epoch << 24) | count: how many PENDING entries are counted (entries.ts, "the waiting hint"). A
+ * LockManager request whose count reads 0 knows that no request waits anywhere and skips the
+ * registry scan; the epoch lets a scan that found no entry reset a count left too high by a
+ * thread that died between an entry's change and its count's.
+ */
+export const H_ENTRY_WAITING = 12;
 export const HEADER_WORDS = 16;
 
 // ---- header, Float64 words (after the Int32 header) ----
@@ -149,7 +159,14 @@ export const E_MODE = 2;
 export const E_KEY_LENGTH = 3;
 /** CLIENT: the owner's doorbell, incremented (and notified) by whoever must wake it. */
 export const E_DOORBELL = 4;
-export const ENTRY_WORDS = 6; // 5 used; even, so that the Float64 area stays aligned
+/**
+ * PENDING (and WRITING on its way there): the H_ENTRY_WAITING epoch in which this entry was
+ * counted, or ENTRY_UNCOUNTED; whoever takes the entry out of PENDING or WRITING by CAS takes its
+ * count off (if the epoch is still current).
+ */
+export const E_COUNTED = 5;
+export const ENTRY_UNCOUNTED = -1;
+export const ENTRY_WORDS = 6; // all used; even, so that the Float64 area stays aligned
 /** Monotonic ms until which the entry is live without a refresh from its owner. */
 export const EF_LIVE_UNTIL = 0;
 export const ENTRY_F64 = 1;
