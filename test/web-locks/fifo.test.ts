@@ -1,0 +1,161 @@
+/**
+ * Grant order across threads: locktable's LockManager grants a name's requests in request order
+ * across every thread attached to the table, by the Web Locks "grantable" rule (an exclusive
+ * request waits for every earlier request; a shared one for earlier exclusive ones), with a
+ * negative control (the same requests with the order switched off in the workers:
+ * testHooks.unordered) that sees a grant out of order; and a worker terminated while queued, with
+ * watch() and without. Real worker threads, coordinated through shared memory: each worker makes
+ * its request once the request before it was made (and is listed in query().pending), never by
+ * sleeping.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { LockTable } from '../../src/index.js';
+import { LockManager } from '../../src/web-locks/index.js';
+import { ENTRY_LEASE_MS } from '../../src/table/entries.js';
+import { CTRL_A, CTRL_B, control, waitFor } from '../harness.js';
+import { start } from './workers.js';
+
+type Mode = 'exclusive' | 'shared';
+
+/**
+ * The main thread holds `name` in `first` mode; then one worker per entry of `modes` requests it,
+ * in that order (each once the one before it has requested), while the main thread still holds;
+ * then the main thread releases. Returns the order of the grants (worker indexes) and what
+ * query().pending listed before the release. Consecutive shared requests form a group whose
+ * callbacks each hold until the whole group holds.
+ */
+async function grantOrder(
+  first: Mode,
+  modes: Mode[],
+  unordered: boolean,
+): Promise<{ order: number[]; pending: string[]; clientIds: string[] }> {
+  const table = new LockTable();
+  const locks = new LockManager(table);
+  const name = 'fifo';
+  const ctrl = control();
+  const order = new Int32Array(new SharedArrayBuffer(4 * modes.length)).fill(-1);
+  const groups = new Int32Array(new SharedArrayBuffer(4 * modes.length));
+  // Group of each request: a run of consecutive shared requests shares one.
+  const groupOf: number[] = [];
+  const sizes: number[] = [];
+  modes.forEach((mode, i) => {
+    const g = i > 0 && mode === 'shared' && modes[i - 1] === 'shared' ? groupOf[i - 1]! : i;
+    groupOf.push(g);
+    sizes[g] = (sizes[g] ?? 0) + 1;
+  });
+  let release!: () => void;
+  const holding = locks.request(
+    name,
+    { mode: first },
+    () => new Promise<void>((r) => (release = r)),
+  );
+  await new Promise((r) => setImmediate(r));
+  const workers = modes.map((mode, index) =>
+    start('fifo', {
+      buffer: table.buffer,
+      ctrl: ctrl.buffer,
+      order: order.buffer,
+      groups: groups.buffer,
+      group: groupOf[index],
+      groupSize: sizes[groupOf[index]!],
+      name,
+      index,
+      mode,
+      unordered,
+    }),
+  );
+  const clientIds = workers.map((w) => `thread-${w.threadId}`);
+  await waitFor(ctrl, CTRL_A, (v) => v === modes.length);
+  const pending = (await locks.query()).pending.map((p) => `${p.clientId} ${p.mode}`);
+  release();
+  await holding;
+  await Promise.all(workers.map((w) => w.result));
+  assert.equal(Atomics.load(ctrl, CTRL_B), modes.length, 'every request was granted');
+  assert.deepEqual(await locks.query(), { held: [], pending: [] });
+  return { order: [...order], pending, clientIds };
+}
+
+/** The order with each run of shared requests (granted together, in any order) sorted. */
+function groupsSorted(order: number[], modes: Mode[]): number[] {
+  const out = [...order];
+  for (let i = 0; i < out.length;) {
+    let j = i + 1;
+    while (j < out.length && modes[out[i]!] === 'shared' && modes[out[j]!] === 'shared') j++;
+    out.splice(i, j - i, ...out.slice(i, j).sort((a, b) => a - b));
+    i = j;
+  }
+  return out;
+}
+
+describe('LockManager grant order across threads', () => {
+  test('exclusive requests of 4 workers are granted in request order', async () => {
+    const modes: Mode[] = ['exclusive', 'exclusive', 'exclusive', 'exclusive'];
+    const { order, pending, clientIds } = await grantOrder('exclusive', modes, false);
+    assert.deepEqual(
+      pending,
+      clientIds.map((c) => `${c} exclusive`),
+      'query() listed every request, in request order',
+    );
+    assert.deepEqual(order, [0, 1, 2, 3]);
+  });
+
+  const mixed: Mode[] = ['exclusive', 'shared', 'shared', 'exclusive', 'shared'];
+
+  test('mixed: a shared request waits for an earlier exclusive one; consecutive shared ones are held together', async () => {
+    // The main thread holds shared: the shared requests 1 and 2 could be granted at once, but the
+    // exclusive request 0 is before them.
+    const { order, pending, clientIds } = await grantOrder('shared', mixed, false);
+    assert.deepEqual(
+      pending,
+      clientIds.map((c, i) => `${c} ${mixed[i]}`),
+    );
+    // 0; then 1 and 2 together (each held until both held); then 3; then 4.
+    assert.deepEqual(groupsSorted(order, mixed), [0, 1, 2, 3, 4], `order ${order.join(',')}`);
+  });
+
+  test('negative control: the same requests without the cross-thread order are granted out of order', async () => {
+    const { order } = await grantOrder('shared', mixed, true);
+    // Without the order, the shared requests 1, 2 and 4 join the main thread's shared lock at once,
+    // before the exclusive request 0.
+    assert.notDeepEqual(groupsSorted(order, mixed), [0, 1, 2, 3, 4], `order ${order.join(',')}`);
+    assert.notEqual(order[0], 0, `order ${order.join(',')}`);
+  });
+
+  for (const watched of [true, false]) {
+    const how = watched ? 'with watch(): at once' : 'without watch(): within its entry lease';
+    test(`a worker terminated while queued no longer holds back the requests after it, ${how}`, async () => {
+      const table = new LockTable();
+      const locks = new LockManager(table);
+      const name = 'queued';
+      let release!: () => void;
+      const holding = locks.request(name, () => new Promise<void>((r) => (release = r)));
+      const deadCtrl = control();
+      const dead = start('wait', { buffer: table.buffer, ctrl: deadCtrl.buffer, name });
+      if (watched) table.watch(dead.worker);
+      await waitFor(deadCtrl, CTRL_A, (v) => v === 1);
+      const nextCtrl = control();
+      const next = start('wait', { buffer: table.buffer, ctrl: nextCtrl.buffer, name });
+      await waitFor(nextCtrl, CTRL_A, (v) => v === 1);
+      assert.deepEqual(
+        (await locks.query()).pending.map((p) => p.clientId),
+        [`thread-${dead.threadId}`, `thread-${next.threadId}`],
+      );
+      const t0 = LockTable.now();
+      await dead.worker.terminate();
+      // The lock comes free only now: the request after the dead one is granted once the dead
+      // one's entry is gone (watch: freed at its exit; else its stamp lapses, ENTRY_LEASE_MS after
+      // its last refresh, and the next request looks again at least every ENTRY_REFRESH_MS).
+      release();
+      await holding;
+      const result = await next.result;
+      const ms = LockTable.now() - t0;
+      console.log(
+        `# the next request was granted ${ms.toFixed(1)} ms after the termination (${how})`,
+      );
+      assert.equal(result.settled, 'granted');
+      assert.ok(ms < (watched ? 500 : ENTRY_LEASE_MS + 1000), `${ms} ms`);
+      assert.deepEqual(await locks.query(), { held: [], pending: [] });
+    });
+  }
+});
