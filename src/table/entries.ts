@@ -48,13 +48,21 @@ import {
   ENTRY_WORDS,
   ENTRY_WRITING,
   H_ENTRY_SEQ,
-  H_ENTRY_WAITING,
   type Views,
 } from './layout.js';
 
-/** H_ENTRY_WAITING: the count's bits, and where its epoch starts (see waitingHint). */
-const EPOCH_SHIFT = 24;
-const COUNT_MASK = (1 << EPOCH_SHIFT) - 1;
+/**
+ * The waiting hint (H_ENTRY_WAITING, see waitingHint): a count in bits 0-31, its epoch in bits
+ * 32-47, a version in bits 48-63 that every change moves on (it wraps off the top).
+ */
+const COUNT_MASK = 0xffffffffn;
+const EPOCH_MASK = 0xffffn;
+const ONE_VERSION = 1n << 48n;
+const COUNT_ONE = 1n + ONE_VERSION;
+
+function epochOf(h: bigint): number {
+  return Number((h >> 32n) & EPOCH_MASK);
+}
 
 /** How long an entry stays live without a refresh from its owner (ms). */
 export const ENTRY_LEASE_MS = 1000;
@@ -100,6 +108,7 @@ export class Entries {
   readonly #f64: Float64Array;
   readonly #keys: Uint16Array;
   readonly #header: Int32Array;
+  readonly #waiting: BigInt64Array;
   readonly #maxKeyLength: number;
   readonly count: number;
   /** Where this thread's next claim starts looking (spreads threads over the entries). */
@@ -110,6 +119,7 @@ export class Entries {
     this.#f64 = views.entriesF64;
     this.#keys = views.entryKeys;
     this.#header = views.header;
+    this.#waiting = views.entryWaiting64;
     this.#maxKeyLength = views.geometry.maxKeyLength;
     this.count = views.geometry.capacity;
     this.#hint = (threadId * 7) % this.count;
@@ -150,7 +160,7 @@ export class Entries {
       // never too low (see "the waiting hint" on waitingHint).
       this.#uncount(counted);
       if (kind === ENTRY_PENDING)
-        words[at + E_COUNTED] = Atomics.add(this.#header, H_ENTRY_WAITING, 1) >>> EPOCH_SHIFT;
+        words[at + E_COUNTED] = epochOf(Atomics.add(this.#waiting, 0, COUNT_ONE));
       if (
         Atomics.compareExchange(words, at + E_STATE, writing, next(writing, owner, kind)) !==
         writing
@@ -188,24 +198,28 @@ export class Entries {
   /**
    * The waiting hint: false only when no PENDING entry exists (nor one on its way to being
    * published), so a LockManager request may skip the registry scan. It is H_ENTRY_WAITING's
-   * count, kept by the CAS that publishes a PENDING entry (counted just before it) and by the CAS
-   * that takes one out of PENDING or WRITING (counted off just after it: free, or a claim that
-   * takes over a lapsed entry), whoever does it. The entry records the epoch it was counted in
-   * (E_COUNTED), so exactly one thread takes each count off.
+   * count, kept by the CAS that publishes a PENDING entry (counted just before it, while the entry
+   * is WRITING) and by the CAS that takes one out of PENDING or WRITING (counted off just after
+   * it: free, or a claim that takes over a lapsed entry), whoever does it. The entry records the
+   * epoch it was counted in (E_COUNTED, a plain store right after the count), so exactly one
+   * thread takes each count off, and a WRITING entry left by a thread that died is counted off by
+   * whoever takes it back.
    *
-   * A thread stopped between its CAS and its count (terminated at the entry of the second
-   * Atomics call: "Threads that die, and threads that stall" in DESIGN.md) leaves the count too
-   * high: requests then scan for nothing, and the scan that sees no PENDING or WRITING entry at
-   * all resets the count to 0 in a new epoch (`blocked`), by a CAS from the value read before the
-   * scan. Why that cannot lose a live count: an entry counted before that read was WRITING at its
-   * count and stays PENDING or WRITING until some CAS takes it out, so the scan either sees it or
-   * it was taken out, and its count-off (before the read: in the value; after it: the reset CAS
-   * fails) or late count-off (after the reset: a past epoch, ignored) is accounted for. The count
-   * never goes low, so a waiter is never missed. The epoch is 8 bits: a count-off delayed across
-   * 256 resets could take one off a later epoch's count, a thread stopped in the window that long.
+   * A thread stopped between a CAS that took an entry out and its count-off (terminated at the
+   * entry of the second Atomics call: "Threads that die, and threads that stall" in DESIGN.md)
+   * leaves the count too high: requests then scan the registry for nothing. The scan that sees no
+   * PENDING or WRITING entry at all resets the count to 0 in a new epoch (`blocked`), by a CAS
+   * from the value it read before the scan. That cannot lose a live count: an entry counted
+   * before that read was WRITING at its count and stays PENDING or WRITING until a CAS takes it
+   * out, so the scan either sees it or it was taken out before; its count-off is then in the value
+   * read, or moves the version (the reset's CAS fails), or comes after the reset in a past epoch
+   * (ignored). An entry counted after the read moves the version too. So the count is never too
+   * low, and a waiter is never missed. (The version is 16 bits: a reset whose scan saw 65,536
+   * changes come back to the same word could be wrong; the epoch is 16 bits: a count-off stopped
+   * across 65,536 resets could take one off a later epoch.)
    */
   waitingHint(): boolean {
-    return (Atomics.load(this.#header, H_ENTRY_WAITING) & COUNT_MASK) !== 0;
+    return (Atomics.load(this.#waiting, 0) & COUNT_MASK) !== 0n;
   }
 
   /**
@@ -217,7 +231,7 @@ export class Entries {
    * that saw no entry at all resets a stale waiting hint (see waitingHint).
    */
   blocked(key: string, shared: boolean, seq: number | undefined, own: number): boolean {
-    const header = Atomics.load(this.#header, H_ENTRY_WAITING);
+    const hint = Atomics.load(this.#waiting, 0);
     const words = this.#words;
     const now = monotonicNow();
     let seen = false;
@@ -242,9 +256,12 @@ export class Entries {
       blocked = true;
       break;
     }
-    if (!seen && (header & COUNT_MASK) !== 0) {
-      const epoch = ((header >>> EPOCH_SHIFT) + 1) & 0xff;
-      Atomics.compareExchange(this.#header, H_ENTRY_WAITING, header, epoch << EPOCH_SHIFT);
+    if (!seen && (hint & COUNT_MASK) !== 0n) {
+      // A stale count (see waitingHint): 0, in the next epoch, with the next version.
+      const version = (hint >> 48n) + 1n;
+      const epoch = (BigInt(epochOf(hint)) + 1n) & EPOCH_MASK;
+      const reset = BigInt.asIntN(64, (version << 48n) | (epoch << 32n));
+      Atomics.compareExchange(this.#waiting, 0, hint, reset);
     }
     return blocked;
   }
@@ -278,9 +295,10 @@ export class Entries {
   #uncount(epoch: number): void {
     if (epoch === ENTRY_UNCOUNTED) return;
     for (;;) {
-      const h = Atomics.load(this.#header, H_ENTRY_WAITING);
-      if (h >>> EPOCH_SHIFT !== epoch || (h & COUNT_MASK) === 0) return;
-      if (Atomics.compareExchange(this.#header, H_ENTRY_WAITING, h, h - 1) === h) return;
+      const h = Atomics.load(this.#waiting, 0);
+      if (epochOf(h) !== epoch || (h & COUNT_MASK) === 0n) return;
+      const counted = BigInt.asIntN(64, h - 1n + ONE_VERSION);
+      if (Atomics.compareExchange(this.#waiting, 0, h, counted) === h) return;
     }
   }
 

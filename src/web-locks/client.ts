@@ -116,11 +116,8 @@ export class Client {
    */
   mayTry(name: string, shared: boolean): boolean {
     if (this.queues.has(name)) return false;
-    return (
-      testHooks.unordered ||
-      !this.entries.waitingHint() ||
-      !this.entries.blocked(name, shared, undefined, -1)
-    );
+    if (!this.entries.waitingHint()) return true;
+    return testHooks.unordered || !this.entries.blocked(name, shared, undefined, -1);
   }
 
   /**
