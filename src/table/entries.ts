@@ -3,10 +3,12 @@
  * publishes what others must be able to see of it beyond its grants. Two kinds:
  *
  * - PENDING: a request that waits for a key (its key, mode and place in request order), so that
- *   `locktable/web-locks`'s query() in any thread lists every thread's waiters.
+ *   `locktable/web-locks`'s query() in any thread lists every thread's waiters, and every thread's
+ *   later requests for the key wait behind it (`blocked`: the Web Locks request order).
  * - CLIENT: one per thread that uses `locktable/web-locks`: its doorbell, which a thread that
  *   steals one of its locks rings (E_DOORBELL is incremented and notified), so that the robbed
- *   thread learns of it at once.
+ *   thread learns of it at once; and which a request that leaves the queue for a key rings for
+ *   the threads waiting behind it (`ringWaiters`), so that they look at their turn again.
  *
  * The word of an entry (E_STATE) is (generation << 23) | (owner << 3) | kind; the owner's thread id
  * is in the word itself, so "which thread's entry is this" is never read apart from the state.

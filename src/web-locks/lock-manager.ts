@@ -4,8 +4,10 @@
  * table (and against the table API on the same key); waiting requests are published in the table's
  * request registry, so query() in any thread sees every thread's.
  *
- * What follows the specification's algorithms, step by step, and where the table decides instead
- * (grant order across threads, the time a robbed thread learns of a steal), is in DESIGN.md,
+ * Requests for a name are granted in request order across threads (the registry's order, by the
+ * specification's "grantable" rule); the table decides exclusion. What follows the specification's
+ * algorithms, step by step, and where the table decides instead (whether the lock is held, the
+ * time a robbed thread learns of a steal, table-API requests for the same key), is in DESIGN.md,
  * "Web Locks".
  */
 import { LockError, outOfRange } from '../api/errors.js';
