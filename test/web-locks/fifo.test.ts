@@ -9,6 +9,7 @@
  * sleeping.
  */
 import assert from 'node:assert/strict';
+import * as workerThreads from 'node:worker_threads';
 import { describe, test } from 'node:test';
 import { LockTable } from '../../src/index.js';
 import { LockManager } from '../../src/web-locks/index.js';
@@ -17,6 +18,10 @@ import { CTRL_A, CTRL_B, control, waitFor } from '../harness.js';
 import { start } from './workers.js';
 
 type Mode = 'exclusive' | 'shared';
+
+/** Node's own Web Locks (Node >= 24.5), process-wide: FIFO per name across threads. */
+const builtin = (workerThreads as { locks?: Pick<LockManager, 'request' | 'query'> }).locks;
+let unique = 0;
 
 /**
  * The main thread holds `name` in `first` mode; then one worker per entry of `modes` requests it,
@@ -28,11 +33,11 @@ type Mode = 'exclusive' | 'shared';
 async function grantOrder(
   first: Mode,
   modes: Mode[],
-  unordered: boolean,
+  how: { unordered?: boolean; builtin?: boolean } = {},
 ): Promise<{ order: number[]; pending: string[]; clientIds: string[] }> {
   const table = new LockTable();
-  const locks = new LockManager(table);
-  const name = 'fifo';
+  const locks = how.builtin === true ? builtin! : new LockManager(table);
+  const name = `fifo#${unique++}`;
   const ctrl = control();
   const order = new Int32Array(new SharedArrayBuffer(4 * modes.length)).fill(-1);
   const groups = new Int32Array(new SharedArrayBuffer(4 * modes.length));
@@ -62,17 +67,19 @@ async function grantOrder(
       name,
       index,
       mode,
-      unordered,
+      ...how,
     }),
   );
   const clientIds = workers.map((w) => `thread-${w.threadId}`);
   await waitFor(ctrl, CTRL_A, (v) => v === modes.length);
-  const pending = (await locks.query()).pending.map((p) => `${p.clientId} ${p.mode}`);
+  // Node's own query() lists the calling thread's requests only.
+  const listed = how.builtin === true ? [] : (await locks.query()).pending;
+  const pending = listed.map((p) => `${p.clientId} ${p.mode}`);
   release();
   await holding;
   await Promise.all(workers.map((w) => w.result));
   assert.equal(Atomics.load(ctrl, CTRL_B), modes.length, 'every request was granted');
-  assert.deepEqual(await locks.query(), { held: [], pending: [] });
+  if (how.builtin !== true) assert.deepEqual(await locks.query(), { held: [], pending: [] });
   return { order: [...order], pending, clientIds };
 }
 
@@ -91,7 +98,7 @@ function groupsSorted(order: number[], modes: Mode[]): number[] {
 describe('LockManager grant order across threads', () => {
   test('exclusive requests of 4 workers are granted in request order', async () => {
     const modes: Mode[] = ['exclusive', 'exclusive', 'exclusive', 'exclusive'];
-    const { order, pending, clientIds } = await grantOrder('exclusive', modes, false);
+    const { order, pending, clientIds } = await grantOrder('exclusive', modes);
     assert.deepEqual(
       pending,
       clientIds.map((c) => `${c} exclusive`),
@@ -105,7 +112,7 @@ describe('LockManager grant order across threads', () => {
   test('mixed: a shared request waits for an earlier exclusive one; consecutive shared ones are held together', async () => {
     // The main thread holds shared: the shared requests 1 and 2 could be granted at once, but the
     // exclusive request 0 is before them.
-    const { order, pending, clientIds } = await grantOrder('shared', mixed, false);
+    const { order, pending, clientIds } = await grantOrder('shared', mixed);
     assert.deepEqual(
       pending,
       clientIds.map((c, i) => `${c} ${mixed[i]}`),
@@ -115,12 +122,33 @@ describe('LockManager grant order across threads', () => {
   });
 
   test('negative control: the same requests without the cross-thread order are granted out of order', async () => {
-    const { order } = await grantOrder('shared', mixed, true);
+    const { order } = await grantOrder('shared', mixed, { unordered: true });
     // Without the order, the shared requests 1, 2 and 4 join the main thread's shared lock at once,
     // before the exclusive request 0.
     assert.notDeepEqual(groupsSorted(order, mixed), [0, 1, 2, 3, 4], `order ${order.join(',')}`);
     assert.notEqual(order[0], 0, `order ${order.join(',')}`);
   });
+
+  // The same two orders through Node's own, where it exists (npm run test:web-locks:node24).
+  const node = `Node ${process.version} worker_threads.locks`;
+  const skip = builtin === undefined ? `absent on Node ${process.version}` : false;
+  test(`${node}: the same exclusive requests, in request order`, { skip }, async () => {
+    const modes: Mode[] = ['exclusive', 'exclusive', 'exclusive', 'exclusive'];
+    assert.deepEqual((await grantOrder('exclusive', modes, { builtin: true })).order, [0, 1, 2, 3]);
+  });
+  // Measured on Node 24.21.0: a shared request of another thread joins the held shared locks ahead
+  // of an earlier exclusive one (orders 0,1,4,2,3; 0,4,2,1,3; 0,2,4,1,3), which the same requests
+  // in one thread do not (test/web-locks/conformance.ts). Run as a todo, so that a fix shows.
+  const differs =
+    'Node grants a shared request of another thread ahead of an earlier queued exclusive one';
+  test(
+    `${node}: the same mixed requests, by the same rule`,
+    skip === false ? { todo: differs } : { skip },
+    async () => {
+      const { order } = await grantOrder('shared', mixed, { builtin: true });
+      assert.deepEqual(groupsSorted(order, mixed), [0, 1, 2, 3, 4], `order ${order.join(',')}`);
+    },
+  );
 
   for (const watched of [true, false]) {
     const how = watched ? 'with watch(): at once' : 'without watch(): within its entry lease';
