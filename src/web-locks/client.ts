@@ -69,9 +69,17 @@ export class Client {
   #entryWord = 0;
   #beating = false;
 
+  /**
+   * Does the table's registry keep the cross-thread request order (Entries.blocked)? Not that of a
+   * table from an older build of locktable (its entries have no such method): this thread's
+   * requests on it are then in order among themselves only, as that build's were.
+   */
+  readonly #ordered: boolean;
+
   constructor(core: FacadeCore, lease: number) {
     this.core = core;
     this.entries = core.entries;
+    this.#ordered = typeof (core.entries as Partial<Entries>).blocked === 'function';
     this.clientId = clientIdOf(core.threadId);
     this.lease = lease;
     this.#claimClient();
@@ -116,7 +124,7 @@ export class Client {
    */
   mayTry(name: string, shared: boolean): boolean {
     if (this.queues.has(name)) return false;
-    if (!this.entries.waitingHint()) return true;
+    if (!this.#ordered || !this.entries.waitingHint()) return true;
     return testHooks.unordered || !this.entries.blocked(name, shared, undefined, -1);
   }
 
@@ -128,7 +136,7 @@ export class Client {
    */
   grantable(req: PendingRequest): boolean {
     if (!this.isHead(req)) return false;
-    if (testHooks.unordered) return true;
+    if (!this.#ordered || testHooks.unordered) return true;
     return !this.entries.blocked(req.name, req.mode === 'shared', req.seq, req.entry);
   }
 
@@ -137,7 +145,7 @@ export class Client {
    * the threads that wait for the name behind it are told (their doorbells ring).
    */
   unregister(req: PendingRequest): void {
-    if (req.entry >= 0 && this.entries.free(req.entry, req.word))
+    if (req.entry >= 0 && this.entries.free(req.entry, req.word) && this.#ordered)
       this.entries.ringWaiters(req.name, this.core.threadId);
     const queue = this.queues.get(req.name);
     if (queue === undefined) return;
