@@ -176,6 +176,19 @@ describe('LockManager grant order across threads', () => {
       // its last refresh, and the next request looks again at least every ENTRY_REFRESH_MS).
       release();
       await holding;
+      let granted = false;
+      void next.result.then(() => (granted = true));
+      // Until the next request is granted, look: once it was (its message came after its grant),
+      // the dead request's entry must be gone (an entry, once gone, never comes back). No bound
+      // in time is assumed here; only the order of the two.
+      const deadId = `thread-${dead.threadId}`;
+      for (let looks = 0; ; looks++) {
+        const wasGranted = granted;
+        const listed = (await locks.query()).pending.some((p) => p.clientId === deadId);
+        assert.ok(!(wasGranted && listed), `granted while the dead request was listed (${looks})`);
+        if (wasGranted) break;
+        await new Promise((r) => setTimeout(r, 5));
+      }
       const result = await next.result;
       const ms = LockTable.now() - t0;
       console.log(
