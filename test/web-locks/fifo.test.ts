@@ -129,6 +129,51 @@ describe('LockManager grant order across threads', () => {
     assert.notEqual(order[0], 0, `order ${order.join(',')}`);
   });
 
+  test("ifAvailable is null while another thread's earlier request waits, even if the table would grant it", async () => {
+    const table = new LockTable();
+    const locks = new LockManager(table);
+    const name = 'available';
+    let release!: () => void;
+    const holding = locks.request(
+      name,
+      { mode: 'shared' },
+      () => new Promise<void>((r) => (release = r)),
+    );
+    const ctrl = control();
+    const waiter = start('wait', { buffer: table.buffer, ctrl: ctrl.buffer, name });
+    await waitFor(ctrl, CTRL_A, (v) => v === 1);
+    // Held shared, so the table would grant a shared request; the exclusive one waits before it.
+    const got = await locks.request(name, { mode: 'shared', ifAvailable: true }, (l) => l);
+    assert.equal(got, null);
+    release();
+    await holding;
+    assert.equal((await waiter.result).settled, 'granted');
+    assert.notEqual(await locks.request(name, { ifAvailable: true }, (l) => l), null);
+  });
+
+  test("steal goes ahead of another thread's queued request, which is granted after it", async () => {
+    const table = new LockTable();
+    const locks = new LockManager(table);
+    const name = 'stolen';
+    let release!: () => void;
+    const robbed = locks.request(name, () => new Promise<void>((r) => (release = r)));
+    const ctrl = control();
+    const waiter = start('wait', { buffer: table.buffer, ctrl: ctrl.buffer, name });
+    await waitFor(ctrl, CTRL_A, (v) => v === 1);
+    let waiterGranted = false;
+    void waiter.result.then(() => (waiterGranted = true));
+    const stole = await locks.request(name, { steal: true }, async () => {
+      // Granted at once, ahead of the queued request (still listed, not granted).
+      const pending = (await locks.query()).pending.map((p) => p.clientId);
+      return { pending, waiterGranted };
+    });
+    assert.deepEqual(stole, { pending: [`thread-${waiter.threadId}`], waiterGranted: false });
+    await assert.rejects(robbed, { name: 'AbortError' });
+    release();
+    assert.equal((await waiter.result).settled, 'granted');
+    assert.deepEqual(await locks.query(), { held: [], pending: [] });
+  });
+
   // The same two orders through Node's own, where it exists (npm run test:web-locks:node24).
   const node = `Node ${process.version} worker_threads.locks`;
   const skip = builtin === undefined ? `absent on Node ${process.version}` : false;
