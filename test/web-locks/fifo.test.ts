@@ -15,13 +15,34 @@ import { LockTable } from '../../src/index.js';
 import { LockManager } from '../../src/web-locks/index.js';
 import { ENTRY_LEASE_MS } from '../../src/table/entries.js';
 import { CTRL_A, CTRL_B, control, waitFor } from '../harness.js';
-import { start } from './workers.js';
+import { start, type Started } from './workers.js';
 
 type Mode = 'exclusive' | 'shared';
 
 /** Node's own Web Locks (Node >= 24.5), process-wide: FIFO per name across threads. */
 const builtin = (workerThreads as { locks?: Pick<LockManager, 'request' | 'query'> }).locks;
 let unique = 0;
+
+/**
+ * A table whose main thread holds `name` (in `mode`) until `release()`, and workers whose requests
+ * for it wait behind, one per entry of `watched` (watch()ed or not), each started once the one
+ * before it has registered its request.
+ */
+async function queuedBehind(name: string, mode: Mode, watched: boolean[]) {
+  const table = new LockTable();
+  const locks = new LockManager(table);
+  let release!: () => void;
+  const holding = locks.request(name, { mode }, () => new Promise<void>((r) => (release = r)));
+  const waiters = [];
+  for (const watch of watched) {
+    const ctrl = control();
+    const waiter = start('wait', { buffer: table.buffer, ctrl: ctrl.buffer, name });
+    if (watch) table.watch(waiter.worker);
+    await waitFor(ctrl, CTRL_A, (v) => v === 1);
+    waiters.push(waiter);
+  }
+  return { locks, holding, release: () => release(), waiters };
+}
 
 /**
  * The main thread holds `name` in `first` mode; then one worker per entry of `modes` requests it,
@@ -130,18 +151,9 @@ describe('LockManager grant order across threads', () => {
   });
 
   test("ifAvailable is null while another thread's earlier request waits, even if the table would grant it", async () => {
-    const table = new LockTable();
-    const locks = new LockManager(table);
     const name = 'available';
-    let release!: () => void;
-    const holding = locks.request(
-      name,
-      { mode: 'shared' },
-      () => new Promise<void>((r) => (release = r)),
-    );
-    const ctrl = control();
-    const waiter = start('wait', { buffer: table.buffer, ctrl: ctrl.buffer, name });
-    await waitFor(ctrl, CTRL_A, (v) => v === 1);
+    const { locks, holding, release, waiters } = await queuedBehind(name, 'shared', [false]);
+    const waiter = waiters[0]!;
     // Held shared, so the table would grant a shared request; the exclusive one waits before it.
     const got = await locks.request(name, { mode: 'shared', ifAvailable: true }, (l) => l);
     assert.equal(got, null);
@@ -152,14 +164,10 @@ describe('LockManager grant order across threads', () => {
   });
 
   test("steal goes ahead of another thread's queued request, which is granted after it", async () => {
-    const table = new LockTable();
-    const locks = new LockManager(table);
     const name = 'stolen';
-    let release!: () => void;
-    const robbed = locks.request(name, () => new Promise<void>((r) => (release = r)));
-    const ctrl = control();
-    const waiter = start('wait', { buffer: table.buffer, ctrl: ctrl.buffer, name });
-    await waitFor(ctrl, CTRL_A, (v) => v === 1);
+    const queued = await queuedBehind(name, 'exclusive', [false]);
+    const { locks, holding: robbed, release } = queued;
+    const waiter = queued.waiters[0]!;
     let waiterGranted = false;
     void waiter.result.then(() => (waiterGranted = true));
     const stole = await locks.request(name, { steal: true }, async () => {
@@ -198,18 +206,11 @@ describe('LockManager grant order across threads', () => {
   for (const watched of [true, false]) {
     const how = watched ? 'with watch(): at once' : 'without watch(): within its entry lease';
     test(`a worker terminated while queued no longer holds back the requests after it, ${how}`, async () => {
-      const table = new LockTable();
-      const locks = new LockManager(table);
-      const name = 'queued';
-      let release!: () => void;
-      const holding = locks.request(name, () => new Promise<void>((r) => (release = r)));
-      const deadCtrl = control();
-      const dead = start('wait', { buffer: table.buffer, ctrl: deadCtrl.buffer, name });
-      if (watched) table.watch(dead.worker);
-      await waitFor(deadCtrl, CTRL_A, (v) => v === 1);
-      const nextCtrl = control();
-      const next = start('wait', { buffer: table.buffer, ctrl: nextCtrl.buffer, name });
-      await waitFor(nextCtrl, CTRL_A, (v) => v === 1);
+      const { locks, holding, release, waiters } = await queuedBehind('queued', 'exclusive', [
+        watched,
+        false,
+      ]);
+      const [dead, next] = waiters as [Started, Started];
       assert.deepEqual(
         (await locks.query()).pending.map((p) => p.clientId),
         [`thread-${dead.threadId}`, `thread-${next.threadId}`],
