@@ -3,8 +3,9 @@
  * across every thread attached to the table, by the Web Locks "grantable" rule (an exclusive
  * request waits for every earlier request; a shared one for earlier exclusive ones), with a
  * negative control (the same requests with the order switched off in the workers:
- * testHooks.unordered) that sees a grant out of order; and a worker terminated while queued, with
- * watch() and without. Real worker threads, coordinated through shared memory: each worker makes
+ * testHooks.unordered) that sees a grant out of order; ifAvailable and steal against another
+ * thread's queued request; a worker terminated while queued, with watch() and without; and, on
+ * Node >= 24.5, the same orders through Node's own worker_threads.locks. Real worker threads, coordinated through shared memory: each worker makes
  * its request once the request before it was made (and is listed in query().pending), never by
  * sleeping.
  */
