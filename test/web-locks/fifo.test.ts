@@ -192,8 +192,8 @@ describe('LockManager grant order across threads', () => {
   });
   // Measured on Node 24.21.0: a shared request of another thread can join the held shared locks
   // ahead of an earlier exclusive one (out of order in 6 of 12 runs: 0,1,4,2,3; 0,4,2,1,3 (3 times);
-  // 0,2,4,1,3; 0,4,1,2,3), which the same requests in one thread never do
-  // (test/web-locks/conformance.ts). Run as a todo, so that it is listed in every run.
+  // 0,2,4,1,3; 0,4,1,2,3), which the same requests in one thread do not
+  // (test/web-locks/conformance.ts passes for it). Run as a todo, so that it is listed in every run.
   const differs =
     'Node can grant a shared request of another thread ahead of an earlier queued exclusive one';
   test(
