@@ -62,6 +62,11 @@ const EPOCH_MASK = 0xffffn;
 const ONE_VERSION = 1n << 48n;
 const COUNT_ONE = 1n + ONE_VERSION;
 
+/** What a scan of `blocked` found. */
+const NOTHING_SEEN = 0;
+const SEEN = 1;
+const BLOCKED = 2;
+
 function epochOf(h: bigint): number {
   return Number((h >> 32n) & EPOCH_MASK);
 }
@@ -234,38 +239,59 @@ export class Entries {
    */
   blocked(key: string, shared: boolean, seq: number | undefined, own: number): boolean {
     const hint = Atomics.load(this.#waiting, 0);
-    const words = this.#words;
-    const now = monotonicNow();
-    let seen = false;
-    let blocked = false;
-    for (let i = 0; i < this.count; i++) {
-      const w = this.wordOf(i);
-      const kind = w & ENTRY_KIND;
-      if (kind === ENTRY_FREE || kind === ENTRY_CLIENT) continue;
-      if (this.#gone(i, w, now)) {
-        this.free(i, w);
-        continue;
-      }
-      seen = true; // PENDING, or WRITING (it may be on its way to PENDING)
-      if (kind !== ENTRY_PENDING || i === own) continue;
-      const at = i * ENTRY_WORDS;
-      const length = words[at + E_KEY_LENGTH]!;
-      if (length !== key.length || !keyEquals(this.#keys, i * this.#maxKeyLength, key)) continue;
-      if (seq !== undefined && seqCompare(words[at + E_SEQ]!, seq) >= 0) continue;
-      if (shared && words[at + E_MODE] === 1) continue;
-      // A consistent read: the entry did not move while we read its fields.
-      if (this.wordOf(i) !== w) continue;
-      blocked = true;
-      break;
-    }
-    if (!seen && (hint & COUNT_MASK) !== 0n) {
+    const found = this.#scan(key, shared, seq, own, false);
+    if (found !== NOTHING_SEEN || (hint & COUNT_MASK) === 0n) return found === BLOCKED;
+    // Nothing seen through plain reads, and the count says otherwise: look again with atomic
+    // loads (the reset's argument at waitingHint rests on them), then reset a stale count.
+    const again = this.#scan(key, shared, seq, own, true);
+    if (again === NOTHING_SEEN) {
       // A stale count (see waitingHint): 0, in the next epoch, with the next version.
       const version = (hint >> 48n) + 1n;
       const epoch = (BigInt(epochOf(hint)) + 1n) & EPOCH_MASK;
       const reset = BigInt.asIntN(64, (version << 48n) | (epoch << 32n));
       Atomics.compareExchange(this.#waiting, 0, hint, reset);
     }
-    return blocked;
+    return again === BLOCKED;
+  }
+
+  /**
+   * The scan of `blocked`: BLOCKED, SEEN (a PENDING or WRITING entry, none before the request) or
+   * NOTHING_SEEN. With `atomic` false, each entry's word is first read plainly and the entry
+   * skipped if FREE or CLIENT, as most are (an atomic load each costs several times a plain
+   * read, on every request while anything waits). That read cannot miss a PENDING entry whose
+   * publish happens before this scan (a plain read is coherent with happens-before: the test's
+   * "request once the one before it is listed" is such an order); it may miss one published
+   * concurrently with the scan, which is then ordered after this request, as with an atomic
+   * load of a word not yet published. Every entry it does not skip is read again atomically.
+   */
+  #scan(key: string, shared: boolean, seq: number | undefined, own: number, atomic: boolean) {
+    const words = this.#words;
+    const now = monotonicNow();
+    let found = NOTHING_SEEN;
+    for (let i = 0; i < this.count; i++) {
+      const at = i * ENTRY_WORDS;
+      if (!atomic) {
+        const plain = words[at + E_STATE]! & ENTRY_KIND;
+        if (plain === ENTRY_FREE || plain === ENTRY_CLIENT) continue;
+      }
+      const w = Atomics.load(words, at + E_STATE);
+      const kind = w & ENTRY_KIND;
+      if (kind === ENTRY_FREE || kind === ENTRY_CLIENT) continue;
+      if (this.#gone(i, w, now)) {
+        this.free(i, w);
+        continue;
+      }
+      found = SEEN; // PENDING, or WRITING (it may be on its way to PENDING)
+      if (kind !== ENTRY_PENDING || i === own) continue;
+      const length = words[at + E_KEY_LENGTH]!;
+      if (length !== key.length || !keyEquals(this.#keys, i * this.#maxKeyLength, key)) continue;
+      if (seq !== undefined && seqCompare(words[at + E_SEQ]!, seq) >= 0) continue;
+      if (shared && words[at + E_MODE] === 1) continue;
+      // A consistent read: the entry did not move while we read its fields.
+      if (this.wordOf(i) !== w) continue;
+      return BLOCKED;
+    }
+    return found;
   }
 
   /**
