@@ -128,7 +128,9 @@ describe('review regressions: a holder terminated while it writes its deadline',
   // never named it, so its grant stayed "in its window" (never reclaimed) and the key was held
   // for good (terminations.test.ts caught it once in 5 runs). The cell is now first written with
   // a plain store, pending, and a waiter reclaims by its deadline. The stall point sits between
-  // the two stores; terminating the puppet there is terminating it at the Atomics.store.
+  // the two stores; terminating the puppet there is terminating it at the Atomics call, and at
+  // the entry of #publishCell itself: the pending store is made inline before that call (made
+  // inside it, a holder terminated at its entry left no cell, and these tests time out).
   test('a grant: a waiter reclaims it after its deadline plus failTimeout', async () => {
     const failTimeout = 30;
     const table = new LockTable({ capacity: 4, failTimeout });
@@ -565,5 +567,41 @@ describe('review regressions: hot-key back-off', () => {
     assert.ok((await other.do({ op: 'release', lease: b.lease })).ok);
     (await waiting).release();
     assert.equal(parked, 1, 'the lost race of an earlier, granted request leaked into this one');
+  });
+});
+
+describe('review regressions: a cell published late', () => {
+  test('a holder reclaimed between its two cell stores does not overwrite its reclaimer’s cell', async () => {
+    // The holder is stopped between the pending store and the publishing one, past its deadline
+    // + failTimeout: a waiter reclaims it (as it must: a holder terminated there is reclaimed the
+    // same way). When the holder goes on, its publishing store must not land on the reclaimer's
+    // cell: a cell that does not name the holder of the word is "being written" to every reader,
+    // so the new holder would never be reclaimed (nor show a deadline).
+    const failTimeout = 30;
+    const table = new LockTable({ capacity: 4, failTimeout });
+    const holder = puppet(table);
+    const thief = puppet(table);
+    const granted = (
+      await holder.stallAt('cell:pending', { op: 'acquire', key: 'o', options: { hold: 50 } })
+    ).reply;
+    const t = await thief.do({
+      op: 'acquire',
+      key: 'o',
+      options: { hold: 150, waitTimeout: 5000 },
+    });
+    assert.ok(t.ok && t.recovered === true, JSON.stringify(t));
+    holder.resume();
+    assert.ok((await granted).ok);
+    const info = table.inspect('o')!;
+    assert.equal(info.holders[0]!.threadId, thief.threadId);
+    assert.ok(
+      Number.isFinite(info.holders[0]!.deadline),
+      'the reclaimed holder published its cell over its reclaimer’s',
+    );
+    // So a reclaimer that dies holding the key is reclaimed in its turn.
+    await thief.worker.terminate();
+    const lease = table.acquireSync('o', { waitTimeout: 2000 });
+    assert.equal(lease.recovered, true);
+    lease.release();
   });
 });
