@@ -605,3 +605,72 @@ describe('review regressions: a cell published late', () => {
     lease.release();
   });
 });
+
+describe('review regressions: semaphore wake-ups', () => {
+  /** Polls `ok` once per event-loop turn (shared memory only: no sleep decides anything). */
+  async function until(ok: () => boolean): Promise<void> {
+    const end = performance.now() + 20_000;
+    while (!ok()) {
+      if (performance.now() > end) throw new Error('timed out');
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+
+  test('a permit freed while the sleeper woken for the one before is not yet running wakes another sleeper', async () => {
+    const table = new LockTable({ capacity: 4 });
+    const sem = table.semaphore('q', 3);
+    const held = [sem.tryAcquire()!, sem.tryAcquire()!, sem.tryAcquire()!];
+    const slots = table[SLOTS];
+    const at = slotOf(table, 'q') * SLOT_WORDS + S_STATE;
+    const sleepers = at - S_STATE + S_SLEEPERS;
+    // 1. An async waiter asleep, then its event loop blocked: a release's notify wakes it (it is
+    //    first on the word), but it does not run (as a thread busy or descheduled after its wake-up).
+    const slow = puppet(table);
+    const slowReply = slow.do({
+      op: 'permitAsync',
+      key: 'q',
+      limit: 3,
+      options: { waitTimeout: 20_000 },
+    });
+    await waitFor(slots, sleepers, (v) => v === 1);
+    const blocked = await slow.block();
+    assert.equal(Atomics.load(slots, sleepers), 1, 'the blocked waiter is not asleep');
+    Atomics.and(slots, at, ~(STARVING | WAITING)); // its announcement, if any: see 3.
+    // 2. A second waiter, starved, asleep for its slice (it announced STARVING, and its sleep cleared
+    //    WAITING): behind the first on the word.
+    const sleeper = puppet(table);
+    const sleeperReply = sleeper.do({
+      op: 'permit',
+      key: 'q',
+      limit: 3,
+      options: { waitTimeout: 20_000 },
+    });
+    await until(() => {
+      const s = Atomics.load(slots, at);
+      return (s & STARVING) !== 0 && (s & WAITING) === 0 && Atomics.load(slots, sleepers) === 2;
+    });
+    // 3. STARVING gone while it sleeps, as any grant leaves the word (the waiters re-announce when
+    //    they look again), and PARKED there.
+    Atomics.and(slots, at, ~STARVING);
+    assert.notEqual(Atomics.load(slots, at) & PARKED, 0);
+    // 4. Two permits come free: the first release wakes the blocked waiter; the second must wake
+    //    the sleeper (the blocked one cannot relay it), not leave it its slice (250 ms).
+    const freed = performance.now();
+    held[0]!.release();
+    held[1]!.release();
+    const r = await sleeperReply;
+    const took = performance.now() - freed;
+    assert.ok(r.ok, JSON.stringify(r));
+    // Woken by a notify, a granted sleeper sets PARKED again for the blocked one (still counted);
+    // one that woke at the end of its slice does not. (A witness that needs no clock.)
+    assert.notEqual(
+      Atomics.load(slots, at) & PARKED,
+      0,
+      `the sleeper slept beside a free permit until its slice ended (${took.toFixed(0)} ms)`,
+    );
+    slow.unblock();
+    await blocked.reply;
+    assert.ok((await slowReply).ok);
+    held[2]!.release();
+  });
+});

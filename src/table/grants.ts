@@ -665,7 +665,7 @@ export class Grants {
       // PLAIN, straight after the CAS: the count is off, so the record must say so.
       if (rs >= 0 && recs[rs] === releasing) recs[rs] = freed;
       if (last) this.#afterRelease(slot, s, next);
-      else if (permits && (s & (PARKED | STARVING)) !== 0) this.#afterPermit(slot, s, next);
+      else if (permits) this.#afterPermit(slot, s, next);
       return s;
     }
   }
@@ -743,7 +743,11 @@ export class Grants {
   /**
    * After a permit came free in a semaphore group that stays (CAS from `s` to `next`): wake a
    * sleeper to take it, every sleeper when a waiter starves (the one whose turn it is may not be
-   * first). The woken sleeper sets PARKED again while others sleep (Request.leave). A STARVING
+   * first). The woken sleeper sets PARKED again while others sleep (Request.leave). Every permit
+   * wakes one, PARKED or not (S_SLEEPERS alone decides, as in a last release): a release that
+   * found PARKED cleared by the one before, whose woken sleeper has not run yet (busy event loop,
+   * descheduled, terminated), would otherwise leave its permit to a sleeper's SLEEP_SLICE_MS. A
+   * STARVING
    * that no sleeper answers and no running waiter (WAITING) holds up is withdrawn, as a release
    * does with its HANDOFF: a group that never empties would keep it, and every newcomer would wait
    * STARVATION_MS and every tryAcquire fail, for a waiter that is gone.
