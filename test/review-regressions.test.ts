@@ -128,7 +128,9 @@ describe('review regressions: a holder terminated while it writes its deadline',
   // never named it, so its grant stayed "in its window" (never reclaimed) and the key was held
   // for good (terminations.test.ts caught it once in 5 runs). The cell is now first written with
   // a plain store, pending, and a waiter reclaims by its deadline. The stall point sits between
-  // the two stores; terminating the puppet there is terminating it at the Atomics.store.
+  // the two stores; terminating the puppet there is terminating it at the Atomics call, and at
+  // the entry of #publishCell itself: the pending store is made inline before that call (made
+  // inside it, a holder terminated at its entry left no cell, and these tests time out).
   test('a grant: a waiter reclaims it after its deadline plus failTimeout', async () => {
     const failTimeout = 30;
     const table = new LockTable({ capacity: 4, failTimeout });
@@ -565,5 +567,110 @@ describe('review regressions: hot-key back-off', () => {
     assert.ok((await other.do({ op: 'release', lease: b.lease })).ok);
     (await waiting).release();
     assert.equal(parked, 1, 'the lost race of an earlier, granted request leaked into this one');
+  });
+});
+
+describe('review regressions: a cell published late', () => {
+  test('a holder reclaimed between its two cell stores does not overwrite its reclaimer’s cell', async () => {
+    // The holder is stopped between the pending store and the publishing one, past its deadline
+    // + failTimeout: a waiter reclaims it (as it must: a holder terminated there is reclaimed the
+    // same way). When the holder goes on, its publishing store must not land on the reclaimer's
+    // cell: a cell that does not name the holder of the word is "being written" to every reader,
+    // so the new holder would never be reclaimed (nor show a deadline).
+    const failTimeout = 30;
+    const table = new LockTable({ capacity: 4, failTimeout });
+    const holder = puppet(table);
+    const thief = puppet(table);
+    const granted = (
+      await holder.stallAt('cell:pending', { op: 'acquire', key: 'o', options: { hold: 50 } })
+    ).reply;
+    const t = await thief.do({
+      op: 'acquire',
+      key: 'o',
+      options: { hold: 150, waitTimeout: 5000 },
+    });
+    assert.ok(t.ok && t.recovered === true, JSON.stringify(t));
+    holder.resume();
+    assert.ok((await granted).ok);
+    const info = table.inspect('o')!;
+    assert.equal(info.holders[0]!.threadId, thief.threadId);
+    assert.ok(
+      Number.isFinite(info.holders[0]!.deadline),
+      'the reclaimed holder published its cell over its reclaimer’s',
+    );
+    // So a reclaimer that dies holding the key is reclaimed in its turn.
+    await thief.worker.terminate();
+    const lease = table.acquireSync('o', { waitTimeout: 2000 });
+    assert.equal(lease.recovered, true);
+    lease.release();
+  });
+});
+
+describe('review regressions: semaphore wake-ups', () => {
+  /** Polls `ok` once per event-loop turn (shared memory only: no sleep decides anything). */
+  async function until(ok: () => boolean): Promise<void> {
+    const end = performance.now() + 20_000;
+    while (!ok()) {
+      if (performance.now() > end) throw new Error('timed out');
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+
+  test('a permit freed while the sleeper woken for the one before is not yet running wakes another sleeper', async () => {
+    const table = new LockTable({ capacity: 4 });
+    const sem = table.semaphore('q', 3);
+    const held = [sem.tryAcquire()!, sem.tryAcquire()!, sem.tryAcquire()!];
+    const slots = table[SLOTS];
+    const at = slotOf(table, 'q') * SLOT_WORDS + S_STATE;
+    const sleepers = at - S_STATE + S_SLEEPERS;
+    // 1. An async waiter asleep, then its event loop blocked: a release's notify wakes it (it is
+    //    first on the word), but it does not run (as a thread busy or descheduled after its wake-up).
+    const slow = puppet(table);
+    const slowReply = slow.do({
+      op: 'permitAsync',
+      key: 'q',
+      limit: 3,
+      options: { waitTimeout: 20_000 },
+    });
+    await waitFor(slots, sleepers, (v) => v === 1);
+    const blocked = await slow.block();
+    assert.equal(Atomics.load(slots, sleepers), 1, 'the blocked waiter is not asleep');
+    Atomics.and(slots, at, ~(STARVING | WAITING)); // its announcement, if any: see 3.
+    // 2. A second waiter, starved, asleep for its slice (it announced STARVING, and its sleep cleared
+    //    WAITING): behind the first on the word.
+    const sleeper = puppet(table);
+    const sleeperReply = sleeper.do({
+      op: 'permit',
+      key: 'q',
+      limit: 3,
+      options: { waitTimeout: 20_000 },
+    });
+    await until(() => {
+      const s = Atomics.load(slots, at);
+      return (s & STARVING) !== 0 && (s & WAITING) === 0 && Atomics.load(slots, sleepers) === 2;
+    });
+    // 3. STARVING gone while it sleeps, as any grant leaves the word (the waiters re-announce when
+    //    they look again), and PARKED there.
+    Atomics.and(slots, at, ~STARVING);
+    assert.notEqual(Atomics.load(slots, at) & PARKED, 0);
+    // 4. Two permits come free: the first release wakes the blocked waiter; the second must wake
+    //    the sleeper (the blocked one cannot relay it), not leave it its slice (250 ms).
+    const freed = performance.now();
+    held[0]!.release();
+    held[1]!.release();
+    const r = await sleeperReply;
+    const took = performance.now() - freed;
+    assert.ok(r.ok, JSON.stringify(r));
+    // Woken by a notify, a granted sleeper sets PARKED again for the blocked one (still counted);
+    // one that woke at the end of its slice does not. (A witness that needs no clock.)
+    assert.notEqual(
+      Atomics.load(slots, at) & PARKED,
+      0,
+      `the sleeper slept beside a free permit until its slice ended (${took.toFixed(0)} ms)`,
+    );
+    slow.unblock();
+    await blocked.reply;
+    assert.ok((await slowReply).ok);
+    held[2]!.release();
   });
 });

@@ -326,15 +326,17 @@ export class Grants {
     const base = slot * SLOT_WORDS;
     const parity = this.#parityFor(slot);
     const cell = this.#cell(deadline, parity);
+    const pending = cell | PENDING_BIT;
     const state = next | FINITE | parity;
     if (Atomics.compareExchange(slots, base + S_STATE, s, state) !== s) return false;
     testHooks.stall?.('grant:window');
-    // PLAIN from the CAS to the end, but for the cell (below).
+    // PLAIN from the CAS to the pending cell (no call before it: see #publishCell), then the end.
     const lo = (slots[base + S_TOKEN_LO]! + 1) | 0;
     let hi = slots[base + S_TOKEN_HI]!;
     if (lo === 0) hi = (hi + 1) | 0;
     slots[base + S_TOKEN_LO] = lo;
     slots[base + S_TOKEN_HI] = hi;
+    this.#cells[slot] = pending;
     this.#publishCell(slot, cell);
     this.tokenLo = lo;
     this.tokenHi = hi;
@@ -345,23 +347,30 @@ export class Grants {
   }
 
   /**
-   * Writes our deadline cell, right after the CAS of a finite grant (and its token) or an extend:
-   * first a plain store of the cell marked pending, then the cell itself with Atomics.store.
-   *  - The plain store comes first because worker.terminate() stops a thread at the entry of a
-   *    call, Atomics.store included, never between plain statements: a holder that dies at the
-   *    Atomics.store has still left a cell that names it, with its deadline, and waiters reclaim
-   *    it by that deadline plus failTimeout. (With the Atomics.store alone, a holder terminated
-   *    there left a cell that never named it: inside its grant window, which nobody reclaims,
-   *    its key was held forever. terminations.test.ts found it.)
-   *  - The Atomics.store is a release: a thread that reads the published cell with Atomics.load
+   * Publishes our deadline cell, right after the CAS of a finite grant (and its token) or an
+   * extend. The caller has first written it marked pending, with a plain store of its own.
+   *  - The plain store comes first, inline in the caller, because worker.terminate() stops a
+   *    thread at the entry of a call (this method's own, and the Atomics call in it), never
+   *    between plain statements: a holder that dies at any call after its CAS has still left a
+   *    cell that names it, with its deadline, and waiters reclaim it by that deadline plus
+   *    failTimeout. (With the Atomics.store alone, a holder terminated there left a cell that
+   *    never named it: inside its grant window, which nobody reclaims, its key was held forever;
+   *    terminations.test.ts found it. With the plain store inside this method, so did a holder
+   *    terminated at this method's entry.)
+   *  - The publishing write is a release: a thread that reads the published cell with Atomics.load
    *    and finds it naming us also sees our token, on weakly ordered hardware (ARM64) too. A
    *    steal reclaims on that reading microseconds after the grant; on a pending cell it waits
    *    for the deadline (reclaimPatience), by when the token is long visible.
+   *  - It is a compareExchange from our pending cell, not a store: a pending cell is reclaimable,
+   *    so a holder stalled between the two (descheduled past its deadline + failTimeout) may have
+   *    been reclaimed, and its reclaimer may have written its own cell since. A store would put
+   *    ours over it: a cell that does not name the word's holder reads as "being written" to
+   *    every reader, and the reclaimer's grant was never reclaimable (nor showed a deadline).
+   *    Only we write cells that name us, so our pending cell cannot come back once replaced.
    */
   #publishCell(slot: number, cell: bigint): void {
-    this.#cells[slot] = cell | PENDING_BIT; // PLAIN
     testHooks.stall?.('cell:pending');
-    Atomics.store(this.#cells, slot, cell);
+    Atomics.compareExchange(this.#cells, slot, cell | PENDING_BIT, cell);
   }
 
   /**
@@ -446,10 +455,13 @@ export class Grants {
       // A new parity: the other one if finite already, else one our old cell cannot pass for.
       const parity = (s & FINITE) !== 0 ? (s & PARITY) ^ PARITY : this.#parityFor(slot);
       const cell = this.#cell(deadline, parity);
+      const pending = cell | PENDING_BIT;
       const next = (s & ~(PARITY | RECLAIMING)) | FINITE | parity;
       if (Atomics.compareExchange(slots, at, s, next) !== s) continue;
+      // PLAIN: the pending cell before any call (see #publishCell). Until it is written, waiters
+      // see the old cell under the new parity, and look again.
+      this.#cells[slot] = pending;
       testHooks.stall?.('extend:published');
-      // Until the cell is written, waiters see the old cell under the new parity, and look again.
       this.#publishCell(slot, cell);
       this.deadline = deadline;
       return next;
@@ -653,7 +665,7 @@ export class Grants {
       // PLAIN, straight after the CAS: the count is off, so the record must say so.
       if (rs >= 0 && recs[rs] === releasing) recs[rs] = freed;
       if (last) this.#afterRelease(slot, s, next);
-      else if (permits && (s & (PARKED | STARVING)) !== 0) this.#afterPermit(slot, s, next);
+      else if (permits) this.#afterPermit(slot, s, next);
       return s;
     }
   }
@@ -731,7 +743,11 @@ export class Grants {
   /**
    * After a permit came free in a semaphore group that stays (CAS from `s` to `next`): wake a
    * sleeper to take it, every sleeper when a waiter starves (the one whose turn it is may not be
-   * first). The woken sleeper sets PARKED again while others sleep (Request.leave). A STARVING
+   * first). The woken sleeper sets PARKED again while others sleep (Request.leave). Every permit
+   * wakes one, PARKED or not (S_SLEEPERS alone decides, as in a last release): a release that
+   * found PARKED cleared by the one before, whose woken sleeper has not run yet (busy event loop,
+   * descheduled, terminated), would otherwise leave its permit to a sleeper's SLEEP_SLICE_MS. A
+   * STARVING
    * that no sleeper answers and no running waiter (WAITING) holds up is withdrawn, as a release
    * does with its HANDOFF: a group that never empties would keep it, and every newcomer would wait
    * STARVATION_MS and every tryAcquire fail, for a waiter that is gone.

@@ -32,7 +32,8 @@
  *                                     (or has watched the same word for HANDOFF_PATIENCE_MS: a
  *                                     stale bit cannot wedge the key)
  *   n (n > 1)          -> n - 1       a release (or a reclaim, or a forced release): PARKED is
- *                                     cleared and a sleeper woken (every sleeper when STARVING),
+ *                                     cleared and a sleeper woken (every sleeper when STARVING;
+ *                                     one whenever any sleeps, PARKED or not),
  *                                     since a permit came free (a lock's shared group never wakes
  *                                     anyone before its last release: only a semaphore has waiters
  *                                     blocked by a group that is not empty)

@@ -69,6 +69,9 @@
  *    granted, or, if it leaves without a grant, wakes one more (Request.leave); one that
  *    sleeps again sets PARKED anyway. So while anyone sleeps, either the word has PARKED or a
  *    woken sleeper is on its way to set it (the futex mutex's "2" state, with the same duty).
+ *    A semaphore's permit release (its group stays) wakes one sleeper whenever S_SLEEPERS is
+ *    above 0, PARKED or not: several permits can come free while the sleeper woken for the first
+ *    is on its way, and each needs its own sleeper (Grants.#afterPermit).
  *    The fast-path release CAS (EXCLUSIVE|me -> 0) can only succeed when PARKED is clear. A
  *    woken sleeper that is terminated before it relays leaves the others to their sleep slice
  *    (at most 1 ms for a writer that is not yet starving; a starving writer or a reader wakes at

@@ -20,7 +20,10 @@ export type StallPoint =
   | 'reclaim:judged'
   /** Reclaim of an exclusive holder: the word marked RECLAIMING, the cell not yet checked. */
   | 'reclaim:marked'
-  /** Exclusive grant or extend: the deadline cell written pending (plain), not yet published. */
+  /**
+   * Exclusive grant or extend: the deadline cell written pending (plain), not yet published; the
+   * entry of Grants.#publishCell, the first call after the CAS and its plain stores.
+   */
   | 'cell:pending'
   /** Exclusive extend: the new deadline is published, the lease has not yet re-checked it holds. */
   | 'extend:published'
