@@ -747,10 +747,9 @@ export class Grants {
    * wakes one, PARKED or not (S_SLEEPERS alone decides, as in a last release): a release that
    * found PARKED cleared by the one before, whose woken sleeper has not run yet (busy event loop,
    * descheduled, terminated), would otherwise leave its permit to a sleeper's SLEEP_SLICE_MS. A
-   * STARVING
-   * that no sleeper answers and no running waiter (WAITING) holds up is withdrawn, as a release
-   * does with its HANDOFF: a group that never empties would keep it, and every newcomer would wait
-   * STARVATION_MS and every tryAcquire fail, for a waiter that is gone.
+   * STARVING that no sleeper answers and no running waiter (WAITING) holds up is withdrawn, as a
+   * release does with its HANDOFF: a group that never empties would keep it, and every newcomer
+   * would wait STARVATION_MS and every tryAcquire fail, for a waiter that is gone.
    */
   #afterPermit(slot: number, s: number, next: number): void {
     const slots = this.#slots;
