@@ -3,10 +3,12 @@
  * publishes what others must be able to see of it beyond its grants. Two kinds:
  *
  * - PENDING: a request that waits for a key (its key, mode and place in request order), so that
- *   `locktable/web-locks`'s query() in any thread lists every thread's waiters.
+ *   `locktable/web-locks`'s query() in any thread lists every thread's waiters, and every thread's
+ *   later requests for the key wait behind it (`blocked`: the Web Locks request order).
  * - CLIENT: one per thread that uses `locktable/web-locks`: its doorbell, which a thread that
  *   steals one of its locks rings (E_DOORBELL is incremented and notified), so that the robbed
- *   thread learns of it at once.
+ *   thread learns of it at once; and which a request that leaves the queue for a key rings for
+ *   the threads waiting behind it (`ringWaiters`), so that they look at their turn again.
  *
  * The word of an entry (E_STATE) is (generation << 23) | (owner << 3) | kind; the owner's thread id
  * is in the word itself, so "which thread's entry is this" is never read apart from the state.
@@ -29,6 +31,7 @@
 import { monotonicNow } from '../api/clock.js';
 import { keyEquals, readKey } from './key.js';
 import {
+  E_COUNTED,
   E_DOORBELL,
   E_KEY_LENGTH,
   E_MODE,
@@ -43,11 +46,30 @@ import {
   ENTRY_OWNER_MASK,
   ENTRY_OWNER_SHIFT,
   ENTRY_PENDING,
+  ENTRY_UNCOUNTED,
   ENTRY_WORDS,
   ENTRY_WRITING,
   H_ENTRY_SEQ,
   type Views,
 } from './layout.js';
+
+/**
+ * The waiting hint (H_ENTRY_WAITING, see waitingHint): a count in bits 0-31, its epoch in bits
+ * 32-47, a version in bits 48-63 that every change moves on (it wraps off the top).
+ */
+const COUNT_MASK = 0xffffffffn;
+const EPOCH_MASK = 0xffffn;
+const ONE_VERSION = 1n << 48n;
+const COUNT_ONE = 1n + ONE_VERSION;
+
+/** What a scan of `blocked` found. */
+const NOTHING_SEEN = 0;
+const SEEN = 1;
+const BLOCKED = 2;
+
+function epochOf(h: bigint): number {
+  return Number((h >> 32n) & EPOCH_MASK);
+}
 
 /** How long an entry stays live without a refresh from its owner (ms). */
 export const ENTRY_LEASE_MS = 1000;
@@ -93,6 +115,7 @@ export class Entries {
   readonly #f64: Float64Array;
   readonly #keys: Uint16Array;
   readonly #header: Int32Array;
+  readonly #waiting: BigInt64Array;
   readonly #maxKeyLength: number;
   readonly count: number;
   /** Where this thread's next claim starts looking (spreads threads over the entries). */
@@ -103,6 +126,7 @@ export class Entries {
     this.#f64 = views.entriesF64;
     this.#keys = views.entryKeys;
     this.#header = views.header;
+    this.#waiting = views.entryWaiting64;
     this.#maxKeyLength = views.geometry.maxKeyLength;
     this.count = views.geometry.capacity;
     this.#hint = (threadId * 7) % this.count;
@@ -125,16 +149,25 @@ export class Entries {
       const at = i * ENTRY_WORDS;
       const w = Atomics.load(words, at + E_STATE);
       if ((w & ENTRY_KIND) !== ENTRY_FREE && !this.#gone(i, w, now)) continue;
+      const counted = this.#countedOf(i, w);
       const writing = next(w, owner, ENTRY_WRITING);
       if (Atomics.compareExchange(words, at + E_STATE, w, writing) !== w) continue;
       // PLAIN: the fields, then the publish CAS (a thread that dies before it leaves a WRITING
       // entry with all its fields, its stamp included, so it lapses like any other).
+      words[at + E_COUNTED] = ENTRY_UNCOUNTED;
       this.#f64[i * ENTRY_F64 + EF_LIVE_UNTIL] = now + ENTRY_LEASE_MS;
       words[at + E_SEQ] = seq;
       words[at + E_MODE] = mode;
       words[at + E_KEY_LENGTH] = key.length;
       const base = i * this.#maxKeyLength;
       for (let k = 0; k < key.length; k++) this.#keys[base + k] = key.charCodeAt(k);
+      // The taken-over entry's count goes (ours took it out of PENDING or WRITING); a PENDING
+      // entry is counted before it is published, so that a request that sees it listed in
+      // query() also sees the count. A stop at either Atomics call leaves the count too high,
+      // never too low (see "the waiting hint" on waitingHint).
+      this.#uncount(counted);
+      if (kind === ENTRY_PENDING)
+        words[at + E_COUNTED] = epochOf(Atomics.add(this.#waiting, 0, COUNT_ONE));
       if (
         Atomics.compareExchange(words, at + E_STATE, writing, next(writing, owner, kind)) !==
         writing
@@ -160,10 +193,141 @@ export class Entries {
     return true;
   }
 
-  /** Frees the entry if it is still `w`. */
+  /** Frees the entry if it is still `w` (and takes its count off the waiting hint). */
   free(index: number, w: number): boolean {
     const at = index * ENTRY_WORDS + E_STATE;
-    return Atomics.compareExchange(this.#words, at, w, next(w, 0, ENTRY_FREE)) === w;
+    const counted = this.#countedOf(index, w);
+    if (Atomics.compareExchange(this.#words, at, w, next(w, 0, ENTRY_FREE)) !== w) return false;
+    this.#uncount(counted);
+    return true;
+  }
+
+  /**
+   * The waiting hint: false only when no PENDING entry exists (nor one on its way to being
+   * published), so a LockManager request may skip the registry scan. It is H_ENTRY_WAITING's
+   * count, kept by the CAS that publishes a PENDING entry (counted just before it, while the entry
+   * is WRITING) and by the CAS that takes one out of PENDING or WRITING (counted off just after
+   * it: free, or a claim that takes over a lapsed entry), whoever does it. The entry records the
+   * epoch it was counted in (E_COUNTED, a plain store right after the count), so exactly one
+   * thread takes each count off, and a WRITING entry left by a thread that died is counted off by
+   * whoever takes it back.
+   *
+   * A thread stopped between a CAS that took an entry out and its count-off (terminated at the
+   * entry of the second Atomics call: "Threads that die, and threads that stall" in DESIGN.md)
+   * leaves the count too high: requests then scan the registry for nothing. The scan that sees no
+   * PENDING or WRITING entry at all resets the count to 0 in a new epoch (`blocked`), by a CAS
+   * from the value it read before the scan. That cannot lose a live count: an entry counted
+   * before that read was WRITING at its count and stays PENDING or WRITING until a CAS takes it
+   * out, so the scan either sees it or it was taken out before; its count-off is then in the value
+   * read, or moves the version (the reset's CAS fails), or comes after the reset in a past epoch
+   * (ignored). An entry counted after the read moves the version too. So the count is never too
+   * low, and a waiter is never missed. (The version is 16 bits: a reset whose scan saw 65,536
+   * changes come back to the same word could be wrong; the epoch is 16 bits: a count-off stopped
+   * across 65,536 resets could take one off a later epoch.)
+   */
+  waitingHint(): boolean {
+    return (Atomics.load(this.#waiting, 0) & COUNT_MASK) !== 0n;
+  }
+
+  /**
+   * Does an earlier live PENDING entry for `key` stand before a request for it in the
+   * specification's request queue? `seq` is the request's place (undefined: a new request, after
+   * every entry), `own` its entry (skipped). A shared request waits only for earlier exclusive
+   * entries; an exclusive one for every earlier entry (the Web Locks "grantable" rule, less what
+   * the table decides: whether the lock is held). Lapsed entries are freed on the way, and a scan
+   * that saw no entry at all resets a stale waiting hint (see waitingHint).
+   */
+  blocked(key: string, shared: boolean, seq: number | undefined, own: number): boolean {
+    const hint = Atomics.load(this.#waiting, 0);
+    const found = this.#scan(key, shared, seq, own, false);
+    if (found !== NOTHING_SEEN || (hint & COUNT_MASK) === 0n) return found === BLOCKED;
+    // Nothing seen through plain reads, and the count says otherwise: look again with atomic
+    // loads (the reset's argument at waitingHint rests on them), then reset a stale count.
+    const again = this.#scan(key, shared, seq, own, true);
+    if (again === NOTHING_SEEN) {
+      // A stale count (see waitingHint): 0, in the next epoch, with the next version.
+      const version = (hint >> 48n) + 1n;
+      const epoch = (BigInt(epochOf(hint)) + 1n) & EPOCH_MASK;
+      const reset = BigInt.asIntN(64, (version << 48n) | (epoch << 32n));
+      Atomics.compareExchange(this.#waiting, 0, hint, reset);
+    }
+    return again === BLOCKED;
+  }
+
+  /**
+   * The scan of `blocked`: BLOCKED, SEEN (a PENDING or WRITING entry, none before the request) or
+   * NOTHING_SEEN. With `atomic` false, each entry's word is first read plainly and the entry
+   * skipped if FREE or CLIENT, as most are (an atomic load each costs several times a plain
+   * read, on every request while anything waits). That read cannot miss a PENDING entry whose
+   * publish happens before this scan (a plain read is coherent with happens-before: the test's
+   * "request once the one before it is listed" is such an order); it may miss one published
+   * concurrently with the scan, which is then ordered after this request, as with an atomic
+   * load of a word not yet published. Every entry it does not skip is read again atomically.
+   */
+  #scan(key: string, shared: boolean, seq: number | undefined, own: number, atomic: boolean) {
+    const words = this.#words;
+    const now = monotonicNow();
+    let found = NOTHING_SEEN;
+    for (let i = 0; i < this.count; i++) {
+      const at = i * ENTRY_WORDS;
+      if (!atomic) {
+        const plain = words[at + E_STATE]! & ENTRY_KIND;
+        if (plain === ENTRY_FREE || plain === ENTRY_CLIENT) continue;
+      }
+      const w = Atomics.load(words, at + E_STATE);
+      const kind = w & ENTRY_KIND;
+      if (kind === ENTRY_FREE || kind === ENTRY_CLIENT) continue;
+      if (this.#gone(i, w, now)) {
+        this.free(i, w);
+        continue;
+      }
+      found = SEEN; // PENDING, or WRITING (it may be on its way to PENDING)
+      if (kind !== ENTRY_PENDING || i === own) continue;
+      const length = words[at + E_KEY_LENGTH]!;
+      if (length !== key.length || !keyEquals(this.#keys, i * this.#maxKeyLength, key)) continue;
+      if (seq !== undefined && seqCompare(words[at + E_SEQ]!, seq) >= 0) continue;
+      if (shared && words[at + E_MODE] === 1) continue;
+      // A consistent read: the entry did not move while we read its fields.
+      if (this.wordOf(i) !== w) continue;
+      return BLOCKED;
+    }
+    return found;
+  }
+
+  /**
+   * Rings the doorbell of every thread but `except` that has a live PENDING entry for `key` (or
+   * for any key: undefined): a request for it left the queue, so they look at their place again.
+   */
+  ringWaiters(key: string | undefined, except: number): void {
+    const owners: number[] = [];
+    for (const e of this.pending(key)) {
+      if (e.owner !== except && !owners.includes(e.owner)) owners.push(e.owner);
+    }
+    if (owners.length === 0) return;
+    const now = monotonicNow();
+    for (let i = 0; i < this.count; i++) {
+      const w = this.wordOf(i);
+      if ((w & ENTRY_KIND) !== ENTRY_CLIENT || this.#lapsed(i, now)) continue;
+      if (owners.includes(entryOwner(w))) this.ring(i);
+    }
+  }
+
+  /** The epoch in which entry `i` (word `w`) was counted, if it may be counted; else UNCOUNTED. */
+  #countedOf(i: number, w: number): number {
+    const kind = w & ENTRY_KIND;
+    if (kind !== ENTRY_PENDING && kind !== ENTRY_WRITING) return ENTRY_UNCOUNTED;
+    return this.#words[i * ENTRY_WORDS + E_COUNTED]!;
+  }
+
+  /** Takes one count off the waiting hint, if `epoch` is still its epoch. */
+  #uncount(epoch: number): void {
+    if (epoch === ENTRY_UNCOUNTED) return;
+    for (;;) {
+      const h = Atomics.load(this.#waiting, 0);
+      if (epochOf(h) !== epoch || (h & COUNT_MASK) === 0n) return;
+      const counted = BigInt.asIntN(64, h - 1n + ONE_VERSION);
+      if (Atomics.compareExchange(this.#waiting, 0, h, counted) === h) return;
+    }
   }
 
   /** Frees every entry of `owner`, a thread that has exited (releaseAllOwnedBy). Returns how many. */
@@ -174,6 +338,8 @@ export class Entries {
       if ((w & ENTRY_KIND) === ENTRY_FREE || entryOwner(w) !== owner) continue;
       if (this.free(i, w)) freed++;
     }
+    // Its requests left the queue: the threads that wait behind them look at their place again.
+    if (freed > 0) this.ringWaiters(undefined, owner);
     return freed;
   }
 

@@ -20,9 +20,11 @@
 
 export const MAGIC = 0x4c4b5442; // 'LKTB'
 /**
- * 5: the deadline cell has a pending bit (CELL_PENDING_SHIFT; the deadline moves up one bit), and
- * a shared record taken over by another thread is TAKEN, not RELEASING (records.ts). Code of
- * version 4 would misread both.
+ * 5: the deadline cell has a pending bit (CELL_PENDING_SHIFT; the deadline moves up one bit); a
+ * shared record taken over by another thread is TAKEN, not RELEASING (records.ts); and
+ * H_ENTRY_WAITING and E_COUNTED (entries.ts): the hint that any LockManager request waits, so that
+ * a request finds its place in the cross-thread request order. Code of version 4 would misread the
+ * first two, and neither count its waiters nor look.
  * 4: request entries after the keys (entries.ts: the pending requests that `locktable/web-locks`
  * lists in query(), and each thread's doorbell), and H_ENTRY_SEQ; each slot's binding carries a
  * permit limit (S_LIMIT, in the word that was spare); the buffer ends with the stats counters
@@ -51,6 +53,15 @@ export const H_BIND_DEADLINE_OWNER = 9;
 export const H_ENTRY_SEQ = 10;
 /** 1 when the table collects stats (new LockTable({ stats: true })): every thread counts. */
 export const H_STATS = 11;
+/**
+ * Words 12-13, one BigInt64 (`entryWaiting64`): the waiting hint of entries.ts (waitingHint): bits
+ * 0-31 count the PENDING entries, bits 32-47 are its epoch, bits 48-63 a version that every change
+ * moves on. A LockManager request that reads a count of 0 knows that no request waits anywhere and
+ * skips the registry scan; the epoch lets a scan that found no entry reset a count left too high
+ * by a thread that died between an entry's change and its count's, and the version makes that
+ * reset's CAS fail if anything was counted or counted off since it read the word.
+ */
+export const H_ENTRY_WAITING = 12;
 export const HEADER_WORDS = 16;
 
 // ---- header, Float64 words (after the Int32 header) ----
@@ -163,7 +174,14 @@ export const E_MODE = 2;
 export const E_KEY_LENGTH = 3;
 /** CLIENT: the owner's doorbell, incremented (and notified) by whoever must wake it. */
 export const E_DOORBELL = 4;
-export const ENTRY_WORDS = 6; // 5 used; even, so that the Float64 area stays aligned
+/**
+ * PENDING (and WRITING on its way there): the H_ENTRY_WAITING epoch (16 bits) in which this entry was
+ * counted, or ENTRY_UNCOUNTED; whoever takes the entry out of PENDING or WRITING by CAS takes its
+ * count off (if the epoch is still current).
+ */
+export const E_COUNTED = 5;
+export const ENTRY_UNCOUNTED = -1;
+export const ENTRY_WORDS = 6; // all used; even, so that the Float64 area stays aligned
 /** Monotonic ms until which the entry is live without a refresh from its owner. */
 export const EF_LIVE_UNTIL = 0;
 export const ENTRY_F64 = 1;
@@ -206,6 +224,8 @@ export interface Views {
   readonly headerF64: Float64Array;
   /** H_TOKEN_FLOOR_LO/HI as one 64-bit word (8-byte aligned), for the CAS-max in directory.ts. */
   readonly tokenFloor64: BigInt64Array;
+  /** Header words H_ENTRY_WAITING and the next: the waiting hint (entries.ts). */
+  readonly entryWaiting64: BigInt64Array;
   readonly slots: Int32Array;
   /** Deadline cells (SC_DEADLINE), one BigInt64 per slot. */
   readonly slotCells: BigInt64Array;
@@ -265,6 +285,7 @@ export function createViews(buffer: SharedArrayBuffer, g: Geometry): Views {
     header: new Int32Array(buffer, 0, HEADER_WORDS),
     headerF64: new Float64Array(buffer, HEADER_WORDS * 4, HEADER_F64),
     tokenFloor64: new BigInt64Array(buffer, H_TOKEN_FLOOR_LO * 4, 1),
+    entryWaiting64: new BigInt64Array(buffer, H_ENTRY_WAITING * 4, 1),
     slots: new Int32Array(buffer, o.slotWordsOffset, g.capacity * SLOT_WORDS),
     slotCells: new BigInt64Array(buffer, o.slotCellsOffset, g.capacity * SLOT_CELLS),
     slotF64: new Float64Array(buffer, o.slotF64Offset, g.capacity * SLOT_F64),

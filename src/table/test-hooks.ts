@@ -51,7 +51,15 @@ export const testHooks: {
    * of test/semaphore.test.ts sets 1 in its workers, and must see more holders than the limit.
    */
   permitSlack: number;
+  /**
+   * true: LockManager ignores the cross-thread request order (the registry's), as before it kept
+   * one: a request tries the table whenever its thread has no earlier request for the name. The
+   * negative control of test/web-locks-fifo.test.ts sets it in its workers, and must see a grant
+   * out of request order. false in production.
+   */
+  unordered: boolean;
 } = {
   stall: undefined,
   permitSlack: 0,
+  unordered: false,
 };

@@ -8,12 +8,17 @@
 import type { Entries } from '../table/entries.js';
 import { ENTRY_REFRESH_MS } from '../table/entries.js';
 import { ENTRY_CLIENT, ENTRY_PENDING } from '../table/layout.js';
+import { testHooks } from '../table/test-hooks.js';
 import type { FacadeCore } from '../table/lock-table.js';
 import { abortError } from './errors.js';
 import { HeldList, type HeldRequest } from './held-request.js';
 import type { LockMode } from './lock.js';
 
-/** A request of this thread that waits: its registry entry, and its turn in the local queue. */
+/**
+ * A request of this thread that waits: its registry entry, and its turn. It tries the table only
+ * when it is the head of its name's local queue and no earlier request of any thread stands before
+ * it in the registry (Client.grantable): the specification's request order, across threads.
+ */
 export interface PendingRequest {
   readonly name: string;
   readonly mode: LockMode;
@@ -21,7 +26,11 @@ export interface PendingRequest {
   /** Its registry entry, or -1 while it waits unlisted (no entry was free: see register()). */
   entry: number;
   word: number;
-  /** Called when it becomes the head of its name's local queue. */
+  /**
+   * Called when its turn may have come: it became the head of its name's local queue, or the
+   * doorbell rang (a request of another thread left the queue for the name), or a heartbeat passed
+   * (an entry before it may have lapsed). It then looks again.
+   */
   admit: (() => void) | undefined;
 }
 
@@ -60,9 +69,17 @@ export class Client {
   #entryWord = 0;
   #beating = false;
 
+  /**
+   * Does the table's registry keep the cross-thread request order (Entries.blocked)? Not that of a
+   * table from an older build of locktable (its entries have no such method): this thread's
+   * requests on it are then in order among themselves only, as that build's were.
+   */
+  readonly #ordered: boolean;
+
   constructor(core: FacadeCore, lease: number) {
     this.core = core;
     this.entries = core.entries;
+    this.#ordered = typeof (core.entries as Partial<Entries>).blocked === 'function';
     this.clientId = clientIdOf(core.threadId);
     this.lease = lease;
     this.#claimClient();
@@ -100,9 +117,36 @@ export class Client {
     return req;
   }
 
-  /** A waiting request leaves (granted, aborted, timed out, failed): its entry and its turn go. */
+  /**
+   * May a new request for `name` try the table at once? Not when this thread has one queued for
+   * the name, nor when an earlier request of any thread stands before it in the registry (see
+   * Entries.blocked); the waiting hint skips the registry scan when nothing waits anywhere.
+   */
+  mayTry(name: string, shared: boolean): boolean {
+    if (this.queues.has(name)) return false;
+    if (!this.#ordered || !this.entries.waitingHint()) return true;
+    return testHooks.unordered || !this.entries.blocked(name, shared, undefined, -1);
+  }
+
+  /**
+   * Has `req`'s turn come? It is the head of its local queue, and no earlier request of any
+   * thread stands before it in the registry: the specification's "grantable", but for whether the
+   * lock is held, which the table decides. An unlisted request (entry -1) looks at the registry
+   * by its place all the same, but nobody sees it: other threads do not wait for it.
+   */
+  grantable(req: PendingRequest): boolean {
+    if (!this.isHead(req)) return false;
+    if (!this.#ordered || testHooks.unordered) return true;
+    return !this.entries.blocked(req.name, req.mode === 'shared', req.seq, req.entry);
+  }
+
+  /**
+   * A waiting request leaves (granted, aborted, timed out, failed): its entry and its turn go, and
+   * the threads that wait for the name behind it are told (their doorbells ring).
+   */
   unregister(req: PendingRequest): void {
-    if (req.entry >= 0) this.entries.free(req.entry, req.word);
+    if (req.entry >= 0 && this.entries.free(req.entry, req.word) && this.#ordered)
+      this.entries.ringWaiters(req.name, this.core.threadId);
     const queue = this.queues.get(req.name);
     if (queue === undefined) return;
     const at = queue.indexOf(req);
@@ -195,9 +239,22 @@ export class Client {
         this.#refresh();
         rung = this.#rung();
         this.checkLost();
+        // After the load of `rung`: a request that leaves the queue frees its entry, then rings;
+        // a ring after the load wakes the next wait, and one before it freed what we look at now.
+        this.#admitHeads();
       }
     } finally {
       this.#beating = false;
+    }
+  }
+
+  /** Each local queue's head that waits for its turn looks again (see PendingRequest.admit). */
+  #admitHeads(): void {
+    for (const queue of this.queues.values()) {
+      const head = queue[0]!;
+      const admit = head.admit;
+      head.admit = undefined;
+      admit?.();
     }
   }
 
