@@ -295,20 +295,79 @@ export class Entries {
   }
 
   /**
-   * Rings the doorbell of every thread but `except` that has a live PENDING entry for `key` (or
-   * for any key: undefined): a request for it left the queue, so they look at their place again.
+   * Rings the doorbells of the threads but `except` whose turn may have come now that a request
+   * for `key` left the queue: those with one of the live PENDING entries for `key` that no other
+   * stands before (Entries.blocked's rule): the earliest, and when it is shared, every shared one
+   * before the earliest exclusive one. Any other waiter for the key still has an earlier entry
+   * before it, whose own leaving rings it in turn; so each hand-off wakes one thread (or the
+   * shared run), not every thread that waits for the key. `key` undefined (a dead thread's
+   * entries went, for any keys): every thread with a live PENDING entry.
+   *
+   * Every request frees its entry before it calls this, and the scan loads each word atomically:
+   * of two requests that leave at once, the one whose scan comes last sees both gone, so the
+   * earliest of those that remain is rung. A request that publishes its entry concurrently looks
+   * at its place itself, after its publish (LockManager's #wait).
    */
   ringWaiters(key: string | undefined, except: number): void {
-    const owners: number[] = [];
-    for (const e of this.pending(key)) {
-      if (e.owner !== except && !owners.includes(e.owner)) owners.push(e.owner);
-    }
-    if (owners.length === 0) return;
+    const words = this.#words;
     const now = monotonicNow();
+    // One pass: the live PENDING entries for the key (their seq, mode and owner), and the CLIENT
+    // entries (index, word: whose doorbells we may ring).
+    let firstSeq = 0;
+    let firstOwner = -1;
+    let firstShared = false;
+    let owners: number[] | undefined;
+    let shared: { seq: number; owner: number }[] | undefined;
+    let exclusiveSeq: number | undefined;
+    const clients: number[] = [];
     for (let i = 0; i < this.count; i++) {
-      const w = this.wordOf(i);
-      if ((w & ENTRY_KIND) !== ENTRY_CLIENT || this.#lapsed(i, now)) continue;
-      if (owners.includes(entryOwner(w))) this.ring(i);
+      const at = i * ENTRY_WORDS;
+      const w = Atomics.load(words, at + E_STATE);
+      const kind = w & ENTRY_KIND;
+      if (kind === ENTRY_CLIENT) {
+        if (!this.#lapsed(i, now)) clients.push(i, w);
+        continue;
+      }
+      if (kind !== ENTRY_PENDING) continue;
+      if (this.#lapsed(i, now)) {
+        this.free(i, w);
+        continue;
+      }
+      const owner = entryOwner(w);
+      if (key === undefined) {
+        if (owner !== except) (owners ??= []).push(owner);
+        continue;
+      }
+      const length = words[at + E_KEY_LENGTH]!;
+      if (length !== key.length || !keyEquals(this.#keys, i * this.#maxKeyLength, key)) continue;
+      const seq = words[at + E_SEQ]!;
+      const isShared = words[at + E_MODE] === 1;
+      // A consistent read: the entry did not move while we read its fields.
+      if (Atomics.load(words, at + E_STATE) !== w) continue;
+      if (firstOwner < 0 || seqCompare(seq, firstSeq) < 0) {
+        firstSeq = seq;
+        firstOwner = owner;
+        firstShared = isShared;
+      }
+      if (isShared) (shared ??= []).push({ seq, owner });
+      else if (exclusiveSeq === undefined || seqCompare(seq, exclusiveSeq) < 0) exclusiveSeq = seq;
+    }
+    if (key !== undefined) {
+      if (firstOwner < 0) return;
+      owners = [firstOwner];
+      // The shared run at the front: every shared entry before the earliest exclusive one.
+      if (firstShared && shared !== undefined) {
+        for (const e of shared) {
+          if (exclusiveSeq === undefined || seqCompare(e.seq, exclusiveSeq) < 0)
+            owners.push(e.owner);
+        }
+      }
+    }
+    if (owners === undefined) return;
+    for (let c = 0; c < clients.length; c += 2) {
+      const i = clients[c]!;
+      const owner = entryOwner(clients[c + 1]!);
+      if (owner !== except && owners.includes(owner)) this.ring(i);
     }
   }
 
