@@ -38,6 +38,7 @@ import {
   E_SEQ,
   E_STATE,
   EF_LIVE_UNTIL,
+  ENTRY_BUCKETS,
   ENTRY_CLIENT,
   ENTRY_F64,
   ENTRY_FREE,
@@ -69,6 +70,25 @@ const BLOCKED = 2;
 
 function epochOf(h: bigint): number {
   return Number((h >> 32n) & EPOCH_MASK);
+}
+
+/** A bucket word: `count` in bits 0-31, `epoch` in bits 32-47. */
+function bucketWord(epoch: number, count: bigint): bigint {
+  return (BigInt(epoch) << 32n) | count;
+}
+
+/** FNV-1a over UTF-16 code units, folded: the waiting hint's bucket of a key (ENTRY_BUCKETS). */
+function bucketOfKey(key: string): number {
+  let h = 0x811c9dc5 | 0;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
+  return (h ^ (h >>> 16)) & (ENTRY_BUCKETS - 1);
+}
+
+/** bucketOfKey of the key stored at `units[offset .. offset + length)`. */
+function bucketOfUnits(units: Uint16Array, offset: number, length: number): number {
+  let h = 0x811c9dc5 | 0;
+  for (let i = 0; i < length; i++) h = Math.imul(h ^ units[offset + i]!, 0x01000193);
+  return (h ^ (h >>> 16)) & (ENTRY_BUCKETS - 1);
 }
 
 /** How long an entry stays live without a refresh from its owner (ms). */
@@ -116,6 +136,7 @@ export class Entries {
   readonly #keys: Uint16Array;
   readonly #header: Int32Array;
   readonly #waiting: BigInt64Array;
+  readonly #buckets: BigInt64Array;
   readonly #maxKeyLength: number;
   readonly count: number;
   /** Where this thread's next claim starts looking (spreads threads over the entries). */
@@ -127,6 +148,7 @@ export class Entries {
     this.#keys = views.entryKeys;
     this.#header = views.header;
     this.#waiting = views.entryWaiting64;
+    this.#buckets = views.entryBuckets64;
     this.#maxKeyLength = views.geometry.maxKeyLength;
     this.count = views.geometry.capacity;
     this.#hint = (threadId * 7) % this.count;
@@ -166,8 +188,11 @@ export class Entries {
       // query() also sees the count. A stop at either Atomics call leaves the count too high,
       // never too low (see "the waiting hint" on waitingHint).
       this.#uncount(counted);
-      if (kind === ENTRY_PENDING)
-        words[at + E_COUNTED] = epochOf(Atomics.add(this.#waiting, 0, COUNT_ONE));
+      if (kind === ENTRY_PENDING) {
+        const epoch = epochOf(Atomics.add(this.#waiting, 0, COUNT_ONE));
+        this.#countBucket(bucketOfKey(key), epoch);
+        words[at + E_COUNTED] = epoch;
+      }
       if (
         Atomics.compareExchange(words, at + E_STATE, writing, next(writing, owner, kind)) !==
         writing
@@ -224,9 +249,26 @@ export class Entries {
    * low, and a waiter is never missed. (The version is 16 bits: a reset whose scan saw 65,536
    * changes come back to the same word could be wrong; the epoch is 16 bits: a count-off stopped
    * across 65,536 resets could take one off a later epoch.)
+   *
+   * With `key`, the count of the key's bucket as well (ENTRY_BUCKETS words, by a hash of the key),
+   * so that a request for a name whose bucket is empty skips the scan while other names have
+   * waiters. Each PENDING entry is counted in its bucket too, after H_ENTRY_WAITING and before its
+   * publish, tagged with the epoch that count returned, and counted off with it (the bucket comes
+   * from the entry's key, written before the count). A bucket word whose epoch is not
+   * H_ENTRY_WAITING's counts nothing: never too low, for an entry P published before the request
+   * looks (and still PENDING) was counted in H_ENTRY_WAITING's epoch E and in its bucket with E;
+   * no reset can move the epoch past E while P is PENDING or WRITING (the reset's scan would see
+   * it, or its version moved); so the request reads epoch E, and a bucket tagged E that counts P
+   * (no count-off of P has happened; the others each take off a count of their own entry, once).
+   * A thread stopped between taking an entry out and its bucket's count-off leaves the bucket too
+   * high until the next reset: requests for its names scan for nothing meanwhile.
    */
-  waitingHint(): boolean {
-    return (Atomics.load(this.#waiting, 0) & COUNT_MASK) !== 0n;
+  waitingHint(key?: string): boolean {
+    const h = Atomics.load(this.#waiting, 0);
+    if ((h & COUNT_MASK) === 0n) return false;
+    if (key === undefined) return true;
+    const b = Atomics.load(this.#buckets, bucketOfKey(key));
+    return epochOf(b) === epochOf(h) && (b & COUNT_MASK) !== 0n;
   }
 
   /**
@@ -371,21 +413,46 @@ export class Entries {
     }
   }
 
-  /** The epoch in which entry `i` (word `w`) was counted, if it may be counted; else UNCOUNTED. */
+  /**
+   * The count entry `i` (word `w`) holds, if it may be counted: the epoch it was counted in (bits
+   * 0-15) and its key's bucket (from bit 16); else ENTRY_UNCOUNTED. Read before the CAS that takes
+   * the entry out (its fields are then the word's: the key was written before the count).
+   */
   #countedOf(i: number, w: number): number {
     const kind = w & ENTRY_KIND;
     if (kind !== ENTRY_PENDING && kind !== ENTRY_WRITING) return ENTRY_UNCOUNTED;
-    return this.#words[i * ENTRY_WORDS + E_COUNTED]!;
+    const words = this.#words;
+    const epoch = words[i * ENTRY_WORDS + E_COUNTED]!;
+    if (epoch === ENTRY_UNCOUNTED) return ENTRY_UNCOUNTED;
+    const length = Math.min(words[i * ENTRY_WORDS + E_KEY_LENGTH]!, this.#maxKeyLength);
+    return epoch | (bucketOfUnits(this.#keys, i * this.#maxKeyLength, length) << 16);
   }
 
-  /** Takes one count off the waiting hint, if `epoch` is still its epoch. */
-  #uncount(epoch: number): void {
-    if (epoch === ENTRY_UNCOUNTED) return;
+  /** Counts one entry in `bucket`, in `epoch` (H_ENTRY_WAITING's, in which it was just counted). */
+  #countBucket(bucket: number, epoch: number): void {
+    for (;;) {
+      const b = Atomics.load(this.#buckets, bucket);
+      // A word of an earlier epoch counts nothing live (see waitingHint): start it again.
+      const counted = epochOf(b) === epoch ? b + 1n : bucketWord(epoch, 1n);
+      if (Atomics.compareExchange(this.#buckets, bucket, b, counted) === b) return;
+    }
+  }
+
+  /** Takes one count (#countedOf's) off the waiting hint and its bucket, if still of its epoch. */
+  #uncount(counted: number): void {
+    if (counted === ENTRY_UNCOUNTED) return;
+    const epoch = counted & 0xffff;
+    const bucket = counted >>> 16;
+    for (;;) {
+      const b = Atomics.load(this.#buckets, bucket);
+      if (epochOf(b) !== epoch || (b & COUNT_MASK) === 0n) break;
+      if (Atomics.compareExchange(this.#buckets, bucket, b, b - 1n) === b) break;
+    }
     for (;;) {
       const h = Atomics.load(this.#waiting, 0);
       if (epochOf(h) !== epoch || (h & COUNT_MASK) === 0n) return;
-      const counted = BigInt.asIntN(64, h - 1n + ONE_VERSION);
-      if (Atomics.compareExchange(this.#waiting, 0, h, counted) === h) return;
+      const uncounted = BigInt.asIntN(64, h - 1n + ONE_VERSION);
+      if (Atomics.compareExchange(this.#waiting, 0, h, uncounted) === h) return;
     }
   }
 

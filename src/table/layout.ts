@@ -12,6 +12,7 @@
  *   entryWordsOffset    capacity x ENTRY_WORDS Int32 words       (request entries: see entries.ts)
  *   entryF64Offset      capacity x ENTRY_F64 Float64 words      (each entry's liveness stamp)
  *   entryNamesOffset    capacity x maxKeyLength Uint16 code units (each entry's key)
+ *   entryBucketsOffset  ENTRY_BUCKETS BigInt64 words              (the waiting hint per bucket of names)
  *   statsOffset         STATS_WORDS BigInt64 counters           (table.stats(): stats.ts)
  *
  * The header stores the geometry, so `LockTable.attach(buffer)` can rebuild every view from the
@@ -20,11 +21,13 @@
 
 export const MAGIC = 0x4c4b5442; // 'LKTB'
 /**
- * 5: the deadline cell has a pending bit (CELL_PENDING_SHIFT; the deadline moves up one bit); a
- * shared record taken over by another thread is TAKEN, not RELEASING (records.ts); and
- * H_ENTRY_WAITING and E_COUNTED (entries.ts): the hint that any LockManager request waits, so that
- * a request finds its place in the cross-thread request order. Code of version 4 would misread the
- * first two, and neither count its waiters nor look.
+ * 6: H_ENTRY_WAITING, its buckets (entryBucketsOffset, before the stats, which move up) and
+ * E_COUNTED (entries.ts): the hint that a LockManager request for a name waits, so that a request
+ * finds its place in the cross-thread request order (code of version 5 would neither count its
+ * waiters nor look, and would misplace the stats).
+ * 5: the deadline cell has a pending bit (CELL_PENDING_SHIFT; the deadline moves up one bit), and
+ * a shared record taken over by another thread is TAKEN, not RELEASING (records.ts). Code of
+ * version 4 would misread both.
  * 4: request entries after the keys (entries.ts: the pending requests that `locktable/web-locks`
  * lists in query(), and each thread's doorbell), and H_ENTRY_SEQ; each slot's binding carries a
  * permit limit (S_LIMIT, in the word that was spare); the buffer ends with the stats counters
@@ -33,7 +36,7 @@ export const MAGIC = 0x4c4b5442; // 'LKTB'
  * 3: a table default that was not set is NaN in the header (defaults.ts), and each slot has a
  * hand-off reservation (SF_HANDOFF_UNTIL); 2 stored the library's defaults and had none.
  */
-export const VERSION = 5;
+export const VERSION = 6;
 
 // ---- header, Int32 words ----
 export const H_MAGIC = 0;
@@ -185,6 +188,13 @@ export const ENTRY_WORDS = 6; // all used; even, so that the Float64 area stays 
 /** Monotonic ms until which the entry is live without a refresh from its owner. */
 export const EF_LIVE_UNTIL = 0;
 export const ENTRY_F64 = 1;
+/**
+ * The waiting hint's buckets (entries.ts, waitingHint): PENDING entries counted by a hash of their
+ * key, each word as H_ENTRY_WAITING (count in bits 0-31, the epoch of H_ENTRY_WAITING it counts
+ * in at bits 32-47), so that a request whose name's bucket is empty skips the scan while other
+ * names have waiters. A power of two.
+ */
+export const ENTRY_BUCKETS = 64;
 
 export const ENTRY_KIND = 7;
 export const ENTRY_FREE = 0;
@@ -226,6 +236,8 @@ export interface Views {
   readonly tokenFloor64: BigInt64Array;
   /** Header words H_ENTRY_WAITING and the next: the waiting hint (entries.ts). */
   readonly entryWaiting64: BigInt64Array;
+  /** The waiting hint per bucket of names (ENTRY_BUCKETS words; entries.ts). */
+  readonly entryBuckets64: BigInt64Array;
   readonly slots: Int32Array;
   /** Deadline cells (SC_DEADLINE), one BigInt64 per slot. */
   readonly slotCells: BigInt64Array;
@@ -257,12 +269,14 @@ export function offsets(g: Geometry) {
   const entryWordsOffset = align8(keysOffset + g.capacity * g.maxKeyLength * 2);
   const entryF64Offset = align8(entryWordsOffset + g.capacity * ENTRY_WORDS * 4);
   const entryNamesOffset = align8(entryF64Offset + g.capacity * ENTRY_F64 * 8);
-  const statsOffset = align8(entryNamesOffset + g.capacity * g.maxKeyLength * 2);
+  const entryBucketsOffset = align8(entryNamesOffset + g.capacity * g.maxKeyLength * 2);
+  const statsOffset = entryBucketsOffset + ENTRY_BUCKETS * 8;
   const totalBytes = statsOffset + STATS_WORDS * 8;
   return {
     entryWordsOffset,
     entryF64Offset,
     entryNamesOffset,
+    entryBucketsOffset,
     statsOffset,
     slotWordsOffset,
     slotCellsOffset,
@@ -296,6 +310,7 @@ export function createViews(buffer: SharedArrayBuffer, g: Geometry): Views {
     entries: new Int32Array(buffer, o.entryWordsOffset, g.capacity * ENTRY_WORDS),
     entriesF64: new Float64Array(buffer, o.entryF64Offset, g.capacity * ENTRY_F64),
     entryKeys: new Uint16Array(buffer, o.entryNamesOffset, g.capacity * g.maxKeyLength),
+    entryBuckets64: new BigInt64Array(buffer, o.entryBucketsOffset, ENTRY_BUCKETS),
     stats: new BigInt64Array(buffer, o.statsOffset, STATS_WORDS),
   };
 }

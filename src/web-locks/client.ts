@@ -120,11 +120,12 @@ export class Client {
   /**
    * May a new request for `name` try the table at once? Not when this thread has one queued for
    * the name, nor when an earlier request of any thread stands before it in the registry (see
-   * Entries.blocked); the waiting hint skips the registry scan when nothing waits anywhere.
+   * Entries.blocked); the waiting hint skips the registry scan when nothing waits for a name of
+   * the same bucket (a hash of the name), anywhere.
    */
   mayTry(name: string, shared: boolean): boolean {
     if (this.queues.has(name)) return false;
-    if (!this.#ordered || !this.entries.waitingHint()) return true;
+    if (!this.#ordered || !this.entries.waitingHint(name)) return true;
     return testHooks.unordered || !this.entries.blocked(name, shared, undefined, -1);
   }
 

@@ -57,6 +57,27 @@ describe('the waiting hint', () => {
     assert.equal(entries.waitingHint(), false);
   });
 
+  test("per name: a name whose bucket has no PENDING entry reads 0 while another name's waits", () => {
+    const { entries, views } = setup();
+    const a = entries.claim(ENTRY_PENDING, 1, entries.nextSeq(), 0, 'k');
+    assert.equal(entries.waitingHint('k'), true);
+    // Some name among a few falls in another of the 64 buckets.
+    const other = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'].find((n) => !entries.waitingHint(n));
+    assert.ok(other !== undefined);
+    assert.equal(entries.waitingHint(), true);
+    // The bucket is counted off with the entry, also when another thread's claim takes it over.
+    assert.ok(entries.free(a, entries.wordOf(a)));
+    assert.equal(entries.waitingHint('k'), false);
+    const b = entries.claim(ENTRY_PENDING, 1, entries.nextSeq(), 0, 'k');
+    const w = entries.wordOf(b);
+    views.entriesF64[b * ENTRY_F64 + EF_LIVE_UNTIL] = LockTable.now() - 1;
+    assert.equal(entries.waitingHint('k'), true, 'lapsed, not yet taken');
+    assert.deepEqual(entries.pending(), []);
+    assert.notEqual(entries.wordOf(b), w);
+    assert.equal(entries.waitingHint('k'), false, 'counted off by the taker');
+    assert.equal(entries.waitingHint(), false);
+  });
+
   test('a count left by a thread stopped after its free CAS is reset by the next scan that finds no entry', () => {
     const { entries, words, hint } = setup();
     const a = entries.claim(ENTRY_PENDING, 1, entries.nextSeq(), 0, 'k');
