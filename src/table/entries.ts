@@ -297,6 +297,36 @@ export class Entries {
   }
 
   /**
+   * The one live PENDING entry that stands before a request for `key` (as `blocked` judges), when
+   * there is exactly one: its index, and its word in `soleWord`; else -1. That entry's request has
+   * its turn (nothing stands before it, as nothing else stands before ours), so it is about to try
+   * the table, or holds the lock's next grant: a request behind it may watch its word for a moment
+   * (LockManager's #wait) rather than sleep until its thread's doorbell rings.
+   */
+  soleBlocker(key: string, shared: boolean, seq: number, own: number): number {
+    const words = this.#words;
+    let found = -1;
+    for (let i = 0; i < this.count; i++) {
+      const at = i * ENTRY_WORDS;
+      if ((words[at + E_STATE]! & ENTRY_KIND) !== ENTRY_PENDING || i === own) continue;
+      const w = Atomics.load(words, at + E_STATE);
+      if ((w & ENTRY_KIND) !== ENTRY_PENDING) continue;
+      const length = words[at + E_KEY_LENGTH]!;
+      if (length !== key.length || !keyEquals(this.#keys, i * this.#maxKeyLength, key)) continue;
+      if (seqCompare(words[at + E_SEQ]!, seq) >= 0) continue;
+      if (shared && words[at + E_MODE] === 1) continue;
+      if (this.wordOf(i) !== w) continue;
+      if (found >= 0) return -1;
+      found = i;
+      this.soleWord = w;
+    }
+    return found;
+  }
+
+  /** The word of the entry soleBlocker returned. */
+  soleWord = 0;
+
+  /**
    * The scan of `blocked`: BLOCKED, SEEN (a PENDING or WRITING entry, none before the request) or
    * NOTHING_SEEN. With `atomic` false, each entry's word is first read plainly and the entry
    * skipped if FREE or CLIENT, as most are (an atomic load each costs several times a plain
@@ -358,9 +388,12 @@ export class Entries {
     let firstSeq = 0;
     let firstOwner = -1;
     let firstShared = false;
+    let secondSeq = 0;
+    let secondOwner = -1;
     let owners: number[] | undefined;
     let shared: { seq: number; owner: number }[] | undefined;
     let exclusiveSeq: number | undefined;
+    let exclusiveOwner = -1;
     const clients: number[] = [];
     for (let i = 0; i < this.count; i++) {
       const at = i * ENTRY_WORDS;
@@ -387,12 +420,20 @@ export class Entries {
       // A consistent read: the entry did not move while we read its fields.
       if (Atomics.load(words, at + E_STATE) !== w) continue;
       if (firstOwner < 0 || seqCompare(seq, firstSeq) < 0) {
+        secondSeq = firstSeq;
+        secondOwner = firstOwner;
         firstSeq = seq;
         firstOwner = owner;
         firstShared = isShared;
+      } else if (secondOwner < 0 || seqCompare(seq, secondSeq) < 0) {
+        secondSeq = seq;
+        secondOwner = owner;
       }
       if (isShared) (shared ??= []).push({ seq, owner });
-      else if (exclusiveSeq === undefined || seqCompare(seq, exclusiveSeq) < 0) exclusiveSeq = seq;
+      else if (exclusiveSeq === undefined || seqCompare(seq, exclusiveSeq) < 0) {
+        exclusiveSeq = seq;
+        exclusiveOwner = owner;
+      }
     }
     if (key !== undefined) {
       if (firstOwner < 0) return;
@@ -404,6 +445,11 @@ export class Entries {
             owners.push(e.owner);
         }
       }
+      // And the one right behind the front: woken now, it finds one request before it, which has
+      // its turn, and watches it leave (LockManager's #wait, Client.spinForTurn) instead of
+      // sleeping until that request's own leaving rings it, a wake-up later.
+      if (!firstShared && secondOwner >= 0) owners.push(secondOwner);
+      else if (firstShared && exclusiveOwner >= 0) owners.push(exclusiveOwner);
     }
     if (owners === undefined) return;
     for (let c = 0; c < clients.length; c += 2) {
@@ -488,6 +534,11 @@ export class Entries {
         continue;
       this.ring(i);
     }
+  }
+
+  /** The state word's array and index of entry `index` (a request may watch it: soleBlocker). */
+  stateWord(index: number): { array: Int32Array; index: number } {
+    return { array: this.#words, index: index * ENTRY_WORDS + E_STATE };
   }
 
   /** The doorbell word's array and index, for the owner's Atomics.waitAsync. */

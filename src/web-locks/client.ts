@@ -5,6 +5,7 @@
  * table, so that they form one "client" as the specification means it (one clientId, one queue
  * order).
  */
+import { monotonicNow } from '../api/clock.js';
 import type { Entries } from '../table/entries.js';
 import { ENTRY_REFRESH_MS } from '../table/entries.js';
 import { ENTRY_CLIENT, ENTRY_PENDING } from '../table/layout.js';
@@ -139,6 +140,29 @@ export class Client {
     if (!this.isHead(req)) return false;
     if (!this.#ordered || testHooks.unordered) return true;
     return !this.entries.blocked(req.name, req.mode === 'shared', req.seq, req.entry);
+  }
+
+  /**
+   * After a look that found `req`'s turn not come: when exactly one request stands before it
+   * (Entries.soleBlocker: one that has its turn), watches that request's entry word for up to
+   * `spinMs` (the table's spinDelay), synchronously, as the table's own waiting loop spins before
+   * it sleeps. True: the word moved (that request left the queue, mostly granted): look again at
+   * once, rather than sleep until the doorbell rings, a wake-up (tens to hundreds of us) per
+   * hand-off. Nothing is lost when it does not move: the caller then sets `admit` in this same
+   * task, and a ring during the spin wakes the heartbeat after it.
+   */
+  spinForTurn(req: PendingRequest, spinMs: number): boolean {
+    if (spinMs <= 0 || !this.#ordered || testHooks.unordered || !this.isHead(req)) return false;
+    const entries = this.entries;
+    const index = entries.soleBlocker(req.name, req.mode === 'shared', req.seq, req.entry);
+    if (index < 0) return false;
+    const { array, index: at } = entries.stateWord(index);
+    const w = entries.soleWord;
+    const until = monotonicNow() + spinMs;
+    for (;;) {
+      for (let i = 0; i < 128; i++) if (Atomics.load(array, at) !== w) return true;
+      if (monotonicNow() >= until) return false;
+    }
   }
 
   /**

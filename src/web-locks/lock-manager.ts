@@ -299,7 +299,10 @@ export class LockManager {
     try {
       // Looks again whenever admitted (client.ts, PendingRequest.admit); admit is set in the same
       // task as the look that failed, so a ring after that look reaches it.
+      const spinMs = this.#table.defaults.spinDelay;
       while (!client.grantable(req)) {
+        // One request before it, with its turn: watch it leave for a moment before sleeping.
+        if (client.spinForTurn(req, spinMs)) continue;
         if (signal?.aborted) throw signal.reason;
         const left = p.waitTimeout - (LockTable.now() - start);
         if (left <= 0) throw timeout(p.name, p.waitTimeout);
