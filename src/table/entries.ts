@@ -35,6 +35,7 @@ import {
   E_DOORBELL,
   E_KEY_LENGTH,
   E_MODE,
+  E_RING_WAIT,
   E_SEQ,
   E_STATE,
   EF_LIVE_UNTIL,
@@ -297,36 +298,6 @@ export class Entries {
   }
 
   /**
-   * The one live PENDING entry that stands before a request for `key` (as `blocked` judges), when
-   * there is exactly one: its index, and its word in `soleWord`; else -1. That entry's request has
-   * its turn (nothing stands before it, as nothing else stands before ours), so it is about to try
-   * the table, or holds the lock's next grant: a request behind it may watch its word for a moment
-   * (LockManager's #wait) rather than sleep until its thread's doorbell rings.
-   */
-  soleBlocker(key: string, shared: boolean, seq: number, own: number): number {
-    const words = this.#words;
-    let found = -1;
-    for (let i = 0; i < this.count; i++) {
-      const at = i * ENTRY_WORDS;
-      if ((words[at + E_STATE]! & ENTRY_KIND) !== ENTRY_PENDING || i === own) continue;
-      const w = Atomics.load(words, at + E_STATE);
-      if ((w & ENTRY_KIND) !== ENTRY_PENDING) continue;
-      const length = words[at + E_KEY_LENGTH]!;
-      if (length !== key.length || !keyEquals(this.#keys, i * this.#maxKeyLength, key)) continue;
-      if (seqCompare(words[at + E_SEQ]!, seq) >= 0) continue;
-      if (shared && words[at + E_MODE] === 1) continue;
-      if (this.wordOf(i) !== w) continue;
-      if (found >= 0) return -1;
-      found = i;
-      this.soleWord = w;
-    }
-    return found;
-  }
-
-  /** The word of the entry soleBlocker returned. */
-  soleWord = 0;
-
-  /**
    * The scan of `blocked`: BLOCKED, SEEN (a PENDING or WRITING entry, none before the request) or
    * NOTHING_SEEN. With `atomic` false, each entry's word is first read plainly and the entry
    * skipped if FREE or CLIENT, as most are (an atomic load each costs several times a plain
@@ -380,7 +351,7 @@ export class Entries {
    * earliest of those that remain is rung. A request that publishes its entry concurrently looks
    * at its place itself, after its publish (LockManager's #wait).
    */
-  ringWaiters(key: string | undefined, except: number): void {
+  ringWaiters(key: string | undefined, except: number, onlySyncWaiters = false): void {
     const words = this.#words;
     const now = monotonicNow();
     // One pass: the live PENDING entries for the key (their seq, mode and owner), and the CLIENT
@@ -388,12 +359,9 @@ export class Entries {
     let firstSeq = 0;
     let firstOwner = -1;
     let firstShared = false;
-    let secondSeq = 0;
-    let secondOwner = -1;
     let owners: number[] | undefined;
     let shared: { seq: number; owner: number }[] | undefined;
     let exclusiveSeq: number | undefined;
-    let exclusiveOwner = -1;
     const clients: number[] = [];
     for (let i = 0; i < this.count; i++) {
       const at = i * ENTRY_WORDS;
@@ -420,20 +388,12 @@ export class Entries {
       // A consistent read: the entry did not move while we read its fields.
       if (Atomics.load(words, at + E_STATE) !== w) continue;
       if (firstOwner < 0 || seqCompare(seq, firstSeq) < 0) {
-        secondSeq = firstSeq;
-        secondOwner = firstOwner;
         firstSeq = seq;
         firstOwner = owner;
         firstShared = isShared;
-      } else if (secondOwner < 0 || seqCompare(seq, secondSeq) < 0) {
-        secondSeq = seq;
-        secondOwner = owner;
       }
       if (isShared) (shared ??= []).push({ seq, owner });
-      else if (exclusiveSeq === undefined || seqCompare(seq, exclusiveSeq) < 0) {
-        exclusiveSeq = seq;
-        exclusiveOwner = owner;
-      }
+      else if (exclusiveSeq === undefined || seqCompare(seq, exclusiveSeq) < 0) exclusiveSeq = seq;
     }
     if (key !== undefined) {
       if (firstOwner < 0) return;
@@ -445,17 +405,14 @@ export class Entries {
             owners.push(e.owner);
         }
       }
-      // And the one right behind the front: woken now, it finds one request before it, which has
-      // its turn, and watches it leave (LockManager's #wait, Client.spinForTurn) instead of
-      // sleeping until that request's own leaving rings it, a wake-up later.
-      if (!firstShared && secondOwner >= 0) owners.push(secondOwner);
-      else if (firstShared && exclusiveOwner >= 0) owners.push(exclusiveOwner);
     }
     if (owners === undefined) return;
     for (let c = 0; c < clients.length; c += 2) {
       const i = clients[c]!;
       const owner = entryOwner(clients[c + 1]!);
-      if (owner !== except && owners.includes(owner)) this.ring(i);
+      if (owner === except || !owners.includes(owner)) continue;
+      if (onlySyncWaiters && Atomics.load(words, i * ENTRY_WORDS + E_RING_WAIT) === 0) continue;
+      this.ring(i);
     }
   }
 
@@ -536,9 +493,13 @@ export class Entries {
     }
   }
 
-  /** The state word's array and index of entry `index` (a request may watch it: soleBlocker). */
-  stateWord(index: number): { array: Int32Array; index: number } {
-    return { array: this.#words, index: index * ENTRY_WORDS + E_STATE };
+  /**
+   * Marks (1) or unmarks (0) the owner of CLIENT entry `index` as sleeping synchronously on its
+   * doorbell for a lock's release (E_RING_WAIT): a release rings only such a thread (see
+   * ringWaiters). ORDER: set before the look that precedes the sleep (Client.waitForRing).
+   */
+  setRingWait(index: number, on: number): void {
+    Atomics.store(this.#words, index * ENTRY_WORDS + E_RING_WAIT, on);
   }
 
   /** The doorbell word's array and index, for the owner's Atomics.waitAsync. */

@@ -172,8 +172,12 @@ export const RECORD_TAKEN = 6;
 export const E_STATE = 0;
 /** PENDING: the request's place in request order (H_ENTRY_SEQ), compared wrap-aware. */
 export const E_SEQ = 1;
-/** PENDING: 0 exclusive, 1 shared. */
+/**
+ * PENDING: 0 exclusive, 1 shared. CLIENT: 1 while its owner sleeps synchronously on its doorbell
+ * for a lock's release (E_RING_WAIT: Entries.ringWaiters' `onlySyncWaiters`), else 0.
+ */
 export const E_MODE = 2;
+export const E_RING_WAIT = E_MODE;
 export const E_KEY_LENGTH = 3;
 /** CLIENT: the owner's doorbell, incremented (and notified) by whoever must wake it. */
 export const E_DOORBELL = 4;

@@ -143,34 +143,16 @@ export class Client {
   }
 
   /**
-   * After a look that found `req`'s turn not come: when exactly one request stands before it
-   * (Entries.soleBlocker: one that has its turn), watches that request's entry word for up to
-   * `spinMs` (the table's spinDelay), synchronously, as the table's own waiting loop spins before
-   * it sleeps. True: the word moved (that request left the queue, mostly granted): look again at
-   * once, rather than sleep until the doorbell rings, a wake-up (tens to hundreds of us) per
-   * hand-off. Nothing is lost when it does not move: the caller then sets `admit` in this same
-   * task, and a ring during the spin wakes the heartbeat after it.
-   */
-  spinForTurn(req: PendingRequest, spinMs: number): boolean {
-    if (spinMs <= 0 || !this.#ordered || testHooks.unordered || !this.isHead(req)) return false;
-    const entries = this.entries;
-    const index = entries.soleBlocker(req.name, req.mode === 'shared', req.seq, req.entry);
-    if (index < 0) return false;
-    const { array, index: at } = entries.stateWord(index);
-    const w = entries.soleWord;
-    const until = monotonicNow() + spinMs;
-    for (;;) {
-      for (let i = 0; i < 128; i++) if (Atomics.load(array, at) !== w) return true;
-      if (monotonicNow() >= until) return false;
-    }
-  }
-
-  /**
    * A waiting request leaves (granted, aborted, timed out, failed): its entry and its turn go, and
    * the threads that wait for the name behind it are told (their doorbells ring).
    */
   unregister(req: PendingRequest): void {
-    if (req.entry >= 0 && this.entries.free(req.entry, req.word) && this.#ordered)
+    if (
+      req.entry >= 0 &&
+      this.entries.free(req.entry, req.word) &&
+      this.#ordered &&
+      this.entries.waitingHint(req.name)
+    )
       this.entries.ringWaiters(req.name, this.core.threadId);
     const queue = this.queues.get(req.name);
     if (queue === undefined) return;
@@ -187,6 +169,48 @@ export class Client {
       head.admit = undefined;
       admit?.();
     }
+  }
+
+  /**
+   * A lock of this thread for `name` was released: when any request waits for the name (the
+   * waiting hint), the thread of its earliest request is rung, so that a head waiting on its
+   * doorbell (waitForRing) takes the lock at once rather than at its next look.
+   */
+  released(name: string): void {
+    if (!this.#ordered || !this.entries.waitingHint(name)) return;
+    this.entries.ringWaiters(name, this.core.threadId, true);
+  }
+
+  /** The doorbell's value now, before a look (see waitForRing). */
+  doorbellNow(): number {
+    return this.#rung();
+  }
+
+  /**
+   * Sleeps synchronously, for at most `ms`, until this thread's doorbell moves from `rung` (its
+   * value before the look that failed): a head whose lock is held waits here for the holder's
+   * release (released()), as a spin would, but off the CPU, and woken in microseconds where a
+   * wake-up through the event loop (the heartbeat's waitAsync) costs tens. False without a doorbell.
+   */
+  waitForRing(rung: number, ms: number): boolean {
+    if (this.#entry < 0 || !(ms > 0)) return false;
+    const { array, index } = this.entries.doorbell(this.#entry);
+    Atomics.wait(array, index, rung, ms);
+    return true;
+  }
+
+  /**
+   * Marks this thread as about to wait for a release's ring (on: before its look, so that a
+   * release after the look sees the mark and rings), or no longer.
+   */
+  ringWait(on: boolean): void {
+    if (this.#entry >= 0) this.entries.setRingWait(this.#entry, on ? 1 : 0);
+  }
+
+  /** Does this thread hold `name` (a lock it must release itself before a head of it can go)? */
+  holds(name: string): boolean {
+    for (const h of this.held) if (h.name === name && !h.done) return true;
+    return false;
   }
 
   /** Is `req` the head of its name's local queue? */
@@ -245,23 +269,31 @@ export class Client {
     // The doorbell's value, loaded before each checkLost(): a steal rings after it robs, so a
     // ring that lands after this load is either seen by that checkLost() or wakes the next wait.
     let rung = this.#rung();
+    // When the next beat is due (entries and leases refreshed): every `interval`, not at every
+    // ring. Rings come every few microseconds under contention, and a thread rung is on the
+    // hand-off's critical path: it looks at its turn first.
+    let due = 0;
     try {
       while (this.held.size > 0 || this.queues.size > 0) {
         const interval = Math.min(ENTRY_REFRESH_MS, this.lease / 4);
-        if (this.#entry < 0 || !this.entries.refresh(this.#entry, this.#entryWord)) {
-          this.#claimClient();
-          rung = this.#rung();
-          this.checkLost();
+        if (monotonicNow() >= due) {
+          if (this.#entry < 0 || !this.entries.refresh(this.#entry, this.#entryWord)) {
+            this.#claimClient();
+            rung = this.#rung();
+            this.checkLost();
+          }
+          this.#refresh();
+          due = monotonicNow() + interval;
         }
+        const left = Math.max(1, due - monotonicNow());
         if (this.#entry >= 0) {
           const { array, index } = this.entries.doorbell(this.#entry);
           // `rung` was loaded before the last checkLost(): a ring after it wakes this wait.
-          const w = Atomics.waitAsync(array, index, rung, interval);
+          const w = Atomics.waitAsync(array, index, rung, left);
           if (w.async) await w.value;
         } else {
-          await new Promise((resolve) => setTimeout(resolve, interval).unref());
+          await new Promise((resolve) => setTimeout(resolve, left).unref());
         }
-        this.#refresh();
         rung = this.#rung();
         this.checkLost();
         // After the load of `rung`: a request that leaves the queue frees its entry, then rings;

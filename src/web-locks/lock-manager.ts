@@ -17,7 +17,7 @@ import { LockTable } from '../table/lock-table.js';
 import { FACADE, type FacadeCore } from '../table/lock-table.js';
 import type { Lease } from '../table/lease.js';
 import type { TableDefaults } from '../api/options.js';
-import { clientFor, clientIdOf, type Client } from './client.js';
+import { clientFor, clientIdOf, type Client, type PendingRequest } from './client.js';
 import { notSupported, typeError } from './errors.js';
 import { HeldRequest } from './held-request.js';
 import type { Lock, LockMode } from './lock.js';
@@ -296,19 +296,28 @@ export class LockManager {
     const req = client.register(p.name, p.mode);
     const start = LockTable.now();
     const signal = p.signal;
+    // How long this request may sleep synchronously on its doorbell (Client.waitForRing) rather
+    // than through the event loop: the table's spinDelay, once for its turn and once for the lock,
+    // and never when the ring could only come from this thread (see #mayWaitSync).
+    const syncMs = this.#table.defaults.spinDelay;
+    let syncUntil = start + syncMs;
     try {
-      // Looks again whenever admitted (client.ts, PendingRequest.admit); admit is set in the same
-      // task as the look that failed, so a ring after that look reaches it.
-      const spinMs = this.#table.defaults.spinDelay;
-      while (!client.grantable(req)) {
-        // One request before it, with its turn: watch it leave for a moment before sleeping.
-        if (client.spinForTurn(req, spinMs)) continue;
+      for (;;) {
+        // ORDER: the doorbell's value before the look; a ring after the look wakes the sleep.
+        const rung = client.doorbellNow();
+        if (client.grantable(req)) break;
         if (signal?.aborted) throw signal.reason;
         const left = p.waitTimeout - (LockTable.now() - start);
         if (left <= 0) throw timeout(p.name, p.waitTimeout);
-        // The head looks again at least every ENTRY_REFRESH_MS (an entry before it may lapse, and
-        // nobody rings for that), on a ref'd timer: it keeps the thread alive while the request
-        // waits its turn, as the table's own waits do (the doorbell's waitAsync does not).
+        // Near the front (the request before it is granted within microseconds, and rings it):
+        // a synchronous sleep wakes in microseconds, the event loop's in tens.
+        const spare = Math.min(left, syncUntil - LockTable.now());
+        if (spare > 0 && this.#mayWaitSync(req) && client.waitForRing(rung, spare)) continue;
+        // Looks again whenever admitted (client.ts, PendingRequest.admit); admit is set in the
+        // same task as the look that failed, so a ring after that look reaches it. The head looks
+        // again at least every ENTRY_REFRESH_MS (an entry before it may lapse, and nobody rings
+        // for that), on a ref'd timer: it keeps the thread alive while the request waits its
+        // turn, as the table's own waits do (the doorbell's waitAsync does not).
         const look = client.isHead(req) ? Math.min(left, ENTRY_REFRESH_MS) : left;
         await new Promise<void>((resolve, reject) => {
           let timer: NodeJS.Timeout | undefined;
@@ -330,14 +339,31 @@ export class LockManager {
           if (look !== Infinity) timer = setTimeout(req.admit, look);
         });
       }
-      // Our turn: one table attempt first (the request fast path's one CAS), as the table's own
-      // acquire would make, but without its options' checks and its async function's extra
-      // microtasks: on a hand-off the holder before us has mostly released by now (it rang us at
-      // its grant, a wake-up ago), and this is the time every request of the name waits for.
+      // Our turn. The lock is mostly free (the holder before us rang us at its grant, a wake-up
+      // ago, and sections are short): one table attempt (the request fast path's one CAS). Held:
+      // sleep on the doorbell for the holder's release (its ring: Client.released) for up to
+      // spinDelay, marked so that the release rings us; then the table's own wait.
       if (signal?.aborted) throw signal.reason;
       const hold = p.hold ?? this.#lease;
       const lease = this.#core.tryAcquire(p.name, p.mode, hold);
       if (lease !== null) return lease;
+      if (this.#mayWaitSync(req)) {
+        syncUntil = LockTable.now() + Math.min(syncMs, p.waitTimeout - (LockTable.now() - start));
+        client.ringWait(true);
+        try {
+          for (;;) {
+            // ORDER: marked, then the doorbell's value, then the look: a release after the look
+            // sees the mark and rings (Entries.ringWaiters).
+            const rung = client.doorbellNow();
+            const got = this.#core.tryAcquire(p.name, p.mode, hold);
+            if (got !== null) return got;
+            const spare = syncUntil - LockTable.now();
+            if (spare <= 0 || !client.waitForRing(rung, spare)) break;
+          }
+        } finally {
+          client.ringWait(false);
+        }
+      }
       const left = Math.max(0, p.waitTimeout - (LockTable.now() - start));
       try {
         return await this.#table.acquire(p.name, {
@@ -357,6 +383,16 @@ export class LockManager {
     } finally {
       client.unregister(req);
     }
+  }
+
+  /**
+   * May `req` sleep synchronously (blocking this thread's event loop for at most spinDelay)? Only
+   * when what it waits for is another thread's: it is the head of this thread's queue for the name
+   * (an earlier request of ours moves only when our event loop runs), and this thread holds no
+   * lock of the name (which it could release only from its event loop).
+   */
+  #mayWaitSync(req: PendingRequest): boolean {
+    return this.#client.isHead(req) && !this.#client.holds(req.name);
   }
 
   /**
