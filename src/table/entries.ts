@@ -51,6 +51,7 @@ import {
   ENTRY_UNCOUNTED,
   ENTRY_WORDS,
   ENTRY_WRITING,
+  H_ENTRY_HIGH,
   H_ENTRY_SEQ,
   type Views,
 } from './layout.js';
@@ -140,10 +141,8 @@ export class Entries {
   readonly #buckets: BigInt64Array;
   readonly #maxKeyLength: number;
   readonly count: number;
-  /** Where this thread's next claim starts looking (spreads threads over the entries). */
-  #hint: number;
 
-  constructor(views: Views, threadId: number) {
+  constructor(views: Views) {
     this.#words = views.entries;
     this.#f64 = views.entriesF64;
     this.#keys = views.entryKeys;
@@ -152,7 +151,6 @@ export class Entries {
     this.#buckets = views.entryBuckets64;
     this.#maxKeyLength = views.geometry.maxKeyLength;
     this.count = views.geometry.capacity;
-    this.#hint = (threadId * 7) % this.count;
   }
 
   /** A new place in request order (wraps at 2^32: compare with seqBefore). */
@@ -167,11 +165,15 @@ export class Entries {
   claim(kind: EntryKind, owner: number, seq: number, mode: number, key: string): number {
     const words = this.#words;
     const now = monotonicNow();
-    for (let n = 0; n < this.count; n++) {
-      const i = (this.#hint + n) % this.count;
+    // The lowest entry that is free (or may be taken over), so that the entries in use stay
+    // below H_ENTRY_HIGH, where every scan stops.
+    for (let i = 0; i < this.count; i++) {
       const at = i * ENTRY_WORDS;
       const w = Atomics.load(words, at + E_STATE);
       if ((w & ENTRY_KIND) !== ENTRY_FREE && !this.#gone(i, w, now)) continue;
+      // ORDER: the high-water mark covers the entry before the claim CAS (and so before its
+      // publish): a scan that reads the mark after the publish scans the entry.
+      this.#raiseHigh(i + 1);
       const counted = this.#countedOf(i, w);
       const writing = next(w, owner, ENTRY_WRITING);
       if (Atomics.compareExchange(words, at + E_STATE, w, writing) !== w) continue;
@@ -199,10 +201,21 @@ export class Entries {
         writing
       )
         continue; // taken over while we wrote (we were stalled past a lease): look further
-      this.#hint = (i + 1) % this.count;
       return i;
     }
     return -1;
+  }
+
+  /** H_ENTRY_HIGH: every entry at or above it is FREE and was never claimed. */
+  high(): number {
+    return Math.min(this.count, Atomics.load(this.#header, H_ENTRY_HIGH));
+  }
+
+  #raiseHigh(to: number): void {
+    for (;;) {
+      const h = Atomics.load(this.#header, H_ENTRY_HIGH);
+      if (h >= to || Atomics.compareExchange(this.#header, H_ENTRY_HIGH, h, to) === h) return;
+    }
   }
 
   wordOf(index: number): number {
@@ -281,9 +294,20 @@ export class Entries {
    * that saw no entry at all resets a stale waiting hint (see waitingHint).
    */
   blocked(key: string, shared: boolean, seq: number | undefined, own: number): boolean {
+    return this.blockers(key, shared, seq, own, 1) > 0;
+  }
+
+  /**
+   * How many live PENDING entries stand before the request (as `blocked` judges), counted up to
+   * `limit`: 1 is `blocked`; 2 tells the request right behind the one whose turn it is (exactly
+   * one before it) from those further back.
+   */
+  blockers(key: string, shared: boolean, seq: number | undefined, own: number, limit: number) {
     const hint = Atomics.load(this.#waiting, 0);
+    this.#limit = limit;
     const found = this.#scan(key, shared, seq, own, false);
-    if (found !== NOTHING_SEEN || (hint & COUNT_MASK) === 0n) return found === BLOCKED;
+    if (found !== NOTHING_SEEN || (hint & COUNT_MASK) === 0n)
+      return found === BLOCKED ? this.#counted : 0;
     // Nothing seen through plain reads, and the count says otherwise: look again with atomic
     // loads (the reset's argument at waitingHint rests on them), then reset a stale count.
     const again = this.#scan(key, shared, seq, own, true);
@@ -294,8 +318,12 @@ export class Entries {
       const reset = BigInt.asIntN(64, (version << 48n) | (epoch << 32n));
       Atomics.compareExchange(this.#waiting, 0, hint, reset);
     }
-    return again === BLOCKED;
+    return again === BLOCKED ? this.#counted : 0;
   }
+
+  /** How many blockers #scan counts before it stops (blockers' `limit`), and how many it found. */
+  #limit = 1;
+  #counted = 0;
 
   /**
    * The scan of `blocked`: BLOCKED, SEEN (a PENDING or WRITING entry, none before the request) or
@@ -311,7 +339,8 @@ export class Entries {
     const words = this.#words;
     const now = monotonicNow();
     let found = NOTHING_SEEN;
-    for (let i = 0; i < this.count; i++) {
+    this.#counted = 0;
+    for (let i = 0, high = this.high(); i < high; i++) {
       const at = i * ENTRY_WORDS;
       if (!atomic) {
         const plain = words[at + E_STATE]! & ENTRY_KIND;
@@ -324,7 +353,7 @@ export class Entries {
         this.free(i, w);
         continue;
       }
-      found = SEEN; // PENDING, or WRITING (it may be on its way to PENDING)
+      if (found === NOTHING_SEEN) found = SEEN; // PENDING, or WRITING (on its way to PENDING)
       if (kind !== ENTRY_PENDING || i === own) continue;
       const length = words[at + E_KEY_LENGTH]!;
       if (length !== key.length || !keyEquals(this.#keys, i * this.#maxKeyLength, key)) continue;
@@ -332,7 +361,8 @@ export class Entries {
       if (shared && words[at + E_MODE] === 1) continue;
       // A consistent read: the entry did not move while we read its fields.
       if (this.wordOf(i) !== w) continue;
-      return BLOCKED;
+      found = BLOCKED;
+      if (++this.#counted >= this.#limit) return BLOCKED;
     }
     return found;
   }
@@ -363,7 +393,7 @@ export class Entries {
     let shared: { seq: number; owner: number }[] | undefined;
     let exclusiveSeq: number | undefined;
     const clients: number[] = [];
-    for (let i = 0; i < this.count; i++) {
+    for (let i = 0, high = this.high(); i < high; i++) {
       const at = i * ENTRY_WORDS;
       const w = Atomics.load(words, at + E_STATE);
       const kind = w & ENTRY_KIND;
@@ -462,7 +492,7 @@ export class Entries {
   /** Frees every entry of `owner`, a thread that has exited (releaseAllOwnedBy). Returns how many. */
   freeOwnedBy(owner: number): number {
     let freed = 0;
-    for (let i = 0; i < this.count; i++) {
+    for (let i = 0, high = this.high(); i < high; i++) {
       const w = this.wordOf(i);
       if ((w & ENTRY_KIND) === ENTRY_FREE || entryOwner(w) !== owner) continue;
       if (this.free(i, w)) freed++;
@@ -485,7 +515,7 @@ export class Entries {
    */
   ringClients(except: number): void {
     const now = monotonicNow();
-    for (let i = 0; i < this.count; i++) {
+    for (let i = 0, high = this.high(); i < high; i++) {
       const w = this.wordOf(i);
       if ((w & ENTRY_KIND) !== ENTRY_CLIENT || entryOwner(w) === except || this.#lapsed(i, now))
         continue;
@@ -515,7 +545,7 @@ export class Entries {
     const out: EntryView[] = [];
     const now = monotonicNow();
     const words = this.#words;
-    for (let i = 0; i < this.count; i++) {
+    for (let i = 0, high = this.high(); i < high; i++) {
       const w = this.wordOf(i);
       const kind = w & ENTRY_KIND;
       if (kind === ENTRY_FREE) continue;

@@ -21,8 +21,8 @@
 
 export const MAGIC = 0x4c4b5442; // 'LKTB'
 /**
- * 6: H_ENTRY_WAITING, its buckets (entryBucketsOffset, before the stats, which move up) and
- * E_COUNTED (entries.ts): the hint that a LockManager request for a name waits, so that a request
+ * 6: H_ENTRY_WAITING, its buckets (entryBucketsOffset, before the stats, which move up),
+ * H_ENTRY_HIGH and E_COUNTED (entries.ts): the hint that a LockManager request for a name waits, so that a request
  * finds its place in the cross-thread request order (code of version 5 would neither count its
  * waiters nor look, and would misplace the stats).
  * 5: the deadline cell has a pending bit (CELL_PENDING_SHIFT; the deadline moves up one bit), and
@@ -65,6 +65,12 @@ export const H_STATS = 11;
  * reset's CAS fail if anything was counted or counted off since it read the word.
  */
 export const H_ENTRY_WAITING = 12;
+/**
+ * One past the highest request entry index ever claimed (entries.ts): it only grows, claims take
+ * the lowest free entry, and every scan of the registry stops there, so a scan costs the entries
+ * in use (a few per thread), not `capacity` atomic loads.
+ */
+export const H_ENTRY_HIGH = 14;
 export const HEADER_WORDS = 16;
 
 // ---- header, Float64 words (after the Int32 header) ----

@@ -137,23 +137,34 @@ export class Client {
    * by its place all the same, but nobody sees it: other threads do not wait for it.
    */
   grantable(req: PendingRequest): boolean {
-    if (!this.isHead(req)) return false;
-    if (!this.#ordered || testHooks.unordered) return true;
-    return !this.entries.blocked(req.name, req.mode === 'shared', req.seq, req.entry);
+    this.blockers = this.isHead(req) ? 0 : 2;
+    if (this.blockers > 0 || !this.#ordered || testHooks.unordered) return this.blockers === 0;
+    const shared = req.mode === 'shared';
+    this.blockers = this.entries.blockers(req.name, shared, req.seq, req.entry, 2);
+    return this.blockers === 0;
   }
+
+  /**
+   * After grantable() said no: 1 when exactly one request of another thread stands before it (the
+   * one whose turn it is, granted within microseconds on a short section, and which rings it
+   * then), else 2 (more, or an earlier request of this thread).
+   */
+  blockers = 0;
 
   /**
    * A waiting request leaves (granted, aborted, timed out, failed): its entry and its turn go, and
    * the threads that wait for the name behind it are told (their doorbells ring).
    */
-  unregister(req: PendingRequest): void {
+  unregister(req: PendingRequest, granted = false): void {
     if (
       req.entry >= 0 &&
       this.entries.free(req.entry, req.word) &&
       this.#ordered &&
       this.entries.waitingHint(req.name)
-    )
-      this.entries.ringWaiters(req.name, this.core.threadId);
+    ) {
+      if (granted && req.mode === 'exclusive') this.#deferRing(req.name);
+      else this.entries.ringWaiters(req.name, this.core.threadId);
+    }
     const queue = this.queues.get(req.name);
     if (queue === undefined) return;
     const at = queue.indexOf(req);
@@ -177,9 +188,35 @@ export class Client {
    * doorbell (waitForRing) takes the lock at once rather than at its next look.
    */
   released(name: string): void {
+    const deferred = this.#deferred.delete(name);
     if (!this.#ordered || !this.entries.waitingHint(name)) return;
-    this.entries.ringWaiters(name, this.core.threadId, true);
+    this.entries.ringWaiters(name, this.core.threadId, !deferred);
   }
+
+  /**
+   * The ring of an exclusive grant, put off until the lock's release or this thread's next
+   * macrotask, whichever comes first. The request behind it can take the lock only at the
+   * release: rung at the grant, it wakes (a notify and a wake-up, 10 to 100 us on a loaded VM) to
+   * find the lock held by a section of a few microseconds, and sleeps again until the release
+   * rings it a second time. A section that runs past a macrotask (it awaits I/O, a timer) rings at
+   * that macrotask, so the head is awake and watching when it ends.
+   */
+  #deferRing(name: string): void {
+    this.#deferred.add(name);
+    if (this.#flushing) return;
+    this.#flushing = true;
+    setImmediate(() => {
+      this.#flushing = false;
+      for (const n of this.#deferred) {
+        this.#deferred.delete(n);
+        if (this.entries.waitingHint(n)) this.entries.ringWaiters(n, this.core.threadId);
+      }
+    });
+  }
+
+  /** Names whose grant ring is put off (#deferRing), and whether a flush is scheduled. */
+  readonly #deferred = new Set<string>();
+  #flushing = false;
 
   /** The doorbell's value now, before a look (see waitForRing). */
   doorbellNow(): number {

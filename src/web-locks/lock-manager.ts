@@ -301,6 +301,7 @@ export class LockManager {
     // and never when the ring could only come from this thread (see #mayWaitSync).
     const syncMs = this.#table.defaults.spinDelay;
     let syncUntil = start + syncMs;
+    let granted = false;
     try {
       for (;;) {
         // ORDER: the doorbell's value before the look; a ring after the look wakes the sleep.
@@ -309,10 +310,13 @@ export class LockManager {
         if (signal?.aborted) throw signal.reason;
         const left = p.waitTimeout - (LockTable.now() - start);
         if (left <= 0) throw timeout(p.name, p.waitTimeout);
-        // Near the front (the request before it is granted within microseconds, and rings it):
-        // a synchronous sleep wakes in microseconds, the event loop's in tens.
+        // Right behind the one whose turn it is (granted within microseconds on a short section,
+        // and it rings us then): a synchronous sleep wakes in microseconds, the event loop's in
+        // tens. Further back, the wait is several hand-offs: the event loop's.
         const spare = Math.min(left, syncUntil - LockTable.now());
-        if (spare > 0 && this.#mayWaitSync(req) && client.waitForRing(rung, spare)) continue;
+        if (spare > 0 && client.blockers === 1 && this.#mayWaitSync(req)) {
+          if (client.waitForRing(rung, spare)) continue;
+        }
         // Looks again whenever admitted (client.ts, PendingRequest.admit); admit is set in the
         // same task as the look that failed, so a ring after that look reaches it. The head looks
         // again at least every ENTRY_REFRESH_MS (an entry before it may lapse, and nobody rings
@@ -346,7 +350,8 @@ export class LockManager {
       if (signal?.aborted) throw signal.reason;
       const hold = p.hold ?? this.#lease;
       const lease = this.#core.tryAcquire(p.name, p.mode, hold);
-      if (lease !== null) return lease;
+      granted = lease !== null;
+      if (granted) return lease!;
       if (this.#mayWaitSync(req)) {
         syncUntil = LockTable.now() + Math.min(syncMs, p.waitTimeout - (LockTable.now() - start));
         client.ringWait(true);
@@ -356,7 +361,8 @@ export class LockManager {
             // sees the mark and rings (Entries.ringWaiters).
             const rung = client.doorbellNow();
             const got = this.#core.tryAcquire(p.name, p.mode, hold);
-            if (got !== null) return got;
+            granted = got !== null;
+            if (granted) return got!;
             const spare = syncUntil - LockTable.now();
             if (spare <= 0 || !client.waitForRing(rung, spare)) break;
           }
@@ -366,12 +372,14 @@ export class LockManager {
       }
       const left = Math.max(0, p.waitTimeout - (LockTable.now() - start));
       try {
-        return await this.#table.acquire(p.name, {
+        const got = await this.#table.acquire(p.name, {
           mode: p.mode,
           hold,
           waitTimeout: left,
           signal,
         });
+        granted = true;
+        return got;
       } catch (error) {
         // The table's AbortError carries the reason; the specification rejects with the reason.
         if (signal?.aborted && (error as { name?: string })?.name === 'AbortError')
@@ -381,7 +389,7 @@ export class LockManager {
         throw error;
       }
     } finally {
-      client.unregister(req);
+      client.unregister(req, granted);
     }
   }
 
