@@ -7,8 +7,9 @@
  *   later requests for the key wait behind it (`blocked`: the Web Locks request order).
  * - CLIENT: one per thread that uses `locktable/web-locks`: its doorbell, which a thread that
  *   steals one of its locks rings (E_DOORBELL is incremented and notified), so that the robbed
- *   thread learns of it at once; and which a request that leaves the queue for a key rings for
- *   the threads waiting behind it (`ringWaiters`), so that they look at their turn again.
+ *   thread learns of it at once; and which a request that leaves the queue for a key, or a
+ *   LockManager release of it, rings for the threads whose turn came (`ringWaiters`), so that
+ *   they look at their turn again.
  *
  * The word of an entry (E_STATE) is (generation << 23) | (owner << 3) | kind; the owner's thread id
  * is in the word itself, so "which thread's entry is this" is never read apart from the state.
