@@ -31,6 +31,7 @@
  */
 import { monotonicNow } from '../api/clock.js';
 import { keyEquals, readKey } from './key.js';
+import { testHooks } from './test-hooks.js';
 import {
   E_COUNTED,
   E_DOORBELL,
@@ -194,6 +195,7 @@ export class Entries {
       this.#uncount(counted);
       if (kind === ENTRY_PENDING) {
         const epoch = epochOf(Atomics.add(this.#waiting, 0, COUNT_ONE));
+        testHooks.stall?.('claim:counted');
         this.#countBucket(bucketOfKey(key), epoch);
         words[at + E_COUNTED] = epoch;
       }
@@ -466,6 +468,12 @@ export class Entries {
   #countBucket(bucket: number, epoch: number): void {
     for (;;) {
       const b = Atomics.load(this.#buckets, bucket);
+      // ORDER: the bucket, then the hint. A hint of another epoch was reset since we counted in
+      // it: only a scan that took our entry back (we stalled past its lease) resets it, so our
+      // publish fails anyway, and a bucket moved to our older epoch would erase the counts of
+      // the newer one (a live waiter read as none). The CAS from `b` closes the gap between the
+      // two loads: a newer epoch's count in the bucket after our load makes it fail.
+      if (epochOf(Atomics.load(this.#waiting, 0)) !== epoch) return;
       // A word of an earlier epoch counts nothing live (see waitingHint): start it again.
       const counted = epochOf(b) === epoch ? b + 1n : bucketWord(epoch, 1n);
       if (Atomics.compareExchange(this.#buckets, bucket, b, counted) === b) return;

@@ -41,6 +41,8 @@ export type StallPoint =
   | 'evict:unbound'
   /** Binding a key: the slot is marked BINDING, the key not yet written. */
   | 'bind:binding'
+  /** Registry claim: a PENDING entry counted in the waiting hint, its name's bucket not yet. */
+  | 'claim:counted'
   /** A waiting request is about to sleep (on the key's word, the binding mutex, or a back-off). */
   | 'wait:sleep';
 

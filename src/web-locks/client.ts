@@ -241,6 +241,14 @@ export class Client {
    * release after the look sees the mark and rings), or no longer.
    */
   ringWait(on: boolean): void {
+    // Only into our own entry: it lapses while our event loop is blocked past its lease, and
+    // another thread may claim it before our heartbeat's next beat claims one anew. The mark
+    // shares a word with the entry's mode: written into a request's entry, it would turn an
+    // exclusive request shared. So check first, and claim a client entry anew if it is gone.
+    if (this.#entry >= 0 && this.entries.wordOf(this.#entry) !== this.#entryWord) {
+      if (!on) return;
+      this.#claimClient();
+    }
     if (this.#entry >= 0) this.entries.setRingWait(this.#entry, on ? 1 : 0);
   }
 

@@ -10,12 +10,15 @@ import { describe, test } from 'node:test';
 import { LockTable } from '../../src/index.js';
 import { FACADE, type FacadeCore } from '../../src/table/lock-table.js';
 import { ENTRY_LEASE_MS } from '../../src/table/entries.js';
+import { testHooks } from '../../src/table/test-hooks.js';
+import { clientFor } from '../../src/web-locks/client.js';
 import {
   createViews,
   E_COUNTED,
   E_STATE,
   EF_LIVE_UNTIL,
   ENTRY_F64,
+  ENTRY_CLIENT,
   ENTRY_FREE,
   ENTRY_PENDING,
   ENTRY_WORDS,
@@ -129,5 +132,62 @@ describe('the waiting hint', () => {
     assert.equal(entries.blocked('k', false, undefined, -1), false);
     assert.equal(entries.wordOf(a) & 7, ENTRY_FREE);
     assert.deepEqual(hint(), { count: 0, epoch: 0 }, 'counted off by the taker');
+  });
+  test('a registration stalled past its lease between its two counts leaves a newer epoch alone', () => {
+    // Review of s8-fifo: W counts its PENDING entry in the hint (epoch E), stalls past
+    // ENTRY_LEASE_MS; a scan takes W's WRITING entry back and resets the hint to E + 1; Q
+    // registers for the same name in E + 1. When W resumes, its bucket count in E must not
+    // overwrite Q's bucket (E + 1, 1) with (E, 1): Q's name would read "nobody waits".
+    const { entries, hint } = setup();
+    let q = -1;
+    let stalled = false;
+    testHooks.stall = (point) => {
+      if (point !== 'claim:counted' || stalled) return;
+      stalled = true;
+      const epoch = hint().epoch;
+      entries.blocked('other', false, undefined, -1); // sees W's WRITING entry
+      const t0 = LockTable.now();
+      while (LockTable.now() - t0 <= ENTRY_LEASE_MS + 20); // W stalls past its lease
+      entries.blocked('other', false, undefined, -1); // takes it back, finds nothing: resets
+      assert.equal(hint().epoch, epoch + 1, 'the scan reset the hint');
+      q = entries.claim(ENTRY_PENDING, 7, entries.nextSeq(), 0, 'k');
+      assert.ok(entries.waitingHint('k'));
+    };
+    try {
+      entries.claim(ENTRY_PENDING, 5, entries.nextSeq(), 0, 'k');
+    } finally {
+      testHooks.stall = undefined;
+    }
+    assert.ok(stalled && q >= 0);
+    assert.ok(
+      entries.pending('k').some((e) => e.owner === 7),
+      "Q's entry is listed",
+    );
+    assert.equal(entries.waitingHint('k'), true, "Q's name still reads as waited for");
+  });
+  test("the sync-wait mark goes only into this thread's own client entry", () => {
+    // Review of s8-fifo: the mark shares a word with an entry's mode. A thread whose client entry
+    // lapsed (its event loop blocked past the lease) and was claimed by another thread's exclusive
+    // request must not mark that entry: the request would read as shared.
+    const { table, entries, words } = setup();
+    const core = (table as unknown as { [FACADE]: () => FacadeCore })[FACADE]();
+    const client = clientFor(table.buffer, core, 1000);
+    const views = createViews(table.buffer, {
+      capacity: 8,
+      maxKeyLength: table.maxKeyLength,
+      records: 16,
+    });
+    let own = -1;
+    for (let i = 0; i < 8; i++)
+      if ((Atomics.load(words, i * ENTRY_WORDS + E_STATE) & 7) === ENTRY_CLIENT) own = i;
+    assert.ok(own >= 0);
+    views.entriesF64[own * ENTRY_F64 + EF_LIVE_UNTIL] = 0; // lapsed
+    const other = entries.claim(ENTRY_PENDING, 42, entries.nextSeq(), 0, 'n');
+    assert.equal(other, own, 'the lapsed entry went to the other request');
+    client.ringWait(true);
+    assert.equal(entries.pending('n')[0]!.mode, 'exclusive');
+    assert.equal(entries.blocked('n', true, undefined, -1), true, 'a shared request still waits');
+    client.ringWait(false);
+    assert.equal(entries.pending('n')[0]!.mode, 'exclusive');
   });
 });
