@@ -5,7 +5,6 @@
  * through shared memory (harness.ts), never by sleeping.
  */
 import assert from 'node:assert/strict';
-import { Worker } from 'node:worker_threads';
 import { describe, test } from 'node:test';
 import { LockTable } from '../src/index.js';
 import { LockManager } from '../src/web-locks/index.js';
@@ -22,29 +21,7 @@ import {
   signal,
   waitFor,
 } from './harness.js';
-
-const BOOT = new URL('./fixtures/boot.mjs', import.meta.url);
-const FIXTURE = new URL('./fixtures/web-locks-worker.ts', import.meta.url).href;
-
-interface Started {
-  worker: Worker;
-  /** The worker's threadId, read at its start: `worker.threadId` turns -1 once it has exited. */
-  threadId: number;
-  result: Promise<Record<string, unknown>>;
-  exited: Promise<number>;
-}
-
-function start(scenario: string, data: Record<string, unknown>): Started {
-  const worker = new Worker(BOOT, { workerData: { fixture: FIXTURE, scenario, ...data } });
-  const exited = new Promise<number>((resolve) => worker.once('exit', resolve));
-  const result = new Promise<Record<string, unknown>>((resolve, reject) => {
-    worker.once('message', resolve);
-    worker.once('error', reject);
-    void exited.then((code) => reject(new Error(`worker exited (${code}) before reporting`)));
-  });
-  result.catch(() => {});
-  return { worker, threadId: worker.threadId, result, exited };
-}
+import { start } from './web-locks/workers.js';
 
 /** Polls `check` (on each turn of a 5 ms interval) until it holds, or fails after `ms`. */
 async function until(what: string, ms: number, check: () => Promise<boolean>): Promise<number> {

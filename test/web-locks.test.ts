@@ -300,14 +300,25 @@ describe('LockManager callbacks', () => {
     assert.deepEqual([calls, ranInside, thens], [1, false, 0]);
   });
 
-  test('a table whose facade has no tryAcquire (an older build) grants through its own', async () => {
+  test('a table whose facade has no tryAcquire and no request order (an older build) grants through its own', async () => {
     const FACADE = Symbol.for('locktable.facade');
     const older = new LockTable();
     const facade = (older as unknown as Record<symbol, () => object>)[FACADE]!;
+    // Its entries lack what the cross-thread order uses; the rest works on the real ones.
+    const absent = new Set<PropertyKey>(['waitingHint', 'blocked', 'ringWaiters']);
+    const olderEntries = (entries: object): object =>
+      new Proxy(entries, {
+        get(target, key) {
+          if (absent.has(key)) return undefined;
+          const value: unknown = Reflect.get(target, key, target);
+          return typeof value === 'function' ? (value as () => unknown).bind(target) : value;
+        },
+      });
     Object.defineProperty(older, FACADE, {
       value(this: LockTable) {
-        const core = { ...facade.call(this) } as { tryAcquire?: unknown };
+        const core = { ...facade.call(this) } as { tryAcquire?: unknown; entries: object };
         delete core.tryAcquire;
+        core.entries = olderEntries(core.entries);
         return core;
       },
     });
@@ -317,6 +328,17 @@ describe('LockManager callbacks', () => {
       await olderLocks.request('cb-older', { mode: 'shared' }, (l) => l!.mode),
       'shared',
     );
+    // A request that waits (registered, granted in its turn) and one behind it.
+    let release!: () => void;
+    const holding = olderLocks.request('cb-older', () => new Promise<void>((r) => (release = r)));
+    await new Promise((r) => setImmediate(r));
+    const waiting = [
+      olderLocks.request('cb-older', () => 1),
+      olderLocks.request('cb-older', () => 2),
+    ];
+    release();
+    await holding;
+    assert.deepEqual(await Promise.all(waiting), [1, 2]);
     const lease = older.tryAcquire('cb-older'); // each request released its lock
     assert.notEqual(lease, null);
     lease!.release();

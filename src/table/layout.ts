@@ -12,6 +12,7 @@
  *   entryWordsOffset    capacity x ENTRY_WORDS Int32 words       (request entries: see entries.ts)
  *   entryF64Offset      capacity x ENTRY_F64 Float64 words      (each entry's liveness stamp)
  *   entryNamesOffset    capacity x maxKeyLength Uint16 code units (each entry's key)
+ *   entryBucketsOffset  ENTRY_BUCKETS BigInt64 words              (the waiting hint per bucket of names)
  *   statsOffset         STATS_WORDS BigInt64 counters           (table.stats(): stats.ts)
  *
  * The header stores the geometry, so `LockTable.attach(buffer)` can rebuild every view from the
@@ -20,6 +21,10 @@
 
 export const MAGIC = 0x4c4b5442; // 'LKTB'
 /**
+ * 6: H_ENTRY_WAITING, its buckets (entryBucketsOffset, before the stats, which move up),
+ * H_ENTRY_HIGH and E_COUNTED (entries.ts): the hint that a LockManager request for a name waits, so that a request
+ * finds its place in the cross-thread request order (code of version 5 would neither count its
+ * waiters nor look, and would misplace the stats).
  * 5: the deadline cell has a pending bit (CELL_PENDING_SHIFT; the deadline moves up one bit), and
  * a shared record taken over by another thread is TAKEN, not RELEASING (records.ts). Code of
  * version 4 would misread both.
@@ -31,7 +36,7 @@ export const MAGIC = 0x4c4b5442; // 'LKTB'
  * 3: a table default that was not set is NaN in the header (defaults.ts), and each slot has a
  * hand-off reservation (SF_HANDOFF_UNTIL); 2 stored the library's defaults and had none.
  */
-export const VERSION = 5;
+export const VERSION = 6;
 
 // ---- header, Int32 words ----
 export const H_MAGIC = 0;
@@ -51,6 +56,21 @@ export const H_BIND_DEADLINE_OWNER = 9;
 export const H_ENTRY_SEQ = 10;
 /** 1 when the table collects stats (new LockTable({ stats: true })): every thread counts. */
 export const H_STATS = 11;
+/**
+ * Words 12-13, one BigInt64 (`entryWaiting64`): the waiting hint of entries.ts (waitingHint): bits
+ * 0-31 count the PENDING entries, bits 32-47 are its epoch, bits 48-63 a version that every change
+ * moves on. A LockManager request that reads a count of 0 knows that no request waits anywhere and
+ * skips the registry scan; the epoch lets a scan that found no entry reset a count left too high
+ * by a thread that died between an entry's change and its count's, and the version makes that
+ * reset's CAS fail if anything was counted or counted off since it read the word.
+ */
+export const H_ENTRY_WAITING = 12;
+/**
+ * One past the highest request entry index ever claimed (entries.ts): it only grows, claims take
+ * the lowest free entry, and every scan of the registry stops there, so a scan costs the entries
+ * in use (a few per thread), not `capacity` atomic loads.
+ */
+export const H_ENTRY_HIGH = 14;
 export const HEADER_WORDS = 16;
 
 // ---- header, Float64 words (after the Int32 header) ----
@@ -158,15 +178,33 @@ export const RECORD_TAKEN = 6;
 export const E_STATE = 0;
 /** PENDING: the request's place in request order (H_ENTRY_SEQ), compared wrap-aware. */
 export const E_SEQ = 1;
-/** PENDING: 0 exclusive, 1 shared. */
+/**
+ * PENDING: 0 exclusive, 1 shared. CLIENT: 1 while its owner sleeps synchronously on its doorbell
+ * for a lock's release (E_RING_WAIT: Entries.ringWaiters' `onlySyncWaiters`), else 0.
+ */
 export const E_MODE = 2;
+export const E_RING_WAIT = E_MODE;
 export const E_KEY_LENGTH = 3;
 /** CLIENT: the owner's doorbell, incremented (and notified) by whoever must wake it. */
 export const E_DOORBELL = 4;
-export const ENTRY_WORDS = 6; // 5 used; even, so that the Float64 area stays aligned
+/**
+ * PENDING (and WRITING on its way there): the H_ENTRY_WAITING epoch (16 bits) in which this entry was
+ * counted, or ENTRY_UNCOUNTED; whoever takes the entry out of PENDING or WRITING by CAS takes its
+ * count off (if the epoch is still current).
+ */
+export const E_COUNTED = 5;
+export const ENTRY_UNCOUNTED = -1;
+export const ENTRY_WORDS = 6; // all used; even, so that the Float64 area stays aligned
 /** Monotonic ms until which the entry is live without a refresh from its owner. */
 export const EF_LIVE_UNTIL = 0;
 export const ENTRY_F64 = 1;
+/**
+ * The waiting hint's buckets (entries.ts, waitingHint): PENDING entries counted by a hash of their
+ * key, each word as H_ENTRY_WAITING (count in bits 0-31, the epoch of H_ENTRY_WAITING it counts
+ * in at bits 32-47), so that a request whose name's bucket is empty skips the scan while other
+ * names have waiters. A power of two.
+ */
+export const ENTRY_BUCKETS = 64;
 
 export const ENTRY_KIND = 7;
 export const ENTRY_FREE = 0;
@@ -206,6 +244,10 @@ export interface Views {
   readonly headerF64: Float64Array;
   /** H_TOKEN_FLOOR_LO/HI as one 64-bit word (8-byte aligned), for the CAS-max in directory.ts. */
   readonly tokenFloor64: BigInt64Array;
+  /** Header words H_ENTRY_WAITING and the next: the waiting hint (entries.ts). */
+  readonly entryWaiting64: BigInt64Array;
+  /** The waiting hint per bucket of names (ENTRY_BUCKETS words; entries.ts). */
+  readonly entryBuckets64: BigInt64Array;
   readonly slots: Int32Array;
   /** Deadline cells (SC_DEADLINE), one BigInt64 per slot. */
   readonly slotCells: BigInt64Array;
@@ -237,12 +279,14 @@ export function offsets(g: Geometry) {
   const entryWordsOffset = align8(keysOffset + g.capacity * g.maxKeyLength * 2);
   const entryF64Offset = align8(entryWordsOffset + g.capacity * ENTRY_WORDS * 4);
   const entryNamesOffset = align8(entryF64Offset + g.capacity * ENTRY_F64 * 8);
-  const statsOffset = align8(entryNamesOffset + g.capacity * g.maxKeyLength * 2);
+  const entryBucketsOffset = align8(entryNamesOffset + g.capacity * g.maxKeyLength * 2);
+  const statsOffset = entryBucketsOffset + ENTRY_BUCKETS * 8;
   const totalBytes = statsOffset + STATS_WORDS * 8;
   return {
     entryWordsOffset,
     entryF64Offset,
     entryNamesOffset,
+    entryBucketsOffset,
     statsOffset,
     slotWordsOffset,
     slotCellsOffset,
@@ -265,6 +309,7 @@ export function createViews(buffer: SharedArrayBuffer, g: Geometry): Views {
     header: new Int32Array(buffer, 0, HEADER_WORDS),
     headerF64: new Float64Array(buffer, HEADER_WORDS * 4, HEADER_F64),
     tokenFloor64: new BigInt64Array(buffer, H_TOKEN_FLOOR_LO * 4, 1),
+    entryWaiting64: new BigInt64Array(buffer, H_ENTRY_WAITING * 4, 1),
     slots: new Int32Array(buffer, o.slotWordsOffset, g.capacity * SLOT_WORDS),
     slotCells: new BigInt64Array(buffer, o.slotCellsOffset, g.capacity * SLOT_CELLS),
     slotF64: new Float64Array(buffer, o.slotF64Offset, g.capacity * SLOT_F64),
@@ -275,6 +320,7 @@ export function createViews(buffer: SharedArrayBuffer, g: Geometry): Views {
     entries: new Int32Array(buffer, o.entryWordsOffset, g.capacity * ENTRY_WORDS),
     entriesF64: new Float64Array(buffer, o.entryF64Offset, g.capacity * ENTRY_F64),
     entryKeys: new Uint16Array(buffer, o.entryNamesOffset, g.capacity * g.maxKeyLength),
+    entryBuckets64: new BigInt64Array(buffer, o.entryBucketsOffset, ENTRY_BUCKETS),
     stats: new BigInt64Array(buffer, o.statsOffset, STATS_WORDS),
   };
 }

@@ -270,7 +270,7 @@ export class LockTable {
     this[HEADER] = views.header;
     this[GRANTS] = new Grants(views, this.#records, checkThreadId(), defaults.failTimeout);
     this[DIRECTORY] = new Directory(views, this[GRANTS].threadId);
-    this.#entries = new Entries(views, this[GRANTS].threadId);
+    this.#entries = new Entries(views);
     this.#slotCache = new SlotCache(views.slots);
     this.#maxKeyLength = views.geometry.maxKeyLength;
     this.#statsOn = views.header[H_STATS] === 1;

@@ -41,6 +41,8 @@ export type StallPoint =
   | 'evict:unbound'
   /** Binding a key: the slot is marked BINDING, the key not yet written. */
   | 'bind:binding'
+  /** Registry claim: a PENDING entry counted in the waiting hint, its name's bucket not yet. */
+  | 'claim:counted'
   /** A waiting request is about to sleep (on the key's word, the binding mutex, or a back-off). */
   | 'wait:sleep';
 
@@ -51,7 +53,15 @@ export const testHooks: {
    * of test/semaphore.test.ts sets 1 in its workers, and must see more holders than the limit.
    */
   permitSlack: number;
+  /**
+   * true: LockManager ignores the cross-thread request order (the registry's), as before it kept
+   * one: a request tries the table whenever its thread has no earlier request for the name. The
+   * negative control of test/web-locks-fifo.test.ts sets it in its workers, and must see a grant
+   * out of request order. false in production.
+   */
+  unordered: boolean;
 } = {
   stall: undefined,
   permitSlack: 0,
+  unordered: false,
 };

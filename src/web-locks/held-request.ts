@@ -142,6 +142,7 @@ export class HeldRequest {
     } catch {
       lost = true;
     }
+    if (!lost) this.#client.released(this.name);
     if (this.done) return;
     this.done = true;
     if (lost) this.#reject!(abortError(`The lock ${JSON.stringify(this.name)} was stolen or lost`));

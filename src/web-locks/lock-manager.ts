@@ -4,17 +4,20 @@
  * table (and against the table API on the same key); waiting requests are published in the table's
  * request registry, so query() in any thread sees every thread's.
  *
- * What follows the specification's algorithms, step by step, and where the table decides instead
- * (grant order across threads, the time a robbed thread learns of a steal), is in DESIGN.md,
+ * Requests for a name are granted in request order across threads (the registry's order, by the
+ * specification's "grantable" rule); the table decides exclusion. What follows the specification's
+ * algorithms, step by step, and where the table decides instead (whether the lock is held, the
+ * time a robbed thread learns of a steal, table-API requests for the same key), is in DESIGN.md,
  * "Web Locks".
  */
 import { LockError, outOfRange } from '../api/errors.js';
 import { checkMs, MAX_FINITE_MS } from '../api/options.js';
+import { ENTRY_REFRESH_MS } from '../table/entries.js';
 import { LockTable } from '../table/lock-table.js';
 import { FACADE, type FacadeCore } from '../table/lock-table.js';
 import type { Lease } from '../table/lease.js';
 import type { TableDefaults } from '../api/options.js';
-import { clientFor, clientIdOf, type Client } from './client.js';
+import { clientFor, clientIdOf, type Client, type PendingRequest } from './client.js';
 import { notSupported, typeError } from './errors.js';
 import { HeldRequest } from './held-request.js';
 import type { Lock, LockMode } from './lock.js';
@@ -135,9 +138,9 @@ export class LockManager {
       if (parsed.signal?.aborted) return Promise.reject(parsed.signal.reason as Error);
       if (parsed.steal) return this.#steal(parsed, cb);
       if (parsed.ifAvailable) return this.#ifAvailable(parsed, cb);
-      // A thread's own requests for a name are granted in request order: only a request with
-      // nobody of its thread queued before it may try the table at once.
-      if (!this.#client.queues.has(parsed.name)) {
+      // Requests for a name are granted in request order, across threads: only a request with
+      // nobody of any thread waiting before it may try the table at once (Client.mayTry).
+      if (this.#client.mayTry(parsed.name, parsed.mode === 'shared')) {
         const lease = this.#core.tryAcquire(parsed.name, parsed.mode, parsed.hold ?? this.#lease);
         if (lease !== null) return HeldRequest.adopt(this.#grant(parsed, lease, cb));
       }
@@ -246,10 +249,14 @@ export class LockManager {
     };
   }
 
-  /** ifAvailable: a grant only if nobody waits for the name and it is free for this mode now. */
+  /**
+   * ifAvailable: a grant only if it is grantable now: no request of any thread waits before it
+   * (Client.mayTry: of this thread, any for the name; of others, the registry's rule) and the
+   * table grants it at its one attempt.
+   */
   async #ifAvailable(p: Parsed, callback: LockGrantedCallback<unknown>): Promise<unknown> {
     const client = this.#client;
-    const queued = client.queues.has(p.name) || this.#core.entries.pending(p.name).length > 0;
+    const queued = !client.mayTry(p.name, p.mode === 'shared');
     const lease = queued ? null : this.#core.tryAcquire(p.name, p.mode, p.hold ?? this.#lease);
     if (lease === null) {
       await null; // the callback never runs inside request()
@@ -280,14 +287,42 @@ export class LockManager {
     return this.#grant(p, lease, callback);
   }
 
-  /** A request that must wait: its entry, its turn among its thread's requests, then the table. */
+  /**
+   * A request that must wait: its entry, its turn (Client.grantable: the head of its thread's
+   * queue for the name, with no earlier request of any thread before it), then the table.
+   */
   async #wait(p: Parsed): Promise<Lease> {
     const client = this.#client;
     const req = client.register(p.name, p.mode);
     const start = LockTable.now();
     const signal = p.signal;
+    // How long this request may sleep synchronously on its doorbell (Client.waitForRing) rather
+    // than through the event loop: the table's spinDelay, once for its turn and once for the lock,
+    // and never when the ring could only come from this thread (see #mayWaitSync).
+    const syncMs = this.#table.defaults.spinDelay;
+    let syncUntil = start + syncMs;
+    let granted = false;
     try {
-      if (!client.isHead(req)) {
+      for (;;) {
+        // ORDER: the doorbell's value before the look; a ring after the look wakes the sleep.
+        const rung = client.doorbellNow();
+        if (client.grantable(req)) break;
+        if (signal?.aborted) throw signal.reason;
+        const left = p.waitTimeout - (LockTable.now() - start);
+        if (left <= 0) throw timeout(p.name, p.waitTimeout);
+        // Right behind the one whose turn it is (granted within microseconds on a short section,
+        // and it rings us then): a synchronous sleep wakes in microseconds, the event loop's in
+        // tens. Further back, the wait is several hand-offs: the event loop's.
+        const spare = Math.min(left, syncUntil - LockTable.now());
+        if (spare > 0 && client.blockers === 1 && this.#mayWaitSync(req)) {
+          if (client.waitForRing(rung, spare)) continue;
+        }
+        // Looks again whenever admitted (client.ts, PendingRequest.admit); admit is set in the
+        // same task as the look that failed, so a ring after that look reaches it. The head looks
+        // again at least every ENTRY_REFRESH_MS (an entry before it may lapse, and nobody rings
+        // for that), on a ref'd timer: it keeps the thread alive while the request waits its
+        // turn, as the table's own waits do (the doorbell's waitAsync does not).
+        const look = client.isHead(req) ? Math.min(left, ENTRY_REFRESH_MS) : left;
         await new Promise<void>((resolve, reject) => {
           let timer: NodeJS.Timeout | undefined;
           const onAbort = (): void => {
@@ -304,22 +339,47 @@ export class LockManager {
             resolve();
           };
           signal?.addEventListener('abort', onAbort, { once: true });
-          if (p.waitTimeout !== Infinity) {
-            timer = setTimeout(() => {
-              cleanup();
-              reject(timeout(p.name, p.waitTimeout));
-            }, p.waitTimeout);
-          }
+          // At `left`, the loop's check rejects with the timeout.
+          if (look !== Infinity) timer = setTimeout(req.admit, look);
         });
+      }
+      // Our turn. The lock is mostly free (the holder before us rang us at its grant, a wake-up
+      // ago, and sections are short): one table attempt (the request fast path's one CAS). Held:
+      // sleep on the doorbell for the holder's release (its ring: Client.released) for up to
+      // spinDelay, marked so that the release rings us; then the table's own wait.
+      if (signal?.aborted) throw signal.reason;
+      const hold = p.hold ?? this.#lease;
+      const lease = this.#core.tryAcquire(p.name, p.mode, hold);
+      granted = lease !== null;
+      if (granted) return lease!;
+      if (this.#mayWaitSync(req)) {
+        syncUntil = LockTable.now() + Math.min(syncMs, p.waitTimeout - (LockTable.now() - start));
+        client.ringWait(true);
+        try {
+          for (;;) {
+            // ORDER: marked, then the doorbell's value, then the look: a release after the look
+            // sees the mark and rings (Entries.ringWaiters).
+            const rung = client.doorbellNow();
+            const got = this.#core.tryAcquire(p.name, p.mode, hold);
+            granted = got !== null;
+            if (granted) return got!;
+            const spare = syncUntil - LockTable.now();
+            if (spare <= 0 || !client.waitForRing(rung, spare)) break;
+          }
+        } finally {
+          client.ringWait(false);
+        }
       }
       const left = Math.max(0, p.waitTimeout - (LockTable.now() - start));
       try {
-        return await this.#table.acquire(p.name, {
+        const got = await this.#table.acquire(p.name, {
           mode: p.mode,
-          hold: p.hold ?? this.#lease,
+          hold,
           waitTimeout: left,
           signal,
         });
+        granted = true;
+        return got;
       } catch (error) {
         // The table's AbortError carries the reason; the specification rejects with the reason.
         if (signal?.aborted && (error as { name?: string })?.name === 'AbortError')
@@ -329,8 +389,18 @@ export class LockManager {
         throw error;
       }
     } finally {
-      client.unregister(req);
+      client.unregister(req, granted);
     }
+  }
+
+  /**
+   * May `req` sleep synchronously (blocking this thread's event loop for at most spinDelay)? Only
+   * when what it waits for is another thread's: it is the head of this thread's queue for the name
+   * (an earlier request of ours moves only when our event loop runs), and this thread holds no
+   * lock of the name (which it could release only from its event loop).
+   */
+  #mayWaitSync(req: PendingRequest): boolean {
+    return this.#client.isHead(req) && !this.#client.holds(req.name);
   }
 
   /**

@@ -20,7 +20,7 @@ execFileSync('npm', ['run', 'build'], { cwd: root, stdio: 'inherit' });
 const files =
   process.argv.length > 2
     ? process.argv.slice(2)
-    : ['test/web-locks.test.ts', 'test/web-locks-threads.test.ts'];
+    : ['test/web-locks.test.ts', 'test/web-locks-threads.test.ts', 'test/web-locks/fifo.test.ts'];
 const run = spawnSync(
   node24.path,
   ['--import', 'tsx', '--test', '--test-concurrency=1', ...files],
