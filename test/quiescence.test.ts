@@ -499,7 +499,6 @@ class Run {
           ? C_KILLED_HOLDING
           : C_KILLED_IDLE,
     );
-    v.markDying(i);
     await slot.worker.terminate();
     if (slot.watched) this.deadWatched.add(slot.threadId);
     else {
