@@ -5,7 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import { PgLockTable } from '../../src/postgres/index.js';
-import { installStatement, RELEASE, RESET_SESSION } from '../../src/postgres/sql.js';
+import { installStatement, releaseStatement, RESET_SESSION } from '../../src/postgres/sql.js';
 import {
   databaseUrl,
   eventually,
@@ -226,23 +226,19 @@ describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
       );
       const id = rows[0].lock_id as number;
       // Another session's release or reset, routed here by a pooler: no row, nothing unlocked.
-      const release = await raw.query(RELEASE.text, [
+      const release = await raw.query(releaseStatement(true).text, [
         table.namespace,
         id,
-        true,
-        null,
         'locktable:other',
       ]);
-      const reset = await raw.query(RESET_SESSION.text, ['0', 'locktable:other']);
+      const reset = await raw.query(RESET_SESSION.text, ['locktable:other']);
       assert.equal(release.rows.length, 0);
       assert.equal(reset.rows.length, 0);
       assert.equal((await locksOf(table.namespace)).length, 1, 'still held');
       // The owner's own release does unlock.
-      const own = await raw.query(RELEASE.text, [
+      const own = await raw.query(releaseStatement(true).text, [
         table.namespace,
         id,
-        true,
-        null,
         'locktable:owner',
       ]);
       assert.equal(own.rows[0].released, true);
