@@ -17,6 +17,14 @@ let inQuery = 0;
 const query = pg.Client.prototype.query;
 pg.Client.prototype.query = function timedQuery(config, ...rest) {
   const start = performance.now();
+  if (typeof config?.submit === 'function' && typeof config.callback === 'function') {
+    // PgLockTable's own statements (a pg Submittable): timed up to their callback.
+    const callback = config.callback;
+    config.callback = (...args) => {
+      inQuery += performance.now() - start;
+      callback(...args);
+    };
+  }
   const result = query.call(this, config, ...rest);
   if (result && typeof result.then === 'function') {
     return result.finally(() => {

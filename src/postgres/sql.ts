@@ -615,12 +615,17 @@ export type GrantWait = 'try' | 'forever' | 'timed';
  * synchronous_commit once). 1 round trip. $1 namespace, $2 the key's id, $3 the session's marker,
  * and for a timed wait $4 its ms. Returns one row (token, backend_pid), token null when a try
  * found the key held; no row when the marker is not the caller's. The order of evaluation is the
- * plan's, and it is what makes it safe:
- *   1. `own` (OFFSET 0: evaluated on its own, first) reads the session's marker and, for a timed
- *      wait, sets this transaction's lock_timeout;
- *   2. its row is kept only when the marker is the caller's (not a pooler's other session);
- *   3. only for that row does `g` (OFFSET 0: never flattened) take the lock;
- *   4. only then, and only when it was granted, does the outer projection draw the token.
+ * statement's own, and it is what makes it safe:
+ *   1. the WHERE clause compares the session's marker with the caller's: the select list is
+ *      evaluated only for a row that passes it (the SQL semantics of SELECT; the plan is one
+ *      Result node whose One-Time Filter is that comparison), so on another session's server
+ *      process (a pooler) nothing is evaluated, and there is no row;
+ *   2. the token's CASE takes the lock, and only when it was granted draws the token (a CASE
+ *      evaluates its conditions in order and only the branch it picks: PostgreSQL's documented
+ *      way to force an order of evaluation); a timed wait's CASE first sets the transaction's
+ *      lock_timeout, then waits, then sets it back to 0, then draws.
+ * One plan node, where a version of this statement with nested OFFSET 0 subqueries had three: a
+ * waiter's reply, after its grant, is that much sooner.
  * No `alive` check: the session saw the epoch started after the server's last crash (it ran
  * ACQUIRE), and a crash would have ended it. No row: the marker is another session's (a pooler),
  * nothing was taken; the client sends ACQUIRE, which raises the pooler's error. A timed wait that
@@ -628,7 +633,8 @@ export type GrantWait = 'try' | 'forever' | 'timed';
  * client then resets or unlocks, as after any statement that may have taken a lock and failed.
  * The transaction commits with the session's synchronous_commit, off: the sequence's WAL (once per
  * 32 values) is covered by the epoch, and a flush per 32 grants would cost more than the lock.
- * The token comes as text: a user's global pg type parser for int8 must not round it.
+ * The client reads the row as the server's text (Session.rows), so no type parser of the
+ * application's can round the token.
  */
 export function fastGrant(wait: GrantWait, exclusive: boolean): { name: string; text: string } {
   return FAST_GRANTS[WAITS.indexOf(wait) * 2 + (exclusive ? 0 : 1)]!;
@@ -647,25 +653,27 @@ const FAST_GRANTS = WAITS.flatMap((wait) => [
 
 function buildFastGrant(wait: GrantWait, exclusive: boolean): { name: string; text: string } {
   const shared = exclusive ? '' : '_shared';
-  const lock =
+  const lock = `pg_${wait === 'try' ? 'try_' : ''}advisory_lock${shared}($1::int4, $2::int4)`;
+  const token = "nextval('locktable.tokens')";
+  const grant =
     wait === 'try'
-      ? `pg_try_advisory_lock${shared}($1::int4, $2::int4)`
-      : // pg_advisory_lock returns void, never null: IS NOT NULL makes it the boolean `locked`.
-        `pg_advisory_lock${shared}($1::int4, $2::int4) IS NOT NULL`;
-  const timeout = wait === 'timed' ? ", set_config('lock_timeout', $4::text, true) AS timeout" : '';
+      ? `CASE WHEN ${lock} THEN ${token} END`
+      : wait === 'forever'
+        ? // pg_advisory_lock returns void, never null: the CASE only orders the lock first.
+          `CASE WHEN ${lock} IS NOT NULL THEN ${token} END`
+        : // A timed wait's lock_timeout ends with the lock: drawing the token may wait behind an
+          // epoch's ALTER SEQUENCE, and must not fail for it (locktable.grant resets it the same
+          // way). Each WHEN is never true (set_config and the void lock are never null): they
+          // run in this order, and the ELSE draws the token.
+          "CASE WHEN set_config('lock_timeout', $4::text, true) IS NULL THEN NULL " +
+          `WHEN ${lock} IS NULL THEN NULL ` +
+          "WHEN set_config('lock_timeout', '0', true) IS NULL THEN NULL " +
+          `ELSE ${token} END`;
   return {
     name: `locktable_fast_${wait}_${exclusive ? 'x' : 's'}`,
     text:
-      // A timed wait's lock_timeout ends with the lock: drawing the token may wait behind an
-      // epoch's ALTER SEQUENCE, and must not fail for it (locktable.grant resets it the same way).
-      (wait === 'timed'
-        ? "SELECT CASE WHEN g.locked AND set_config('lock_timeout', '0', true) IS NOT NULL " +
-          "THEN nextval('locktable.tokens')::text END AS token, "
-        : "SELECT CASE WHEN g.locked THEN nextval('locktable.tokens')::text END AS token, ") +
-      'pg_backend_pid() AS backend_pid ' +
-      `FROM (SELECT ${lock} AS locked ` +
-      `FROM (SELECT current_setting('locktable.session', true) AS marker${timeout} OFFSET 0) AS own ` +
-      'WHERE own.marker = $3::text OFFSET 0) AS g',
+      `SELECT ${grant} AS token, pg_backend_pid() AS backend_pid ` +
+      "WHERE current_setting('locktable.session', true) = $3::text",
   };
 }
 
@@ -684,11 +692,11 @@ export function releaseStatement(exclusive: boolean): { name: string; text: stri
 function buildRelease(exclusive: boolean): { name: string; text: string } {
   return {
     name: `locktable_release_${exclusive ? 'x' : 's'}`,
-    // Only on the session's own server process ($3, its marker), as RESET_SESSION.
+    // Only on the session's own server process ($3, its marker), as RESET_SESSION: the unlock is
+    // evaluated only for a row that passes the WHERE (see fastGrant).
     text:
       `SELECT pg_advisory_unlock${exclusive ? '' : '_shared'}($1::int4, $2::int4) AS released ` +
-      "FROM (SELECT current_setting('locktable.session', true) AS marker OFFSET 0) AS own " +
-      'WHERE own.marker = $3::text',
+      "WHERE current_setting('locktable.session', true) = $3::text",
   };
 }
 
@@ -706,8 +714,7 @@ export const RESET_SESSION = {
   // session's process would lose its locks. No row: a pooler (the caller terminates the process).
   text:
     'SELECT pg_advisory_unlock_all() ' +
-    "FROM (SELECT current_setting('locktable.session', true) AS marker OFFSET 0) AS own " +
-    'WHERE own.marker = $1::text',
+    "WHERE current_setting('locktable.session', true) = $1::text",
 };
 
 /**
