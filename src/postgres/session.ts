@@ -168,8 +168,10 @@ export class Session {
   /** Set by end(): the backend ended it on purpose (close(), a discarded session). */
   endedOnPurpose = false;
   readonly #onEnd = new Set<(reason: unknown) => void>();
-  /** Statements sent and not answered yet. */
+  /** Statements sent and not answered yet (0 or 1: see #turn). */
   #inflight = 0;
+  /** Statements waiting for the one in flight (see #turn), first first. */
+  readonly #waiting: Array<() => void> = [];
   #heartbeat: NodeJS.Timeout | undefined;
   /**
    * While the heartbeat runs (a lock session with a finite lease): how long (ms) a release or a
@@ -245,14 +247,37 @@ export class Session {
     return () => this.#onEnd.delete(fn);
   }
 
+  /**
+   * One statement at a time goes to pg: a statement that comes while another is in flight (a
+   * request that took an idle session while its heartbeat ran, a release during a heartbeat)
+   * waits here for its turn, instead of in pg's queue (pg deprecates a query sent while one runs,
+   * with a DeprecationWarning, and will remove it). undefined: the turn is this statement's now;
+   * else a promise of it. Each turn ends with #done.
+   */
+  #turn(): Promise<void> | undefined {
+    if (this.#inflight === 0) {
+      this.#inflight = 1;
+      return undefined;
+    }
+    return new Promise<void>((resolve) => this.#waiting.push(resolve));
+  }
+
+  /** The statement in flight is answered: the next waiting one goes (the session stays busy). */
+  #done(): void {
+    const next = this.#waiting.shift();
+    if (next !== undefined) next();
+    else this.#inflight = 0;
+  }
+
   // pg's row type is `any`: each caller reads its own columns.
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   async query(statement: QueryConfig, values: unknown[]): Promise<pg.QueryResult<any>> {
-    this.#inflight++;
+    const turn = this.#turn();
+    if (turn !== undefined) await turn;
     try {
       return await this.client.query({ name: statement.name, text: statement.text, values });
     } finally {
-      this.#inflight--;
+      this.#done();
     }
   }
 
@@ -261,15 +286,24 @@ export class Session {
    * rows as the server's text, columns by position.
    */
   rows(statement: QueryConfig, values: unknown[]): Promise<RawRow[]> {
-    this.#inflight++;
+    const turn = this.#turn();
+    if (turn === undefined) return this.#sendRows(statement, values);
+    return turn.then(() => this.#sendRows(statement, values));
+  }
+
+  #sendRows(statement: QueryConfig, values: unknown[]): Promise<RawRow[]> {
     return new Promise<RawRow[]>((resolve, reject) => {
-      this.client.query(
-        new RawQuery(statement, values, (error, rows) => {
-          this.#inflight--;
-          if (error === null) resolve(rows!);
-          else reject(error);
-        }),
-      );
+      const query = new RawQuery(statement, values, (error, rows) => {
+        this.#done();
+        if (error === null) resolve(rows!);
+        else reject(error);
+      });
+      try {
+        this.client.query(query);
+      } catch (error) {
+        // pg refused it at once (it answers a dead client through the callback): the turn ends.
+        query.handleError(error as Error);
+      }
     });
   }
 

@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import { Worker } from 'node:worker_threads';
+import pg from 'pg';
 import { databaseUrl, eventually, rawClient, skipWithoutPostgres, tableOpener } from './db.js';
 
 const LEASE = 200;
@@ -125,5 +126,34 @@ describe('PgLockTable idle sessions', { skip: skipWithoutPostgres }, () => {
     assert.equal(freezeUntilGone(rawPid), true);
     await assert.rejects(raw.query('SELECT 1'));
     await raw.end().catch(() => {});
+  });
+
+  test('a request that takes a session while its heartbeat runs waits for it: never two statements in pg at once', async () => {
+    const table = open({ lease: 100 });
+    await (await table.acquire('beat')).release();
+    const proto = pg.Client.prototype as unknown as { query: (...a: unknown[]) => unknown };
+    const original = proto.query;
+    let overlaps = 0;
+    let heartbeats = 0;
+    let request: Promise<void> | undefined;
+    proto.query = function (this: pg.Client, ...args: unknown[]) {
+      const self = this as unknown as { _activeQuery: unknown; _queryQueue: unknown[] };
+      if (self._activeQuery != null || self._queryQueue.length > 0) overlaps++;
+      const result = original.apply(this, args);
+      // The first heartbeat of the idle session is on the wire: a request takes the session now.
+      if ((args[0] as { name?: string }).name === 'locktable_heartbeat' && request === undefined) {
+        heartbeats++;
+        request = table.acquire('beat').then((lease) => lease.release());
+      }
+      return result;
+    };
+    try {
+      await eventually(() => request !== undefined, 5000, 'a heartbeat of the idle session');
+      await request;
+    } finally {
+      proto.query = original;
+    }
+    assert.equal(heartbeats, 1);
+    assert.equal(overlaps, 0, 'a statement was sent to pg while another ran');
   });
 });
