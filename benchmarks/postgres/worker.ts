@@ -18,7 +18,7 @@ import {
   type WorkerResult,
   type WorkerTask,
 } from './types.js';
-import { ACQUIRE, fastGrant, RELEASE } from '../../src/postgres/sql.js';
+import { ACQUIRE, fastGrant, releaseStatement } from '../../src/postgres/sql.js';
 
 type PgModule = typeof import('../../src/postgres/index.js');
 type PgLockTable = import('../../src/postgres/index.js').PgLockTable;
@@ -101,8 +101,8 @@ function locktableClient(locks: PgLockTable, key: string, trackStreaks = false):
 
 /**
  * locktable's statements sent by hand on one pg.Client, as PgLockTable sends them for a key it
- * has granted before: the grant (fastGrant, a wait forever, with the default lease of 5000 ms,
- * as the locktable peer has) and the release (RELEASE, the session's last lease). The server's
+ * has granted before: the grant (fastGrant, a wait forever) and the release (releaseStatement),
+ * on a session set up as SESSION_START sets one. The server's
  * part of a locktable grant without its client (front table, sessions, leases, heartbeat): the gap
  * between this peer and `raw` is the server's, the gap between `locktable` and this peer the
  * client's.
@@ -111,8 +111,12 @@ async function statementsClient(url: string, namespace: number, key: string): Pr
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   const marker = 'locktable:bench';
+  // As SESSION_START sets a lock session up: an idle_session_timeout (the server arms its timer
+  // whenever the session goes idle; a minute, not the lease, since this client sends no
+  // heartbeat while it waits for the run to start) and synchronous_commit off.
   await client.query(
-    "SELECT set_config('lock_timeout', '0', false), set_config('locktable.session', $1, false)",
+    "SELECT set_config('lock_timeout', '0', false), set_config('locktable.session', $1, false), " +
+      "set_config('idle_session_timeout', '60000', false), set_config('synchronous_commit', 'off', false)",
     [marker],
   );
   // The first grant learns the key's id (and makes sure of the token epoch), as PgLockTable's.
@@ -121,13 +125,13 @@ async function statementsClient(url: string, namespace: number, key: string): Pr
     key,
     true,
     0,
-    5000,
+    0,
     marker,
   ]);
   const id = rows[0]!.lock_id;
   await client.query('SELECT pg_advisory_unlock($1::int4, $2::int4)', [namespace, id]);
-  const grant = { ...fastGrant('forever', true), values: [namespace, id, 5000, marker] };
-  const release = { ...RELEASE, values: [namespace, id, true, '0', marker] };
+  const grant = { ...fastGrant('forever', true), values: [namespace, id, marker] };
+  const release = { ...releaseStatement(true), values: [namespace, id, marker] };
   return {
     async acquire() {
       await client.query(grant);

@@ -2,7 +2,7 @@
  * PgLease: one grant of one key, held by one of the backend's sessions. A Holding is what a
  * session holds for one request: one lease (acquire, tryAcquire, run) or the leases of one
  * acquireAll. The session stays with its Holding until every lease of it is released, then goes
- * back to the backend's set; while it holds, it sends heartbeats (see Session.startHeartbeat).
+ * back to the backend's set; it sends heartbeats all its life (see Session.startHeartbeat).
  *
  * A lease whose session ends (the server ended it: its lease timeout, pg_terminate_backend, a
  * restart, the network) has lost its lock: `held` is false, `signal` aborts, and release()
@@ -14,7 +14,7 @@ import type { LockLease } from '../api/locks.js';
 import type { Mode } from '../api/options.js';
 import { closedLeaseError, sqlState } from './errors.js';
 import type { Session } from './session.js';
-import { RELEASE } from './sql.js';
+import { releaseStatement } from './sql.js';
 
 const HELD = 0;
 const RELEASED = 1;
@@ -69,7 +69,7 @@ export class Holding {
   /** The shared-table leases in front of this holding's server locks. */
   readonly front: FrontPart | undefined;
 
-  constructor(host: HoldingHost, session: Session, heartbeatMs: number, front?: FrontPart) {
+  constructor(host: HoldingHost, session: Session, front?: FrontPart) {
     this.#host = host;
     this.session = session;
     this.front = front;
@@ -81,7 +81,6 @@ export class Holding {
       this.front?.leave();
       this.#host.finished(this);
     });
-    session.startHeartbeat(heartbeatMs);
   }
 
   get namespace(): number {
@@ -103,7 +102,6 @@ export class Holding {
   /** Every lease released (its last release answered, or the session ended). */
   finish(): void {
     this.#unsubscribe();
-    this.session.stopHeartbeat();
     this.#host.finished(this);
     this.front?.leave();
   }
@@ -138,7 +136,8 @@ export class PgLease implements LockLease, AsyncDisposable {
   readonly lockId: number;
   readonly #holding: Holding;
   #state = HELD;
-  readonly #lost = new AbortController();
+  /** Made when `signal` is first read, or when the lease is lost or closed: most never are. */
+  #lost: AbortController | undefined;
 
   /** @internal Leases are made by PgLockTable. */
   constructor(holding: Holding, key: string, mode: Mode, lockId: number, token: bigint) {
@@ -164,7 +163,7 @@ export class PgLease implements LockLease, AsyncDisposable {
    * also when close() releases it. Not aborted by a release. Pass it to the work the lock guards.
    */
   get signal(): AbortSignal {
-    return this.#lost.signal;
+    return (this.#lost ??= new AbortController()).signal;
   }
 
   /** The PostgreSQL server process that holds the lock (as inspect() shows it). */
@@ -196,11 +195,9 @@ export class PgLease implements LockLease, AsyncDisposable {
     }
     let released: boolean;
     try {
-      const { rows } = await session.queryHolding(RELEASE, [
+      const rows = await session.rowsHolding(releaseStatement(this.mode === 'exclusive'), [
         holding.namespace,
         this.lockId,
-        this.mode === 'exclusive',
-        last ? session.idleTimeout : null,
         session.marker,
       ]);
       if (rows.length === 0) {
@@ -210,7 +207,7 @@ export class PgLease implements LockLease, AsyncDisposable {
         if (last) holding.finish();
         throw pgStaleError(this.key, 'release the lease', session.endReason);
       }
-      released = rows[0].released === true;
+      released = rows[0]![0] === 't';
     } catch (error) {
       if (!session.alive || sqlState(error) === undefined) {
         if (last) holding.finish();
@@ -238,13 +235,13 @@ export class PgLease implements LockLease, AsyncDisposable {
   lose(reason: unknown): void {
     if (this.#state !== HELD) return;
     this.#state = LOST;
-    this.#lost.abort(pgStaleError(this.key, 'hold the lock', reason));
+    (this.#lost ??= new AbortController()).abort(pgStaleError(this.key, 'hold the lock', reason));
   }
 
   /** @internal close() released it. */
   closeByTable(reason: LockError): void {
     if (this.#state !== HELD) return;
     this.#state = CLOSED;
-    this.#lost.abort(reason);
+    (this.#lost ??= new AbortController()).abort(reason);
   }
 }

@@ -18,8 +18,8 @@ export interface PgLockTableOptions extends pg.ClientConfig {
   poolSize?: number | undefined;
   /**
    * ms a holder may go without talking to the server before the server ends its session and
-   * frees its locks (idle_session_timeout; a heartbeat runs every lease / 4 while leases are
-   * held). Infinity: never. Default 5000.
+   * frees its locks (each session's idle_session_timeout; a heartbeat runs every lease / 4 on
+   * every session of the table, holding or idle). Infinity: never. Default 5000.
    */
   lease?: number | undefined;
   /** Default ms to wait for a lock (0 = one attempt, Infinity = forever). Default Infinity. */

@@ -6,7 +6,7 @@
  * cut off. The same contract as LockTable (src/api/locks.ts); the SQL is in sql.ts.
  */
 import { monotonicNow } from '../api/clock.js';
-import { AbortError, invalidValue, timeoutError } from '../api/errors.js';
+import { AbortError, invalidValue, LockError, timeoutError } from '../api/errors.js';
 import {
   checkFunction,
   compareKeys,
@@ -46,7 +46,7 @@ import {
   type ResolvedPgOptions,
   resolvePgOptions,
 } from './options.js';
-import { type QueryConfig, Session } from './session.js';
+import { type RawRow, Session } from './session.js';
 import { Sessions } from './sessions.js';
 import type { Lease } from '../table/lease.js';
 import type { LockTable } from '../table/lock-table.js';
@@ -59,7 +59,7 @@ import {
   installStatement,
   READ_VERSION,
   POOLER_SQLSTATE,
-  RELEASE,
+  releaseStatement,
   RENEW_TOKENS,
   RESET_SESSION,
   SCHEMA_VERSION,
@@ -86,6 +86,15 @@ interface Request {
   signal: AbortSignal | undefined;
 }
 
+/** #acquire's request, as each session it tries takes it. */
+interface Attempt {
+  keys: string[];
+  r: Request;
+  isTry: boolean;
+  start: number;
+  front: FrontHold;
+}
+
 interface Grant {
   lockId: number;
   token: bigint;
@@ -97,6 +106,39 @@ interface Grant {
  * grant"), so the caller resets the session.
  */
 class ServerTimeout extends Error {}
+
+/**
+ * The server had ended the request's session for idleness (57P05, its idle_session_timeout: the
+ * lease) before the request's first statement ran on it. A session in the set sends heartbeats,
+ * so this happens only when this process stopped for longer than the lease (a blocked event
+ * loop) and took the session before it read the server's FATAL. Nothing of the request happened:
+ * the session had ended, and with it anything it held. #acquire takes another session.
+ */
+class IdleSessionEnded extends Error {
+  readonly failure: unknown;
+  constructor(failure: unknown) {
+    super('the session had ended for idleness');
+    this.failure = failure;
+  }
+}
+
+/** Sessions tried by one request whose sessions turn out ended for idleness (IdleSessionEnded). */
+const MAX_IDLE_RETRIES = 3;
+
+/** 57P05, idle_session_timeout: the server ended the session for idleness. */
+function endedIdle(session: Session, error: unknown): boolean {
+  if (session.alive) {
+    // pg hands the FATAL to the statement in flight before the connection's end is seen.
+    return sqlState(error) === '57P05';
+  }
+  const code = (error as { code?: unknown }).code;
+  if (code !== 'ERR_LOCK_CONNECTION' && sqlState(error) !== '57P05') return false;
+  return (
+    sqlState(session.endReason) === '57P05' ||
+    sqlState(error) === '57P05' ||
+    sqlState((error as { cause?: unknown }).cause) === '57P05'
+  );
+}
 
 /** Key ids a table remembers for fastGrant (a Map, the oldest forgotten first). */
 const MAX_REMEMBERED_IDS = 10_000;
@@ -128,8 +170,11 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
 
   constructor(options?: PgLockTableOptions) {
     this.#options = resolvePgOptions(options);
-    this.#sessions = new Sessions(this.#options.client, this.#options.poolSize, (pid) =>
-      this.#terminateShared(pid),
+    this.#sessions = new Sessions(
+      this.#options.client,
+      this.#options.poolSize,
+      this.#options.lease,
+      (pid) => this.#terminateShared(pid),
     );
     const o = this.#options;
     this.#front = new Front(o.table, o.namespace, o.cohortLimit, o.cohortMs);
@@ -360,7 +405,8 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
   /**
    * Takes `keys` (in order) on one session. Resolves with the leases, or with null for a try that
    * found a key held. Whatever fails, nothing is left held: the session is reset (RESET_SESSION)
-   * or ended.
+   * or ended. A session that the server had ended for idleness before the request's first
+   * statement (see IdleSessionEnded) is replaced by another, within the same wait.
    */
   async #acquire(
     keys: string[],
@@ -373,7 +419,27 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
     if (this.#closed) throw closedError(first);
     if (r.signal?.aborted) throw new AbortError(first, r.signal.reason);
     await this.#install(first);
-    const session = await this.#sessions.checkout(first, r.waitTimeout, start, r.signal);
+    const request: Attempt = { keys, r, isTry, start, front };
+    for (let attempt = 1; ; attempt++) {
+      const session = await this.#sessions.checkout(first, r.waitTimeout, start, r.signal);
+      try {
+        return await this.#acquireOn(session, request);
+      } catch (error) {
+        if (!(error instanceof IdleSessionEnded)) throw error;
+        if (attempt === MAX_IDLE_RETRIES) {
+          const failure = error.failure;
+          throw failure instanceof LockError ? failure : connectionError(first, failure);
+        }
+        if (this.#closed) throw closedError(first);
+        if (r.signal?.aborted) throw new AbortError(first, r.signal.reason);
+      }
+    }
+  }
+
+  /** #acquire on one session (checked out for the request). */
+  async #acquireOn(session: Session, request: Attempt): Promise<PgLease[] | null> {
+    const { keys, r, isTry, start, front } = request;
+    const first = keys[0]!;
     const grants: Grant[] = [];
     // True while the session provably holds nothing: no grant, and no statement that failed
     // (one may fail after it took the lock).
@@ -409,10 +475,10 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
     } catch (error) {
       if (clean && grants.length === 0) this.#sessions.checkin(session);
       else await this.#abandon(session, (error as { code?: unknown }).code === 'ERR_LOCK_POOLER');
+      if (grants.length === 0 && endedIdle(session, error)) throw new IdleSessionEnded(error);
       throw error;
     }
-    const lease = this.#options.lease;
-    const holding = new Holding(this, session, lease === Infinity ? Infinity : lease / 4, front);
+    const holding = new Holding(this, session, front);
     this.#holdings.add(holding);
     const token = front.granted(first, grants[0]!.lockId, grants[0]!.token);
     return grants.map((g, i) =>
@@ -446,7 +512,8 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
     for (let renewals = 0; ; renewals++) {
       const grant = await this.#grantOnce(session, key, r, waitMs(r.waitTimeout, start));
       if (grant !== RENEW) return grant;
-      // locktable.grant's null-token row left idle_session_timeout at the lease: reset on failure.
+      // A fastGrant's 2200H came after its lock (unlocked since), and either statement ran into a
+      // used-up range: the session is reset on failure, as after any statement that locked.
       dirtied();
       if (renewals === MAX_RENEWALS) {
         throw new Error(`locktable: the token range was used up ${renewals + 1} times in a row`);
@@ -459,8 +526,7 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
         await this.#statement(
           session,
           key,
-          RENEW_TOKENS,
-          [left < 0 ? '1' : String(left)],
+          (ms) => session.queryWithin(RENEW_TOKENS, [left < 0 ? '1' : String(left)], ms),
           left,
           r.signal,
         );
@@ -479,24 +545,27 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
   ): Promise<Grant | null | typeof RENEW> {
     const namespace = this.#options.namespace;
     const exclusive = r.mode === 'exclusive';
-    const lease = this.#options.lease;
-    // lease Infinity: the longest timeout the server takes (~24.8 days), so that a role's,
-    // database's or server's own idle_session_timeout cannot end a holder that sends no
-    // heartbeat (lease_ms 0 would leave that setting in force while the lock is held).
-    const leaseMs = lease === Infinity ? MAX_SERVER_MS : Math.ceil(lease);
     // The cache may have moved to another server run while this request waited (a reply of
     // another run's session): its ids are not this session's.
     const ours = session.serverStart === this.#idsServer;
     const id = session.epochSeen && ours ? this.#ids.get(key) : undefined;
     if (id !== undefined) {
       const wait: GrantWait = waitMs < 0 ? 'try' : waitMs === 0 ? 'forever' : 'timed';
-      const values: unknown[] = [namespace, id, leaseMs, session.marker];
+      const values: unknown[] = [namespace, id, session.marker];
       if (wait === 'timed') values.push(waitMs);
-      let row: { locked: boolean; token: string | null; backend_pid: number } | undefined;
+      // (token, backend_pid), as the server's text.
+      let row: RawRow | undefined;
       try {
+        const statement = fastGrant(wait, exclusive);
         row = (
-          await this.#statement(session, key, fastGrant(wait, exclusive), values, waitMs, r.signal)
-        ).rows[0];
+          await this.#statement(
+            session,
+            key,
+            (ms) => session.rowsWithin(statement, values, ms),
+            waitMs,
+            r.signal,
+          )
+        )[0];
       } catch (error) {
         const state = sqlState(error);
         if (state === '55P03') throw new ServerTimeout();
@@ -506,17 +575,20 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
         return RENEW;
       }
       if (row !== undefined) {
-        this.#checkPid(session, key, row.backend_pid);
-        if (!row.locked) return null;
-        return { lockId: id, token: BigInt(row.token!) };
+        this.#checkPid(session, key, row[1]);
+        // No token: a try that found the key held (a granted lock always draws one).
+        const token = row[0];
+        if (token === null || token === undefined) return null;
+        return { lockId: id, token: BigInt(token) };
       }
       this.#ids.delete(key);
     }
+    // lease_ms 0: the session's idle_session_timeout is the lease already (SESSION_START).
+    const acquireValues = [namespace, key, exclusive, waitMs, 0, session.marker];
     const result = await this.#statement(
       session,
       key,
-      ACQUIRE,
-      [namespace, key, exclusive, waitMs, leaseMs, session.marker],
+      (ms) => session.queryWithin(ACQUIRE, acquireValues, ms),
       waitMs,
       r.signal,
     );
@@ -548,19 +620,19 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
 
   /**
    * Unlocks `key` on `session` after a grant statement that took the lock and then failed (the
-   * RELEASE statement; idle_session_timeout untouched). Throws as a release would fail: the
+   * release statement). Throws as a release would fail: the
    * caller then resets or ends the session.
    */
   async #unlock(session: Session, key: string, id: number, exclusive: boolean): Promise<void> {
-    let rows: Array<{ released?: unknown }>;
+    let rows: RawRow[];
     const lease = this.#options.lease;
     try {
-      // A reply bounded as a release's (Session.queryHolding): a cut network does not hang here.
-      ({ rows } = await session.queryWithin(
-        RELEASE,
-        [this.#options.namespace, id, exclusive, null, session.marker],
+      // A reply bounded as a release's (Session.rowsHolding): a cut network does not hang here.
+      rows = await session.rowsWithin(
+        releaseStatement(exclusive),
+        [this.#options.namespace, id, session.marker],
         Number.isFinite(lease) ? 2 * Math.max(lease, 1000) : Infinity,
-      ));
+      );
     } catch (error) {
       if (this.#closed) throw closedError(key);
       if (!session.alive || sqlState(error) === undefined) {
@@ -572,24 +644,23 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
       throw poolerError(key, "an unlock ran on another session's server process");
     // The statement took the lock before it failed: not holding it means another server process
     // (a pooler) or a state we cannot explain; the caller resets or ends the session.
-    if (rows[0]!.released !== true) throw poolerError(key, 'an unlock found the lock not held');
+    if (rows[0]![0] !== 't') throw poolerError(key, 'an unlock found the lock not held');
   }
 
   /**
-   * Runs one grant statement on `session`. Aborted while it runs, it is cancelled on the server
+   * Runs one grant statement on `session` (`send`, given how long its reply may take before the
+   * session is cut: see below). Aborted while it runs, it is cancelled on the server
    * from the control session; this returns only after every cancel has answered, so the caller's
    * next statement on the session cannot be hit by one. Throws AbortError, ERR_LOCK_CLOSED,
    * ERR_LOCK_CONNECTION, ERR_LOCK_POOLER, or the server's error.
    */
-  async #statement(
+  async #statement<T>(
     session: Session,
     key: string,
-    statement: QueryConfig,
-    values: unknown[],
+    send: (replyWithin: number) => Promise<T>,
     waitMs: number,
     signal: AbortSignal | undefined,
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  ): Promise<{ rows: any[] }> {
+  ): Promise<T> {
     if (this.#closed) throw closedError(key);
     // An abort that came while the previous statement was answered (the listener below hears
     // only later ones).
@@ -605,7 +676,7 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
       waitMs !== 0 && Number.isFinite(lease)
         ? Math.max(waitMs, 0) + 2 * Math.max(lease, 1000)
         : Infinity;
-    const pending = session.queryWithin(statement, values, replyWithin);
+    const pending = send(replyWithin);
     let settled = false;
     let cancelling: Promise<void> | undefined;
     let cutTimer: NodeJS.Timeout | undefined;
@@ -722,7 +793,7 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
       return;
     }
     try {
-      const { rows } = await session.query(RESET_SESSION, [session.idleTimeout, session.marker]);
+      const { rows } = await session.query(RESET_SESSION, [session.marker]);
       if (rows.length === 0) {
         session.shared();
         this.#sessions.discard(session);

@@ -4,8 +4,10 @@
  * through the lease's own session, and a release never queues behind another request's lock wait.
  *
  * Its lifecycle: open (connect + SESSION_START) -> idle in the backend's set <-> holding leases
- * (with a heartbeat) -> ended (by close(), or lost: the server or the network ended it). An
- * 'error' listener is always attached, so a session the server ends never crashes the process.
+ * -> ended (by close(), or lost: the server or the network ended it). A lock session's
+ * idle_session_timeout is the lease from its start, so it sends a heartbeat every lease / 4 from
+ * then to its end, idle or holding. An 'error' listener is always attached, so a session the
+ * server ends never crashes the process.
  */
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
@@ -13,6 +15,122 @@ import { POOLER_STATES, SharedSessionError, sqlState } from './errors.js';
 import { HEARTBEAT, SESSION_START } from './sql.js';
 
 export type QueryConfig = { name: string; text: string };
+
+/** One row of a statement sent by Session.rows: its columns as the server's text, in order. */
+export type RawRow = ReadonlyArray<string | null>;
+
+/** What RawQuery uses of pg's Connection (pg/lib/connection.js). */
+interface PgConnection {
+  stream: { cork(): void; uncork(): void };
+  parsedStatements: Record<string, string | undefined>;
+  submittedNamedStatements: Record<string, string | undefined>;
+  parse(query: { text: string; name: string; types: unknown[] }): void;
+  bind(config: {
+    portal: string;
+    statement: string;
+    values: unknown[];
+    binary: boolean;
+    valueMapper: (value: unknown) => string | null;
+  }): void;
+  execute(config: { portal: string }): void;
+  sync(): void;
+  sendCopyFail(message: string): void;
+}
+
+const NO_TYPES: unknown[] = [];
+
+/** A statement's parameter as text (our values are strings, numbers, booleans and null). */
+function toText(value: unknown): string | null {
+  return value === null || value === undefined ? null : String(value);
+}
+
+/**
+ * A named prepared statement sent through pg's Submittable interface (the one pg-cursor and
+ * pg-query-stream use) instead of as a pg Query, for the statements every grant and release
+ * sends: Parse once per session, then Bind, Execute and Sync, as pg's Query sends them, but
+ * without a Describe, so the server sends no RowDescription and the client builds no field
+ * parsers, no result object and no copy of the config per statement (pg's Query does all three),
+ * and reads each row as the server's text, whatever type parsers or `binary` option the
+ * application set on pg. The caller knows its statement's columns by position.
+ */
+class RawQuery {
+  readonly name: string;
+  readonly text: string;
+  readonly values: unknown[];
+  readonly rows: RawRow[] = [];
+  /** pg may wrap it (its query_timeout): always called through the property, once. */
+  callback: ((error: Error | null, rows?: RawRow[]) => void) | undefined;
+
+  constructor(
+    statement: QueryConfig,
+    values: unknown[],
+    callback: (error: Error | null, rows?: RawRow[]) => void,
+  ) {
+    this.name = statement.name;
+    this.text = statement.text;
+    this.values = values;
+    this.callback = callback;
+  }
+
+  submit(connection: PgConnection): null {
+    connection.stream.cork();
+    try {
+      if (
+        connection.parsedStatements[this.name] === undefined &&
+        connection.submittedNamedStatements[this.name] === undefined
+      ) {
+        connection.parse({ text: this.text, name: this.name, types: NO_TYPES });
+        // As pg's Query: the name counts as prepared once sent (ParseComplete confirms it, an
+        // error forgets it: pg's client does both).
+        connection.submittedNamedStatements[this.name] = this.text;
+      }
+      connection.bind({
+        portal: '',
+        statement: this.name,
+        values: this.values,
+        binary: false,
+        valueMapper: toText,
+      });
+      connection.execute({ portal: '' });
+      connection.sync();
+    } finally {
+      connection.stream.uncork();
+    }
+    return null;
+  }
+
+  handleDataRow(message: { fields: RawRow }): void {
+    this.rows.push(message.fields);
+  }
+
+  /** The statement failed (the server's error), or the connection did: no ReadyForQuery follows. */
+  handleError(error: Error): void {
+    this.#settle(error);
+  }
+
+  handleReadyForQuery(): void {
+    this.#settle(null);
+  }
+
+  #settle(error: Error | null): void {
+    const callback = this.callback;
+    if (callback === undefined) return;
+    this.callback = undefined;
+    if (error === null) callback(null, this.rows);
+    else callback(error);
+  }
+
+  // The rest of the messages pg's client hands to its active query: none comes for these
+  // statements (no Describe, no COPY, no row limit), and none needs an answer but COPY's.
+  handleRowDescription(): void {}
+  handleCommandComplete(): void {}
+  handleEmptyQuery(): void {}
+  handlePortalSuspended(): void {}
+  handleCopyData(): void {}
+  handleCopyInResponse(connection: PgConnection): void {
+    connection.sendCopyFail('locktable: no COPY');
+  }
+}
 
 /** The longest delay setTimeout takes; a longer one fires at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -32,8 +150,6 @@ export class Session {
    * client does not end it, so the owner terminates it by pid (from its control session).
    */
   onShared: (pid: number) => void = () => {};
-  /** The session's own idle_session_timeout, restored when it stops holding leases. */
-  idleTimeout = '0';
   /**
    * Set once a grant on this session ran locktable.grant (ACQUIRE), which makes sure the token
    * epoch was started after the server's last crash. A crash ends every session, so from then on,
@@ -52,12 +168,15 @@ export class Session {
   /** Set by end(): the backend ended it on purpose (close(), a discarded session). */
   endedOnPurpose = false;
   readonly #onEnd = new Set<(reason: unknown) => void>();
-  /** Statements sent and not answered yet. */
+  /** Statements sent and not answered yet (0 or 1: see #turn). */
   #inflight = 0;
+  /** Statements waiting for the one in flight (see #turn), first first. */
+  readonly #waiting: Array<() => void> = [];
   #heartbeat: NodeJS.Timeout | undefined;
   /**
-   * While the session holds leases: how long (ms) a release or a heartbeat may wait for its
-   * reply before the session is taken for cut off (see replyDeadline). Infinity otherwise.
+   * While the heartbeat runs (a lock session with a finite lease): how long (ms) a release or a
+   * heartbeat may wait for its reply before the session is taken for cut off (see
+   * rowsHolding). Infinity otherwise.
    */
   #replyDeadlineMs = Infinity;
 
@@ -73,15 +192,20 @@ export class Session {
 
   /**
    * Connects and runs SESSION_START. Rejects (with the connection closed) on any failure, with
-   * ERR_LOCK_POOLER when the server process is already another session's.
+   * ERR_LOCK_POOLER when the server process is already another session's. `leaseMs`: a lock
+   * session's idle_session_timeout for its whole life (the caller starts its heartbeat);
+   * undefined for the control session, which keeps the server's own.
    */
-  static async open(config: pg.ClientConfig): Promise<Session> {
+  static async open(config: pg.ClientConfig, leaseMs?: number): Promise<Session> {
     const session = new Session(new pg.Client(config));
     try {
       await session.client.connect();
       let rows;
       try {
-        ({ rows } = await session.query(SESSION_START, [session.marker]));
+        ({ rows } = await session.query(SESSION_START, [
+          session.marker,
+          leaseMs === undefined ? null : String(leaseMs),
+        ]));
       } catch (error) {
         const state = sqlState(error);
         if (state !== undefined && POOLER_STATES.has(state)) {
@@ -96,7 +220,6 @@ export class Session {
         );
       }
       session.pid = Number(rows[0].pid);
-      session.idleTimeout = String(rows[0].idle_timeout);
       session.serverStart = String(rows[0].server_start);
       return session;
     } catch (error) {
@@ -124,46 +247,104 @@ export class Session {
     return () => this.#onEnd.delete(fn);
   }
 
+  /**
+   * One statement at a time goes to pg: a statement that comes while another is in flight (a
+   * request that took an idle session while its heartbeat ran, a release during a heartbeat)
+   * waits here for its turn, instead of in pg's queue (pg deprecates a query sent while one runs,
+   * with a DeprecationWarning, and will remove it). undefined: the turn is this statement's now;
+   * else a promise of it. Each turn ends with #done.
+   */
+  #turn(): Promise<void> | undefined {
+    if (this.#inflight === 0) {
+      this.#inflight = 1;
+      return undefined;
+    }
+    return new Promise<void>((resolve) => this.#waiting.push(resolve));
+  }
+
+  /** The statement in flight is answered: the next waiting one goes (the session stays busy). */
+  #done(): void {
+    const next = this.#waiting.shift();
+    if (next !== undefined) next();
+    else this.#inflight = 0;
+  }
+
   // pg's row type is `any`: each caller reads its own columns.
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   async query(statement: QueryConfig, values: unknown[]): Promise<pg.QueryResult<any>> {
-    this.#inflight++;
+    const turn = this.#turn();
+    if (turn !== undefined) await turn;
     try {
       return await this.client.query({ name: statement.name, text: statement.text, values });
     } finally {
-      this.#inflight--;
+      this.#done();
     }
   }
 
   /**
-   * A statement of a session that holds leases (a release, a heartbeat), whose reply must come
-   * within the lease: a reply that has not come by then never will in time (the network is cut,
-   * or the server is frozen), and waiting for TCP to notice could take hours, during which the
-   * key would stay taken in this process (the front) although the server may have freed it. So
-   * the session is cut: its socket destroyed, the session ended, the statement rejected. That is
-   * safe: the server either ran the statement (an unlock) or, silent for the lease, ends the
+   * The hot statements (a known key's grant, a release, a heartbeat): sent as a RawQuery, their
+   * rows as the server's text, columns by position.
+   */
+  rows(statement: QueryConfig, values: unknown[]): Promise<RawRow[]> {
+    const turn = this.#turn();
+    if (turn === undefined) return this.#sendRows(statement, values);
+    return turn.then(() => this.#sendRows(statement, values));
+  }
+
+  #sendRows(statement: QueryConfig, values: unknown[]): Promise<RawRow[]> {
+    return new Promise<RawRow[]>((resolve, reject) => {
+      const query = new RawQuery(statement, values, (error, rows) => {
+        this.#done();
+        if (error === null) resolve(rows!);
+        else reject(error);
+      });
+      try {
+        this.client.query(query);
+      } catch (error) {
+        // pg refused it at once (it answers a dead client through the callback): the turn ends.
+        query.handleError(error as Error);
+      }
+    });
+  }
+
+  /**
+   * rows() for a statement of a session that may hold leases (a release, a heartbeat), whose reply
+   * must come within the lease: a reply that has not come by then never will in time (the network
+   * is cut, or the server is frozen), and waiting for TCP to notice could take hours, during which
+   * the key would stay taken in this process (the front) although the server may have freed it.
+   * So the session is cut: its socket destroyed, the session ended, the statement rejected. That
+   * is safe: the server either ran the statement (an unlock) or, silent for the lease, ends the
    * session itself (idle_session_timeout), which frees its locks.
    */
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  async queryHolding(statement: QueryConfig, values: unknown[]): Promise<pg.QueryResult<any>> {
-    return this.queryWithin(statement, values, this.#replyDeadlineMs);
+  rowsHolding(statement: QueryConfig, values: unknown[]): Promise<RawRow[]> {
+    return this.rowsWithin(statement, values, this.#replyDeadlineMs);
+  }
+
+  /** rows() whose reply must come within `ms` (Infinity: no bound), else the session is cut. */
+  rowsWithin(statement: QueryConfig, values: unknown[], ms: number): Promise<RawRow[]> {
+    return this.#within(ms, () => this.rows(statement, values));
   }
 
   /**
    * A statement whose reply must come within `ms` (Infinity: no bound), else the session is cut
-   * (see queryHolding): a lock wait with a finite waitTimeout, a cancel on the control session.
+   * (see rowsHolding): a lock wait with a finite waitTimeout, a cancel on the control session.
    */
-  async queryWithin(
+  queryWithin(
     statement: QueryConfig,
     values: unknown[],
     ms: number,
     // eslint-disable-next-line @typescript-eslint/no-explicit-any
   ): Promise<pg.QueryResult<any>> {
+    return this.#within(ms, () => this.query(statement, values));
+  }
+
+  /** Runs `send`, cutting the session if its reply has not come in `ms`. */
+  async #within<T>(ms: number, send: () => Promise<T>): Promise<T> {
     // Beyond a timer's range (2^31 - 1 ms, about 24.8 days) is no bound at all.
-    if (!(ms <= MAX_TIMER_MS)) return this.query(statement, values);
+    if (!(ms <= MAX_TIMER_MS)) return send();
     const timer = setTimeout(() => this.cut(`no reply from the server in ${ms} ms`), ms);
     try {
-      return await this.query(statement, values);
+      return await send();
     } finally {
       clearTimeout(timer);
     }
@@ -177,7 +358,7 @@ export class Session {
   }
 
   /**
-   * Destroys the socket of a session whose reply did not come in `ms` (see queryHolding): the
+   * Destroys the socket of a session whose reply did not come in `ms` (see rowsHolding): the
    * session ends, and its statement in flight rejects.
    */
   cut(why: string): void {
@@ -190,20 +371,25 @@ export class Session {
   }
 
   /**
-   * While the session holds leases: a HEARTBEAT every `intervalMs` when no statement is in flight,
-   * so the server's idle_session_timeout (the lease) ends the session only if this process stops
-   * talking. A heartbeat that finds another server process (a pooler) ends the session: its locks
-   * are not where the leases think they are.
+   * From a lock session's opening to its end: a HEARTBEAT every `intervalMs` when no statement is
+   * in flight, so the server's idle_session_timeout (the lease, set by SESSION_START) ends the
+   * session only if this process stops talking, whether the session holds leases or waits idle in
+   * the set (an idle session ended by the server would fail the next request that takes it). A
+   * heartbeat that finds another server process (a pooler) ends the session: its locks are not
+   * where the leases think they are.
    */
   startHeartbeat(intervalMs: number): void {
     if (this.#heartbeat !== undefined || !Number.isFinite(intervalMs)) return;
-    // The heartbeat runs every lease / 4: a reply may take up to the lease (see queryHolding).
+    // The heartbeat runs every lease / 4: a reply may take up to the lease (see rowsHolding).
     this.#replyDeadlineMs = 4 * intervalMs;
     this.#heartbeat = setInterval(() => {
       if (this.#inflight > 0 || this.#ended) return;
-      this.queryHolding(HEARTBEAT, []).then(
-        ({ rows }) => {
-          if (Number(rows[0].pid) !== this.pid || rows[0].marker !== this.marker) this.shared();
+      this.rowsHolding(HEARTBEAT, []).then(
+        (rows) => {
+          const row = rows[0];
+          if (row === undefined || Number(row[0]) !== this.pid || row[1] !== this.marker) {
+            this.shared();
+          }
         },
         () => {
           // A failed heartbeat means the connection is gone: 'end' reports it.

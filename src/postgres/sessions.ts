@@ -12,6 +12,7 @@ import type pg from 'pg';
 import { AbortError } from '../api/errors.js';
 import { callAt, monotonicNow } from '../api/clock.js';
 import { closedError, connectionError, poolFullError, sessionWaitTimeoutError } from './errors.js';
+import { MAX_SERVER_MS } from './options.js';
 import { Session } from './session.js';
 
 interface Waiter {
@@ -31,12 +32,23 @@ export class Sessions {
   #closed = false;
 
   readonly #onShared: (pid: number) => void;
+  /** The lease (ms, Infinity: none): each session's idle_session_timeout; heartbeats every lease / 4. */
+  readonly #lease: number;
 
-  /** `onShared`: a session found its statements on another's server process (Session.onShared). */
-  constructor(config: pg.ClientConfig, size: number, onShared: (pid: number) => void = () => {}) {
+  /**
+   * `lease`: the table's (ms, or Infinity). `onShared`: a session found its statements on
+   * another's server process (Session.onShared).
+   */
+  constructor(
+    config: pg.ClientConfig,
+    size: number,
+    lease: number,
+    onShared: (pid: number) => void = () => {},
+  ) {
     this.#onShared = onShared;
     this.#config = config;
     this.size = size;
+    this.#lease = lease;
   }
 
   /** Sessions open or opening. */
@@ -130,7 +142,14 @@ export class Sessions {
     this.#opening++;
     let session: Session;
     try {
-      session = await Session.open(this.#config);
+      // lease Infinity: the longest timeout the server takes (~24.8 days), so that a role's,
+      // database's or server's own idle_session_timeout cannot end a holder that sends no
+      // heartbeat.
+      const lease = this.#lease;
+      session = await Session.open(
+        this.#config,
+        lease === Infinity ? MAX_SERVER_MS : Math.ceil(lease),
+      );
     } catch (error) {
       this.#opening--;
       this.#serveWaiterWithNewSession();
@@ -143,6 +162,8 @@ export class Sessions {
       throw closedError(key);
     }
     session.onShared = this.#onShared;
+    // From now to its end, idle or holding: the server ends a session silent for the lease.
+    session.startHeartbeat(this.#lease / 4);
     this.#all.add(session);
     // A session that ends while idle (the server restarted, an admin ended it) leaves the set.
     session.onEnd(() => this.#forget(session));

@@ -536,19 +536,33 @@ function dollarQuote(sql: string): string {
 
 /**
  * Run once per new session: sets the session's marker (`locktable.session`, $1: a random id of
- * this session), returning the marker the server process had before, and its server process id,
- * and its own idle_session_timeout, which a release restores. A real new session has no marker;
- * one that has a marker already is a server process another session set up: a pooler (refused).
- * locktable.grant checks the marker before it locks, and the heartbeat reads it back, so two
- * sessions multiplexed on one server process never both lock through it (DESIGN.md, "Poolers"). 1 round trip (per connection, on top of the
- * connection's own handshake). It also pins the session's default_transaction_isolation to read
- * committed (the session is the backend's own): locktable.grant needs a new snapshot per
- * statement, both for the re-read of a key row another session just created and for the fence
- * UPDATE after a lock wait, which under a role's or database's repeatable read or serializable
- * default fails with 40001 whenever the previous holder bumped the fence after the statement began.
- * And it turns statement_timeout and lock_timeout off: a lock wait is bounded by waitTimeout
- * (a transaction-local lock_timeout that locktable.grant sets only for a finite wait), and a
- * role's or server's timeout would cut it short with a bare 57014 or 55P03.
+ * this session), returning the marker the server process had before, and its server process id.
+ * A real new session has no marker; one that has a marker already is a server process another
+ * session set up: a pooler (refused). locktable.grant checks the marker before it locks, and the
+ * heartbeat reads it back, so two sessions multiplexed on one server process never both lock
+ * through it (DESIGN.md, "Poolers"). 1 round trip (per connection, on top of the connection's own
+ * handshake). It also pins the session's default_transaction_isolation to read committed (the
+ * session is the backend's own): locktable.grant needs a new snapshot per statement, both for the
+ * re-read of a key row another session just created and for the token drawn after a lock wait.
+ * And it turns statement_timeout and lock_timeout off: a lock wait is bounded by waitTimeout (a
+ * transaction-local lock_timeout that locktable.grant sets only for a finite wait), and a role's
+ * or server's timeout would cut it short with a bare 57014 or 55P03.
+ *
+ * For a lock session ($2 not null: the table's lease in ms), it sets, once for the session's
+ * whole life, what a grant used to set and a release restore, statement by statement:
+ * - idle_session_timeout = the lease: the server ends the session (and frees its locks) once it
+ *   has been silent for the lease, whether it holds locks or not. A live session is never silent
+ *   that long: it sends a heartbeat every lease / 4 from the moment it opens (Session.startHeartbeat),
+ *   idle in the set or holding. So a hung or cut-off holder still loses its locks within the lease,
+ *   and the grant and the release carry no set_config, whose cost (a GUC set in the statement and
+ *   its bookkeeping at commit) was most of what separated them from a bare pg_advisory_lock;
+ * - synchronous_commit = off: nextval WAL-logs once per 32 values, and the statement that does
+ *   gets a transaction id, whose commit would then wait for a flush; the sequence's WAL is covered
+ *   by the epoch (version 3). What must be durable sets it on for its own transaction
+ *   (set_config(..., true) in locktable.grant for a new key, and in start_epoch), which a
+ *   session's value does not override.
+ * Neither is set on a process that already carries a locktable marker (another session's, behind
+ * a pooler: this session is refused), nor on the control session ($2 null).
  */
 export const SESSION_START = {
   name: 'locktable_session_start',
@@ -559,19 +573,23 @@ export const SESSION_START = {
     // anything else there (a role's default, say) is not ours and is overwritten.
     "set_config('locktable.session', CASE WHEN previous.marker LIKE 'locktable:%' " +
     'THEN previous.marker ELSE $1::text END, false) AS marker, ' +
-    "pg_backend_pid() AS pid, current_setting('idle_session_timeout') AS idle_timeout, " +
+    'pg_backend_pid() AS pid, ' +
     'pg_postmaster_start_time()::text AS server_start, ' +
     "set_config('default_transaction_isolation', 'read committed', false) AS isolation, " +
     "set_config('statement_timeout', '0', false) AS statement_timeout, " +
-    "set_config('lock_timeout', '0', false) AS lock_timeout " +
+    "set_config('lock_timeout', '0', false) AS lock_timeout, " +
+    "CASE WHEN $2::text IS NULL OR previous.marker LIKE 'locktable:%' THEN NULL " +
+    "ELSE set_config('idle_session_timeout', $2::text, false) || " +
+    "set_config('synchronous_commit', 'off', false) END AS lock_session " +
     "FROM (SELECT current_setting('locktable.session', true) AS marker OFFSET 0) AS previous",
 };
 
 /**
  * A grant: see locktable.grant above (version 3). 1 round trip; waits on the server (not in the client)
  * while the key is held. $1 namespace, $2 key, $3 exclusive, $4 wait ms (-1 try, 0 forever),
- * $5 lease ms (0: none), $6 the session's marker. The client sends it for a key whose id it does
- * not know yet, and when fastGrant returns no row.
+ * $5 lease ms (0: leave the session's idle_session_timeout alone; the client always sends 0, since
+ * SESSION_START set the lease for the session's life), $6 the session's marker. The client sends
+ * it for a key whose id it does not know yet, and when fastGrant returns no row.
  */
 export const ACQUIRE = {
   name: 'locktable_grant',
@@ -593,21 +611,30 @@ export type GrantWait = 'try' | 'forever' | 'timed';
  * The common grant, for a key whose id the client knows (ids are never reused: a key's row is
  * never deleted), on a session that has run ACQUIRE once (Session.epochSeen): locktable.grant's
  * work as one plain statement, which costs the server little more than a bare pg_advisory_lock
- * (no plpgsql call, no key lookup). 1 round trip. $1 namespace, $2 the key's id, $3 lease ms (the
- * session's idle_session_timeout while it holds), $4 the session's marker, and for a timed wait
- * $5 its ms. The order of evaluation is the plan's, and it is what makes it safe:
- *   1. `own` (OFFSET 0: evaluated on its own, first) reads the session's marker and, for a timed
- *      wait, sets this transaction's lock_timeout;
- *   2. its row is kept only when the marker is the caller's (not a pooler's other session);
- *   3. only for that row does `g` (OFFSET 0: never flattened) take the lock;
- *   4. only then, and only when it was granted, does the outer projection draw the token.
+ * (no plpgsql call, no key lookup, no set_config: SESSION_START set the session's lease and
+ * synchronous_commit once). 1 round trip. $1 namespace, $2 the key's id, $3 the session's marker,
+ * and for a timed wait $4 its ms. Returns one row (token, backend_pid), token null when a try
+ * found the key held; no row when the marker is not the caller's. The order of evaluation is the
+ * statement's own, and it is what makes it safe:
+ *   1. the WHERE clause compares the session's marker with the caller's: the select list is
+ *      evaluated only for a row that passes it (the SQL semantics of SELECT; the plan is one
+ *      Result node whose One-Time Filter is that comparison), so on another session's server
+ *      process (a pooler) nothing is evaluated, and there is no row;
+ *   2. the token's CASE takes the lock, and only when it was granted draws the token (a CASE
+ *      evaluates its conditions in order and only the branch it picks: PostgreSQL's documented
+ *      way to force an order of evaluation); a timed wait's CASE first sets the transaction's
+ *      lock_timeout, then waits, then sets it back to 0, then draws.
+ * One plan node, where a version of this statement with nested OFFSET 0 subqueries had three: a
+ * waiter's reply, after its grant, is that much sooner.
  * No `alive` check: the session saw the epoch started after the server's last crash (it ran
  * ACQUIRE), and a crash would have ended it. No row: the marker is another session's (a pooler),
  * nothing was taken; the client sends ACQUIRE, which raises the pooler's error. A timed wait that
  * runs out fails with 55P03, and a used-up token range with 2200H after the lock was taken: the
  * client then resets or unlocks, as after any statement that may have taken a lock and failed.
- * The transaction commits with synchronous_commit off: the sequence's WAL (once per 32 values) is
- * covered by the epoch, and a flush per 32 grants would cost more than the lock.
+ * The transaction commits with the session's synchronous_commit, off: the sequence's WAL (once per
+ * 32 values) is covered by the epoch, and a flush per 32 grants would cost more than the lock.
+ * The client reads the row as the server's text (Session.rows), so no type parser of the
+ * application's can round the token.
  */
 export function fastGrant(wait: GrantWait, exclusive: boolean): { name: string; text: string } {
   return FAST_GRANTS[WAITS.indexOf(wait) * 2 + (exclusive ? 0 : 1)]!;
@@ -626,66 +653,75 @@ const FAST_GRANTS = WAITS.flatMap((wait) => [
 
 function buildFastGrant(wait: GrantWait, exclusive: boolean): { name: string; text: string } {
   const shared = exclusive ? '' : '_shared';
-  const lock =
+  const lock = `pg_${wait === 'try' ? 'try_' : ''}advisory_lock${shared}($1::int4, $2::int4)`;
+  const token = "nextval('locktable.tokens')";
+  const grant =
     wait === 'try'
-      ? `pg_try_advisory_lock${shared}($1::int4, $2::int4)`
-      : // pg_advisory_lock returns void, never null: IS NOT NULL makes it the boolean `locked`.
-        `pg_advisory_lock${shared}($1::int4, $2::int4) IS NOT NULL`;
-  const timeout = wait === 'timed' ? ", set_config('lock_timeout', $5::text, true) AS timeout" : '';
+      ? `CASE WHEN ${lock} THEN ${token} END`
+      : wait === 'forever'
+        ? // pg_advisory_lock returns void, never null: the CASE only orders the lock first.
+          `CASE WHEN ${lock} IS NOT NULL THEN ${token} END`
+        : // A timed wait's lock_timeout ends with the lock: drawing the token may wait behind an
+          // epoch's ALTER SEQUENCE, and must not fail for it (locktable.grant resets it the same
+          // way). Each WHEN is never true (set_config and the void lock are never null): they
+          // run in this order, and the ELSE draws the token.
+          "CASE WHEN set_config('lock_timeout', $4::text, true) IS NULL THEN NULL " +
+          `WHEN ${lock} IS NULL THEN NULL ` +
+          "WHEN set_config('lock_timeout', '0', true) IS NULL THEN NULL " +
+          `ELSE ${token} END`;
   return {
     name: `locktable_fast_${wait}_${exclusive ? 'x' : 's'}`,
     text:
-      // A timed wait's lock_timeout ends with the lock: drawing the token may wait behind an
-      // epoch's ALTER SEQUENCE, and must not fail for it (locktable.grant resets it the same way).
-      (wait === 'timed'
-        ? "SELECT g.locked, CASE WHEN g.locked AND set_config('lock_timeout', '0', true) IS NOT NULL " +
-          "THEN nextval('locktable.tokens')::text END AS token, "
-        : "SELECT g.locked, CASE WHEN g.locked THEN nextval('locktable.tokens')::text END AS token, ") +
-      'pg_backend_pid() AS backend_pid, ' +
-      "CASE WHEN g.locked THEN set_config('idle_session_timeout', $3::text, false) END AS idle, " +
-      "set_config('synchronous_commit', 'off', true) AS sync " +
-      `FROM (SELECT ${lock} AS locked ` +
-      `FROM (SELECT current_setting('locktable.session', true) AS marker${timeout} OFFSET 0) AS own ` +
-      'WHERE own.marker = $4::text OFFSET 0) AS g',
+      `SELECT ${grant} AS token, pg_backend_pid() AS backend_pid ` +
+      "WHERE current_setting('locktable.session', true) = $3::text",
   };
 }
 
 /**
- * A release: unlocks one key on the lease's own session, and, for the session's last lease,
- * restores its idle_session_timeout ($4; null for a lease that is not the last). 1 round trip.
- * `released` is false when the session did not hold the lock; no row at all when the statement
- * ran on another session's server process (a pooler).
+ * A release: unlocks one key on the lease's own session. 1 round trip. The unlock is the
+ * statement's only work (the session's idle_session_timeout stays at the lease, see
+ * SESSION_START), so a waiter on the server is granted as early in the statement as with a bare
+ * pg_advisory_unlock. `released` is false when the session did not hold the lock; no row at all
+ * when the statement ran on another session's server process (a pooler). $1 namespace, $2 the
+ * key's id, $3 the session's marker. releaseStatement(exclusive) picks the mode's statement.
  */
-export const RELEASE = {
-  name: 'locktable_release',
-  // Only on the session's own server process ($5, its marker), as RESET_SESSION.
-  text:
-    'SELECT CASE WHEN $3::boolean THEN pg_advisory_unlock($1::int4, $2::int4) ' +
-    'ELSE pg_advisory_unlock_shared($1::int4, $2::int4) END AS released, ' +
-    "CASE WHEN $4::text IS NULL THEN NULL ELSE set_config('idle_session_timeout', $4::text, false) END AS idle " +
-    "FROM (SELECT current_setting('locktable.session', true) AS marker OFFSET 0) AS own " +
-    'WHERE own.marker = $5::text',
-};
+export function releaseStatement(exclusive: boolean): { name: string; text: string } {
+  return exclusive ? RELEASE_EXCLUSIVE : RELEASE_SHARED;
+}
+
+function buildRelease(exclusive: boolean): { name: string; text: string } {
+  return {
+    name: `locktable_release_${exclusive ? 'x' : 's'}`,
+    // Only on the session's own server process ($3, its marker), as RESET_SESSION: the unlock is
+    // evaluated only for a row that passes the WHERE (see fastGrant).
+    text:
+      `SELECT pg_advisory_unlock${exclusive ? '' : '_shared'}($1::int4, $2::int4) AS released ` +
+      "WHERE current_setting('locktable.session', true) = $3::text",
+  };
+}
+
+const RELEASE_EXCLUSIVE = buildRelease(true);
+const RELEASE_SHARED = buildRelease(false);
 
 /**
  * After a failed or abandoned acquire (an error, an abort, a grant that raced a cancel, a failed
- * acquireAll): releases every session lock of the session and restores its idle_session_timeout.
- * 1 round trip. The session is one of the backend's own and holds nothing else when this runs.
+ * acquireAll): releases every session lock of the session. 1 round trip. The session is one of
+ * the backend's own and holds nothing else when this runs.
  */
 export const RESET_SESSION = {
   name: 'locktable_reset',
-  // Only on the session's own server process ($2, its marker): through a pooler, another
+  // Only on the session's own server process ($1, its marker): through a pooler, another
   // session's process would lose its locks. No row: a pooler (the caller terminates the process).
   text:
-    "SELECT pg_advisory_unlock_all(), set_config('idle_session_timeout', $1::text, false) " +
-    "FROM (SELECT current_setting('locktable.session', true) AS marker OFFSET 0) AS own " +
-    'WHERE own.marker = $2::text',
+    'SELECT pg_advisory_unlock_all() ' +
+    "WHERE current_setting('locktable.session', true) = $1::text",
 };
 
 /**
- * The heartbeat of a session that holds leases: resets the server's idle_session_timeout clock,
- * and returns the server process id and session marker (either changed means a pooler). 1 round
- * trip per beat.
+ * The heartbeat of a lock session, every lease / 4 from its opening to its end, whether it holds
+ * leases or waits in the set: resets the server's idle_session_timeout clock (the lease, see
+ * SESSION_START), and returns the server process id and session marker (either changed means a
+ * pooler). 1 round trip per beat.
  */
 export const HEARTBEAT = {
   name: 'locktable_heartbeat',

@@ -5,7 +5,13 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
 import { PgLockTable } from '../../src/postgres/index.js';
-import { installStatement, RELEASE, RESET_SESSION } from '../../src/postgres/sql.js';
+import {
+  fastGrant,
+  type GrantWait,
+  installStatement,
+  releaseStatement,
+  RESET_SESSION,
+} from '../../src/postgres/sql.js';
 import {
   databaseUrl,
   eventually,
@@ -214,6 +220,38 @@ describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
     }
   });
 
+  test('fastGrant, in each of its six forms, locks nothing on a server process whose marker is not the caller’s', async () => {
+    const table = open();
+    await (await table.acquire('fast-marked')).release(); // the schema and the key exist
+    const raw = await rawClient();
+    try {
+      await raw.query("SELECT set_config('locktable.session', 'locktable:owner', false)");
+      const { rows } = await raw.query(
+        "SELECT id FROM locktable.keys WHERE namespace = $1 AND key = 'fast-marked'",
+        [table.namespace],
+      );
+      const id = rows[0].id as number;
+      for (const wait of ['try', 'forever', 'timed'] as GrantWait[]) {
+        for (const exclusive of [true, false]) {
+          const statement = fastGrant(wait, exclusive);
+          const values = (marker: string) =>
+            wait === 'timed' ? [table.namespace, id, marker, 100] : [table.namespace, id, marker];
+          // Another session's statement, routed here by a pooler: no row, nothing locked.
+          const other = await raw.query(statement.text, values('locktable:other'));
+          assert.equal(other.rows.length, 0, statement.name);
+          assert.deepEqual(await locksOf(table.namespace), [], statement.name);
+          // The owner's own: granted, with a token.
+          const own = await raw.query(statement.text, values('locktable:owner'));
+          assert.match(String(own.rows[0].token), /^[0-9]+$/, statement.name);
+          assert.equal((await locksOf(table.namespace)).length, 1, statement.name);
+          await raw.query('SELECT pg_advisory_unlock_all()');
+        }
+      }
+    } finally {
+      await raw.end();
+    }
+  });
+
   test('release and reset act only on the session’s own server process (its marker)', async () => {
     const table = open();
     await (await table.acquire('guarded')).release();
@@ -226,23 +264,19 @@ describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
       );
       const id = rows[0].lock_id as number;
       // Another session's release or reset, routed here by a pooler: no row, nothing unlocked.
-      const release = await raw.query(RELEASE.text, [
+      const release = await raw.query(releaseStatement(true).text, [
         table.namespace,
         id,
-        true,
-        null,
         'locktable:other',
       ]);
-      const reset = await raw.query(RESET_SESSION.text, ['0', 'locktable:other']);
+      const reset = await raw.query(RESET_SESSION.text, ['locktable:other']);
       assert.equal(release.rows.length, 0);
       assert.equal(reset.rows.length, 0);
       assert.equal((await locksOf(table.namespace)).length, 1, 'still held');
       // The owner's own release does unlock.
-      const own = await raw.query(RELEASE.text, [
+      const own = await raw.query(releaseStatement(true).text, [
         table.namespace,
         id,
-        true,
-        null,
         'locktable:owner',
       ]);
       assert.equal(own.rows[0].released, true);
