@@ -19,6 +19,38 @@ const map = new Map([[key, 1]]);
 const i64 = new BigInt64Array(new SharedArrayBuffer(64));
 let sink = 0;
 
+/**
+ * The slot cache's lookup over many keys (slot-cache.ts): a Map against an object with no
+ * prototype, each with keys of its own (strings made at run time, as keys that arrive in a
+ * message are), looked up in a fixed random order of 64 keys, or 1,000 keys round robin.
+ */
+function keyStream(count: number, random: boolean) {
+  const keys = Array.from({ length: count }, (_, i) => ['account', i].join(':'));
+  const order = new Uint32Array(1 << 16);
+  let x = 12345;
+  for (let i = 0; i < order.length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    order[i] = random ? (x >>> 0) % count : i % count;
+  }
+  const entries = keys.map((_, i) => ({ slot: i }));
+  const map = new Map(keys.map((k, i) => [k, entries[i]!]));
+  const dict = Object.create(null) as Record<string, { slot: number }>;
+  const dictKeys = keys.map((k) => [k, ''].join(''));
+  dictKeys.forEach((k, i) => (dict[k] = entries[i]!));
+  return {
+    map: (n: number) => {
+      for (let i = 0; i < n; i++) sink += map.get(keys[order[i & 0xffff]!]!)!.slot;
+    },
+    dict: (n: number) => {
+      for (let i = 0; i < n; i++) sink += dict[dictKeys[order[i & 0xffff]!]!]!.slot;
+    },
+  };
+}
+const random64 = keyStream(64, true);
+const roundRobin1000 = keyStream(1000, false);
+
 function best(body: (n: number) => void): number {
   let min = Infinity;
   for (let r = 0; r < RUNS; r++) {
@@ -54,6 +86,10 @@ const ops: Record<string, (n: number) => void> = {
   'Map.get (string key)': (n) => {
     for (let i = 0; i < n; i++) sink += map.get(key)!;
   },
+  'Map.get, 64 keys at random': random64.map,
+  'no-prototype object, 64 at random': random64.dict,
+  'Map.get, 1,000 keys in turn': roundRobin1000.map,
+  'no-prototype object, 1,000 in turn': roundRobin1000.dict,
   [`hashKey (${key.length} units)`]: (n) => {
     for (let i = 0; i < n; i++) sink += hashKey(key);
   },
@@ -66,7 +102,7 @@ const ops: Record<string, (n: number) => void> = {
 };
 console.log(`ns per operation (best of ${RUNS} x ${N}, empty loop ${empty.toFixed(1)} ns removed)`);
 for (const [name, body] of Object.entries(ops)) {
-  console.log(`${name.padEnd(30)} ${(best(body) - empty).toFixed(1)}`);
+  console.log(`${name.padEnd(36)} ${(best(body) - empty).toFixed(1)}`);
 }
 if (sink === 0.5) console.log(sink); // keeps the loops from being optimised away
 

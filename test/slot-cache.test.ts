@@ -64,6 +64,33 @@ describe('slot cache', () => {
     assert.ok(confused > 0, 'the broken cache went unnoticed');
   });
 
+  test('keys named like Object.prototype members or array indices are keys like any other', () => {
+    // The cache is an object with no prototype (slot-cache.ts): none of these may find an
+    // inherited property or each other's entry.
+    const keys = ['__proto__', 'constructor', 'toString', 'hasOwnProperty', '0', '42', '-1', ''];
+    const table = new LockTable({ capacity: 64 });
+    const slots = new Map<string, number>();
+    for (const key of keys) {
+      table.acquireSync(key).release(); // bound and remembered
+      const lease = table.acquireSync(key); // through the cache
+      assert.equal(lease.key, key);
+      assert.equal(table.inspect(key)?.key, key);
+      slots.set(key, lease['slot'] as number);
+      lease.release();
+    }
+    assert.equal(new Set(slots.values()).size, keys.length, 'two keys shared a slot');
+    const cache = new SlotCache(new Int32Array(64 * 10));
+    assert.equal(cache.get('__proto__'), undefined);
+    assert.equal(cache.get('toString'), undefined);
+    cache.remember('__proto__', 3);
+    assert.equal(cache.get('__proto__')?.slot, 3);
+    assert.equal(cache.size, 1);
+    cache.forget('__proto__');
+    cache.forget('__proto__');
+    assert.equal(cache.size, 0);
+    assert.equal(cache.get('__proto__'), undefined);
+  });
+
   test('the cache is bounded: it never holds more than SLOT_CACHE_LIMIT keys', () => {
     const table = new LockTable({ capacity: 64 });
     const cache = new SlotCache(new Int32Array(64 * 10));

@@ -105,10 +105,14 @@ export async function pairedContended(
       const [a, b] = [2 * k, 2 * k + 1];
       const peerPhase = phasePeer(a) === 0 ? a : b;
       const basePhase = peerPhase === a ? b : a;
+      // A phase in which no worker got the CPU at all (a loaded machine) has no rate to compare:
+      // its pair is left out rather than read as a ratio of 0 or Infinity.
+      if (rate(peerPhase) === 0 || rate(basePhase) === 0) continue;
       peerRates.push(rate(peerPhase));
       baselineRates.push(rate(basePhase));
       ratios.push(rate(peerPhase) / rate(basePhase));
     }
+    if (ratios.length === 0) throw new HangError('no phase pair in which both locks ran', {});
     let total = 0;
     for (let w = 0; w < workers; w++) total += Atomics.load(control, workerWord(w, W_SECTIONS));
     return {

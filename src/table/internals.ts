@@ -10,3 +10,5 @@ export const GRANTS: unique symbol = Symbol.for('locktable.internal.grants');
 export const SLOTS: unique symbol = Symbol.for('locktable.internal.slots');
 export const HEADER: unique symbol = Symbol.for('locktable.internal.header');
 export const EXPLICIT_DEFAULTS: unique symbol = Symbol.for('locktable.internal.explicitDefaults');
+/** Lease's method that writes a fast path's grant into a lease made before the CAS (lease.ts). */
+export const STAMP: unique symbol = Symbol.for('locktable.internal.stamp');

@@ -26,6 +26,7 @@ import { brand } from '../api/cross-build.js';
 import type { AcquireOptions, AcquireSyncOptions, TryAcquireOptions } from '../api/options.js';
 import type { Grants } from './grants.js';
 import { S_BIND_GEN, S_BIND_GEN_HI, SLOT_WORDS } from './layout.js';
+import { STAMP } from './internals.js';
 import { Lease } from './lease.js';
 import type { LockTable } from './lock-table.js';
 
@@ -83,8 +84,10 @@ export class KeyHandle {
    */
   acquire(options?: AcquireOptions): Promise<Lease> {
     if (options === undefined) {
-      const lease = this.fast();
-      if (lease !== null) return Lease.settled(lease);
+      // The lease and its settled promise are made before the grant CAS (Lease[STAMP]).
+      const made = new Lease(this.table, this.key, -1, 0, 0, 0, 0, Infinity);
+      const settled = Lease.settled(made);
+      if (this.fast(made) !== null) return settled;
     }
     return this.table.acquire(this.key, options).then((lease) => this.learn(lease));
   }
@@ -93,20 +96,23 @@ export class KeyHandle {
    * The fast path: one CAS on the remembered slot, then the generation compare. null: not granted
    * this way (no binding yet, busy, a turn owed, or the binding moved); the table's path decides.
    */
-  private fast(): Lease | null {
+  private fast(made?: Lease): Lease | null {
     const slot = this.slot;
     const host = this.host;
     const g = host.grants;
     // A courtesy turn owed to a starving writer is the table's to honour (LockTable.#yieldsTurn).
     if (slot < 0 || g.yieldSlot >= 0) return null;
     const hold = host.plainHold;
+    // Made before the CAS (here, or by acquire), stamped after it: nothing is allocated while we
+    // hold the key (Lease[STAMP]).
+    const lease = made ?? new Lease(this.table, this.key, slot, 0, 0, 0, 0, Infinity);
     if (!g.fastExclusive(slot, hold)) return null;
     // Held now, so the binding is frozen: the same generation means the same key.
     const slots = host.slots;
     const base = slot * SLOT_WORDS;
     if (slots[base + S_BIND_GEN] === this.genLo && slots[base + S_BIND_GEN_HI] === this.genHi) {
       const deadline = hold === Infinity ? Infinity : g.deadline;
-      return new Lease(this.table, this.key, slot, 0, g.tokenLo, g.tokenHi, g.stateWord, deadline);
+      return lease[STAMP](slot, g.tokenLo, g.tokenHi, g.stateWord, deadline);
     }
     g.undoGrant(slot, 'exclusive');
     this.slot = -1;

@@ -7,7 +7,7 @@ import { inspect, type InspectOptions } from 'node:util';
 import { brand } from '../api/cross-build.js';
 import { releasedError, staleError } from '../api/errors.js';
 import type { Grants } from './grants.js';
-import { GRANTS } from './internals.js';
+import { GRANTS, STAMP } from './internals.js';
 import type { Mode } from './slot-state.js';
 import { releaseObserved } from './diagnostics.js';
 import { checkMs } from '../api/options.js';
@@ -34,9 +34,9 @@ export class Lease implements Disposable {
   // inlining into the caller (DESIGN.md, "The cost of the fast path"). TypeScript keeps them
   // private; [inspect.custom] keeps them out of console.log.
   declare private readonly host: LeaseHost;
-  declare private readonly slot: number;
-  declare private readonly tokenLo: number;
-  declare private readonly tokenHi: number;
+  declare private slot: number;
+  declare private tokenLo: number;
+  declare private tokenHi: number;
   /** Exclusive: the state word this lease last wrote. Shared: its holder record. */
   declare private word: number;
   declare private deadlineMs: number;
@@ -62,6 +62,22 @@ export class Lease implements Disposable {
     this.tokenHi = tokenHi;
     this.word = word;
     this.deadlineMs = deadline;
+  }
+
+  /**
+   * @internal The grant, written into a lease that a fast path made before its grant CAS
+   * (LockTable.#fastCached, KeyHandle.fast; acquire() also settles its promise with it first): an
+   * allocation made after the CAS could start a garbage collection while this thread holds the
+   * key (DESIGN.md, "Nothing allocated while holding"). Such a lease is returned only once
+   * stamped; one whose CAS failed is dropped unseen.
+   */
+  [STAMP](slot: number, tokenLo: number, tokenHi: number, word: number, deadline: number): Lease {
+    this.slot = slot;
+    this.tokenLo = tokenLo;
+    this.tokenHi = tokenHi;
+    this.word = word;
+    this.deadlineMs = deadline;
+    return this;
   }
 
   /** What console.log and util.inspect show: the lease as its holder sees it. */

@@ -88,7 +88,7 @@ import {
   TABLE_API_DEFAULTS,
 } from './defaults.js';
 import { Entries } from './entries.js';
-import { DIRECTORY, EXPLICIT_DEFAULTS, GRANTS, HEADER, SLOTS } from './internals.js';
+import { DIRECTORY, EXPLICIT_DEFAULTS, GRANTS, HEADER, SLOTS, STAMP } from './internals.js';
 import { Records } from './records.js';
 import { Semaphore } from './semaphore.js';
 import { type LockStats, Stats } from './stats.js';
@@ -443,11 +443,15 @@ export class LockTable {
   acquire(key: string, options?: AcquireOptions): Promise<Lease> {
     if (options === undefined && this[GRANTS].yieldSlot < 0 && !requestObserved()) {
       const plain = this.#plain;
-      const lease = this.#fastCached(key, plain.hold, plain.spinDelay > 0);
+      // The lease and its settled promise are made before the grant CAS (Lease[STAMP]): nothing is
+      // allocated while we hold the key. Not granted here, both are dropped unseen.
+      const made = new Lease(this, key, -1, 0, 0, 0, 0, Infinity);
+      const settled = Lease.settled(made);
+      const lease = this.#fastCached(key, plain.hold, plain.spinDelay > 0, made);
       // Busy: straight to the waiting loop. A second fast attempt could win after this one lost a
       // race, and leave #lostRace set for whatever request of this thread waits next.
       if (lease === null) return this.#waitAsync(key, plain);
-      if (lease !== undefined) return Lease.settled(lease);
+      if (lease !== undefined) return settled;
     }
     if (this.#statsOn || requestObserved()) return this.#observedAsync(key, options);
     return this.#acquire(key, options);
@@ -929,17 +933,20 @@ export class LockTable {
    * why that is exact). A lease; null when the key's slot is busy; undefined
    * when the cache does not know the key (or knew it wrong).
    */
-  #fastCached(key: string, hold: number, spin: boolean): Lease | null | undefined {
+  #fastCached(key: string, hold: number, spin: boolean, made?: Lease): Lease | null | undefined {
     const cache = this.#slotCache;
     const entry = cache.get(key);
     if (entry === undefined) return undefined;
     const slot = entry.slot;
     const g = this[GRANTS];
+    // Made before the CAS (here, or by the caller), stamped after it: nothing is allocated while
+    // we hold the key, so no garbage collection starts then (Lease[STAMP]).
+    const lease = made ?? new Lease(this, key, slot, 0, 0, 0, 0, Infinity);
     if (!g.fastExclusive(slot, hold) && !(spin && this.#fastSpin(slot, hold))) return null;
     // Held now, so the binding is frozen: the same generation means the same key.
     if (cache.isCurrent(entry)) {
       const deadline = hold === Infinity ? Infinity : g.deadline;
-      return new Lease(this, key, slot, 0, g.tokenLo, g.tokenHi, g.stateWord, deadline);
+      return lease[STAMP](slot, g.tokenLo, g.tokenHi, g.stateWord, deadline);
     }
     g.undoGrant(slot, 'exclusive');
     cache.forget(key);
