@@ -276,9 +276,24 @@ export class Session {
     if (turn !== undefined) await turn;
     try {
       return await this.client.query({ name: statement.name, text: statement.text, values });
+    } catch (error) {
+      this.#endedBy(error);
+      throw error;
     } finally {
       this.#done();
     }
+  }
+
+  /**
+   * A FATAL (class 57P: the server ended the session, e.g. idle_session_timeout's 57P05) reaches
+   * the statement in flight, whichever it is (a heartbeat too), and pg emits no 'error' for it:
+   * the session's end reason is that error, so that a statement queued behind it, failed by pg
+   * as "Connection terminated" with no SQLSTATE, is known to have met a session the server ended
+   * (Sessions' retry of an idle session the server ended).
+   */
+  #endedBy(error: unknown): void {
+    if (error !== null && error !== undefined && sqlState(error)?.startsWith('57P'))
+      this.#markEnded(error);
   }
 
   /**
@@ -294,6 +309,7 @@ export class Session {
   #sendRows(statement: QueryConfig, values: unknown[]): Promise<RawRow[]> {
     return new Promise<RawRow[]>((resolve, reject) => {
       const query = new RawQuery(statement, values, (error, rows) => {
+        this.#endedBy(error);
         this.#done();
         if (error === null) resolve(rows!);
         else reject(error);

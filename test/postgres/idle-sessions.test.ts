@@ -128,6 +128,24 @@ describe('PgLockTable idle sessions', { skip: skipWithoutPostgres }, () => {
     await raw.end().catch(() => {});
   });
 
+  test('a session the server ended while this process was stopped, whose FATAL reaches its heartbeat first: the next request takes another', async () => {
+    // Review of s8-pg: after the stop, the heartbeat's interval is due before the request's timer;
+    // the heartbeat is in flight when the request takes the session, and pg hands the server's
+    // FATAL (57P05) to the heartbeat, then fails the request's statement as "Connection
+    // terminated" with no SQLSTATE. The session's end reason must still say 57P05.
+    const table = open({ lease: LEASE });
+    const held = await table.acquire('frozen-beat');
+    const pid = held.pid;
+    await held.release();
+    assert.equal(freezeUntilGone(pid), true, 'the server ended the idle session');
+    // A timer due after the heartbeat's: the heartbeat goes first, in the same timers phase.
+    await new Promise((resolve) => setTimeout(resolve, 1));
+    const lease = await table.acquire('frozen-beat', { waitTimeout: 5000 });
+    assert.equal(lease.held, true);
+    assert.notEqual(lease.pid, pid, 'another session');
+    await lease.release();
+  });
+
   test('a request that takes a session while its heartbeat runs waits for it: never two statements in pg at once', async () => {
     const table = open({ lease: 100 });
     await (await table.acquire('beat')).release();
