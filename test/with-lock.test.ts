@@ -49,6 +49,33 @@ async function withPool(min: number, max: number, fn: (pool: Piscina) => Promise
   }
 }
 
+/**
+ * Occupies the pool's one thread (waitForGo on its own cells), queues a withLock call of
+ * waitForGo on `queued` for key 'q' behind it, and aborts that call while it holds the key (after
+ * `whileHeld`). Returns the blocker's cells and its run, to let it go later.
+ */
+async function abortWhileQueued(
+  table: Table,
+  pool: Piscina,
+  queued: SharedArrayBuffer,
+  whileHeld: () => void = () => {},
+) {
+  const blocker = cells();
+  const busy = pool.run({ cells: blocker.buffer }, { name: 'waitForGo' });
+  await waitFor(blocker.c, STARTED, (v) => v === 1);
+  const stop = new AbortController();
+  const run = withLock(table, 'q', 'waitForGo', {
+    pool,
+    args: { cells: queued },
+    signal: stop.signal,
+  });
+  await new Promise((resolve) => setImmediate(resolve));
+  whileHeld();
+  stop.abort();
+  assert.equal((await rejection(run)).name, 'AbortError');
+  return { blocker, busy };
+}
+
 /** The runaway of fixtures/tasks.mjs as a self-contained function. */
 const runaway = ({ cells }: { cells: SharedArrayBuffer }) => {
   const c = new Int32Array(cells);
@@ -454,20 +481,10 @@ describe('withLock', () => {
   test('abort while queued: the lock is released at once and the task never runs', async () => {
     const table = new LockTable({ capacity: 16 });
     await withPool(1, 1, async (pool) => {
-      const blocker = cells();
-      const busy = pool.run({ cells: blocker.buffer }, { name: 'waitForGo' });
-      await waitFor(blocker.c, STARTED, (v) => v === 1);
       const queued = cells();
-      const stop = new AbortController();
-      const run = withLock(table, 'q', 'waitForGo', {
-        pool,
-        args: { cells: queued.buffer },
-        signal: stop.signal,
-      });
-      await new Promise((resolve) => setImmediate(resolve));
-      assert.equal(table.inspect('q')?.holders[0]?.threadId, threadId);
-      stop.abort();
-      assert.equal((await rejection(run)).name, 'AbortError');
+      const { blocker, busy } = await abortWhileQueued(table, pool, queued.buffer, () =>
+        assert.equal(table.inspect('q')?.holders[0]?.threadId, threadId),
+      );
       table.tryAcquire('q')!.release();
       signal(blocker.c, GO);
       await busy;
@@ -480,23 +497,12 @@ describe('withLock', () => {
   test('control blocks are reused only once their worker answered, and come back reset', async () => {
     const table = new LockTable({ capacity: 16 });
     await withPool(1, 1, async (pool) => {
-      const blocker = cells();
-      const busy = pool.run({ cells: blocker.buffer }, { name: 'waitForGo' });
-      await waitFor(blocker.c, STARTED, (v) => v === 1);
       // Cancelled while queued: its block must not serve another call before the worker has
       // seen it (a reused block reset to QUEUED would let this body run). GO is set, so a body
       // that ran would return at once rather than hang the test.
       const cancelled = cells();
       Atomics.store(cancelled.c, GO, 1);
-      const stop = new AbortController();
-      const a = withLock(table, 'q', 'waitForGo', {
-        pool,
-        args: { cells: cancelled.buffer },
-        signal: stop.signal,
-      });
-      await new Promise((resolve) => setImmediate(resolve));
-      stop.abort();
-      assert.equal((await rejection(a)).name, 'AbortError');
+      const { blocker, busy } = await abortWhileQueued(table, pool, cancelled.buffer);
       const b = withLock(table, 'r', 'quick', { pool, args: 'b' });
       signal(blocker.c, GO);
       await busy;
