@@ -379,9 +379,9 @@ interface ControlBlock {
 
 /**
  * Control blocks whose worker has answered: it writes nothing in a block after its answer
- * (task.ts), so the block can serve this thread's next call. A fresh SharedArrayBuffer per call
- * cost the round trip more than its allocation: each one is a new backing store for both threads'
- * garbage collectors.
+ * (task.ts), so the block can serve this thread's next call, rather than a fresh
+ * SharedArrayBuffer per call: an allocation, and a new backing store for both threads' garbage
+ * collectors.
  */
 const freeControls: ControlBlock[] = [];
 const FREE_CONTROLS_LIMIT = 16;
