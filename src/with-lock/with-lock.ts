@@ -46,7 +46,7 @@ import {
   checkSignal,
   type TableDefaults,
 } from '../api/options.js';
-import type { Mode } from '../api/options.js';
+import type { AcquireOptions, Mode } from '../api/options.js';
 import {
   CONTROL_BYTES,
   CTRL_OUTCOME,
@@ -183,21 +183,12 @@ export function withLock<R = unknown, A = unknown>(
       throw invalidType('options.transferList', 'an array', o.transferList);
     }
     const taskId = describeTask(task, own);
-    const { mode, waitTimeout, execTimeout, failTimeout, spinDelay, signal } = withLockSettings(
-      table,
-      o,
-    );
+    const { handle, acquire, execTimeout, signal } = acquireFor(table, o);
     // With a transferList, args are checked when sent: a clone here would copy what the caller
     // means to move (and could not clone a MessagePort at all).
     if (o.transferList === undefined) checkArgs(o.args);
     pool = own ?? defaultPoolState();
-    acquiring = handleFor(table, failTimeout).acquire(key, {
-      mode,
-      waitTimeout,
-      hold: execTimeout,
-      spinDelay,
-      signal,
-    });
+    acquiring = handle.acquire(key, acquire);
     spec = { task: taskId, args: o.args, transferList: o.transferList, execTimeout, signal };
   } catch (error) {
     return Promise.reject(error as Error);
@@ -208,6 +199,45 @@ export function withLock<R = unknown, A = unknown>(
       reject,
     );
   });
+}
+
+/** How a call takes its lock: the handle (its failTimeout) and acquire's options. */
+interface AcquireSpec {
+  handle: LockTable;
+  acquire: AcquireOptions;
+  execTimeout: number;
+  signal: AbortSignal | undefined;
+}
+
+/**
+ * The AcquireSpec of a call that sets none of withLock's settings, per table handle: a handle's
+ * defaults never change, so the common call skips their layering, their checks and a few objects.
+ */
+const plainAcquires = new WeakMap<LockTable, AcquireSpec>();
+
+function acquireFor(table: LockTable, o: WithLockOptions): AcquireSpec {
+  const plain =
+    o.mode === undefined &&
+    o.waitTimeout === undefined &&
+    o.execTimeout === undefined &&
+    o.failTimeout === undefined &&
+    o.spinDelay === undefined &&
+    o.signal === undefined;
+  let spec = plain ? plainAcquires.get(table) : undefined;
+  if (spec === undefined) {
+    const { mode, waitTimeout, execTimeout, failTimeout, spinDelay, signal } = withLockSettings(
+      table,
+      o,
+    );
+    spec = {
+      handle: handleFor(table, failTimeout),
+      acquire: { mode, waitTimeout, hold: execTimeout, spinDelay, signal },
+      execTimeout,
+      signal,
+    };
+    if (plain) plainAcquires.set(table, spec);
+  }
+  return spec;
 }
 
 export interface WithLockSettings {
