@@ -194,10 +194,16 @@ export function withLock<R = unknown, A = unknown>(
     return Promise.reject(error as Error);
   }
   return new Promise((resolve, reject) => {
-    acquiring.then(
-      (lease) => new TaskRun(pool, lease, table, spec, resolve as (value: unknown) => void, reject),
-      reject,
-    );
+    acquiring.then((lease) => {
+      try {
+        new TaskRun(pool, lease, table, spec, resolve as (value: unknown) => void, reject);
+      } catch (error) {
+        // Nothing throws there short of running out of memory. The lease is kept (the task may
+        // have been posted): it expires with its deadline, as when withLock was an async
+        // function; the call rejects rather than hangs.
+        reject(error);
+      }
+    }, reject);
   });
 }
 
