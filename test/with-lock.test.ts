@@ -49,6 +49,33 @@ async function withPool(min: number, max: number, fn: (pool: Piscina) => Promise
   }
 }
 
+/**
+ * Occupies the pool's one thread (waitForGo on its own cells), queues a withLock call of
+ * waitForGo on `queued` for key 'q' behind it, and aborts that call while it holds the key (after
+ * `whileHeld`). Returns the blocker's cells and its run, to let it go later.
+ */
+async function abortWhileQueued(
+  table: Table,
+  pool: Piscina,
+  queued: SharedArrayBuffer,
+  whileHeld: () => void = () => {},
+) {
+  const blocker = cells();
+  const busy = pool.run({ cells: blocker.buffer }, { name: 'waitForGo' });
+  await waitFor(blocker.c, STARTED, (v) => v === 1);
+  const stop = new AbortController();
+  const run = withLock(table, 'q', 'waitForGo', {
+    pool,
+    args: { cells: queued },
+    signal: stop.signal,
+  });
+  await new Promise((resolve) => setImmediate(resolve));
+  whileHeld();
+  stop.abort();
+  assert.equal((await rejection(run)).name, 'AbortError');
+  return { blocker, busy };
+}
+
 /** The runaway of fixtures/tasks.mjs as a self-contained function. */
 const runaway = ({ cells }: { cells: SharedArrayBuffer }) => {
   const c = new Int32Array(cells);
@@ -354,7 +381,17 @@ describe('withLock', () => {
     const table = new LockTable({ capacity: 16 });
     // The key is held (by this thread): a call that waited for it first would time out instead.
     const held = table.tryAcquire('c')!;
-    for (const args of [() => 1, { f: () => 1 }, Symbol('s'), { nested: [new WeakMap()] }]) {
+    // A proxy and a deep symbol: withLock walks small plain args itself rather than cloning them
+    // (task.ts, surelyCloneable), and must leave these to the clone.
+    const refused = [
+      () => 1,
+      { f: () => 1 },
+      Symbol('s'),
+      { nested: [new WeakMap()] },
+      new Proxy({}, {}),
+      { a: [{ b: Symbol('deep') }] },
+    ];
+    for (const args of refused) {
       const error = await rejection(withLock(table, 'c', () => 1, { args, waitTimeout: 0 }));
       assert.ok(error instanceof TypeError, `${error.name}: ${error.message}`);
       assert.equal(error.code, 'ERR_INVALID_ARG_VALUE');
@@ -444,26 +481,46 @@ describe('withLock', () => {
   test('abort while queued: the lock is released at once and the task never runs', async () => {
     const table = new LockTable({ capacity: 16 });
     await withPool(1, 1, async (pool) => {
-      const blocker = cells();
-      const busy = pool.run({ cells: blocker.buffer }, { name: 'waitForGo' });
-      await waitFor(blocker.c, STARTED, (v) => v === 1);
       const queued = cells();
-      const stop = new AbortController();
-      const run = withLock(table, 'q', 'waitForGo', {
-        pool,
-        args: { cells: queued.buffer },
-        signal: stop.signal,
-      });
-      await new Promise((resolve) => setImmediate(resolve));
-      assert.equal(table.inspect('q')?.holders[0]?.threadId, threadId);
-      stop.abort();
-      assert.equal((await rejection(run)).name, 'AbortError');
+      const { blocker, busy } = await abortWhileQueued(table, pool, queued.buffer, () =>
+        assert.equal(table.inspect('q')?.holders[0]?.threadId, threadId),
+      );
       table.tryAcquire('q')!.release();
       signal(blocker.c, GO);
       await busy;
       // The pool has served its queue: the cancelled task was never run.
       assert.equal(await pool.run('after', { name: 'quick' }), 'after');
       assert.equal(Atomics.load(queued.c, STARTED), 0);
+    });
+  });
+
+  test('control blocks are reused only once their worker answered, and come back reset', async () => {
+    const table = new LockTable({ capacity: 16 });
+    await withPool(1, 1, async (pool) => {
+      // Cancelled while queued: its block must not serve another call before the worker has
+      // seen it (a reused block reset to QUEUED would let this body run). GO is set, so a body
+      // that ran would return at once rather than hang the test.
+      const cancelled = cells();
+      Atomics.store(cancelled.c, GO, 1);
+      const { blocker, busy } = await abortWhileQueued(table, pool, cancelled.buffer);
+      const b = withLock(table, 'r', 'quick', { pool, args: 'b' });
+      signal(blocker.c, GO);
+      await busy;
+      assert.equal(await b, 'b');
+      assert.equal(Atomics.load(cancelled.c, STARTED), 0, 'the cancelled body never ran');
+      // These calls get blocks back from the calls above (DONE, CANCELLED): each is reset, so the
+      // runaway starts, and is stopped by its exec timeout.
+      for (let i = 0; i < 2; i++) {
+        const { buffer, c } = cells();
+        const error = await rejection(
+          withLock(table, 'r', 'runaway', { pool, args: { cells: buffer }, execTimeout: 100 }),
+        );
+        assert.equal(error.code, 'ERR_LOCK_EXEC_TIMEOUT');
+        assert.equal(Atomics.load(c, STARTED), 1);
+        assert.equal(counterMoves(c, 20), false);
+        assert.equal(await withLock(table, 'r', 'quick', { pool, args: i }), i);
+      }
+      assert.deepEqual(table.held(), []);
     });
   });
 

@@ -68,21 +68,8 @@ export async function withLockRoundTrip(spec: JobSpec): Promise<JobOutput> {
     Math.round((ROUND_TRIP_TIME_SHARE * spec.settings.microTimeMs) / CHUNK_MS),
   );
   for (let turn = -WARMUP_TURNS; turn < turns; turn++) {
-    const us: Record<string, number> = {};
-    for (let k = 0; k < working.length; k++) {
-      const name = working[(k + turn + WARMUP_TURNS) % working.length]!;
-      const call = forms[name]!;
-      const t0 = performance.now();
-      let n = 0;
-      let t: number;
-      do {
-        await call();
-        n++;
-        t = performance.now();
-      } while (t - t0 < CHUNK_MS);
-      us[name] = ((t - t0) * 1000) / n;
-      calls += n;
-    }
+    const { us, calls: made } = await pairedTurn(forms, working, turn + WARMUP_TURNS, CHUNK_MS);
+    calls += made;
     if (turn < 0) continue;
     for (const name of working) perCall[name]!.push(us[name]!);
     if (us.bareRun === undefined) continue;
@@ -118,6 +105,35 @@ export async function withLockRoundTrip(spec: JobSpec): Promise<JobOutput> {
       notes,
     },
   };
+}
+
+/**
+ * One turn of paired chunks: each of `names` runs its form for `chunkMs`, in an order that
+ * rotates with `turn`. Returns µs per call by form, and the calls made.
+ */
+export async function pairedTurn(
+  forms: Record<string, () => Promise<unknown>>,
+  names: readonly string[],
+  turn: number,
+  chunkMs: number,
+): Promise<{ us: Record<string, number>; calls: number }> {
+  const us: Record<string, number> = {};
+  let calls = 0;
+  for (let k = 0; k < names.length; k++) {
+    const name = names[(k + turn) % names.length]!;
+    const call = forms[name]!;
+    const t0 = performance.now();
+    let n = 0;
+    let t: number;
+    do {
+      await call();
+      n++;
+      t = performance.now();
+    } while (t - t0 < chunkMs);
+    us[name] = ((t - t0) * 1000) / n;
+    calls += n;
+  }
+  return { us, calls };
 }
 
 export async function execTimeout(_spec: JobSpec): Promise<JobOutput> {

@@ -19,18 +19,18 @@ import { perThread } from '../api/cross-build.js';
 import { invalidType, invalidValue, outOfRange } from '../api/errors.js';
 import { checkInteger, checkKnownOptions, checkOptionsObject } from '../api/options.js';
 
+/** The options of a pool's run() that withLock passes. */
+export interface RunOptions {
+  filename?: string | null;
+  name?: string;
+  signal?: AbortSignal;
+  transferList?: readonly Transferable[];
+}
+
 /** What withLock needs from a pool (Piscina 4 and 5 have it). */
 export interface TaskPool {
   on(event: 'workerCreate', listener: () => void): unknown;
-  run(
-    task: unknown,
-    options?: {
-      filename?: string | null;
-      name?: string;
-      signal?: AbortSignal;
-      transferList?: readonly Transferable[];
-    },
-  ): Promise<unknown>;
+  run(task: unknown, options?: RunOptions): Promise<unknown>;
   readonly threads: readonly Worker[];
   readonly options: {
     readonly filename?: string | null;
@@ -223,6 +223,44 @@ class PoolThreads {
 }
 
 let poolThreads: WeakMap<TaskPool, PoolThreads> | undefined;
+
+/** What withLock works out once per pool rather than on every call. */
+export interface PoolState {
+  readonly pool: TaskPool;
+  readonly threads: PoolThreads;
+  /**
+   * run()'s options: none on a default pool (its file is withLock's runner); on the caller's own
+   * pool, withLock's runner file (which imports the named task).
+   */
+  readonly runOptions: RunOptions | undefined;
+  /** The task ids of an own pool's named tasks, by name. */
+  readonly names: Map<string, string>;
+}
+
+const RUNNER_RUN_OPTIONS: RunOptions = Object.freeze({ filename: RUNNER_FILE, name: 'default' });
+
+let defaultState: PoolState | undefined;
+const ownStates = new WeakMap<TaskPool, PoolState>();
+
+/** The state of this thread's default pool (created on first use). */
+export function defaultPoolState(): PoolState {
+  const pool = getDefaultPool();
+  if (defaultState?.pool !== pool) {
+    defaultState = { pool, threads: trackThreads(pool), runOptions: undefined, names: new Map() };
+  }
+  return defaultState;
+}
+
+/** The state of the caller's own pool, checked (checkPool) the first time it is seen. */
+export function ownPoolState(value: unknown): PoolState {
+  let state = ownStates.get(value as TaskPool);
+  if (state === undefined) {
+    const pool = checkPool(value);
+    state = { pool, threads: trackThreads(pool), runOptions: RUNNER_RUN_OPTIONS, names: new Map() };
+    ownStates.set(pool, state);
+  }
+  return state;
+}
 
 /** Starts tracking a pool's threads (call before its first task). */
 export function trackThreads(pool: TaskPool): PoolThreads {

@@ -34,7 +34,7 @@ import {
   workerExitError,
 } from '../api/errors.js';
 import type { Lease } from '../table/lease.js';
-import { layerDefaults, WITH_LOCK_DEFAULTS } from '../table/defaults.js';
+import { layerDefaults, TABLE_API_DEFAULTS, WITH_LOCK_DEFAULTS } from '../table/defaults.js';
 import { EXPLICIT_DEFAULTS } from '../table/internals.js';
 import { LockTable } from '../table/lock-table.js';
 import {
@@ -46,29 +46,37 @@ import {
   checkSignal,
   type TableDefaults,
 } from '../api/options.js';
-import type { Mode } from '../api/options.js';
+import type { AcquireOptions, Mode } from '../api/options.js';
 import {
   CONTROL_BYTES,
+  CTRL_OUTCOME,
   CTRL_START_TIME_F64,
   CTRL_STATE,
   CTRL_THREAD_ID,
+  FLAG_RECOVERED,
+  FLAG_SHARED,
+  type FlatError,
+  moduleTaskId,
   moduleUrl,
+  OUTCOME_ERROR,
+  OUTCOME_VALUE,
   reviveError,
+  sourceTaskId,
+  surelyCloneable,
   TASK_CANCELLED,
   TASK_QUEUED,
   TASK_STARTED,
   TASK_STOPPING,
+  type TaskId,
   type TaskLock,
-  type TaskOutcome,
   type TaskPayload,
-  type TaskSource,
 } from './task.js';
 import {
-  checkPool,
-  getDefaultPool,
-  RUNNER_FILE,
+  defaultPoolState,
+  ownPoolState,
+  type PoolState,
+  type RunOptions,
   type TaskPool,
-  trackThreads,
 } from './task-pool.js';
 
 /** A self-contained function: it runs from its source text in a worker (no closure, no imports). */
@@ -141,45 +149,101 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 /** While a stopped task's thread is being torn down, its lease is kept alive this long at a time. */
 const KEEP_ALIVE_MS = 1000;
 
-export async function withLock<R = unknown, A = unknown>(
+/** run()'s options with a transferList added. */
+function withTransferList(
+  options: RunOptions | undefined,
+  transferList: readonly Transferable[],
+): RunOptions {
+  return { ...options, transferList };
+}
+
+/**
+ * Not an async function: its promise is settled by the TaskRun itself, two microtask turns
+ * fewer per call than awaiting the acquire and then the run. Errors of the arguments reject it,
+ * as they would an async function's.
+ */
+export function withLock<R = unknown, A = unknown>(
   table: LockTable,
   key: string,
   task: TaskFunction<A, R> | ModuleTask | string,
   options?: WithLockOptions<A>,
 ): Promise<Awaited<R>> {
-  if (!(table instanceof LockTable)) throw invalidType('table', 'an instance of LockTable', table);
-  if (typeof key !== 'string') throw invalidType('key', 'of type string', key);
-  checkOptionsObject('options', options);
-  const o = options ?? {};
-  checkKnownOptions('options', o, WITH_LOCK_OPTIONS);
-  const pool = o.pool === undefined ? undefined : checkPool(o.pool);
-  if (o.transferList !== undefined && !Array.isArray(o.transferList)) {
-    throw invalidType('options.transferList', 'an array', o.transferList);
+  let acquiring: Promise<Lease>;
+  let pool: PoolState;
+  let spec: RunSpec;
+  try {
+    if (!(table instanceof LockTable))
+      throw invalidType('table', 'an instance of LockTable', table);
+    if (typeof key !== 'string') throw invalidType('key', 'of type string', key);
+    checkOptionsObject('options', options);
+    const o = options ?? {};
+    checkKnownOptions('options', o, WITH_LOCK_OPTIONS);
+    const own = o.pool === undefined ? undefined : ownPoolState(o.pool);
+    if (o.transferList !== undefined && !Array.isArray(o.transferList)) {
+      throw invalidType('options.transferList', 'an array', o.transferList);
+    }
+    const taskId = describeTask(task, own);
+    const { handle, acquire, execTimeout, signal } = acquireFor(table, o);
+    // With a transferList, args are checked when sent: a clone here would copy what the caller
+    // means to move (and could not clone a MessagePort at all).
+    if (o.transferList === undefined) checkArgs(o.args);
+    pool = own ?? defaultPoolState();
+    acquiring = handle.acquire(key, acquire);
+    spec = { task: taskId, args: o.args, transferList: o.transferList, execTimeout, signal };
+  } catch (error) {
+    return Promise.reject(error as Error);
   }
-  const source = describeTask(task, pool);
-  const { mode, waitTimeout, execTimeout, failTimeout, spinDelay, signal } = withLockSettings(
-    table,
-    o,
-  );
-  // With a transferList, args are checked when sent: a clone here would copy what the caller
-  // means to move (and could not clone a MessagePort at all).
-  if (o.transferList === undefined) checkArgs(o.args);
-  const runPool = pool ?? getDefaultPool();
-
-  const lease = await handleFor(table, failTimeout).acquire(key, {
-    mode,
-    waitTimeout,
-    hold: execTimeout,
-    spinDelay,
-    signal,
+  return new Promise((resolve, reject) => {
+    acquiring.then((lease) => {
+      try {
+        new TaskRun(pool, lease, table, spec, resolve as (value: unknown) => void, reject);
+      } catch (error) {
+        // Nothing throws there short of running out of memory. The lease is kept (the task may
+        // have been posted): it expires with its deadline, as when withLock was an async
+        // function; the call rejects rather than hangs.
+        reject(error);
+      }
+    }, reject);
   });
-  return (await new TaskRun(runPool, pool !== undefined, lease, table, {
-    task: source,
-    args: o.args,
-    transferList: o.transferList,
-    execTimeout,
-    signal,
-  }).outcome) as Awaited<R>;
+}
+
+/** How a call takes its lock: the handle (its failTimeout) and acquire's options. */
+interface AcquireSpec {
+  handle: LockTable;
+  acquire: AcquireOptions;
+  execTimeout: number;
+  signal: AbortSignal | undefined;
+}
+
+/**
+ * The AcquireSpec of a call that sets none of withLock's settings, per table handle: a handle's
+ * defaults never change, so the common call skips their layering, their checks and a few objects.
+ */
+const plainAcquires = new WeakMap<LockTable, AcquireSpec>();
+
+function acquireFor(table: LockTable, o: WithLockOptions): AcquireSpec {
+  const plain =
+    o.mode === undefined &&
+    o.waitTimeout === undefined &&
+    o.execTimeout === undefined &&
+    o.failTimeout === undefined &&
+    o.spinDelay === undefined &&
+    o.signal === undefined;
+  let spec = plain ? plainAcquires.get(table) : undefined;
+  if (spec === undefined) {
+    const { mode, waitTimeout, execTimeout, failTimeout, spinDelay, signal } = withLockSettings(
+      table,
+      o,
+    );
+    spec = {
+      handle: handleFor(table, failTimeout),
+      acquire: { mode, waitTimeout, hold: execTimeout, spinDelay, signal },
+      execTimeout,
+      signal,
+    };
+    if (plain) plainAcquires.set(table, spec);
+  }
+  return spec;
 }
 
 export interface WithLockSettings {
@@ -219,12 +283,12 @@ export function withLockSettings(table: LockTable, o: WithLockOptions): WithLock
  * Refuses args that structured clone cannot send (a function, a symbol, a class with private
  * state...) before the lock is taken: piscina would fail only once the lock is held. The clone is
  * only the check and is dropped: the task is sent the caller's own args, so SharedArrayBuffers in
- * them are still shared. (It costs a copy of any ArrayBuffer in args.)
+ * them are still shared. (It costs a copy of any ArrayBuffer in args, and a few µs even for
+ * `{ counter: sab }`: args that surelyCloneable vouches for skip it.)
  */
 function checkArgs(args: unknown): void {
-  const type = typeof args;
-  // Every primitive but a symbol clones.
-  if (args === null || (type !== 'object' && type !== 'function' && type !== 'symbol')) return;
+  // Primitives, SharedArrayBuffers and small plain objects of them need no clone to be sure.
+  if (surelyCloneable(args)) return;
   try {
     structuredClone(args);
   } catch (error) {
@@ -248,7 +312,9 @@ const handles = new WeakMap<LockTable, Map<number, LockTable>>();
  * differs from the caller's in failTimeout only.
  */
 export function handleFor(table: LockTable, failTimeout: number): LockTable {
-  if (table.defaults.failTimeout === failTimeout) return table;
+  // table.defaults.failTimeout, without the copy of every default that getter makes.
+  const own = table[EXPLICIT_DEFAULTS].failTimeout ?? TABLE_API_DEFAULTS.failTimeout;
+  if (own === failTimeout) return table;
   let byTimeout = handles.get(table);
   if (byTimeout === undefined) handles.set(table, (byTimeout = new Map()));
   let handle = byTimeout.get(failTimeout);
@@ -262,13 +328,13 @@ export function handleFor(table: LockTable, failTimeout: number): LockTable {
 }
 
 /** Checked once per function: its source parses as an expression the worker can evaluate. */
-const checkedSources = new WeakMap<object, string>();
+const checkedSources = new WeakMap<object, TaskId>();
 
-function describeTask(task: unknown, pool: TaskPool | undefined): TaskSource {
+function describeTask(task: unknown, own: PoolState | undefined): TaskId {
   if (typeof task === 'function') {
-    let source = checkedSources.get(task);
-    if (source === undefined) {
-      source = Function.prototype.toString.call(task);
+    let id = checkedSources.get(task);
+    if (id === undefined) {
+      const source = Function.prototype.toString.call(task);
       const problem = /\{\s*\[native code\]\s*\}\s*$/.test(source)
         ? 'is a native or bound function'
         : /^class\b/.test(source)
@@ -285,12 +351,13 @@ function describeTask(task: unknown, pool: TaskPool | undefined): TaskSource {
           task,
         );
       }
-      checkedSources.set(task, source);
+      id = sourceTaskId(source);
+      checkedSources.set(task, id);
     }
-    return { kind: 'source', source };
+    return id;
   }
   if (typeof task === 'string') {
-    if (pool === undefined) {
+    if (own === undefined) {
       throw invalidValue(
         'task',
         'is a task name, which needs options.pool (a Piscina whose file exports it); without a ' +
@@ -298,11 +365,17 @@ function describeTask(task: unknown, pool: TaskPool | undefined): TaskSource {
         task,
       );
     }
-    const filename = pool.options.filename;
-    if (typeof filename !== 'string' || filename === '') {
-      throw invalidValue('options.pool', 'has no filename, so it has no named tasks', pool);
+    let id = own.names.get(task);
+    if (id === undefined) {
+      const filename = own.pool.options.filename;
+      if (typeof filename !== 'string' || filename === '') {
+        throw invalidValue('options.pool', 'has no filename, so it has no named tasks', own.pool);
+      }
+      id = moduleTaskId(moduleUrl(filename), task);
+      if (own.names.size >= 256) own.names.clear();
+      own.names.set(task, id);
     }
-    return { kind: 'module', url: poolModuleUrl(filename), name: task };
+    return id;
   }
   if (task !== null && typeof task === 'object' && 'module' in task) {
     const { module, name = 'default' } = task as ModuleTask;
@@ -310,22 +383,9 @@ function describeTask(task: unknown, pool: TaskPool | undefined): TaskSource {
       throw invalidType('task.module', 'of type string or an instance of URL', module);
     }
     if (typeof name !== 'string') throw invalidType('task.name', 'of type string', name);
-    return { kind: 'module', url: moduleUrl(module), name };
+    return moduleTaskId(moduleUrl(module), name);
   }
   throw invalidType('task', 'a function, { module, name }, or a task name with options.pool', task);
-}
-
-/** The URL of each pool's file, converted once. */
-const poolModules = new Map<string, string>();
-
-function poolModuleUrl(filename: string): string {
-  let url = poolModules.get(filename);
-  if (url === undefined) {
-    url = moduleUrl(filename);
-    if (poolModules.size >= 64) poolModules.clear();
-    poolModules.set(filename, url);
-  }
-  return url;
 }
 
 function parses(source: string): boolean {
@@ -339,24 +399,56 @@ function parses(source: string): boolean {
 }
 
 interface RunSpec {
-  task: TaskSource;
+  task: TaskId;
   args: unknown;
   transferList: readonly Transferable[] | undefined;
   execTimeout: number;
   signal: AbortSignal | undefined;
 }
 
+/** A control block (task.ts) and its views. */
+interface ControlBlock {
+  readonly buffer: SharedArrayBuffer;
+  readonly words: Int32Array;
+  readonly startTime: Float64Array;
+}
+
+/**
+ * Control blocks whose worker has answered: it writes nothing in a block after its answer
+ * (task.ts), so the block can serve this thread's next call, rather than a fresh
+ * SharedArrayBuffer per call: an allocation, and a new backing store for both threads' garbage
+ * collectors.
+ */
+const freeControls: ControlBlock[] = [];
+const FREE_CONTROLS_LIMIT = 16;
+
+function takeControl(): ControlBlock {
+  const block = freeControls.pop();
+  if (block === undefined) {
+    const buffer = new SharedArrayBuffer(CONTROL_BYTES);
+    return { buffer, words: new Int32Array(buffer), startTime: new Float64Array(buffer) };
+  }
+  // ORDER: plain writes: the postMessage that sends the block to a worker publishes them.
+  block.words[CTRL_STATE] = TASK_QUEUED;
+  block.words[CTRL_THREAD_ID] = 0;
+  block.words[CTRL_OUTCOME] = OUTCOME_VALUE;
+  return block;
+}
+
+/** Only once the worker has answered for this block (see freeControls). */
+function giveBackControl(block: ControlBlock): void {
+  if (freeControls.length < FREE_CONTROLS_LIMIT) freeControls.push(block);
+}
+
 /** One withLock call from the moment it holds the lock. See the life cycle at the top. */
 class TaskRun {
-  readonly outcome: Promise<unknown>;
   readonly #lease: Lease;
-  readonly #threads: ReturnType<typeof trackThreads>;
+  readonly #threads: PoolState['threads'];
   readonly #execTimeout: number;
   readonly #signal: AbortSignal | undefined;
-  readonly #control: Int32Array;
-  readonly #startTime: Float64Array;
-  #resolve!: (value: unknown) => void;
-  #reject!: (error: unknown) => void;
+  readonly #control: ControlBlock;
+  readonly #resolve: (value: unknown) => void;
+  readonly #reject: (error: unknown) => void;
   #settled = false;
   /** Set once the task's run is being stopped (exec timeout or abort): the error to settle with. */
   #stopping: Error | undefined;
@@ -367,52 +459,47 @@ class TaskRun {
   #timer: NodeJS.Timeout | undefined;
   #onAbort: (() => void) | undefined;
 
+  /** Settles the call with `resolve` or `reject`. */
   constructor(
-    pool: TaskPool,
-    ownPool: boolean,
+    pool: PoolState,
     lease: Lease,
     table: LockTable,
     { task, args, transferList, execTimeout, signal }: RunSpec,
+    resolve: (value: unknown) => void,
+    reject: (error: unknown) => void,
   ) {
-    this.outcome = new Promise((resolve, reject) => {
-      this.#resolve = resolve;
-      this.#reject = reject;
-    });
+    this.#resolve = resolve;
+    this.#reject = reject;
     this.#lease = lease;
-    this.#threads = trackThreads(pool);
+    this.#threads = pool.threads;
     this.#execTimeout = execTimeout;
     this.#signal = signal;
-    const control = new SharedArrayBuffer(CONTROL_BYTES);
-    this.#control = new Int32Array(control);
-    this.#startTime = new Float64Array(control);
+    const control = (this.#control = takeControl());
 
-    const payload: TaskPayload = {
+    const payload: TaskPayload = [
       task,
       args,
-      control,
+      control.buffer,
+      lease.key,
+      lease.token,
+      table.buffer,
       execTimeout,
-      lock: {
-        key: lease.key,
-        mode: lease.mode,
-        token: lease.token,
-        deadline: lease.deadline,
-        recovered: lease.recovered,
-        table: table.buffer,
-      },
-    };
+      (lease.mode === 'shared' ? FLAG_SHARED : 0) | (lease.recovered ? FLAG_RECOVERED : 0),
+    ];
     let running: Promise<unknown>;
     try {
-      running = pool.run(payload, {
-        // On the caller's pool, run withLock's own worker file; it imports the named task.
-        ...(ownPool ? { filename: RUNNER_FILE, name: 'default' } : {}),
-        ...(transferList === undefined ? {} : { transferList }),
-      });
+      running = pool.pool.run(
+        payload,
+        transferList === undefined
+          ? pool.runOptions
+          : withTransferList(pool.runOptions, transferList),
+      );
     } catch (error) {
       this.#finish(error);
       return;
     }
     running.then(
-      (outcome) => this.#onOutcome(outcome as TaskOutcome),
+      (answer) => this.#onAnswer(answer),
       (error: unknown) => this.#onRunRejected(error),
     );
     if (execTimeout !== Infinity) this.#arm(execTimeout / RENEWALS);
@@ -439,11 +526,12 @@ class TaskRun {
    */
   #tick(): void {
     if (this.#settled || this.#stopping !== undefined) return;
-    if (Atomics.load(this.#control, CTRL_STATE) === TASK_QUEUED) {
+    if (Atomics.load(this.#control.words, CTRL_STATE) === TASK_QUEUED) {
       if (this.#extend(this.#execTimeout)) this.#arm(this.#execTimeout / RENEWALS);
       return;
     }
-    const remaining = this.#startTime[CTRL_START_TIME_F64]! + this.#execTimeout - LockTable.now();
+    const remaining =
+      this.#control.startTime[CTRL_START_TIME_F64]! + this.#execTimeout - LockTable.now();
     if (remaining <= 0) {
       // If the task has just finished (DONE), its answer is on its way: let it through.
       if (this.#claimStop()) this.#stop(execTimeoutError(this.#lease.key, this.#execTimeout));
@@ -484,7 +572,7 @@ class TaskRun {
   /** STARTED -> STOPPING: true when the task is still running and this call will stop it. */
   #claimStop(): boolean {
     return (
-      Atomics.compareExchange(this.#control, CTRL_STATE, TASK_STARTED, TASK_STOPPING) ===
+      Atomics.compareExchange(this.#control.words, CTRL_STATE, TASK_STARTED, TASK_STOPPING) ===
       TASK_STARTED
     );
   }
@@ -492,7 +580,7 @@ class TaskRun {
   /** QUEUED -> CANCELLED: true when the task body will never run. */
   #cancel(): boolean {
     return (
-      Atomics.compareExchange(this.#control, CTRL_STATE, TASK_QUEUED, TASK_CANCELLED) ===
+      Atomics.compareExchange(this.#control.words, CTRL_STATE, TASK_QUEUED, TASK_CANCELLED) ===
       TASK_QUEUED
     );
   }
@@ -529,7 +617,7 @@ class TaskRun {
    * pool's threads are tracked until their exit, see task-pool.ts).
    */
   #watchExit(): Promise<void> {
-    const worker = this.#threads.find(Atomics.load(this.#control, CTRL_THREAD_ID));
+    const worker = this.#threads.find(Atomics.load(this.#control.words, CTRL_THREAD_ID));
     if (worker === undefined) return Promise.resolve();
     this.#worker = worker;
     return new Promise((resolve) => {
@@ -538,11 +626,20 @@ class TaskRun {
     });
   }
 
-  #onOutcome(outcome: TaskOutcome): void {
-    if (this.#settled || this.#stopping !== undefined) return;
-    if (outcome.ok) this.#finish(undefined, outcome.value, true);
-    else if ('error' in outcome) this.#finish(reviveError(outcome.error));
-    else this.#finish(new Error('withLock: the task was cancelled before it started'));
+  /**
+   * The worker answered: with the task's value, a FlatError, or nothing (it found the task
+   * cancelled); OUTCOME in the control block says which. The worker is done with the block.
+   */
+  #onAnswer(answer: unknown): void {
+    if (this.#stopping !== undefined) return;
+    if (!this.#settled) {
+      const outcome = Atomics.load(this.#control.words, CTRL_OUTCOME);
+      if (outcome === OUTCOME_VALUE) this.#finish(undefined, answer, true);
+      else if (outcome === OUTCOME_ERROR) this.#finish(reviveError(answer as FlatError));
+      else this.#finish(new Error('withLock: the task was cancelled before it started'));
+    }
+    // Settled (by now, or before: cancelled) and not stopping: nothing here reads the block again.
+    giveBackControl(this.#control);
   }
 
   #onRunRejected(error: unknown): void {
