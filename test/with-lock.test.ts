@@ -377,6 +377,9 @@ describe('withLock', () => {
     assert.match(thrown.message, /non-Error value: 42/);
   });
 
+  /** A module of data only: its namespace object looks plain by its prototype. */
+  const DATA_MODULE: string = 'data:text/javascript,export const a = 1';
+
   test('args that cannot be cloned are refused before the lock is taken', async () => {
     const table = new LockTable({ capacity: 16 });
     // The key is held (by this thread): a call that waited for it first would time out instead.
@@ -390,6 +393,14 @@ describe('withLock', () => {
       { nested: [new WeakMap()] },
       new Proxy({}, {}),
       { a: [{ b: Symbol('deep') }] },
+      // Plain-looking by prototype, refused by the clone (review of s8-withlock): an arguments
+      // object, a module namespace, a WeakMap with a swapped prototype.
+      (function (..._: unknown[]) {
+        // eslint-disable-next-line prefer-rest-params
+        return arguments;
+      })(1),
+      (await import(DATA_MODULE)) as object,
+      Object.setPrototypeOf(new WeakMap(), Object.prototype),
     ];
     for (const args of refused) {
       const error = await rejection(withLock(table, 'c', () => 1, { args, waitTimeout: 0 }));

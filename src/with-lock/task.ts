@@ -158,18 +158,50 @@ function walkCloneable(value: unknown, budget: number): number {
   if (--budget < 0) return -1;
   if (types.isSharedArrayBuffer(value)) return budget;
   // Before getPrototypeOf, which a proxy could trap; structured clone refuses proxies anyway.
-  if (types.isProxy(value)) return -1;
+  if (types.isProxy(value) || exotic(value)) return -1;
   const proto: unknown = Object.getPrototypeOf(value);
   if (
     proto === Array.prototype ? !Array.isArray(value) : proto !== Object.prototype && proto !== null
   ) {
     return -1;
   }
-  for (const field in value) {
-    budget = walkCloneable((value as Record<string, unknown>)[field], budget - 1);
+  for (const field of Object.keys(value)) {
+    // A getter is not read here (it could answer differently when the clone reads it).
+    const own = Object.getOwnPropertyDescriptor(value, field);
+    if (own === undefined || !('value' in own)) return -1;
+    budget = walkCloneable(own.value, budget - 1);
     if (budget < 0) return -1;
   }
   return budget;
+}
+
+/**
+ * Objects whose prototype looks plain but that structured clone treats apart or refuses: an
+ * `arguments` object, a module namespace, and objects with internal slots whose prototype was
+ * swapped (a Promise, a WeakMap, ...). Such a value goes to structuredClone's own check.
+ */
+function exotic(value: object): boolean {
+  const tag = Object.prototype.toString.call(value);
+  if (tag !== '[object Object]' && tag !== '[object Array]') return true;
+  return (
+    types.isArgumentsObject(value) ||
+    types.isModuleNamespaceObject(value) ||
+    types.isPromise(value) ||
+    types.isWeakMap(value) ||
+    types.isWeakSet(value) ||
+    types.isMap(value) ||
+    types.isSet(value) ||
+    types.isDate(value) ||
+    types.isRegExp(value) ||
+    types.isNativeError(value) ||
+    types.isBoxedPrimitive(value) ||
+    types.isArrayBufferView(value) ||
+    types.isAnyArrayBuffer(value) ||
+    types.isGeneratorObject(value) ||
+    types.isMapIterator(value) ||
+    types.isSetIterator(value) ||
+    types.isExternal(value)
+  );
 }
 
 function cloneable(value: unknown): boolean {
