@@ -179,22 +179,19 @@ function walkCloneable(value: unknown, budget: number): number {
  * Objects whose prototype looks plain but that structured clone treats apart or refuses: an
  * `arguments` object, a module namespace, and objects with internal slots whose prototype was
  * swapped (a Promise, a WeakMap, ...). Such a value goes to structuredClone's own check.
+ * The tag already names an `arguments` object, a module namespace (its own @@toStringTag), and
+ * a Date, RegExp, Error or boxed primitive by their internal slots, whatever their prototype;
+ * the rest keep no tag once their prototype is swapped, so they are asked for by kind.
  */
 function exotic(value: object): boolean {
   const tag = Object.prototype.toString.call(value);
   if (tag !== '[object Object]' && tag !== '[object Array]') return true;
   return (
-    types.isArgumentsObject(value) ||
-    types.isModuleNamespaceObject(value) ||
     types.isPromise(value) ||
     types.isWeakMap(value) ||
     types.isWeakSet(value) ||
     types.isMap(value) ||
     types.isSet(value) ||
-    types.isDate(value) ||
-    types.isRegExp(value) ||
-    types.isNativeError(value) ||
-    types.isBoxedPrimitive(value) ||
     types.isArrayBufferView(value) ||
     types.isAnyArrayBuffer(value) ||
     types.isGeneratorObject(value) ||
