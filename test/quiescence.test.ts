@@ -861,7 +861,12 @@ class Run {
       const errors = this.errors();
       if (errors.length > 0) this.fail('unexpected error', errors);
       const violations = this.violations();
-      if (violations.length > 0) this.fail('exclusion violation', violations);
+      if (violations.length > 0) {
+        // The participants' reports of what they saw (posted before their acks, maybe delivered
+        // after them).
+        await delay(100);
+        this.fail('exclusion violation', [...violations, ...this.errors()]);
+      }
       // A worker for the check from another thread.
       await this.fill(1);
       const failures = await this.settleDeadHolders();
