@@ -65,6 +65,7 @@ import {
   createShared,
   delay,
   describeKey,
+  settleDeadBinders,
   errorCode,
   type Failure,
   type Family,
@@ -333,6 +334,8 @@ class Run {
   readonly deadUnwatched = new Set<number>();
   readonly deadWatched = new Set<number>();
   lastUnwatchedDeath = -Infinity;
+  /** What participants noted (MixOptions.note), shown with an exclusion violation. */
+  readonly notes: string[] = [];
   withLockStopped = false;
   /** The workers that take part in rounds (the others are spares, or dead). */
   active: Slot[] = [];
@@ -367,6 +370,7 @@ class Run {
       finiteOnly: false, // the main thread is never terminated
       isMain: true,
       report: (text) => this.mainErrors.push(text),
+      note: (text) => this.notes.push(`main thread: ${text}`),
     });
   }
 
@@ -404,6 +408,7 @@ class Run {
     if (watched) this.table.watch(worker);
     worker.on('message', (m: { kind: string; text?: string; failures?: Failure[] }) => {
       if (m.kind === 'error') slot.errors.push(m.text!);
+      else if (m.kind === 'note') this.notes.push(`worker ${i}: ${m.text!}`);
       else if (m.kind === 'check') slot.onCheck?.(m.failures!);
     });
     worker.on('error', (error) => slot.errors.push(`worker ${i} crashed: ${error.stack}`));
@@ -722,6 +727,9 @@ class Run {
       if (dead) deadKeys.push(key);
     }
     while (LockTable.now() <= until) await delay(Math.min(50, until - LockTable.now() + 1));
+    const quarantined = await settleDeadBinders(table, this.deadUnwatched);
+    if (quarantined !== '')
+      console.log(`# a dead binder's slot was quarantined (round ${this.round}): ${quarantined}`);
     // A semaphore family's keys are reclaimed by a permit request (a lock's would be refused).
     const permits = fam.permits;
     const sem = (key: string) =>
@@ -865,7 +873,8 @@ class Run {
         // The participants' reports of what they saw (posted before their acks, maybe delivered
         // after them).
         await delay(100);
-        this.fail('exclusion violation', [...violations, ...this.errors()]);
+        const notes = this.notes.filter((n) => n.includes(`round ${this.round}:`));
+        this.fail('exclusion violation', [...violations, ...notes]);
       }
       // A worker for the check from another thread.
       await this.fill(1);

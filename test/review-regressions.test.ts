@@ -6,14 +6,16 @@
  */
 import assert from 'node:assert/strict';
 import { afterEach, describe, test } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
 import { type LockError, LockTable } from '../src/index.js';
 import { hashKey } from '../src/table/key.js';
-import { bindingOf, revokedOf } from '../src/table/directory.js';
+import { bindingOf, REVOKED_STUCK_MS, revokedOf } from '../src/table/directory.js';
 import {
   H_BIND_LOCK,
   HEADER_F64,
   HEADER_WORDS,
   HF_BIND_LOCK_DEADLINE,
+  H_REVOKED_AT,
   S_BIND,
   S_SLEEPERS,
   S_STATE,
@@ -426,6 +428,34 @@ describe('review regressions: binding mutex', () => {
     );
   });
 
+  test('a binder that dies unwatched in its bind window: its slot is back for every thread REVOKED_STUCK_MS after the sweep', async () => {
+    // The window copies the key with a call (keys.set), and terminate() stops a thread at a call:
+    // an experiment that terminated a worker binding keys in a loop saw it die there. The stall
+    // point sits in the same window.
+    const table = new LockTable({ capacity: 1 });
+    const dier = puppet(table);
+    const dead = dier.threadId;
+    await dier.stallAt('bind:binding', { op: 'acquire', key: 'K1' });
+    await dier.stop();
+    assert.equal(Atomics.load(table[SLOTS], S_BIND), bindingOf(dead));
+    assert.equal(Atomics.load(table[HEADER], H_BIND_LOCK), dead + 1);
+    // Past the dead binder's mutex lease, a bind steals the mutex and revokes the slot: the slot is
+    // quarantined (its binder might only be stalled, and write into it when it resumes).
+    const headerF64 = new Float64Array(table.buffer, HEADER_WORDS * 4, HEADER_F64);
+    while (LockTable.now() <= headerF64[HF_BIND_LOCK_DEADLINE]!) await delay(5);
+    assert.equal(table.tryAcquire('K2'), null);
+    assert.equal(Atomics.load(table[SLOTS], S_BIND), revokedOf(dead));
+    const sweptAt = Number(new BigInt64Array(table.buffer, H_REVOKED_AT * 4, 1)[0]) / 1000;
+    // A thread that never looked at the slot before gets it at its first attempt once the
+    // quarantine, counted from the sweep, is over (counted per thread from its own first look, as
+    // before, it was refused, and got it only a second later).
+    const late = puppet(table);
+    while (LockTable.now() <= sweptAt + REVOKED_STUCK_MS) await delay(10);
+    const got = await late.do({ op: 'tryAcquire', key: 'K3' });
+    assert.ok(got.ok, `first attempt after the quarantine: ${JSON.stringify(got)}`);
+    assert.equal(table.inspect('K3')!.holders[0]!.threadId, late.threadId);
+  });
+
   test('an evictor that dies half-way does not wedge the key it was evicting', async () => {
     const table = new LockTable({ capacity: 1 });
     table.acquireSync('A').release();
@@ -448,7 +478,6 @@ describe('review regressions: binding mutex', () => {
     await robbed.stallAt('bind:binding', { op: 'acquire', key: 'K1' });
     const second = thief.do({ op: 'acquire', key: 'K2', options: { waitTimeout: 5000 } });
     await waitFor(table[SLOTS], S_BIND, (v) => v === revokedOf(robbed.threadId));
-    // (A thread cannot die inside its bind window: only the test's stall lets it.)
     await robbed.stop();
     const r = await second;
     assert.ok(r.ok, JSON.stringify(r));

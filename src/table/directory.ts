@@ -22,9 +22,18 @@
  *  - an eviction marks the slot EVICTING(t) before it unbinds it, and finishes with CASes from that
  *    mark, so a robbed evictor cannot unbind a slot that its thief has since bound to another key.
  *    Anyone may finish an eviction whose state CAS is done (raise the token floor, then VACANT).
- * So dead binders never wedge the table, and stalled ones never corrupt it. A binder's own window
- * (from BINDING to its publish) is call-free, so it cannot die there (see slot-state.ts), and a
- * REVOKED slot always comes back; releaseAllOwnedBy also frees the marks of a thread that exited.
+ * So dead binders never wedge the table, and stalled ones never corrupt it.
+ *
+ * A binder can die inside its own window (from BINDING to its publish): the window copies the key
+ * with one call (`keys.set`), and worker.terminate() stops a thread at a call (slot-state.ts). That
+ * leaves BINDING(t) and, usually, the mutex with t. releaseAllOwnedBy frees both at once for a
+ * thread that exited (watch). Otherwise the next binder steals the mutex after its lease, and its
+ * sweep revokes the mark; so does a binder that finds another thread's BINDING mark while it holds
+ * the mutex (that binder was robbed earlier and came back). Every sweep first stamps its time in
+ * H_REVOKED_AT (a CAS max), and any thread takes a REVOKED slot back once REVOKED_STUCK_MS have
+ * passed since the latest sweep: the mark is older than that sweep, so its binder has been stopped
+ * in its window for at least that long, which counts as dead (a live one hands its slot back
+ * within a few instructions of resuming).
  *
  * Where a key may go: a lookup stops at the first EMPTY slot of its probe sequence, so a key must
  * be bound at or before the first EMPTY slot of its own sequence. The binder takes the first
@@ -86,9 +95,9 @@ export function evictingOf(threadId: number): number {
 export const BIND_LOCK_LEASE_MS = 100;
 
 /**
- * How long (ms) a binder must see a slot stuck REVOKED (by the same thread) before it takes it back:
- * a robbed binder hands its slot back within a few instructions of resuming, so one stuck this long
- * has died before it could. Ten leases of the mutex.
+ * How long (ms) after the latest sweep (H_REVOKED_AT) a REVOKED slot is taken back: a robbed binder
+ * hands its slot back within a few instructions of resuming, so one stuck this long has died before
+ * it could. Ten leases of the mutex.
  */
 export const REVOKED_STUCK_MS = 10 * BIND_LOCK_LEASE_MS;
 
@@ -105,8 +114,6 @@ export class Directory {
   readonly #threadId: number;
   /** The key being bound, copied here before the bind window (which then copies it with one set). */
   readonly #scratch: Uint16Array;
-  /** REVOKED slots this thread has seen, with the value and since when (see REVOKED_STUCK_MS). */
-  readonly #revokedSeen = new Map<number, { bind: number; since: number }>();
 
   constructor(views: Views, threadId: number) {
     this.#v = views;
@@ -267,19 +274,19 @@ export class Directory {
     Atomics.compareExchange(header, H_BIND_DEADLINE_OWNER, me, 0);
   }
 
-  /** True once this thread has seen `slot` REVOKED with the same value for REVOKED_STUCK_MS. */
-  #revokedStuck(slot: number, bind: number): boolean {
-    const now = monotonicNow();
-    const seen = this.#revokedSeen.get(slot);
-    if (seen === undefined || seen.bind !== bind) {
-      this.#revokedSeen.set(slot, { bind, since: now });
-      return false;
-    }
-    return now - seen.since >= REVOKED_STUCK_MS;
+  /** True once REVOKED_STUCK_MS have passed since the latest sweep: every REVOKED slot is older. */
+  #revokedLongEnough(): boolean {
+    const at = Number(Atomics.load(this.#v.revokedAt64, 0)) / 1000;
+    return monotonicNow() - at >= REVOKED_STUCK_MS;
   }
 
-  /** After a steal: revoke the binds that the previous holder may still be writing. */
+  /**
+   * After a steal (or, under the mutex, on finding another thread's BINDING mark): revoke the binds
+   * that earlier holders may still be writing. The sweep's time goes into H_REVOKED_AT first, so a
+   * thread that sees a mark REVOKED also sees a time no earlier than the sweep that revoked it.
+   */
   #sweepBindings(): void {
+    this.#stampSweep();
     const slots = this.#v.slots;
     for (let i = 0; i < this.#capacity; i++) {
       const at = i * SLOT_WORDS + S_BIND;
@@ -287,6 +294,18 @@ export class Directory {
       if (bind >>> MARK_SHIFT === MARK_BINDING) {
         Atomics.compareExchange(slots, at, bind, revokedOf(bind & ((1 << MARK_SHIFT) - 1)));
       }
+    }
+  }
+
+  /** H_REVOKED_AT := max(H_REVOKED_AT, now): a sweeper that stalled never moves it back. */
+  #stampSweep(): void {
+    const at64 = this.#v.revokedAt64;
+    const now = BigInt(Math.ceil(monotonicNow() * 1000));
+    let cur = Atomics.load(at64, 0);
+    while (now > cur) {
+      const seen = Atomics.compareExchange(at64, 0, cur, now);
+      if (seen === cur) break;
+      cur = seen;
     }
   }
 
@@ -310,13 +329,16 @@ export class Directory {
         // Another thread's eviction (its state CAS is done): finish it, and take the slot.
         if (this.#finishEviction(i, bind) && target < 0) target = i;
         else busy = true;
-      } else if (bind >>> MARK_SHIFT === MARK_REVOKED && this.#revokedStuck(i, bind)) {
+      } else if (bind >>> MARK_SHIFT === MARK_REVOKED && this.#revokedLongEnough()) {
         // A robbed binder that has not handed its slot back for REVOKED_STUCK_MS: it is dead.
         if (Atomics.compareExchange(slots, base + S_BIND, bind, BIND_VACANT) === bind) {
           if (target < 0) target = i;
         } else busy = true;
       } else {
-        busy = true; // BINDING or REVOKED: a robbed binder's, back soon
+        // BINDING: we hold the mutex, so its binder was robbed of it earlier (it came back, or died
+        // in its window with nobody stealing since): revoke it, which starts its quarantine.
+        if (bind >>> MARK_SHIFT === MARK_BINDING) this.#sweepBindings();
+        busy = true; // REVOKED: a robbed binder's, back soon (or taken back once long enough)
       }
       if (++i === cap) i = 0;
     }

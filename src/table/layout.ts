@@ -21,6 +21,9 @@
 
 export const MAGIC = 0x4c4b5442; // 'LKTB'
 /**
+ * 7: H_REVOKED_AT (directory.ts): the time of the latest sweep of BINDING marks, from which every
+ * thread counts a REVOKED slot's quarantine (code of version 6 counted it per thread, from its own
+ * first look, and would not raise it). The header grows by one BigInt64; everything after it moves.
  * 6: H_ENTRY_WAITING, its buckets (entryBucketsOffset, before the stats, which move up),
  * H_ENTRY_HIGH and E_COUNTED (entries.ts): the hint that a LockManager request for a name waits, so that a request
  * finds its place in the cross-thread request order (code of version 5 would neither count its
@@ -36,7 +39,7 @@ export const MAGIC = 0x4c4b5442; // 'LKTB'
  * 3: a table default that was not set is NaN in the header (defaults.ts), and each slot has a
  * hand-off reservation (SF_HANDOFF_UNTIL); 2 stored the library's defaults and had none.
  */
-export const VERSION = 6;
+export const VERSION = 7;
 
 // ---- header, Int32 words ----
 export const H_MAGIC = 0;
@@ -71,7 +74,14 @@ export const H_ENTRY_WAITING = 12;
  * in use (a few per thread), not `capacity` atomic loads.
  */
 export const H_ENTRY_HIGH = 14;
-export const HEADER_WORDS = 16;
+/**
+ * Words 16-17, one BigInt64 (`revokedAt64`): when (monotonic clock, in whole microseconds) the
+ * latest sweep turned binders' BINDING marks into REVOKED ones (directory.ts). Only grows (a CAS
+ * max). A REVOKED slot is taken back once REVOKED_STUCK_MS have passed since: its binder has then
+ * been stopped inside its bind window for at least that long.
+ */
+export const H_REVOKED_AT = 16;
+export const HEADER_WORDS = 18;
 
 // ---- header, Float64 words (after the Int32 header) ----
 /**
@@ -246,6 +256,8 @@ export interface Views {
   readonly tokenFloor64: BigInt64Array;
   /** Header words H_ENTRY_WAITING and the next: the waiting hint (entries.ts). */
   readonly entryWaiting64: BigInt64Array;
+  /** H_REVOKED_AT as one 64-bit word. */
+  readonly revokedAt64: BigInt64Array;
   /** The waiting hint per bucket of names (ENTRY_BUCKETS words; entries.ts). */
   readonly entryBuckets64: BigInt64Array;
   readonly slots: Int32Array;
@@ -310,6 +322,7 @@ export function createViews(buffer: SharedArrayBuffer, g: Geometry): Views {
     headerF64: new Float64Array(buffer, HEADER_WORDS * 4, HEADER_F64),
     tokenFloor64: new BigInt64Array(buffer, H_TOKEN_FLOOR_LO * 4, 1),
     entryWaiting64: new BigInt64Array(buffer, H_ENTRY_WAITING * 4, 1),
+    revokedAt64: new BigInt64Array(buffer, H_REVOKED_AT * 4, 1),
     slots: new Int32Array(buffer, o.slotWordsOffset, g.capacity * SLOT_WORDS),
     slotCells: new BigInt64Array(buffer, o.slotCellsOffset, g.capacity * SLOT_CELLS),
     slotF64: new Float64Array(buffer, o.slotF64Offset, g.capacity * SLOT_F64),
