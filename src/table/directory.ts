@@ -287,6 +287,7 @@ export class Directory {
    */
   #sweepBindings(): void {
     this.#stampSweep();
+    testHooks.stall?.('sweep:stamped');
     const slots = this.#v.slots;
     for (let i = 0; i < this.#capacity; i++) {
       const at = i * SLOT_WORDS + S_BIND;
@@ -418,6 +419,7 @@ export class Directory {
     const floorLo = Number(BigInt.asIntN(32, floor));
     const floorHi = Number(BigInt.asIntN(32, floor >> 32n));
     const units = scratch.subarray(0, key.length);
+    testHooks.stall?.('bind:chosen');
     const prior = Atomics.load(slots, base + S_BIND);
     if (prior !== BIND_EMPTY && prior !== BIND_VACANT) return false;
     if (Atomics.compareExchange(slots, base + S_BIND, prior, binding) !== prior) return false;

@@ -41,6 +41,10 @@ export type StallPoint =
   | 'evict:unbound'
   /** Binding a key: the slot is marked BINDING, the key not yet written. */
   | 'bind:binding'
+  /** Binding a key: the target slot chosen, not yet marked BINDING (review reproduction). */
+  | 'bind:chosen'
+  /** A sweep of BINDING marks: H_REVOKED_AT stamped, no mark revoked yet (review reproduction). */
+  | 'sweep:stamped'
   /** Registry claim: a PENDING entry counted in the waiting hint, its name's bucket not yet. */
   | 'claim:counted'
   /** A waiting request is about to sleep (on the key's word, the binding mutex, or a back-off). */

@@ -1,0 +1,94 @@
+/**
+ * Review of ebfe4c8 (H_REVOKED_AT): a sweep stamps its time before its CASes, so a mark that a
+ * robbed binder makes after the stamp, and that the same sweep then revokes, is counted as older
+ * than it is. If the sweeper stalls between its stamp and its CAS, the slot is taken back while
+ * its binder has been in its bind window for much less than REVOKED_STUCK_MS, and the binder's
+ * late plain writes land in a slot bound to another key.
+ */
+import assert from 'node:assert/strict';
+import { afterEach, test } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
+import { LockTable } from '../src/index.js';
+import { bindingOf, REVOKED_STUCK_MS } from '../src/table/directory.js';
+import {
+  H_BIND_LOCK,
+  H_REVOKED_AT,
+  HEADER_F64,
+  HEADER_WORDS,
+  HF_BIND_LOCK_DEADLINE,
+  S_BIND,
+} from '../src/table/layout.js';
+import { HEADER, SLOTS } from '../src/table/internals.js';
+import { Puppet } from './puppets.js';
+
+const puppets: Puppet[] = [];
+function puppet(table: LockTable): Puppet {
+  const p = new Puppet(table.buffer);
+  puppets.push(p);
+  return p;
+}
+afterEach(async () => {
+  await Promise.all(puppets.splice(0).map((p) => p.stop()));
+});
+
+test('a mark made after a sweep stamped its time is not taken back early', async () => {
+  const table = new LockTable({ capacity: 1 });
+  const robbed = puppet(table);
+  const thief = puppet(table);
+  const revokedAt = new BigInt64Array(table.buffer, H_REVOKED_AT * 4, 1);
+  const headerF64 = new Float64Array(table.buffer, HEADER_WORDS * 4, HEADER_F64);
+  // 1. The binder of K1 takes the free mutex, picks slot 0 and stops before marking it.
+  const first = (
+    await robbed.stallAt(['bind:chosen', 'bind:binding'], {
+      op: 'acquire',
+      key: 'K1',
+      options: { waitTimeout: 400 },
+    })
+  ).reply;
+  // 2. Past its lease a thief steals the mutex, stamps its sweep, and stops before its CASes.
+  while (LockTable.now() <= headerF64[HF_BIND_LOCK_DEADLINE]!) await delay(5);
+  const second = (
+    await thief.stallAt('sweep:stamped', {
+      op: 'acquire',
+      key: 'K2',
+      options: { waitTimeout: 5000 },
+    })
+  ).reply;
+  const stamped = Number(Atomics.load(revokedAt, 0)) / 1000;
+  // 3. Most of a quarantine later, the robbed binder marks slot 0 BINDING and stops in its window.
+  while (LockTable.now() < stamped + REVOKED_STUCK_MS - 150) await delay(5);
+  robbed.resume();
+  await robbed.nextStall('bind:binding');
+  const marked = LockTable.now();
+  assert.equal(Atomics.load(table[SLOTS], S_BIND), bindingOf(robbed.threadId));
+  // 4. A quarantine after the stamp, the thief goes on: it revokes the mark, and binds its key
+  // (taking the slot back) or waits; either way it lets go of the mutex.
+  while (LockTable.now() < stamped + REVOKED_STUCK_MS + 5) await delay(5);
+  thief.resume();
+  for (;;) {
+    const bind = Atomics.load(table[SLOTS], S_BIND);
+    const lock = Atomics.load(table[HEADER], H_BIND_LOCK);
+    if (bind !== bindingOf(robbed.threadId) && lock !== thief.threadId + 1) break;
+    await delay(1);
+  }
+  const inWindow = LockTable.now() - marked;
+  assert.ok(inWindow < REVOKED_STUCK_MS / 2, `the binder was in its window ${inWindow} ms`);
+  // 5. The robbed binder resumes (in its window for ~150 ms, far below REVOKED_STUCK_MS).
+  robbed.resume();
+  const results = [
+    { key: 'K1', reply: await first, threadId: robbed.threadId },
+    { key: 'K2', reply: await second, threadId: thief.threadId },
+  ];
+  const show = (v: unknown) =>
+    JSON.stringify(v, (_, x: unknown) => (typeof x === 'bigint' ? x.toString() : x));
+  console.log(`# in window ${inWindow.toFixed(1)} ms; ${show(results)}`);
+  for (const { key, reply, threadId } of results) {
+    if (!reply.ok) continue;
+    const info = table.inspect(key);
+    assert.ok(
+      info !== null,
+      `${key} is held by thread ${threadId} but the table lost it (K1: ${show(table.inspect('K1'))})`,
+    );
+    assert.equal(info.holders[0]!.threadId, threadId);
+  }
+});
