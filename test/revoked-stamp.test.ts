@@ -17,6 +17,7 @@ import {
   HEADER_WORDS,
   HF_BIND_LOCK_DEADLINE,
   S_BIND,
+  SLOT_WORDS,
 } from '../src/table/layout.js';
 import { HEADER, SLOTS } from '../src/table/internals.js';
 import { Puppet } from './puppets.js';
@@ -91,4 +92,36 @@ test('a mark made after a sweep stamped its time is not taken back early', async
     );
     assert.equal(info.holders[0]!.threadId, threadId);
   }
+});
+
+test('a robbed binder that comes back and dies in its window: the next binder revokes its mark', async () => {
+  // Capacity 2: K1 and K2 start at slot 1, K5 at slot 0.
+  const table = new LockTable({ capacity: 2 });
+  const robbed = puppet(table);
+  const thief = puppet(table);
+  const headerF64 = new Float64Array(table.buffer, HEADER_WORDS * 4, HEADER_F64);
+  await robbed.stallAt(['bind:chosen', 'bind:binding'], {
+    op: 'acquire',
+    key: 'K1',
+    options: { waitTimeout: 5000 },
+  });
+  while (LockTable.now() <= headerF64[HF_BIND_LOCK_DEADLINE]!) await delay(5);
+  // The thief steals the mutex, binds K5 to slot 0, holds it, and lets the mutex go.
+  const held = await thief.do({ op: 'acquire', key: 'K5' });
+  assert.ok(held.ok);
+  assert.equal(Atomics.load(table[HEADER], H_BIND_LOCK), 0);
+  // The robbed binder marks slot 1 and dies there: the mutex is nobody's, so nobody steals it.
+  robbed.resume();
+  await robbed.nextStall('bind:binding');
+  const dead = robbed.threadId;
+  await robbed.stop();
+  assert.equal(Atomics.load(table[SLOTS], SLOT_WORDS + S_BIND), bindingOf(dead));
+  // The next binder through slot 1 revokes the mark; a quarantine later, the slot is back.
+  assert.equal(table.tryAcquire('K2'), null);
+  const stamped =
+    Number(Atomics.load(new BigInt64Array(table.buffer, H_REVOKED_AT * 4, 1), 0)) / 1000;
+  while (LockTable.now() <= stamped + REVOKED_STUCK_MS) await delay(10);
+  const lease = table.tryAcquire('K2');
+  assert.ok(lease !== null, 'slot 1 never came back');
+  lease.release();
 });

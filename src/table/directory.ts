@@ -29,11 +29,14 @@
  * leaves BINDING(t) and, usually, the mutex with t. releaseAllOwnedBy frees both at once for a
  * thread that exited (watch). Otherwise the next binder steals the mutex after its lease, and its
  * sweep revokes the mark; so does a binder that finds another thread's BINDING mark while it holds
- * the mutex (that binder was robbed earlier and came back). Every sweep first stamps its time in
- * H_REVOKED_AT (a CAS max), and any thread takes a REVOKED slot back once REVOKED_STUCK_MS have
- * passed since the latest sweep: the mark is older than that sweep, so its binder has been stopped
+ * the mutex (that binder was robbed earlier and came back). A sweep that sees a BINDING mark reads
+ * the time after that look and stamps it in H_REVOKED_AT (a CAS max) before its revoking CAS, and
+ * any thread takes a REVOKED slot back once REVOKED_STUCK_MS have passed since the latest stamp:
+ * the mark is older than the stamp (a time read once per sweep, before its CASes, could be older
+ * than a mark that a robbed binder made while the sweeper stalled), so its binder has been stopped
  * in its window for at least that long, which counts as dead (a live one hands its slot back
- * within a few instructions of resuming).
+ * within a few instructions of resuming). (ABA: a mark of the same thread made again in the same
+ * slot while a sweeper or a taker stalls between its look and its CAS is judged by the old look.)
  *
  * Where a key may go: a lookup stops at the first EMPTY slot of its probe sequence, so a key must
  * be bound at or before the first EMPTY slot of its own sequence. The binder takes the first
@@ -282,17 +285,20 @@ export class Directory {
 
   /**
    * After a steal (or, under the mutex, on finding another thread's BINDING mark): revoke the binds
-   * that earlier holders may still be writing. The sweep's time goes into H_REVOKED_AT first, so a
-   * thread that sees a mark REVOKED also sees a time no earlier than the sweep that revoked it.
+   * that earlier holders may still be writing. Each revoked mark's time goes into H_REVOKED_AT
+   * first, read after the look that saw the mark, so a thread that sees a mark REVOKED also sees a
+   * time no earlier than the mark.
    */
   #sweepBindings(): void {
-    this.#stampSweep();
     testHooks.stall?.('sweep:stamped');
     const slots = this.#v.slots;
     for (let i = 0; i < this.#capacity; i++) {
       const at = i * SLOT_WORDS + S_BIND;
       const bind = Atomics.load(slots, at);
       if (bind >>> MARK_SHIFT === MARK_BINDING) {
+        // ORDER: the time is read after the load that saw the mark, so it is no earlier than the
+        // mark; and stamped before the CAS, so whoever sees REVOKED sees this stamp or a later one.
+        this.#stampSweep();
         Atomics.compareExchange(slots, at, bind, revokedOf(bind & ((1 << MARK_SHIFT) - 1)));
       }
     }
