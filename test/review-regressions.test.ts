@@ -370,6 +370,46 @@ describe('review regressions: forced release', () => {
     assert.equal(third, null, `a third permit of 2 (the group's count went below its holders)`);
     assert.equal(holders, 2);
   });
+
+  test('a forced release leaves alone a record that a live thread has just claimed', async () => {
+    // A claim is a CAS on the record's word (FREE -> CLAIMED), then plain stores of its slot and
+    // owner: until they land, the record still names its last holder. releaseAllOwnedBy(dead)
+    // freed a CLAIMED record naming the dead thread, although a live thread had claimed it; the
+    // record went to the next claimer, and the live thread's stores then wrote its slot and owner
+    // over the new lease's record (a lease that was never held, and a count that no record backs).
+    const table = new LockTable({ capacity: 4, maxSharedHolders: 2 });
+    const dead = puppet(table);
+    const claimer = puppet(table);
+    // The dead thread's last record: the first one, free now, its owner still the dead thread.
+    const d = await dead.do({ op: 'acquire', key: 'a', options: { mode: 'shared' } });
+    assert.ok(d.ok);
+    assert.ok((await dead.do({ op: 'release', lease: d.lease })).ok);
+    await dead.stop();
+    // The claimer takes that record and stops before its stores.
+    const claimed = (
+      await claimer.stallAt('record:claimed', {
+        op: 'acquire',
+        key: 'a',
+        options: { mode: 'shared' },
+      })
+    ).reply;
+    // The dead thread's 'exit' listener, then a shared grant of this thread on another key.
+    table.releaseAllOwnedBy(d.threadId);
+    const mine = table.acquireSync('b', { mode: 'shared' });
+    claimer.resume();
+    const c = await claimed;
+    assert.ok(c.ok, JSON.stringify(c));
+    assert.equal(mine.held, true, "this thread's lease lost its record to the claimer's stores");
+    assert.deepEqual(
+      table.inspect('b')?.holders.map((h) => h.threadId),
+      [table[GRANTS].threadId],
+    );
+    mine.release();
+    assert.ok((await claimer.do({ op: 'release', lease: c.lease })).ok);
+    assert.equal(table.inspect('a'), null);
+    assert.equal(table.inspect('b'), null);
+    table.acquireSync('b').release();
+  });
 });
 
 describe('review regressions: binding mutex', () => {

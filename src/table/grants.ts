@@ -962,8 +962,8 @@ export class Grants {
 
   /**
    * Forced release of every shared hold of `owner`, a thread that has exited (releaseAllOwnedBy):
-   * its records say exactly whether their count is on S_STATE (records.ts). Returns how many
-   * leases it released.
+   * its records say exactly whether their count is on S_STATE (records.ts); those with a count
+   * (JOINED, ACTIVE, RELEASING) are taken over. Returns how many leases it released.
    */
   forceReleaseSharedOf(owner: number): number {
     const records = this.#records;
@@ -973,9 +973,15 @@ export class Grants {
       const kind = w & RECORD_KIND;
       // EXTENDING has no call in it, so an exited thread cannot have left one. TAKEN still names
       // `owner`, but another thread is taking its count off (and a second takeover would take a
-      // second count off the group).
+      // second count off the group). CLAIMED (no count yet) may name `owner` only because its
+      // claimer's plain stores have not landed yet: the owner field is written after the claim's
+      // CAS, so a live thread's fresh claim of `owner`'s last record reads as `owner`'s. Freed
+      // here, the record went to the next claimer, and the live claimer's stores then wrote its
+      // slot and owner over that claimer's lease. A dead thread's CLAIMED record holds nothing: it
+      // is taken back once seen stuck, as any other (Records.claim, stuckMs).
       if (
         kind === RECORD_FREE ||
+        kind === RECORD_CLAIMED ||
         kind === RECORD_EXTENDING ||
         kind === RECORD_TAKEN ||
         records.owner(r) !== owner

@@ -18,7 +18,10 @@
  *   (TAKEN: RELEASING by a taker, not the holder. R_OWNER still names the holder, so a forced
  *   release of the holder's records (releaseAllOwnedBy) leaves it to its taker: taken over twice,
  *   the record's count came off the group twice)
- *   CLAIMED stuck, or of a thread that exited --CAS--> FREE
+ *   CLAIMED stuck --CAS--> FREE
+ *   (Not at a forced release of its owner: R_OWNER is written after the claim's CAS, so a CLAIMED
+ *   word may be a live thread's fresh claim while R_OWNER still names the record's last holder.
+ *   A CLAIMED record holds no count, so a dead thread's costs nothing but the record until then.)
  *
  * The stores are the owner's own steps, made with plain stores right after the call before them,
  * so a thread that dies (at a call: see slot-state.ts) leaves a record whose kind says exactly
@@ -53,6 +56,7 @@ import {
   RF_DEADLINE,
   type Views,
 } from './layout.js';
+import { testHooks } from './test-hooks.js';
 
 /** The record word after `word`, with kind `kind`: the generation moves on by one. */
 export function nextRecordWord(word: number, kind: number): number {
@@ -118,7 +122,9 @@ export class Records {
         this.claimedThenJoined = nextRecordWord(claimed, RECORD_JOINED);
         this.joinedThenActive = nextRecordWord(this.claimedThenJoined, RECORD_ACTIVE);
         if (Atomics.compareExchange(r, base + R_STATE, w, claimed) === w) {
-          // Plain stores straight after the claim: nothing can cut them short.
+          testHooks.stall?.('record:claimed');
+          // Plain stores straight after the claim: nothing can cut them short (the test hook
+          // above is no call in production). Until they land, the fields are the last holder's.
           r[base + R_SLOT] = slot;
           r[base + R_OWNER] = owner;
           r[base + R_TOKEN_LO] = 0;

@@ -27,6 +27,11 @@ export type StallPoint =
   | 'cell:pending'
   /** Exclusive extend: the new deadline is published, the lease has not yet re-checked it holds. */
   | 'extend:published'
+  /**
+   * Shared grant: a free record claimed (its word CLAIMED), its fields (slot, owner, deadline) not
+   * yet written: they still name its previous holder.
+   */
+  | 'record:claimed'
   /** Shared release: the lease's record was checked, nothing changed yet. */
   | 'releaseShared:checked'
   /** Shared extend: the lease's record was checked, nothing changed yet. */
