@@ -66,6 +66,24 @@ export function signal(ctrl: Int32Array, index: number, value = 1): void {
   Atomics.notify(ctrl, index);
 }
 
+/** The error `p` rejects with; fails the test if it resolves. */
+export async function rejection(p: Promise<unknown>): Promise<Error & { code?: string }> {
+  try {
+    await p;
+  } catch (error) {
+    return error as Error & { code?: string };
+  }
+  throw new Error('expected a rejection');
+}
+
+/** Busy-checks, for `ms`, that c[index] does not move (a runaway's counter); true if it moved. */
+export function counterMoves(c: Int32Array, ms: number, index = 2): boolean {
+  const at = Atomics.load(c, index);
+  const end = performance.now() + ms;
+  while (performance.now() < end) if (Atomics.load(c, index) !== at) return true;
+  return false;
+}
+
 /** A seed for a stress test: LOCKTABLE_SEED, or a fresh one. Printed so a failure can be replayed. */
 export function seedFor(name: string): number {
   const env = process.env.LOCKTABLE_SEED;

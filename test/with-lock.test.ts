@@ -12,10 +12,12 @@ import { threadId, Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import {
   control,
+  counterMoves,
   CTRL_GO,
   CTRL_HELD,
   CTRL_READY,
   CTRL_STOP,
+  rejection,
   signal,
   spawn,
   waitFor,
@@ -31,7 +33,6 @@ const task = (name: string) => ({ module: TASKS, name });
 
 const STARTED = 0;
 const GO = 1;
-const COUNTER = 2;
 
 function cells(): { buffer: SharedArrayBuffer; c: Int32Array; deadline: () => number } {
   const buffer = new SharedArrayBuffer(64);
@@ -82,23 +83,6 @@ const runaway = ({ cells }: { cells: SharedArrayBuffer }) => {
   Atomics.store(c, 0, 1);
   for (;;) c[2]!++;
 };
-
-/** Busy-checks, for `ms`, that the counter does not move; returns true if it moved. */
-function counterMoves(c: Int32Array, ms: number): boolean {
-  const at = Atomics.load(c, COUNTER);
-  const end = performance.now() + ms;
-  while (performance.now() < end) if (Atomics.load(c, COUNTER) !== at) return true;
-  return false;
-}
-
-async function rejection(p: Promise<unknown>): Promise<Error & { code?: string }> {
-  try {
-    await p;
-  } catch (error) {
-    return error as Error & { code?: string };
-  }
-  assert.fail('expected a rejection');
-}
 
 /** A worker that holds `key` until told to stop. */
 async function holder(table: Table, key: string) {

@@ -88,7 +88,9 @@ export const FLAG_RECOVERED = 2;
  * The control block: Int32 words, then the start time as a Float64.
  *
  *   QUEUED  --(worker, CAS)--> STARTED     the task body is about to run; THREAD_ID is set
- *   QUEUED  --(caller, CAS)--> CANCELLED   the body will never run (abort before start)
+ *   QUEUED  --(caller, CAS)--> CANCELLED   the body will never run under this block (abort before
+ *                                          start, lost lease, pool failure; or the thread the
+ *                                          block was posted to exited: see below)
  *   STARTED --(worker, CAS)--> DONE        the body has settled; the worker is about to answer
  *   STARTED --(caller, CAS)--> STOPPING    the caller will terminate the thread (exec timeout,
  *                                          abort, lost lease, pool failure)
@@ -97,6 +99,18 @@ export const FLAG_RECOVERED = 2;
  * (or loses its own CAS) can read both. The caller terminates a thread only after winning
  * STARTED -> STOPPING, so it never terminates a thread that has finished the task (and may have
  * moved on to another one).
+ *
+ * A block is posted once. Piscina hands a thread its next task as soon as the thread has answered,
+ * and a thread that answered just after its caller won STARTED -> STOPPING is being terminated:
+ * the task it is handed dies with it, its block still QUEUED. When piscina reports that exit, the
+ * caller wins QUEUED -> CANCELLED (the dead thread never started the body, and after the CAS
+ * nothing can under this block) and posts the task again with a fresh QUEUED block, under the
+ * same lease (with-lock.ts, TaskRun #rerun). The body runs at most once per call, whatever the
+ * pool reports: only QUEUED -> STARTED starts it, and a new block is posted only after the caller
+ * won QUEUED -> CANCELLED on the previous one, so at most one block of a call ever reaches
+ * STARTED. The old block is dropped, never reused (its thread will not answer for it). If the
+ * exit finds the block STARTED or DONE, the body ran (in part, or in full with its answer lost):
+ * no re-run, the call fails with the exit.
  *
  * The worker answers with the task's value, or a FlatError, or nothing (cancelled), and says
  * which in OUTCOME, written before it answers: the answer's postMessage publishes it. The worker

@@ -14,7 +14,14 @@
  *   STARTED  the worker claimed the control block (its thread id, its start time); the next timer
  *            tick stamps deadline = start + execTimeout and fires again at that time
  *   settle   value / task error       -> release, resolve / reject
- *            worker exited            -> release, ERR_LOCK_WORKER_EXIT (exit code)
+ *            worker exited, STARTED   -> release, ERR_LOCK_WORKER_EXIT (exit code): the task may
+ *            (or DONE)                   have run in part, or in full with its answer lost
+ *            worker exited, QUEUED    -> the task never started: it was handed to a thread that
+ *                                        was dying (terminated for another call's exec timeout,
+ *                                        say). CAS the block to CANCELLED, post the task again
+ *                                        with a fresh block, lease kept: QUEUED again (a re-run;
+ *                                        at most MAX_RERUNS, none with a transferList, none once
+ *                                        the lease is lost: then ERR_LOCK_WORKER_EXIT, as before)
  *            exec timeout / abort     -> keep the lease alive, terminate, await 'exit', release,
  *                                        ERR_LOCK_EXEC_TIMEOUT / AbortError
  *            abort while QUEUED       -> CAS the control block to CANCELLED (the body will never
@@ -60,6 +67,7 @@ import {
   moduleUrl,
   OUTCOME_ERROR,
   OUTCOME_VALUE,
+  P_CONTROL,
   reviveError,
   sourceTaskId,
   surelyCloneable,
@@ -148,6 +156,13 @@ const RENEWALS = 8;
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /** While a stopped task's thread is being torn down, its lease is kept alive this long at a time. */
 const KEEP_ALIVE_MS = 1000;
+/**
+ * Re-runs of one call whose task was handed to a thread that exited before starting it. A landing
+ * on a dying thread needs another task to answer within microseconds of being stopped, so a
+ * second one in a row is already unlikely; more mean that the pool's threads keep exiting
+ * (terminated from outside): the call then fails rather than chase new threads forever.
+ */
+const MAX_RERUNS = 3;
 
 /** run()'s options with a transferList added. */
 function withTransferList(
@@ -443,10 +458,16 @@ function giveBackControl(block: ControlBlock): void {
 /** One withLock call from the moment it holds the lock. See the life cycle at the top. */
 class TaskRun {
   readonly #lease: Lease;
+  readonly #pool: PoolState;
   readonly #threads: PoolState['threads'];
   readonly #execTimeout: number;
   readonly #signal: AbortSignal | undefined;
-  readonly #control: ControlBlock;
+  /** What is posted: kept for a re-run, which posts it again with a fresh control block. */
+  readonly #payload: TaskPayload;
+  readonly #transferList: readonly Transferable[] | undefined;
+  /** The block of the current post (a re-run replaces it; the old one is CANCELLED). */
+  #control: ControlBlock;
+  #reruns = 0;
   readonly #resolve: (value: unknown) => void;
   readonly #reject: (error: unknown) => void;
   #settled = false;
@@ -471,12 +492,13 @@ class TaskRun {
     this.#resolve = resolve;
     this.#reject = reject;
     this.#lease = lease;
+    this.#pool = pool;
     this.#threads = pool.threads;
     this.#execTimeout = execTimeout;
     this.#signal = signal;
+    this.#transferList = transferList;
     const control = (this.#control = takeControl());
-
-    const payload: TaskPayload = [
+    this.#payload = [
       task,
       args,
       control.buffer,
@@ -486,28 +508,37 @@ class TaskRun {
       execTimeout,
       (lease.mode === 'shared' ? FLAG_SHARED : 0) | (lease.recovered ? FLAG_RECOVERED : 0),
     ];
-    let running: Promise<unknown>;
-    try {
-      running = pool.pool.run(
-        payload,
-        transferList === undefined
-          ? pool.runOptions
-          : withTransferList(pool.runOptions, transferList),
-      );
-    } catch (error) {
-      this.#finish(error);
-      return;
-    }
-    running.then(
-      (answer) => this.#onAnswer(answer),
-      (error: unknown) => this.#onRunRejected(error),
-    );
+    this.#post();
+    if (this.#settled) return;
     if (execTimeout !== Infinity) this.#arm(execTimeout / RENEWALS);
     if (signal !== undefined) {
       this.#onAbort = () => this.#cancelOrStop(new AbortError(lease.key, signal.reason));
       signal.addEventListener('abort', this.#onAbort, { once: true });
       if (signal.aborted) this.#onAbort();
     }
+  }
+
+  /** Posts the payload with the current control block; the pool's answer settles the call. */
+  #post(): void {
+    this.#payload[P_CONTROL] = this.#control.buffer;
+    const pool = this.#pool;
+    let running: Promise<unknown>;
+    try {
+      running = pool.pool.run(
+        this.#payload,
+        this.#transferList === undefined
+          ? pool.runOptions
+          : withTransferList(pool.runOptions, this.#transferList),
+      );
+    } catch (error) {
+      this.#finish(error);
+      return;
+    }
+    // One post is live at a time: a re-run posts only once the previous run has rejected.
+    running.then(
+      (answer) => this.#onAnswer(answer),
+      (error: unknown) => this.#onRunRejected(error),
+    );
   }
 
   #arm(ms: number): void {
@@ -646,20 +677,41 @@ class TaskRun {
     if (this.#settled || this.#stopping !== undefined) return;
     const message = error instanceof Error ? error.message : String(error);
     const exit = /worker exited with code: (-?\d+)/.exec(message);
-    const failure =
-      exit !== null
-        ? workerExitError(this.#lease.key, Number(exit[1]), error)
-        : error instanceof Error
-          ? error
-          : new Error(message);
-    // Piscina reports "worker exited" from the worker's 'exit' event: that thread is gone. A task
-    // that never started never will (after the CAS); one that is DONE has left its thread. One
-    // that is still running must be stopped before the lock is let go.
-    if (exit !== null || this.#cancel() || !this.#claimStop()) {
+    if (exit !== null) {
+      // Piscina reports "worker exited" from the worker's 'exit' event: that thread is gone.
+      // Still QUEUED: the task was handed to a thread that died before it started it (piscina
+      // gave it a thread that was being terminated for another call); after the CAS it never
+      // will there, and it runs again under the same lease. STARTED or DONE: it ran, in part or
+      // in full, and the exit is its failure.
+      if (this.#cancel() && this.#rerun()) return;
+      this.#finish(workerExitError(this.#lease.key, Number(exit[1]), error));
+      return;
+    }
+    const failure = error instanceof Error ? error : new Error(message);
+    // A task that never started never will (after the CAS); one that is DONE has left its thread.
+    // One that is still running must be stopped before the lock is let go.
+    if (this.#cancel() || !this.#claimStop()) {
       this.#finish(failure);
       return;
     }
     this.#stop(failure);
+  }
+
+  /**
+   * After a thread exit while QUEUED (the block is CANCELLED now): posts the task again with a
+   * fresh block; the lease, the exec timer (still renewing: nothing started) and the abort
+   * listener carry on, and act on the new block. The old block is dropped: its thread is dead and
+   * will never answer for it. False when there is no re-run: objects in a transferList went to
+   * the dead thread; MAX_RERUNS are spent; or the lease is lost (the task would run unlocked).
+   */
+  #rerun(): boolean {
+    if (this.#transferList !== undefined || this.#reruns >= MAX_RERUNS || !this.#lease.held) {
+      return false;
+    }
+    this.#reruns++;
+    this.#control = takeControl();
+    this.#post();
+    return true;
   }
 
   #finish(error: unknown, value?: unknown, ok = false): void {
