@@ -702,10 +702,17 @@ class TaskRun {
    * fresh block; the lease, the exec timer (still renewing: nothing started) and the abort
    * listener carry on, and act on the new block. The old block is dropped: its thread is dead and
    * will never answer for it. False when there is no re-run: objects in a transferList went to
-   * the dead thread; MAX_RERUNS are spent; or the lease is lost (the task would run unlocked).
+   * the dead thread; MAX_RERUNS are spent; or the lease is lost, or cannot be renewed for a full
+   * execTimeout (the task would run unlocked).
    */
   #rerun(): boolean {
-    if (this.#transferList !== undefined || this.#reruns >= MAX_RERUNS || !this.#lease.held) {
+    if (this.#transferList !== undefined || this.#reruns >= MAX_RERUNS) return false;
+    // A full lease for the re-run: `held` alone would pass a lease past its deadline that nobody
+    // has reclaimed yet (the calling thread stalled), and the task could start on it.
+    try {
+      if (Number.isFinite(this.#execTimeout)) this.#lease.extend(this.#execTimeout);
+      else if (!this.#lease.held) return false;
+    } catch {
       return false;
     }
     this.#reruns++;
