@@ -46,7 +46,7 @@ import {
   type ResolvedPgOptions,
   resolvePgOptions,
 } from './options.js';
-import { type RawRow, Session } from './session.js';
+import { type RawRow, Session, StatementWithdrawn, type Values } from './session.js';
 import { Sessions } from './sessions.js';
 import type { Lease } from '../table/lease.js';
 import type { LockTable } from '../table/lock-table.js';
@@ -174,7 +174,7 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
       this.#options.client,
       this.#options.poolSize,
       this.#options.lease,
-      (pid) => this.#terminateShared(pid),
+      (session) => this.#terminateShared(session),
     );
     const o = this.#options;
     this.#front = new Front(o.table, o.namespace, o.cohortLimit, o.cohortMs);
@@ -311,13 +311,14 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
     for (const holding of this.#holdings) holding.close(closedError(undefined));
     this.#holdings.clear();
     const sessions = this.#sessions.all;
-    const waiting = sessions.filter((s) => s.alive && s.busy).map((s) => s.pid);
+    const waiting = sessions.filter((s) => s.alive && s.busy);
     await Promise.all(sessions.map((s) => s.end()));
     // A session cut while its statement waited for a lock: its server process would wait on (a
-    // server notices a gone client only when it next writes), so end it from the control session.
+    // server notices a gone client only when it next writes), so end it from the control session;
+    // only that process, which may have ended meanwhile and left its pid to another (TERMINATE).
     if (waiting.length > 0 && this.#control !== undefined) {
       try {
-        await (await this.#control).query(TERMINATE, [waiting]);
+        await (await this.#control).query(TERMINATE, terminateValues(waiting));
       } catch {
         // No control session: those processes leave when their wait ends.
       }
@@ -452,6 +453,8 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
         try {
           grant = await this.#grant(session, key, r, start, () => (clean = false));
         } catch (error) {
+          // Aborted while it waited behind the heartbeat: never sent, nothing to undo for it.
+          if (error instanceof StatementWithdrawn) throw new AbortError(key, r.signal?.reason);
           clean = false;
           // Not granted in time; the session may hold the lock all the same (a grant in the
           // instant the server's lock_timeout fired): reset below, as after any failure.
@@ -493,9 +496,10 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
    * token range (either statement) renews it (RENEW_TOKENS) and asks again. Resolves with the
    * grant, or null (not granted: a try that found the key held, or the server's lock_timeout in
    * ACQUIRE). Throws AbortError, ERR_LOCK_CLOSED, ERR_LOCK_CONNECTION, ERR_LOCK_POOLER,
-   * ServerTimeout (fastGrant's lock_timeout: the session may hold the lock), or the server's
-   * error. After a throw the session may hold the lock (a session lock survives the rollback of a
-   * statement that failed after taking it): the caller resets it.
+   * ServerTimeout (fastGrant's lock_timeout: the session may hold the lock), StatementWithdrawn
+   * (aborted before its statement was sent: it holds nothing more than before), or the server's
+   * error. After any other throw the session may hold the lock (a session lock survives the
+   * rollback of a statement that failed after taking it): the caller resets it.
    */
   async #grant(
     session: Session,
@@ -510,7 +514,7 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
       this.#idsServer = session.serverStart;
     }
     for (let renewals = 0; ; renewals++) {
-      const grant = await this.#grantOnce(session, key, r, waitMs(r.waitTimeout, start));
+      const grant = await this.#grantOnce(session, key, r, start);
       if (grant !== RENEW) return grant;
       // A fastGrant's 2200H came after its lock (unlocked since), and either statement ran into a
       // used-up range: the session is reset on failure, as after any statement that locked.
@@ -521,13 +525,17 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
       // Within what is left of the wait (a try: 1 ms), as the grant itself: renew_tokens may wait
       // for the install lock and its ALTER SEQUENCE for the sequence. Not in time: not granted
       // (the key was given back; the caller resets the session, dirtied above).
-      const left = waitMs(r.waitTimeout, start);
+      // What is left when it is sent (after any wait for its turn behind a heartbeat).
+      const renewValues = () => {
+        const left = waitMs(r.waitTimeout, start);
+        return [left < 0 ? '1' : String(left)];
+      };
       try {
         await this.#statement(
           session,
           key,
-          (ms) => session.queryWithin(RENEW_TOKENS, [left < 0 ? '1' : String(left)], ms),
-          left,
+          (ms) => session.queryWithin(RENEW_TOKENS, renewValues, ms, r.signal),
+          waitMs(r.waitTimeout, start),
           r.signal,
         );
       } catch (error) {
@@ -537,22 +545,31 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
     }
   }
 
+  /**
+   * One grant statement: fastGrant or ACQUIRE, for what is left of the request's wait (from
+   * `start`). Its form (a try, a wait forever, a timed wait) is the wait left now; a timed wait's
+   * lock_timeout is what is left when the statement is sent, so that time spent queued behind
+   * another statement of the session (a heartbeat) is not waited again on the server.
+   */
   async #grantOnce(
     session: Session,
     key: string,
     r: Request,
-    waitMs: number,
+    start: number,
   ): Promise<Grant | null | typeof RENEW> {
     const namespace = this.#options.namespace;
+    const wait0 = waitMs(r.waitTimeout, start);
     const exclusive = r.mode === 'exclusive';
     // The cache may have moved to another server run while this request waited (a reply of
     // another run's session): its ids are not this session's.
     const ours = session.serverStart === this.#idsServer;
     const id = session.epochSeen && ours ? this.#ids.get(key) : undefined;
     if (id !== undefined) {
-      const wait: GrantWait = waitMs < 0 ? 'try' : waitMs === 0 ? 'forever' : 'timed';
-      const values: unknown[] = [namespace, id, session.marker];
-      if (wait === 'timed') values.push(waitMs);
+      const wait: GrantWait = wait0 < 0 ? 'try' : wait0 === 0 ? 'forever' : 'timed';
+      const values: Values =
+        wait === 'timed'
+          ? () => [namespace, id, session.marker, timedWaitMs(r.waitTimeout, start)]
+          : [namespace, id, session.marker];
       // (token, backend_pid), as the server's text.
       let row: RawRow | undefined;
       try {
@@ -561,8 +578,8 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
           await this.#statement(
             session,
             key,
-            (ms) => session.rowsWithin(statement, values, ms),
-            waitMs,
+            (ms) => session.rowsWithin(statement, values, ms, r.signal),
+            wait0,
             r.signal,
           )
         )[0];
@@ -584,12 +601,15 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
       this.#ids.delete(key);
     }
     // lease_ms 0: the session's idle_session_timeout is the lease already (SESSION_START).
-    const acquireValues = [namespace, key, exclusive, waitMs, 0, session.marker];
+    const acquireValues: Values =
+      wait0 > 0
+        ? () => [namespace, key, exclusive, timedWaitMs(r.waitTimeout, start), 0, session.marker]
+        : [namespace, key, exclusive, wait0, 0, session.marker];
     const result = await this.#statement(
       session,
       key,
-      (ms) => session.queryWithin(ACQUIRE, acquireValues, ms),
-      waitMs,
+      (ms) => session.queryWithin(ACQUIRE, acquireValues, ms, r.signal),
+      wait0,
       r.signal,
     );
     const row = result.rows[0];
@@ -649,9 +669,11 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
 
   /**
    * Runs one grant statement on `session` (`send`, given how long its reply may take before the
-   * session is cut: see below). Aborted while it runs, it is cancelled on the server
-   * from the control session; this returns only after every cancel has answered, so the caller's
-   * next statement on the session cannot be hit by one. Throws AbortError, ERR_LOCK_CLOSED,
+   * session is cut: see below; it sends with `signal`, for Session.withdraw). Aborted while it
+   * waits for its turn behind another statement of the session (a heartbeat), it is withdrawn and
+   * never sent; aborted while it runs, it is cancelled on the server from the control session,
+   * and this returns only after every cancel has answered, so the caller's next statement on the
+   * session cannot be hit by one. Throws StatementWithdrawn (withdrawn), AbortError, ERR_LOCK_CLOSED,
    * ERR_LOCK_CONNECTION, ERR_LOCK_POOLER, or the server's error.
    */
   async #statement<T>(
@@ -681,6 +703,9 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
     let cancelling: Promise<void> | undefined;
     let cutTimer: NodeJS.Timeout | undefined;
     const onAbort = () => {
+      // Still queued behind another statement of the session (a heartbeat): taken out, never
+      // sent, so there is nothing to cancel on the server.
+      if (session.withdraw(signal!)) return;
       cancelling = this.#cancel(session, pending, () => settled);
       // The cancel is answered within a round trip; a statement still running a lease later is
       // cut off from the server (as above), so an abort always settles.
@@ -701,6 +726,8 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
       signal?.removeEventListener('abort', onAbort);
     }
     if (cancelling !== undefined) await cancelling;
+    // Withdrawn (aborted before it was sent): the caller knows the session is as it was.
+    if (failure instanceof StatementWithdrawn) throw failure;
     if (signal?.aborted) throw new AbortError(key, signal.reason);
     if (result !== undefined) return result;
     if (this.#closed) throw closedError(key);
@@ -827,14 +854,15 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
    * it (the pooler keeps it), and it may hold the session's locks. Best effort, from the control
    * session.
    */
-  #terminateShared(pid: number): void {
+  #terminateShared(session: Session): void {
     this.#controlSession()
-      .then((control) => control.queryWithin(TERMINATE, [[pid]], this.#options.lease))
+      .then((control) =>
+        control.queryWithin(TERMINATE, terminateValues([session]), this.#options.lease),
+      )
       .catch(() => {
         // No control session: the process keeps its locks until the pooler or server drops it.
       });
   }
-
   /** Installs (or checks) the schema once per table: see sql.ts. */
   #install(key: string): Promise<void> {
     if (this.#installed === undefined) {
@@ -920,4 +948,17 @@ function waitMs(waitTimeout: number, start: number): number {
   const left = waitTimeout - (monotonicNow() - start);
   if (left <= 0) return -1;
   return Math.min(Math.ceil(left), MAX_SERVER_MS);
+}
+
+/** TERMINATE's parameters for the server processes of `sessions`: pids, and when each started. */
+function terminateValues(sessions: readonly Session[]): unknown[] {
+  return [sessions.map((s) => s.pid), sessions.map((s) => s.started)];
+}
+
+/**
+ * A timed wait's ms when its statement is sent: what is left of `waitTimeout` since `start`, at
+ * least 1 (0 would be a wait forever; none left: the shortest wait the server has).
+ */
+function timedWaitMs(waitTimeout: number, start: number): number {
+  return Math.max(1, waitMs(waitTimeout, start));
 }

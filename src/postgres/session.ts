@@ -19,6 +19,37 @@ export type QueryConfig = { name: string; text: string };
 /** One row of a statement sent by Session.rows: its columns as the server's text, in order. */
 export type RawRow = ReadonlyArray<string | null>;
 
+/**
+ * A statement's parameters, or a function that makes them when the statement is sent: a lock
+ * wait's lock_timeout is what is left of the request's waitTimeout then, after any time spent
+ * queued behind another statement of the session (a heartbeat).
+ */
+export type Values = unknown[] | (() => unknown[]);
+
+function valuesOf(values: Values): unknown[] {
+  return typeof values === 'function' ? values() : values;
+}
+
+/**
+ * A statement withdrawn before it was sent (Session.withdraw): it waited for its turn behind
+ * another statement of the session, and its request was aborted. Nothing of it reached the server.
+ */
+export class StatementWithdrawn extends Error {
+  constructor() {
+    super('locktable: the statement was withdrawn before it was sent');
+  }
+}
+
+/** A statement waiting for its turn (Session.#turn). */
+interface Waiting {
+  /** Its turn has come: it is sent now. */
+  go(): void;
+  /** Withdrawn before its turn (Session.withdraw). */
+  withdraw(): void;
+  /** What Session.withdraw matches: the request's signal. */
+  signal: AbortSignal | undefined;
+}
+
 /** What RawQuery uses of pg's Connection (pg/lib/connection.js). */
 interface PgConnection {
   stream: { cork(): void; uncork(): void };
@@ -140,6 +171,11 @@ export class Session {
   /** The server process id seen when the session opened. */
   pid = 0;
   /**
+   * When that server process started (sql.ts, SESSION_START): with `pid`, its identity for
+   * TERMINATE, since a pid is reused once its process has ended.
+   */
+  started = '';
+  /**
    * This session's marker, set on its server process by SESSION_START and checked by every grant
    * and heartbeat: a process that carries another marker is shared (a pooler).
    */
@@ -147,9 +183,10 @@ export class Session {
   /**
    * Called when a statement of this session turned out to run on a server process that is not
    * its own (a pooler): the session's own process may still hold its locks, and ending this
-   * client does not end it, so the owner terminates it by pid (from its control session).
+   * client does not end it, so the owner terminates it by pid and start (from its control
+   * session).
    */
-  onShared: (pid: number) => void = () => {};
+  onShared: (session: Session) => void = () => {};
   /**
    * Set once a grant on this session ran locktable.grant (ACQUIRE), which makes sure the token
    * epoch was started after the server's last crash. A crash ends every session, so from then on,
@@ -171,7 +208,7 @@ export class Session {
   /** Statements sent and not answered yet (0 or 1: see #turn). */
   #inflight = 0;
   /** Statements waiting for the one in flight (see #turn), first first. */
-  readonly #waiting: Array<() => void> = [];
+  readonly #waiting: Waiting[] = [];
   #heartbeat: NodeJS.Timeout | undefined;
   /**
    * While the heartbeat runs (a lock session with a finite lease): how long (ms) a release or a
@@ -220,6 +257,7 @@ export class Session {
         );
       }
       session.pid = Number(rows[0].pid);
+      session.started = String(rows[0].started);
       session.serverStart = String(rows[0].server_start);
       return session;
     } catch (error) {
@@ -252,30 +290,68 @@ export class Session {
    * request that took an idle session while its heartbeat ran, a release during a heartbeat)
    * waits here for its turn, instead of in pg's queue (pg deprecates a query sent while one runs,
    * with a DeprecationWarning, and will remove it). undefined: the turn is this statement's now;
-   * else a promise of it. Each turn ends with #done.
+   * else a promise of it, which rejects with StatementWithdrawn if withdraw(signal) takes the
+   * statement out of the queue first. Each turn ends with #done.
    */
-  #turn(): Promise<void> | undefined {
+  #turn(signal: AbortSignal | undefined): Promise<void> | undefined {
     if (this.#inflight === 0) {
       this.#inflight = 1;
       return undefined;
     }
-    return new Promise<void>((resolve) => this.#waiting.push(resolve));
+    return new Promise<void>((resolve, reject) =>
+      this.#waiting.push({
+        go: resolve,
+        withdraw: () => reject(new StatementWithdrawn()),
+        signal,
+      }),
+    );
   }
 
   /** The statement in flight is answered: the next waiting one goes (the session stays busy). */
   #done(): void {
     const next = this.#waiting.shift();
-    if (next !== undefined) next();
+    if (next !== undefined) next.go();
     else this.#inflight = 0;
   }
 
-  // pg's row type is `any`: each caller reads its own columns.
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  async query(statement: QueryConfig, values: unknown[]): Promise<pg.QueryResult<any>> {
-    const turn = this.#turn();
+  /**
+   * Takes the statements sent with `signal` out of the queue, if they still wait for their turn
+   * (behind a heartbeat, say): they are never sent, and reject with StatementWithdrawn. True when
+   * one was: nothing of it reached the server, so there is nothing to cancel there. Called by the
+   * request's own abort listener.
+   */
+  withdraw(signal: AbortSignal): boolean {
+    let found = false;
+    for (let i = this.#waiting.length - 1; i >= 0; i--) {
+      const waiting = this.#waiting[i]!;
+      if (waiting.signal !== signal) continue;
+      this.#waiting.splice(i, 1);
+      waiting.withdraw();
+      found = true;
+    }
+    return found;
+  }
+
+  /**
+   * A statement through pg's own Query (rows as objects, parsed by pg). `signal`: the request's,
+   * for withdraw().
+   */
+  async query(
+    statement: QueryConfig,
+    values: Values,
+    signal?: AbortSignal,
+    // pg's row type is `any`: each caller reads its own columns.
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  ): Promise<pg.QueryResult<any>> {
+    const turn = this.#turn(signal);
+    // Withdrawn: the turn never was this statement's (no #done).
     if (turn !== undefined) await turn;
     try {
-      return await this.client.query({ name: statement.name, text: statement.text, values });
+      return await this.client.query({
+        name: statement.name,
+        text: statement.text,
+        values: valuesOf(values),
+      });
     } catch (error) {
       this.#endedBy(error);
       throw error;
@@ -300,15 +376,16 @@ export class Session {
    * The hot statements (a known key's grant, a release, a heartbeat): sent as a RawQuery, their
    * rows as the server's text, columns by position.
    */
-  rows(statement: QueryConfig, values: unknown[]): Promise<RawRow[]> {
-    const turn = this.#turn();
+  rows(statement: QueryConfig, values: Values, signal?: AbortSignal): Promise<RawRow[]> {
+    const turn = this.#turn(signal);
     if (turn === undefined) return this.#sendRows(statement, values);
+    // Withdrawn: the rejection passes on, and the turn never was this statement's (no #done).
     return turn.then(() => this.#sendRows(statement, values));
   }
 
-  #sendRows(statement: QueryConfig, values: unknown[]): Promise<RawRow[]> {
+  #sendRows(statement: QueryConfig, values: Values): Promise<RawRow[]> {
     return new Promise<RawRow[]>((resolve, reject) => {
-      const query = new RawQuery(statement, values, (error, rows) => {
+      const query = new RawQuery(statement, valuesOf(values), (error, rows) => {
         this.#endedBy(error);
         this.#done();
         if (error === null) resolve(rows!);
@@ -332,13 +409,18 @@ export class Session {
    * is safe: the server either ran the statement (an unlock) or, silent for the lease, ends the
    * session itself (idle_session_timeout), which frees its locks.
    */
-  rowsHolding(statement: QueryConfig, values: unknown[]): Promise<RawRow[]> {
+  rowsHolding(statement: QueryConfig, values: Values): Promise<RawRow[]> {
     return this.rowsWithin(statement, values, this.#replyDeadlineMs);
   }
 
   /** rows() whose reply must come within `ms` (Infinity: no bound), else the session is cut. */
-  rowsWithin(statement: QueryConfig, values: unknown[], ms: number): Promise<RawRow[]> {
-    return this.#within(ms, () => this.rows(statement, values));
+  rowsWithin(
+    statement: QueryConfig,
+    values: Values,
+    ms: number,
+    signal?: AbortSignal,
+  ): Promise<RawRow[]> {
+    return this.#within(ms, () => this.rows(statement, values, signal));
   }
 
   /**
@@ -347,11 +429,12 @@ export class Session {
    */
   queryWithin(
     statement: QueryConfig,
-    values: unknown[],
+    values: Values,
     ms: number,
+    signal?: AbortSignal,
     // eslint-disable-next-line @typescript-eslint/no-explicit-any
   ): Promise<pg.QueryResult<any>> {
-    return this.#within(ms, () => this.query(statement, values));
+    return this.#within(ms, () => this.query(statement, values, signal));
   }
 
   /** Runs `send`, cutting the session if its reply has not come in `ms`. */
@@ -369,7 +452,7 @@ export class Session {
   /** A statement of this session ran on another session's server process: see onShared. */
   shared(): void {
     if (this.#ended) return;
-    this.onShared(this.pid);
+    this.onShared(this);
     this.cut('its statement ran on another session’s server process (a transaction-mode pooler)');
   }
 

@@ -31,7 +31,7 @@ export class Sessions {
   readonly #waiters: Waiter[] = [];
   #closed = false;
 
-  readonly #onShared: (pid: number) => void;
+  readonly #onShared: (session: Session) => void;
   /** The lease (ms, Infinity: none): each session's idle_session_timeout; heartbeats every lease / 4. */
   readonly #lease: number;
 
@@ -43,7 +43,7 @@ export class Sessions {
     config: pg.ClientConfig,
     size: number,
     lease: number,
-    onShared: (pid: number) => void = () => {},
+    onShared: (session: Session) => void = () => {},
   ) {
     this.#onShared = onShared;
     this.#config = config;

@@ -535,6 +535,14 @@ function dollarQuote(sql: string): string {
 }
 
 /**
+ * When a server process started (pg_stat_activity.backend_start, of the row `a`), as text in UTC
+ * to the microsecond, whatever the session's DateStyle and TimeZone: with its pid, the identity of
+ * a server process (a pid is reused once its process has ended). Read by SESSION_START, matched
+ * by TERMINATE.
+ */
+const PROCESS_START = "to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')";
+
+/**
  * Run once per new session: sets the session's marker (`locktable.session`, $1: a random id of
  * this session), returning the marker the server process had before, and its server process id.
  * A real new session has no marker; one that has a marker already is a server process another
@@ -574,6 +582,7 @@ export const SESSION_START = {
     "set_config('locktable.session', CASE WHEN previous.marker LIKE 'locktable:%' " +
     'THEN previous.marker ELSE $1::text END, false) AS marker, ' +
     'pg_backend_pid() AS pid, ' +
+    `(SELECT ${PROCESS_START} FROM pg_stat_get_activity(pg_backend_pid()) AS a) AS started, ` +
     'pg_postmaster_start_time()::text AS server_start, ' +
     "set_config('default_transaction_isolation', 'read committed', false) AS isolation, " +
     "set_config('statement_timeout', '0', false) AS statement_timeout, " +
@@ -737,10 +746,20 @@ export const HEARTBEAT = {
  */
 export const CANCEL = { name: 'locktable_cancel', text: 'SELECT pg_cancel_backend($1)' };
 
-/** Ends the given server processes (close(): sessions still waiting). 1 round trip. */
+/**
+ * Ends the given server processes of the backend's own sessions (close(): sessions still waiting;
+ * a session's own process found behind a pooler): $1 their pids, $2 when each started (the
+ * session's `started`, read by SESSION_START). Only a process with that pid that started then:
+ * one that has ended since may have left its pid to another session, maybe another
+ * application's, which must not be ended. 1 round trip.
+ */
 export const TERMINATE = {
   name: 'locktable_terminate',
-  text: 'SELECT pg_terminate_backend(pid) FROM unnest($1::int4[]) AS pid',
+  text:
+    'SELECT pg_terminate_backend(a.pid) ' +
+    'FROM unnest($1::int4[], $2::text[]) AS t(pid, started), ' +
+    'LATERAL pg_stat_get_activity(t.pid) AS a ' +
+    `WHERE ${PROCESS_START} = t.started`,
 };
 
 /**
