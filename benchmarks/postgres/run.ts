@@ -29,8 +29,8 @@ const USAGE = `npm run bench:postgres [-- options]
   --runs N          runs of each configuration (default 3)
   --ms N            measured window per run, ms (default 2000)
   --quick           1 run of 500 ms: a smoke test (writes benchmarks/results/postgres-quick/)
-  --only a,b        scenarios: uncontended, paired, hot-key, processes, handoff (a narrowed run
-                    writes benchmarks/results/postgres-partial/)
+  --only a,b        scenarios: uncontended, paired, hot-key, processes, handoff, handoff-paired
+                    (a narrowed run writes benchmarks/results/postgres-partial/)
   --peers a,b       peers: raw, statements (locktable's SQL sent by hand: its server side),
                     locktable, advisory-lock, none (no lock: the negative control, in hot-key
                     and processes only; it must lose updates)
@@ -38,12 +38,21 @@ const USAGE = `npm run bench:postgres [-- options]
                     commit then costs a disk flush)
   DATABASE_URL      use this server instead of a throwaway cluster`;
 
-const SCENARIOS: ScenarioName[] = ['uncontended', 'paired', 'hot-key', 'processes', 'handoff'];
+const SCENARIOS: ScenarioName[] = [
+  'uncontended',
+  'paired',
+  'hot-key',
+  'processes',
+  'handoff',
+  'handoff-paired',
+];
+/** The scenarios where one process runs raw, statements and locktable (the locktable peer's run). */
+const PAIRED: ScenarioName[] = ['paired', 'handoff-paired'];
 const PEERS: PeerName[] = ['raw', 'statements', 'locktable', 'advisory-lock', 'none'];
 /** The scenarios where the negative control runs (it has no waiter to hand off to). */
 const CONTROLLED: ScenarioName[] = ['hot-key', 'processes'];
 const peersOf = (o: Options, s: ScenarioName): PeerName[] =>
-  s === 'paired'
+  PAIRED.includes(s)
     ? o.peers.filter((p) => p === 'locktable') // one process runs raw, statements and locktable
     : o.peers.filter((p) => p !== 'none' || CONTROLLED.includes(s));
 const TITLES: Record<ScenarioName, string> = {
@@ -52,6 +61,8 @@ const TITLES: Record<ScenarioName, string> = {
   'hot-key': 'One hot key, 8 clients in one process',
   processes: 'One hot key, 4 processes x 2 clients',
   handoff: 'Handoff: release -> grant of a waiter waiting on the server',
+  'handoff-paired':
+    'Handoff, paired: raw, statements and locktable in one process, one handoff of each per round',
 };
 const PROCESSES = 4;
 
@@ -123,7 +134,7 @@ interface RunRecord {
   fairness?: number;
   waits?: { p50: number; p99: number; max: number } | undefined;
   stats?: { serverGrants: number; handoffs: number } | undefined;
-  /** paired: statements / raw (value holds locktable / raw). */
+  /** paired, handoff-paired: statements / raw (value holds locktable / raw). */
   pairedStatements?: number;
   results: WorkerResult[];
 }
@@ -138,7 +149,13 @@ const fmtRate = (v: number): string =>
 const fmtUs = (v: number): string =>
   v >= 1000 ? `${(v / 1000).toPrecision(3)} ms` : `${v.toPrecision(3)} µs`;
 const fmt = (s: ScenarioName, v: number): string =>
-  Number.isFinite(v) ? (s === 'handoff' ? fmtUs(v) : fmtRate(v)) : '-';
+  Number.isFinite(v)
+    ? s === 'handoff'
+      ? fmtUs(v)
+      : PAIRED.includes(s)
+        ? `${v.toFixed(2)}x raw`
+        : fmtRate(v)
+    : '-';
 
 /** Forks `count` worker processes of one task, starts them together, gathers their results. */
 async function runProcesses(
@@ -376,6 +393,15 @@ async function runOne(o: Options, c: RunContext, admin: pg.Client): Promise<RunR
         results: [r!],
       };
     }
+    if (c.scenario === 'handoff-paired') {
+      return {
+        ...base,
+        value: r!.pairedHandoff!.locktable,
+        pairedStatements: r!.pairedHandoff!.statements,
+        lost: total - r!.counter + (r!.unsafe ?? 0),
+        results: [r!],
+      };
+    }
     if (c.scenario === 'handoff') {
       return {
         ...base,
@@ -428,47 +454,77 @@ interface Goal {
   why?: string;
 }
 
+/** A ratio to raw over runs: median [min-max]. */
+const ratioCell = (x: Spread | null): string =>
+  x === null ? 'no result' : `${x.median.toFixed(2)} [${x.min.toFixed(2)}-${x.max.toFixed(2)}]`;
+
+/**
+ * A scenario in which one process runs raw, statements and locktable (PAIRED): its runs, the
+ * ratios locktable / raw and statements / raw over them, and its row.
+ */
+function pairedSummary(records: RunRecord[], scenario: ScenarioName) {
+  const recs = records.filter((r) => r.scenario === scenario && r.peer === 'locktable');
+  const good = recs.filter((r) => r.error === undefined);
+  const lost = recs.reduce((a, r) => a + Math.max(0, r.lost), 0);
+  const errors = [...new Set(recs.flatMap((r) => (r.error !== undefined ? [r.error] : [])))];
+  const lt = spread(good.map((r) => r.value));
+  const st = spread(good.map((r) => r.pairedStatements!));
+  const status =
+    errors.length > 0
+      ? `**BROKEN**: ${errors.join('; ')} (${recs.length - good.length} of ${recs.length} runs)`
+      : lost > 0
+        ? '**BROKEN**: lost updates'
+        : 'ok';
+  const row: Row = {
+    scenario,
+    peer: 'locktable',
+    value: lt,
+    ratio: lt?.median ?? NaN,
+    lost,
+    status,
+  };
+  return { good, lost, lt, st, status, row };
+}
+
 function summarizeAll(o: Options, records: RunRecord[]) {
   const rows: Row[] = [];
   const md: string[] = [];
   let pairedRatio: { locktable: Spread; statements: Spread } | undefined;
+  let pairedHandoff: { locktable: Spread; statements: Spread } | undefined;
   for (const scenario of o.scenarios) {
     md.push(`## ${TITLES[scenario]}`, '');
     if (scenario === 'paired') {
-      const recs = records.filter((r) => r.scenario === 'paired' && r.peer === 'locktable');
-      const good = recs.filter((r) => r.error === undefined);
-      const lost = recs.reduce((a, r) => a + Math.max(0, r.lost), 0);
-      const errors = [...new Set(recs.flatMap((r) => (r.error !== undefined ? [r.error] : [])))];
-      const lt = spread(good.map((r) => r.value));
-      const st = spread(good.map((r) => r.pairedStatements!));
-      if (lt !== null && st !== null) pairedRatio = { locktable: lt, statements: st };
-      const status =
-        errors.length > 0
-          ? `**BROKEN**: ${errors.join('; ')} (${recs.length - good.length} of ${recs.length} runs)`
-          : lost > 0
-            ? '**BROKEN**: lost updates'
-            : 'ok';
-      const triples = good[0]?.results[0]?.paired?.triples ?? 0;
-      const cell = (x: Spread | null) =>
-        x === null
-          ? 'no result'
-          : `${x.median.toFixed(2)} [${x.min.toFixed(2)}-${x.max.toFixed(2)}]`;
+      const p = pairedSummary(records, scenario);
+      if (p.lt !== null && p.st !== null) pairedRatio = { locktable: p.lt, statements: p.st };
+      const triples = p.good[0]?.results[0]?.paired?.triples ?? 0;
       md.push(
         `One process per run: ${triples} triples of ${PAIRED_CHUNK_MS} ms chunks (raw, statements, locktable, in rotating order) after the warm-up; each run reports the median over its triples of each chunk's rate over raw's in the same triple, and the table the median over runs [min-max].`,
         '',
         '| locktable / raw | statements / raw | lost updates | status |',
         '| --- | --- | --- | --- |',
-        `| ${cell(lt)} | ${cell(st)} | ${lost} | ${status} |`,
+        `| ${ratioCell(p.lt)} | ${ratioCell(p.st)} | ${p.lost} | ${p.status} |`,
         '',
       );
-      rows.push({
-        scenario,
-        peer: 'locktable',
-        value: lt,
-        ratio: lt?.median ?? NaN,
-        lost,
-        status,
-      });
+      rows.push(p.row);
+      continue;
+    }
+    if (scenario === 'handoff-paired') {
+      const p = pairedSummary(records, scenario);
+      if (p.lt !== null && p.st !== null) pairedHandoff = { locktable: p.lt, statements: p.st };
+      const us = (f: (p: NonNullable<WorkerResult['pairedHandoff']>) => number): string => {
+        const v = spread(p.good.map((r) => f(r.results[0]!.pairedHandoff!)));
+        return v === null ? '-' : `${fmtUs(v.median)} [${fmtUs(v.min)}-${fmtUs(v.max)}]`;
+      };
+      const rounds = p.good.map((r) => r.results[0]!.pairedHandoff!.rounds);
+      md.push(
+        `One process per run: after the warm-up, rounds of one handoff each of raw, statements and locktable (${rounds.length > 0 ? Math.min(...rounds) : 0}-${rounds.length > 0 ? Math.max(...rounds) : 0} rounds per run), in rotating order; each run reports each peer's p50 and the median over its rounds of each handoff's ratio to raw's in the same round, and the table the median over runs [min-max]. Lost updates count early grants too.`,
+        '',
+        '| locktable / raw | statements / raw | raw p50 | statements p50 | locktable p50 | lost updates | status |',
+        '| --- | --- | --- | --- | --- | --- | --- |',
+        `| ${ratioCell(p.lt)} | ${ratioCell(p.st)} | ${us((x) => x.rawUs)} | ${us((x) => x.statementsUs)} | ${us((x) => x.locktableUs)} | ${p.lost} | ${p.status} |`,
+        '',
+      );
+      rows.push(p.row);
       continue;
     }
     const proc = scenario === 'processes';
@@ -561,25 +617,37 @@ function summarizeAll(o: Options, records: RunRecord[]) {
       met,
     });
   };
-  if (pairedRatio !== undefined) {
-    // As npm run bench reads its uncontended goals: the paired ratio, steady where the ratio of
-    // separate processes is not (each lands in a faster or slower mode of this VM).
-    const r = get('paired')!;
-    const unpaired = get('uncontended');
+  // Both paired goals: the paired ratio, steady where the ratio of separate processes is not
+  // (each lands in a faster or slower mode of this VM), as npm run bench reads its uncontended
+  // goals; the separate processes' ratio beside it.
+  const pairedGoal = (
+    name: string,
+    target: number,
+    paired: { locktable: Spread; statements: Spread },
+    scenario: ScenarioName,
+    unpairedScenario: ScenarioName,
+    atMost: boolean,
+  ): void => {
+    const unpaired = get(unpairedScenario);
+    const lt = paired.locktable;
     goals.push({
-      goal: 'uncontended acquire + release, one client',
-      target: '>= 0.9x raw',
+      goal: name,
+      target: `${atMost ? '<=' : '>='} ${target}x raw`,
       measured:
-        `${pairedRatio.locktable.median.toFixed(2)}x (paired, one process; runs ` +
-        `${pairedRatio.locktable.min.toFixed(2)}-${pairedRatio.locktable.max.toFixed(2)}; ` +
-        `statements ${pairedRatio.statements.median.toFixed(2)}x` +
+        `${lt.median.toFixed(2)}x (paired, one process; runs ` +
+        `${lt.min.toFixed(2)}-${lt.max.toFixed(2)}; ` +
+        `statements ${paired.statements.median.toFixed(2)}x` +
         (unpaired !== undefined && Number.isFinite(unpaired.ratio)
           ? `; separate processes: ${unpaired.ratio.toFixed(2)}x)`
           : ')'),
-      met: r.status === 'ok' && pairedRatio.locktable.median >= 0.9,
+      met: get(scenario)!.status === 'ok' && (atMost ? lt.median <= target : lt.median >= target),
     });
+  };
+  const uncontended = 'uncontended acquire + release, one client';
+  if (pairedRatio !== undefined) {
+    pairedGoal(uncontended, 0.9, pairedRatio, 'paired', 'uncontended', false);
   } else {
-    ratioGoal('uncontended', 'uncontended acquire + release, one client', 0.9);
+    ratioGoal('uncontended', uncontended, 0.9);
   }
   ratioGoal('hot-key', 'one hot key, 8 clients in one process', 3);
   ratioGoal('processes', 'one hot key, 4 processes x 2 clients', 0.8);
@@ -592,7 +660,11 @@ function summarizeAll(o: Options, records: RunRecord[]) {
       met: p.fairness.median >= 0.8,
     });
   }
-  ratioGoal('handoff', 'handoff p50', 1.2, true);
+  if (pairedHandoff !== undefined) {
+    pairedGoal('handoff p50', 1.2, pairedHandoff, 'handoff-paired', 'handoff', true);
+  } else {
+    ratioGoal('handoff', 'handoff p50', 1.2, true);
+  }
   const lt = rows.filter((r) => r.peer === 'locktable');
   if (lt.length > 0) {
     const lost = lt.reduce((a, r) => a + r.lost, 0);

@@ -6,9 +6,12 @@ export type PeerName = 'raw' | 'statements' | 'locktable' | 'advisory-lock' | 'n
 /**
  * `paired`: the uncontended loop of raw, statements and locktable in ONE process, in alternating
  * chunks (run for the locktable peer only): the ratios of adjacent chunks cancel the speed mode a
- * process of this VM happens to land in, which separate processes do not.
+ * process of this VM happens to land in, which separate processes do not. `handoff-paired`: the
+ * handoff of raw, statements and locktable in ONE process, one handoff of each per round, in
+ * rotating order (run for the locktable peer only), for the same reason.
  */
-export type ScenarioName = 'uncontended' | 'paired' | 'hot-key' | 'processes' | 'handoff';
+export type ScenarioName =
+  'uncontended' | 'paired' | 'hot-key' | 'processes' | 'handoff' | 'handoff-paired';
 
 /** One chunk of the paired scenario (ms): three per triple, in rotating order. */
 export const PAIRED_CHUNK_MS = 50;
@@ -55,4 +58,18 @@ export interface WorkerResult {
   streaks?: { count: number; p99Ms: number; maxMs: number; maxSections: number } | undefined;
   /** paired: the medians over chunk triples of locktable / raw and statements / raw. */
   paired?: { locktable: number; statements: number; triples: number };
+  /**
+   * handoff-paired: each peer's handoff p50 (µs) over the run, and the medians over rounds (one
+   * handoff per peer each) of locktable's and statements' handoff over raw's.
+   */
+  pairedHandoff?:
+    | {
+        rawUs: number;
+        statementsUs: number;
+        locktableUs: number;
+        locktable: number;
+        statements: number;
+        rounds: number;
+      }
+    | undefined;
 }

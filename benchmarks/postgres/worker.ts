@@ -249,7 +249,7 @@ async function main(): Promise<void> {
   const scenario: ScenarioName = task.scenario;
   const peer: PeerName = task.peer;
   let result: WorkerResult;
-  if (scenario === 'handoff') {
+  if (scenario === 'handoff' || scenario === 'handoff-paired') {
     result = await handoff(task);
   } else if (scenario === 'paired') {
     result = await paired(task, local, counter);
@@ -397,87 +397,175 @@ const WAITING = {
 };
 
 /**
- * Handoff: two clients in this process (locktable: two PgLockTables, each with its own front, so
- * the waiter really waits on the server). The holder holds, the waiter asks and waits on the
- * server, the holder releases; the time from the release call to the waiter's grant, on one clock.
+ * Two clients of one peer that hand one key back and forth: the holder holds (`release`), the
+ * waiter asks and waits on the server. locktable: two PgLockTables, each with its own front, so
+ * that the waiter really waits on the server.
  */
-async function handoff(task: WorkerTask): Promise<WorkerResult> {
+interface HandoffPair {
+  holder: LockClient;
+  waiter: LockClient;
+  release: Release;
+  close(): Promise<void>;
+}
+
+async function handoffPair(task: WorkerTask, peer: PeerName, key: string): Promise<HandoffPair> {
   let a: LockClient;
   let b: LockClient;
-  if (task.peer === 'locktable') {
+  if (peer === 'locktable') {
     const la = new PgLockTable({ connectionString: task.url, namespace: task.namespace });
     const lb = new PgLockTable({ connectionString: task.url, namespace: task.namespace });
     shared.push(la, lb);
-    a = locktableClient(la, task.key);
-    b = locktableClient(lb, task.key);
+    a = locktableClient(la, key);
+    b = locktableClient(lb, key);
   } else {
-    a = (await makeClients(task, 1))[0]!;
-    b = (await makeClients(task, 1))[0]!;
+    a = (await makeClients({ ...task, peer, key }, 1))[0]!;
+    b = (await makeClients({ ...task, peer, key }, 1))[0]!;
   }
-  const probe = new pg.Client({ connectionString: task.url });
-  await probe.connect();
-  const samples: number[] = [];
-  const counter = new Int32Array(new SharedArrayBuffer(4));
-  let sections = 0;
-  let holder = a!;
-  let waiter = b!;
   // Warm-up, as the other scenarios have: the same clients' acquire + release, uncontended, so
   // that the JIT has compiled the path before the (few hundred) measured handoffs.
   const warmEnd = now() + task.warmupMs;
   while (now() < warmEnd) {
     await (
-      await a!.acquire()
+      await a.acquire()
     )();
     await (
-      await b!.acquire()
+      await b.acquire()
     )();
   }
-  let release = await holder.acquire();
+  return {
+    holder: a,
+    waiter: b,
+    release: await a.acquire(),
+    close: async () => {
+      await a.close();
+      await b.close();
+    },
+  };
+}
+
+/** What handoffs count across pairs: sections (the counter is the check), and early grants. */
+interface HandoffTally {
+  counter: Int32Array;
+  sections: number;
+  /** Grants seen before the holder's release was sent (must be 0). */
+  unsafe: number;
+}
+
+/**
+ * One handoff on `pair`: the waiter asks; once the server shows it waiting (then handoffGapMs
+ * later) the holder ends its section and releases. Returns the µs from the release call to the
+ * waiter's grant, on one clock; the roles swap.
+ */
+async function handoffOnce(
+  task: WorkerTask,
+  pair: HandoffPair,
+  probe: pg.Client,
+  tally: HandoffTally,
+): Promise<number> {
+  let grantedAt = 0;
+  const granted = pair.waiter.acquire().then((r) => {
+    grantedAt = now();
+    return r;
+  });
+  // Until the server shows the waiter's lock request waiting (then a little longer).
+  const deadline = now() + 5000;
+  while ((await probe.query(WAITING)).rowCount === 0) {
+    if (now() > deadline) throw new Error('the waiter never waited on the server');
+    await sleep(1);
+  }
+  await sleep(task.handoffGapMs);
+  const v = tally.counter[0]!;
+  tally.counter[0] = v + 1;
+  tally.sections++;
+  if (grantedAt !== 0) tally.unsafe++; // granted while the holder still held it
+  const t0 = now();
+  await pair.release();
+  pair.release = await granted;
+  [pair.holder, pair.waiter] = [pair.waiter, pair.holder];
+  return (grantedAt - t0) * 1000;
+}
+
+/** The holder's last section and release, then both clients close. */
+async function endPair(pair: HandoffPair, tally: HandoffTally): Promise<void> {
+  tally.counter[0] = tally.counter[0]! + 1;
+  tally.sections++;
+  await pair.release();
+  await pair.close();
+}
+
+/** Handoffs measured before the first sample is kept (each pair's first ones run colder). */
+const HANDOFF_SKIP = 3;
+
+/**
+ * Rounds of one handoff on each of `pairs`, in an order that rotates, for the measured window
+ * (at least HANDOFF_SKIP + 7 rounds); then each pair's holder ends its section. Returns each
+ * pair's samples (µs, the first HANDOFF_SKIP rounds left out) and the tally.
+ */
+async function handoffRounds(
+  task: WorkerTask,
+  pairs: HandoffPair[],
+): Promise<{ samples: number[][]; tally: HandoffTally }> {
+  const probe = new pg.Client({ connectionString: task.url });
+  await probe.connect();
+  const tally: HandoffTally = {
+    counter: new Int32Array(new SharedArrayBuffer(4)),
+    sections: 0,
+    unsafe: 0,
+  };
+  const samples: number[][] = pairs.map(() => []);
   message({ ready: true });
   await until(await waitForGo());
   const end = now() + task.ms;
-  let i = 0;
-  let unsafe = 0;
-  while (now() < end || i < 10) {
-    let grantedAt = 0;
-    const granted = waiter.acquire().then((r) => {
-      grantedAt = now();
-      return r;
-    });
-    // Until the server shows the waiter's lock request waiting (then a little longer).
-    const deadline = now() + 5000;
-    while ((await probe.query(WAITING)).rowCount === 0) {
-      if (now() > deadline) throw new Error('the waiter never waited on the server');
-      await sleep(1);
+  for (let round = 0; now() < end || round < HANDOFF_SKIP + 7; round++) {
+    for (let k = 0; k < pairs.length; k++) {
+      const i = (round + k) % pairs.length;
+      const us = await handoffOnce(task, pairs[i]!, probe, tally);
+      if (round >= HANDOFF_SKIP) samples[i]!.push(us);
     }
-    await sleep(task.handoffGapMs);
-    const v = counter[0]!;
-    counter[0] = v + 1;
-    sections++;
-    if (grantedAt !== 0) unsafe++; // granted while the holder still held it
-    const t0 = now();
-    await release();
-    release = await granted;
-    if (i >= 3) samples.push((grantedAt - t0) * 1000);
-    [holder, waiter] = [waiter, holder];
-    i++;
   }
-  counter[0] = counter[0]! + 1;
-  sections++;
-  await release();
-  await a!.close();
-  await b!.close();
+  for (const pair of pairs) await endPair(pair, tally);
   await probe.end();
-  samples.sort((x, y) => x - y);
+  return { samples, tally };
+}
+
+/**
+ * Handoff: one pair of task.peer's clients, handing off for the measured window. handoff-paired: a
+ * pair each of raw, statements and locktable (each on a key of its own) in this one process, one
+ * handoff of each per round, in an order that rotates; the result is each peer's p50 over the run
+ * and the median over rounds of its handoff's ratio to raw's in the same round. Separate processes of this VM land in faster or slower
+ * modes (a run of one peer's handoffs read from 260 to 564 µs in one full run), which the ratio
+ * of adjacent handoffs cancels.
+ */
+async function handoff(task: WorkerTask): Promise<WorkerResult> {
+  const paired = task.scenario === 'handoff-paired';
+  const peers: PeerName[] = paired ? ['raw', 'statements', 'locktable'] : [task.peer];
+  const pairs: HandoffPair[] = [];
+  for (const peer of peers) {
+    pairs.push(await handoffPair(task, peer, paired ? `${task.key}:${peer}` : task.key));
+  }
+  const { samples, tally } = await handoffRounds(task, pairs);
+  const [raw, statements, locktable] = samples.map((s) => median(s));
+  // Each round's ratio to raw's handoff of the same round, then their median (as `paired`).
+  const ratio = (i: number) => median(samples[i]!.map((us, round) => us / samples[0]![round]!));
   return {
     peer: task.peer,
-    scenario: 'handoff',
-    sections: [sections],
+    scenario: task.scenario,
+    sections: [tally.sections],
     elapsedMs: task.ms,
-    counter: counter[0]!,
-    handoffUs: samples,
-    unsafe,
-    stats: undefined,
+    counter: tally.counter[0]!,
+    // The single peer's, or locktable's.
+    handoffUs: samples[samples.length - 1]!.sort((x, y) => x - y),
+    unsafe: tally.unsafe,
+    pairedHandoff: paired
+      ? {
+          rawUs: raw!,
+          statementsUs: statements!,
+          locktableUs: locktable!,
+          locktable: ratio(2),
+          statements: ratio(1),
+          rounds: samples[0]!.length,
+        }
+      : undefined,
   };
 }
 
