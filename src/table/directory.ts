@@ -110,6 +110,16 @@ export const BIND_FULL = -2; // every slot the key could use is held
 /** Result of rebind: the key is held under its current limit, so it keeps it. */
 export const REBIND_HELD = -3;
 
+/** word[0] := max(word[0], value), by CAS: concurrent raisers never move it back. */
+function raiseTo(word: BigInt64Array, value: bigint): void {
+  let cur = Atomics.load(word, 0);
+  while (value > cur) {
+    const seen = Atomics.compareExchange(word, 0, cur, value);
+    if (seen === cur) break;
+    cur = seen;
+  }
+}
+
 export class Directory {
   readonly #v: Views;
   readonly #capacity: number;
@@ -306,14 +316,7 @@ export class Directory {
 
   /** H_REVOKED_AT := max(H_REVOKED_AT, now): a sweeper that stalled never moves it back. */
   #stampSweep(): void {
-    const at64 = this.#v.revokedAt64;
-    const now = BigInt(Math.ceil(monotonicNow() * 1000));
-    let cur = Atomics.load(at64, 0);
-    while (now > cur) {
-      const seen = Atomics.compareExchange(at64, 0, cur, now);
-      if (seen === cur) break;
-      cur = seen;
-    }
+    raiseTo(this.#v.revokedAt64, BigInt(Math.ceil(monotonicNow() * 1000)));
   }
 
   #bindLocked(key: string, hash: number, limit: number): number {
@@ -396,15 +399,8 @@ export class Directory {
 
   /** Tokens of any key bound later start above every token this slot issued. */
   #raiseTokenFloor(lo: number, hi: number): void {
-    // A 64-bit CAS-max: even two binders at once (one robbed, one thief) never lower the floor.
-    const floor64 = this.#v.tokenFloor64;
-    const token = (BigInt(hi) << 32n) | BigInt(lo >>> 0);
-    let cur = Atomics.load(floor64, 0);
-    while (token > cur) {
-      const seen = Atomics.compareExchange(floor64, 0, cur, token);
-      if (seen === cur) break;
-      cur = seen;
-    }
+    // A CAS max: even two binders at once (one robbed, one thief) never lower the floor.
+    raiseTo(this.#v.tokenFloor64, (BigInt(hi) << 32n) | BigInt(lo >>> 0));
   }
 
   /**
