@@ -92,9 +92,32 @@
  *    that will come for it: one that the release's notify woke, or one that was running (WAITING);
  *    otherwise the release frees the key.
  *  - Flags of a thread that dies heal: one that dies asleep is not counted by the next release's
- *    notify, so that release frees the key; one that dies running leaves WAITING, and the HANDOFF
- *    it causes is anyone's (one-shot requests included) once its reservation lapses
- *    (HANDOFF_PATIENCE_MS); any grant clears the rest. A stale flag can cost time, never safety.
+ *    notify, so that release frees the key; one that dies running leaves WAITING, which goes
+ *    stale (below), and the HANDOFF it causes is anyone's (one-shot requests included) once its
+ *    reservation lapses (HANDOFF_PATIENCE_MS); any grant clears the rest. A stale flag can cost
+ *    time, never safety.
+ *
+ * Stale announcements. A group that never drains (a semaphore whose permits overlap forever, a
+ * shared group with overlapping readers) has no last release and needs no grant that clears bits:
+ * the announcements of a waiter that died (running, or asleep) would stay for good, and every
+ * one-shot request (tryAcquire, waitTimeout 0) facing STARVING (permits) or WRITER_WAITING (shared)
+ * would be refused although the group has room. Waiters that wait get past them by their patience
+ * (HANDOFF_PATIENCE_MS of watching); one-shots have none. So announcements carry a stamp
+ * (SF_ANNOUNCED_AT, layout.ts): when they were last asserted, written by a running waiter at each
+ * look where it has bits to announce (before its announce CAS), and by a permit's release whose
+ * notify woke a sleeper that will look again. Announcements not asserted for HANDOFF_PATIENCE_MS
+ * are stale (isStale):
+ *  - a one-shot shared or permit request that they alone refuse (the group has room) treats them
+ *    as a release treats a word it freed: it wakes one sleeper to look again (and stays refused:
+ *    that sleeper asserts its own bits afresh), and if its notify wakes nobody, it withdraws them
+ *    (withdrawn) and attempts once more (Grants.#withdrawStale). A HANDOFF is left to its own
+ *    reservation (lapsedGrantState);
+ *  - a release or a freed permit whose notify woke nobody treats a stale WAITING as no runner: it
+ *    withdraws as it would with no runner (Grants.#afterRelease, #afterPermit).
+ *  A live waiter that is merely descheduled for HANDOFF_PATIENCE_MS (or whose re-assertion, a
+ *  plain store, another core has not seen yet) may so lose its announcement: it announces again at
+ *  its next look, and it costs one barge, never exclusion, a count limit or a token. A sleeper
+ *  loses it only to a request whose notify woke nobody, that is, when no sleeper is left.
  *
  * Fairness (DESIGN.md, "Fairness and its bound"): normal mode lets the releaser and newcomers
  * barge; a writer that has waited STARVATION_MS announces STARVING, and from then on every
@@ -154,6 +177,14 @@ export const STARVATION_MS = 1;
  * so it fires only when the intended waiter is gone or not scheduled.
  */
 export const HANDOFF_PATIENCE_MS = 2;
+
+/**
+ * Are announcements last asserted at `announcedAt` (SF_ANNOUNCED_AT) stale at `now`? See "Stale
+ * announcements" above.
+ */
+export function isStale(announcedAt: number, now: number): boolean {
+  return now - announcedAt >= HANDOFF_PATIENCE_MS;
+}
 
 /** No holder (free, or handed off to waiters): the slot could be unbound. */
 export function isEvictable(s: number): boolean {

@@ -618,7 +618,12 @@ export class Request implements WaiterView {
       this.limit > 0
         ? permitAnnouncement(this.waitedMs)
         : announcement(s, this.mode, this.waitedMs);
-    if (bits !== 0) this.#marked = true;
+    if (bits !== 0) {
+      this.#marked = true;
+      // Asserted again at every look (stale after HANDOFF_PATIENCE_MS without: slot-state.ts).
+      // ORDER: before the CAS that may set the bits, so a request that sees them sees this stamp.
+      this.#core[GRANTS].stampAnnouncement(slot, this.#now);
+    }
     const want = s | bits;
     // Our bits are there already, or there is nothing to announce (a writer facing a writer in
     // normal mode).
