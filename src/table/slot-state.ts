@@ -10,7 +10,8 @@
  *                       looks) and will look at this word again within microseconds: a release
  *                       that woke nobody keeps its HANDOFF for it. Set with every announcement
  *                       below (a plain writer-vs-writer wait sets none); cleared by the request
- *                       when it goes to sleep (asleep, it is counted by the release's notify)
+ *                       when it goes to sleep (asleep, it is counted by the release's notify);
+ *                       stale once not asserted for HANDOFF_PATIENCE_MS ("Stale announcements")
  *  26   WRITER_WAITING  an exclusive request is waiting: new shared requests queue behind it
  *  25   READER_WAITING  a shared request is waiting: the next exclusive release gives readers a turn
  *  24   READER_PHASE    readers' turn: shared requests that were already waiting may join even
