@@ -279,13 +279,15 @@ export class Grants {
     if (room < 0 || !this.#announcementStale(slot)) return false;
     const slots = this.#slots;
     const base = slot * SLOT_WORDS;
-    if (
-      Atomics.load(slots, base + S_SLEEPERS) > 0 &&
-      Atomics.notify(slots, base + S_STATE, 1) > 0
-    ) {
+    const sleepers = Atomics.load(slots, base + S_SLEEPERS);
+    if (sleepers > 0 && Atomics.notify(slots, base + S_STATE, 1) > 0) {
       this.stampAnnouncement(slot, monotonicNow());
       return false;
     }
+    // REVIEW EXPERIMENT: a sleeper counted but not waiting may be one woken and not yet run (an
+    // async waiter whose event loop is busy): give it far longer than a turn before withdrawing.
+    if (sleepers > 0 && monotonicNow() - this.#v.slotF64[slot * SLOT_F64 + SF_ANNOUNCED_AT]! < 250)
+      return false;
     Atomics.compareExchange(slots, base + S_STATE, s, bare);
     return true;
   }
@@ -789,7 +791,7 @@ export class Grants {
       // Nobody asleep woke and nobody is running (WAITING, unless stale: its runner is gone or
       // has not run for HANDOFF_PATIENCE_MS): no waiter will come for it (those that announced it
       // left or died). Free the key rather than reserve it for nobody.
-      if (woken === 0 && ((s & WAITING) === 0 || this.#announcementStale(slot))) {
+      if (woken === 0 && (s & WAITING) === 0) {
         Atomics.compareExchange(slots, base + S_STATE, next, withdrawn(next));
       }
     }
