@@ -48,6 +48,7 @@ import {
   HANDOFF,
   HANDOFF_PATIENCE_MS,
   isStale,
+  SLEEP_SLICE_MS,
   lapsedGrantState,
   type Mode,
   PARITY,
@@ -284,9 +285,14 @@ export class Grants {
       this.stampAnnouncement(slot, monotonicNow());
       return false;
     }
-    // REVIEW EXPERIMENT: a sleeper counted but not waiting may be one woken and not yet run (an
-    // async waiter whose event loop is busy): give it far longer than a turn before withdrawing.
-    if (sleepers > 0 && monotonicNow() - this.#v.slotF64[slot * SLOT_F64 + SF_ANNOUNCED_AT]! < 250)
+    // A sleeper counted but not waiting: one woken and not yet run (an async waiter whose event
+    // loop is busy, a thread descheduled), one about to sleep, or one that died asleep. A live one
+    // looks at least every SLEEP_SLICE_MS and asserts its bits afresh: only a stamp older than
+    // that says it is gone.
+    if (
+      sleepers > 0 &&
+      monotonicNow() - this.#v.slotF64[slot * SLOT_F64 + SF_ANNOUNCED_AT]! < SLEEP_SLICE_MS
+    )
       return false;
     Atomics.compareExchange(slots, base + S_STATE, s, bare);
     return true;
@@ -788,9 +794,10 @@ export class Grants {
       // (Not a forced release of a dead thread's grant, nor a reader's last release.)
       if ((s & STARVING) !== 0 && (s & (EXCLUSIVE | FIELD)) === (EXCLUSIVE | this.threadId))
         this.yieldSlot = slot;
-      // Nobody asleep woke and nobody is running (WAITING, unless stale: its runner is gone or
-      // has not run for HANDOFF_PATIENCE_MS): no waiter will come for it (those that announced it
-      // left or died). Free the key rather than reserve it for nobody.
+      // Nobody asleep woke and nobody is running (WAITING): no waiter will come for it (those that
+      // announced it left or died). Free the key rather than reserve it for nobody. A WAITING that
+      // is stale still counts as a runner here: its runner may be live and descheduled, and the
+      // HANDOFF's own reservation (HANDOFF_PATIENCE_MS from this release) heals a dead one.
       if (woken === 0 && (s & WAITING) === 0) {
         Atomics.compareExchange(slots, base + S_STATE, next, withdrawn(next));
       }
@@ -806,9 +813,10 @@ export class Grants {
    * descheduled, terminated), would otherwise leave its permit to a sleeper's SLEEP_SLICE_MS. A
    * STARVING that no sleeper answers and no running waiter (WAITING) holds up is withdrawn, as a
    * release does with its HANDOFF: a group that never empties would keep it, and every newcomer
-   * would wait STARVATION_MS and every tryAcquire fail, for a waiter that is gone. A WAITING
-   * that is stale (slot-state.ts, "Stale announcements") holds nothing up either. A STARVING that
-   * a woken sleeper will look at again is asserted afresh: it is that sleeper's turn.
+   * would wait STARVATION_MS and every tryAcquire fail, for a waiter that is gone. A WAITING, even
+   * a stale one, holds it up (its runner may be live and descheduled): a dead runner's bits go to
+   * the next one-shot request (#withdrawStale) or a waiter's patience. A STARVING that a woken
+   * sleeper will look at again is asserted afresh: it is that sleeper's turn.
    */
   #afterPermit(slot: number, s: number, next: number): void {
     const slots = this.#slots;
@@ -820,7 +828,7 @@ export class Grants {
         : 0;
     if ((s & STARVING) === 0) return;
     if (woken > 0) this.stampAnnouncement(slot, monotonicNow());
-    else if ((s & WAITING) === 0 || this.#announcementStale(slot))
+    else if ((s & WAITING) === 0)
       Atomics.compareExchange(slots, base + S_STATE, next, withdrawn(next));
   }
 

@@ -113,12 +113,15 @@
  *    that sleeper asserts its own bits afresh), and if its notify wakes nobody, it withdraws them
  *    (withdrawn) and attempts once more (Grants.#withdrawStale). A HANDOFF is left to its own
  *    reservation (lapsedGrantState);
- *  - a release or a freed permit whose notify woke nobody treats a stale WAITING as no runner: it
- *    withdraws as it would with no runner (Grants.#afterRelease, #afterPermit).
- *  A live waiter that is merely descheduled for HANDOFF_PATIENCE_MS (or whose re-assertion, a
- *  plain store, another core has not seen yet) may so lose its announcement: it announces again at
- *  its next look, and it costs one barge, never exclusion, a count limit or a token. A sleeper
- *  loses it only to a request whose notify woke nobody, that is, when no sleeper is left.
+ *  - when sleepers are counted (S_SLEEPERS) but the notify woke nobody (a sleeper woken and not
+ *    yet run, one about to sleep, or one that died asleep), the one-shot withdraws only a stamp
+ *    older than SLEEP_SLICE_MS: a live sleeper looks, and asserts its bits, at least that often.
+ *  Releases do not judge the stamp: a release that woke nobody still takes WAITING for a runner
+ *  (which may be live and descheduled) and hands off; the HANDOFF's reservation heals a dead one.
+ *  A live running waiter that is merely descheduled for HANDOFF_PATIENCE_MS (or whose
+ *  re-assertion, a plain store, another core has not seen yet) may so lose its announcement to a
+ *  one-shot request: it announces again at its next look, and it costs one barge, never
+ *  exclusion, a count limit or a token. A counted sleeper keeps it for SLEEP_SLICE_MS.
  *
  * Fairness (DESIGN.md, "Fairness and its bound"): normal mode lets the releaser and newcomers
  * barge; a writer that has waited STARVATION_MS announces STARVING, and from then on every
@@ -178,6 +181,13 @@ export const STARVATION_MS = 1;
  * so it fires only when the intended waiter is gone or not scheduled.
  */
 export const HANDOFF_PATIENCE_MS = 2;
+
+/**
+ * Longest single sleep (ms). Sleeps end early on a notify; this only bounds how stale a sleeper's
+ * view of deadlines can get, and keeps every waitAsync finite (a never-notified waitAsync holds
+ * memory until it settles).
+ */
+export const SLEEP_SLICE_MS = 250;
 
 /**
  * Are announcements last asserted at `announcedAt` (SF_ANNOUNCED_AT) stale at `now`? See "Stale

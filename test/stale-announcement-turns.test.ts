@@ -1,5 +1,5 @@
 /**
- * Review r10 (s10-ann): turns that the stale-announcement rules give away, deterministically.
+ * Turns the stale-announcement rules must not give away (a race review's reproductions).
  * 1. A starving writer stopped running (WAITING on) for > HANDOFF_PATIENCE_MS before a release.
  * 2. An async starving permit waiter woken by a freed permit whose event loop stays busy > 2 ms.
  * Each checks that a tryAcquire made right after (within the turn) is refused, as on main.
