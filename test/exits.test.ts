@@ -243,13 +243,19 @@ describe('a waiter whose thread is terminated takes its marks with it', () => {
     await waiter.stop();
     lease.release();
     const s = word(table, 'k');
+    // A release does not judge the stamp (slot-state.ts, "Stale announcements"): it hands off to
+    // the runner it saw, dead or not, and the reservation heals it.
     assert.ok((s & HANDOFF) !== 0, `the release hands off to the spinner it saw (${hex(s)})`);
     const geometry = {
       capacity: table.capacity,
       maxKeyLength: table.maxKeyLength,
       records: table[GRANTS].recordCount,
     };
-    const slotF64 = new Float64Array(table.buffer, offsets(geometry).slotF64Offset, table.capacity);
+    const slotF64 = new Float64Array(
+      table.buffer,
+      offsets(geometry).slotF64Offset,
+      table.capacity * SLOT_F64,
+    );
     const reservedUntil = slotF64[slotOf(table, 'k') * SLOT_F64 + SF_HANDOFF_UNTIL]!;
     await until(() => LockTable.now() >= reservedUntil, 'the reservation lapses');
     await assertFree(table, 'k');

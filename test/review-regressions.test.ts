@@ -549,9 +549,11 @@ describe('review regressions: handoffs', () => {
     const table = new LockTable({ capacity: 4 });
     const h = table.acquireSync('h');
     // A starving writer announced itself while the key was held, and is running (WAITING) (white
-    // box: its bits, without the thread). In normal mode a release does not hand off at all
-    // (barging): only a turn does.
+    // box: its bits and its stamp, as its look writes them, without the thread). In normal mode a
+    // release does not hand off at all (barging): only a turn does.
     const at = slotOf(table, 'h') * SLOT_WORDS + S_STATE;
+    const announcedAt = LockTable.now();
+    table[GRANTS].stampAnnouncement(slotOf(table, 'h'), announcedAt);
     Atomics.or(table[SLOTS], at, WAITING | WRITER_WAITING | STARVING);
     h.release();
     const reservedUntil = LockTable.now() + HANDOFF_PATIENCE_MS;

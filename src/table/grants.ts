@@ -30,6 +30,7 @@ import {
   S_STATE,
   S_TOKEN_HI,
   S_TOKEN_LO,
+  SF_ANNOUNCED_AT,
   SF_HANDOFF_UNTIL,
   SLOT_F64,
   SLOT_WORDS,
@@ -39,12 +40,15 @@ import { nextRecordWord, type Records, stuckMs } from './records.js';
 import { permitGrantState } from './semaphore.js';
 import { testHooks } from './test-hooks.js';
 import {
+  ANNOUNCE,
   EXCLUSIVE,
   FIELD,
   FINITE,
   grantState,
   HANDOFF,
   HANDOFF_PATIENCE_MS,
+  isStale,
+  SLEEP_SLICE_MS,
   lapsedGrantState,
   type Mode,
   PARITY,
@@ -241,6 +245,57 @@ export class Grants {
     // ORDER: the reservation is written before the CAS that made the HANDOFF we loaded.
     if (monotonicNow() < this.#v.slotF64[slot * SLOT_F64 + SF_HANDOFF_UNTIL]!) return -1;
     return lapsedGrantState(s, mode, this.threadId);
+  }
+
+  /**
+   * A waiter asserts the slot's announcements at `now` (Request: a plain store before its announce
+   * CAS, so that a request that sees the bits that CAS set sees this stamp or a later one).
+   */
+  stampAnnouncement(slot: number, now: number): void {
+    this.#v.slotF64[slot * SLOT_F64 + SF_ANNOUNCED_AT] = now;
+  }
+
+  /**
+   * Have the slot's announcements gone unasserted for HANDOFF_PATIENCE_MS (slot-state.ts, "Stale
+   * announcements")? A clock read: slow paths only.
+   */
+  #announcementStale(slot: number): boolean {
+    return isStale(this.#v.slotF64[slot * SLOT_F64 + SF_ANNOUNCED_AT]!, monotonicNow());
+  }
+
+  /**
+   * A one-shot shared or permit request refused by the announcements in `s` alone (the group has
+   * room) when they are stale: their waiter may be gone (slot-state.ts, "Stale announcements"). As
+   * a release that frees room does, it wakes one sleeper to look again (which then asserts its
+   * own announcement afresh: the request stays refused); if the notify wakes nobody, no waiter
+   * is asleep and none runs, and it withdraws them (one CAS). True: look at the word again.
+   */
+  #withdrawStale(slot: number, s: number, limit: number): boolean {
+    if ((s & ANNOUNCE) === 0 || (s & (HANDOFF | UNBOUND | EXCLUSIVE)) !== 0) return false;
+    const bare = withdrawn(s);
+    const room =
+      limit > 0
+        ? permitGrantState(bare, limit + testHooks.permitSlack, undefined)
+        : grantState(bare, 'shared', this.threadId, undefined);
+    if (room < 0 || !this.#announcementStale(slot)) return false;
+    const slots = this.#slots;
+    const base = slot * SLOT_WORDS;
+    const sleepers = Atomics.load(slots, base + S_SLEEPERS);
+    if (sleepers > 0 && Atomics.notify(slots, base + S_STATE, 1) > 0) {
+      this.stampAnnouncement(slot, monotonicNow());
+      return false;
+    }
+    // A sleeper counted but not waiting: one woken and not yet run (an async waiter whose event
+    // loop is busy, a thread descheduled), one about to sleep, or one that died asleep. A live one
+    // looks at least every SLEEP_SLICE_MS and asserts its bits afresh: only a stamp older than
+    // that says it is gone.
+    if (
+      sleepers > 0 &&
+      monotonicNow() - this.#v.slotF64[slot * SLOT_F64 + SF_ANNOUNCED_AT]! < SLEEP_SLICE_MS
+    )
+      return false;
+    Atomics.compareExchange(slots, base + S_STATE, s, bare);
+    return true;
   }
 
   /** Before a release's CAS to a HANDOFF: reserve it for the waiters whose turn it is. */
@@ -485,6 +540,8 @@ export class Grants {
     const records = this.#records;
     const recs = this.#recs;
     const deadline = hold === Infinity ? Infinity : monotonicNow() + hold;
+    const oneShot = waiter === undefined || !waiter.waits;
+    let withdrew = false;
     for (;;) {
       const s = Atomics.load(slots, at);
       let next =
@@ -492,6 +549,11 @@ export class Grants {
           ? permitGrantState(s, limit + testHooks.permitSlack, waiter)
           : grantState(s, 'shared', this.threadId, waiter);
       if (next < 0 && (next = this.#lapsed(slot, s, 'shared')) < 0) {
+        // A one-shot request never waits for announcements to turn stale: it checks them once.
+        if (oneShot && !withdrew && this.#withdrawStale(slot, s, limit)) {
+          withdrew = true;
+          continue;
+        }
         this.seen = s;
         return (s & UNBOUND) !== 0 ? UNBOUND_SLOT : BUSY;
       }
@@ -732,8 +794,10 @@ export class Grants {
       // (Not a forced release of a dead thread's grant, nor a reader's last release.)
       if ((s & STARVING) !== 0 && (s & (EXCLUSIVE | FIELD)) === (EXCLUSIVE | this.threadId))
         this.yieldSlot = slot;
-      // Nobody asleep woke and nobody is running (WAITING): no waiter will come for it (those
-      // that announced it left or died). Free the key rather than reserve it for nobody.
+      // Nobody asleep woke and nobody is running (WAITING): no waiter will come for it (those that
+      // announced it left or died). Free the key rather than reserve it for nobody. A WAITING that
+      // is stale still counts as a runner here: its runner may be live and descheduled, and the
+      // HANDOFF's own reservation (HANDOFF_PATIENCE_MS from this release) heals a dead one.
       if (woken === 0 && (s & WAITING) === 0) {
         Atomics.compareExchange(slots, base + S_STATE, next, withdrawn(next));
       }
@@ -749,7 +813,10 @@ export class Grants {
    * descheduled, terminated), would otherwise leave its permit to a sleeper's SLEEP_SLICE_MS. A
    * STARVING that no sleeper answers and no running waiter (WAITING) holds up is withdrawn, as a
    * release does with its HANDOFF: a group that never empties would keep it, and every newcomer
-   * would wait STARVATION_MS and every tryAcquire fail, for a waiter that is gone.
+   * would wait STARVATION_MS and every tryAcquire fail, for a waiter that is gone. A WAITING, even
+   * a stale one, holds it up (its runner may be live and descheduled): a dead runner's bits go to
+   * the next one-shot request (#withdrawStale) or a waiter's patience. A STARVING that a woken
+   * sleeper will look at again is asserted afresh: it is that sleeper's turn.
    */
   #afterPermit(slot: number, s: number, next: number): void {
     const slots = this.#slots;
@@ -759,7 +826,9 @@ export class Grants {
       Atomics.load(slots, base + S_SLEEPERS) > 0
         ? Atomics.notify(slots, base + S_STATE, (s & STARVING) !== 0 ? Infinity : 1)
         : 0;
-    if ((s & STARVING) !== 0 && woken === 0 && (s & WAITING) === 0)
+    if ((s & STARVING) === 0) return;
+    if (woken > 0) this.stampAnnouncement(slot, monotonicNow());
+    else if ((s & WAITING) === 0)
       Atomics.compareExchange(slots, base + S_STATE, next, withdrawn(next));
   }
 

@@ -5,7 +5,7 @@
  *   offset 0            header: HEADER_WORDS Int32 words, then HEADER_F64 Float64 words
  *   slotWordsOffset     capacity x SLOT_WORDS Int32 words       (hot: one 32-byte line per slot)
  *   slotCellsOffset     capacity x SLOT_CELLS BigInt64 words    (exclusive deadlines)
- *   slotF64Offset       capacity x SLOT_F64 Float64 words       (hand-off reservations)
+ *   slotF64Offset       capacity x SLOT_F64 Float64 words       (hand-off reservations, announcement stamps)
  *   recordWordsOffset   records x RECORD_WORDS Int32 words      (who holds a key in shared mode)
  *   recordF64Offset     records x RECORD_F64 Float64 words      (each shared holder's deadline)
  *   keysOffset          capacity x maxKeyLength Uint16 code units (the key bound to each slot)
@@ -21,6 +21,9 @@
 
 export const MAGIC = 0x4c4b5442; // 'LKTB'
 /**
+ * 8: SF_ANNOUNCED_AT, a second Float64 per slot (slot-state.ts, "Stale announcements"): when the
+ * slot's announcements were last asserted. Everything after the slots' Float64 words moves; code
+ * of version 7 would neither stamp nor read it.
  * 7: H_REVOKED_AT (directory.ts): the time of the latest sweep of BINDING marks, from which every
  * thread counts a REVOKED slot's quarantine (code of version 6 counted it per thread, from its own
  * first look, and would not raise it). The header grows by one BigInt64; everything after it moves.
@@ -39,7 +42,7 @@ export const MAGIC = 0x4c4b5442; // 'LKTB'
  * 3: a table default that was not set is NaN in the header (defaults.ts), and each slot has a
  * hand-off reservation (SF_HANDOFF_UNTIL); 2 stored the library's defaults and had none.
  */
-export const VERSION = 7;
+export const VERSION = 8;
 
 // ---- header, Int32 words ----
 export const H_MAGIC = 0;
@@ -154,7 +157,15 @@ export const CELL_DEADLINE_SHIFT = 23;
  * the HANDOFF, so a request that sees the HANDOFF reads this reservation or a later one.
  */
 export const SF_HANDOFF_UNTIL = 0;
-export const SLOT_F64 = 1;
+/**
+ * Monotonic time (ms) at which the slot's announcements (WAITING and the bits beside it) were last
+ * asserted: by a running waiter at each look where it has bits to announce (a plain store before
+ * its announce CAS), and by a permit's release whose notify woke a sleeper that will look again.
+ * Announcements not asserted for HANDOFF_PATIENCE_MS are stale (slot-state.ts, "Stale
+ * announcements"). A hint: a stale reading costs a waiter one barge, never a grant's safety.
+ */
+export const SF_ANNOUNCED_AT = 1;
+export const SLOT_F64 = 2;
 
 // ---- shared-holder records, Int32 words: one per shared lease (see records.ts) ----
 /** (generation << 3) | kind: RECORD_FREE, _CLAIMED, _JOINED, _ACTIVE, _EXTENDING, _RELEASING or _TAKEN. */

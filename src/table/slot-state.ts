@@ -10,7 +10,8 @@
  *                       looks) and will look at this word again within microseconds: a release
  *                       that woke nobody keeps its HANDOFF for it. Set with every announcement
  *                       below (a plain writer-vs-writer wait sets none); cleared by the request
- *                       when it goes to sleep (asleep, it is counted by the release's notify)
+ *                       when it goes to sleep (asleep, it is counted by the release's notify);
+ *                       stale once not asserted for HANDOFF_PATIENCE_MS ("Stale announcements")
  *  26   WRITER_WAITING  an exclusive request is waiting: new shared requests queue behind it
  *  25   READER_WAITING  a shared request is waiting: the next exclusive release gives readers a turn
  *  24   READER_PHASE    readers' turn: shared requests that were already waiting may join even
@@ -92,9 +93,35 @@
  *    that will come for it: one that the release's notify woke, or one that was running (WAITING);
  *    otherwise the release frees the key.
  *  - Flags of a thread that dies heal: one that dies asleep is not counted by the next release's
- *    notify, so that release frees the key; one that dies running leaves WAITING, and the HANDOFF
- *    it causes is anyone's (one-shot requests included) once its reservation lapses
- *    (HANDOFF_PATIENCE_MS); any grant clears the rest. A stale flag can cost time, never safety.
+ *    notify, so that release frees the key; one that dies running leaves WAITING, which goes
+ *    stale (below), and the HANDOFF it causes is anyone's (one-shot requests included) once its
+ *    reservation lapses (HANDOFF_PATIENCE_MS); any grant clears the rest. A stale flag can cost
+ *    time, never safety.
+ *
+ * Stale announcements. A group that never drains (a semaphore whose permits overlap forever, a
+ * shared group with overlapping readers) has no last release and needs no grant that clears bits:
+ * the announcements of a waiter that died (running, or asleep) would stay for good, and every
+ * one-shot request (tryAcquire, waitTimeout 0) facing STARVING (permits) or WRITER_WAITING (shared)
+ * would be refused although the group has room. Waiters that wait get past them by their patience
+ * (HANDOFF_PATIENCE_MS of watching); one-shots have none. So announcements carry a stamp
+ * (SF_ANNOUNCED_AT, layout.ts): when they were last asserted, written by a running waiter at each
+ * look where it has bits to announce (before its announce CAS), and by a permit's release whose
+ * notify woke a sleeper that will look again. Announcements not asserted for HANDOFF_PATIENCE_MS
+ * are stale (isStale):
+ *  - a one-shot shared or permit request that they alone refuse (the group has room) treats them
+ *    as a release treats a word it freed: it wakes one sleeper to look again (and stays refused:
+ *    that sleeper asserts its own bits afresh), and if its notify wakes nobody, it withdraws them
+ *    (withdrawn) and attempts once more (Grants.#withdrawStale). A HANDOFF is left to its own
+ *    reservation (lapsedGrantState);
+ *  - when sleepers are counted (S_SLEEPERS) but the notify woke nobody (a sleeper woken and not
+ *    yet run, one about to sleep, or one that died asleep), the one-shot withdraws only a stamp
+ *    older than SLEEP_SLICE_MS: a live sleeper looks, and asserts its bits, at least that often.
+ *  Releases do not judge the stamp: a release that woke nobody still takes WAITING for a runner
+ *  (which may be live and descheduled) and hands off; the HANDOFF's reservation heals a dead one.
+ *  A live running waiter that is merely descheduled for HANDOFF_PATIENCE_MS (or whose
+ *  re-assertion, a plain store, another core has not seen yet) may so lose its announcement to a
+ *  one-shot request: it announces again at its next look, and it costs one barge, never
+ *  exclusion, a count limit or a token. A counted sleeper keeps it for SLEEP_SLICE_MS.
  *
  * Fairness (DESIGN.md, "Fairness and its bound"): normal mode lets the releaser and newcomers
  * barge; a writer that has waited STARVATION_MS announces STARVING, and from then on every
@@ -154,6 +181,21 @@ export const STARVATION_MS = 1;
  * so it fires only when the intended waiter is gone or not scheduled.
  */
 export const HANDOFF_PATIENCE_MS = 2;
+
+/**
+ * Longest single sleep (ms). Sleeps end early on a notify; this only bounds how stale a sleeper's
+ * view of deadlines can get, and keeps every waitAsync finite (a never-notified waitAsync holds
+ * memory until it settles).
+ */
+export const SLEEP_SLICE_MS = 250;
+
+/**
+ * Are announcements last asserted at `announcedAt` (SF_ANNOUNCED_AT) stale at `now`? See "Stale
+ * announcements" above.
+ */
+export function isStale(announcedAt: number, now: number): boolean {
+  return now - announcedAt >= HANDOFF_PATIENCE_MS;
+}
 
 /** No holder (free, or handed off to waiters): the slot could be unbound. */
 export function isEvictable(s: number): boolean {

@@ -47,6 +47,7 @@ import {
   HANDOFF_PATIENCE_MS,
   type Mode,
   PARKED,
+  SLEEP_SLICE_MS,
   STARVATION_MS,
   STARVING,
   UNBOUND,
@@ -55,13 +56,6 @@ import {
 } from './slot-state.js';
 import { permitAnnouncement } from './semaphore.js';
 import { testHooks } from './test-hooks.js';
-
-/**
- * Longest single sleep (ms). Sleeps end early on a notify; this only bounds how stale a sleeper's
- * view of deadlines can get, and keeps every waitAsync finite (a never-notified waitAsync holds
- * memory until it settles).
- */
-export const SLEEP_SLICE_MS = 250;
 
 /**
  * Longest back-off sleep (ms) of a writer that lost the key to a barging holder after a wake-up
@@ -618,7 +612,13 @@ export class Request implements WaiterView {
       this.limit > 0
         ? permitAnnouncement(this.waitedMs)
         : announcement(s, this.mode, this.waitedMs);
-    if (bits !== 0) this.#marked = true;
+    if (bits !== 0) {
+      this.#marked = true;
+      // Asserted again at every look (stale after HANDOFF_PATIENCE_MS without: slot-state.ts), at
+      // the time of the store (not the step's start: a step descheduled midway would stamp the past).
+      // ORDER: before the CAS that may set the bits, so a request that sees them sees this stamp.
+      this.#core[GRANTS].stampAnnouncement(slot, monotonicNow());
+    }
     const want = s | bits;
     // Our bits are there already, or there is nothing to announce (a writer facing a writer in
     // normal mode).
