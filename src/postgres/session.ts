@@ -11,6 +11,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
+import { monotonicNow } from '../api/clock.js';
 import { POOLER_STATES, SharedSessionError, sqlState } from './errors.js';
 import { HEARTBEAT, SESSION_START } from './sql.js';
 
@@ -48,6 +49,8 @@ interface Waiting {
   withdraw(): void;
   /** What Session.withdraw matches: the request's signal. */
   signal: AbortSignal | undefined;
+  /** When its reply is overdue (monotonicNow ms; Infinity: never): see Session.#overdue. */
+  due: number;
 }
 
 /** What RawQuery uses of pg's Connection (pg/lib/connection.js). */
@@ -209,7 +212,21 @@ export class Session {
   #inflight = 0;
   /** Statements waiting for the one in flight (see #turn), first first. */
   readonly #waiting: Waiting[] = [];
-  #heartbeat: NodeJS.Timeout | undefined;
+  /**
+   * The session's tick, every lease / 4 from startHeartbeat to the session's end: it sends a
+   * heartbeat when no statement is in flight (while #beating), and cuts the session when a
+   * statement's reply is overdue (#overdue). undefined: no tick (the control session, a lease
+   * of Infinity, an ended session).
+   */
+  #tick: NodeJS.Timeout | undefined;
+  /** True while the tick sends heartbeats: from startHeartbeat to stopHeartbeat or end(). */
+  #beating = false;
+  /**
+   * When the reply to the statement in flight is overdue (monotonicNow ms): its bound counted
+   * from when it was handed to the session (queued time included); Infinity for none, or no
+   * statement in flight.
+   */
+  #inflightDue = Infinity;
   /**
    * While the heartbeat runs (a lock session with a finite lease): how long (ms) a release or a
    * heartbeat may wait for its reply before the session is taken for cut off (see
@@ -293,9 +310,10 @@ export class Session {
    * else a promise of it, which rejects with StatementWithdrawn if withdraw(signal) takes the
    * statement out of the queue first. Each turn ends with #done.
    */
-  #turn(signal: AbortSignal | undefined): Promise<void> | undefined {
+  #turn(signal: AbortSignal | undefined, due: number): Promise<void> | undefined {
     if (this.#inflight === 0) {
       this.#inflight = 1;
+      this.#inflightDue = due;
       return undefined;
     }
     return new Promise<void>((resolve, reject) =>
@@ -303,15 +321,38 @@ export class Session {
         go: resolve,
         withdraw: () => reject(new StatementWithdrawn()),
         signal,
+        due,
       }),
     );
   }
 
-  /** The statement in flight is answered: the next waiting one goes (the session stays busy). */
+  /**
+   * The statement in flight is answered (called in the same task as the reply is read, so a
+   * tick never finds an answered statement overdue): the next waiting one goes (the session
+   * stays busy), its reply due when it was when queued.
+   */
   #done(): void {
     const next = this.#waiting.shift();
-    if (next !== undefined) next.go();
-    else this.#inflight = 0;
+    if (next !== undefined) {
+      this.#inflightDue = next.due;
+      next.go();
+    } else {
+      this.#inflight = 0;
+      this.#inflightDue = Infinity;
+    }
+  }
+
+  /**
+   * On each tick: whether a statement's reply is overdue, in flight or queued behind it (the one
+   * in flight is then overdue too, or was answered in this very task: #done runs as its reply is
+   * read). A reply is due `ms` after its statement was handed to the session (rowsWithin), and
+   * the tick sees it at most one interval (lease / 4) later: the bound a caller gets is `ms` plus
+   * that interval (plus the event loop's own lateness, which a timer has too).
+   */
+  #overdue(now: number): number | undefined {
+    if (this.#inflightDue < now) return this.#inflightDue;
+    for (const waiting of this.#waiting) if (waiting.due < now) return waiting.due;
+    return undefined;
   }
 
   /**
@@ -340,10 +381,11 @@ export class Session {
     statement: QueryConfig,
     values: Values,
     signal?: AbortSignal,
+    due = Infinity,
     // pg's row type is `any`: each caller reads its own columns.
     // eslint-disable-next-line @typescript-eslint/no-explicit-any
   ): Promise<pg.QueryResult<any>> {
-    const turn = this.#turn(signal);
+    const turn = this.#turn(signal, due);
     // Withdrawn: the turn never was this statement's (no #done).
     if (turn !== undefined) await turn;
     try {
@@ -376,8 +418,13 @@ export class Session {
    * The hot statements (a known key's grant, a release, a heartbeat): sent as a RawQuery, their
    * rows as the server's text, columns by position.
    */
-  rows(statement: QueryConfig, values: Values, signal?: AbortSignal): Promise<RawRow[]> {
-    const turn = this.#turn(signal);
+  rows(
+    statement: QueryConfig,
+    values: Values,
+    signal?: AbortSignal,
+    due = Infinity,
+  ): Promise<RawRow[]> {
+    const turn = this.#turn(signal, due);
     if (turn === undefined) return this.#sendRows(statement, values);
     // Withdrawn: the rejection passes on, and the turn never was this statement's (no #done).
     return turn.then(() => this.#sendRows(statement, values));
@@ -407,25 +454,35 @@ export class Session {
    * the key would stay taken in this process (the front) although the server may have freed it.
    * So the session is cut: its socket destroyed, the session ended, the statement rejected. That
    * is safe: the server either ran the statement (an unlock) or, silent for the lease, ends the
-   * session itself (idle_session_timeout), which frees its locks.
+   * session itself (idle_session_timeout), which frees its locks. The tick checks the bound, so
+   * the cut comes between the lease and a lease and a quarter after the statement was handed over.
    */
   rowsHolding(statement: QueryConfig, values: Values): Promise<RawRow[]> {
     return this.rowsWithin(statement, values, this.#replyDeadlineMs);
   }
 
-  /** rows() whose reply must come within `ms` (Infinity: no bound), else the session is cut. */
+  /**
+   * rows() whose reply must come within `ms` (Infinity: no bound), else the session is cut. On a
+   * session with a tick (a lock session with a finite lease), the tick checks the bound: the cut
+   * comes at most one tick (lease / 4) after `ms` (#overdue). Without one, a timer does.
+   */
   rowsWithin(
     statement: QueryConfig,
     values: Values,
     ms: number,
     signal?: AbortSignal,
   ): Promise<RawRow[]> {
-    return this.#within(ms, () => this.rows(statement, values, signal));
+    if (!(ms <= MAX_TIMER_MS)) return this.rows(statement, values, signal);
+    if (this.#tick !== undefined) {
+      return this.rows(statement, values, signal, monotonicNow() + ms);
+    }
+    return this.#timed(ms, () => this.rows(statement, values, signal));
   }
 
   /**
    * A statement whose reply must come within `ms` (Infinity: no bound), else the session is cut
-   * (see rowsHolding): a lock wait with a finite waitTimeout, a cancel on the control session.
+   * (see rowsHolding, rowsWithin): a lock wait with a finite waitTimeout, a cancel on the control
+   * session.
    */
   queryWithin(
     statement: QueryConfig,
@@ -434,13 +491,15 @@ export class Session {
     signal?: AbortSignal,
     // eslint-disable-next-line @typescript-eslint/no-explicit-any
   ): Promise<pg.QueryResult<any>> {
-    return this.#within(ms, () => this.query(statement, values, signal));
+    if (!(ms <= MAX_TIMER_MS)) return this.query(statement, values, signal);
+    if (this.#tick !== undefined) {
+      return this.query(statement, values, signal, monotonicNow() + ms);
+    }
+    return this.#timed(ms, () => this.query(statement, values, signal));
   }
 
-  /** Runs `send`, cutting the session if its reply has not come in `ms`. */
-  async #within<T>(ms: number, send: () => Promise<T>): Promise<T> {
-    // Beyond a timer's range (2^31 - 1 ms, about 24.8 days) is no bound at all.
-    if (!(ms <= MAX_TIMER_MS)) return send();
+  /** Runs `send`, cutting the session if its reply has not come in `ms` (a session with no tick). */
+  async #timed<T>(ms: number, send: () => Promise<T>): Promise<T> {
     const timer = setTimeout(() => this.cut(`no reply from the server in ${ms} ms`), ms);
     try {
       return await send();
@@ -475,32 +534,56 @@ export class Session {
    * session only if this process stops talking, whether the session holds leases or waits idle in
    * the set (an idle session ended by the server would fail the next request that takes it). A
    * heartbeat that finds another server process (a pooler) ends the session: its locks are not
-   * where the leases think they are.
+   * where the leases think they are. The same tick cuts the session when a statement's reply is
+   * overdue (rowsWithin); it runs until the session ends, after stopHeartbeat too, so that a
+   * statement sent before still has its bound.
    */
   startHeartbeat(intervalMs: number): void {
-    if (this.#heartbeat !== undefined || !Number.isFinite(intervalMs)) return;
+    if (this.#tick !== undefined || this.#ended || !Number.isFinite(intervalMs)) return;
     // The heartbeat runs every lease / 4: a reply may take up to the lease (see rowsHolding).
     this.#replyDeadlineMs = 4 * intervalMs;
-    this.#heartbeat = setInterval(() => {
-      if (this.#inflight > 0 || this.#ended) return;
-      this.rowsHolding(HEARTBEAT, []).then(
-        (rows) => {
-          const row = rows[0];
-          if (row === undefined || Number(row[0]) !== this.pid || row[1] !== this.marker) {
-            this.shared();
-          }
-        },
-        () => {
-          // A failed heartbeat means the connection is gone: 'end' reports it.
-        },
-      );
-    }, intervalMs);
-    this.#heartbeat.unref();
+    this.#beating = true;
+    this.#tick = setInterval(() => this.#onTick(), intervalMs);
+    this.#tick.unref();
   }
 
+  #onTick(): void {
+    if (this.#ended) return;
+    const now = monotonicNow();
+    const due = this.#overdue(now);
+    if (due !== undefined) {
+      const late = Math.round(now - due);
+      this.cut(`no reply from the server by its bound (${late} ms past it, at a tick)`);
+      return;
+    }
+    if (this.#inflight > 0 || !this.#beating) return;
+    this.rowsHolding(HEARTBEAT, []).then(
+      (rows) => {
+        const row = rows[0];
+        if (row === undefined || Number(row[0]) !== this.pid || row[1] !== this.marker) {
+          this.shared();
+        }
+      },
+      () => {
+        // A failed heartbeat means the connection is gone: 'end' reports it.
+      },
+    );
+  }
+
+  /**
+   * No more heartbeats (end()): the tick goes on checking replies until the session ends, and
+   * later statements get no bound from rowsHolding.
+   */
   stopHeartbeat(): void {
-    clearInterval(this.#heartbeat);
-    this.#heartbeat = undefined;
+    this.#beating = false;
+    this.#replyDeadlineMs = Infinity;
+  }
+
+  /** The tick stops: the session ended. */
+  #stopTick(): void {
+    clearInterval(this.#tick);
+    this.#tick = undefined;
+    this.#beating = false;
     this.#replyDeadlineMs = Infinity;
   }
 
@@ -527,7 +610,7 @@ export class Session {
     }
     this.#ended = true;
     this.endReason = reason;
-    this.stopHeartbeat();
+    this.#stopTick();
     const callbacks = [...this.#onEnd];
     this.#onEnd.clear();
     for (const fn of callbacks) fn(reason);
