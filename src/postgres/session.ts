@@ -13,12 +13,12 @@ import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { monotonicNow } from '../api/clock.js';
 import { POOLER_STATES, SharedSessionError, sqlState } from './errors.js';
+import { BoundStatements, type QueryConfig, RawQuery, type RawRow } from './raw-query.js';
 import { HEARTBEAT, SESSION_START } from './sql.js';
 
-export type QueryConfig = { name: string; text: string };
+export type { QueryConfig };
 
-/** One row of a statement sent by Session.rows: its columns as the server's text, in order. */
-export type RawRow = ReadonlyArray<string | null>;
+export type { RawRow };
 
 /**
  * A statement's parameters, or a function that makes them when the statement is sent: a lock
@@ -51,119 +51,6 @@ interface Waiting {
   signal: AbortSignal | undefined;
   /** When its reply is overdue (monotonicNow ms; Infinity: never): see Session.#overdue. */
   due: number;
-}
-
-/** What RawQuery uses of pg's Connection (pg/lib/connection.js). */
-interface PgConnection {
-  stream: { cork(): void; uncork(): void };
-  parsedStatements: Record<string, string | undefined>;
-  submittedNamedStatements: Record<string, string | undefined>;
-  parse(query: { text: string; name: string; types: unknown[] }): void;
-  bind(config: {
-    portal: string;
-    statement: string;
-    values: unknown[];
-    binary: boolean;
-    valueMapper: (value: unknown) => string | null;
-  }): void;
-  execute(config: { portal: string }): void;
-  sync(): void;
-  sendCopyFail(message: string): void;
-}
-
-const NO_TYPES: unknown[] = [];
-
-/** A statement's parameter as text (our values are strings, numbers, booleans and null). */
-function toText(value: unknown): string | null {
-  return value === null || value === undefined ? null : String(value);
-}
-
-/**
- * A named prepared statement sent through pg's Submittable interface (the one pg-cursor and
- * pg-query-stream use) instead of as a pg Query, for the statements every grant and release
- * sends: Parse once per session, then Bind, Execute and Sync, as pg's Query sends them, but
- * without a Describe, so the server sends no RowDescription and the client builds no field
- * parsers, no result object and no copy of the config per statement (pg's Query does all three),
- * and reads each row as the server's text, whatever type parsers or `binary` option the
- * application set on pg. The caller knows its statement's columns by position.
- */
-class RawQuery {
-  readonly name: string;
-  readonly text: string;
-  readonly values: unknown[];
-  readonly rows: RawRow[] = [];
-  /** pg may wrap it (its query_timeout): always called through the property, once. */
-  callback: ((error: Error | null, rows?: RawRow[]) => void) | undefined;
-
-  constructor(
-    statement: QueryConfig,
-    values: unknown[],
-    callback: (error: Error | null, rows?: RawRow[]) => void,
-  ) {
-    this.name = statement.name;
-    this.text = statement.text;
-    this.values = values;
-    this.callback = callback;
-  }
-
-  submit(connection: PgConnection): null {
-    connection.stream.cork();
-    try {
-      if (
-        connection.parsedStatements[this.name] === undefined &&
-        connection.submittedNamedStatements[this.name] === undefined
-      ) {
-        connection.parse({ text: this.text, name: this.name, types: NO_TYPES });
-        // As pg's Query: the name counts as prepared once sent (ParseComplete confirms it, an
-        // error forgets it: pg's client does both).
-        connection.submittedNamedStatements[this.name] = this.text;
-      }
-      connection.bind({
-        portal: '',
-        statement: this.name,
-        values: this.values,
-        binary: false,
-        valueMapper: toText,
-      });
-      connection.execute({ portal: '' });
-      connection.sync();
-    } finally {
-      connection.stream.uncork();
-    }
-    return null;
-  }
-
-  handleDataRow(message: { fields: RawRow }): void {
-    this.rows.push(message.fields);
-  }
-
-  /** The statement failed (the server's error), or the connection did: no ReadyForQuery follows. */
-  handleError(error: Error): void {
-    this.#settle(error);
-  }
-
-  handleReadyForQuery(): void {
-    this.#settle(null);
-  }
-
-  #settle(error: Error | null): void {
-    const callback = this.callback;
-    if (callback === undefined) return;
-    this.callback = undefined;
-    if (error === null) callback(null, this.rows);
-    else callback(error);
-  }
-
-  // The rest of the messages pg's client hands to its active query: none comes for these
-  // statements (no Describe, no COPY, no row limit), and none needs an answer but COPY's.
-  handleRowDescription(): void {}
-  handleCommandComplete(): void {}
-  handleEmptyQuery(): void {}
-  handlePortalSuspended(): void {}
-  handleCopyData(): void {}
-  handleCopyInResponse(connection: PgConnection): void {
-    connection.sendCopyFail('locktable: no COPY');
-  }
 }
 
 /** The longest delay setTimeout takes; a longer one fires at once. */
@@ -208,6 +95,8 @@ export class Session {
   /** Set by end(): the backend ended it on purpose (close(), a discarded session). */
   endedOnPurpose = false;
   readonly #onEnd = new Set<(reason: unknown) => void>();
+  /** The hot statements' Bind + Execute + Sync bytes, for their last parameters (raw-query.ts). */
+  readonly #bound = new BoundStatements();
   /** Statements sent and not answered yet (0 or 1: see #turn). */
   #inflight = 0;
   /** Statements waiting for the one in flight (see #turn), first first. */
@@ -432,7 +321,7 @@ export class Session {
 
   #sendRows(statement: QueryConfig, values: Values): Promise<RawRow[]> {
     return new Promise<RawRow[]>((resolve, reject) => {
-      const query = new RawQuery(statement, valuesOf(values), (error, rows) => {
+      const query = new RawQuery(statement, valuesOf(values), this.#bound, (error, rows) => {
         this.#endedBy(error);
         this.#done();
         if (error === null) resolve(rows!);
