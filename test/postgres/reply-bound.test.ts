@@ -55,10 +55,17 @@ describe('a lock session’s reply bound, on its tick', { skip: skipWithoutPostg
   test('a statement blocked on the server is cut after its bound, within one tick of it', async () => {
     const lease = 400; // a tick every 100 ms
     const session = await lockSession(lease);
+    // The control: the same statement with no bound, on a session with the same tick, is not cut.
+    const unbounded = await lockSession(lease);
+    const control = settle(unbounded.rowsWithin(SLEEP, [], Infinity));
     const bound = 600;
     const start = performance.now();
     const error = await settle(session.rowsWithin(SLEEP, [], bound));
     const took = performance.now() - start;
+    await new Promise((resolve) => setTimeout(resolve, lease / 2));
+    assert.equal(unbounded.alive, true, 'the session whose statement has no bound was cut');
+    unbounded.cut('the test is over');
+    await control;
     assert.ok(error instanceof Error, 'the statement failed');
     assert.equal(session.alive, false, 'the session was cut');
     assert.match(String(session.endReason), /no reply from the server/);
