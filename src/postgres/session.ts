@@ -51,7 +51,27 @@ interface Waiting {
   signal: AbortSignal | undefined;
   /** When its reply is overdue (monotonicNow ms; Infinity: never): see Session.#overdue. */
   due: number;
+  /** The tick (Session.#ticks) at which its reply is overdue (Infinity: none): see rowsHolding. */
+  dueTick: number;
 }
+
+/** No bound: neither a time nor a tick. */
+const NO_BOUND = { due: Infinity, dueTick: Infinity } as const;
+
+/** A statement's reply bound: a time (monotonicNow ms), a tick (Session.#ticks), or both Infinity. */
+interface Bound {
+  due: number;
+  dueTick: number;
+}
+
+/** Why a tick cut the session: a statement's reply `due` (ms; Infinity: its bound was a tick). */
+function overdueReason(now: number, due: number): string {
+  const past = Number.isFinite(due) ? `${Math.round(now - due)} ms past it, ` : '';
+  return `no reply from the server by its bound (${past}at a tick)`;
+}
+
+/** The lease in ticks: the heartbeat, and so the tick, runs every lease / 4. */
+const LEASE_TICKS = 4;
 
 /** The longest delay setTimeout takes; a longer one fires at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -116,12 +136,10 @@ export class Session {
    * statement in flight.
    */
   #inflightDue = Infinity;
-  /**
-   * While the heartbeat runs (a lock session with a finite lease): how long (ms) a release or a
-   * heartbeat may wait for its reply before the session is taken for cut off (see
-   * rowsHolding). Infinity otherwise.
-   */
-  #replyDeadlineMs = Infinity;
+  /** The tick at which the reply to the statement in flight is overdue (rowsHolding), or Infinity. */
+  #inflightDueTick = Infinity;
+  /** Ticks so far: each #onTick counts one before it checks the bounds. */
+  #ticks = 0;
 
   private constructor(client: pg.Client) {
     this.client = client;
@@ -199,10 +217,11 @@ export class Session {
    * else a promise of it, which rejects with StatementWithdrawn if withdraw(signal) takes the
    * statement out of the queue first. Each turn ends with #done.
    */
-  #turn(signal: AbortSignal | undefined, due: number): Promise<void> | undefined {
+  #turn(signal: AbortSignal | undefined, bound: Bound): Promise<void> | undefined {
     if (this.#inflight === 0) {
       this.#inflight = 1;
-      this.#inflightDue = due;
+      this.#inflightDue = bound.due;
+      this.#inflightDueTick = bound.dueTick;
       return undefined;
     }
     return new Promise<void>((resolve, reject) =>
@@ -210,7 +229,8 @@ export class Session {
         go: resolve,
         withdraw: () => reject(new StatementWithdrawn()),
         signal,
-        due,
+        due: bound.due,
+        dueTick: bound.dueTick,
       }),
     );
   }
@@ -224,23 +244,32 @@ export class Session {
     const next = this.#waiting.shift();
     if (next !== undefined) {
       this.#inflightDue = next.due;
+      this.#inflightDueTick = next.dueTick;
       next.go();
     } else {
       this.#inflight = 0;
       this.#inflightDue = Infinity;
+      this.#inflightDueTick = Infinity;
     }
   }
 
   /**
    * On each tick: whether a statement's reply is overdue, in flight or queued behind it (the one
    * in flight is then overdue too, or was answered in this very task: #done runs as its reply is
-   * read). A reply is due `ms` after its statement was handed to the session (rowsWithin), and
-   * the tick sees it at most one interval (lease / 4) later: the bound a caller gets is `ms` plus
-   * that interval (plus the event loop's own lateness, which a timer has too).
+   * read). Two kinds of bound: a time, `ms` after its statement was handed to the session
+   * (rowsWithin), which the tick sees at most one interval (lease / 4) later, so the bound a
+   * caller gets is `ms` plus that interval (plus the event loop's own lateness, which a timer has
+   * too); or a tick (rowsHolding), counted, so that a bound of exactly four intervals is not left
+   * to whether the fourth tick ran a few microseconds late. A string for the cut's reason, or
+   * undefined.
    */
-  #overdue(now: number): number | undefined {
-    if (this.#inflightDue < now) return this.#inflightDue;
-    for (const waiting of this.#waiting) if (waiting.due < now) return waiting.due;
+  #overdue(now: number, tick: number): string | undefined {
+    if (this.#inflightDue < now || this.#inflightDueTick <= tick) {
+      return overdueReason(now, this.#inflightDue);
+    }
+    for (const waiting of this.#waiting) {
+      if (waiting.due < now || waiting.dueTick <= tick) return overdueReason(now, waiting.due);
+    }
     return undefined;
   }
 
@@ -270,11 +299,11 @@ export class Session {
     statement: QueryConfig,
     values: Values,
     signal?: AbortSignal,
-    due = Infinity,
+    bound: Bound = NO_BOUND,
     // pg's row type is `any`: each caller reads its own columns.
     // eslint-disable-next-line @typescript-eslint/no-explicit-any
   ): Promise<pg.QueryResult<any>> {
-    const turn = this.#turn(signal, due);
+    const turn = this.#turn(signal, bound);
     // Withdrawn: the turn never was this statement's (no #done).
     if (turn !== undefined) await turn;
     try {
@@ -311,9 +340,9 @@ export class Session {
     statement: QueryConfig,
     values: Values,
     signal?: AbortSignal,
-    due = Infinity,
+    bound: Bound = NO_BOUND,
   ): Promise<RawRow[]> {
-    const turn = this.#turn(signal, due);
+    const turn = this.#turn(signal, bound);
     if (turn === undefined) return this.#sendRows(statement, values);
     // Withdrawn: the rejection passes on, and the turn never was this statement's (no #done).
     return turn.then(() => this.#sendRows(statement, values));
@@ -343,11 +372,23 @@ export class Session {
    * the key would stay taken in this process (the front) although the server may have freed it.
    * So the session is cut: its socket destroyed, the session ended, the statement rejected. That
    * is safe: the server either ran the statement (an unlock) or, silent for the lease, ends the
-   * session itself (idle_session_timeout), which frees its locks. The tick checks the bound, so
-   * the cut comes between the lease and a lease and a quarter after the statement was handed over.
+   * session itself (idle_session_timeout), which frees its locks. The bound is counted in ticks
+   * (the lease is four of them): the cut comes at the fifth tick after the statement was handed
+   * over, the first that is sure to be a lease after it (it was handed between two ticks), so
+   * between the lease and a lease and a quarter after it. A heartbeat, sent at a tick, is cut
+   * at the fourth tick after (#heartbeat).
    */
   rowsHolding(statement: QueryConfig, values: Values): Promise<RawRow[]> {
-    return this.rowsWithin(statement, values, this.#replyDeadlineMs);
+    return this.#rowsForTicks(statement, values, LEASE_TICKS + 1);
+  }
+
+  /** rows() whose reply is overdue at the `ticks`-th tick from now (none without a heartbeat). */
+  #rowsForTicks(statement: QueryConfig, values: Values, ticks: number): Promise<RawRow[]> {
+    if (!this.#beating) return this.rows(statement, values);
+    return this.rows(statement, values, undefined, {
+      due: Infinity,
+      dueTick: this.#ticks + ticks,
+    });
   }
 
   /**
@@ -363,7 +404,7 @@ export class Session {
   ): Promise<RawRow[]> {
     if (!(ms <= MAX_TIMER_MS)) return this.rows(statement, values, signal);
     if (this.#tick !== undefined) {
-      return this.rows(statement, values, signal, monotonicNow() + ms);
+      return this.rows(statement, values, signal, { due: monotonicNow() + ms, dueTick: Infinity });
     }
     return this.#timed(ms, () => this.rows(statement, values, signal));
   }
@@ -382,7 +423,7 @@ export class Session {
   ): Promise<pg.QueryResult<any>> {
     if (!(ms <= MAX_TIMER_MS)) return this.query(statement, values, signal);
     if (this.#tick !== undefined) {
-      return this.query(statement, values, signal, monotonicNow() + ms);
+      return this.query(statement, values, signal, { due: monotonicNow() + ms, dueTick: Infinity });
     }
     return this.#timed(ms, () => this.query(statement, values, signal));
   }
@@ -429,8 +470,6 @@ export class Session {
    */
   startHeartbeat(intervalMs: number): void {
     if (this.#tick !== undefined || this.#ended || !Number.isFinite(intervalMs)) return;
-    // The heartbeat runs every lease / 4: a reply may take up to the lease (see rowsHolding).
-    this.#replyDeadlineMs = 4 * intervalMs;
     this.#beating = true;
     this.#tick = setInterval(() => this.#onTick(), intervalMs);
     this.#tick.unref();
@@ -438,15 +477,14 @@ export class Session {
 
   #onTick(): void {
     if (this.#ended) return;
-    const now = monotonicNow();
-    const due = this.#overdue(now);
-    if (due !== undefined) {
-      const late = Math.round(now - due);
-      this.cut(`no reply from the server by its bound (${late} ms past it, at a tick)`);
+    const why = this.#overdue(monotonicNow(), ++this.#ticks);
+    if (why !== undefined) {
+      this.cut(why);
       return;
     }
     if (this.#inflight > 0 || !this.#beating) return;
-    this.rowsHolding(HEARTBEAT, []).then(
+    // Sent at this tick: its reply is overdue at the fourth tick from this one, the lease.
+    this.#rowsForTicks(HEARTBEAT, [], LEASE_TICKS).then(
       (rows) => {
         const row = rows[0];
         if (row === undefined || Number(row[0]) !== this.pid || row[1] !== this.marker) {
@@ -465,7 +503,6 @@ export class Session {
    */
   stopHeartbeat(): void {
     this.#beating = false;
-    this.#replyDeadlineMs = Infinity;
   }
 
   /** The tick stops: the session ended. */
@@ -473,7 +510,6 @@ export class Session {
     clearInterval(this.#tick);
     this.#tick = undefined;
     this.#beating = false;
-    this.#replyDeadlineMs = Infinity;
   }
 
   /**
