@@ -122,7 +122,8 @@ export class Session {
   /** Statements waiting for the one in flight (see #turn), first first. */
   readonly #waiting: Waiting[] = [];
   /**
-   * The session's tick, every lease / 4 from startHeartbeat to the session's end: it sends a
+   * The session's tick, every lease / 4 from startHeartbeat to the session's end (or to
+   * stopHeartbeat, once nothing is in flight): it sends a
    * heartbeat when no statement is in flight (while #beating), and cuts the session when a
    * statement's reply is overdue (#overdue). undefined: no tick (the control session, a lease
    * of Infinity, an ended session).
@@ -250,6 +251,7 @@ export class Session {
       this.#inflight = 0;
       this.#inflightDue = Infinity;
       this.#inflightDueTick = Infinity;
+      if (!this.#beating) this.#stopTick();
     }
   }
 
@@ -465,8 +467,8 @@ export class Session {
    * the set (an idle session ended by the server would fail the next request that takes it). A
    * heartbeat that finds another server process (a pooler) ends the session: its locks are not
    * where the leases think they are. The same tick cuts the session when a statement's reply is
-   * overdue (rowsWithin); it runs until the session ends, after stopHeartbeat too, so that a
-   * statement sent before still has its bound.
+   * overdue (rowsWithin); after stopHeartbeat it runs only until no statement is in flight or
+   * queued, so that a statement sent before still has its bound.
    */
   startHeartbeat(intervalMs: number): void {
     if (this.#tick !== undefined || this.#ended || !Number.isFinite(intervalMs)) return;
@@ -498,14 +500,22 @@ export class Session {
   }
 
   /**
-   * No more heartbeats (end()): the tick goes on checking replies until the session ends, and
-   * later statements get no bound from rowsHolding.
+   * No more heartbeats (end()): the tick stops now if no statement is in flight, else it goes on
+   * checking replies until the last one is answered (#done) or the session ends, and later
+   * statements get no bound from rowsHolding. A session whose server never answers end() (its
+   * process frozen) keeps no timer firing.
    */
   stopHeartbeat(): void {
     this.#beating = false;
+    if (this.#inflight === 0) this.#stopTick();
   }
 
-  /** The tick stops: the session ended. */
+  /** True while the session's tick runs (startHeartbeat to stopHeartbeat and idle, or the end). */
+  get ticking(): boolean {
+    return this.#tick !== undefined;
+  }
+
+  /** The tick stops: the session ended, or stopped its heartbeat with nothing in flight. */
   #stopTick(): void {
     clearInterval(this.#tick);
     this.#tick = undefined;

@@ -125,6 +125,38 @@ describe('a lock session’s reply bound, on its tick', { skip: skipWithoutPostg
     );
   });
 
+  test('end() of an idle session whose server process is frozen stops its tick at once', async (t) => {
+    const lease = 60_000; // no tick comes during the test: nothing is in flight
+    const session = await lockSession(lease);
+    assert.equal(session.ticking, true);
+    if (!freeze(session.pid)) return t.skip('the server process is not ours to stop');
+    // pg's end() waits for the server to close the connection, which a frozen process never does.
+    const ending = session.end();
+    assert.equal(session.ticking, false, 'the tick of a session being ended goes on firing');
+    assert.equal(session.alive, true, 'the frozen server has not closed the connection yet');
+    process.kill(session.pid, 'SIGCONT');
+    await ending;
+    assert.equal(session.alive, false);
+  });
+
+  test('stopHeartbeat() with a heartbeat in flight that a frozen server never answers: the tick stays until it cuts it at its bound', async (t) => {
+    const lease = 800; // a tick every 200 ms
+    const session = await lockSession(lease);
+    const ended = new Promise<number>((resolve) => session.onEnd(() => resolve(performance.now())));
+    if (!freeze(session.pid)) return t.skip('the server process is not ours to stop');
+    while (!session.busy) await new Promise((resolve) => setTimeout(resolve, 2));
+    const sent = performance.now();
+    session.stopHeartbeat();
+    assert.equal(session.ticking, true, 'the heartbeat in flight lost its bound');
+    const took = (await ended) - sent;
+    assert.equal(session.ticking, false);
+    assert.match(String(session.endReason), /no reply from the server/);
+    assert.ok(took >= lease - 5, `cut ${took.toFixed(0)} ms after the heartbeat, before the lease`);
+    assert.ok(took < lease + SLACK, `cut ${took.toFixed(0)} ms after the heartbeat`);
+    // (end() itself does not wait for it: pg destroys the socket of a client with a query in
+    // flight.)
+  });
+
   test('a statement answered in time is not cut, and the session goes on beating', async () => {
     const lease = 400;
     const session = await lockSession(lease);
