@@ -129,30 +129,35 @@ function sameValues(a: readonly unknown[], b: readonly unknown[]): boolean {
   return true;
 }
 
+/**
+ * One statement's way through pg. Its bytes are made before it is handed to pg (Session.rows:
+ * BoundStatements.bytes), not in submit: pg marks a query active before it calls submit, and a
+ * throw there (a parameter whose text cannot be made) would leave pg's client waiting for the
+ * replies of a statement never sent. Made first, such a throw rejects the statement before pg
+ * sees it.
+ */
 export class RawQuery {
   readonly name: string;
   readonly text: string;
-  readonly values: unknown[];
   readonly rows: RawRow[] = [];
-  readonly #bound: BoundStatements;
+  /** Bind + Execute + Sync (BoundStatements.bytes). */
+  readonly #bytes: Buffer;
   /** pg may wrap it (its query_timeout): always called through the property, once. */
   callback: ((error: Error | null, rows?: RawRow[]) => void) | undefined;
 
   constructor(
     statement: QueryConfig,
-    values: unknown[],
-    bound: BoundStatements,
+    bytes: Buffer,
     callback: (error: Error | null, rows?: RawRow[]) => void,
   ) {
     this.name = statement.name;
     this.text = statement.text;
-    this.values = values;
-    this.#bound = bound;
+    this.#bytes = bytes;
     this.callback = callback;
   }
 
   submit(connection: PgConnection): null {
-    const bytes = this.#bound.bytes(this.name, this.values);
+    const bytes = this.#bytes;
     const stream = connection.stream;
     if (
       connection.parsedStatements[this.name] !== undefined ||

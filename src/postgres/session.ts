@@ -351,8 +351,17 @@ export class Session {
   }
 
   #sendRows(statement: QueryConfig, values: Values): Promise<RawRow[]> {
+    let bytes: Buffer;
+    try {
+      // Before pg sees the statement (see RawQuery): a throw here (a parameter with no text, a
+      // values function that throws) rejects it, and its turn ends, with nothing sent.
+      bytes = this.#bound.bytes(statement.name, valuesOf(values));
+    } catch (error) {
+      this.#done();
+      return Promise.reject(error as Error);
+    }
     return new Promise<RawRow[]>((resolve, reject) => {
-      const query = new RawQuery(statement, valuesOf(values), this.#bound, (error, rows) => {
+      const query = new RawQuery(statement, bytes, (error, rows) => {
         this.#endedBy(error);
         this.#done();
         if (error === null) resolve(rows!);

@@ -111,6 +111,28 @@ describe('RawQuery replies, through pg', { skip: skipWithoutPostgres }, () => {
     assert.deepEqual(await s.rows(HEARTBEAT, []), [[String(s.pid), s.marker]]);
   });
 
+  test('a parameter whose text cannot be made rejects the statement before pg sees it; the session goes on', async () => {
+    const s = await session();
+    const echo = { name: 'test_raw_echo', text: 'SELECT $1::text' };
+    const noText = {
+      toString(): string {
+        throw new Error('no text for this value');
+      },
+    };
+    await assert.rejects(s.rows(echo, [noText]), /no text for this value/);
+    await assert.rejects(
+      s.rows(echo, () => {
+        throw new Error('no values');
+      }),
+      /no values/,
+    );
+    assert.equal(s.alive, true);
+    // pg never saw them: its client is not left waiting for their replies (the next statement
+    // would then wait forever in pg's queue; its bound cuts the session instead).
+    assert.deepEqual(await s.rowsWithin(echo, ['x'], 2000), [['x']]);
+    assert.deepEqual(await s.rowsWithin(HEARTBEAT, [], 2000), [[String(s.pid), s.marker]]);
+  });
+
   test('the connection’s end fails the statement in flight', async () => {
     const s = await session();
     const sleep = { name: 'test_raw_sleep', text: 'SELECT pg_sleep($1)' };
