@@ -2,7 +2,7 @@
 // and statement (BoundStatements): they must be the bytes pg's own serializer (the pg-protocol
 // that pg loads) makes for the same statement and parameters, as pg's Query would send them. And
 // the replies still go through pg's machinery: rows, a server error (the session goes on), a
-// notice, and the connection's end.
+// failed Parse, a cancel, a notice, and the connection's end.
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { after, describe, test } from 'node:test';
@@ -131,6 +131,58 @@ describe('RawQuery replies, through pg', { skip: skipWithoutPostgres }, () => {
     // would then wait forever in pg's queue; its bound cuts the session instead).
     assert.deepEqual(await s.rowsWithin(echo, ['x'], 2000), [['x']]);
     assert.deepEqual(await s.rowsWithin(HEARTBEAT, [], 2000), [[String(s.pid), s.marker]]);
+  });
+
+  test('values through the server: non-ASCII, long, null, empty, a bigint past 2^53; the cached bytes again', async () => {
+    const s = await session();
+    const echo = {
+      name: 'test_raw_values',
+      text: 'SELECT $1::text, $2::text, $3::text, length($4::text)::text, ($5::int8 + 1)::text',
+    };
+    const long = 'é'.repeat(100_000);
+    const values = ['clé 🔒', null, '', long, 9007199254740993n];
+    const expected = [['clé 🔒', null, '', '100000', '9007199254740994']];
+    assert.deepEqual(await s.rows(echo, values), expected);
+    assert.deepEqual(await s.rows(echo, values), expected);
+  });
+
+  test('a statement whose Parse fails is parsed again next time; the session goes on', async () => {
+    const s = await session();
+    const bad = { name: 'test_raw_bad', text: 'SELEC 1' };
+    for (let i = 0; i < 2; i++) {
+      await assert.rejects(s.rows(bad, []), { code: '42601' });
+    }
+    assert.deepEqual(await s.rows(HEARTBEAT, []), [[String(s.pid), s.marker]]);
+  });
+
+  test('a statement cancelled by pg_cancel_backend fails with 57014; the one queued behind it is answered, the session goes on', async () => {
+    const s = await session();
+    const sleep = { name: 'test_raw_cancelled', text: 'SELECT pg_sleep($1)::text, $2::text' };
+    assert.deepEqual(await s.rows(sleep, [0, 'a']), [['', 'a']]);
+    const pending = s.rows(sleep, [30, 'a']).then(
+      () => undefined,
+      (error: unknown) => error as { code?: string },
+    );
+    const queued = s.rows(HEARTBEAT, []);
+    const admin = await rawClient();
+    try {
+      for (;;) {
+        const { rows } = await admin.query(
+          "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND query LIKE '%pg_sleep%' AND state = 'active'",
+          [s.pid],
+        );
+        if (rows.length > 0) break;
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      await admin.query('SELECT pg_cancel_backend($1)', [s.pid]);
+    } finally {
+      await admin.end();
+    }
+    assert.equal((await pending)?.code, '57014');
+    assert.deepEqual(await queued, [[String(s.pid), s.marker]]);
+    assert.equal(s.alive, true);
+    // The cancelled statement again, prepared still (its bytes remade for other parameters).
+    assert.deepEqual(await s.rows(sleep, [0, 'a']), [['', 'a']]);
   });
 
   test('the connection’s end fails the statement in flight', async () => {
