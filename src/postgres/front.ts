@@ -179,6 +179,19 @@ export class Front {
     return (this.#queues.get(fk)?.waiters.length ?? 0) > 0;
   }
 
+  /**
+   * One try at a single front key, in the caller's task (the uncontended path: no promise to
+   * await): its lease, or null when the key is held (the caller then waits in take(), or a try
+   * gives up). Throws as take() does (a full table, close()).
+   */
+  tryTakeOne(fk: string, key: string, mode: Mode, signal: AbortSignal | undefined): Lease | null {
+    try {
+      return this.table.tryAcquire(fk, { mode, hold: Infinity });
+    } catch (error) {
+      throw this.#failure(error, key, 0, signal);
+    }
+  }
+
   /** Takes the front keys in the table: leases, or null for a try that found one held. */
   async take(
     fks: string[],
@@ -210,28 +223,38 @@ export class Front {
       if (fks.length === 1) return [await this.table.acquire(fks[0]!, options)];
       return await this.table.acquireAll(fks, options);
     } catch (error) {
-      if (this.#closing.signal.aborted) throw closedError(key);
-      if (signal?.aborted) throw new AbortError(key, signal.reason);
-      if (error instanceof LockError && error.code === 'ERR_LOCK_TIMEOUT') {
-        throw timeoutError(key, waitTimeout);
-      }
-      if (error instanceof LockError && error.code === 'ERR_LOCK_TABLE_FULL') {
-        throw new LockError(
-          'ERR_LOCK_TABLE_FULL',
-          key,
-          `Cannot lock ${describeKey(key)}: the LockTable in front of the server (options.table) ` +
-            `has no free slot (capacity ${this.table.capacity}, shared with the application's ` +
-            'own keys). Create it with a larger capacity',
-          { cause: error },
-        );
-      }
-      throw error;
+      throw this.#failure(error, key, waitTimeout, signal);
     } finally {
       if (onAbort !== undefined) {
         closing.removeEventListener('abort', onAbort);
         signal?.removeEventListener('abort', onAbort);
       }
     }
+  }
+
+  /** What a failure of the table's acquire becomes for the caller of take() or tryTakeOne(). */
+  #failure(
+    error: unknown,
+    key: string,
+    waitTimeout: number,
+    signal: AbortSignal | undefined,
+  ): unknown {
+    if (this.#closing.signal.aborted) return closedError(key);
+    if (signal?.aborted) return new AbortError(key, signal.reason);
+    if (error instanceof LockError && error.code === 'ERR_LOCK_TIMEOUT') {
+      return timeoutError(key, waitTimeout);
+    }
+    if (error instanceof LockError && error.code === 'ERR_LOCK_TABLE_FULL') {
+      return new LockError(
+        'ERR_LOCK_TABLE_FULL',
+        key,
+        `Cannot lock ${describeKey(key)}: the LockTable in front of the server (options.table) ` +
+          `has no free slot (capacity ${this.table.capacity}, shared with the application's ` +
+          'own keys). Create it with a larger capacity',
+        { cause: error },
+      );
+    }
+    return error;
   }
 
   /** close(): every queued request fails with ERR_LOCK_CLOSED, every table wait ends. */

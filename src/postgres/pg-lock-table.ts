@@ -160,6 +160,8 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
   /** A session of its own for cancels, terminations and inspect(): never holds a lock. */
   #control: Promise<Session> | undefined;
   #installed: Promise<void> | undefined;
+  /** Set once #installed has resolved: the schema is there and no request awaits it again. */
+  #schemaReady = false;
   #closed = false;
   #closing: Promise<void> | undefined;
   readonly #front: Front;
@@ -388,7 +390,14 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
     let tableLeases: readonly Lease[] = [];
     let done = false;
     try {
-      const taken = await front.take(fks, first, r.mode, r.waitTimeout, start, r.signal, isTry);
+      // A single key first tries in this task (the uncontended path awaits nothing for it).
+      const one = fks.length === 1 ? front.tryTakeOne(fk, first, r.mode, r.signal) : null;
+      const taken =
+        one !== null
+          ? [one]
+          : isTry && fks.length === 1
+            ? null
+            : await front.take(fks, first, r.mode, r.waitTimeout, start, r.signal, isTry);
       if (taken === null) return null;
       tableLeases = taken;
       const hold = new FrontHold(front, fk, taken, cohort);
@@ -419,10 +428,13 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
     const first = keys[0]!;
     if (this.#closed) throw closedError(first);
     if (r.signal?.aborted) throw new AbortError(first, r.signal.reason);
-    await this.#install(first);
+    // Once installed, nothing to await (the uncontended path).
+    if (!this.#schemaReady) await this.#install(first);
     const request: Attempt = { keys, r, isTry, start, front };
     for (let attempt = 1; ; attempt++) {
-      const session = await this.#sessions.checkout(first, r.waitTimeout, start, r.signal);
+      const session =
+        this.#sessions.takeIdle() ??
+        (await this.#sessions.checkout(first, r.waitTimeout, start, r.signal));
       try {
         return await this.#acquireOn(session, request);
       } catch (error) {
@@ -451,7 +463,16 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
         if (r.signal?.aborted) throw new AbortError(key, r.signal.reason);
         let grant: Grant | null;
         try {
-          grant = await this.#grant(session, key, r, start, () => (clean = false));
+          this.#checkServerRun(session);
+          // The common case in one await: a grant, or not granted. A used-up token range renews
+          // it and asks again (#grantAfterRenewals).
+          const once = await this.#grantOnce(session, key, r, start);
+          if (once === RENEW) {
+            clean = false;
+            grant = await this.#grantAfterRenewals(session, key, r, start);
+          } else {
+            grant = once;
+          }
         } catch (error) {
           // Aborted while it waited behind the heartbeat: never sent, nothing to undo for it.
           if (error instanceof StatementWithdrawn) throw new AbortError(key, r.signal?.reason);
@@ -490,41 +511,45 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
   }
 
   /**
-   * One grant, in what is left of the request's wait (from `start`): fastGrant when the key's id
-   * is known and the session has run ACQUIRE (one plain statement), else, or when that returns no
-   * row (a pooler's other session), ACQUIRE (locktable.grant, which also learns the id). A used-up
-   * token range (either statement) renews it (RENEW_TOKENS) and asks again. Resolves with the
-   * grant, or null (not granted: a try that found the key held, or the server's lock_timeout in
-   * ACQUIRE). Throws AbortError, ERR_LOCK_CLOSED, ERR_LOCK_CONNECTION, ERR_LOCK_POOLER,
+   * A new server run (a restart, a restore, a failover) for `session`: the key ids learnt from
+   * another run may not be this one's, so they are forgotten.
+   */
+  #checkServerRun(session: Session): void {
+    if (session.serverStart !== this.#idsServer) {
+      this.#ids.clear();
+      this.#idsServer = session.serverStart;
+    }
+  }
+
+  /**
+   * After a grant statement (#grantOnce) found the token range used up: renews it (RENEW_TOKENS)
+   * and asks again, at most MAX_RENEWALS times. Resolves as #grantOnce (a grant, or null: not
+   * granted, the renewal's wait ran out too). A fastGrant's 2200H came after its lock (unlocked
+   * since), and either statement ran into a used-up range: the caller resets the session on
+   * failure, as after any statement that locked.
+   *
+   * With #grantOnce, one grant, in what is left of the request's wait (from `start`): fastGrant
+   * when the key's id is known and the session has run ACQUIRE (one plain statement), else, or
+   * when that returns no row (a pooler's other session), ACQUIRE (locktable.grant, which also
+   * learns the id). Both throw AbortError, ERR_LOCK_CLOSED, ERR_LOCK_CONNECTION, ERR_LOCK_POOLER,
    * ServerTimeout (fastGrant's lock_timeout: the session may hold the lock), StatementWithdrawn
    * (aborted before its statement was sent: it holds nothing more than before), or the server's
    * error. After any other throw the session may hold the lock (a session lock survives the
    * rollback of a statement that failed after taking it): the caller resets it.
    */
-  async #grant(
+  async #grantAfterRenewals(
     session: Session,
     key: string,
     r: Request,
     start: number,
-    dirtied: () => void,
   ): Promise<Grant | null> {
-    if (session.serverStart !== this.#idsServer) {
-      // Another server run (a restart, a restore, a failover): its key ids may not be ours.
-      this.#ids.clear();
-      this.#idsServer = session.serverStart;
-    }
     for (let renewals = 0; ; renewals++) {
-      const grant = await this.#grantOnce(session, key, r, start);
-      if (grant !== RENEW) return grant;
-      // A fastGrant's 2200H came after its lock (unlocked since), and either statement ran into a
-      // used-up range: the session is reset on failure, as after any statement that locked.
-      dirtied();
       if (renewals === MAX_RENEWALS) {
         throw new Error(`locktable: the token range was used up ${renewals + 1} times in a row`);
       }
       // Within what is left of the wait (a try: 1 ms), as the grant itself: renew_tokens may wait
       // for the install lock and its ALTER SEQUENCE for the sequence. Not in time: not granted
-      // (the key was given back; the caller resets the session, dirtied above).
+      // (the key was given back; the caller resets the session).
       // What is left when it is sent (after any wait for its turn behind a heartbeat).
       const renewValues = () => {
         const left = waitMs(r.waitTimeout, start);
@@ -542,6 +567,8 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
         if (sqlState(error) === '55P03') return null;
         throw error;
       }
+      const grant = await this.#grantOnce(session, key, r, start);
+      if (grant !== RENEW) return grant;
     }
   }
 
@@ -895,6 +922,7 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
       found = await version();
     }
     if (found > SCHEMA_VERSION) throw schemaError(found, SCHEMA_VERSION);
+    this.#schemaReady = true;
   }
 
   async #describe(key: string | null): Promise<PgLockInfo[]> {

@@ -11,13 +11,14 @@
  */
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
+import { monotonicNow } from '../api/clock.js';
 import { POOLER_STATES, SharedSessionError, sqlState } from './errors.js';
+import { BoundStatements, type QueryConfig, RawQuery, type RawRow } from './raw-query.js';
 import { HEARTBEAT, SESSION_START } from './sql.js';
 
-export type QueryConfig = { name: string; text: string };
+export type { QueryConfig };
 
-/** One row of a statement sent by Session.rows: its columns as the server's text, in order. */
-export type RawRow = ReadonlyArray<string | null>;
+export type { RawRow };
 
 /**
  * A statement's parameters, or a function that makes them when the statement is sent: a lock
@@ -48,120 +49,29 @@ interface Waiting {
   withdraw(): void;
   /** What Session.withdraw matches: the request's signal. */
   signal: AbortSignal | undefined;
+  /** When its reply is overdue (monotonicNow ms; Infinity: never): see Session.#overdue. */
+  due: number;
+  /** The tick (Session.#ticks) at which its reply is overdue (Infinity: none): see rowsHolding. */
+  dueTick: number;
 }
 
-/** What RawQuery uses of pg's Connection (pg/lib/connection.js). */
-interface PgConnection {
-  stream: { cork(): void; uncork(): void };
-  parsedStatements: Record<string, string | undefined>;
-  submittedNamedStatements: Record<string, string | undefined>;
-  parse(query: { text: string; name: string; types: unknown[] }): void;
-  bind(config: {
-    portal: string;
-    statement: string;
-    values: unknown[];
-    binary: boolean;
-    valueMapper: (value: unknown) => string | null;
-  }): void;
-  execute(config: { portal: string }): void;
-  sync(): void;
-  sendCopyFail(message: string): void;
+/** No bound: neither a time nor a tick. */
+const NO_BOUND = { due: Infinity, dueTick: Infinity } as const;
+
+/** A statement's reply bound: a time (monotonicNow ms), a tick (Session.#ticks), or both Infinity. */
+interface Bound {
+  due: number;
+  dueTick: number;
 }
 
-const NO_TYPES: unknown[] = [];
-
-/** A statement's parameter as text (our values are strings, numbers, booleans and null). */
-function toText(value: unknown): string | null {
-  return value === null || value === undefined ? null : String(value);
+/** Why a tick cut the session: a statement's reply `due` (ms; Infinity: its bound was a tick). */
+function overdueReason(now: number, due: number): string {
+  const past = Number.isFinite(due) ? `${Math.round(now - due)} ms past it, ` : '';
+  return `no reply from the server by its bound (${past}at a tick)`;
 }
 
-/**
- * A named prepared statement sent through pg's Submittable interface (the one pg-cursor and
- * pg-query-stream use) instead of as a pg Query, for the statements every grant and release
- * sends: Parse once per session, then Bind, Execute and Sync, as pg's Query sends them, but
- * without a Describe, so the server sends no RowDescription and the client builds no field
- * parsers, no result object and no copy of the config per statement (pg's Query does all three),
- * and reads each row as the server's text, whatever type parsers or `binary` option the
- * application set on pg. The caller knows its statement's columns by position.
- */
-class RawQuery {
-  readonly name: string;
-  readonly text: string;
-  readonly values: unknown[];
-  readonly rows: RawRow[] = [];
-  /** pg may wrap it (its query_timeout): always called through the property, once. */
-  callback: ((error: Error | null, rows?: RawRow[]) => void) | undefined;
-
-  constructor(
-    statement: QueryConfig,
-    values: unknown[],
-    callback: (error: Error | null, rows?: RawRow[]) => void,
-  ) {
-    this.name = statement.name;
-    this.text = statement.text;
-    this.values = values;
-    this.callback = callback;
-  }
-
-  submit(connection: PgConnection): null {
-    connection.stream.cork();
-    try {
-      if (
-        connection.parsedStatements[this.name] === undefined &&
-        connection.submittedNamedStatements[this.name] === undefined
-      ) {
-        connection.parse({ text: this.text, name: this.name, types: NO_TYPES });
-        // As pg's Query: the name counts as prepared once sent (ParseComplete confirms it, an
-        // error forgets it: pg's client does both).
-        connection.submittedNamedStatements[this.name] = this.text;
-      }
-      connection.bind({
-        portal: '',
-        statement: this.name,
-        values: this.values,
-        binary: false,
-        valueMapper: toText,
-      });
-      connection.execute({ portal: '' });
-      connection.sync();
-    } finally {
-      connection.stream.uncork();
-    }
-    return null;
-  }
-
-  handleDataRow(message: { fields: RawRow }): void {
-    this.rows.push(message.fields);
-  }
-
-  /** The statement failed (the server's error), or the connection did: no ReadyForQuery follows. */
-  handleError(error: Error): void {
-    this.#settle(error);
-  }
-
-  handleReadyForQuery(): void {
-    this.#settle(null);
-  }
-
-  #settle(error: Error | null): void {
-    const callback = this.callback;
-    if (callback === undefined) return;
-    this.callback = undefined;
-    if (error === null) callback(null, this.rows);
-    else callback(error);
-  }
-
-  // The rest of the messages pg's client hands to its active query: none comes for these
-  // statements (no Describe, no COPY, no row limit), and none needs an answer but COPY's.
-  handleRowDescription(): void {}
-  handleCommandComplete(): void {}
-  handleEmptyQuery(): void {}
-  handlePortalSuspended(): void {}
-  handleCopyData(): void {}
-  handleCopyInResponse(connection: PgConnection): void {
-    connection.sendCopyFail('locktable: no COPY');
-  }
-}
+/** The lease in ticks: the heartbeat, and so the tick, runs every lease / 4. */
+const LEASE_TICKS = 4;
 
 /** The longest delay setTimeout takes; a longer one fires at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -205,17 +115,32 @@ export class Session {
   /** Set by end(): the backend ended it on purpose (close(), a discarded session). */
   endedOnPurpose = false;
   readonly #onEnd = new Set<(reason: unknown) => void>();
+  /** The hot statements' Bind + Execute + Sync bytes, for their last parameters (raw-query.ts). */
+  readonly #bound = new BoundStatements();
   /** Statements sent and not answered yet (0 or 1: see #turn). */
   #inflight = 0;
   /** Statements waiting for the one in flight (see #turn), first first. */
   readonly #waiting: Waiting[] = [];
-  #heartbeat: NodeJS.Timeout | undefined;
   /**
-   * While the heartbeat runs (a lock session with a finite lease): how long (ms) a release or a
-   * heartbeat may wait for its reply before the session is taken for cut off (see
-   * rowsHolding). Infinity otherwise.
+   * The session's tick, every lease / 4 from startHeartbeat to the session's end (or to
+   * stopHeartbeat, once nothing is in flight): it sends a
+   * heartbeat when no statement is in flight (while #beating), and cuts the session when a
+   * statement's reply is overdue (#overdue). undefined: no tick (the control session, a lease
+   * of Infinity, an ended session).
    */
-  #replyDeadlineMs = Infinity;
+  #tick: NodeJS.Timeout | undefined;
+  /** True while the tick sends heartbeats: from startHeartbeat to stopHeartbeat or end(). */
+  #beating = false;
+  /**
+   * When the reply to the statement in flight is overdue (monotonicNow ms): its bound counted
+   * from when it was handed to the session (queued time included); Infinity for none, or no
+   * statement in flight.
+   */
+  #inflightDue = Infinity;
+  /** The tick at which the reply to the statement in flight is overdue (rowsHolding), or Infinity. */
+  #inflightDueTick = Infinity;
+  /** Ticks so far: each #onTick counts one before it checks the bounds. */
+  #ticks = 0;
 
   private constructor(client: pg.Client) {
     this.client = client;
@@ -293,9 +218,11 @@ export class Session {
    * else a promise of it, which rejects with StatementWithdrawn if withdraw(signal) takes the
    * statement out of the queue first. Each turn ends with #done.
    */
-  #turn(signal: AbortSignal | undefined): Promise<void> | undefined {
+  #turn(signal: AbortSignal | undefined, bound: Bound): Promise<void> | undefined {
     if (this.#inflight === 0) {
       this.#inflight = 1;
+      this.#inflightDue = bound.due;
+      this.#inflightDueTick = bound.dueTick;
       return undefined;
     }
     return new Promise<void>((resolve, reject) =>
@@ -303,15 +230,49 @@ export class Session {
         go: resolve,
         withdraw: () => reject(new StatementWithdrawn()),
         signal,
+        due: bound.due,
+        dueTick: bound.dueTick,
       }),
     );
   }
 
-  /** The statement in flight is answered: the next waiting one goes (the session stays busy). */
+  /**
+   * The statement in flight is answered (called in the same task as the reply is read, so a
+   * tick never finds an answered statement overdue): the next waiting one goes (the session
+   * stays busy), its reply due when it was when queued.
+   */
   #done(): void {
     const next = this.#waiting.shift();
-    if (next !== undefined) next.go();
-    else this.#inflight = 0;
+    if (next !== undefined) {
+      this.#inflightDue = next.due;
+      this.#inflightDueTick = next.dueTick;
+      next.go();
+    } else {
+      this.#inflight = 0;
+      this.#inflightDue = Infinity;
+      this.#inflightDueTick = Infinity;
+      if (!this.#beating) this.#stopTick();
+    }
+  }
+
+  /**
+   * On each tick: whether a statement's reply is overdue, in flight or queued behind it (the one
+   * in flight is then overdue too, or was answered in this very task: #done runs as its reply is
+   * read). Two kinds of bound: a time, `ms` after its statement was handed to the session
+   * (rowsWithin), which the tick sees at most one interval (lease / 4) later, so the bound a
+   * caller gets is `ms` plus that interval (plus the event loop's own lateness, which a timer has
+   * too); or a tick (rowsHolding), counted, so that a bound of exactly four intervals is not left
+   * to whether the fourth tick ran a few microseconds late. A string for the cut's reason, or
+   * undefined.
+   */
+  #overdue(now: number, tick: number): string | undefined {
+    if (this.#inflightDue < now || this.#inflightDueTick <= tick) {
+      return overdueReason(now, this.#inflightDue);
+    }
+    for (const waiting of this.#waiting) {
+      if (waiting.due < now || waiting.dueTick <= tick) return overdueReason(now, waiting.due);
+    }
+    return undefined;
   }
 
   /**
@@ -340,10 +301,11 @@ export class Session {
     statement: QueryConfig,
     values: Values,
     signal?: AbortSignal,
+    bound: Bound = NO_BOUND,
     // pg's row type is `any`: each caller reads its own columns.
     // eslint-disable-next-line @typescript-eslint/no-explicit-any
   ): Promise<pg.QueryResult<any>> {
-    const turn = this.#turn(signal);
+    const turn = this.#turn(signal, bound);
     // Withdrawn: the turn never was this statement's (no #done).
     if (turn !== undefined) await turn;
     try {
@@ -376,16 +338,30 @@ export class Session {
    * The hot statements (a known key's grant, a release, a heartbeat): sent as a RawQuery, their
    * rows as the server's text, columns by position.
    */
-  rows(statement: QueryConfig, values: Values, signal?: AbortSignal): Promise<RawRow[]> {
-    const turn = this.#turn(signal);
+  rows(
+    statement: QueryConfig,
+    values: Values,
+    signal?: AbortSignal,
+    bound: Bound = NO_BOUND,
+  ): Promise<RawRow[]> {
+    const turn = this.#turn(signal, bound);
     if (turn === undefined) return this.#sendRows(statement, values);
     // Withdrawn: the rejection passes on, and the turn never was this statement's (no #done).
     return turn.then(() => this.#sendRows(statement, values));
   }
 
   #sendRows(statement: QueryConfig, values: Values): Promise<RawRow[]> {
+    let bytes: Buffer;
+    try {
+      // Before pg sees the statement (see RawQuery): a throw here (a parameter with no text, a
+      // values function that throws) rejects it, and its turn ends, with nothing sent.
+      bytes = this.#bound.bytes(statement.name, valuesOf(values));
+    } catch (error) {
+      this.#done();
+      return Promise.reject(error as Error);
+    }
     return new Promise<RawRow[]>((resolve, reject) => {
-      const query = new RawQuery(statement, valuesOf(values), (error, rows) => {
+      const query = new RawQuery(statement, bytes, (error, rows) => {
         this.#endedBy(error);
         this.#done();
         if (error === null) resolve(rows!);
@@ -407,25 +383,47 @@ export class Session {
    * the key would stay taken in this process (the front) although the server may have freed it.
    * So the session is cut: its socket destroyed, the session ended, the statement rejected. That
    * is safe: the server either ran the statement (an unlock) or, silent for the lease, ends the
-   * session itself (idle_session_timeout), which frees its locks.
+   * session itself (idle_session_timeout), which frees its locks. The bound is counted in ticks
+   * (the lease is four of them): the cut comes at the fifth tick after the statement was handed
+   * over, the first that is sure to be a lease after it (it was handed between two ticks), so
+   * between the lease and a lease and a quarter after it. A heartbeat, sent at a tick, is cut
+   * at the fourth tick after (#heartbeat).
    */
   rowsHolding(statement: QueryConfig, values: Values): Promise<RawRow[]> {
-    return this.rowsWithin(statement, values, this.#replyDeadlineMs);
+    return this.#rowsForTicks(statement, values, LEASE_TICKS + 1);
   }
 
-  /** rows() whose reply must come within `ms` (Infinity: no bound), else the session is cut. */
+  /** rows() whose reply is overdue at the `ticks`-th tick from now (none without a heartbeat). */
+  #rowsForTicks(statement: QueryConfig, values: Values, ticks: number): Promise<RawRow[]> {
+    if (!this.#beating) return this.rows(statement, values);
+    return this.rows(statement, values, undefined, {
+      due: Infinity,
+      dueTick: this.#ticks + ticks,
+    });
+  }
+
+  /**
+   * rows() whose reply must come within `ms` (Infinity: no bound), else the session is cut. On a
+   * session with a tick (a lock session with a finite lease), the tick checks the bound: the cut
+   * comes at most one tick (lease / 4) after `ms` (#overdue). Without one, a timer does.
+   */
   rowsWithin(
     statement: QueryConfig,
     values: Values,
     ms: number,
     signal?: AbortSignal,
   ): Promise<RawRow[]> {
-    return this.#within(ms, () => this.rows(statement, values, signal));
+    if (!(ms <= MAX_TIMER_MS)) return this.rows(statement, values, signal);
+    if (this.#tick !== undefined) {
+      return this.rows(statement, values, signal, { due: monotonicNow() + ms, dueTick: Infinity });
+    }
+    return this.#timed(ms, () => this.rows(statement, values, signal));
   }
 
   /**
    * A statement whose reply must come within `ms` (Infinity: no bound), else the session is cut
-   * (see rowsHolding): a lock wait with a finite waitTimeout, a cancel on the control session.
+   * (see rowsHolding, rowsWithin): a lock wait with a finite waitTimeout, a cancel on the control
+   * session.
    */
   queryWithin(
     statement: QueryConfig,
@@ -434,13 +432,15 @@ export class Session {
     signal?: AbortSignal,
     // eslint-disable-next-line @typescript-eslint/no-explicit-any
   ): Promise<pg.QueryResult<any>> {
-    return this.#within(ms, () => this.query(statement, values, signal));
+    if (!(ms <= MAX_TIMER_MS)) return this.query(statement, values, signal);
+    if (this.#tick !== undefined) {
+      return this.query(statement, values, signal, { due: monotonicNow() + ms, dueTick: Infinity });
+    }
+    return this.#timed(ms, () => this.query(statement, values, signal));
   }
 
-  /** Runs `send`, cutting the session if its reply has not come in `ms`. */
-  async #within<T>(ms: number, send: () => Promise<T>): Promise<T> {
-    // Beyond a timer's range (2^31 - 1 ms, about 24.8 days) is no bound at all.
-    if (!(ms <= MAX_TIMER_MS)) return send();
+  /** Runs `send`, cutting the session if its reply has not come in `ms` (a session with no tick). */
+  async #timed<T>(ms: number, send: () => Promise<T>): Promise<T> {
     const timer = setTimeout(() => this.cut(`no reply from the server in ${ms} ms`), ms);
     try {
       return await send();
@@ -475,33 +475,60 @@ export class Session {
    * session only if this process stops talking, whether the session holds leases or waits idle in
    * the set (an idle session ended by the server would fail the next request that takes it). A
    * heartbeat that finds another server process (a pooler) ends the session: its locks are not
-   * where the leases think they are.
+   * where the leases think they are. The same tick cuts the session when a statement's reply is
+   * overdue (rowsWithin); after stopHeartbeat it runs only until no statement is in flight or
+   * queued, so that a statement sent before still has its bound.
    */
   startHeartbeat(intervalMs: number): void {
-    if (this.#heartbeat !== undefined || !Number.isFinite(intervalMs)) return;
-    // The heartbeat runs every lease / 4: a reply may take up to the lease (see rowsHolding).
-    this.#replyDeadlineMs = 4 * intervalMs;
-    this.#heartbeat = setInterval(() => {
-      if (this.#inflight > 0 || this.#ended) return;
-      this.rowsHolding(HEARTBEAT, []).then(
-        (rows) => {
-          const row = rows[0];
-          if (row === undefined || Number(row[0]) !== this.pid || row[1] !== this.marker) {
-            this.shared();
-          }
-        },
-        () => {
-          // A failed heartbeat means the connection is gone: 'end' reports it.
-        },
-      );
-    }, intervalMs);
-    this.#heartbeat.unref();
+    if (this.#tick !== undefined || this.#ended || !Number.isFinite(intervalMs)) return;
+    this.#beating = true;
+    this.#tick = setInterval(() => this.#onTick(), intervalMs);
+    this.#tick.unref();
   }
 
+  #onTick(): void {
+    if (this.#ended) return;
+    const why = this.#overdue(monotonicNow(), ++this.#ticks);
+    if (why !== undefined) {
+      this.cut(why);
+      return;
+    }
+    if (this.#inflight > 0 || !this.#beating) return;
+    // Sent at this tick: its reply is overdue at the fourth tick from this one, the lease.
+    this.#rowsForTicks(HEARTBEAT, [], LEASE_TICKS).then(
+      (rows) => {
+        const row = rows[0];
+        if (row === undefined || Number(row[0]) !== this.pid || row[1] !== this.marker) {
+          this.shared();
+        }
+      },
+      () => {
+        // A failed heartbeat means the connection is gone: 'end' reports it.
+      },
+    );
+  }
+
+  /**
+   * No more heartbeats (end()): the tick stops now if no statement is in flight, else it goes on
+   * checking replies until the last one is answered (#done) or the session ends, and later
+   * statements get no bound from rowsHolding. A session whose server never answers end() (its
+   * process frozen) keeps no timer firing.
+   */
   stopHeartbeat(): void {
-    clearInterval(this.#heartbeat);
-    this.#heartbeat = undefined;
-    this.#replyDeadlineMs = Infinity;
+    this.#beating = false;
+    if (this.#inflight === 0) this.#stopTick();
+  }
+
+  /** True while the session's tick runs (startHeartbeat to stopHeartbeat and idle, or the end). */
+  get ticking(): boolean {
+    return this.#tick !== undefined;
+  }
+
+  /** The tick stops: the session ended, or stopped its heartbeat with nothing in flight. */
+  #stopTick(): void {
+    clearInterval(this.#tick);
+    this.#tick = undefined;
+    this.#beating = false;
   }
 
   /**
@@ -527,7 +554,7 @@ export class Session {
     }
     this.#ended = true;
     this.endReason = reason;
-    this.stopHeartbeat();
+    this.#stopTick();
     const callbacks = [...this.#onEnd];
     this.#onEnd.clear();
     for (const fn of callbacks) fn(reason);

@@ -68,10 +68,8 @@ export class Sessions {
    */
   async checkout(key: string, waitTimeout: number, start: number, signal: AbortSignal | undefined) {
     if (this.#closed) throw closedError(key);
-    while (this.#idle.length > 0) {
-      const session = this.#idle.pop()!;
-      if (session.alive) return session;
-    }
+    const idle = this.takeIdle();
+    if (idle !== undefined) return idle;
     if (this.count < this.size) return this.#open(key);
     if (waitTimeout === 0) throw poolFullError(key, this.size);
     if (monotonicNow() - start >= waitTimeout) {
@@ -112,6 +110,19 @@ export class Sessions {
       signal?.addEventListener('abort', onAbort, { once: true });
       this.#waiters.push(waiter);
     });
+  }
+
+  /**
+   * An idle session, in the caller's task (the uncontended path: no promise to await), or
+   * undefined when none is idle (or the set is closed): the caller then goes through checkout().
+   */
+  takeIdle(): Session | undefined {
+    if (this.#closed) return undefined;
+    while (this.#idle.length > 0) {
+      const session = this.#idle.pop()!;
+      if (session.alive) return session;
+    }
+    return undefined;
   }
 
   /** Gives back a session that holds nothing: to the first waiter, or to the idle list. */

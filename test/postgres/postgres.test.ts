@@ -147,6 +147,29 @@ describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
     await holder.release();
   });
 
+  test('an abort in the same task as a shared acquire: its grant is already on the wire, so it is cancelled on the server; nothing is left held', async () => {
+    const name = `abort-same-task-${freshNamespace()}`;
+    const table = open({ application_name: name });
+    // Warm: the schema installed, an idle session, the key's id known (the fast grant): acquire()
+    // writes the grant statement before it returns its promise (DESIGN, "Timeouts and cancels").
+    for (let i = 0; i < 2; i++) await (await table.acquire('k', { mode: 'shared' })).release();
+    const controller = new AbortController();
+    const request = table.acquire('k', { mode: 'shared', signal: controller.signal });
+    controller.abort();
+    await assert.rejects(request, { name: 'AbortError' });
+    assert.deepEqual(await locksOf(table.namespace), []);
+    // Not withdrawn unsent: the control session cancelled it on the server.
+    const { rows } = await admin.query(
+      'SELECT query FROM pg_stat_activity WHERE application_name = $1 ORDER BY backend_start',
+      [name],
+    );
+    assert.ok(
+      rows.some((row: { query: string }) => row.query.includes('pg_cancel_backend')),
+      `no cancel among the table's sessions' last statements: ${JSON.stringify(rows)}`,
+    );
+    await (await table.acquire('k', { mode: 'shared', waitTimeout: 1000 })).release();
+  });
+
   test('waitTimeout is the server lock_timeout: a 50 ms wait fails after 50 to ~60 ms', async () => {
     const holderTable = open();
     const table = open({ namespace: holderTable.namespace });
