@@ -365,6 +365,68 @@ describe('withLock', () => {
     assert.ok(judged - runQueue >= EXEC_LATE_MS, `a hand-off ${judged} ms late passed as on time`);
   });
 
+  test('exec timeout: the lock is released as soon as the thread has exited, before piscina replaces it', async () => {
+    // Piscina's own 'exit' listener starts a replacement thread (~5 ms of the calling thread's
+    // time); withLock's release must not wait behind it, and must not come before the exit.
+    const table = new LockTable({ capacity: 16 });
+    await withPool(1, 1, async (pool) => {
+      const { buffer, c } = cells();
+      const ctrl = control();
+      const contender = spawn<{ ok: boolean; at: number }>('acquireOnce', {
+        buffer: table.buffer,
+        ctrl: ctrl.buffer,
+        key: 'hot',
+        waitGo: true,
+        options: { waitTimeout: 10_000 },
+      });
+      await waitFor(ctrl, CTRL_READY, (v) => v === 1);
+      const heldByCaller = () =>
+        table.inspect('hot')?.holders.some((h) => h.threadId === threadId) === true;
+      const run = withLock(table, 'hot', 'runaway', {
+        pool,
+        args: { cells: buffer },
+        execTimeout: 100,
+      });
+      await waitFor(c, STARTED, (v) => v === 1);
+      const [worker] = pool.threads;
+      assert.ok(worker !== undefined);
+      // When the exit event begins, and when each listener already there (piscina's, the
+      // pool's thread map) runs: is the key still held by the withLock call?
+      let exitAt = NaN;
+      let heldAtExit: boolean | undefined;
+      const heldAtListeners: boolean[] = [];
+      const emit = worker.emit.bind(worker);
+      worker.emit = (event: string | symbol, ...args: unknown[]) => {
+        if (event === 'exit') {
+          heldAtExit = heldByCaller();
+          exitAt = LockTable.now();
+        }
+        return emit(event, ...args);
+      };
+      for (const listener of worker.listeners('exit') as ((...a: unknown[]) => void)[]) {
+        worker.off('exit', listener);
+        worker.on('exit', (...args: unknown[]) => {
+          heldAtListeners.push(heldByCaller());
+          listener.apply(worker, args);
+        });
+      }
+      signal(ctrl, CTRL_GO);
+      assert.equal((await rejection(run)).code, 'ERR_LOCK_EXEC_TIMEOUT');
+      const got = await contender.result;
+      assert.ok(got.ok);
+      // The release on the calling thread, plus the contender's wake-up.
+      const delay = got.at - exitAt;
+      console.log(`# the contender had the key ${delay.toFixed(2)} ms after the thread's exit`);
+      assert.equal(heldAtExit, true, 'the lock was released before the thread exited');
+      assert.ok(heldAtListeners.length >= 1, "piscina's exit listener was not seen");
+      assert.deepEqual(
+        heldAtListeners,
+        heldAtListeners.map(() => false),
+        "the lock was still held when piscina's exit listener ran",
+      );
+    });
+  });
+
   test("a task's error is the call's error, and the lock is released at once", async () => {
     const table = new LockTable({ capacity: 16 });
     const error = (await rejection(withLock(table, 'e', task('rejects')))) as Error & {
