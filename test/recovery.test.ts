@@ -13,23 +13,31 @@ const LATE_MS = 50;
 
 /**
  * A waiter on the main thread reclaims `x` from a worker that took it with hold 150 and died
- * unwatched (failTimeout 100). Returns how late the reclaim came after `judgedAt(deadline)`, less
- * the main thread's run-queue wait meanwhile.
+ * unwatched (failTimeout 100). Returns how late the reclaim came after `judgedAt(deadline)`, and
+ * the main thread's run-queue wait meanwhile. The request must be waiting before the holder's
+ * deadline, or there is no timed reclaim to judge: on a loaded machine the holder's start and
+ * terminate() can outlast its hold, and the scenario is set up again (at most 5 times).
  */
 async function reclaimLateness(judgedAt: (deadline: number) => number) {
-  const table = new LockTable({ capacity: 8, failTimeout: 100 });
-  const w = await deadHolder(table, 'x', { hold: 150 });
-  const deadline = table.inspect('x')!.holders[0]!.deadline;
-  const deadToken = table.inspect('x')!.holders[0]!.token;
-  await w.worker.terminate();
-  const queued = runQueueSince();
-  const lease = await table.acquire('x', { waitTimeout: 5000 });
-  const late = LockTable.now() - judgedAt(deadline);
-  const runQueue = queued();
-  assert.equal(lease.recovered, true);
-  assert.ok(lease.token > deadToken);
-  lease.release();
-  return { late, runQueue, unexplained: late - runQueue };
+  for (let attempt = 1; ; attempt++) {
+    const table = new LockTable({ capacity: 8, failTimeout: 100 });
+    const w = await deadHolder(table, 'x', { hold: 150 });
+    const deadline = table.inspect('x')!.holders[0]!.deadline;
+    const deadToken = table.inspect('x')!.holders[0]!.token;
+    await w.worker.terminate();
+    const queued = runQueueSince();
+    const requested = LockTable.now();
+    const lease = await table.acquire('x', { waitTimeout: 5000 });
+    const late = LockTable.now() - judgedAt(deadline);
+    const runQueue = queued();
+    assert.equal(lease.recovered, true);
+    assert.ok(lease.token > deadToken);
+    lease.release();
+    if (requested < deadline || attempt === 5) {
+      assert.ok(requested < deadline, 'the request came after the deadline in 5 attempts');
+      return { late, runQueue, unexplained: late - runQueue };
+    }
+  }
 }
 
 /** Starts a worker that takes `key` and then never lets go, and waits until it holds it. */
