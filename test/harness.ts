@@ -4,6 +4,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { LockTable } from '../src/index.js';
+import { track } from './spawned-workers.js';
 
 const BOOT = new URL('./fixtures/boot.mjs', import.meta.url);
 const SCENARIOS = new URL('./fixtures/scenarios.ts', import.meta.url).href;
@@ -16,8 +17,12 @@ export interface Spawned<T> {
   exited: Promise<number>;
 }
 
+/**
+ * Starts `scenario` in a worker thread. The worker is terminated when the current test ends
+ * (spawned-workers.ts), pass or fail, so it must be spawned inside the test that uses it.
+ */
 export function spawn<T = unknown>(scenario: string, data: Record<string, unknown>): Spawned<T> {
-  const worker = new Worker(BOOT, { workerData: { fixture: SCENARIOS, scenario, ...data } });
+  const worker = track(new Worker(BOOT, { workerData: { fixture: SCENARIOS, scenario, ...data } }));
   const exited = new Promise<number>((resolve) => worker.once('exit', resolve));
   const result = new Promise<T>((resolve, reject) => {
     worker.once('message', resolve);

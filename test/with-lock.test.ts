@@ -22,6 +22,7 @@ import {
   spawn,
   waitFor,
 } from './harness.js';
+import { runQueueSince } from './run-queue.js';
 
 type Api = typeof import('../src/index.js');
 const DIST = new URL('../dist/index.js', import.meta.url).href;
@@ -306,18 +307,28 @@ describe('withLock', () => {
     });
   });
 
-  test('exec timeout: a waiting contender gets the key about when the exec time is up', async () => {
+  /**
+   * A contender waits for 'hot' while a runaway holds it under withLock with execTimeout 200.
+   * Returns when the contender got it after the exec deadline, and the run-queue wait of the two
+   * threads that had to act (test/run-queue.ts): the main thread (the timeout, the termination,
+   * the release) and the contender (its wake-up).
+   */
+  async function contenderAfterExecTimeout() {
     const table = new LockTable({ capacity: 16 });
     const { buffer, c, deadline } = cells();
     const ctrl = control();
-    const contender = spawn<{ ok: boolean; at: number; recovered: boolean }>('acquireOnce', {
-      buffer: table.buffer,
-      ctrl: ctrl.buffer,
-      key: 'hot',
-      waitGo: true,
-      options: { waitTimeout: 10_000 },
-    });
+    const contender = spawn<{ ok: boolean; at: number; recovered: boolean; runQueue: number }>(
+      'acquireOnce',
+      {
+        buffer: table.buffer,
+        ctrl: ctrl.buffer,
+        key: 'hot',
+        waitGo: true,
+        options: { waitTimeout: 10_000 },
+      },
+    );
     await waitFor(ctrl, CTRL_READY, (v) => v === 1);
+    const queued = runQueueSince();
     const run = withLock(table, 'hot', task('runaway'), {
       args: { cells: buffer },
       execTimeout: 200,
@@ -328,10 +339,92 @@ describe('withLock', () => {
     const got = await contender.result;
     assert.ok(got.ok);
     assert.equal(got.recovered, false);
-    const late = got.at - deadline();
-    console.log(`# next holder ${late.toFixed(1)} ms after the exec deadline`);
+    return { late: got.at - deadline(), runQueue: queued() + got.runQueue };
+  }
+
+  /** How late the contender may get the key, beyond the run-queue wait of the threads involved. */
+  const EXEC_LATE_MS = 150;
+
+  test('exec timeout: a waiting contender gets the key about when the exec time is up', async () => {
+    const { late, runQueue } = await contenderAfterExecTimeout();
+    console.log(
+      `# next holder ${late.toFixed(1)} ms after the exec deadline ` +
+        `(run-queue wait of main + contender ${runQueue.toFixed(1)} ms)`,
+    );
     assert.ok(late >= 0, `the contender got the key ${-late} ms before the exec deadline`);
-    assert.ok(late < 150, `the contender got the key ${late} ms after the exec deadline`);
+    assert.ok(
+      late - runQueue < EXEC_LATE_MS,
+      `the contender got the key ${late} ms after the exec deadline (${runQueue.toFixed(1)} ms on run queues)`,
+    );
+  });
+
+  test('negative control: a contender that gets the key 300 ms after the exec deadline is caught', async () => {
+    // Judged against a deadline 300 ms earlier: as if the exec timeout had fired 300 ms late.
+    const { late, runQueue } = await contenderAfterExecTimeout();
+    const judged = late + 300;
+    assert.ok(judged - runQueue >= EXEC_LATE_MS, `a hand-off ${judged} ms late passed as on time`);
+  });
+
+  test('exec timeout: the lock is released as soon as the thread has exited, before piscina replaces it', async () => {
+    // Piscina's own 'exit' listener starts a replacement thread (~5 ms of the calling thread's
+    // time); withLock's release must not wait behind it, and must not come before the exit.
+    const table = new LockTable({ capacity: 16 });
+    await withPool(1, 1, async (pool) => {
+      const { buffer, c } = cells();
+      const ctrl = control();
+      const contender = spawn<{ ok: boolean; at: number }>('acquireOnce', {
+        buffer: table.buffer,
+        ctrl: ctrl.buffer,
+        key: 'hot',
+        waitGo: true,
+        options: { waitTimeout: 10_000 },
+      });
+      await waitFor(ctrl, CTRL_READY, (v) => v === 1);
+      const heldByCaller = () =>
+        table.inspect('hot')?.holders.some((h) => h.threadId === threadId) === true;
+      const run = withLock(table, 'hot', 'runaway', {
+        pool,
+        args: { cells: buffer },
+        execTimeout: 100,
+      });
+      await waitFor(c, STARTED, (v) => v === 1);
+      const [worker] = pool.threads;
+      assert.ok(worker !== undefined);
+      // When the exit event begins, and when each listener already there (piscina's, the
+      // pool's thread map) runs: is the key still held by the withLock call?
+      let exitAt = NaN;
+      let heldAtExit: boolean | undefined;
+      const heldAtListeners: boolean[] = [];
+      const emit = worker.emit.bind(worker);
+      worker.emit = (event: string | symbol, ...args: unknown[]) => {
+        if (event === 'exit') {
+          heldAtExit = heldByCaller();
+          exitAt = LockTable.now();
+        }
+        return emit(event, ...args);
+      };
+      for (const listener of worker.listeners('exit') as ((...a: unknown[]) => void)[]) {
+        worker.off('exit', listener);
+        worker.on('exit', (...args: unknown[]) => {
+          heldAtListeners.push(heldByCaller());
+          listener.apply(worker, args);
+        });
+      }
+      signal(ctrl, CTRL_GO);
+      assert.equal((await rejection(run)).code, 'ERR_LOCK_EXEC_TIMEOUT');
+      const got = await contender.result;
+      assert.ok(got.ok);
+      // The release on the calling thread, plus the contender's wake-up.
+      const delay = got.at - exitAt;
+      console.log(`# the contender had the key ${delay.toFixed(2)} ms after the thread's exit`);
+      assert.equal(heldAtExit, true, 'the lock was released before the thread exited');
+      assert.ok(heldAtListeners.length >= 1, "piscina's exit listener was not seen");
+      assert.deepEqual(
+        heldAtListeners,
+        heldAtListeners.map(() => false),
+        "the lock was still held when piscina's exit listener ran",
+      );
+    });
   });
 
   test("a task's error is the call's error, and the lock is released at once", async () => {

@@ -635,26 +635,33 @@ class TaskRun {
       this.#timer.unref();
     };
     keepAlive();
-    const exited = this.#watchExit();
+    this.#whenExited(() => this.#finish(error));
     // Piscina sees the exit, rejects the run (ignored: we are stopping) and replaces the thread.
     // (Its own abort would terminate the same way; a signal per run costs more than the rest of
     // withLock's overhead, so there is none.)
     void this.#worker?.terminate();
-    void exited.then(() => this.#finish(error));
   }
 
   /**
-   * Resolves once the thread that started the task has exited (at once if it already has: the
-   * pool's threads are tracked until their exit, see task-pool.ts).
+   * Calls `then` once the thread that started the task has exited (in a microtask if it already
+   * has: the pool's threads are tracked until their exit, see task-pool.ts).
+   *
+   * Called from the thread's 'exit' event itself, which Node emits only once the thread has
+   * stopped: so the lock is never released while the task can still run. The listener goes
+   * first (prependOnceListener) and releases synchronously: piscina's own 'exit' listener starts
+   * a replacement thread, which takes milliseconds of this thread's time, and the lock's next
+   * holder need not wait for that (with-lock.test.ts, "exec timeout: the lock is released as
+   * soon as the thread has exited, before piscina replaces it").
    */
-  #watchExit(): Promise<void> {
+  #whenExited(then: () => void): void {
     const worker = this.#threads.find(Atomics.load(this.#control.words, CTRL_THREAD_ID));
-    if (worker === undefined) return Promise.resolve();
+    if (worker === undefined) {
+      queueMicrotask(then);
+      return;
+    }
     this.#worker = worker;
-    return new Promise((resolve) => {
-      this.#onExit = resolve;
-      worker.once('exit', resolve);
-    });
+    this.#onExit = then;
+    worker.prependOnceListener('exit', then);
   }
 
   /**
