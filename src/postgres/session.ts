@@ -73,6 +73,12 @@ function overdueReason(now: number, due: number): string {
 /** The lease in ticks: the heartbeat, and so the tick, runs every lease / 4. */
 const LEASE_TICKS = 4;
 
+/**
+ * How long end() waits for the server to close the connection after Terminate before it destroys
+ * the socket itself (a frozen server process, a cut network): see Session.end.
+ */
+export const END_GRACE_MS = 1000;
+
 /** The longest delay setTimeout takes; a longer one fires at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -536,13 +542,26 @@ export class Session {
    * one with a statement in flight is cut (pg destroys the socket), so the caller should also end
    * the server process (TERMINATE) if it may be waiting for a lock.
    */
+  /**
+   * Ends the session: pg sends Terminate and waits for the server to close the connection, which
+   * a healthy server does within a round trip. A server process that has not closed it within
+   * END_GRACE_MS (frozen, or the network cut) has the socket destroyed instead, so that end(),
+   * and PgLockTable.close() with it, returns in bounded time; the server frees the session's locks
+   * when it sees the connection gone, as it would at its close.
+   */
   async end(): Promise<void> {
     this.endedOnPurpose = true;
     this.stopHeartbeat();
+    const grace = setTimeout(
+      () => this.cut(`the server did not close the connection ${END_GRACE_MS} ms after Terminate`),
+      END_GRACE_MS,
+    );
     try {
       await this.client.end();
     } catch {
       // Already gone.
+    } finally {
+      clearTimeout(grace);
     }
     this.#markEnded(undefined);
   }

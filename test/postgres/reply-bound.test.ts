@@ -6,7 +6,7 @@
 // loaded machine).
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
-import { Session } from '../../src/postgres/session.js';
+import { END_GRACE_MS, Session } from '../../src/postgres/session.js';
 import { HEARTBEAT } from '../../src/postgres/sql.js';
 import { databaseUrl, skipWithoutPostgres } from './db.js';
 
@@ -125,17 +125,30 @@ describe('a lock session’s reply bound, on its tick', { skip: skipWithoutPostg
     );
   });
 
-  test('end() of an idle session whose server process is frozen stops its tick at once', async (t) => {
+  test('end() of an idle session whose server process is frozen stops its tick at once, and returns after END_GRACE_MS', async (t) => {
     const lease = 60_000; // no tick comes during the test: nothing is in flight
     const session = await lockSession(lease);
     assert.equal(session.ticking, true);
     if (!freeze(session.pid)) return t.skip('the server process is not ours to stop');
-    // pg's end() waits for the server to close the connection, which a frozen process never does.
+    // pg's end() waits for the server to close the connection, which a frozen process never does:
+    // after END_GRACE_MS the session destroys the socket itself.
+    const started = performance.now();
     const ending = session.end();
     assert.equal(session.ticking, false, 'the tick of a session being ended goes on firing');
     assert.equal(session.alive, true, 'the frozen server has not closed the connection yet');
-    process.kill(session.pid, 'SIGCONT');
-    await ending;
+    let timer: NodeJS.Timeout | undefined;
+    const gaveUp = new Promise<'hung'>((resolve) => {
+      timer = setTimeout(() => resolve('hung'), 4 * END_GRACE_MS);
+    });
+    const outcome = await Promise.race([ending.then(() => 'ended' as const), gaveUp]);
+    clearTimeout(timer);
+    const took = performance.now() - started;
+    assert.equal(
+      outcome,
+      'ended',
+      `end() still waiting ${Math.round(took)} ms after it was called`,
+    );
+    assert.ok(took >= END_GRACE_MS - 5, `ended after ${took} ms: before the grace was over`);
     assert.equal(session.alive, false);
   });
 
