@@ -46,7 +46,7 @@ import {
   type ResolvedPgOptions,
   resolvePgOptions,
 } from './options.js';
-import { type RawRow, Session, StatementWithdrawn, type Values } from './session.js';
+import { END_GRACE_MS, type RawRow, Session, StatementWithdrawn, type Values } from './session.js';
 import { Sessions } from './sessions.js';
 import type { Lease } from '../table/lease.js';
 import type { LockTable } from '../table/lock-table.js';
@@ -320,7 +320,7 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
     // only that process, which may have ended meanwhile and left its pid to another (TERMINATE).
     if (waiting.length > 0 && this.#control !== undefined) {
       try {
-        await (await this.#control).query(TERMINATE, terminateValues(waiting));
+        await (await this.#control).queryWithin(TERMINATE, terminateValues(waiting), END_GRACE_MS);
       } catch {
         // No control session: those processes leave when their wait ends.
       }
