@@ -469,7 +469,11 @@ export class Session {
   cut(why: string): void {
     if (this.#ended) return;
     this.#markEnded(new Error(`${why}: the session was cut off`));
-    // pg's Connection keeps its socket as `stream`: destroying it rejects the pending query.
+    this.#destroySocket();
+  }
+
+  /** pg's Connection keeps its socket as `stream`: destroying it rejects the pending query. */
+  #destroySocket(): void {
     const stream = (this.client as unknown as { connection?: { stream?: { destroy(): void } } })
       .connection?.stream;
     stream?.destroy();
@@ -538,24 +542,24 @@ export class Session {
   }
 
   /**
-   * Ends the connection. An idle session sends Terminate (the server releases its locks at once);
-   * one with a statement in flight is cut (pg destroys the socket), so the caller should also end
-   * the server process (TERMINATE) if it may be waiting for a lock.
-   */
-  /**
-   * Ends the session: pg sends Terminate and waits for the server to close the connection, which
-   * a healthy server does within a round trip. A server process that has not closed it within
-   * END_GRACE_MS (frozen, or the network cut) has the socket destroyed instead, so that end(),
-   * and PgLockTable.close() with it, returns in bounded time; the server frees the session's locks
-   * when it sees the connection gone, as it would at its close.
+   * Ends the connection. An idle session sends Terminate (the server releases its locks at once)
+   * and waits for the server to close the connection, which a healthy server does within a round
+   * trip; one with a statement in flight is cut (pg destroys the socket), so the caller should
+   * also end the server process (TERMINATE) if it may be waiting for a lock. A server that has not
+   * closed the connection within END_GRACE_MS (its process frozen, the network cut) has the
+   * socket destroyed instead, so that end(), and PgLockTable.close() with it, returns in bounded
+   * time: the server frees the session's locks when it sees the connection gone, or, if it never
+   * does (a cut network), at its idle_session_timeout (the lease).
    */
   async end(): Promise<void> {
     this.endedOnPurpose = true;
     this.stopHeartbeat();
-    const grace = setTimeout(
-      () => this.cut(`the server did not close the connection ${END_GRACE_MS} ms after Terminate`),
-      END_GRACE_MS,
-    );
+    // cut() does nothing to a session already marked ended (a FATAL error reply leaves the socket
+    // open): the socket goes either way.
+    const grace = setTimeout(() => {
+      this.cut(`the server did not close the connection ${END_GRACE_MS} ms after Terminate`);
+      this.#destroySocket();
+    }, END_GRACE_MS);
     try {
       await this.client.end();
     } catch {
