@@ -24,7 +24,7 @@ import {
 
 /**
  * The longest wait for a permit the progress test accepts beyond what the scheduler explains of
- * it; raw waits reached 500 ms at load 9-13 (the OS alone can keep a thread off the CPU).
+ * it; raw waits passed 500 ms at load 9-13 (the OS alone can keep a thread off the CPU).
  */
 const MAX_WAIT_MS = 500;
 /** The negative control's hogs keep their permits this long, asleep. */
