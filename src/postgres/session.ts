@@ -41,6 +41,14 @@ export class StatementWithdrawn extends Error {
   }
 }
 
+/** A statement's reply bound: a time (monotonicNow ms), a tick (Session.#ticks), or both Infinity. */
+interface Bound {
+  /** When its reply is overdue (monotonicNow ms; Infinity: never): see Session.#overdue. */
+  readonly due: number;
+  /** The tick (Session.#ticks) at which its reply is overdue (Infinity: none): see rowsHolding. */
+  readonly dueTick: number;
+}
+
 /** A statement waiting for its turn (Session.#turn). */
 interface Waiting {
   /** Its turn has come: it is sent now. */
@@ -49,20 +57,12 @@ interface Waiting {
   withdraw(): void;
   /** What Session.withdraw matches: the request's signal. */
   signal: AbortSignal | undefined;
-  /** When its reply is overdue (monotonicNow ms; Infinity: never): see Session.#overdue. */
-  due: number;
-  /** The tick (Session.#ticks) at which its reply is overdue (Infinity: none): see rowsHolding. */
-  dueTick: number;
+  /** Its reply's bound, counted from when it was handed to the session. */
+  bound: Bound;
 }
 
 /** No bound: neither a time nor a tick. */
-const NO_BOUND = { due: Infinity, dueTick: Infinity } as const;
-
-/** A statement's reply bound: a time (monotonicNow ms), a tick (Session.#ticks), or both Infinity. */
-interface Bound {
-  due: number;
-  dueTick: number;
-}
+const NO_BOUND: Bound = { due: Infinity, dueTick: Infinity };
 
 /** Why a tick cut the session: a statement's reply `due` (ms; Infinity: its bound was a tick). */
 function overdueReason(now: number, due: number): string {
@@ -138,13 +138,10 @@ export class Session {
   /** True while the tick sends heartbeats: from startHeartbeat to stopHeartbeat or end(). */
   #beating = false;
   /**
-   * When the reply to the statement in flight is overdue (monotonicNow ms): its bound counted
-   * from when it was handed to the session (queued time included); Infinity for none, or no
-   * statement in flight.
+   * The bound of the reply to the statement in flight, counted from when it was handed to the
+   * session (queued time included); NO_BOUND for none, or no statement in flight.
    */
-  #inflightDue = Infinity;
-  /** The tick at which the reply to the statement in flight is overdue (rowsHolding), or Infinity. */
-  #inflightDueTick = Infinity;
+  #inflightBound = NO_BOUND;
   /** Ticks so far: each #onTick counts one before it checks the bounds. */
   #ticks = 0;
 
@@ -227,8 +224,7 @@ export class Session {
   #turn(signal: AbortSignal | undefined, bound: Bound): Promise<void> | undefined {
     if (this.#inflight === 0) {
       this.#inflight = 1;
-      this.#inflightDue = bound.due;
-      this.#inflightDueTick = bound.dueTick;
+      this.#inflightBound = bound;
       return undefined;
     }
     return new Promise<void>((resolve, reject) =>
@@ -236,8 +232,7 @@ export class Session {
         go: resolve,
         withdraw: () => reject(new StatementWithdrawn()),
         signal,
-        due: bound.due,
-        dueTick: bound.dueTick,
+        bound,
       }),
     );
   }
@@ -250,13 +245,11 @@ export class Session {
   #done(): void {
     const next = this.#waiting.shift();
     if (next !== undefined) {
-      this.#inflightDue = next.due;
-      this.#inflightDueTick = next.dueTick;
+      this.#inflightBound = next.bound;
       next.go();
     } else {
       this.#inflight = 0;
-      this.#inflightDue = Infinity;
-      this.#inflightDueTick = Infinity;
+      this.#inflightBound = NO_BOUND;
       if (!this.#beating) this.#stopTick();
     }
   }
@@ -272,11 +265,10 @@ export class Session {
    * undefined.
    */
   #overdue(now: number, tick: number): string | undefined {
-    if (this.#inflightDue < now || this.#inflightDueTick <= tick) {
-      return overdueReason(now, this.#inflightDue);
-    }
+    const overdue = (b: Bound) => b.due < now || b.dueTick <= tick;
+    if (overdue(this.#inflightBound)) return overdueReason(now, this.#inflightBound.due);
     for (const waiting of this.#waiting) {
-      if (waiting.due < now || waiting.dueTick <= tick) return overdueReason(now, waiting.due);
+      if (overdue(waiting.bound)) return overdueReason(now, waiting.bound.due);
     }
     return undefined;
   }

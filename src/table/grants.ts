@@ -47,14 +47,13 @@ import {
   grantState,
   HANDOFF,
   HANDOFF_PATIENCE_MS,
-  isStale,
-  SLEEP_SLICE_MS,
   lapsedGrantState,
   type Mode,
   PARITY,
   PARKED,
   RECLAIMING,
   releaseState,
+  SLEEP_SLICE_MS,
   STARVING,
   UNBOUND,
   WAITING,
@@ -256,19 +255,12 @@ export class Grants {
   }
 
   /**
-   * Have the slot's announcements gone unasserted for HANDOFF_PATIENCE_MS (slot-state.ts, "Stale
-   * announcements")? A clock read: slow paths only.
-   */
-  #announcementStale(slot: number): boolean {
-    return isStale(this.#v.slotF64[slot * SLOT_F64 + SF_ANNOUNCED_AT]!, monotonicNow());
-  }
-
-  /**
    * A one-shot shared or permit request refused by the announcements in `s` alone (the group has
    * room) when they are stale: their waiter may be gone (slot-state.ts, "Stale announcements"). As
    * a release that frees room does, it wakes one sleeper to look again (which then asserts its
    * own announcement afresh: the request stays refused); if the notify wakes nobody, no waiter
-   * is asleep and none runs, and it withdraws them (one CAS). True: look at the word again.
+   * is asleep and none runs, and it withdraws them (one CAS). True: look at the word again. A clock
+   * read: slow paths only.
    */
   #withdrawStale(slot: number, s: number, limit: number): boolean {
     if ((s & ANNOUNCE) === 0 || (s & (HANDOFF | UNBOUND | EXCLUSIVE)) !== 0) return false;
@@ -277,23 +269,22 @@ export class Grants {
       limit > 0
         ? permitGrantState(bare, limit + testHooks.permitSlack, undefined)
         : grantState(bare, 'shared', this.threadId, undefined);
-    if (room < 0 || !this.#announcementStale(slot)) return false;
+    if (room < 0) return false;
+    const now = monotonicNow();
+    const age = now - this.#v.slotF64[slot * SLOT_F64 + SF_ANNOUNCED_AT]!;
+    if (age < HANDOFF_PATIENCE_MS) return false;
     const slots = this.#slots;
     const base = slot * SLOT_WORDS;
     const sleepers = Atomics.load(slots, base + S_SLEEPERS);
     if (sleepers > 0 && Atomics.notify(slots, base + S_STATE, 1) > 0) {
-      this.stampAnnouncement(slot, monotonicNow());
+      this.stampAnnouncement(slot, now);
       return false;
     }
     // A sleeper counted but not waiting: one woken and not yet run (an async waiter whose event
     // loop is busy, a thread descheduled), one about to sleep, or one that died asleep. A live one
     // looks at least every SLEEP_SLICE_MS and asserts its bits afresh: only a stamp older than
     // that says it is gone.
-    if (
-      sleepers > 0 &&
-      monotonicNow() - this.#v.slotF64[slot * SLOT_F64 + SF_ANNOUNCED_AT]! < SLEEP_SLICE_MS
-    )
-      return false;
+    if (sleepers > 0 && age < SLEEP_SLICE_MS) return false;
     Atomics.compareExchange(slots, base + S_STATE, s, bare);
     return true;
   }

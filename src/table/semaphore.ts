@@ -49,10 +49,10 @@
  *
  * A group that never empties has no last release to withdraw the STARVING of a waiter that is
  * gone, so STARVING is also subject to slot-state.ts's "Stale announcements": a freed permit whose
- * notify woke nobody withdraws it when no waiter runs (WAITING clear, or stale), and a tryAcquire
- * (or waitTimeout 0) that only a stale STARVING refuses wakes a sleeper to look again, or, if none
- * answers, withdraws it and takes the free permit. A freed permit that woke a sleeper stamps the
- * announcement afresh: that sleeper's turn.
+ * notify woke nobody withdraws it when no waiter runs (WAITING clear; a stale WAITING still
+ * counts as a runner), and a tryAcquire (or waitTimeout 0) that only a stale STARVING refuses
+ * wakes a sleeper to look again, or, if none answers, withdraws it and takes the free permit. A
+ * freed permit that woke a sleeper stamps the announcement afresh: that sleeper's turn.
  */
 import { checkFunction, runHolding } from '../api/locks.js';
 import { checkInteger, checkKey, checkOptionsObject } from '../api/options.js';

@@ -107,7 +107,7 @@
  * (SF_ANNOUNCED_AT, layout.ts): when they were last asserted, written by a running waiter at each
  * look where it has bits to announce (before its announce CAS), and by a permit's release whose
  * notify woke a sleeper that will look again. Announcements not asserted for HANDOFF_PATIENCE_MS
- * are stale (isStale):
+ * are stale:
  *  - a one-shot shared or permit request that they alone refuse (the group has room) treats them
  *    as a release treats a word it freed: it wakes one sleeper to look again (and stays refused:
  *    that sleeper asserts its own bits afresh), and if its notify wakes nobody, it withdraws them
@@ -188,14 +188,6 @@ export const HANDOFF_PATIENCE_MS = 2;
  * memory until it settles).
  */
 export const SLEEP_SLICE_MS = 250;
-
-/**
- * Are announcements last asserted at `announcedAt` (SF_ANNOUNCED_AT) stale at `now`? See "Stale
- * announcements" above.
- */
-export function isStale(announcedAt: number, now: number): boolean {
-  return now - announcedAt >= HANDOFF_PATIENCE_MS;
-}
 
 /** No holder (free, or handed off to waiters): the slot could be unbound. */
 export function isEvictable(s: number): boolean {

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import type pg from 'pg';
-import { rawClient, skipWithoutPostgres, tableOpener } from './db.js';
+import { eventually, rawClient, skipWithoutPostgres, tableOpener } from './db.js';
 
 const frozen: number[] = [];
 
@@ -44,14 +44,17 @@ describe('close() against frozen server processes', { skip: skipWithoutPostgres 
     const waiting = table.acquire('k', { waitTimeout: 60_000 }).catch((e: unknown) => e);
     // The waiter's server process waits on the lock; the control session's is idle.
     let waiterPid = 0;
-    for (let i = 0; i < 400 && waiterPid === 0; i++) {
-      const { rows } = await admin.query(
-        "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
-      );
-      waiterPid = rows[0]?.pid ?? 0;
-      if (waiterPid === 0) await new Promise((r) => setTimeout(r, 10));
-    }
-    assert.ok(waiterPid > 0, 'no lock wait seen');
+    await eventually(
+      async () => {
+        const { rows } = await admin.query(
+          "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+        );
+        waiterPid = rows[0]?.pid ?? 0;
+        return waiterPid > 0;
+      },
+      4000,
+      'a lock wait on the server',
+    );
     const { rows } = await admin.query(
       "SELECT pid FROM pg_stat_activity WHERE query LIKE '%FROM locktable.keys k%' AND pid <> pg_backend_pid() AND state = 'idle'",
     );

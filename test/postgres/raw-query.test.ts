@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { after, describe, test } from 'node:test';
+import type pg from 'pg';
 import { BoundStatements, encodeBind, toText } from '../../src/postgres/raw-query.js';
 import { Session } from '../../src/postgres/session.js';
 import {
@@ -15,7 +16,22 @@ import {
   releaseStatement,
   type GrantWait,
 } from '../../src/postgres/sql.js';
-import { databaseUrl, rawClient, skipWithoutPostgres } from './db.js';
+import { databaseUrl, eventually, rawClient, skipWithoutPostgres } from './db.js';
+
+/** Until the server process `pid` runs a pg_sleep statement (polled through `admin`). */
+async function sleepingOnServer(admin: pg.Client, pid: number): Promise<void> {
+  await eventually(
+    async () =>
+      (
+        await admin.query(
+          "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND query LIKE '%pg_sleep%' AND state = 'active'",
+          [pid],
+        )
+      ).rows.length > 0,
+    10_000,
+    'the statement to run on the server',
+  );
+}
 
 /** pg-protocol as pg itself loads it. */
 const pgRequire = createRequire(createRequire(import.meta.url).resolve('pg'));
@@ -166,14 +182,7 @@ describe('RawQuery replies, through pg', { skip: skipWithoutPostgres }, () => {
     const queued = s.rows(HEARTBEAT, []);
     const admin = await rawClient();
     try {
-      for (;;) {
-        const { rows } = await admin.query(
-          "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND query LIKE '%pg_sleep%' AND state = 'active'",
-          [s.pid],
-        );
-        if (rows.length > 0) break;
-        await new Promise((resolve) => setTimeout(resolve, 5));
-      }
+      await sleepingOnServer(admin, s.pid);
       await admin.query('SELECT pg_cancel_backend($1)', [s.pid]);
     } finally {
       await admin.end();
@@ -195,14 +204,7 @@ describe('RawQuery replies, through pg', { skip: skipWithoutPostgres }, () => {
     const admin = await rawClient();
     try {
       // Once the statement runs on the server, its process is ended from outside.
-      for (;;) {
-        const { rows } = await admin.query(
-          "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND query LIKE '%pg_sleep%' AND state = 'active'",
-          [s.pid],
-        );
-        if (rows.length > 0) break;
-        await new Promise((resolve) => setTimeout(resolve, 5));
-      }
+      await sleepingOnServer(admin, s.pid);
       await admin.query('SELECT pg_terminate_backend($1)', [s.pid]);
     } finally {
       await admin.end();
