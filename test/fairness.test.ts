@@ -225,9 +225,11 @@ describe('fairness', () => {
     // sections: a worker's sections per turn are what its thread runs in that time. Two workers'
     // rates differ on a shared 2-core VM (each isolate's JIT output, each vCPU's share): quiet CI
     // runs read 0.93-1.0 mostly, but 0.69, 0.70 and once 0.34 (1.87 M against 5.43 M, with no
-    // wait over 16.3 ms). So: every worker gets a real share, the key keeps changing hands
-    // (tooFewSwaps), and the wait stays bounded. The bench reads the fairness figure.
-    assert.ok(Math.min(...counts) >= 0.25 * Math.max(...counts), `unfair: ${counts}`);
+    // wait over 16.3 ms); a full run at load 7 read 0.235 (0.96 M against 4.07 M, 213,450 swaps,
+    // no wait over 28.5 ms). So what is judged is the guarantee: the wait stays bounded
+    // (waitsTooLong) and the key keeps changing hands (tooFewSwaps), both with the negative control
+    // below; the share only has to be real (a tenth), not even. The bench reads the fairness figure.
+    assert.ok(Math.min(...counts) >= 0.1 * Math.max(...counts), `unfair: ${counts}`);
     assert.deepEqual(tooFewSwaps(results, swaps), []);
     assert.deepEqual(waitsTooLong(results), []);
   });
@@ -245,15 +247,19 @@ describe('fairness', () => {
     // waits its own turn: so the key changes hands about once per STARVATION_MS, thousands of
     // sections apart. Before the back-off (commit 7bb5aa8), the two workers swapped it every 2-15
     // sections in this loop; with gaps between sections, spinners win and swaps are natural.
+    // Preemption adds swaps (a thread descheduled holding the key is starved past by the other):
+    // quiet runs read 2,000-4,000 swaps in 27-30 M sections, but loaded ones up to 200,000 (131
+    // sections a swap) and, a full run at load 7, 244,078 (99). So the line is 30, twice the
+    // worst the loop read without the back-off.
     const results = await hotKey(['exclusive', 'exclusive'], WINDOW_MS, 0, true);
     const sections = results.reduce((sum, r) => sum + r.sections, 0);
     const swaps = results.reduce((sum, r) => sum + r.swaps, 0);
     const counts = results.map((r) => r.sections);
     console.log(`# ${sections} sections, ${swaps} swaps; per worker ${counts.join(', ')}`);
-    assert.ok(sections >= 100 * swaps, `the key changed hands every ${sections / swaps} sections`);
+    assert.ok(sections >= 30 * swaps, `the key changed hands every ${sections / swaps} sections`);
     // Sections per turn are each thread's own speed (see the test above): a full suite at load 5
     // read 7.7 M against 16.4 M (0.47) with the key changing hands 172,160 times.
-    assert.ok(Math.min(...counts) >= 0.25 * Math.max(...counts), `unfair: ${counts}`);
+    assert.ok(Math.min(...counts) >= 0.1 * Math.max(...counts), `unfair: ${counts}`);
   });
 
   test('no thread starves on a hot key: 4 workers on 2 cores all progress, bounded wait', async () => {
