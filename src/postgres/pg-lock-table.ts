@@ -31,6 +31,7 @@ const PG_ACQUIRE_OPTIONS_KEYS = ['mode', 'hold', 'waitTimeout', 'signal'] as con
 import {
   closedError,
   connectionError,
+  openTimeoutError,
   poolerError,
   POOLER_STATES,
   schemaError,
@@ -48,6 +49,7 @@ import {
 } from './options.js';
 import { END_GRACE_MS, type RawRow, Session, StatementWithdrawn, type Values } from './session.js';
 import { Sessions } from './sessions.js';
+import { within } from './within.js';
 import type { Lease } from '../table/lease.js';
 import type { LockTable } from '../table/lock-table.js';
 import {
@@ -159,6 +161,8 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
   readonly #holdings = new Set<Holding>();
   /** A session of its own for cancels, terminations and inspect(): never holds a lock. */
   #control: Promise<Session> | undefined;
+  /** Aborted by close() when the control session has not opened within END_GRACE_MS. */
+  readonly #cancelControl = new AbortController();
   #installed: Promise<void> | undefined;
   /** Set once #installed has resolved: the schema is there and no request awaits it again. */
   #schemaReady = false;
@@ -310,24 +314,34 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
 
   async #close(): Promise<void> {
     this.#sessions.close();
-    for (const holding of this.#holdings) holding.close(closedError(undefined));
-    this.#holdings.clear();
-    const sessions = this.#sessions.all;
-    const waiting = sessions.filter((s) => s.alive && s.busy);
-    await Promise.all(sessions.map((s) => s.end()));
-    // A session cut while its statement waited for a lock: its server process would wait on (a
-    // server notices a gone client only when it next writes), so end it from the control session;
-    // only that process, which may have ended meanwhile and left its pid to another (TERMINATE).
-    if (waiting.length > 0 && this.#control !== undefined) {
-      try {
-        await (await this.#control).queryWithin(TERMINATE, terminateValues(waiting), END_GRACE_MS);
-      } catch {
-        // No control session: those processes leave when their wait ends.
+    // A control session still opening (a server that does not answer) gets END_GRACE_MS.
+    const cancelControl = setTimeout(() => this.#cancelControl.abort(), END_GRACE_MS);
+    try {
+      for (const holding of this.#holdings) holding.close(closedError(undefined));
+      this.#holdings.clear();
+      const sessions = this.#sessions.all;
+      const waiting = sessions.filter((s) => s.alive && s.busy);
+      await Promise.all(sessions.map((s) => s.end()));
+      // A session cut while its statement waited for a lock: its server process would wait on
+      // (a server notices a gone client only when it next writes), so end it from the control
+      // session; only that process, which may have ended meanwhile and left its pid to another
+      // (TERMINATE).
+      if (waiting.length > 0 && this.#control !== undefined) {
+        try {
+          const control = await this.#control;
+          await control.queryWithin(TERMINATE, terminateValues(waiting), END_GRACE_MS);
+        } catch {
+          // No control session: those processes leave when their wait ends.
+        }
       }
+      const control = this.#control;
+      this.#control = undefined;
+      if (control !== undefined) await control.then((s) => s.end()).catch(() => {});
+    } finally {
+      clearTimeout(cancelControl);
+      // Any control session opened from now on (a late inspect()) fails at once.
+      this.#cancelControl.abort();
     }
-    const control = this.#control;
-    this.#control = undefined;
-    if (control !== undefined) await control.then((s) => s.end()).catch(() => {});
   }
 
   /** @internal HoldingHost: every lease of `holding` was released. */
@@ -429,7 +443,13 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
     if (this.#closed) throw closedError(first);
     if (r.signal?.aborted) throw new AbortError(first, r.signal.reason);
     // Once installed, nothing to await (the uncontended path).
-    if (!this.#schemaReady) await this.#install(first);
+    if (!this.#schemaReady) {
+      // The first request waits for the control session and the schema check within its own
+      // waitTimeout (unless 0: a try still needs the schema) and signal.
+      const deadline = r.waitTimeout === 0 ? Infinity : start + r.waitTimeout;
+      const timedOut = () => openTimeoutError(first, r.waitTimeout);
+      await within(this.#install(first), first, deadline, r.signal, timedOut);
+    }
     const request: Attempt = { keys, r, isTry, start, front };
     for (let attempt = 1; ; attempt++) {
       const session =
@@ -861,7 +881,7 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
 
   #controlSession(): Promise<Session> {
     if (this.#control === undefined) {
-      const opening = Session.open(this.#options.client);
+      const opening = Session.open(this.#options.client, undefined, this.#cancelControl.signal);
       this.#control = opening;
       opening.then(
         (s) =>

@@ -159,11 +159,21 @@ export class Session {
    * Connects and runs SESSION_START. Rejects (with the connection closed) on any failure, with
    * ERR_LOCK_POOLER when the server process is already another session's. `leaseMs`: a lock
    * session's idle_session_timeout for its whole life (the caller starts its heartbeat);
-   * undefined for the control session, which keeps the server's own.
+   * undefined for the control session, which keeps the server's own. `cancel`: aborting it
+   * destroys the socket of a session still opening (a server that does not answer, where pg's
+   * connectionTimeoutMillis, 0 by default, would wait as long as TCP does), and open() rejects.
    */
-  static async open(config: pg.ClientConfig, leaseMs?: number): Promise<Session> {
+  static async open(
+    config: pg.ClientConfig,
+    leaseMs?: number,
+    cancel?: AbortSignal,
+  ): Promise<Session> {
     const session = new Session(new pg.Client(config));
+    // cut() without client.end(): pg fails a connect whose socket closes unless end() was called.
+    const onCancel = () => session.cut('the session was cancelled while it opened');
+    cancel?.addEventListener('abort', onCancel, { once: true });
     try {
+      if (cancel?.aborted === true) throw new Error('the session was cancelled before it opened');
       await session.client.connect();
       let rows;
       try {
@@ -191,6 +201,8 @@ export class Session {
     } catch (error) {
       await session.end();
       throw error;
+    } finally {
+      cancel?.removeEventListener('abort', onCancel);
     }
   }
 

@@ -6,12 +6,21 @@
  * that took the lock.
  *
  * A request that finds all poolSize sessions lent waits here, in FIFO order, within its
- * waitTimeout and signal; with waitTimeout 0 it fails at once (ERR_LOCK_TABLE_FULL).
+ * waitTimeout and signal; with waitTimeout 0 it fails at once (ERR_LOCK_TABLE_FULL). One that
+ * opens a new session waits for it within the same waitTimeout (unless 0: a try still needs a
+ * session to try with) and signal; if it gives up first, the session goes on opening and is
+ * lent to the next request. close() cancels the sessions still opening.
  */
 import type pg from 'pg';
 import { AbortError } from '../api/errors.js';
 import { callAt, monotonicNow } from '../api/clock.js';
-import { closedError, connectionError, poolFullError, sessionWaitTimeoutError } from './errors.js';
+import {
+  closedError,
+  connectionError,
+  openTimeoutError,
+  poolFullError,
+  sessionWaitTimeoutError,
+} from './errors.js';
 import { MAX_SERVER_MS } from './options.js';
 import { Session } from './session.js';
 
@@ -30,6 +39,8 @@ export class Sessions {
   #opening = 0;
   readonly #waiters: Waiter[] = [];
   #closed = false;
+  /** Aborted by close(): cancels the sessions still opening (Session.open). */
+  readonly #closing = new AbortController();
 
   readonly #onShared: (session: Session) => void;
   /** The lease (ms, Infinity: none): each session's idle_session_timeout; heartbeats every lease / 4. */
@@ -63,18 +74,47 @@ export class Sessions {
 
   /**
    * A session for one request: an idle one, a new one (up to size), or the next one checked in.
-   * `waitTimeout` bounds only the wait for a session lent to others (0: do not wait); opening a
-   * connection is bounded by pg's connectionTimeoutMillis.
+   * `waitTimeout` (from `start`) and `signal` bound the wait for a session lent to others (0: do
+   * not wait) and for a new one to open (0: as long as it takes; pg's connectionTimeoutMillis).
    */
   async checkout(key: string, waitTimeout: number, start: number, signal: AbortSignal | undefined) {
     if (this.#closed) throw closedError(key);
     const idle = this.takeIdle();
     if (idle !== undefined) return idle;
-    if (this.count < this.size) return this.#open(key);
+    if (this.count < this.size) {
+      if (signal?.aborted === true) throw new AbortError(key, signal.reason);
+      const opening = this.#open(key);
+      if (waitTimeout === 0 && signal === undefined) return opening;
+      const within = waitTimeout === 0 ? Infinity : waitTimeout;
+      const timedOut = () => openTimeoutError(key, waitTimeout);
+      return this.#wait(key, within, start, signal, timedOut, (waiter) => {
+        opening.then(waiter.resolve, waiter.reject);
+      });
+    }
     if (waitTimeout === 0) throw poolFullError(key, this.size);
     if (monotonicNow() - start >= waitTimeout) {
       throw sessionWaitTimeoutError(key, waitTimeout, this.size);
     }
+    const timedOut = () => sessionWaitTimeoutError(key, waitTimeout, this.size);
+    return this.#wait(key, waitTimeout, start, signal, timedOut, (waiter) => {
+      this.#waiters.push(waiter);
+    });
+  }
+
+  /**
+   * A waiter for a session, passed to `register` (the FIFO queue, or a session opening), that
+   * gives up at `start + waitTimeout` or when `signal` aborts. A session that reaches it after
+   * it gave up is checked in for the next request.
+   */
+  #wait(
+    key: string,
+    waitTimeout: number,
+    start: number,
+    signal: AbortSignal | undefined,
+    timedOut: () => Error,
+    register: (waiter: Waiter) => void,
+  ): Promise<Session> {
+    if (signal?.aborted === true) return Promise.reject(new AbortError(key, signal.reason));
     return new Promise<Session>((resolve, reject) => {
       let cancelTimer = (): void => {};
       const done = () => {
@@ -103,12 +143,10 @@ export class Sessions {
       const onAbort = () => waiter.reject(new AbortError(key, signal!.reason));
       if (Number.isFinite(waitTimeout)) {
         // What is left of the request's wait, never early (callAt).
-        cancelTimer = callAt(start + waitTimeout, () =>
-          waiter.reject(sessionWaitTimeoutError(key, waitTimeout, this.size)),
-        );
+        cancelTimer = callAt(start + waitTimeout, () => waiter.reject(timedOut()));
       }
       signal?.addEventListener('abort', onAbort, { once: true });
-      this.#waiters.push(waiter);
+      register(waiter);
     });
   }
 
@@ -145,6 +183,7 @@ export class Sessions {
   /** Refuses every later checkout and every waiter; the caller ends the sessions. */
   close(): void {
     this.#closed = true;
+    this.#closing.abort();
     for (const waiter of this.#waiters.splice(0)) waiter.reject(closedError(waiter.key));
     this.#idle.length = 0;
   }
@@ -160,6 +199,7 @@ export class Sessions {
       session = await Session.open(
         this.#config,
         lease === Infinity ? MAX_SERVER_MS : Math.ceil(lease),
+        this.#closing.signal,
       );
     } catch (error) {
       this.#opening--;

@@ -1,0 +1,221 @@
+// A request's waitTimeout and signal bound its wait for a session to open, and close() cancels
+// sessions still opening: against a server that accepts connections and never answers (a hung
+// server, a half-open network path), pg's connect waits as long as TCP does, since its
+// connectionTimeoutMillis is 0 (no bound) unless the user sets it.
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { after, describe, test } from 'node:test';
+import pg from 'pg';
+import { LockError } from '../../src/index.js';
+import { PgLockTable } from '../../src/postgres/index.js';
+import { END_GRACE_MS } from '../../src/postgres/session.js';
+import {
+  databaseUrl,
+  eventually,
+  freshNamespace,
+  rawClient,
+  serverLocks,
+  skipWithoutPostgres,
+} from './db.js';
+
+/** A TCP server that accepts connections and never writes: counts them, open and closed. */
+async function silentServer() {
+  const sockets = new Set<net.Socket>();
+  let accepted = 0;
+  const server = net.createServer((socket) => {
+    accepted++;
+    sockets.add(socket);
+    socket.on('error', () => {});
+    socket.on('close', () => sockets.delete(socket));
+    socket.resume(); // reads (and drops) what comes, so that it sees the client close
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  return {
+    url: `postgres://nobody@127.0.0.1:${port}/nothing`,
+    get accepted() {
+      return accepted;
+    },
+    get open() {
+      return sockets.size;
+    },
+    async stop() {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/**
+ * A proxy to the test server that holds each new connection until open() (a server slow to
+ * accept sessions), then pipes it through. Undefined when the server's URL is not host:port.
+ */
+async function gatedProxy() {
+  const target = new URL(databaseUrl!);
+  if (target.hostname === '' || target.searchParams.has('host')) return undefined;
+  const held: Array<() => void> = [];
+  let gateOpen = false;
+  let accepted = 0;
+  const server = net.createServer((client) => {
+    accepted++;
+    client.on('error', () => {});
+    const pipe = () => {
+      const upstream = net.connect(Number(target.port || 5432), target.hostname);
+      upstream.on('error', () => client.destroy());
+      client.on('close', () => upstream.destroy());
+      client.pipe(upstream).pipe(client);
+    };
+    if (gateOpen) pipe();
+    else held.push(pipe);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = new URL(databaseUrl!);
+  url.hostname = '127.0.0.1';
+  url.port = String((server.address() as net.AddressInfo).port);
+  return {
+    url: url.href,
+    get accepted() {
+      return accepted;
+    },
+    close() {
+      gateOpen = false;
+    },
+    open() {
+      gateOpen = true;
+      for (const pipe of held.splice(0)) pipe();
+    },
+    async stop() {
+      server.close();
+    },
+  };
+}
+
+/** The rejection of `promise`; a failure if it resolves, or is still pending after 10 s. */
+async function rejection(promise: Promise<unknown>): Promise<LockError> {
+  let timer: NodeJS.Timeout | undefined;
+  const hung = new Promise((resolve) => (timer = setTimeout(() => resolve('hung'), 10_000)));
+  const outcome = await Promise.race([
+    promise.then(
+      () => 'resolved',
+      (error: unknown) => error,
+    ),
+    hung,
+  ]);
+  clearTimeout(timer);
+  assert.ok(outcome instanceof Error, `expected a rejection, got ${String(outcome)}`);
+  return outcome as LockError;
+}
+
+describe('a request against a server that does not answer', () => {
+  const stops: Array<() => Promise<unknown>> = [];
+  after(async () => {
+    for (const stop of stops) await stop();
+  });
+
+  test('times out at its waitTimeout, while pg itself is still connecting', async () => {
+    const server = await silentServer();
+    const table = new PgLockTable({ connectionString: server.url, namespace: freshNamespace() });
+    stops.push(
+      () => table.close(),
+      () => server.stop(),
+    );
+    // The control: pg's own connect to the same server, with its default options, is still
+    // waiting after the request has given up.
+    const raw = new pg.Client({ connectionString: server.url });
+    raw.on('error', () => {});
+    let rawSettled = false;
+    const rawConnect = raw.connect().then(
+      () => (rawSettled = true),
+      () => (rawSettled = true),
+    );
+    const start = performance.now();
+    const error = await rejection(table.acquire('k', { waitTimeout: 150 }));
+    const waited = performance.now() - start;
+    assert.equal(error.code, 'ERR_LOCK_TIMEOUT', error.message);
+    assert.match(error.message, /has not answered/);
+    assert.ok(waited >= 149, `gave up after ${waited.toFixed(1)} ms, before its waitTimeout`);
+    assert.equal(rawSettled, false, 'pg’s own connect gave up too: the control proves nothing');
+    assert.ok(server.accepted >= 1, 'the request did reach the server');
+    (raw as unknown as { connection: { stream: net.Socket } }).connection.stream.destroy();
+    await rawConnect;
+  });
+
+  test('its signal aborts the wait', async () => {
+    const server = await silentServer();
+    const table = new PgLockTable({ connectionString: server.url, namespace: freshNamespace() });
+    stops.push(
+      () => table.close(),
+      () => server.stop(),
+    );
+    const controller = new AbortController();
+    const request = rejection(table.acquire('k', { signal: controller.signal }));
+    await eventually(() => server.accepted > 0, 4000, 'the control session connecting');
+    controller.abort();
+    const error = await request;
+    assert.equal(error.name, 'AbortError', error.message);
+  });
+
+  test('close() cancels every session still opening: the requests fail ERR_LOCK_CLOSED, no socket is left', async () => {
+    const server = await silentServer();
+    const table = new PgLockTable({ connectionString: server.url, namespace: freshNamespace() });
+    stops.push(() => server.stop());
+    const requests = [
+      rejection(table.acquire('a')),
+      rejection(table.acquire('b', { waitTimeout: 60_000 })),
+      rejection(table.inspect('c')),
+    ];
+    await eventually(() => server.accepted > 0, 4000, 'a session connecting');
+    const start = performance.now();
+    await table.close();
+    const took = performance.now() - start;
+    // The control session gets END_GRACE_MS to open (it may be needed to end a waiting
+    // session's server process), then it is cancelled too.
+    assert.ok(took < END_GRACE_MS + 1500, `close() took ${took.toFixed(0)} ms`);
+    for (const error of await Promise.all(requests)) {
+      assert.ok(
+        error.code === 'ERR_LOCK_CLOSED' || error.code === 'ERR_LOCK_CONNECTION',
+        `${error.code}: ${error.message}`,
+      );
+    }
+    await eventually(
+      () => server.open === 0,
+      4000,
+      `every socket closed (open ${server.open} of ${server.accepted}, close() took ${took.toFixed(0)} ms)`,
+    );
+  });
+});
+
+describe('a session that opens after its request gave up', { skip: skipWithoutPostgres }, () => {
+  test('is lent to the next request', async (t) => {
+    const proxy = await gatedProxy();
+    if (proxy === undefined) return t.skip('DATABASE_URL is not host:port');
+    // One session: the next request waits for the one opening rather than open its own.
+    const table = new PgLockTable({
+      connectionString: proxy.url,
+      namespace: freshNamespace(),
+      poolSize: 1,
+    });
+    const admin = await rawClient();
+    try {
+      // The schema check and the control session first, through an open gate.
+      proxy.open();
+      await table.inspect('k');
+      const controlOnly = proxy.accepted;
+      proxy.close();
+      const error = await rejection(table.acquire('k', { waitTimeout: 100 }));
+      assert.equal(error.code, 'ERR_LOCK_TIMEOUT', error.message);
+      assert.match(error.message, /has not answered/);
+      assert.equal(proxy.accepted, controlOnly + 1, 'one session was opening');
+      proxy.open();
+      // The next request gets that session once it opens; no other connection is made.
+      const lease = await table.acquire('k', { waitTimeout: 10_000 });
+      assert.equal(proxy.accepted, controlOnly + 1, 'the next request opened a session of its own');
+      assert.equal((await serverLocks(admin, table.namespace)).filter((l) => l.granted).length, 1);
+      await lease.release();
+    } finally {
+      await table.close();
+      await admin.end();
+      await proxy.stop();
+    }
+  });
+});
