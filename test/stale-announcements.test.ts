@@ -22,6 +22,7 @@ import {
 import { HANDOFF_PATIENCE_MS, STARVING, WAITING, WRITER_WAITING } from '../src/table/slot-state.js';
 import { DIRECTORY, GRANTS, SLOTS } from '../src/table/internals.js';
 import { Puppet } from './puppets.js';
+import { runQueueSince } from './run-queue.js';
 
 const puppets: Puppet[] = [];
 after(async () => {
@@ -86,20 +87,25 @@ async function terminateRunning(
 }
 
 /**
- * Polls `attempt` (the event loop free between tries) for up to 2 s: a stale announcement is one
- * HANDOFF_PATIENCE_MS old, so a correct table grants within a few ms of that (the bound is loose
- * for a loaded machine); a stuck one never does.
+ * Polls `attempt` (the event loop free between tries) for up to 2 s beyond this thread's run-queue
+ * wait (test/run-queue.ts: on a loaded machine the OS alone keeps it off the CPU that long): a
+ * stale announcement is one HANDOFF_PATIENCE_MS old (SLEEP_SLICE_MS for a counted sleeper's), so
+ * a correct table grants within a few ms of that (the bound is loose for a loaded machine); a stuck
+ * one never does.
  */
 async function grantedSoon(attempt: () => Lease | null, what: string): Promise<Lease> {
+  const queued = runQueueSince();
   const start = performance.now();
   for (;;) {
     const lease = attempt();
+    const ms = performance.now() - start;
+    const rq = queued();
+    const why = `${ms.toFixed(1)} ms (${rq.toFixed(1)} ms on a run queue)`;
     if (lease !== null) {
-      const ms = performance.now() - start;
-      assert.ok(ms < 1000, `${what}: granted after ${ms.toFixed(1)} ms`);
+      assert.ok(ms - rq < 1000, `${what}: granted after ${why}`);
       return lease;
     }
-    assert.ok(performance.now() - start < 2000, `${what}: still refused after 2 s`);
+    assert.ok(ms - rq < 2000, `${what}: still refused after ${why}`);
     await new Promise((resolve) => setImmediate(resolve));
   }
 }
@@ -117,9 +123,7 @@ describe('a one-shot request passes a dead waiter’s announcement in a group th
       options: { waitTimeout: 60_000, spinDelay: 0 },
     });
     held[0]!.release(); // 2 -> 1: the group stays, and its STARVING with it
-    const started = LockTable.now();
     const got = await grantedSoon(() => sem.tryAcquire(), 'tryAcquire of the free permit');
-    assert.ok(LockTable.now() - started <= 1000);
     assert.equal(word(table, 'k') & 0xfffff, 2, 'two permits held, never more');
     assert.equal(sem.tryAcquire(), null, 'the limit still holds');
     // A waitTimeout 0 request, too, once a permit is free again.
