@@ -71,6 +71,19 @@ async function until(ok: () => boolean, what: string, timeoutMs = 10_000): Promi
   }
 }
 
+/**
+ * Waits until `ok()` holds or `outcome` settles, whichever comes first; true if `ok()` was seen.
+ * For a waiter with a waitTimeout: seen after it gave up, the state is gone (its marks withdrawn),
+ * and this thread, descheduled for the whole wait, may never see it.
+ */
+async function seenBefore(ok: () => boolean, outcome: Promise<unknown>, what: string) {
+  let settled = false;
+  void outcome.then(() => (settled = true));
+  let seen = false;
+  await until(() => (seen = ok()) || settled, what);
+  return seen;
+}
+
 /** A waiter of `key` that has announced `bits` and sleeps (so it is counted nowhere but there). */
 async function untilAsleepWith(table: LockTable, key: string, bits: number): Promise<void> {
   await until(
@@ -120,36 +133,61 @@ async function assertFree(table: LockTable, key: string, other?: Puppet): Promis
 }
 
 describe('a waiter that gives up takes its marks with it', () => {
+  // Each waiter below gives up after its waitTimeout: this thread must see its announcement
+  // before that, and one descheduled for the whole wait does not. Then set up again, at most 10
+  // times (a machine that keeps this thread off the CPU that long every time fails the test).
   for (const kind of ['sync', 'async'] as const) {
     test(`an exclusive ${kind} waiter that times out after it starved`, async () => {
-      const table = new LockTable({ capacity: 8 });
-      const waiter = puppet(table);
-      const other = puppet(table);
-      const lease = table.acquireSync('k');
-      const op = kind === 'sync' ? 'acquire' : 'acquireAsync';
-      const gaveUp = waiter.do({ op, key: 'k', options: { waitTimeout: 300 } });
-      // It starves (1 ms) long before its 300 ms are up: STARVING is announced, long enough
-      // before it gives up that this thread sees it even on a loaded machine.
-      await until(() => (word(table, 'k') & STARVING) !== 0, 'the waiter starves');
-      assert.equal((await gaveUp).code, 'ERR_LOCK_TIMEOUT');
-      lease.release();
-      await assertFree(table, 'k', other);
+      for (let attempt = 1; ; attempt++) {
+        const table = new LockTable({ capacity: 8 });
+        const waiter = puppet(table);
+        const other = puppet(table);
+        const lease = table.acquireSync('k');
+        const op = kind === 'sync' ? 'acquire' : 'acquireAsync';
+        const gaveUp = waiter.do({ op, key: 'k', options: { waitTimeout: 300 } });
+        // It starves (1 ms) long before its 300 ms are up: STARVING is announced, long enough
+        // before it gives up that this thread sees it unless it is kept off the CPU throughout.
+        const seen = await seenBefore(
+          () => (word(table, 'k') & STARVING) !== 0,
+          gaveUp,
+          'the waiter starves',
+        );
+        assert.equal((await gaveUp).code, 'ERR_LOCK_TIMEOUT');
+        lease.release();
+        if (!seen) {
+          assert.ok(attempt < 10, 'the waiter gave up unseen 10 times');
+          continue;
+        }
+        await assertFree(table, 'k', other);
+        return;
+      }
     });
   }
 
   test('a shared waiter that times out', async () => {
-    const table = new LockTable({ capacity: 8 });
-    const waiter = puppet(table);
-    const lease = table.acquireSync('k');
-    const gaveUp = waiter.do({
-      op: 'acquire',
-      key: 'k',
-      options: { mode: 'shared', waitTimeout: 250 },
-    });
-    await until(() => (word(table, 'k') & READER_WAITING) !== 0, 'the reader announces itself');
-    assert.equal((await gaveUp).code, 'ERR_LOCK_TIMEOUT');
-    lease.release();
-    await assertFree(table, 'k', waiter);
+    for (let attempt = 1; ; attempt++) {
+      const table = new LockTable({ capacity: 8 });
+      const waiter = puppet(table);
+      const lease = table.acquireSync('k');
+      const gaveUp = waiter.do({
+        op: 'acquire',
+        key: 'k',
+        options: { mode: 'shared', waitTimeout: 250 },
+      });
+      const seen = await seenBefore(
+        () => (word(table, 'k') & READER_WAITING) !== 0,
+        gaveUp,
+        'the reader announces itself',
+      );
+      assert.equal((await gaveUp).code, 'ERR_LOCK_TIMEOUT');
+      lease.release();
+      if (!seen) {
+        assert.ok(attempt < 10, 'the reader gave up unseen 10 times');
+        continue;
+      }
+      await assertFree(table, 'k', waiter);
+      return;
+    }
   });
 
   for (const mode of ['exclusive', 'shared'] as const) {
@@ -172,17 +210,29 @@ describe('a waiter that gives up takes its marks with it', () => {
   }
 
   test('a writer that gives up on a shared group lets the next reader join at once', async () => {
-    const table = new LockTable({ capacity: 8 });
-    const writer = puppet(table);
-    const first = table.acquireSync('k', { mode: 'shared' });
-    const gaveUp = writer.do({ op: 'acquire', key: 'k', options: { waitTimeout: 250 } });
-    await until(() => (word(table, 'k') & WRITER_WAITING) !== 0, 'the writer announces itself');
-    assert.equal((await gaveUp).code, 'ERR_LOCK_TIMEOUT');
-    const second = table.tryAcquire('k', { mode: 'shared' });
-    assert.ok(second !== null, `a second reader joins (word ${hex(word(table, 'k'))})`);
-    second.release();
-    first.release();
-    await assertFree(table, 'k', writer);
+    for (let attempt = 1; ; attempt++) {
+      const table = new LockTable({ capacity: 8 });
+      const writer = puppet(table);
+      const first = table.acquireSync('k', { mode: 'shared' });
+      const gaveUp = writer.do({ op: 'acquire', key: 'k', options: { waitTimeout: 250 } });
+      const seen = await seenBefore(
+        () => (word(table, 'k') & WRITER_WAITING) !== 0,
+        gaveUp,
+        'the writer announces itself',
+      );
+      assert.equal((await gaveUp).code, 'ERR_LOCK_TIMEOUT');
+      if (!seen) {
+        assert.ok(attempt < 10, 'the writer gave up unseen 10 times');
+        first.release();
+        continue;
+      }
+      const second = table.tryAcquire('k', { mode: 'shared' });
+      assert.ok(second !== null, `a second reader joins (word ${hex(word(table, 'k'))})`);
+      second.release();
+      first.release();
+      await assertFree(table, 'k', writer);
+      return;
+    }
   });
 
   test('a withLock call whose waitTimeout passes, and one whose signal aborts', async () => {
@@ -249,16 +299,25 @@ describe('a waiter whose thread is terminated takes its marks with it', () => {
   }
 
   test('terminated while it spins: its hand-off is anyone’s once the reservation lapses', async () => {
-    const table = new LockTable({ capacity: 8 });
-    const waiter = puppet(table);
-    const lease = table.acquireSync('k');
-    // A long spin: it is running, with WAITING in the word, when it is terminated.
-    void waiter.do({ op: 'acquire', key: 'k', options: { spinDelay: 1000 } });
-    await until(
-      () => (word(table, 'k') & (STARVING | WAITING)) === (STARVING | WAITING),
-      'the waiter starves, spinning',
-    );
-    await waiter.stop();
+    let table: LockTable;
+    let lease: Lease;
+    // A long spin: it is running, with WAITING in the word, when it is terminated; unless this
+    // thread was kept off the CPU until the spin (1 s) ended and the waiter went to sleep, which
+    // the test above covers: then set up again, at most 10 times.
+    for (let attempt = 1; ; attempt++) {
+      table = new LockTable({ capacity: 8 });
+      const waiter = puppet(table);
+      lease = table.acquireSync('k');
+      void waiter.do({ op: 'acquire', key: 'k', options: { spinDelay: 1000 } });
+      await until(
+        () => (word(table, 'k') & (STARVING | WAITING)) === (STARVING | WAITING),
+        'the waiter starves, spinning',
+      );
+      await waiter.stop();
+      if ((word(table, 'k') & WAITING) !== 0) break;
+      assert.ok(attempt < 10, `the spinner died asleep 10 times (${hex(word(table, 'k'))})`);
+      lease.release();
+    }
     lease.release();
     const s = word(table, 'k');
     // A release does not judge the stamp (slot-state.ts, "Stale announcements"): it hands off to

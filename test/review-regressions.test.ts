@@ -527,14 +527,36 @@ describe('review regressions: binding mutex', () => {
 
 describe('review regressions: sleepers that die', () => {
   test('a sleeper terminated while asleep does not keep its key off the fast path', async () => {
-    const table = new LockTable({ capacity: 4 });
-    const lease = table.acquireSync('s');
-    const at = slotOf(table, 's') * SLOT_WORDS;
-    const sleeper = puppet(table);
-    void sleeper.do({ op: 'acquire', key: 's', options: { spinDelay: 0 } });
-    await waitFor(table[SLOTS], at + S_SLEEPERS, (v) => v === 1);
+    // Terminated once seen asleep with STARVING announced (its slices are SLEEP_SLICE_MS long
+    // from then on, 1 ms before). It wakes at the end of each slice to look again: terminated in
+    // that look, it died running, its count taken back or its WAITING in the word. Then set up
+    // again, at most 10 times (a machine that always runs the look at the termination fails).
+    let table: LockTable;
+    let lease: ReturnType<LockTable['acquireSync']>;
+    let at: number;
+    for (let attempt = 1; ; attempt++) {
+      table = new LockTable({ capacity: 4 });
+      lease = table.acquireSync('s');
+      at = slotOf(table, 's') * SLOT_WORDS;
+      const slots = table[SLOTS];
+      const sleeper = puppet(table);
+      void sleeper.do({ op: 'acquire', key: 's', options: { spinDelay: 0 } });
+      const asleep = () =>
+        (Atomics.load(slots, at + S_STATE) & (STARVING | WAITING)) === STARVING &&
+        Atomics.load(slots, at + S_SLEEPERS) === 1;
+      for (const end = performance.now() + 20_000; !asleep();) {
+        if (performance.now() > end) throw new Error('the sleeper never slept, starving');
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      await sleeper.stop();
+      const diedRunning =
+        (Atomics.load(slots, at + S_STATE) & WAITING) !== 0 ||
+        Atomics.load(slots, at + S_SLEEPERS) !== 1;
+      if (!diedRunning) break;
+      assert.ok(attempt < 10, 'the sleeper died running 10 times');
+      lease.release();
+    }
     // Terminated asleep: its count in S_SLEEPERS is never taken back (no finally runs).
-    await sleeper.stop();
     assert.equal(Atomics.load(table[SLOTS], at + S_SLEEPERS), 1);
     lease.release();
     // The release woke nobody, so nobody sleeps: the word must come back to plain FREE, and the

@@ -22,6 +22,7 @@ import {
 import { HANDOFF_PATIENCE_MS, STARVING, WAITING, WRITER_WAITING } from '../src/table/slot-state.js';
 import { DIRECTORY, GRANTS, SLOTS } from '../src/table/internals.js';
 import { Puppet } from './puppets.js';
+import { runQueueSince } from './run-queue.js';
 
 const puppets: Puppet[] = [];
 after(async () => {
@@ -86,20 +87,25 @@ async function terminateRunning(
 }
 
 /**
- * Polls `attempt` (the event loop free between tries) for up to 2 s: a stale announcement is one
- * HANDOFF_PATIENCE_MS old, so a correct table grants within a few ms of that (the bound is loose
- * for a loaded machine); a stuck one never does.
+ * Polls `attempt` (the event loop free between tries) for up to 2 s beyond this thread's run-queue
+ * wait (test/run-queue.ts: on a loaded machine the OS alone keeps it off the CPU that long): a
+ * stale announcement is one HANDOFF_PATIENCE_MS old (SLEEP_SLICE_MS for a counted sleeper's), so
+ * a correct table grants within a few ms of that (the bound is loose for a loaded machine); a stuck
+ * one never does.
  */
 async function grantedSoon(attempt: () => Lease | null, what: string): Promise<Lease> {
+  const queued = runQueueSince();
   const start = performance.now();
   for (;;) {
     const lease = attempt();
+    const ms = performance.now() - start;
+    const rq = queued();
+    const why = `${ms.toFixed(1)} ms (${rq.toFixed(1)} ms on a run queue)`;
     if (lease !== null) {
-      const ms = performance.now() - start;
-      assert.ok(ms < 1000, `${what}: granted after ${ms.toFixed(1)} ms`);
+      assert.ok(ms - rq < 1000, `${what}: granted after ${why}`);
       return lease;
     }
-    assert.ok(performance.now() - start < 2000, `${what}: still refused after 2 s`);
+    assert.ok(ms - rq < 2000, `${what}: still refused after ${why}`);
     await new Promise((resolve) => setImmediate(resolve));
   }
 }
@@ -117,9 +123,7 @@ describe('a one-shot request passes a dead waiter’s announcement in a group th
       options: { waitTimeout: 60_000, spinDelay: 0 },
     });
     held[0]!.release(); // 2 -> 1: the group stays, and its STARVING with it
-    const started = LockTable.now();
     const got = await grantedSoon(() => sem.tryAcquire(), 'tryAcquire of the free permit');
-    assert.ok(LockTable.now() - started <= 1000);
     assert.equal(word(table, 'k') & 0xfffff, 2, 'two permits held, never more');
     assert.equal(sem.tryAcquire(), null, 'the limit still holds');
     // A waitTimeout 0 request, too, once a permit is free again.
@@ -177,11 +181,12 @@ describe('a one-shot request passes a dead waiter’s announcement in a group th
     assert.equal(table.inspect('k'), null);
   });
 
-  test('a live waiter’s fresh announcement still refuses a one-shot', async () => {
-    // The rule is about stale announcements only: while a writer keeps looking (spinning), its
-    // stamp is fresh, and a new reader's tryAcquire made wholly within HANDOFF_PATIENCE_MS of the
-    // stamp is refused. (A writer descheduled for longer looks gone, and loses a barge: only the
-    // attempts that start and end while the stamp is fresh are judged.)
+  /**
+   * A writer starves, spinning, on a shared group; this thread's tryAcquire of a reader is
+   * attempted again and again for 500 ms. Returns how many attempts were judged and how many of
+   * those were admitted.
+   */
+  async function readersPastALiveWriter(): Promise<{ judged: number; admittedFresh: number }> {
     const table = new LockTable({ capacity: 8 });
     const first = table.acquireSync('k', { mode: 'shared' });
     const writer = puppet(table);
@@ -211,9 +216,13 @@ describe('a one-shot request passes a dead waiter’s announcement in a group th
     while (LockTable.now() < end && judged < 200) {
       // The writer stamps before the CAS that sets its bits: judge only attempts that saw them.
       const announced = (word(table, 'k') & WRITER_WAITING) !== 0;
-      const fresh = LockTable.now() - slotF64[stampAt]! < HANDOFF_PATIENCE_MS / 2;
+      const stamp = slotF64[stampAt]!;
       const lease = table.tryAcquire('k', { mode: 'shared' });
-      const judge = announced && fresh && LockTable.now() - slotF64[stampAt]! < HANDOFF_PATIENCE_MS;
+      // The tryAcquire read this stamp or a later one, before now: judged if this one is still
+      // fresh now. (Not the stamp read again now: this thread descheduled inside the tryAcquire
+      // while the writer was too may have read the old one stale, and admitted rightly, before
+      // the writer stamped again.)
+      const judge = announced && LockTable.now() - stamp < HANDOFF_PATIENCE_MS;
       if (judge) judged++;
       if (lease !== null) {
         if (judge) admittedFresh++;
@@ -225,7 +234,21 @@ describe('a one-shot request passes a dead waiter’s announcement in a group th
     const reply = await got;
     assert.ok(reply.ok, `the writer is granted: ${reply.code}`);
     assert.ok((await writer.do({ op: 'release', lease: reply.lease! })).ok);
-    assert.ok(judged > 0, 'the writer looked at least once while the test ran');
-    assert.equal(admittedFresh, 0, `a reader joined past a fresh announcement (of ${judged})`);
+    return { judged, admittedFresh };
+  }
+
+  test('a live waiter’s fresh announcement still refuses a one-shot', async () => {
+    // The rule is about stale announcements only: while a writer keeps looking (spinning), its
+    // stamp is fresh, and a new reader's tryAcquire made wholly within HANDOFF_PATIENCE_MS of the
+    // stamp is refused. (A writer descheduled for longer looks gone, and loses a barge: only the
+    // attempts that start and end while the stamp is fresh are judged.) On a loaded machine this
+    // thread may never run while the writer has just looked (or only once its 1 s spin is over):
+    // then nothing is judged, and it is set up again, at most 5 times.
+    for (let attempt = 1; ; attempt++) {
+      const { judged, admittedFresh } = await readersPastALiveWriter();
+      assert.equal(admittedFresh, 0, `a reader joined past a fresh announcement (of ${judged})`);
+      if (judged > 0) return;
+      assert.ok(attempt < 5, 'the writer was not seen looking in 5 set-ups');
+    }
   });
 });

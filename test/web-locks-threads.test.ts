@@ -21,6 +21,7 @@ import {
   signal,
   waitFor,
 } from './harness.js';
+import { runQueueSince } from './run-queue.js';
 import { start } from './web-locks/workers.js';
 
 /** Polls `check` (on each turn of a 5 ms interval) until it holds, or fails after `ms`. */
@@ -222,13 +223,19 @@ describe('LockManager across threads', () => {
       if (watched) table.watch(holder.worker);
       await waitFor(ctrl, CTRL_HELD, (v) => v === 1);
       const granted = locks.request('dies', () => LockTable.now());
+      const queued = runQueueSince();
       const t0 = LockTable.now();
       await holder.worker.terminate();
       const at = await granted;
+      const rq = queued();
       console.log(`# granted ${(at - t0).toFixed(1)} ms after the termination (${how})`);
       // With watch: the exit event frees it. Without: the lease (renewed every lease / 4 until the
-      // thread died) runs out, then failTimeout.
-      assert.ok(at - t0 < (watched ? 500 : lease + 100 + 1000), `${at - t0} ms`);
+      // thread died) runs out, then failTimeout. Judged beyond this thread's run-queue wait
+      // (test/run-queue.ts): it is the one that frees, reclaims and is granted.
+      assert.ok(
+        at - t0 - rq < (watched ? 500 : lease + 100 + 1000),
+        `${at - t0} ms (${rq.toFixed(1)} ms on a run queue)`,
+      );
       assert.deepEqual(await locks.query(), { held: [], pending: [] });
     });
 
@@ -246,11 +253,14 @@ describe('LockManager across threads', () => {
         { name: 'busy', mode: 'exclusive', clientId: theirs },
       ]);
       await waiter.worker.terminate();
+      const queued = runQueueSince();
       const ms = await until('the dead waiter leaves query()', ENTRY_LEASE_MS + 2000, async () =>
         (await locks.query()).pending.every((p) => p.clientId !== theirs),
       );
+      const rq = queued();
       console.log(`# the dead waiter left query() ${ms.toFixed(1)} ms after its exit (${how})`);
-      if (watched) assert.ok(ms < 100, `${ms} ms`);
+      // Judged beyond this thread's run-queue wait (test/run-queue.ts): it runs the exit event.
+      if (watched) assert.ok(ms - rq < 100, `${ms} ms (${rq.toFixed(1)} ms on a run queue)`);
       // It holds nothing and blocks nobody: the next request after the holder is granted.
       release();
       await holding;

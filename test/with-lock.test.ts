@@ -34,6 +34,7 @@ const task = (name: string) => ({ module: TASKS, name });
 
 const STARTED = 0;
 const GO = 1;
+const RETURNING = 10;
 
 function cells(): { buffer: SharedArrayBuffer; c: Int32Array; deadline: () => number } {
   const buffer = new SharedArrayBuffer(64);
@@ -687,27 +688,45 @@ describe('withLock', () => {
   test('a task that finished before its caller saw the deadline pass is not stopped', async () => {
     // The caller's event loop is busy past the exec deadline, after the task has returned: the
     // task counts as finished, and its thread (which piscina gives the next task) is not killed.
+    // The event loop is blocked from before the deadline (then the exec timer has not fired, and
+    // cannot) until the task says it returns (RETURNING, a few instructions before its STARTED ->
+    // DONE), and busy until past the deadline. A test thread kept off the CPU until the deadline
+    // before it blocks its loop may see the timer fire first, rightly: then that round is set up
+    // again, at most 5 times.
     const table = new LockTable({ capacity: 16 });
     await withPool(1, 1, async (pool) => {
-      for (let i = 0; i < 5; i++) {
+      let late = 0;
+      for (let i = 0; i < 5;) {
         const x = cells();
-        const run = withLock(table, 'a', 'waitForGo', {
+        const run = withLock(table, 'a', 'waitForGoAndSay', {
           pool,
           args: { cells: x.buffer },
           execTimeout: 40,
         });
+        run.catch(() => {});
         await waitFor(x.c, STARTED, (v) => v === 1);
         const next = pool.run('next', { name: 'quick' });
-        await new Promise<void>((resolve) =>
+        const blocked = await new Promise<boolean>((resolve) =>
           setImmediate(() => {
+            const deadline = x.deadline();
+            const intime = LockTable.now() < deadline;
             signal(x.c, GO);
-            const end = performance.now() + 60;
-            while (performance.now() < end);
-            resolve();
+            if (!intime) return resolve(false);
+            Atomics.wait(x.c, RETURNING, 0, 10_000);
+            const end = Math.max(deadline, LockTable.now()) + 20;
+            while (LockTable.now() < end);
+            resolve(true);
           }),
         );
+        if (!blocked) {
+          assert.ok(++late < 5, 'this thread reached the deadline before blocking, 5 times');
+          await run.catch(() => {});
+          await next;
+          continue;
+        }
         assert.equal(await run, 'went');
         assert.equal(await next, 'next');
+        i++;
       }
     });
   });

@@ -21,6 +21,7 @@ import {
   skipWithoutPostgres,
   tableOpener,
 } from './db.js';
+import { runQueueSince } from '../run-queue.js';
 
 describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
   let admin: pg.Client;
@@ -134,16 +135,20 @@ describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
       2000,
       'the server-side wait',
     );
+    const queued = runQueueSince();
     const t0 = performance.now();
     controller.abort();
     await assert.rejects(waiting, { name: 'AbortError' });
     const took = performance.now() - t0;
+    const rq = queued();
     const locks = await locksOf(table.namespace);
     assert.deepEqual(
       locks.map((l) => [l.pid, l.granted]),
       [[holder.pid, true]],
     );
-    assert.ok(took < 100, `the abort took ${took} ms`);
+    // Beyond this thread's run-queue wait (test/run-queue.ts): the OS alone can keep it off the
+    // CPU that long on a loaded machine.
+    assert.ok(took - rq < 100, `the abort took ${took} ms (${rq.toFixed(1)} ms on a run queue)`);
     await holder.release();
   });
 
@@ -176,17 +181,23 @@ describe('PgLockTable', { skip: skipWithoutPostgres }, () => {
     const holder = await holderTable.acquire('accuracy');
     await (await table.tryAcquire('warm-up'))!.release(); // a session, connected
     const waits: number[] = [];
+    // Each wait beyond this thread's run-queue wait meanwhile (test/run-queue.ts).
+    const lateness: number[] = [];
     for (let i = 0; i < 7; i++) {
+      const queued = runQueueSince();
       const t0 = performance.now();
       await assert.rejects(table.acquire('accuracy', { waitTimeout: 50 }), {
         code: 'ERR_LOCK_TIMEOUT',
       });
-      waits.push(performance.now() - t0);
+      const waited = performance.now() - t0;
+      waits.push(waited);
+      lateness.push(waited - queued());
     }
     waits.sort((a, b) => a - b);
-    const median = waits[3]!;
+    lateness.sort((a, b) => a - b);
+    const median = lateness[3]!;
     assert.ok(waits[0]! >= 50, `fired early: ${waits.join(', ')}`);
-    assert.ok(median < 60, `median ${median} ms: ${waits.join(', ')}`);
+    assert.ok(median < 60, `median ${median} ms beyond run-queue waits: ${waits.join(', ')}`);
     await holder.release();
   });
 

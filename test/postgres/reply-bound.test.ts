@@ -42,6 +42,24 @@ describe('a lock session’s reply bound, on its tick', { skip: skipWithoutPostg
     return session;
   }
 
+  /**
+   * When the session hands its heartbeat to pg (its tick's time), latest last: the time this
+   * thread sees it busy can be later (a poll that runs late, this thread descheduled), which
+   * would shorten a wait measured from it.
+   */
+  function heartbeatsSent(session: Session): number[] {
+    const sent: number[] = [];
+    const client = session.client;
+    const query = client.query;
+    client.query = function (this: unknown, ...args: unknown[]) {
+      if ((args[0] as { name?: string } | undefined)?.name === HEARTBEAT.name) {
+        sent.push(performance.now());
+      }
+      return Reflect.apply(query, this, args) as unknown;
+    } as typeof client.query;
+    return sent;
+  }
+
   function freeze(pid: number): boolean {
     try {
       process.kill(pid, 'SIGSTOP');
@@ -79,12 +97,13 @@ describe('a lock session’s reply bound, on its tick', { skip: skipWithoutPostg
   test('a session whose server process is frozen ends at the fourth tick after its heartbeat: the lease, never a tick more', async (t) => {
     const lease = 2000; // a tick every 500 ms, more than SLACK: a tick too many fails the test
     const session = await lockSession(lease);
+    const heartbeats = heartbeatsSent(session);
     const ended = new Promise<number>((resolve) => session.onEnd(() => resolve(performance.now())));
     const start = performance.now();
     if (!freeze(session.pid)) return t.skip('the server process is not ours to stop');
     // The next tick sends the heartbeat, which the frozen process never answers.
     while (!session.busy) await new Promise((resolve) => setTimeout(resolve, 2));
-    const sent = performance.now();
+    const sent = heartbeats.at(-1)!;
     const took = (await ended) - start;
     const afterHeartbeat = (await ended) - sent;
     // Its bound is four ticks, counted: the fourth tick after the one that sent it cuts it,
@@ -155,10 +174,11 @@ describe('a lock session’s reply bound, on its tick', { skip: skipWithoutPostg
   test('stopHeartbeat() with a heartbeat in flight that a frozen server never answers: the tick stays until it cuts it at its bound', async (t) => {
     const lease = 800; // a tick every 200 ms
     const session = await lockSession(lease);
+    const heartbeats = heartbeatsSent(session);
     const ended = new Promise<number>((resolve) => session.onEnd(() => resolve(performance.now())));
     if (!freeze(session.pid)) return t.skip('the server process is not ours to stop');
     while (!session.busy) await new Promise((resolve) => setTimeout(resolve, 2));
-    const sent = performance.now();
+    const sent = heartbeats.at(-1)!;
     session.stopHeartbeat();
     assert.equal(session.ticking, true, 'the heartbeat in flight lost its bound');
     const took = (await ended) - sent;
