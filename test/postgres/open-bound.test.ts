@@ -54,19 +54,31 @@ async function gatedProxy() {
   const target = new URL(databaseUrl!);
   if (target.hostname === '' || target.searchParams.has('host')) return undefined;
   const held: Array<() => void> = [];
+  const clients = new Set<net.Socket>();
   let gateOpen = false;
   let accepted = 0;
   const server = net.createServer((client) => {
     accepted++;
+    clients.add(client);
+    client.on('close', () => clients.delete(client));
     client.on('error', () => {});
+    // Held, it reads what comes into `early`, so that it sees the client close.
+    const early: Buffer[] = [];
+    const keep = (chunk: Buffer) => early.push(chunk);
     const pipe = () => {
+      if (client.destroyed) return;
+      client.off('data', keep);
       const upstream = net.connect(Number(target.port || 5432), target.hostname);
       upstream.on('error', () => client.destroy());
       client.on('close', () => upstream.destroy());
+      for (const chunk of early.splice(0)) upstream.write(chunk);
       client.pipe(upstream).pipe(client);
     };
     if (gateOpen) pipe();
-    else held.push(pipe);
+    else {
+      client.on('data', keep);
+      held.push(pipe);
+    }
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = new URL(databaseUrl!);
@@ -77,6 +89,10 @@ async function gatedProxy() {
     get accepted() {
       return accepted;
     },
+    /** Client connections not closed yet, held at the gate or piped. */
+    get unclosed() {
+      return clients.size;
+    },
     close() {
       gateOpen = false;
     },
@@ -85,6 +101,7 @@ async function gatedProxy() {
       for (const pipe of held.splice(0)) pipe();
     },
     async stop() {
+      for (const client of clients) client.destroy();
       server.close();
     },
   };
@@ -215,6 +232,86 @@ describe('a session that opens after its request gave up', { skip: skipWithoutPo
     } finally {
       await table.close();
       await admin.end();
+      await proxy.stop();
+    }
+  });
+});
+
+describe('lock sessions still opening when the table closes', { skip: skipWithoutPostgres }, () => {
+  test('close() cancels them: their requests fail ERR_LOCK_CLOSED, their sockets close', async (t) => {
+    const proxy = await gatedProxy();
+    if (proxy === undefined) return t.skip('DATABASE_URL is not host:port');
+    const table = new PgLockTable({
+      connectionString: proxy.url,
+      namespace: freshNamespace(),
+      poolSize: 3,
+    });
+    try {
+      // The control session and the schema first, so that the requests below open lock sessions.
+      proxy.open();
+      await table.inspect('k');
+      const controlOnly = proxy.accepted;
+      proxy.close();
+      const requests = ['a', 'b', 'c'].map((k) =>
+        rejection(table.acquire(k, { waitTimeout: 60_000 })),
+      );
+      await eventually(() => proxy.accepted === controlOnly + 3, 4000, 'three sessions opening');
+      const start = performance.now();
+      await table.close();
+      const took = performance.now() - start;
+      assert.ok(took < END_GRACE_MS + 1500, `close() took ${took.toFixed(0)} ms`);
+      // rejection() fails a request still pending 10 s on: cancelled openings fail at once.
+      for (const error of await Promise.all(requests)) {
+        assert.equal(error.code, 'ERR_LOCK_CLOSED', `${error.code}: ${error.message}`);
+      }
+      // Only the held connections were open (the control session ended with close()).
+      await eventually(
+        () => proxy.unclosed === 0,
+        4000,
+        `every socket closed (${proxy.unclosed} open)`,
+      );
+    } finally {
+      await table.close();
+      await proxy.stop();
+    }
+  });
+
+  test('more than ten of them at once draw no MaxListenersExceededWarning', async (t) => {
+    const proxy = await gatedProxy();
+    if (proxy === undefined) return t.skip('DATABASE_URL is not host:port');
+    const poolSize = 11;
+    const table = new PgLockTable({
+      connectionString: proxy.url,
+      namespace: freshNamespace(),
+      poolSize,
+    });
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning);
+    process.on('warning', onWarning);
+    try {
+      proxy.open();
+      await table.inspect('k');
+      const controlOnly = proxy.accepted;
+      proxy.close();
+      const requests = Array.from({ length: poolSize }, (_, i) =>
+        rejection(table.acquire(`k${i}`, { waitTimeout: 60_000 })),
+      );
+      await eventually(
+        () => proxy.accepted === controlOnly + poolSize,
+        4000,
+        `${poolSize} sessions opening`,
+      );
+      await table.close();
+      await Promise.all(requests);
+      // process.emitWarning emits on the next tick.
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.deepEqual(
+        warnings.filter((w) => w.name === 'MaxListenersExceededWarning').map((w) => w.message),
+        [],
+      );
+    } finally {
+      process.off('warning', onWarning);
+      await table.close();
       await proxy.stop();
     }
   });
