@@ -152,7 +152,8 @@ describe('a request against a server that does not answer', () => {
     assert.match(error.message, /has not answered/);
     assert.ok(waited >= 149, `gave up after ${waited.toFixed(1)} ms, before its waitTimeout`);
     assert.equal(rawSettled, false, 'pg’s own connect gave up too: the control proves nothing');
-    assert.ok(server.accepted >= 1, 'the request did reach the server');
+    // pg's own connect above is one of them.
+    assert.ok(server.accepted >= 2, 'the request did reach the server');
     (raw as unknown as { connection: { stream: net.Socket } }).connection.stream.destroy();
     await rawConnect;
   });
@@ -188,11 +189,9 @@ describe('a request against a server that does not answer', () => {
     // The control session gets END_GRACE_MS to open (it may be needed to end a waiting
     // session's server process), then it is cancelled too.
     assert.ok(took < END_GRACE_MS + 1500, `close() took ${took.toFixed(0)} ms`);
+    // They waited for the control session that close() cancelled: closed, not a connection error.
     for (const error of await Promise.all(requests)) {
-      assert.ok(
-        error.code === 'ERR_LOCK_CLOSED' || error.code === 'ERR_LOCK_CONNECTION',
-        `${error.code}: ${error.message}`,
-      );
+      assert.equal(error.code, 'ERR_LOCK_CLOSED', `${error.code}: ${error.message}`);
     }
     await eventually(
       () => server.open === 0,
@@ -222,7 +221,9 @@ describe('a session that opens after its request gave up', { skip: skipWithoutPo
       const error = await rejection(table.acquire('k', { waitTimeout: 100 }));
       assert.equal(error.code, 'ERR_LOCK_TIMEOUT', error.message);
       assert.match(error.message, /has not answered/);
-      assert.equal(proxy.accepted, controlOnly + 1, 'one session was opening');
+      // The proxy counts the connection when its event loop polls: after the timeout, on a
+      // process that stalled 100 ms right after the request.
+      await eventually(() => proxy.accepted === controlOnly + 1, 4000, 'one session opening');
       proxy.open();
       // The next request gets that session once it opens; no other connection is made.
       const lease = await table.acquire('k', { waitTimeout: 10_000 });
