@@ -448,7 +448,12 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
       // waitTimeout (unless 0: a try still needs the schema) and signal.
       const deadline = r.waitTimeout === 0 ? Infinity : start + r.waitTimeout;
       const timedOut = () => openTimeoutError(first, r.waitTimeout);
-      await within(this.#install(first), first, deadline, r.signal, timedOut);
+      try {
+        await within(this.#install(first), first, deadline, r.signal, timedOut);
+      } catch (error) {
+        // close() cancels a control session still opening: the request was cancelled by close().
+        throw this.#closed ? closedError(first) : error;
+      }
     }
     const request: Attempt = { keys, r, isTry, start, front };
     for (let attempt = 1; ; attempt++) {
@@ -947,7 +952,12 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
 
   async #describe(key: string | null): Promise<PgLockInfo[]> {
     if (this.#closed) throw closedError(key ?? undefined);
-    await this.#install(key ?? '');
+    try {
+      await this.#install(key ?? '');
+    } catch (error) {
+      // As in #acquire: close() cancelled the control session it waited for.
+      throw this.#closed ? closedError(key ?? undefined) : error;
+    }
     let rows: Array<{
       key: string;
       pid: number;
@@ -959,7 +969,7 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
         await this.#controlSession()
       ).query(INSPECT, [this.#options.namespace, key]));
     } catch (error) {
-      throw connectionError(key ?? undefined, error);
+      throw this.#closed ? closedError(key ?? undefined) : connectionError(key ?? undefined, error);
     }
     const byKey = new Map<string, PgLockInfo>();
     for (const row of rows) {

@@ -11,6 +11,7 @@
  * session to try with) and signal; if it gives up first, the session goes on opening and is
  * lent to the next request. close() cancels the sessions still opening.
  */
+import { setMaxListeners } from 'node:events';
 import type pg from 'pg';
 import { AbortError } from '../api/errors.js';
 import { callAt, monotonicNow } from '../api/clock.js';
@@ -60,6 +61,9 @@ export class Sessions {
     this.#config = config;
     this.size = size;
     this.#lease = lease;
+    // Each session opening listens to #closing (Session.open), up to size at once: above Node's
+    // default of 10 listeners a signal warns of a leak (MaxListenersExceededWarning).
+    setMaxListeners(size, this.#closing.signal);
   }
 
   /** Sessions open or opening. */
