@@ -95,21 +95,6 @@ export function sessionWaitTimeoutError(key: string, waitTimeout: number, poolSi
   );
 }
 
-/**
- * A request whose new session did not open (connect and set up), or whose table's first schema
- * check did not finish, within its waitTimeout.
- */
-export function openTimeoutError(key: string, waitTimeout: number) {
-  return new LockError(
-    'ERR_LOCK_TIMEOUT',
-    key,
-    `Timed out after ${waitTimeout} ms waiting for the PostgreSQL server (a new session ` +
-      `opening, or the schema check) before requesting the lock on ${describeKey(key)}: it ` +
-      'has not answered yet. Nothing is held; the session goes on opening for later requests ' +
-      '(pg’s connectionTimeoutMillis bounds that)',
-  );
-}
-
 /** PostgreSQL's SQLSTATE of an error from `pg`, if it has one. */
 export function sqlState(error: unknown): string | undefined {
   const code = (error as { code?: unknown } | null)?.code;

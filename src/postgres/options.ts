@@ -25,6 +25,12 @@ export interface PgLockTableOptions extends pg.ClientConfig {
   /** Default ms to wait for a lock (0 = one attempt, Infinity = forever). Default Infinity. */
   waitTimeout?: number | undefined;
   /**
+   * pg's own option, with a default of ours: ms a new session may take to connect and be ready
+   * (a server that accepts and never answers fails the request with ERR_LOCK_CONNECTION). pg's
+   * default, 0, waits as long as TCP does; 0 given here keeps that. Default 10000.
+   */
+  connectionTimeoutMillis?: number | undefined;
+  /**
    * The process's shared-memory table, in front of the server: requests of this process for one
    * key queue there, and only one of them talks to the server (the main thread creates it, each
    * worker passes `LockTable.attach(buffer)`). Default: a private table, which covers this
@@ -62,6 +68,8 @@ export const COHORT_BITS = 12n;
 export const MAX_COHORT_LIMIT = 2 ** 12;
 
 export const DEFAULT_POOL_SIZE = 10;
+/** A new session's connect bound unless the user gives one (pg's own default is none). */
+export const DEFAULT_CONNECT_TIMEOUT = 10_000;
 export const DEFAULT_LEASE = 5000;
 export const MIN_LEASE = 100;
 /** The largest value PostgreSQL takes for a timeout in ms (an int4). */
@@ -76,6 +84,7 @@ export function resolvePgOptions(options: PgLockTableOptions | undefined): Resol
   checkOptionsObject('options', options);
   const { namespace, poolSize, lease, waitTimeout, table, cohortLimit, cohortMs, ...client } =
     options ?? {};
+  client.connectionTimeoutMillis = connectTimeout(client.connectionTimeoutMillis);
   if (table !== undefined && !(table instanceof LockTable)) {
     throw invalidValue('options.table', 'must be a LockTable (or left out)', table);
   }
@@ -109,6 +118,16 @@ export function resolvePgOptions(options: PgLockTableOptions | undefined): Resol
       cohortMs === undefined ? DEFAULT_COHORT_MS : checkMs('options.cohortMs', cohortMs, true),
     client,
   };
+}
+
+/**
+ * pg's connectionTimeoutMillis: ours by default; 0 and Infinity mean no bound (pg's 0), and a
+ * longer bound than setTimeout takes (which would fire at once) is setTimeout's longest.
+ */
+function connectTimeout(value: unknown): number {
+  if (value === undefined) return DEFAULT_CONNECT_TIMEOUT;
+  const ms = checkMs('options.connectionTimeoutMillis', value, true);
+  return ms === Infinity ? 0 : Math.min(ms, 2 ** 31 - 1);
 }
 
 /** A lone surrogate: UTF-8 cannot carry it (pg would send U+FFFD, merging distinct keys). */

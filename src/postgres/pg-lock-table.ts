@@ -31,7 +31,6 @@ const PG_ACQUIRE_OPTIONS_KEYS = ['mode', 'hold', 'waitTimeout', 'signal'] as con
 import {
   closedError,
   connectionError,
-  openTimeoutError,
   poolerError,
   POOLER_STATES,
   schemaError,
@@ -49,7 +48,7 @@ import {
 } from './options.js';
 import { END_GRACE_MS, type RawRow, Session, StatementWithdrawn, type Values } from './session.js';
 import { Sessions } from './sessions.js';
-import { within } from './within.js';
+import { untilAborted } from './until-aborted.js';
 import type { Lease } from '../table/lease.js';
 import type { LockTable } from '../table/lock-table.js';
 import {
@@ -444,12 +443,10 @@ export class PgLockTable implements Locks<PgLease, PgLockInfo> {
     if (r.signal?.aborted) throw new AbortError(first, r.signal.reason);
     // Once installed, nothing to await (the uncontended path).
     if (!this.#schemaReady) {
-      // The first request waits for the control session and the schema check within its own
-      // waitTimeout (unless 0: a try still needs the schema) and signal.
-      const deadline = r.waitTimeout === 0 ? Infinity : start + r.waitTimeout;
-      const timedOut = () => openTimeoutError(first, r.waitTimeout);
+      // The first requests wait for the control session and the schema check within their
+      // signal; pg's connectionTimeoutMillis bounds the opening (not a wait for the lock).
       try {
-        await within(this.#install(first), first, deadline, r.signal, timedOut);
+        await untilAborted(this.#install(first), first, r.signal);
       } catch (error) {
         // close() cancels a control session still opening: the request was cancelled by close().
         throw this.#closed ? closedError(first) : error;

@@ -7,21 +7,15 @@
  *
  * A request that finds all poolSize sessions lent waits here, in FIFO order, within its
  * waitTimeout and signal; with waitTimeout 0 it fails at once (ERR_LOCK_TABLE_FULL). One that
- * opens a new session waits for it within the same waitTimeout (unless 0: a try still needs a
- * session to try with) and signal; if it gives up first, the session goes on opening and is
- * lent to the next request. close() cancels the sessions still opening.
+ * opens a new session waits for it within its signal (the opening is not a wait for the lock:
+ * pg's connectionTimeoutMillis bounds it, see options.ts); if it is aborted first, the session
+ * goes on opening and is lent to the next request. close() cancels the sessions still opening.
  */
 import { setMaxListeners } from 'node:events';
 import type pg from 'pg';
 import { AbortError } from '../api/errors.js';
 import { callAt, monotonicNow } from '../api/clock.js';
-import {
-  closedError,
-  connectionError,
-  openTimeoutError,
-  poolFullError,
-  sessionWaitTimeoutError,
-} from './errors.js';
+import { closedError, connectionError, poolFullError, sessionWaitTimeoutError } from './errors.js';
 import { MAX_SERVER_MS } from './options.js';
 import { Session } from './session.js';
 
@@ -79,7 +73,8 @@ export class Sessions {
   /**
    * A session for one request: an idle one, a new one (up to size), or the next one checked in.
    * `waitTimeout` (from `start`) and `signal` bound the wait for a session lent to others (0: do
-   * not wait) and for a new one to open (0: as long as it takes; pg's connectionTimeoutMillis).
+   * not wait); `signal` and close() the wait for a new one to open, which is not a wait for the
+   * lock: pg's connectionTimeoutMillis bounds it (options.ts gives it a default).
    */
   async checkout(key: string, waitTimeout: number, start: number, signal: AbortSignal | undefined) {
     if (this.#closed) throw closedError(key);
@@ -88,10 +83,8 @@ export class Sessions {
     if (this.count < this.size) {
       if (signal?.aborted === true) throw new AbortError(key, signal.reason);
       const opening = this.#open(key);
-      if (waitTimeout === 0 && signal === undefined) return opening;
-      const within = waitTimeout === 0 ? Infinity : waitTimeout;
-      const timedOut = () => openTimeoutError(key, waitTimeout);
-      return this.#wait(key, within, start, signal, timedOut, (waiter) => {
+      if (signal === undefined) return opening;
+      return this.#wait(key, signal, undefined, (waiter) => {
         opening.then(waiter.resolve, waiter.reject);
       });
     }
@@ -99,23 +92,25 @@ export class Sessions {
     if (monotonicNow() - start >= waitTimeout) {
       throw sessionWaitTimeoutError(key, waitTimeout, this.size);
     }
-    const timedOut = () => sessionWaitTimeoutError(key, waitTimeout, this.size);
-    return this.#wait(key, waitTimeout, start, signal, timedOut, (waiter) => {
+    const deadline = {
+      at: start + waitTimeout,
+      error: () => sessionWaitTimeoutError(key, waitTimeout, this.size),
+    };
+    return this.#wait(key, signal, deadline, (waiter) => {
       this.#waiters.push(waiter);
     });
   }
 
   /**
    * A waiter for a session, passed to `register` (the FIFO queue, or a session opening), that
-   * gives up at `start + waitTimeout` or when `signal` aborts. A session that reaches it after
-   * it gave up is checked in for the next request.
+   * gives up when `signal` aborts or at `deadline.at` (monotonicNow() ms; Infinity: never) with
+   * `deadline.error()`. A session that reaches it after it gave up is checked in for the next
+   * request.
    */
   #wait(
     key: string,
-    waitTimeout: number,
-    start: number,
     signal: AbortSignal | undefined,
-    timedOut: () => Error,
+    deadline: { at: number; error: () => Error } | undefined,
     register: (waiter: Waiter) => void,
   ): Promise<Session> {
     if (signal?.aborted === true) return Promise.reject(new AbortError(key, signal.reason));
@@ -145,9 +140,9 @@ export class Sessions {
         },
       };
       const onAbort = () => waiter.reject(new AbortError(key, signal!.reason));
-      if (Number.isFinite(waitTimeout)) {
+      if (deadline !== undefined && Number.isFinite(deadline.at)) {
         // What is left of the request's wait, never early (callAt).
-        cancelTimer = callAt(start + waitTimeout, () => waiter.reject(timedOut()));
+        cancelTimer = callAt(deadline.at, () => waiter.reject(deadline.error()));
       }
       signal?.addEventListener('abort', onAbort, { once: true });
       register(waiter);
