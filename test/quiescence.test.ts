@@ -9,8 +9,9 @@
  * of every kind of request (fixtures/quiescence-mix.ts): waitTimeouts from 0 to Infinity, signals
  * aborted before the call or a few ms into it, shared and exclusive, extend, finite holds with a
  * 20 ms failTimeout, a small table where a family needs slot reuse. The main thread also calls
- * withLock (on the built package: `npm run build` first; `npm test` does), and terminates workers
- * at random moments (mostly while they wait), watched or not; fresh workers take their place.
+ * withLock (on the built package: `npm run build` first; `npm test` does; its pools' threads are
+ * started before round 1), and terminates workers at random moments (mostly while they wait),
+ * watched or not; fresh workers take their place.
  * Then everyone stops at a barrier (acks in shared memory) and the guarantee is checked for every
  * key, from the main thread and from a worker, once the holds of dead unwatched holders have
  * expired (deadline + failTimeout, read with inspect()). A round whose requests do not all finish
@@ -860,8 +861,40 @@ class Run {
     return out;
   }
 
+  /**
+   * Starts the threads of both pools withLock uses here (this.pool, and the main thread's default
+   * pool, which its first call creates) before round 1, outside the hang check: a thread's
+   * start-up is not a request of the property, yet a call waits for it QUEUED, under its lock.
+   * Pool threads inherit this process's `--import tsx`, which makes their start-up slow: 165 ms
+   * of CPU against 57 without, and about 150 ms blocked (neither running nor runnable) against
+   * 15 (load 11). At load 20 the first withLock call of round 1 (seed 86419032) waited 7-12 s
+   * for the default pool's thread (one reached the runner after 198 ms on a CPU, 6.3 s on a run
+   * queue, the rest blocked), past its waitTimeout + execTimeout + HANG_MARGIN: a hang report,
+   * though the thread then ran the task. Two shared calls on the default pool at once, so that
+   * both its threads have started.
+   */
+  async warmPools(): Promise<void> {
+    const key = this.keys[0]!;
+    const options = { mode: 'shared' as const, waitTimeout: 0, execTimeout: EXEC_TIMEOUT };
+    const bound = timer(STARTUP_MS);
+    try {
+      const started = await Promise.race([
+        Promise.all([
+          dist.withLock(this.distTable, key, 'quick', { ...options, pool: this.pool }),
+          dist.withLock(this.distTable, key, { module: TASKS, name: 'quick' }, options),
+          dist.withLock(this.distTable, key, { module: TASKS, name: 'quick' }, options),
+        ]).then(() => true),
+        bound.done.then(() => false),
+      ]);
+      if (!started) throw new Error(`withLock's pool threads did not start in ${STARTUP_MS} ms`);
+    } finally {
+      bound.cancel();
+    }
+  }
+
   async run(): Promise<void> {
     const rounds = ROUNDS === undefined ? this.fam.rounds : Number(ROUNDS);
+    if (this.fam.withLockRate > 0) await this.warmPools();
     for (this.round = 1; this.round <= rounds; this.round++) {
       await this.fill(this.fam.workers - (this.round === 1 ? 0 : 1));
       const hang = await this.runRound();
