@@ -9,7 +9,7 @@ import pg from 'pg';
 import { LockError } from '../../src/index.js';
 import { PgLockTable, type PgLockTableOptions } from '../../src/postgres/index.js';
 import { DEFAULT_CONNECT_TIMEOUT, resolvePgOptions } from '../../src/postgres/options.js';
-import { END_GRACE_MS } from '../../src/postgres/session.js';
+import { END_GRACE_MS, Session } from '../../src/postgres/session.js';
 import {
   databaseUrl,
   eventually,
@@ -36,6 +36,55 @@ async function silentServer() {
     url: `postgres://nobody@127.0.0.1:${port}/nothing`,
     get accepted() {
       return accepted;
+    },
+    get open() {
+      return sockets.size;
+    },
+    async stop() {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/**
+ * A TCP server that answers the startup (AuthenticationOk, BackendKeyData, ReadyForQuery: pg's
+ * connect succeeds) and then never answers a statement (a server process frozen, a pooler whose
+ * server never comes): counts the connections and the statements' bytes that reached it.
+ */
+async function startupOnlyServer() {
+  const sockets = new Set<net.Socket>();
+  let accepted = 0;
+  let statements = 0;
+  const server = net.createServer((socket) => {
+    accepted++;
+    sockets.add(socket);
+    socket.on('error', () => {});
+    socket.on('close', () => sockets.delete(socket));
+    let started = false;
+    socket.on('data', () => {
+      if (started) {
+        statements++;
+        return;
+      }
+      // The startup message came (pg sends it in one write): the session is ready.
+      started = true;
+      const authOk = Buffer.from([0x52, 0, 0, 0, 8, 0, 0, 0, 0]);
+      const keyData = Buffer.from([0x4b, 0, 0, 0, 12, 0, 0, 0, 42, 0, 0, 0, 7]);
+      const ready = Buffer.from([0x5a, 0, 0, 0, 5, 0x49]);
+      socket.write(Buffer.concat([authOk, keyData, ready]));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  return {
+    url: `postgres://nobody@127.0.0.1:${port}/nothing`,
+    get accepted() {
+      return accepted;
+    },
+    /** Chunks received after the startup: statements sent and never answered. */
+    get statements() {
+      return statements;
     },
     get open() {
       return sockets.size;
@@ -161,6 +210,50 @@ describe('a request against a server that does not answer', () => {
     assert.ok(server.accepted >= 2, 'the request did reach the server');
     (raw as unknown as { connection: { stream: net.Socket } }).connection.stream.destroy();
     await rawConnect;
+  });
+
+  test('fails ERR_LOCK_CONNECTION at connectionTimeoutMillis when the server answers the startup and then nothing', async () => {
+    const server = await startupOnlyServer();
+    const table = new PgLockTable({
+      connectionString: server.url,
+      namespace: freshNamespace(),
+      connectionTimeoutMillis: 300,
+    });
+    stops.push(
+      () => table.close(),
+      () => server.stop(),
+    );
+    // The control: pg's own connect to the same server succeeds (the startup is answered), so
+    // pg's connectionTimeoutMillis is over before the session's first statement.
+    const raw = new pg.Client({ connectionString: server.url, connectionTimeoutMillis: 300 });
+    raw.on('error', () => {});
+    await raw.connect();
+    const start = performance.now();
+    const error = await rejection(table.acquire('k', { waitTimeout: 50 }));
+    const waited = performance.now() - start;
+    assert.equal(error.code, 'ERR_LOCK_CONNECTION', error.message);
+    assert.match(error.message, /did not open a session within 300 ms/);
+    assert.ok(waited >= 299, `failed after ${waited.toFixed(1)} ms, before the connect bound`);
+    assert.ok(server.statements >= 1, 'the session did send its first statement');
+    (raw as unknown as { connection: { stream: net.Socket } }).connection.stream.destroy();
+    await eventually(() => server.open === 0, 4000, `every socket closed (${server.open} open)`);
+  });
+
+  test('a lock session opening against it fails at connectionTimeoutMillis too', async () => {
+    const server = await startupOnlyServer();
+    stops.push(() => server.stop());
+    // Session.open as Sessions calls it for a lock session (with a lease).
+    const config = resolvePgOptions({
+      connectionString: server.url,
+      connectionTimeoutMillis: 300,
+    }).client;
+    const start = performance.now();
+    const error = await rejection(Session.open(config, 1000));
+    const waited = performance.now() - start;
+    assert.match(error.message, /did not open a session within 300 ms/);
+    assert.ok(waited >= 299, `failed after ${waited.toFixed(1)} ms, before the connect bound`);
+    assert.ok(server.statements >= 1, 'the session did send its first statement');
+    await eventually(() => server.open === 0, 4000, `every socket closed (${server.open} open)`);
   });
 
   test('connectionTimeoutMillis: 10 s unless given; 0 and Infinity are no bound; bad values refused', () => {
