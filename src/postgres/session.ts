@@ -159,9 +159,12 @@ export class Session {
    * Connects and runs SESSION_START. Rejects (with the connection closed) on any failure, with
    * ERR_LOCK_POOLER when the server process is already another session's. `leaseMs`: a lock
    * session's idle_session_timeout for its whole life (the caller starts its heartbeat);
-   * undefined for the control session, which keeps the server's own. `cancel`: aborting it
-   * destroys the socket of a session still opening (a server that does not answer, where pg's
-   * connectionTimeoutMillis, 0 by default, would wait as long as TCP does), and open() rejects.
+   * undefined for the control session, which keeps the server's own. `config`'s
+   * connectionTimeoutMillis (0: none) bounds the whole opening, SESSION_START's reply included:
+   * pg's own bound ends at the startup's ReadyForQuery, and a server that answers the startup and
+   * then nothing (its process frozen, a pooler whose server never comes) would leave the session
+   * opening, and its request waiting, as long as TCP does. `cancel`: aborting it destroys the
+   * socket of a session still opening, and open() rejects.
    */
   static async open(
     config: pg.ClientConfig,
@@ -172,6 +175,16 @@ export class Session {
     // cut() without client.end(): pg fails a connect whose socket closes unless end() was called.
     const onCancel = () => session.cut('the session was cancelled while it opened');
     cancel?.addEventListener('abort', onCancel, { once: true });
+    const bound = config.connectionTimeoutMillis ?? 0;
+    let late: Error | undefined;
+    // Set before pg's own timer of the same ms (client.connect), so it fires first.
+    const timer =
+      bound > 0
+        ? setTimeout(() => {
+            late = new Error(`the server did not open a session within ${bound} ms`);
+            session.cut(late.message);
+          }, bound)
+        : undefined;
     try {
       if (cancel?.aborted === true) throw new Error('the session was cancelled before it opened');
       await session.client.connect();
@@ -199,9 +212,11 @@ export class Session {
       session.serverStart = String(rows[0].server_start);
       return session;
     } catch (error) {
+      clearTimeout(timer);
       await session.end();
-      throw error;
+      throw late ?? error;
     } finally {
+      clearTimeout(timer);
       cancel?.removeEventListener('abort', onCancel);
     }
   }
