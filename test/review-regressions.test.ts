@@ -11,6 +11,7 @@ import { type LockError, LockTable } from '../src/index.js';
 import { hashKey } from '../src/table/key.js';
 import { bindingOf, REVOKED_STUCK_MS, revokedOf } from '../src/table/directory.js';
 import {
+  createViews,
   H_BIND_LOCK,
   HEADER_F64,
   HEADER_WORDS,
@@ -19,6 +20,8 @@ import {
   S_BIND,
   S_SLEEPERS,
   S_STATE,
+  SF_ANNOUNCED_AT,
+  SLOT_F64,
   SLOT_WORDS,
 } from '../src/table/layout.js';
 import {
@@ -26,6 +29,7 @@ import {
   HANDOFF,
   HANDOFF_PATIENCE_MS,
   PARKED,
+  SLEEP_SLICE_MS,
   STARVING,
   WAITING,
   WRITER_WAITING,
@@ -710,60 +714,89 @@ describe('review regressions: semaphore wake-ups', () => {
   }
 
   test('a permit freed while the sleeper woken for the one before is not yet running wakes another sleeper', async () => {
-    const table = new LockTable({ capacity: 4 });
-    const sem = table.semaphore('q', 3);
-    const held = [sem.tryAcquire()!, sem.tryAcquire()!, sem.tryAcquire()!];
-    const slots = table[SLOTS];
-    const at = slotOf(table, 'q') * SLOT_WORDS + S_STATE;
-    const sleepers = at - S_STATE + S_SLEEPERS;
-    // 1. An async waiter asleep, then its event loop blocked: a release's notify wakes it (it is
-    //    first on the word), but it does not run (as a thread busy or descheduled after its wake-up).
-    const slow = puppet(table);
-    const slowReply = slow.do({
-      op: 'permitAsync',
-      key: 'q',
-      limit: 3,
-      options: { waitTimeout: 20_000 },
-    });
-    await waitFor(slots, sleepers, (v) => v === 1);
-    const blocked = await slow.block();
-    assert.equal(Atomics.load(slots, sleepers), 1, 'the blocked waiter is not asleep');
-    Atomics.and(slots, at, ~(STARVING | WAITING)); // its announcement, if any: see 3.
-    // 2. A second waiter, starved, asleep for its slice (it announced STARVING, and its sleep cleared
-    //    WAITING): behind the first on the word.
-    const sleeper = puppet(table);
-    const sleeperReply = sleeper.do({
-      op: 'permit',
-      key: 'q',
-      limit: 3,
-      options: { waitTimeout: 20_000 },
-    });
-    await until(() => {
-      const s = Atomics.load(slots, at);
-      return (s & STARVING) !== 0 && (s & WAITING) === 0 && Atomics.load(slots, sleepers) === 2;
-    });
-    // 3. STARVING gone while it sleeps, as any grant leaves the word (the waiters re-announce when
-    //    they look again), and PARKED there.
-    Atomics.and(slots, at, ~STARVING);
-    assert.notEqual(Atomics.load(slots, at) & PARKED, 0);
-    // 4. Two permits come free: the first release wakes the blocked waiter; the second must wake
-    //    the sleeper (the blocked one cannot relay it), not leave it its slice (250 ms).
-    const freed = performance.now();
-    held[0]!.release();
-    held[1]!.release();
-    const r = await sleeperReply;
-    const took = performance.now() - freed;
-    assert.ok(r.ok, JSON.stringify(r));
-    // Woken by a notify, a granted sleeper sets PARKED again for the blocked one (still counted);
-    // one that woke at the end of its slice does not. (A witness that needs no clock.)
-    assert.notEqual(
-      Atomics.load(slots, at) & PARKED,
-      0,
-      `the sleeper slept beside a free permit until its slice ended (${took.toFixed(0)} ms)`,
-    );
-    slow.unblock();
-    await blocked.reply;
-    assert.ok((await slowReply).ok);
-    held[2]!.release();
+    // The sleeper of 2. must still be asleep at the releases of 4. A sleeper wakes at the end of
+    // its slice (SLEEP_SLICE_MS) to look again: if this thread was kept off the CPU past it before
+    // or between the releases, the sleeper took a permit in that look, or was woken with the
+    // first one, and the test saw nothing. Its slice began after its announcement's stamp
+    // (SF_ANNOUNCED_AT), so releases done before the stamp + SLEEP_SLICE_MS found it asleep;
+    // later ones are set up again, at most 10 times (a machine that always runs the slice out
+    // fails the test).
+    for (let attempt = 1; ; attempt++) {
+      const table = new LockTable({ capacity: 4 });
+      const sem = table.semaphore('q', 3);
+      const held = [sem.tryAcquire()!, sem.tryAcquire()!, sem.tryAcquire()!];
+      const slots = table[SLOTS];
+      const at = slotOf(table, 'q') * SLOT_WORDS + S_STATE;
+      const sleepers = at - S_STATE + S_SLEEPERS;
+      const { slotF64 } = createViews(table.buffer, {
+        capacity: table.capacity,
+        maxKeyLength: table.maxKeyLength,
+        records: table[GRANTS].recordCount,
+      });
+      const stampAt = ((at - S_STATE) / SLOT_WORDS) * SLOT_F64 + SF_ANNOUNCED_AT;
+      // 1. An async waiter asleep, then its event loop blocked: a release's notify wakes it (it is
+      //    first on the word), but it does not run (as a thread busy or descheduled after its
+      //    wake-up).
+      const slow = puppet(table);
+      const slowReply = slow.do({
+        op: 'permitAsync',
+        key: 'q',
+        limit: 3,
+        options: { waitTimeout: 20_000 },
+      });
+      await waitFor(slots, sleepers, (v) => v === 1);
+      const blocked = await slow.block();
+      assert.equal(Atomics.load(slots, sleepers), 1, 'the blocked waiter is not asleep');
+      Atomics.and(slots, at, ~(STARVING | WAITING)); // its announcement, if any: see 3.
+      // 2. A second waiter, starved, asleep for its slice (it announced STARVING, and its sleep
+      //    cleared WAITING): behind the first on the word. The stamp is read first: the sleep seen
+      //    after it began after it (a later look stamps again, and sleeps again).
+      const sleeper = puppet(table);
+      const sleeperReply = sleeper.do({
+        op: 'permit',
+        key: 'q',
+        limit: 3,
+        options: { waitTimeout: 20_000 },
+      });
+      let stamp = 0;
+      await until(() => {
+        stamp = slotF64[stampAt]!;
+        const s = Atomics.load(slots, at);
+        return (s & STARVING) !== 0 && (s & WAITING) === 0 && Atomics.load(slots, sleepers) === 2;
+      });
+      // 3. STARVING gone while it sleeps, as any grant leaves the word (the waiters re-announce
+      //    when they look again), and PARKED there.
+      Atomics.and(slots, at, ~STARVING);
+      assert.notEqual(Atomics.load(slots, at) & PARKED, 0);
+      // 4. Two permits come free: the first release wakes the blocked waiter; the second must wake
+      //    the sleeper (the blocked one cannot relay it), not leave it its slice (250 ms).
+      const freed = performance.now();
+      held[0]!.release();
+      held[1]!.release();
+      // 1 ms for the two threads' clocks (api/clock.ts: each within microseconds of the other).
+      const asleep = LockTable.now() < stamp + SLEEP_SLICE_MS - 1;
+      const r = await sleeperReply;
+      const took = performance.now() - freed;
+      const word = Atomics.load(slots, at);
+      slow.unblock();
+      await blocked.reply;
+      assert.ok((await slowReply).ok);
+      held[2]!.release();
+      assert.ok(r.ok, JSON.stringify(r));
+      if (!asleep) {
+        assert.ok(attempt < 10, 'the sleeper’s slice ended before the releases 10 times');
+        console.log(`# attempt ${attempt}: the sleeper’s slice ended before the releases`);
+        await Promise.all([slow.stop(), sleeper.stop()]);
+        continue;
+      }
+      // Woken by a notify, a granted sleeper sets PARKED again for the blocked one (still
+      // counted); one that woke at the end of its slice does not. (A witness that needs no clock.)
+      assert.notEqual(
+        word & PARKED,
+        0,
+        `the sleeper slept beside a free permit until its slice ended (${took.toFixed(0)} ms)`,
+      );
+      return;
+    }
   });
 });

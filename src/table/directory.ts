@@ -300,7 +300,7 @@ export class Directory {
    * time no earlier than the mark.
    */
   #sweepBindings(): void {
-    testHooks.stall?.('sweep:stamped');
+    testHooks.stall?.('sweep:begun');
     const slots = this.#v.slots;
     for (let i = 0; i < this.#capacity; i++) {
       const at = i * SLOT_WORDS + S_BIND;

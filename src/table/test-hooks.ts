@@ -48,8 +48,8 @@ export type StallPoint =
   | 'bind:binding'
   /** Binding a key: the target slot chosen, not yet marked BINDING (review reproduction). */
   | 'bind:chosen'
-  /** A sweep of BINDING marks: H_REVOKED_AT stamped, no mark revoked yet (review reproduction). */
-  | 'sweep:stamped'
+  /** A sweep of BINDING marks: begun, no slot looked at yet (review reproduction). */
+  | 'sweep:begun'
   /** Registry claim: a PENDING entry counted in the waiting hint, its name's bucket not yet. */
   | 'claim:counted'
   /** A waiting request is about to sleep (on the key's word, the binding mutex, or a back-off). */
