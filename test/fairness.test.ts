@@ -250,9 +250,9 @@ describe('fairness', () => {
     // Runs are bimodal, quiet or not: most read 1,500-5,000 swaps in 27-30 M sections, but some
     // 50,000-244,000 (99 sections a swap at worst), with the workers' counts uneven. There, a
     // fresh request (one that has not lost a race, so does not back off) wins its first race
-    // 94-98% of the time, and the key goes back and forth in chains until one loses (a probe of
-    // session 11; left as a throughput gap, not a safety one). So the line is 30, twice the worst
-    // the loop read without the back-off.
+    // nearly always, and the key goes back and forth in chains until one loses (a scratch probe,
+    // not in the repo; left as a throughput gap, not a safety one). So the line is 30, twice the
+    // worst the loop read without the back-off.
     const results = await hotKey(['exclusive', 'exclusive'], WINDOW_MS, 0, true);
     const sections = results.reduce((sum, r) => sum + r.sections, 0);
     const swaps = results.reduce((sum, r) => sum + r.swaps, 0);
